@@ -1,0 +1,55 @@
+# mclu: `make demo` and `make test` set everything up themselves (Debian 12, as root).
+
+VENV     := .venv
+BIN      := $(VENV)/bin
+SANDBOX  ?= /var/tmp/mclu-sandbox
+HOSTS    ?= 3
+PYTEST_ARGS ?=
+
+.PHONY: all deps setup demo test lint unit check sandbox-up sandbox-down bench clean
+
+all: test
+
+# Debian packages (idempotent), then a virtual environment that sees Debian's libvirt,
+# guestfs and nbd bindings (they are not on PyPI): only /usr/bin/python3 -m venv with
+# --system-site-packages does, not another python3 that may come first on PATH.
+# install-deps runs every time (one dpkg-query when nothing is missing): a stamp could not
+# tell that a package went away.
+setup: deps $(VENV)/.installed
+
+deps:
+	bash tools/install-deps
+
+$(VENV)/.installed: pyproject.toml | deps
+	test -x $(BIN)/python || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(BIN)/mclu-sandbox up $(HOSTS)
+	$(BIN)/mclu -c $(SANDBOX)/hosts.toml status
+	$(BIN)/mclu -c $(SANDBOX)/hosts.toml list
+
+lint: setup
+	$(BIN)/ruff check mclu tests bench
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -m 'not sandbox' $(PYTEST_ARGS)
+
+# The whole suite: unit, contract and the integration tests on the sandbox (which the
+# tests bring up themselves, and take down again if they started it).
+test: setup lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+sandbox-up: setup
+	$(BIN)/mclu-sandbox up $(HOSTS)
+
+sandbox-down: setup
+	$(BIN)/mclu-sandbox down
+
+bench: setup
+	$(BIN)/python bench/status.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

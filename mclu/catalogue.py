@@ -1,0 +1,143 @@
+"""mclu's own templates: one TOML file each in a templates directory.
+
+A template names the virt-builder template it starts from and the defaults of a guest
+built from it. `parse` is pure and checks everything; `load` reads a directory.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mclu import errors, sizes
+
+ENV_VAR = "MCLU_TEMPLATES"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+DISK_BUSES = ("virtio", "scsi", "sata", "ide")
+_KEYS = {"description", "base", "size", "memory", "vcpus", "disk_bus", "network",
+         "full_copy", "customize"}
+
+
+@dataclass(frozen=True)
+class Template:
+    """An mclu template: a virt-builder base plus a guest's defaults."""
+
+    name: str
+    path: str
+    base: str
+    description: str = ""
+    size: int | None = None  # None: the base image's own size
+    memory: int = 512 << 20
+    vcpus: int = 1
+    disk_bus: str = "virtio"
+    network: str = "default"
+    full_copy: bool = False
+    customize: tuple[tuple[str, Any], ...] = ()
+
+
+def locate(explicit: str | None, environ: Mapping[str, str]) -> Path:
+    """The templates directory: --templates, then $MCLU_TEMPLATES, then the project's own."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if environ.get(ENV_VAR):
+        return Path(environ[ENV_VAR]).expanduser()
+    user_dir = Path("~/.config/mclu/templates").expanduser()
+    if user_dir.is_dir():
+        return user_dir
+    return Path(__file__).resolve().parent.parent / "templates"
+
+
+def load(directory: Path) -> dict[str, Template]:
+    """Every `*.toml` in `directory`, by name; a missing directory is an empty catalogue."""
+    if not directory.is_dir():
+        return {}
+    catalogue = {}
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise errors.ConfigError(str(path), None, f"cannot read: {e}") from None
+        template = parse(path.stem, text, str(path))
+        catalogue[template.name] = template
+    return catalogue
+
+
+def parse(name: str, text: str, path: str) -> Template:
+    """Check one template file's text; raises ConfigError naming the file and key."""
+    if not NAME.match(name):
+        raise errors.ConfigError(path, None, "a template's file name is letters, digits, . _ -")
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise errors.ConfigError(path, None, f"not valid TOML: {e}") from None
+    for key in doc:
+        if key not in _KEYS:
+            raise errors.ConfigError(path, key, f"unknown key (known: {', '.join(sorted(_KEYS))})")
+    if "base" not in doc:
+        raise errors.ConfigError(path, "base",
+                                 "missing: name the virt-builder template to start from")
+    try:
+        return Template(name=name, path=path, **{k: _check(k, v) for k, v in doc.items()})
+    except _Bad as e:
+        raise errors.ConfigError(path, e.key, e.problem) from None
+
+
+class _Bad(Exception):
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+        self.problem = problem
+
+
+def _check(key: str, value: Any) -> Any:
+    try:
+        return _CHECKS[key](value)
+    except ValueError as e:
+        raise _Bad(key, str(e)) from None
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string, got {value!r}")
+    return value
+
+
+def _vcpus(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 512:
+        raise ValueError(f"must be a whole number from 1 to 512, got {value!r}")
+    return value
+
+
+def _disk_bus(value: Any) -> str:
+    if value not in DISK_BUSES:
+        raise ValueError(f"must be one of {', '.join(DISK_BUSES)}, got {value!r}")
+    return str(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _customize(value: Any) -> tuple[tuple[str, Any], ...]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a table")
+    return tuple(sorted(value.items()))
+
+
+_CHECKS = {
+    "description": _string,
+    "base": _string,
+    "size": sizes.parse,
+    "memory": sizes.parse,
+    "vcpus": _vcpus,
+    "disk_bus": _disk_bus,
+    "network": _string,
+    "full_copy": _bool,
+    "customize": _customize,
+}

@@ -1,0 +1,102 @@
+"""The `mclu` command: argument parsing, and the one place that turns errors into exit codes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from mclu import __version__, errors
+from mclu.cli import commands, output
+
+Command = Callable[[argparse.Namespace, commands.Env], Coroutine[Any, Any, int]]
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `mclu` console script."""
+    sys.exit(run(sys.argv[1:] if argv is None else argv, default_env()))
+
+
+def default_env() -> commands.Env:
+    from mclu import hosts  # imported late: asyncssh and libvirt cost time `--help` need not pay
+
+    return commands.Env(environ=os.environ,
+                        printer=output.Printer(out=sys.stdout, err=sys.stderr),
+                        open_session=hosts.open_session)
+
+
+def run(argv: Sequence[str], env: commands.Env) -> int:
+    """Run one mclu command line and return its exit code (docs/cli.md lists them)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed usage or help
+        return int(e.code or 0)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    command: Command = args.command
+    try:
+        return asyncio.run(command(args, env))
+    except errors.MCLUError as e:
+        env.printer.error(e)
+        if args.verbose and e.__cause__ is not None:
+            env.printer.note(f"caused by: {e.__cause__!r}")
+        return e.exit_code
+    except KeyboardInterrupt:
+        env.printer.error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mclu", description="A mini cloud for a handful of KVM hosts, over ssh and libvirt.")
+    parser.add_argument("--version", action="version", version=f"mclu {__version__}")
+    _global_options(parser, default=None)
+    sub = parser.add_subparsers(metavar="COMMAND", required=True)
+
+    status = _read_command(sub, "status", commands.status,
+                           "each host: on or off, CPUs, memory, guests")
+    _host_filters(status)
+    listing = _read_command(sub, "list", commands.list_guests, "every guest on every host")
+    _host_filters(listing)
+    info = _read_command(sub, "info", commands.info, "one guest, found on whichever host has it")
+    info.add_argument("name", metavar="[HOST:]NAME", help="the guest")
+    _host_filters(info)
+    templates = _read_command(sub, "templates", commands.templates, "the template catalogue")
+    templates.add_argument("--templates", metavar="DIR",
+                           help="templates directory (default: $MCLU_TEMPLATES, then "
+                                "~/.config/mclu/templates, then the project's templates/)")
+    return parser
+
+
+def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """-c and -v, accepted before and after the command name."""
+    parser.add_argument("-c", "--config", metavar="FILE", default=default,
+                        help="inventory file (default: $MCLU_CONFIG, then "
+                             "~/.config/mclu/hosts.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        default=False if default is None else default,
+                        help="log what mclu does")
+
+
+def _read_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+                  command: Command, summary: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=summary, description=summary)
+    # After the command name they must not reset what was given before it.
+    _global_options(parser, default=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(command=command)
+    return parser
+
+
+def _host_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", action="append", metavar="HOST",
+                        help="only this host (repeatable)")
+    parser.add_argument("--tag", action="append", metavar="TAG",
+                        help="only hosts with this tag (repeatable)")

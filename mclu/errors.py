@@ -1,0 +1,253 @@
+"""mclu's errors: one class per failure a user can meet, each with fields and a message.
+
+Foreign errors (libvirt, asyncssh, OSError) are translated into these at the boundary
+(`mclu.hosts`); nothing above it sees them. Only the CLI turns an error into text and an
+exit code: `str(error)` is the one line it prints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+# Exit codes, documented in docs/cli.md.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class MCLUError(Exception):
+    """Root of every error mclu reports to its user."""
+
+    msg = "{self.detail}"
+    exit_code = EXIT_FAILED
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return self.msg.format(self=self)
+
+
+class UsageError(MCLUError):
+    """The command line asks for something impossible."""
+
+    exit_code = EXIT_USAGE
+
+
+class ConfigError(MCLUError):
+    """A configuration file (inventory, template) is missing or wrong."""
+
+    msg = "{self.path}: {self.where}{self.problem}"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, path: str, key: str | None, problem: str) -> None:
+        super().__init__(problem)
+        self.path = path
+        self.key = key
+        self.problem = problem
+
+    @property
+    def where(self) -> str:
+        return f"{self.key}: " if self.key else ""
+
+
+# --- A host that could not be asked -------------------------------------------------------
+# Each carries `state`, the word `mclu status` shows for the host.
+
+
+class HostError(MCLUError):
+    """A host failed; `state` is how `mclu status` shows it."""
+
+    msg = "{self.host}: {self.detail}"
+    state = "error"
+
+    def __init__(self, host: str, detail: str = "") -> None:
+        super().__init__(detail)
+        self.host = host
+
+
+class HostUnreachable(HostError):
+    """No ssh connection could be made: the host is off, or the network does not reach it."""
+
+    msg = "{self.host}: unreachable at {self.address}: {self.reason}"
+    state = "off"
+
+    def __init__(self, host: str, address: str, reason: str) -> None:
+        super().__init__(host, reason)
+        self.address = address
+        self.reason = reason
+
+
+class HostAuthFailed(HostError):
+    """sshd refused every key or method offered."""
+
+    msg = "{self.host}: ssh refused {self.user}@{self.address}: {self.reason}"
+    state = "auth failed"
+
+    def __init__(self, host: str, user: str, address: str, reason: str) -> None:
+        super().__init__(host, reason)
+        self.user = user
+        self.address = address
+        self.reason = reason
+
+
+class HostKeyUnknown(HostError):
+    """The host's ssh key is not in known_hosts: refused until the user accepts it."""
+
+    msg = (
+        "{self.host}: host key of {self.address} is not known; check it, then accept it with "
+        "`ssh {self.port_flag}{self.address} true` or add it to {self.known_hosts}"
+    )
+    state = "host key unknown"
+
+    def __init__(self, host: str, address: str, port: int, known_hosts: str) -> None:
+        super().__init__(host)
+        self.address = address
+        self.port = port
+        self.known_hosts = known_hosts
+
+    @property
+    def port_flag(self) -> str:
+        return "" if self.port == 22 else f"-p {self.port} "
+
+
+class HostKeyChanged(HostError):
+    """The host offered a key other than the one known_hosts holds for it."""
+
+    msg = (
+        "{self.host}: HOST KEY CHANGED for {self.address}; someone may be intercepting the "
+        "connection. If the host was reinstalled, remove the old key with "
+        "`ssh-keygen -f {self.known_hosts} -R {self.known_name}` and accept the new one"
+    )
+    state = "host key changed"
+
+    def __init__(self, host: str, address: str, port: int, known_hosts: str) -> None:
+        super().__init__(host)
+        self.address = address
+        self.port = port
+        self.known_hosts = known_hosts
+
+    @property
+    def known_name(self) -> str:
+        return self.address if self.port == 22 else f"'[{self.address}]:{self.port}'"
+
+
+class LibvirtUnavailable(HostError):
+    """ssh works but libvirtd does not answer on the host."""
+
+    msg = "{self.host}: libvirt is not answering: {self.reason}"
+    state = "libvirt down"
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(host, reason)
+        self.reason = reason
+
+
+class HostTimeout(HostError):
+    """A host took longer than its bounded time to answer."""
+
+    msg = "{self.host}: no answer to {self.what} within {self.seconds:g} s"
+    state = "timeout"
+
+    def __init__(self, host: str, what: str, seconds: float) -> None:
+        super().__init__(host, what)
+        self.what = what
+        self.seconds = seconds
+
+
+class HostCommandFailed(HostError):
+    """A command run on the host over ssh exited non-zero."""
+
+    msg = "{self.host}: `{self.command}` failed with exit status {self.exit_status}: {self.stderr}"
+
+    def __init__(self, host: str, command: str, exit_status: int | None, stderr: str) -> None:
+        super().__init__(host, stderr)
+        self.command = command
+        self.exit_status = exit_status
+        # Keep the last lines: enough to say why, short enough for one line.
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        self.stderr = " / ".join(lines[-3:]) if lines else "(no error output)"
+
+
+class LibvirtCallFailed(HostError):
+    """A libvirt call on a reachable host failed."""
+
+    msg = "{self.host}: {self.what}: {self.reason}"
+
+    def __init__(self, host: str, what: str, reason: str) -> None:
+        super().__init__(host, reason)
+        self.what = what
+        self.reason = reason
+
+
+class Unsupported(HostError):
+    """The host's session cannot do this (for example a shell command on libvirt's test driver)."""
+
+    msg = "{self.host}: {self.what} is not supported by this host's connection ({self.uri})"
+
+    def __init__(self, host: str, what: str, uri: str) -> None:
+        super().__init__(host, what)
+        self.what = what
+        self.uri = uri
+
+
+# --- Guests ----------------------------------------------------------------------------------
+
+
+class GuestNotFound(MCLUError):
+    """No reachable host has a guest of that name."""
+
+    msg = "no guest named {self.name!r}{self.where}"
+
+    def __init__(self, name: str, host: str | None = None, unreachable: Sequence[str] = ()) -> None:
+        super().__init__(name)
+        self.name = name
+        self.host = host
+        self.unreachable = tuple(unreachable)
+
+    @property
+    def where(self) -> str:
+        text = f" on {self.host}" if self.host else ""
+        if self.unreachable:
+            text += f" (not asked: {', '.join(self.unreachable)} did not answer)"
+        return text
+
+
+class GuestAmbiguous(MCLUError):
+    """Two or more hosts have a guest of that name: the user must say which."""
+
+    msg = "guest {self.name!r} exists on {self.host_list}; name it as HOST:{self.name}"
+
+    def __init__(self, name: str, hosts: Sequence[str]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.hosts = tuple(hosts)
+
+    @property
+    def host_list(self) -> str:
+        return " and ".join(self.hosts)
+
+
+class GuestExists(MCLUError):
+    """A guest of that name is already defined."""
+
+    msg = "{self.host}: a guest named {self.name!r} already exists"
+
+    def __init__(self, host: str, name: str) -> None:
+        super().__init__(name)
+        self.host = host
+        self.name = name
+
+
+class UnknownHost(MCLUError):
+    """A command names a host the inventory does not have."""
+
+    msg = "unknown host {self.name!r} (the inventory {self.path} has: {self.known})"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, name: str, path: str, known: Sequence[str]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.path = path
+        self.known = ", ".join(known) or "none"

@@ -1,0 +1,68 @@
+"""Run one coroutine per host, all at once under a bound, and keep every host's result or error.
+
+This is the only place that gathers with `return_exceptions`: an expected failure of one
+host (an `errors.HostError`) becomes that host's result and never stalls or hides the
+others; anything else is a bug and is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from mclu import errors, model
+
+T = TypeVar("T")
+
+
+@dataclass
+class HostResults(Generic[T]):
+    """Per host, in inventory order: the value, or the HostError that stopped it."""
+
+    ok: dict[str, T] = field(default_factory=dict)
+    failed: dict[str, errors.HostError] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+
+    def items(self) -> list[tuple[str, T | errors.HostError]]:
+        return [(h, self.ok[h] if h in self.ok else self.failed[h]) for h in self.order]
+
+
+async def gather(
+    hosts: Sequence[model.HostSpec],
+    work: Callable[[model.HostSpec], Awaitable[T]],
+    *,
+    limit: int,
+    deadline: Callable[[model.HostSpec], float] | None = None,
+) -> HostResults[T]:
+    """`work(host)` for every host, at most `limit` at once.
+
+    `deadline(host)` bounds each host's whole work in seconds (default: its connect plus
+    command timeout), so a host that stops answering halfway is reported, not waited for.
+    """
+    semaphore = asyncio.Semaphore(limit)
+    seconds = deadline or _default_deadline
+
+    async def one(host: model.HostSpec) -> T:
+        async with semaphore:
+            try:
+                async with asyncio.timeout(seconds(host)):
+                    return await work(host)
+            except TimeoutError:
+                raise errors.HostTimeout(host.name, "mclu", seconds(host)) from None
+
+    outcomes = await asyncio.gather(*(one(h) for h in hosts), return_exceptions=True)
+    results: HostResults[T] = HostResults(order=[h.name for h in hosts])
+    for host, outcome in zip(hosts, outcomes, strict=True):
+        if isinstance(outcome, errors.HostError):
+            results.failed[host.name] = outcome
+        elif isinstance(outcome, BaseException):
+            raise outcome
+        else:
+            results.ok[host.name] = outcome
+    return results
+
+
+def _default_deadline(host: model.HostSpec) -> float:
+    return host.connect_timeout + host.command_timeout

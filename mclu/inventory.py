@@ -1,0 +1,255 @@
+"""Read and validate hosts.toml into an `Inventory` of `HostSpec`s.
+
+Pure apart from reading the file: `parse(text, path)` does all the checking and is what
+the tests drive. Every error names the file, the key and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mclu import errors, model, sizes
+
+ENV_VAR = "MCLU_CONFIG"
+DEFAULT_PATH = "~/.config/mclu/hosts.toml"
+
+HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
+DOMAIN_TYPES = ("kvm", "qemu")
+
+Checker = Callable[[Any], Any]
+
+
+def locate(explicit: str | None, environ: Mapping[str, str]) -> Path:
+    """The inventory to use: `-c FILE`, then $MCLU_CONFIG, then ~/.config/mclu/hosts.toml."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if environ.get(ENV_VAR):
+        return Path(environ[ENV_VAR]).expanduser()
+    return Path(DEFAULT_PATH).expanduser()
+
+
+def load(path: Path) -> model.Inventory:
+    """Read and check an inventory file; raises `errors.ConfigError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise errors.ConfigError(
+            str(path), None, f"no inventory here (use -c FILE or set {ENV_VAR})"
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise errors.ConfigError(str(path), None, f"cannot read: {e}") from None
+    return parse(text, str(path))
+
+
+def parse(text: str, path: str) -> model.Inventory:
+    """Check an inventory's text; `path` is only used in messages."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise errors.ConfigError(path, None, f"not valid TOML: {e}") from None
+    _reject_unknown(doc, {"parallel", "defaults", "hosts"}, path, "")
+    defaults = _table(doc.get("defaults", {}), path, "defaults")
+    _reject_unknown(defaults, set(_HOST_KEYS) - _PER_HOST_ONLY, path, "defaults.")
+    hosts = _table(doc.get("hosts"), path, "hosts")
+    if not hosts:
+        raise errors.ConfigError(path, "hosts", "no hosts: add a [hosts.NAME] table")
+    specs = tuple(_host(name, _table(h, path, f"hosts.{name}"), defaults, path)
+                  for name, h in hosts.items())
+    parallel = _check(doc, "parallel", _positive_int, path, "", default=32)
+    return model.Inventory(path=path, hosts=specs, parallel=parallel)
+
+
+def select(inventory: model.Inventory, names: list[str] | None = None,
+           tags: list[str] | None = None) -> list[model.HostSpec]:
+    """The hosts named (in inventory order) and carrying all `tags`; unknown names are errors."""
+    for name in names or ():
+        if inventory.get(name) is None:
+            raise errors.UnknownHost(name, inventory.path, inventory.names())
+    chosen = [h for h in inventory.hosts if not names or h.name in names]
+    return [h for h in chosen if all(t in h.tags for t in tags or ())]
+
+
+# --- checking one host -------------------------------------------------------------------
+
+
+def _host(name: str, table: dict[str, Any], defaults: dict[str, Any],
+          path: str) -> model.HostSpec:
+    if not HOST_NAME.match(name):
+        raise errors.ConfigError(path, f"hosts.{name}",
+                                 "a host name is letters, digits, '.', '_' and '-' (max 63)")
+    _reject_unknown(table, set(_HOST_KEYS), path, f"hosts.{name}.")
+    merged = {**defaults, **table}
+    values: dict[str, Any] = {}
+    for key, (field, checker) in _HOST_KEYS.items():
+        if key in merged:
+            where = f"hosts.{name}" if key in table else "defaults"
+            values[field] = _check(merged, key, checker, path, f"{where}.")
+    values.setdefault("address", name)
+    return model.HostSpec(name=name, **values)
+
+
+def _check(table: Mapping[str, Any], key: str, checker: Checker, path: str, prefix: str,
+           default: Any = None) -> Any:
+    if key not in table:
+        return default
+    try:
+        return checker(table[key])
+    except ValueError as e:
+        raise errors.ConfigError(path, f"{prefix}{key}", str(e)) from None
+
+
+def _table(value: Any, path: str, key: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise errors.ConfigError(path, key, "must be a table")
+    return value
+
+
+def _reject_unknown(table: Mapping[str, Any], known: set[str], path: str, prefix: str) -> None:
+    for key in table:
+        if key not in known:
+            raise errors.ConfigError(path, f"{prefix}{key}",
+                                     f"unknown key (known: {', '.join(sorted(known))})")
+
+
+# --- value checkers: each returns the checked value or raises ValueError -----------------
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"must be a non-empty string, got {value!r}")
+    return value
+
+
+def _path(value: Any) -> str:
+    return os.path.expanduser(_text(value))
+
+
+def _absolute_path(value: Any) -> str:
+    text = _text(value)
+    if not text.startswith("/"):
+        raise ValueError(f"must be an absolute path on the host, got {text!r}")
+    return text
+
+
+def _port(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+        raise ValueError(f"must be a port number 1-65535, got {value!r}")
+    return value
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"must be a whole number >= 0, got {value!r}")
+    return value
+
+
+def _positive_int(value: Any) -> int:
+    if _count(value) == 0:
+        raise ValueError("must be at least 1")
+    return int(value)
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        raise ValueError(f"must be a number of seconds > 0 and <= 3600, got {value!r}")
+    return float(value)
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"must be a size like \"2 GiB\" or a number of bytes, got {value!r}")
+    return sizes.parse(value)
+
+
+def _mac(value: Any) -> str:
+    if not isinstance(value, str) or not MAC.match(value):
+        raise ValueError(f"must be a MAC address like 52:54:00:12:34:56, got {value!r}")
+    return value.lower()
+
+
+def _domain_type(value: Any) -> str:
+    if value not in DOMAIN_TYPES:
+        raise ValueError(f"must be one of {', '.join(DOMAIN_TYPES)}, got {value!r}")
+    return str(value)
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"must be true or false, got {value!r}")
+    return value
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _argv(value: Any) -> tuple[str, ...]:
+    argv = _strings(value)
+    if not argv:
+        raise ValueError("must name a command as a list, like [\"poweroff\"]")
+    return argv
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    tags = _strings(value)
+    for tag in tags:
+        if not HOST_NAME.match(tag):
+            raise ValueError(f"tag {tag!r}: letters, digits, '.', '_' and '-' only")
+    return tags
+
+
+def _paths(value: Any) -> tuple[str, ...]:
+    return tuple(os.path.expanduser(p) for p in _strings(value))
+
+
+def _ssh_config(value: Any) -> str:
+    text = _text(value)
+    return text if text == "none" else os.path.expanduser(text)
+
+
+def _uri(value: Any) -> str:
+    text = _text(value)
+    if ":" not in text:
+        raise ValueError(f"must be a libvirt URI like test:///path/node.xml, got {text!r}")
+    return text
+
+
+# key in hosts.toml -> (HostSpec field, checker)
+_HOST_KEYS: dict[str, tuple[str, Checker]] = {
+    "address": ("address", _text),
+    "user": ("user", _text),
+    "port": ("port", _port),
+    "mac": ("mac", _mac),
+    "tags": ("tags", _tags),
+    "domain_type": ("domain_type", _domain_type),
+    "image_dir": ("image_dir", _absolute_path),
+    "storage_pool": ("storage_pool", _text),
+    "shared_storage": ("shared_storage", _bool),
+    "reserve_memory": ("reserve_memory", _size),
+    "reserve_cpus": ("reserve_cpus", _count),
+    "cpus": ("cpus", _positive_int),
+    "memory": ("memory", _size),
+    "uri": ("uri", _uri),
+    "libvirt_socket": ("libvirt_socket", _absolute_path),
+    "connect_timeout": ("connect_timeout", _seconds),
+    "command_timeout": ("command_timeout", _seconds),
+    "identity_file": ("identity_files", _paths),
+    "identities_only": ("identities_only", _bool),
+    "known_hosts": ("known_hosts", _path),
+    "ssh_config": ("ssh_config", _ssh_config),
+    "power_off_command": ("power_off_command", _argv),
+}
+# Keys that make no sense shared by every host.
+_PER_HOST_ONLY = {"address", "mac", "uri"}

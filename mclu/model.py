@@ -1,0 +1,162 @@
+"""The data every layer shares: frozen dataclasses, no I/O, no libvirt or asyncssh import.
+
+Sizes are bytes, CPU counts are whole CPUs, times are seconds, everywhere.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+DEFAULT_LIBVIRT_SOCKET = "/var/run/libvirt/libvirt-sock"
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One host as the inventory describes it."""
+
+    name: str
+    address: str
+    user: str | None = None  # None: from ~/.ssh/config, else the local user
+    port: int | None = None  # None: from ~/.ssh/config, else 22
+    mac: str | None = None
+    tags: tuple[str, ...] = ()
+    domain_type: str = "kvm"  # libvirt <domain type=...>: "kvm", or "qemu" for TCG
+    image_dir: str = "/var/lib/libvirt/images"
+    storage_pool: str | None = None
+    shared_storage: bool = False
+    reserve_memory: int = 1 << 30
+    reserve_cpus: int = 0
+    # Capacity overrides: what mclu plans with instead of what the host reports.
+    cpus: int | None = None
+    memory: int | None = None
+    uri: str | None = None  # libvirt URI reached directly instead of through ssh
+    libvirt_socket: str = DEFAULT_LIBVIRT_SOCKET
+    connect_timeout: float = 5.0
+    command_timeout: float = 30.0
+    identity_files: tuple[str, ...] = ()
+    identities_only: bool = False
+    known_hosts: str | None = None  # None: ~/.ssh/known_hosts
+    ssh_config: str | None = None  # None: ~/.ssh/config when it exists; "none": no file
+    power_off_command: tuple[str, ...] = ("poweroff",)
+
+    @property
+    def ssh_port(self) -> int:
+        return self.port if self.port is not None else 22
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """The hosts of one inventory file, in file order."""
+
+    path: str
+    hosts: tuple[HostSpec, ...]
+    parallel: int = 32
+
+    def names(self) -> list[str]:
+        return [h.name for h in self.hosts]
+
+    def get(self, name: str) -> HostSpec | None:
+        return next((h for h in self.hosts if h.name == name), None)
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What a host reports about itself."""
+
+    hostname: str
+    arch: str
+    cpus: int  # physical (logical) CPUs
+    memory_total: int
+    memory_free: int  # available to new guests now, as the kernel sees it
+    domain_types: tuple[str, ...] = ()  # e.g. ("qemu", "kvm")
+    libvirt_version: str = ""
+
+
+class GuestState(enum.StrEnum):
+    """A guest's run state, libvirt's states named in words."""
+
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTDOWN = "shutting down"
+    SHUTOFF = "shut off"
+    CRASHED = "crashed"
+    PMSUSPENDED = "suspended"
+    NOSTATE = "no state"
+
+    @property
+    def active(self) -> bool:
+        """Whether the guest holds its CPUs and memory on the host."""
+        return self not in (GuestState.SHUTOFF, GuestState.CRASHED)
+
+
+@dataclass(frozen=True)
+class GuestMeta:
+    """mclu's own record in a guest's domain XML metadata (the only record mclu keeps)."""
+
+    template: str
+    revision: str = ""
+    built: str = ""  # ISO 8601 UTC
+    state: str = "ready"  # "building" while a build is under way
+    options: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Guest:
+    """One guest (libvirt domain) on one host."""
+
+    name: str
+    uuid: str
+    state: GuestState
+    vcpus: int
+    memory: int  # current memory
+    max_memory: int = 0
+    disks: tuple[str, ...] = ()
+    mclu: GuestMeta | None = None
+    persistent: bool = True
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    """A host as one read pass found it: its spec, its facts and its guests."""
+
+    spec: HostSpec
+    facts: HostFacts
+    guests: tuple[Guest, ...] = field(default_factory=tuple)
+
+    @property
+    def active_guests(self) -> tuple[Guest, ...]:
+        return tuple(g for g in self.guests if g.state.active)
+
+    @property
+    def cpus(self) -> int:
+        """CPUs mclu plans with: the inventory's override, else what the host reports."""
+        return self.spec.cpus if self.spec.cpus is not None else self.facts.cpus
+
+    @property
+    def memory_total(self) -> int:
+        return self.spec.memory if self.spec.memory is not None else self.facts.memory_total
+
+    @property
+    def vcpus_allocated(self) -> int:
+        return sum(g.vcpus for g in self.active_guests)
+
+    @property
+    def memory_allocated(self) -> int:
+        return sum(g.memory for g in self.active_guests)
+
+    @property
+    def memory_free(self) -> int:
+        """Memory left for new guests: capacity less the host's reserve and running guests.
+
+        With no capacity override this is also bounded by what the kernel says is available.
+        """
+        planned = self.memory_total - self.spec.reserve_memory - self.memory_allocated
+        if self.spec.memory is None:
+            planned = min(planned, self.facts.memory_free - self.spec.reserve_memory)
+        return max(planned, 0)
+
+    @property
+    def vcpus_free(self) -> int:
+        return max(self.cpus - self.spec.reserve_cpus - self.vcpus_allocated, 0)

@@ -1,0 +1,99 @@
+"""Inventory parsing: the shipped example, defaults, and one clear error per mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mclu import errors, inventory
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def parse(text: str) -> inventory.model.Inventory:
+    return inventory.parse(text, "hosts.toml")
+
+
+def test_shipped_example_parses_with_defaults_and_overrides() -> None:
+    inv = inventory.load(ROOT / "hosts.toml")
+    assert inv.names() == ["ham0", "ham1", "ham2", "ham3"]
+    ham2, ham3 = inv.hosts[2], inv.hosts[3]
+    assert ham2.reserve_memory == 4 << 30  # its own
+    assert inv.hosts[0].reserve_memory == 2 << 30  # the default
+    assert ham3.port == 22_22 and ham3.address == "10.0.0.13"
+    assert ham3.storage_pool == "fast" and ham3.tags == ("rack2", "big")
+    assert inv.hosts[0].mac == "52:54:00:00:00:10"
+
+
+def test_address_defaults_to_the_host_name_and_ssh_settings_stay_unset() -> None:
+    inv = parse("[hosts.alpha]\n")
+    host = inv.hosts[0]
+    assert host.address == "alpha"
+    assert host.user is None and host.port is None  # left to ~/.ssh/config
+    assert host.ssh_port == 22
+    assert inv.parallel == 32
+
+
+def test_paths_are_expanded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", "/home/u")
+    inv = parse('[defaults]\nidentity_file = "~/.ssh/k"\nknown_hosts = "~/kh"\n[hosts.a]\n')
+    assert inv.hosts[0].identity_files == ("/home/u/.ssh/k",)
+    assert inv.hosts[0].known_hosts == "/home/u/kh"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "problem"),
+    [
+        ("[hosts.a]\nport = 70000\n", "hosts.a.port", "port number"),
+        ("[defaults]\nport = 'x'\n[hosts.a]\n", "defaults.port", "port number"),
+        ("[hosts.a]\nmac = '52:54:00'\n", "hosts.a.mac", "MAC address"),
+        ("[hosts.a]\nreserve_memory = '2 gallons'\n", "hosts.a.reserve_memory", "size"),
+        ("[hosts.a]\ndomain_type = 'xen'\n", "hosts.a.domain_type", "kvm, qemu"),
+        ("[hosts.a]\nimage_dir = 'images'\n", "hosts.a.image_dir", "absolute path"),
+        ("[hosts.a]\nconnect_timeout = 0\n", "hosts.a.connect_timeout", "seconds"),
+        ("[hosts.a]\ncolour = 'red'\n", "hosts.a.colour", "unknown key"),
+        ("[defaults]\naddress = 'x'\n[hosts.a]\n", "defaults.address", "unknown key"),
+        ("[hosts.'a b']\n", "hosts.a b", "host name"),
+        ("[hosts.a]\ntags = ['ok', 'not ok']\n", "hosts.a.tags", "not ok"),
+        ("[hosts.a]\npower_off_command = []\n", "hosts.a.power_off_command", "list"),
+        ("parallel = 0\n[hosts.a]\n", "parallel", "at least 1"),
+        ("[hosts]\n", "hosts", "no hosts"),
+        ("hosts = 3\n", "hosts", "table"),
+    ],
+)
+def test_each_mistake_is_named_with_file_and_key(text: str, key: str, problem: str) -> None:
+    with pytest.raises(errors.ConfigError) as caught:
+        parse(text)
+    assert caught.value.key == key
+    message = str(caught.value)
+    assert message.startswith(f"hosts.toml: {key}: ")
+    assert problem in message
+    assert caught.value.exit_code == errors.EXIT_USAGE
+
+
+def test_toml_syntax_error_gives_the_line() -> None:
+    with pytest.raises(errors.ConfigError, match=r"hosts.toml: not valid TOML: .*line 2"):
+        parse("[hosts.a]\nport = \n")
+
+
+def test_missing_file_says_how_to_point_at_one(tmp_path: Path) -> None:
+    with pytest.raises(errors.ConfigError, match="no inventory here .*MCLU_CONFIG"):
+        inventory.load(tmp_path / "nope.toml")
+
+
+def test_locate_prefers_flag_then_environment_then_home() -> None:
+    env = {"MCLU_CONFIG": "/etc/mclu.toml"}
+    assert inventory.locate("/x.toml", env) == Path("/x.toml")
+    assert inventory.locate(None, env) == Path("/etc/mclu.toml")
+    assert inventory.locate(None, {}).name == "hosts.toml"
+    assert ".config/mclu" in str(inventory.locate(None, {}))
+
+
+def test_select_by_name_and_tag_keeps_inventory_order() -> None:
+    inv = inventory.load(ROOT / "hosts.toml")
+    assert [h.name for h in inventory.select(inv, tags=["rack2"])] == ["ham2", "ham3"]
+    assert [h.name for h in inventory.select(inv, names=["ham3", "ham0"])] == ["ham0", "ham3"]
+    assert [h.name for h in inventory.select(inv, names=["ham1"], tags=["ssd"])] == ["ham1"]
+    with pytest.raises(errors.UnknownHost, match="unknown host 'ham9'.*ham0, ham1"):
+        inventory.select(inv, names=["ham9"])
