@@ -1,0 +1,115 @@
+"""Benchmark `mclu status` against a sequential `virsh -c qemu+ssh://` loop, same hosts, same run.
+
+    .venv/bin/python bench/status.py [--runs 5] [--sizes 1,4,16]
+
+Brings the sandbox up with as many hosts as the largest size (and takes it down afterwards
+if it was not up before), then times, per size: `mclu status` over that many hosts, and a
+loop that runs `virsh -c qemu+ssh://HOST/system 'nodeinfo; list --all'` on each host in
+turn (one virsh, one ssh connection per host). Prints medians side by side.
+Goals (issue 2): mclu at 16 hosts <= 1.5 x mclu at 1 host, and >= 5 x faster than the loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+
+VENV_BIN = Path(sys.executable).parent
+STATE = Path(os.environ.get("MCLU_SANDBOX_DIR", "/var/tmp/mclu-sandbox"))
+
+
+def sandbox(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(VENV_BIN / "mclu-sandbox"), *args], check=True,
+                          capture_output=True, text=True)
+
+
+def sandbox_host_count() -> int:
+    """Hosts of the sandbox that are up now (0 when it is down)."""
+    status = subprocess.run([str(VENV_BIN / "mclu-sandbox"), "status", "--json"],
+                            capture_output=True, text=True)
+    if status.returncode != 0:
+        return 0
+    import json
+
+    return sum(1 for h in json.loads(status.stdout).get("hosts", []) if h.get("up"))
+
+
+def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    return time.perf_counter() - start
+
+
+def median_of(runs: int, fn: object) -> float:
+    assert callable(fn)
+    return statistics.median(fn() for _ in range(runs))
+
+
+def virsh_wrapper(directory: Path) -> Path:
+    """An ssh for libvirt's qemu+ssh transport that uses the sandbox's keys and known_hosts."""
+    wrapper = directory / "ssh"
+    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {STATE}/client/ssh_config "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--sizes", default="1,4,16")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+
+    was_up = sandbox_host_count()
+    sandbox("up", str(max(sizes)))
+    inventory = STATE / "hosts.toml"
+    hosts = tomllib.loads(inventory.read_text())["hosts"]
+    names = list(hosts)[: max(sizes)]  # the powered-off host comes last: not measured
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            ssh = virsh_wrapper(Path(tmp))
+            for n in sizes:
+                chosen = names[:n]
+                mclu = [str(VENV_BIN / "mclu"), "-c", str(inventory), "status"]
+                mclu += [f"--host={h}" for h in chosen]
+                timed(mclu)  # warm the page cache for the first measured run
+
+                def virsh_loop(chosen: list[str] = chosen) -> float:
+                    start = time.perf_counter()
+                    for h in chosen:
+                        uri = (f"qemu+ssh://root@{hosts[h]['address']}/system"
+                               f"?command={ssh}&no_tty=1")
+                        subprocess.run(["virsh", "-c", uri, "nodeinfo; list --all"], check=True,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                    return time.perf_counter() - start
+
+                m = median_of(args.runs, lambda mclu=mclu: timed(mclu))
+                v = median_of(args.runs, virsh_loop)
+                rows.append((n, m, v))
+    finally:
+        if not was_up:
+            sandbox("down")
+        elif was_up != max(sizes):
+            sandbox("up", str(was_up))
+
+    print(f"medians of {args.runs} runs, wall seconds")
+    print(f"{'hosts':>5}  {'mclu status':>11}  {'virsh loop':>10}  {'loop / mclu':>11}")
+    for n, m, v in rows:
+        print(f"{n:>5}  {m:>11.3f}  {v:>10.3f}  {v / m:>11.1f}")
+    first, last = rows[0], rows[-1]
+    print(f"mclu {last[0]} hosts / {first[0]} host: {last[1] / first[1]:.2f} (goal <= 1.5)")
+    print(f"virsh loop / mclu at {last[0]} hosts: {last[2] / last[1]:.1f} (goal >= 5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
