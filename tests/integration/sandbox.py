@@ -1,0 +1,102 @@
+"""Helpers for tests that run against the mclu sandbox (real sshd and libvirtd per fake host)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+STATE = Path(os.environ.get("MCLU_SANDBOX_DIR", "/var/tmp/mclu-sandbox"))
+HOSTS = 3  # up hosts; the sandbox adds one more that is powered off
+
+
+def unavailable_reason() -> str | None:
+    """Why the sandbox cannot run here, or None when it can."""
+    if os.geteuid() != 0:
+        return "the sandbox needs root"
+    for tool in ("libvirtd", "virtlogd", "ip", "unshare", "nsenter"):
+        if shutil.which(tool) is None and not Path("/usr/sbin", tool).exists():
+            return f"the sandbox needs {tool} (make setup installs it)"
+    return None
+
+
+def sandbox(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(BIN / "mclu-sandbox"), *args], check=check,
+                          capture_output=True, text=True, timeout=300)
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """The running sandbox as the tests see it."""
+
+    state: Path
+    inventory: Path
+
+    @property
+    def doc(self) -> dict[str, Any]:
+        return tomllib.loads(self.inventory.read_text())
+
+    @property
+    def up_hosts(self) -> list[str]:
+        return list(self.doc["hosts"])[:HOSTS]
+
+    @property
+    def off_host(self) -> str:
+        return list(self.doc["hosts"])[HOSTS]
+
+    def address(self, host: str) -> str:
+        return str(self.doc["hosts"][host]["address"])
+
+    def exec(self, host: str, argv: Sequence[str], check: bool = True,
+             input: str | None = None) -> subprocess.CompletedProcess[str]:
+        """Run argv inside a fake host (its mount, UTS and network namespaces)."""
+        return subprocess.run([str(BIN / "mclu-sandbox"), "exec", host, "--", *argv],
+                              check=check, capture_output=True, text=True, timeout=120,
+                              input=input)
+
+    def variant(self, path: Path, **defaults: Any) -> Path:
+        """A copy of the sandbox inventory with some [defaults] changed, written to `path`."""
+        doc = self.doc
+        doc["defaults"].update(defaults)
+        path.write_text(to_toml(doc))
+        return path
+
+
+def mclu(*args: str, inventory: Path) -> subprocess.CompletedProcess[str]:
+    """Run the real `mclu` command line, as a user would."""
+    return subprocess.run([str(BIN / "mclu"), "-c", str(inventory), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def mclu_json(*args: str, inventory: Path) -> tuple[int, dict[str, Any]]:
+    done = mclu(*args, "--json", inventory=inventory)
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+def to_toml(doc: dict[str, Any]) -> str:
+    """Just enough TOML for an inventory: top-level values, [defaults] and [hosts.NAME]."""
+    lines = [f"{k} = {_value(v)}" for k, v in doc.items() if not isinstance(v, dict)]
+    for table in ("defaults",):
+        lines += [f"[{table}]"] + [f"{k} = {_value(v)}" for k, v in doc.get(table, {}).items()]
+    for name, host in doc.get("hosts", {}).items():
+        lines += [f"[hosts.{name}]"] + [f"{k} = {_value(v)}" for k, v in host.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    return json.dumps(str(v))
