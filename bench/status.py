@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 VENV_BIN = Path(sys.executable).parent
@@ -48,8 +48,7 @@ def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> float:
     return time.perf_counter() - start
 
 
-def median_of(runs: int, fn: object) -> float:
-    assert callable(fn)
+def median_of(runs: int, fn: Callable[[], float]) -> float:
     return statistics.median(fn() for _ in range(runs))
 
 

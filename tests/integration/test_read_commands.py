@@ -105,7 +105,7 @@ def test_changed_host_key_is_refused_with_the_fix(sandbox: sb.Sandbox, tmp_path:
     done = sb.mclu("status", "--host", host, inventory=inventory)
     assert done.returncode == 1
     assert "host key changed" in done.stdout
-    code, doc = sb.mclu_json("status", "--host", host, inventory=inventory)
+    _, doc = sb.mclu_json("status", "--host", host, inventory=inventory)
     assert "ssh-keygen" in doc["hosts"][0]["error"] and str(known) in doc["hosts"][0]["error"]
 
 

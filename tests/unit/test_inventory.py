@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from mclu import errors, inventory
+from mclu import errors, inventory, model
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def parse(text: str) -> inventory.model.Inventory:
+def parse(text: str) -> model.Inventory:
     return inventory.parse(text, "hosts.toml")
 
 
@@ -78,7 +78,7 @@ def test_toml_syntax_error_gives_the_line() -> None:
 
 
 def test_missing_file_says_how_to_point_at_one(tmp_path: Path) -> None:
-    with pytest.raises(errors.ConfigError, match="no inventory here .*MCLU_CONFIG"):
+    with pytest.raises(errors.ConfigError, match=r"no inventory here .*MCLU_CONFIG"):
         inventory.load(tmp_path / "nope.toml")
 
 
@@ -95,5 +95,5 @@ def test_select_by_name_and_tag_keeps_inventory_order() -> None:
     assert [h.name for h in inventory.select(inv, tags=["rack2"])] == ["ham2", "ham3"]
     assert [h.name for h in inventory.select(inv, names=["ham3", "ham0"])] == ["ham0", "ham3"]
     assert [h.name for h in inventory.select(inv, names=["ham1"], tags=["ssd"])] == ["ham1"]
-    with pytest.raises(errors.UnknownHost, match="unknown host 'ham9'.*ham0, ham1"):
+    with pytest.raises(errors.UnknownHost, match=r"unknown host 'ham9'.*ham0, ham1"):
         inventory.select(inv, names=["ham9"])
