@@ -12,6 +12,7 @@ Goals (issue 2): mclu at 16 hosts <= 1.5 x mclu at 1 host, and >= 5 x faster tha
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import subprocess
@@ -91,7 +92,7 @@ def main() -> int:
                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                     return time.perf_counter() - start
 
-                m = median_of(args.runs, lambda mclu=mclu: timed(mclu))
+                m = median_of(args.runs, functools.partial(timed, mclu))
                 v = median_of(args.runs, virsh_loop)
                 rows.append((n, m, v))
     finally:
