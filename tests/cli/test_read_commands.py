@@ -1,0 +1,246 @@
+"""`mclu status/list/info/templates` end to end, in-process, against fake hosts.
+
+What is checked is what a user sees: stdout, stderr (one line per error) and the exit code.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mclu import errors, model
+from mclu.cli import commands, main, output
+from mclu.hosts import fake
+
+INVENTORY = """
+[defaults]
+reserve_memory = "1 GiB"
+[hosts.a]
+tags = ["rack1"]
+[hosts.b]
+tags = ["rack1"]
+[hosts.c]
+tags = ["rack2"]
+"""
+
+
+def guest(name: str, state: model.GuestState = model.GuestState.RUNNING, vcpus: int = 2,
+          memory: int = 1 << 30, meta: model.GuestMeta | None = None) -> model.Guest:
+    return model.Guest(name=name, uuid=f"uuid-{name}", state=state, vcpus=vcpus, memory=memory,
+                       max_memory=memory, mclu=meta)
+
+
+WEB1 = guest("web1", meta=model.GuestMeta(template="tiny", revision="3",
+                                           built="2026-11-20T10:00:00Z",
+                                           options=(("memory", "1G"),)))
+
+
+class Cli:
+    """Runs mclu command lines against a FakeCluster and keeps what they printed."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.cluster = fake.FakeCluster.of("a", "b", "c")
+        self.inventory = tmp_path / "hosts.toml"
+        self.inventory.write_text(INVENTORY)
+        self.out = io.StringIO()
+        self.err = io.StringIO()
+
+    def __call__(self, *argv: str) -> int:
+        self.out = io.StringIO()
+        self.err = io.StringIO()
+        env = commands.Env(environ={"MCLU_CONFIG": str(self.inventory)},
+                           printer=output.Printer(out=self.out, err=self.err),
+                           open_session=self.cluster.open)
+        code = main.run(list(argv), env)
+        assert self.cluster.open_sessions == 0  # every session closed, whatever happened
+        return code
+
+    @property
+    def stdout(self) -> str:
+        return self.out.getvalue()
+
+    @property
+    def stderr(self) -> str:
+        return self.err.getvalue()
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    c = Cli(tmp_path)
+    c.cluster.hosts["a"].guests["web1"] = WEB1
+    c.cluster.hosts["b"].guests["db"] = guest("db", vcpus=4, memory=4 << 30)
+    c.cluster.hosts["b"].guests["old"] = guest("old", state=model.GuestState.SHUTOFF)
+    return c
+
+
+def test_status_table_shows_capacity_and_guests(cli: Cli) -> None:
+    assert cli("status") == 0
+    lines = cli.stdout.splitlines()
+    assert lines[0].split()[:4] == ["HOST", "STATE", "CPUS", "vCPUS"]
+    a, b, c = lines[1:]
+    assert a.split()[:5] == ["a", "on", "4", "2", "used"]
+    assert "[#.........] 1 GiB / 8 GiB" in a  # 1 of 8 GiB to guests
+    assert "6 GiB" in a  # free: 8 - 1 reserved - 1 running
+    assert "1 running / 2" in b  # the shut off guest holds nothing
+    assert "4 GiB / 16 GiB" in b
+    assert c.split()[:2] == ["c", "on"]
+    assert cli.stderr == ""
+
+
+def test_status_json_schema(cli: Cli) -> None:
+    assert cli("status", "--json") == 0
+    doc = cli.json()
+    assert doc["version"] == 1
+    a = doc["hosts"][0]
+    assert a == {
+        "name": "a", "state": "on", "error": None, "address": "a", "tags": ["rack1"],
+        "hostname": "a", "cpus": 4, "vcpus_allocated": 2, "vcpus_free": 2,
+        "memory_total": 8 << 30, "memory_allocated": 1 << 30, "memory_free": 6 << 30,
+        "memory_reserved": 1 << 30, "guests": 1, "guests_running": 1,
+    }
+
+
+def test_off_host_is_shown_and_is_not_a_failure(cli: Cli) -> None:
+    cli.cluster.fail("c", errors.HostUnreachable("c", "c", "connection timed out"))
+    assert cli("status") == 0
+    row = cli.stdout.splitlines()[3]
+    assert row.split()[:2] == ["c", "off"]
+    assert row.endswith("unreachable at c: connection timed out")
+    assert cli("status", "--json") == 0
+    assert cli.json()["hosts"][2] == {"name": "c", "state": "off",
+                                      "error": "c: unreachable at c: connection timed out"}
+
+
+@pytest.mark.parametrize(
+    ("error", "state"),
+    [
+        (errors.HostAuthFailed("b", "root", "b", "permission denied"), "auth failed"),
+        (errors.LibvirtUnavailable("b", "socket not found"), "libvirt down"),
+        (errors.HostKeyChanged("b", "b", 22, "/k"), "host key changed"),
+        (errors.HostKeyUnknown("b", "b", 22, "/k"), "host key unknown"),
+    ],
+)
+def test_failing_host_is_shown_and_fails_the_command(cli: Cli, error: errors.HostError,
+                                                     state: str) -> None:
+    cli.cluster.fail("b", error)
+    assert cli("status", "--json") == 1
+    hosts = {h["name"]: h for h in cli.json()["hosts"]}
+    assert hosts["b"]["state"] == state
+    assert hosts["a"]["state"] == "on"  # the others still answered
+
+
+def test_list_every_guest_sorted_with_template(cli: Cli) -> None:
+    assert cli("list") == 0
+    lines = cli.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["NAME", "db", "old", "web1"]
+    web1 = lines[3].split()
+    assert web1[:6] == ["web1", "a", "running", "2", "1", "GiB"]
+    assert web1[6:] == ["tiny", "r3", "2026-11-20T10:00:00Z"]
+    assert "shut off" in lines[2]
+
+
+def test_list_names_the_hosts_that_did_not_answer(cli: Cli) -> None:
+    cli.cluster.fail("a", errors.HostUnreachable("a", "a", "no route to host"))
+    assert cli("list") == 0
+    assert "web1" not in cli.stdout
+    assert cli.stderr == "mclu: a: unreachable at a: no route to host\n"
+    assert cli("list", "--json") == 0
+    doc = cli.json()
+    assert [g["name"] for g in doc["guests"]] == ["db", "old"]
+    assert doc["failed_hosts"][0]["state"] == "off"
+
+
+def test_list_filters_by_tag_and_host(cli: Cli) -> None:
+    assert cli("list", "--tag", "rack2") == 0
+    assert cli.stdout.splitlines()[1:] == []
+    assert cli("list", "--host", "a", "--json") == 0
+    assert [g["name"] for g in cli.json()["guests"]] == ["web1"]
+
+
+def test_info_finds_the_guest_and_shows_mclu_metadata(cli: Cli) -> None:
+    assert cli("info", "web1") == 0
+    fields = dict(line.split(":", 1) for line in cli.stdout.splitlines())
+    assert fields["Host"].strip() == "a"
+    assert fields["Template"].strip() == "tiny r3"
+    assert fields["Option memory"].strip() == "1G"
+    assert cli("info", "web1", "--json") == 0
+    doc = cli.json()["guest"]
+    assert doc["host"] == "a" and doc["mclu"]["options"] == {"memory": "1G"}
+
+
+def test_info_ambiguous_names_both_hosts_and_host_prefix_chooses(cli: Cli) -> None:
+    cli.cluster.hosts["c"].guests["web1"] = guest("web1")
+    assert cli("info", "web1") == 1
+    assert cli.stderr == ("mclu: error: guest 'web1' exists on a and c; "
+                          "name it as HOST:web1\n")
+    assert cli.stdout == ""
+    assert cli("info", "c:web1", "--json") == 0
+    assert cli.json()["guest"]["mclu"] is None
+
+
+def test_info_not_found_says_which_hosts_were_not_asked(cli: Cli) -> None:
+    cli.cluster.fail("c", errors.HostUnreachable("c", "c", "timed out"))
+    assert cli("info", "nope") == 1
+    assert cli.stderr == "mclu: error: no guest named 'nope' (not asked: c did not answer)\n"
+
+
+def test_info_found_while_a_host_is_off_notes_it(cli: Cli) -> None:
+    cli.cluster.fail("c", errors.HostUnreachable("c", "c", "timed out"))
+    assert cli("info", "web1") == 0
+    assert cli.stderr == "mclu: not asked, did not answer: c\n"
+
+
+def test_info_on_a_pinned_host_that_is_down(cli: Cli) -> None:
+    cli.cluster.fail("c", errors.HostUnreachable("c", "c", "timed out"))
+    assert cli("info", "c:web1") == 1
+    assert cli.stderr == "mclu: error: c: unreachable at c: timed out\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["status", "--host", "zz"], "mclu: error: unknown host 'zz' (the inventory {inv} has: "
+                                     "a, b, c)\n"),
+        (["info", ":x"], "mclu: error: bad guest name ':x': use NAME or HOST:NAME\n"),
+        (["info", "zz:x"], "mclu: error: unknown host 'zz' (the inventory {inv} has: "
+                           "a, b, c)\n"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(cli: Cli, argv: list[str], message: str) -> None:
+    assert cli(*argv) == 2
+    assert cli.stderr == message.format(inv=cli.inventory)
+
+
+def test_bad_inventory_is_one_line_naming_file_and_key(cli: Cli) -> None:
+    cli.inventory.write_text("[hosts.a]\nport = 'ssh'\n")
+    assert cli("status") == 2
+    assert cli.stderr == (f"mclu: error: {cli.inventory}: hosts.a.port: "
+                          "must be a port number 1-65535, got 'ssh'\n")
+
+
+def test_config_option_is_accepted_after_the_command(cli: Cli, tmp_path: Path) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text("[hosts.b]\n")
+    assert cli("status", "-c", str(other), "--json") == 0
+    assert [h["name"] for h in cli.json()["hosts"]] == ["b"]
+
+
+def test_argparse_usage_error_exits_2(cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("status", "--bogus") == 2
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_templates_lists_the_project_catalogue(cli: Cli) -> None:
+    assert cli("templates") == 0
+    names = [line.split()[0] for line in cli.stdout.splitlines()[1:]]
+    assert {"tiny", "debian-12"} <= set(names)
+    assert cli("templates", "--json") == 0
+    tiny = next(t for t in cli.json()["templates"] if t["name"] == "tiny")
+    assert tiny["memory"] == 128 << 20 and tiny["base"] == "tiny"
