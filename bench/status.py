@@ -34,13 +34,11 @@ def sandbox(*args: str) -> subprocess.CompletedProcess[str]:
 
 def sandbox_host_count() -> int:
     """Hosts of the sandbox that are up now (0 when it is down)."""
-    status = subprocess.run([str(VENV_BIN / "mclu-sandbox"), "status", "--json"],
+    status = subprocess.run([str(VENV_BIN / "mclu-sandbox"), "status"],
                             capture_output=True, text=True)
     if status.returncode != 0:
         return 0
-    import json
-
-    return sum(1 for h in json.loads(status.stdout).get("hosts", []) if h.get("up"))
+    return sum(1 for line in status.stdout.splitlines() if line.split()[-1:] == ["up"])
 
 
 def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> float:

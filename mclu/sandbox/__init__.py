@@ -1,0 +1,1 @@
+"""mclu-sandbox: simulated KVM hosts (namespaces + sshd + libvirtd) on one Linux machine."""

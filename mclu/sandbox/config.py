@@ -1,0 +1,277 @@
+"""Pure rendering for the mclu sandbox: names, addresses and every generated config file.
+
+Nothing here touches the system, so all of it is unit-tested (tests/unit/test_sandbox_config.py).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_STATE_DIR = Path("/var/tmp/mclu-sandbox")
+STATE_DIR_ENV = "MCLU_SANDBOX_DIR"
+
+BRIDGE = "mclubr0"
+SUBNET = "10.213.0"
+BRIDGE_ADDRESS = f"{SUBNET}.1"
+PREFIX_LEN = 24
+FIRST_HOST_OCTET = 10
+MAX_HOSTS = 200  # 10.213.0.10 .. 10.213.0.209
+NETNS_PREFIX = "mclu-"
+VETH_PREFIX = "mclv-"  # root-namespace end of each host's veth (inside it is called eth0)
+HOST_IFACE = "eth0"
+HOST_PREFIX = "ham"
+MAC_PREFIX = "52:54:00:d5"
+# Namespace for the hosts' libvirt host_uuid: must differ per host (else libvirt refuses
+# migration as "same host"), and stay stable across down/up.
+UUID_NAMESPACE = uuid.UUID("6d636c75-7361-6e64-626f-780000000000")
+
+# Root's PATH inside a host: /usr/local/sbin (the power stand-ins) comes first.
+STD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One fake hypervisor host: everything derived from its index."""
+
+    index: int
+
+    @property
+    def name(self) -> str:
+        return f"{HOST_PREFIX}{self.index}"
+
+    @property
+    def address(self) -> str:
+        return f"{SUBNET}.{FIRST_HOST_OCTET + self.index}"
+
+    @property
+    def netns(self) -> str:
+        return f"{NETNS_PREFIX}{self.name}"
+
+    @property
+    def veth(self) -> str:
+        return f"{VETH_PREFIX}{self.name}"
+
+    @property
+    def mac(self) -> str:
+        return f"{MAC_PREFIX}:{self.index // 256:02x}:{self.index % 256:02x}"
+
+    @property
+    def host_uuid(self) -> str:
+        return str(uuid.uuid5(UUID_NAMESPACE, self.name))
+
+
+def host_specs(count: int) -> list[HostSpec]:
+    """Hosts ham0..ham{count-1}."""
+    if not 0 < count <= MAX_HOSTS:
+        raise ValueError(f"host count must be 1..{MAX_HOSTS}, not {count}")
+    return [HostSpec(i) for i in range(count)]
+
+
+_HOST_NAME_RE = re.compile(rf"^{HOST_PREFIX}(0|[1-9][0-9]*)$")
+
+
+def parse_host_name(name: str) -> HostSpec:
+    """'ham3' -> HostSpec(3); also accepts the host's address."""
+    match = _HOST_NAME_RE.match(name)
+    if match is None and name.startswith(f"{SUBNET}."):
+        octet = name.rsplit(".", 1)[1]
+        if octet.isdigit():
+            index = int(octet) - FIRST_HOST_OCTET
+            if 0 <= index < MAX_HOSTS:
+                return HostSpec(index)
+    if match is None or int(match.group(1)) >= MAX_HOSTS:
+        raise ValueError(f"not a sandbox host name: {name!r} (expected ham0, ham1, ...)")
+    return HostSpec(int(match.group(1)))
+
+
+def quote_conf(value: str) -> str:
+    """A string value in libvirt's conf syntax (and TOML's basic strings)."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def edit_conf(text: str, settings: Mapping[str, str], marker: str = "mclu-sandbox") -> str:
+    """Set keys in a libvirt-style `key = value` config file.
+
+    Existing active assignments of those keys are commented out (libvirt takes the first
+    one it sees), including the continuation lines of a multi-line list, and the settings are
+    appended in a block. Applying it twice gives the same result as once.
+    """
+    begin, end = f"# BEGIN {marker}", f"# END {marker}"
+    out: list[str] = []
+    skipping_block = False
+    in_list = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped == begin:
+            skipping_block = True
+            continue
+        if skipping_block:
+            skipping_block = stripped != end
+            continue
+        if in_list:
+            out.append("#" + line)
+            in_list = "]" not in stripped
+            continue
+        key = stripped.split("=", 1)[0].strip() if "=" in stripped else ""
+        if key in settings and not stripped.startswith("#"):
+            out.append("#" + line)
+            value = stripped.split("=", 1)[1]
+            in_list = "[" in value and "]" not in value
+            continue
+        out.append(line)
+    while out and not out[-1].strip():
+        out.pop()
+    block = [begin] + [f"{k} = {v}" for k, v in settings.items()] + [end]
+    return "\n".join([*out, "", *block]) + "\n"
+
+
+def libvirtd_settings(host: HostSpec) -> dict[str, str]:
+    return {
+        "host_uuid": quote_conf(host.host_uuid),
+        "auth_unix_rw": quote_conf("none"),
+        "auth_unix_ro": quote_conf("none"),
+        # No journald here: warnings go to a file in the host's (private) log directory.
+        "log_outputs": quote_conf("3:file:/var/log/libvirt/libvirtd.log"),
+    }
+
+
+def qemu_settings(host: HostSpec) -> dict[str, str]:
+    return {
+        # No machined, and cgroupfs is shared by every fake host.
+        "cgroup_controllers": "[ ]",
+        "security_driver": quote_conf("none"),
+        "user": quote_conf("root"),
+        "group": quote_conf("root"),
+        "migration_address": quote_conf(host.address),
+        "migration_host": quote_conf(host.address),
+    }
+
+
+def render_sshd_config(host: HostSpec, host_key: Path) -> str:
+    return "\n".join(
+        [
+            f"# Written by mclu-sandbox for fake host {host.name}.",
+            "Port 22",
+            f"ListenAddress {host.address}",
+            f"HostKey {host_key}",
+            "PidFile /run/sshd.pid",
+            "UsePAM no",
+            "PermitRootLogin prohibit-password",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "AuthorizedKeysFile .ssh/authorized_keys",
+            # Parallel clients (mclu uses up to 32 connections) must not be dropped.
+            "MaxStartups 100",
+            "MaxSessions 100",
+            "UseDNS no",
+            "PrintMotd no",
+            "X11Forwarding no",
+            "AcceptEnv LANG LC_*",
+            f"SetEnv PATH={STD_PATH}",
+            "Subsystem sftp /usr/lib/openssh/sftp-server",
+            "",
+        ]
+    )
+
+
+def render_etc_hosts(hosts: Iterable[HostSpec]) -> str:
+    lines = [
+        "# Written by mclu-sandbox: the sandbox's hosts.",
+        "127.0.0.1\tlocalhost",
+        "::1\tlocalhost ip6-localhost ip6-loopback",
+        f"{BRIDGE_ADDRESS}\tmclu-gateway",
+    ]
+    lines += [f"{h.address}\t{h.name}" for h in hosts]
+    return "\n".join(lines) + "\n"
+
+
+def render_known_hosts(keys: Iterable[tuple[HostSpec, str]]) -> str:
+    """known_hosts lines for (host, 'ssh-ed25519 AAAA...') pairs, by name and address."""
+    lines = []
+    for host, pubkey in keys:
+        key_type, key_b64 = pubkey.split()[:2]
+        lines.append(f"{host.name},{host.address} {key_type} {key_b64}")
+    return "\n".join(lines) + "\n"
+
+
+def render_client_ssh_config(state_dir: Path, hosts: Iterable[HostSpec]) -> str:
+    client = state_dir / "client"
+    lines = [
+        "# Written by mclu-sandbox. Use: ssh -F THIS_FILE 10.213.0.10  (or: ssh -F THIS_FILE ham0)",
+    ]
+    for host in hosts:
+        lines += [f"Host {host.name}", f"    HostName {host.address}"]
+    lines += [
+        f"Host {SUBNET}.* {HOST_PREFIX}*",
+        "    User root",
+        "    Port 22",
+        f"    IdentityFile {client / 'id_ed25519'}",
+        "    IdentitiesOnly yes",
+        f"    UserKnownHostsFile {client / 'known_hosts'}",
+        "    GlobalKnownHostsFile /dev/null",
+        "    StrictHostKeyChecking yes",
+        "    BatchMode yes",
+        "    ConnectTimeout 3",
+        "    LogLevel ERROR",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_inventory(state_dir: Path, running: Iterable[HostSpec], powered_off: HostSpec) -> str:
+    """mclu's inventory (TOML) for the sandbox: the running hosts plus one powered off."""
+    client = state_dir / "client"
+    lines = [
+        "# Written by mclu-sandbox: the sandbox's hosts. Use with: mclu -c THIS_FILE status",
+        "parallel = 32",
+        "[defaults]",
+        'user = "root"',
+        "port = 22",
+        'domain_type = "qemu"            # TCG: KVM hangs guests on these machines',
+        'image_dir = "/var/lib/libvirt/images"',
+        'reserve_memory = "256 MiB"',
+        "reserve_cpus = 0",
+        "cpus = 2                         # capacity overrides: the fake hosts share one kernel",
+        'memory = "4 GiB"',
+        "connect_timeout = 3",
+        f"identity_file = {quote_conf(str(client / 'id_ed25519'))}",
+        "identities_only = true",
+        f"known_hosts = {quote_conf(str(client / 'known_hosts'))}",
+        'ssh_config = "none"',
+        'power_off_command = ["poweroff"]   # the fake host\'s harmless stand-in',
+    ]
+    for host in running:
+        lines += ["", *_inventory_host(host)]
+    lines += [
+        "",
+        f"# Configured but powered off; power it on with: mclu-sandbox start {powered_off.name}",
+        *_inventory_host(powered_off),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _inventory_host(host: HostSpec) -> list[str]:
+    return [
+        f"[hosts.{host.name}]",
+        f"address = {quote_conf(host.address)}",
+        f"mac = {quote_conf(host.mac)}",
+        'tags = ["sandbox"]',
+    ]
+
+
+def render_env(state_dir: Path) -> str:
+    return "\n".join(
+        [
+            f"export MCLU_SANDBOX_DIR={state_dir}",
+            f"export MCLU_CONFIG={state_dir / 'hosts.toml'}",
+            f"export MCLU_SANDBOX_SSH_CONFIG={state_dir / 'client' / 'ssh_config'}",
+            '# ssh into a host:   ssh -F "$MCLU_SANDBOX_SSH_CONFIG" ham0',
+            "# run inside a host: mclu-sandbox exec ham0 -- virsh -c qemu:///system list",
+            "",
+        ]
+    )
