@@ -160,3 +160,50 @@ class HostSnapshot:
     @property
     def vcpus_free(self) -> int:
         return max(self.cpus - self.spec.reserve_cpus - self.vcpus_allocated, 0)
+
+
+# --- building guests ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StorageFacts:
+    """A host's image directory as a build needs it: free bytes and mclu's cached bases."""
+
+    image_dir: str
+    free: int
+    cached_bases: tuple[str, ...] = ()  # file names in the cache dir, e.g. "tiny.x86_64.r3.raw"
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """A template's base image at one revision: what travels to a host once and is cached."""
+
+    template: str  # the virt-builder template name, e.g. "debian-12"
+    revision: int
+    arch: str
+    size: int  # virtual size in bytes
+    data_bytes: int = 0  # bytes that are not holes (what a sparse-aware transfer moves)
+    expand: str | None = None  # the partition to grow when the guest disk is larger
+
+    @property
+    def cache_name(self) -> str:
+        """The file name of the cached base in a host's cache directory."""
+        return f"{self.template}.{self.arch}.r{self.revision}.raw"
+
+
+@dataclass(frozen=True)
+class GuestSpec:
+    """Everything the domain XML of a new guest is rendered from."""
+
+    name: str
+    domain_type: str  # "kvm" or "qemu"
+    memory: int
+    vcpus: int
+    disk_path: str
+    meta: GuestMeta
+    disk_format: str = "qcow2"
+    disk_bus: str = "virtio"
+    network: str = "user"  # "user", "none", "network:NAME" or "bridge:NAME"
+    mac: str | None = None
+    arch: str = "x86_64"
+    uuid: str | None = None
