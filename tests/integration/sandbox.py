@@ -50,7 +50,7 @@ class Sandbox:
 
     @property
     def off_host(self) -> str:
-        return list(self.doc["hosts"])[HOSTS]
+        return str(list(self.doc["hosts"])[HOSTS])
 
     def address(self, host: str) -> str:
         return str(self.doc["hosts"][host]["address"])

@@ -1,0 +1,189 @@
+"""In-memory hosts behind the Session interface, for tests of everything above mclu.hosts.
+
+FakeSession copies what libvirt does (tests/contract/ holds both to the same suite): the
+same states, the same errors, a running guest that outlives its undefine as a transient one.
+FakeCluster holds several named fake hosts and opens sessions for HostSpecs with the same
+signature as `mclu.hosts.open_session`, so tests inject `cluster.open` where production
+passes `open_session`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid as uuid_module
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from mclu import errors, facts
+from mclu.hosts.session import CommandResult, command_line
+from mclu.model import Guest, GuestMeta, GuestState, HostFacts, HostSpec
+
+GIB = 1 << 30
+_NOT_VALID = "Requested operation is not valid"  # libvirt's words for VIR_ERR_OPERATION_INVALID
+
+
+@dataclass
+class FakeHost:
+    """One fake hypervisor: its capacity, its guests, its canned commands, and its failure."""
+
+    name: str
+    cpus: int = 8
+    memory: int = 16 * GIB
+    arch: str = "x86_64"
+    domain_types: tuple[str, ...] = ("qemu", "kvm")
+    guests: dict[str, Guest] = field(default_factory=dict)
+    # argv → result; argv not listed raise Unsupported, as on a session without a shell.
+    commands: dict[tuple[str, ...], CommandResult] = field(default_factory=dict)
+    failure: errors.HostError | None = None  # raised by opening and by every call while set
+
+    def facts(self) -> HostFacts:
+        """Facts as libvirt would give them; running guests' memory is not free."""
+        held = sum(g.memory for g in self.guests.values() if g.state.active)
+        return HostFacts(hostname=self.name, arch=self.arch, cpus=self.cpus,
+                         memory_total=self.memory, memory_free=max(self.memory - held, 0),
+                         domain_types=self.domain_types, libvirt_version="9.0.0")
+
+
+class FakeSession:
+    """A Session on a FakeHost; every call sees and changes the host's state."""
+
+    def __init__(self, fake_host: FakeHost, uri: str) -> None:
+        self.host = fake_host.name
+        self.uri = uri
+        self._fake = fake_host
+        self._closed = False
+
+    async def facts(self) -> HostFacts:
+        self._check()
+        return self._fake.facts()
+
+    async def guests(self) -> tuple[Guest, ...]:
+        self._check()
+        return tuple(self._fake.guests.values())
+
+    async def define(self, xml: str) -> Guest:
+        self._check()
+        try:
+            parsed = facts.parse_guest(xml, GuestState.SHUTOFF, persistent=True)
+        except facts.ParseError as e:
+            raise errors.LibvirtCallFailed(self.host, "define", str(e)) from None
+        if parsed.name in self._fake.guests:
+            raise errors.GuestExists(self.host, parsed.name)
+        guest = dataclasses.replace(parsed, uuid=parsed.uuid or str(uuid_module.uuid4()))
+        self._fake.guests[guest.name] = guest
+        return guest
+
+    async def start(self, name: str) -> None:
+        guest = self._guest(name)
+        if guest.state.active:
+            self._refuse("start", name, f"{_NOT_VALID}: domain is already running")
+        self._replace(guest, state=GuestState.RUNNING)
+
+    async def shutdown(self, name: str) -> None:
+        # Like libvirt's test driver, the guest's OS obeys at once.
+        self._stop("shutdown", self._guest(name))
+
+    async def destroy(self, name: str) -> None:
+        self._stop("destroy", self._guest(name))
+
+    async def undefine(self, name: str) -> None:
+        guest = self._guest(name)
+        if guest.state.active:
+            self._replace(guest, persistent=False)  # runs on, transient, until stopped
+        else:
+            del self._fake.guests[name]
+
+    async def set_metadata(self, name: str, meta: GuestMeta) -> None:
+        self._replace(self._guest(name), mclu=meta)
+
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True,
+                  timeout: float | None = None) -> CommandResult:
+        self._check()
+        canned = self._fake.commands.get(tuple(argv))
+        if canned is None:
+            raise errors.Unsupported(self.host, f"running `{command_line(argv)}`", self.uri)
+        if check and canned.exit_status != 0:
+            raise errors.HostCommandFailed(self.host, canned.command, canned.exit_status,
+                                           canned.stderr.decode(errors="replace"))
+        return canned
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def _check(self) -> None:
+        if self._closed:
+            raise errors.LibvirtUnavailable(self.host, "the session is closed")
+        if self._fake.failure is not None:
+            raise self._fake.failure
+
+    def _guest(self, name: str) -> Guest:
+        self._check()
+        guest = self._fake.guests.get(name)
+        if guest is None:
+            raise errors.GuestNotFound(name, host=self.host)
+        return guest
+
+    def _stop(self, what: str, guest: Guest) -> None:
+        if not guest.state.active:
+            self._refuse(what, guest.name, f"{_NOT_VALID}: domain is not running")
+        if guest.persistent:
+            self._replace(guest, state=GuestState.SHUTOFF)
+        else:
+            del self._fake.guests[guest.name]  # a stopped transient guest is gone
+
+    def _replace(self, guest: Guest, **changes: Any) -> None:
+        self._fake.guests[guest.name] = dataclasses.replace(guest, **changes)
+
+    def _refuse(self, what: str, name: str, reason: str) -> None:
+        raise errors.LibvirtCallFailed(self.host, f"{what} {name}", reason)
+
+
+class FakeCluster:
+    """Named fake hosts, opened by HostSpec name like real ones by address."""
+
+    def __init__(self, hosts: Iterable[FakeHost] = ()) -> None:
+        self.hosts: dict[str, FakeHost] = {h.name: h for h in hosts}
+        self.open_sessions = 0  # sessions opened and not yet closed, to check for leaks
+
+    @classmethod
+    def of(cls, *names: str) -> FakeCluster:
+        """Hosts with distinct capacities: the i-th has 4·(i+1) CPUs and 8·(i+1) GiB."""
+        return cls(FakeHost(name, cpus=4 * (i + 1), memory=8 * (i + 1) * GIB)
+                   for i, name in enumerate(names))
+
+    def add(self, fake_host: FakeHost) -> FakeHost:
+        self.hosts[fake_host.name] = fake_host
+        return fake_host
+
+    def fail(self, name: str, error: errors.HostError | None) -> None:
+        """Make the host fail with error on opening and on every call; None heals it."""
+        self.hosts[name].failure = error
+
+    def spec(self, name: str, **fields: Any) -> HostSpec:
+        """A HostSpec for the fake host `name`, as an inventory would give it."""
+        return HostSpec(name=name, address=f"{name}.fake", **fields)
+
+    @asynccontextmanager
+    async def open(self, spec: HostSpec) -> AsyncIterator[FakeSession]:
+        """Open a session on the fake host spec.name (same signature as open_session)."""
+        fake_host = self.hosts.get(spec.name)
+        if fake_host is None:
+            raise errors.HostUnreachable(spec.name, spec.address, "no such fake host")
+        if fake_host.failure is not None:
+            raise fake_host.failure
+        session = FakeSession(fake_host, f"fake:///{spec.name}")
+        self.open_sessions += 1
+        try:
+            yield session
+        finally:
+            self.open_sessions -= 1
+            await session.close()
+
+
+def canned(argv: Sequence[str], stdout: bytes = b"", stderr: bytes = b"", exit_status: int = 0
+           ) -> tuple[tuple[str, ...], CommandResult]:
+    """One entry for FakeHost.commands: `dict([canned(["uname", "-n"], b"a\\n")])`."""
+    return tuple(argv), CommandResult(tuple(argv), exit_status, stdout, stderr)
+

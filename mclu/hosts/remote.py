@@ -1,0 +1,130 @@
+"""SshSession: a production host, reached by ssh, with libvirt through the same connection.
+
+One ssh connection per host carries both the shell commands and libvirt's RPC (its unix
+socket forwarded to a private local socket), so a host costs one login and honours the
+user's ssh setup exactly as `ssh HOST` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+
+from mclu import errors, facts
+from mclu.hosts import ssh, virt
+from mclu.hosts.session import CommandResult
+from mclu.model import Guest, GuestMeta, HostFacts, HostSpec
+
+log = logging.getLogger(__name__)
+
+
+class SshSession:
+    """A Session over ssh: commands over the connection, libvirt over its forwarded socket."""
+
+    def __init__(self, spec: HostSpec, connection: ssh.SshConnection, libvirt: virt.LibvirtSession,
+                 stack: AsyncExitStack) -> None:
+        self.host = spec.name
+        self.uri = display_uri(spec)
+        self._ssh = connection
+        self._libvirt = libvirt
+        self._stack = stack
+
+    async def facts(self) -> HostFacts:
+        """libvirt's facts, with the kernel's MemAvailable as free memory when it can be read.
+
+        libvirt passes on only free + buffers + cached, which counts memory the kernel cannot
+        reclaim (tmpfs, shared memory) as free.
+        """
+        host_facts, meminfo = await asyncio.gather(self._libvirt.facts(), _meminfo(self._ssh))
+        if meminfo is None:
+            return host_facts
+        return dataclasses.replace(host_facts, memory_free=meminfo.available)
+
+    async def guests(self) -> tuple[Guest, ...]:
+        return await self._libvirt.guests()
+
+    async def define(self, xml: str) -> Guest:
+        return await self._libvirt.define(xml)
+
+    async def start(self, name: str) -> None:
+        await self._libvirt.start(name)
+
+    async def shutdown(self, name: str) -> None:
+        await self._libvirt.shutdown(name)
+
+    async def destroy(self, name: str) -> None:
+        await self._libvirt.destroy(name)
+
+    async def undefine(self, name: str) -> None:
+        await self._libvirt.undefine(name)
+
+    async def set_metadata(self, name: str, meta: GuestMeta) -> None:
+        await self._libvirt.set_metadata(name, meta)
+
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True,
+                  timeout: float | None = None) -> CommandResult:
+        return await self._ssh.run(argv, input=input, check=check, timeout=timeout)
+
+    async def close(self) -> None:
+        """Close libvirt, the forward and the ssh connection, in that order; idempotent."""
+        await self._stack.aclose()
+
+
+def display_uri(spec: HostSpec) -> str:
+    """The libvirt URI a user would type for this host (`virsh -c ...`), for messages."""
+    user = f"{spec.user}@" if spec.user else ""
+    port = f":{spec.port}" if spec.port is not None else ""
+    return f"qemu+ssh://{user}{spec.address}{port}/system"
+
+
+def libvirt_uri(socket_path: str) -> str:
+    """The URI libvirt-python opens to reach the host's libvirtd through the forwarded socket."""
+    return "qemu+unix:///system?" + urllib.parse.urlencode({"socket": socket_path})
+
+
+async def _meminfo(connection: ssh.SshConnection) -> facts.Memory | None:
+    """The host's /proc/meminfo, or None (logged) when it cannot be read."""
+    try:
+        result = await connection.run(["cat", "/proc/meminfo"])
+        return facts.parse_meminfo(result.stdout.decode(errors="replace"))
+    except (errors.HostError, facts.ParseError) as e:
+        log.debug("%s: no /proc/meminfo, using libvirt's free memory: %s", connection.host, e)
+        return None
+
+
+async def _is_socket(connection: ssh.SshConnection, path: str) -> bool:
+    """Whether path is a socket on the host (True when that cannot be told)."""
+    try:
+        result = await connection.run(["test", "-S", path], check=False)
+    except errors.HostError:
+        return True
+    return result.exit_status == 0
+
+
+@asynccontextmanager
+async def open(spec: HostSpec) -> AsyncIterator[SshSession]:
+    """Connect by ssh, forward spec.libvirt_socket, open libvirt on it; all closed on exit.
+
+    Raises what ssh.connect raises, and LibvirtUnavailable when libvirtd does not answer.
+    """
+    async with AsyncExitStack() as stack:
+        connection = await stack.enter_async_context(ssh.connect(spec))
+        socket_path = await stack.enter_async_context(
+            connection.forward_unix_socket(spec.libvirt_socket))
+        try:
+            libvirt = await stack.enter_async_context(virt.open(
+                spec.name, libvirt_uri(socket_path), call_timeout=spec.command_timeout,
+                shown_as=display_uri(spec)))
+        except errors.LibvirtUnavailable as e:
+            # Through a forward, a missing socket shows only as "End of file while reading".
+            if not await _is_socket(connection, spec.libvirt_socket):
+                reason = f"no socket {spec.libvirt_socket} on the host (is libvirtd running?)"
+                raise errors.LibvirtUnavailable(spec.name, reason) from e
+            raise
+        # The session owns what the stack holds; its close() and leaving this block both
+        # release it, whichever comes first.
+        yield SshSession(spec, connection, libvirt, stack)

@@ -1,0 +1,258 @@
+"""LibvirtSession: a Session over one libvirt connection, for any libvirt URI.
+
+libvirt-python blocks, so every call runs on the session's own single worker thread: one
+connection per host, calls to it in order, and hosts never queue behind each other in a shared
+pool (asyncio.to_thread's default pool has min(32, cpus + 4) threads). This is the only module
+that imports libvirt; `libvirt.libvirtError` is translated here by its error code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import libvirt
+
+from mclu import errors, facts, metadata
+from mclu.hosts.session import CommandResult
+from mclu.model import Guest, GuestMeta, GuestState, HostFacts
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_CALL_TIMEOUT = 30.0
+CLOSE_TIMEOUT = 5.0  # closing must not wait long on a host that stopped answering
+
+_STATES = {
+    libvirt.VIR_DOMAIN_NOSTATE: GuestState.NOSTATE,
+    libvirt.VIR_DOMAIN_RUNNING: GuestState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: GuestState.BLOCKED,
+    libvirt.VIR_DOMAIN_PAUSED: GuestState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: GuestState.SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: GuestState.SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: GuestState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: GuestState.PMSUSPENDED,
+}
+
+# Errors that mean the connection itself is gone, whatever the call was.
+_CONNECTION_CODES = frozenset(
+    {libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_INVALID_CONN, libvirt.VIR_ERR_RPC}
+)
+
+
+def _ignore_libvirt_error(_context: object, _error: object) -> None:
+    """libvirt prints every error to stderr by default; mclu raises them instead."""
+
+
+libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+
+
+def translate(error: libvirt.libvirtError, host: str, what: str, name: str | None = None
+              ) -> errors.MCLUError:
+    """mclu's error for a libvirt error raised by `what` (on guest `name`, if any)."""
+    code = error.get_error_code()
+    reason = error.get_error_message() or str(error)
+    if code == libvirt.VIR_ERR_NO_DOMAIN and name is not None:
+        return errors.GuestNotFound(name, host=host)
+    if code == libvirt.VIR_ERR_DOM_EXIST and name is not None:
+        return errors.GuestExists(host, name)
+    if code in _CONNECTION_CODES or error.get_error_domain() == libvirt.VIR_FROM_RPC:
+        return errors.LibvirtUnavailable(host, reason)
+    return errors.LibvirtCallFailed(host, what, reason)
+
+
+class LibvirtSession:
+    """A Session on one libvirt connection; open it with `open()`."""
+
+    def __init__(self, host: str, uri: str, connection: Any, executor: ThreadPoolExecutor,
+                 call_timeout: float) -> None:
+        self.host = host
+        self.uri = uri
+        self._connection = connection
+        self._executor = executor
+        self._call_timeout = call_timeout
+        self._closed = False
+
+    async def facts(self) -> HostFacts:
+        return await self._call("read host facts", self._facts)
+
+    async def guests(self) -> tuple[Guest, ...]:
+        return await self._call("list guests", self._guests)
+
+    async def define(self, xml: str) -> Guest:
+        try:
+            name = facts.parse_domain_name(xml)
+        except facts.ParseError as e:
+            raise errors.LibvirtCallFailed(self.host, "define", str(e)) from None
+        return await self._call(f"define {name}", functools.partial(self._define, name, xml),
+                                name)
+
+    async def start(self, name: str) -> None:
+        await self._on_domain("start", name, lambda d: d.create())
+
+    async def shutdown(self, name: str) -> None:
+        await self._on_domain("shutdown", name, lambda d: d.shutdown())
+
+    async def destroy(self, name: str) -> None:
+        await self._on_domain("destroy", name, lambda d: d.destroy())
+
+    async def undefine(self, name: str) -> None:
+        await self._on_domain("undefine", name, lambda d: d.undefine())
+
+    async def set_metadata(self, name: str, meta: GuestMeta) -> None:
+        await self._on_domain("set metadata of", name, functools.partial(_set_metadata, meta=meta))
+
+    async def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True,
+                  timeout: float | None = None) -> CommandResult:
+        raise errors.Unsupported(self.host, "running commands", self.uri)
+
+    async def close(self) -> None:
+        """Close the libvirt connection and stop the worker thread; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self._in_thread(self._connection.close, timeout=CLOSE_TIMEOUT)
+        except (libvirt.libvirtError, TimeoutError) as e:
+            log.debug("%s: closing libvirt connection: %s", self.host, e)
+        finally:
+            # Not waiting: a call stuck on a dead connection must not hang the caller.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- blocking parts, run on the worker thread ---
+
+    def _facts(self) -> HostFacts:
+        conn = self._connection
+        capabilities = facts.parse_capabilities(conn.getCapabilities())
+        info = conn.getInfo()  # [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
+        memory = _node_memory(conn, info[1])
+        return HostFacts(
+            hostname=conn.getHostname(),
+            arch=capabilities.arch,
+            cpus=capabilities.cpus if capabilities.cpus is not None else info[2],
+            memory_total=memory.total,
+            memory_free=memory.available,
+            domain_types=capabilities.domain_types,
+            libvirt_version=facts.libvirt_version(conn.getLibVersion()),
+        )
+
+    def _guests(self) -> tuple[Guest, ...]:
+        return _guests_of(self._connection)
+
+    def _define(self, name: str, xml: str) -> Guest:
+        if self._lookup(name) is not None:
+            raise errors.GuestExists(self.host, name)
+        return _guest_of(self._connection.defineXML(xml))
+
+    def _lookup(self, name: str) -> Any:
+        try:
+            return self._connection.lookupByName(name)
+        except libvirt.libvirtError as e:
+            if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                return None
+            raise
+
+    # --- running calls off the event loop ---
+
+    async def _on_domain(self, what: str, name: str, action: Callable[[Any], object]) -> None:
+        def call() -> None:
+            action(self._connection.lookupByName(name))
+
+        await self._call(f"{what} {name}", call, name)
+
+    async def _call(self, what: str, function: Callable[[], T], name: str | None = None) -> T:
+        """Run function on the worker thread, translating libvirt's and the parsers' errors."""
+        if self._closed:
+            raise errors.LibvirtUnavailable(self.host, "the session is closed")
+        try:
+            return await self._in_thread(function, timeout=self._call_timeout)
+        except libvirt.libvirtError as e:
+            raise translate(e, self.host, what, name) from e
+        except facts.ParseError as e:
+            raise errors.LibvirtCallFailed(self.host, what, str(e)) from e
+        except TimeoutError:
+            raise errors.HostTimeout(self.host, what, self._call_timeout) from None
+
+    async def _in_thread(self, function: Callable[[], T], *, timeout: float) -> T:
+        loop = asyncio.get_running_loop()
+        return await asyncio.wait_for(loop.run_in_executor(self._executor, function), timeout)
+
+
+@asynccontextmanager
+async def open(host: str, uri: str, *, call_timeout: float = DEFAULT_CALL_TIMEOUT,
+               shown_as: str | None = None) -> AsyncIterator[LibvirtSession]:
+    """Connect to libvirt at uri (read-write) for the host named `host`, closed on exit.
+
+    shown_as names the connection in messages and as the session's uri (default: uri).
+    Raises LibvirtUnavailable when libvirt does not answer, HostTimeout when it takes longer
+    than call_timeout.
+    """
+    shown_as = shown_as or uri
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"libvirt-{host}")
+    try:
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(executor, libvirt.open, uri)
+        connection = await asyncio.wait_for(future, call_timeout)
+    except BaseException as e:
+        executor.shutdown(wait=False, cancel_futures=True)
+        if isinstance(e, libvirt.libvirtError):
+            reason = e.get_error_message() or str(e)
+            raise errors.LibvirtUnavailable(host, f"{shown_as}: {reason}") from e
+        if isinstance(e, TimeoutError):
+            raise errors.HostTimeout(host, f"connecting to libvirt at {shown_as}",
+                                     call_timeout) from e
+        raise
+    session = LibvirtSession(host, shown_as, connection, executor, call_timeout)
+    try:
+        yield session
+    finally:
+        await session.close()
+
+
+def _node_memory(connection: Any, info_memory_mib: int) -> facts.Memory:
+    """Memory from node stats over all NUMA cells; virNodeGetInfo's counts node 0 only."""
+    try:
+        stats = connection.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
+        return facts.parse_node_memory_stats(stats)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() != libvirt.VIR_ERR_NO_SUPPORT:
+            raise
+    # The test driver has no memory stats and reports 0 free: its configured memory less
+    # what its running guests hold is what a real host would show.
+    total = info_memory_mib * 1024 * 1024
+    running = sum(g.memory for g in _guests_of(connection) if g.state.active)
+    return facts.Memory(total=total, available=max(total - running, 0))
+
+
+def _guests_of(connection: Any) -> tuple[Guest, ...]:
+    guests = []
+    for domain in connection.listAllDomains(0):
+        try:
+            guests.append(_guest_of(domain))
+        except libvirt.libvirtError as e:
+            # A transient guest can stop (and vanish) between the listing and the reading.
+            if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
+                raise
+    return tuple(guests)
+
+
+def _guest_of(domain: Any) -> Guest:
+    state, _reason = domain.state()
+    return facts.parse_guest(domain.XMLDesc(0), _STATES.get(state, GuestState.NOSTATE),
+                             persistent=bool(domain.isPersistent()))
+
+
+def _set_metadata(domain: Any, *, meta: GuestMeta) -> None:
+    # The definition and, when running, the live guest too: guests() reads the live XML.
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if domain.isPersistent() else 0
+    if domain.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    domain.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+                       metadata.render_for_set_metadata(meta), metadata.PREFIX,
+                       metadata.NAMESPACE, flags)

@@ -1,0 +1,44 @@
+"""Fixtures shared by mclu's test suites. Each section belongs to the module it serves."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mclu.model import HostSpec
+
+# --- Host sessions (mclu.hosts): test-driver nodes and the sandbox host ----------------------
+
+TESTDRIVER = Path(__file__).parent / "data" / "testdriver"
+SANDBOX = Path("/var/tmp/mclu-sandbox")
+
+
+@pytest.fixture
+def testdriver_uri(tmp_path: Path) -> str:
+    """`test:///` URI of a fresh copy of tests/data/testdriver/host-a.xml.
+
+    A copy per test: the test driver keeps its state per open file path in the process, and
+    test:///default is shared by every test (virt-manager tests/utils.py says the same).
+    """
+    node = tmp_path / "host-a.xml"
+    shutil.copyfile(TESTDRIVER / "host-a.xml", node)
+    return f"test://{node}"
+
+
+def sandbox_spec(name: str = "ham0", address: str = "10.213.0.10") -> HostSpec:
+    """The HostSpec of a sandbox host (mclu-sandbox's client key and known_hosts)."""
+    client = SANDBOX / "client"
+    return HostSpec(name=name, address=address, user="root", port=22, domain_type="qemu",
+                    identity_files=(str(client / "id_ed25519"),), identities_only=True,
+                    known_hosts=str(client / "known_hosts"), ssh_config="none",
+                    connect_timeout=3.0)
+
+
+@pytest.fixture
+def sandbox_host() -> HostSpec:
+    """ham0 of a running sandbox; skips the test when there is no sandbox."""
+    if not (SANDBOX / "hosts.toml").exists():
+        pytest.skip(f"no sandbox ({SANDBOX / 'hosts.toml'} missing): run `mclu-sandbox up`")
+    return sandbox_spec()

@@ -1,0 +1,212 @@
+"""The Session contract: what every implementation does, pinned once, run against all of them.
+
+The fake passes exactly this suite, so tests above mclu.hosts may trust it in place of libvirt.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from mclu import errors
+from mclu.model import GuestMeta, GuestState
+from tests.contract.targets import GUEST_MEMORY, Target
+
+META = GuestMeta(template="tiny", revision="7", built="2024-05-01T10:00:00Z", state="building",
+                 options=(("memory", "32M"), ("note", "a <b> & 'c'")))
+
+
+# --- facts and listing ------------------------------------------------------------------------
+
+
+async def test_facts(target: Target) -> None:
+    facts = await target.session.facts()
+    assert facts.hostname
+    assert facts.arch in ("x86_64", "i686", "aarch64")
+    assert facts.cpus >= 1
+    assert 0 < facts.memory_free <= facts.memory_total
+    assert target.domain_type in facts.domain_types
+    assert re.fullmatch(r"\d+\.\d+\.\d+", facts.libvirt_version)
+
+
+async def test_guests_of_a_known_host(target: Target) -> None:
+    if not target.preloaded:
+        pytest.skip("the sandbox host's other guests are not this test's to know")
+    guests = sorted(await target.session.guests(), key=lambda g: g.name)
+    assert guests == sorted(target.preloaded, key=lambda g: g.name)
+
+
+async def test_running_guests_hold_memory(target: Target) -> None:
+    if not target.preloaded:
+        pytest.skip("the sandbox hosts share the machine's memory with everything else")
+    facts = await target.session.facts()
+    running = sum(g.memory for g in target.preloaded if g.state.active)
+    assert facts.memory_total - facts.memory_free == running
+
+
+# --- define and undefine ----------------------------------------------------------------------
+
+
+async def test_define(target: Target) -> None:
+    guest = await target.define()
+    assert (guest.state, guest.persistent, guest.vcpus) == (GuestState.SHUTOFF, True, 1)
+    assert (guest.memory, guest.max_memory, guest.disks, guest.mclu) == (
+        GUEST_MEMORY, GUEST_MEMORY, (), None)
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", guest.uuid)
+    assert await target.guest(guest.name) == guest
+
+
+async def test_define_a_taken_name(target: Target) -> None:
+    guest = await target.define()
+    with pytest.raises(errors.GuestExists) as raised:
+        await target.session.define(target.domain_xml(guest.name))
+    assert (raised.value.host, raised.value.name) == (target.session.host, guest.name)
+    # With the same uuid libvirt itself would silently replace the definition.
+    with pytest.raises(errors.GuestExists):
+        await target.session.define(target.domain_xml(guest.name, uuid=guest.uuid))
+
+
+async def test_define_refuses_xml_that_is_not_a_domain(target: Target) -> None:
+    with pytest.raises(errors.LibvirtCallFailed):
+        await target.session.define("<network><name>x</name></network>")
+
+
+async def test_undefine_a_shut_off_guest(target: Target) -> None:
+    guest = await target.define()
+    await target.session.undefine(guest.name)
+    assert await target.guest(guest.name) is None
+
+
+async def test_undefine_a_running_guest_leaves_it_running_until_stopped(target: Target) -> None:
+    guest = await target.define()
+    await target.session.start(guest.name)
+    await target.session.undefine(guest.name)
+    transient = await target.guest(guest.name)
+    assert transient is not None
+    assert (transient.state, transient.persistent) == (GuestState.RUNNING, False)
+    await target.session.destroy(guest.name)
+    assert await target.guest(guest.name) is None
+
+
+# --- start, shutdown, destroy -----------------------------------------------------------------
+
+
+async def test_start_and_destroy(target: Target) -> None:
+    guest = await target.define()
+    await target.session.start(guest.name)
+    assert await target.state_of(guest.name) == GuestState.RUNNING
+    await target.session.destroy(guest.name)
+    assert await target.state_of(guest.name) == GuestState.SHUTOFF
+
+
+async def test_start_a_running_guest(target: Target) -> None:
+    guest = await target.define()
+    await target.session.start(guest.name)
+    with pytest.raises(errors.LibvirtCallFailed) as raised:
+        await target.session.start(guest.name)
+    assert raised.value.what == f"start {guest.name}"
+    assert raised.value.host == target.session.host
+
+
+async def test_shutdown_asks_and_returns(target: Target) -> None:
+    guest = await target.define()
+    await target.session.start(guest.name)
+    await target.session.shutdown(guest.name)
+    # The test driver and the fake obey at once; a real guest with no OS to hear ACPI runs on.
+    assert await target.state_of(guest.name) in (
+        GuestState.RUNNING, GuestState.SHUTDOWN, GuestState.SHUTOFF)
+
+
+@pytest.mark.parametrize("verb", ["shutdown", "destroy"])
+async def test_stopping_a_shut_off_guest(target: Target, verb: str) -> None:
+    guest = await target.define()
+    with pytest.raises(errors.LibvirtCallFailed) as raised:
+        await getattr(target.session, verb)(guest.name)
+    assert raised.value.what == f"{verb} {guest.name}"
+    assert await target.state_of(guest.name) == GuestState.SHUTOFF
+
+
+@pytest.mark.parametrize("verb", ["start", "shutdown", "destroy", "undefine", "set_metadata"])
+async def test_missing_guest(target: Target, verb: str) -> None:
+    name = target.new_name()
+    call = getattr(target.session, verb)
+    with pytest.raises(errors.GuestNotFound) as raised:
+        await (call(name, META) if verb == "set_metadata" else call(name))
+    assert (raised.value.name, raised.value.host) == (name, target.session.host)
+
+
+# --- mclu's metadata --------------------------------------------------------------------------
+
+
+async def test_metadata_given_at_define(target: Target) -> None:
+    guest = await target.define(META)
+    assert guest.mclu == META
+    listed = await target.guest(guest.name)
+    assert listed is not None
+    assert listed.mclu == META
+
+
+async def test_set_metadata_replaces_it(target: Target) -> None:
+    guest = await target.define(GuestMeta(template="old"))
+    await target.session.set_metadata(guest.name, META)
+    listed = await target.guest(guest.name)
+    assert listed is not None
+    assert listed.mclu == META
+
+
+async def test_set_metadata_of_a_running_guest_shows_now_and_after_it_stops(target: Target
+                                                                            ) -> None:
+    guest = await target.define()
+    await target.session.start(guest.name)
+    await target.session.set_metadata(guest.name, META)
+    running = await target.guest(guest.name)
+    await target.session.destroy(guest.name)
+    stopped = await target.guest(guest.name)
+    assert running is not None
+    assert stopped is not None
+    assert (running.mclu, stopped.mclu) == (META, META)
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+async def test_run(target: Target) -> None:
+    if not target.has_shell:
+        with pytest.raises(errors.Unsupported):
+            await target.session.run(["uname", "-n"])
+        return
+    result = await target.session.run(["uname", "-n"])
+    assert (result.exit_status, result.stdout, result.argv) == (
+        0, f"{target.session.host}\n".encode(), ("uname", "-n"))
+
+
+async def test_run_failing_command(target: Target) -> None:
+    if not target.has_shell:
+        pytest.skip("no shell on this session")
+    argv = ["sh", "-c", "echo one >&2; echo two >&2; exit 3"]
+    with pytest.raises(errors.HostCommandFailed) as raised:
+        await target.session.run(argv)
+    failed = raised.value
+    assert (failed.host, failed.exit_status, failed.stderr) == (target.session.host, 3, "one / two")
+    assert failed.command == "sh -c 'echo one >&2; echo two >&2; exit 3'"
+    unchecked = await target.session.run(argv, check=False)
+    assert (unchecked.exit_status, unchecked.stderr) == (3, b"one\ntwo\n")
+
+
+async def test_run_with_input(target: Target) -> None:
+    if not target.has_shell:
+        pytest.skip("no shell on this session")
+    result = await target.session.run(["cat"], input=b"hello")
+    assert result.stdout == b"hello"
+
+
+# --- closing ----------------------------------------------------------------------------------
+
+
+async def test_close_is_idempotent_and_final(target: Target) -> None:
+    await target.session.close()
+    await target.session.close()
+    with pytest.raises(errors.HostError):
+        await target.session.guests()
+    target.defined.clear()  # nothing defined, and the session can no longer clean up
