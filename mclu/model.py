@@ -207,3 +207,29 @@ class GuestSpec:
     mac: str | None = None
     arch: str = "x86_64"
     uuid: str | None = None
+
+
+@dataclass(frozen=True)
+class Customization:
+    """A template's own customisation steps, applied to each new guest's disk."""
+
+    packages: tuple[str, ...] = ()
+    files: tuple[tuple[str, str], ...] = ()  # (path in the guest, content)
+    run: tuple[str, ...] = ()  # shell commands run in the guest's filesystem at build time
+    firstboot: tuple[str, ...] = ()  # shell commands run once at the guest's first boot
+
+
+@dataclass(frozen=True)
+class ResolvedTemplate:
+    """A template ready to build from: its base image and a guest's defaults."""
+
+    name: str  # as the user typed it: an mclu template or a repository template
+    base: BaseImage
+    source_uri: str  # where the base image comes from (its index entry's file)
+    sha512: str  # of the file at source_uri
+    memory: int = 1 << 30
+    vcpus: int = 1
+    disk_bus: str = "virtio"
+    network: str | None = None  # None: the host's network
+    full_copy: bool = False
+    customization: Customization = Customization()
