@@ -219,6 +219,16 @@ def _ssh_config(value: Any) -> str:
     return text if text == "none" else os.path.expanduser(text)
 
 
+NETWORK = re.compile(r"^(user|none|(network|bridge):[A-Za-z0-9_.-]+)$")
+
+
+def _network(value: Any) -> str:
+    if not isinstance(value, str) or not NETWORK.match(value):
+        raise ValueError('must be "network:NAME", "bridge:NAME", "user" or "none", '
+                         f"got {value!r}")
+    return value
+
+
 def _uri(value: Any) -> str:
     text = _text(value)
     if ":" not in text:
@@ -250,6 +260,7 @@ _HOST_KEYS: dict[str, tuple[str, Checker]] = {
     "known_hosts": ("known_hosts", _path),
     "ssh_config": ("ssh_config", _ssh_config),
     "power_off_command": ("power_off_command", _argv),
+    "network": ("network", _network),
 }
 # Keys that make no sense shared by every host.
 _PER_HOST_ONLY = {"address", "mac", "uri"}

@@ -39,6 +39,7 @@ class HostSpec:
     known_hosts: str | None = None  # None: ~/.ssh/known_hosts
     ssh_config: str | None = None  # None: ~/.ssh/config when it exists; "none": no file
     power_off_command: tuple[str, ...] = ("poweroff",)
+    network: str = "network:default"  # guests' NIC: "network:NAME", "bridge:NAME", "user", "none"
 
     @property
     def ssh_port(self) -> int:

@@ -244,6 +244,7 @@ def render_inventory(state_dir: Path, running: Iterable[HostSpec], powered_off: 
         f"known_hosts = {quote_conf(str(client / 'known_hosts'))}",
         'ssh_config = "none"',
         'power_off_command = ["poweroff"]   # the fake host\'s harmless stand-in',
+        'network = "user"                   # no bridge or dnsmasq for guests here',
     ]
     for host in running:
         lines += ["", *_inventory_host(host)]

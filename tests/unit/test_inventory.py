@@ -58,6 +58,7 @@ def test_paths_are_expanded(monkeypatch: pytest.MonkeyPatch) -> None:
         ("[hosts.a]\ntags = ['ok', 'not ok']\n", "hosts.a.tags", "not ok"),
         ("[hosts.a]\npower_off_command = []\n", "hosts.a.power_off_command", "list"),
         ("parallel = 0\n[hosts.a]\n", "parallel", "at least 1"),
+        ("[hosts.a]\nnetwork = 'br0'\n", "hosts.a.network", "bridge:NAME"),
         ("[hosts]\n", "hosts", "no hosts"),
         ("hosts = 3\n", "hosts", "table"),
     ],
