@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mclu import errors, sizes
+from mclu import errors, inventory, model, sizes
 
 ENV_VAR = "MCLU_TEMPLATES"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -34,9 +34,9 @@ class Template:
     memory: int = 512 << 20
     vcpus: int = 1
     disk_bus: str = "virtio"
-    network: str = "default"
+    network: str | None = None  # None: the host's network
     full_copy: bool = False
-    customize: tuple[tuple[str, Any], ...] = ()
+    customization: model.Customization = field(default_factory=model.Customization)
 
 
 def locate(explicit: str | None, environ: Mapping[str, str]) -> Path:
@@ -81,7 +81,8 @@ def parse(name: str, text: str, path: str) -> Template:
         raise errors.ConfigError(path, "base",
                                  "missing: name the virt-builder template to start from")
     try:
-        return Template(name=name, path=path, **{k: _check(k, v) for k, v in doc.items()})
+        fields = {_FIELD.get(k, k): _check(k, v) for k, v in doc.items()}
+        return Template(name=name, path=path, **fields)
     except _Bad as e:
         raise errors.ConfigError(path, e.key, e.problem) from None
 
@@ -124,11 +125,34 @@ def _bool(value: Any) -> bool:
     return value
 
 
-def _customize(value: Any) -> tuple[tuple[str, Any], ...]:
+def _customize(value: Any) -> model.Customization:
     if not isinstance(value, dict):
-        raise ValueError("must be a table")
-    return tuple(sorted(value.items()))
+        raise ValueError("must be a table of packages, files, run, firstboot")
+    unknown = set(value) - {"packages", "files", "run", "firstboot"}
+    if unknown:
+        raise ValueError(f"unknown step {sorted(unknown)[0]!r} (known: files, firstboot, "
+                         "packages, run)")
+    files = value.get("files", {})
+    if not isinstance(files, dict) or not all(
+            isinstance(k, str) and k.startswith("/") and isinstance(v, str)
+            for k, v in files.items()):
+        raise ValueError("files must be a table of absolute guest paths to contents")
+    return model.Customization(
+        packages=_strings("packages", value.get("packages", [])),
+        files=tuple(sorted(files.items())),
+        run=_strings("run", value.get("run", [])),
+        firstboot=_strings("firstboot", value.get("firstboot", [])),
+    )
 
+
+def _strings(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"{key} must be a list of non-empty strings")
+    return tuple(value)
+
+
+# TOML key → Template field, where they differ.
+_FIELD = {"customize": "customization"}
 
 _CHECKS = {
     "description": _string,
@@ -137,7 +161,7 @@ _CHECKS = {
     "memory": sizes.parse,
     "vcpus": _vcpus,
     "disk_bus": _disk_bus,
-    "network": _string,
+    "network": inventory.check_network,
     "full_copy": _bool,
     "customize": _customize,
 }

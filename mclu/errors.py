@@ -251,3 +251,162 @@ class UnknownHost(MCLUError):
         self.name = name
         self.path = path
         self.known = ", ".join(known) or "none"
+
+
+# --- Templates -------------------------------------------------------------------------------
+
+
+class UnknownTemplate(MCLUError):
+    """No mclu template and no repository template has that name."""
+
+    msg = "unknown template {self.name!r}{self.hint}"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.known = tuple(known)
+
+    @property
+    def hint(self) -> str:
+        if not self.known:
+            return " (no template sources answered; see `mclu templates`)"
+        shown = ", ".join(self.known[:12]) + (", ..." if len(self.known) > 12 else "")
+        return f" (known: {shown})"
+
+
+class SourceUnavailable(MCLUError):
+    """A template repository's index or image could not be fetched."""
+
+    msg = "cannot fetch {self.uri}: {self.reason}"
+
+    def __init__(self, uri: str, reason: str) -> None:
+        super().__init__(reason)
+        self.uri = uri
+        self.reason = reason
+
+
+class SignatureInvalid(MCLUError):
+    """A repository index that must be signed is not signed by the repository's key."""
+
+    msg = "template source {self.source}: {self.uri}: {self.reason} (gpgkey configured)"
+
+    def __init__(self, source: str, uri: str, reason: str) -> None:
+        super().__init__(reason)
+        self.source = source
+        self.uri = uri
+        self.reason = reason
+
+
+class ChecksumMismatch(MCLUError):
+    """A downloaded template image does not match its index's sha512."""
+
+    msg = "{self.uri}: sha512 mismatch (index says {self.expected:.16}..., got {self.got:.16}...)"
+
+    def __init__(self, uri: str, expected: str, got: str) -> None:
+        super().__init__(uri)
+        self.uri = uri
+        self.expected = expected
+        self.got = got
+
+
+# --- Building guests: the request, and room on the hosts -------------------------------------
+
+
+class InvalidGuestName(MCLUError):
+    """A new guest's name that libvirt, a file name or a shell could misread."""
+
+    msg = ("invalid guest name {self.name!r}: use 1 to 63 letters, digits, '.', '_' or '-', "
+           "starting with a letter or digit")
+    exit_code = EXIT_USAGE
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class DuplicateGuestName(MCLUError):
+    """One request names the same new guest twice."""
+
+    msg = "guest name {self.name!r} is given more than once"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+
+class InvalidBuildOption(MCLUError):
+    """A build option (--size, --memory, --vcpus, --transport) out of its range."""
+
+    msg = "--{self.option} {self.value}: {self.problem}"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, option: str, value: str, problem: str) -> None:
+        super().__init__(problem)
+        self.option = option
+        self.value = value
+        self.problem = problem
+
+
+class HostTooSmall(MCLUError):
+    """The host a guest is pinned to lacks room for it; `shortfalls` say what is short."""
+
+    msg = "{self.host}: no room for {self.guest}: needs {self.short}"
+
+    def __init__(self, host: str, guest: str, shortfalls: Sequence[str]) -> None:
+        super().__init__(host)
+        self.host = host
+        self.guest = guest
+        self.shortfalls = tuple(shortfalls)
+
+    @property
+    def short(self) -> str:
+        return "; ".join(self.shortfalls)
+
+
+class NoCapacity(MCLUError):
+    """No host that answered has room for a guest; `rejected` is (host, why) per host."""
+
+    msg = "no host has room for {self.guest} ({self.need}): {self.reasons}{self.unasked}"
+
+    def __init__(self, guest: str, need: str, rejected: Sequence[tuple[str, str]],
+                 unreachable: Sequence[str] = ()) -> None:
+        super().__init__(guest)
+        self.guest = guest
+        self.need = need
+        self.rejected = tuple(rejected)
+        self.unreachable = tuple(unreachable)
+
+    @property
+    def reasons(self) -> str:
+        return " / ".join(f"{host}: {why}" for host, why in self.rejected) or "no hosts answered"
+
+    @property
+    def unasked(self) -> str:
+        if not self.unreachable:
+            return ""
+        return f" (not asked: {', '.join(self.unreachable)} did not answer)"
+
+
+# --- Building guests -------------------------------------------------------------------------
+
+
+class PersonalizationFailed(MCLUError):
+    """Personalising a new guest's disk (libguestfs on the controller) failed at one step.
+
+    `guest` is the guest's hostname (all of them, comma-separated, for a step shared by one
+    appliance such as its launch); `drive` says which disk (NBD socket or image path).
+    The reason never holds a secret: passwords and private keys stay out of it.
+    """
+
+    msg = "{self.guest}: personalising the disk failed at {self.step}: {self.reason}"
+
+    def __init__(self, guest: str, step: str, reason: str, drive: str = "") -> None:
+        super().__init__(reason)
+        self.guest = guest
+        self.step = step
+        self.drive = drive
+        # Keep the last lines (libguestfs quotes a command's whole output): one line to print.
+        lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
+        self.reason = " / ".join(lines[-3:]) if lines else "(no reason given)"

@@ -53,7 +53,7 @@ def parse(text: str, path: str) -> model.Inventory:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise errors.ConfigError(path, None, f"not valid TOML: {e}") from None
-    _reject_unknown(doc, {"parallel", "defaults", "hosts"}, path, "")
+    _reject_unknown(doc, {"parallel", "template_repos", "defaults", "hosts"}, path, "")
     defaults = _table(doc.get("defaults", {}), path, "defaults")
     _reject_unknown(defaults, set(_HOST_KEYS) - _PER_HOST_ONLY, path, "defaults.")
     hosts = _table(doc.get("hosts"), path, "hosts")
@@ -62,7 +62,8 @@ def parse(text: str, path: str) -> model.Inventory:
     specs = tuple(_host(name, _table(h, path, f"hosts.{name}"), defaults, path)
                   for name, h in hosts.items())
     parallel = _check(doc, "parallel", _positive_int, path, "", default=32)
-    return model.Inventory(path=path, hosts=specs, parallel=parallel)
+    repos = _check(doc, "template_repos", _paths, path, "")
+    return model.Inventory(path=path, hosts=specs, parallel=parallel, template_repos=repos)
 
 
 def select(inventory: model.Inventory, names: list[str] | None = None,
@@ -222,7 +223,8 @@ def _ssh_config(value: Any) -> str:
 NETWORK = re.compile(r"^(user|none|(network|bridge):[A-Za-z0-9_.-]+)$")
 
 
-def _network(value: Any) -> str:
+def check_network(value: Any) -> str:
+    """A guest network setting, checked: "network:NAME", "bridge:NAME", "user" or "none"."""
     if not isinstance(value, str) or not NETWORK.match(value):
         raise ValueError('must be "network:NAME", "bridge:NAME", "user" or "none", '
                          f"got {value!r}")
@@ -260,7 +262,7 @@ _HOST_KEYS: dict[str, tuple[str, Checker]] = {
     "known_hosts": ("known_hosts", _path),
     "ssh_config": ("ssh_config", _ssh_config),
     "power_off_command": ("power_off_command", _argv),
-    "network": ("network", _network),
+    "network": ("network", check_network),
 }
 # Keys that make no sense shared by every host.
 _PER_HOST_ONLY = {"address", "mac", "uri"}

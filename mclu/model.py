@@ -53,6 +53,8 @@ class Inventory:
     path: str
     hosts: tuple[HostSpec, ...]
     parallel: int = 32
+    # virt-builder repos.d directories or .conf files; None: virt-builder's own places.
+    template_repos: tuple[str, ...] | None = None
 
     def names(self) -> list[str]:
         return [h.name for h in self.hosts]
@@ -233,4 +235,5 @@ class ResolvedTemplate:
     disk_bus: str = "virtio"
     network: str | None = None  # None: the host's network
     full_copy: bool = False
-    customization: Customization = Customization()
+    customization: Customization = field(default_factory=Customization)
+    disk_size: int | None = None  # the template's default disk size; None: the base's

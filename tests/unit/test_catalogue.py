@@ -18,7 +18,8 @@ def test_shipped_templates_parse() -> None:
     assert tiny.base == "tiny" and tiny.memory == 128 << 20 and tiny.vcpus == 1
     assert tiny.size is None  # the base image's own size
     assert found["debian-12"].size == 2 << 30
-    assert dict(found["debian-12"].customize)["run"] == ["ssh-keygen -A"]
+    assert found["debian-12"].customization.run == ("ssh-keygen -A",)
+    assert tiny.network is None  # the host's network
 
 
 def test_missing_directory_is_an_empty_catalogue(tmp_path: Path) -> None:
@@ -34,6 +35,10 @@ def test_missing_directory_is_an_empty_catalogue(tmp_path: Path) -> None:
         ("base = 'b'\ndisk_bus = 'usb'\n", "disk_bus", "virtio"),
         ("base = 'b'\nflavour = 'x'\n", "flavour", "unknown key"),
         ("base = 'b'\nfull_copy = 'yes'\n", "full_copy", "true or false"),
+        ("base = 'b'\nnetwork = 'lan'\n", "network", "bridge:NAME"),
+        ("base = 'b'\n[customize]\nreboot = true\n", "customize", "unknown step 'reboot'"),
+        ("base = 'b'\n[customize]\nrun = 'x'\n", "customize", "run must be a list"),
+        ("base = 'b'\n[customize.files]\n'etc/x' = 'y'\n", "customize", "absolute"),
     ],
 )
 def test_each_mistake_names_file_and_key(text: str, key: str, problem: str) -> None:
