@@ -1,0 +1,1 @@
+"""Moving and preparing disk images: transports, the controller cache, personalisation."""
