@@ -141,3 +141,44 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise errors.ConfigError(str(path), None, f"cannot read: {e}") from None
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One line of `mclu templates`: an mclu template or a repository template."""
+
+    name: str
+    kind: str  # "mclu" or "repository"
+    source: str  # the template file, or the repository's name
+    base: str
+    revision: int | None  # None: the base is in no repository that answered
+    size: int | None  # the disk a guest gets by default
+    download: int | None  # compressed bytes to fetch
+    description: str
+    arch: str = "x86_64"
+
+
+def listing(mine: Mapping[str, catalogue.Template], available: Sequence[RepoTemplate],
+            arch: str = "x86_64") -> list[Listed]:
+    """mclu's templates first, then every visible repository template at its newest revision."""
+    entries = [t.entry for t in available]
+    rows = []
+    for own in mine.values():
+        entry = repo_index.newest(entries, own.base, arch)
+        rows.append(Listed(
+            name=own.name, kind="mclu", source=own.path, base=own.base,
+            revision=entry.revision if entry else None,
+            size=own.size or (entry.size if entry else None),
+            download=entry.compressed_size if entry else None, description=own.description))
+    newest: dict[tuple[str, str], RepoTemplate] = {}
+    for t in available:
+        key = (t.entry.name, t.entry.arch)
+        if not t.entry.hidden and (key not in newest
+                                   or t.entry.revision > newest[key].entry.revision):
+            newest[key] = t
+    rows += [Listed(name=t.entry.name, kind="repository", source=t.source.name,
+                    base=t.entry.name, revision=t.entry.revision, size=t.entry.size,
+                    download=t.entry.compressed_size, arch=t.entry.arch,
+                    description=t.entry.display_name)
+             for t in sorted(newest.values(), key=lambda t: (t.entry.name, t.entry.arch))]
+    return rows

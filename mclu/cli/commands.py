@@ -6,10 +6,12 @@ Each reads as a paragraph: load the inventory, gather every host at once, render
 from __future__ import annotations
 
 import argparse
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
-from mclu import catalogue, errors, inventory, model, snapshot
+from mclu import catalogue, errors, inventory, model, snapshot, sources
 from mclu.cli import output
 
 
@@ -66,12 +68,45 @@ async def info(args: argparse.Namespace, env: Env) -> int:
 
 
 async def templates(args: argparse.Namespace, env: Env) -> int:
-    found = catalogue.load(catalogue.locate(args.templates, env.environ))
+    mine, found = await read_templates(args, env)
+    if getattr(args, "name", None):
+        template = sources.resolve(args.name, mine, found.templates)
+        listed = next(r for r in sources.listing(mine, found.templates)
+                      if r.name == args.name or r.base == template.base.template)
+        if args.json:
+            env.printer.json(output.template_info_json(template))
+        else:
+            env.printer.text(output.template_info_text(template, listed))
+        return errors.EXIT_OK
+    rows = sources.listing(mine, found.templates)
     if args.json:
-        env.printer.json(output.templates_json(found.values()))
+        env.printer.json(output.templates_json(rows, found.failed))
     else:
-        env.printer.text(output.templates_table(found.values()))
-    return errors.EXIT_OK
+        env.printer.text(output.templates_table(rows))
+        for error in found.failed.values():
+            env.printer.note(str(error))
+    return errors.EXIT_FAILED if found.failed else errors.EXIT_OK
+
+
+async def read_templates(args: argparse.Namespace,
+                         env: Env) -> tuple[dict[str, catalogue.Template], sources.Found]:
+    """mclu's templates and every repository's, fetched off the event loop."""
+    mine = catalogue.load(catalogue.locate(args.templates, env.environ))
+    repos = sources.read_sources(template_repos(args, env))
+    return mine, await asyncio.to_thread(sources.find_templates, repos)
+
+
+def template_repos(args: argparse.Namespace, env: Env) -> list[Path]:
+    """The inventory's template_repos, else virt-builder's repos.d places.
+
+    Listing templates needs no hosts, so a missing inventory is not an error here.
+    """
+    path = inventory.locate(args.config, env.environ)
+    if path.exists():
+        configured = inventory.load(path).template_repos
+        if configured is not None:
+            return [Path(p) for p in configured]
+    return sources.default_repo_dirs(env.environ)
 
 
 def note_failed_hosts(snap: snapshot.Snapshot, env: Env) -> None:

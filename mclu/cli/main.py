@@ -68,10 +68,13 @@ def build_parser() -> argparse.ArgumentParser:
     info = _read_command(sub, "info", commands.info, "one guest, found on whichever host has it")
     info.add_argument("name", metavar="[HOST:]NAME", help="the guest")
     _host_filters(info)
-    templates = _read_command(sub, "templates", commands.templates, "the template catalogue")
-    templates.add_argument("--templates", metavar="DIR",
-                           help="templates directory (default: $MCLU_TEMPLATES, then "
-                                "~/.config/mclu/templates, then the project's templates/)")
+    templates = _read_command(sub, "templates", commands.templates,
+                              "the templates: mclu's own and the repositories'")
+    _templates_dir(templates, default=None)
+    templates_sub = templates.add_subparsers(metavar="ACTION", required=False)
+    info_t = _read_command(templates_sub, "info", commands.templates, "one template in full")
+    info_t.add_argument("name", metavar="NAME")
+    _templates_dir(info_t, default=argparse.SUPPRESS)
     return parser
 
 
@@ -93,6 +96,12 @@ def _read_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(command=command)
     return parser
+
+
+def _templates_dir(parser: argparse.ArgumentParser, default: object) -> None:
+    parser.add_argument("--templates", metavar="DIR", default=default,
+                        help="mclu templates directory (default: $MCLU_TEMPLATES, then "
+                             "~/.config/mclu/templates, then the project's templates/)")
 
 
 def _host_filters(parser: argparse.ArgumentParser) -> None:

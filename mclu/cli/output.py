@@ -6,14 +6,15 @@ writes to the terminal. The JSON shapes are documented in docs/cli.md.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from tabulate import tabulate
 
-from mclu import catalogue, errors, model, sizes
+from mclu import errors, model, sizes, sources
 from mclu.snapshot import Found, Snapshot
 
 JSON_VERSION = 1
@@ -162,20 +163,47 @@ def _template(guest: model.Guest) -> str:
 # --- templates -----------------------------------------------------------------------------
 
 
-def templates_table(templates: Iterable[catalogue.Template]) -> str:
-    rows = [[t.name, t.base, sizes.human(t.size) if t.size else "", sizes.human(t.memory),
-             str(t.vcpus), t.description] for t in templates]
-    headers = ["NAME", "BASE", "SIZE", "MEMORY", "vCPUS", "DESCRIPTION"]
-    return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
+def templates_table(rows: Iterable[sources.Listed]) -> str:
+    table = [[r.name, _from(r), "" if r.revision is None else str(r.revision),
+              sizes.human(r.size) if r.size else "",
+              sizes.human(r.download) if r.download else "", r.description] for r in rows]
+    headers = ["NAME", "FROM", "REVISION", "SIZE", "DOWNLOAD", "DESCRIPTION"]
+    return tabulate(table, headers=headers, tablefmt="plain", disable_numparse=True)
 
 
-def templates_json(templates: Iterable[catalogue.Template]) -> dict[str, Any]:
-    return {"templates": [
-        {"name": t.name, "source": t.path, "base": t.base, "description": t.description,
-         "size": t.size, "memory": t.memory, "vcpus": t.vcpus, "disk_bus": t.disk_bus,
-         "network": t.network, "full_copy": t.full_copy}
-        for t in templates
-    ]}
+def _from(row: sources.Listed) -> str:
+    if row.kind == "repository":
+        return row.source if row.arch == "x86_64" else f"{row.source} ({row.arch})"
+    missing = "" if row.revision is not None else " (base not found)"
+    return f"mclu: {row.base}{missing}"
+
+
+def templates_json(rows: Iterable[sources.Listed],
+                   failed: Mapping[str, errors.MCLUError]) -> dict[str, Any]:
+    return {
+        "templates": [dataclasses.asdict(r) for r in rows],
+        "failed_sources": [{"name": n, "error": str(e)} for n, e in failed.items()],
+    }
+
+
+def template_info_text(template: model.ResolvedTemplate, listed: sources.Listed) -> str:
+    c = template.customization
+    rows = [
+        ("Name", template.name), ("From", _from(listed)), ("Description", listed.description),
+        ("Base", f"{template.base.template} r{template.base.revision} ({template.base.arch})"),
+        ("Image", template.source_uri),
+        ("Disk size", sizes.human(template.disk_size or template.base.size)),
+        ("Memory", sizes.human(template.memory)), ("vCPUs", str(template.vcpus)),
+        ("Disk bus", template.disk_bus), ("Network", template.network or "(the host's)"),
+        ("Disk", "full copy" if template.full_copy else "overlay on the cached base"),
+    ]
+    rows += [("Package", p) for p in c.packages] + [("File", f) for f, _ in c.files]
+    rows += [("Run", r) for r in c.run] + [("First boot", r) for r in c.firstboot]
+    return tabulate([(f"{k}:", v) for k, v in rows], tablefmt="plain", disable_numparse=True)
+
+
+def template_info_json(template: model.ResolvedTemplate) -> dict[str, Any]:
+    return {"template": dataclasses.asdict(template)}
 
 
 def _short(error: errors.HostError) -> str:

@@ -17,6 +17,7 @@ from mclu.cli import commands, main, output
 from mclu.hosts import fake
 
 INVENTORY = """
+template_repos = ["{repos}"]
 [defaults]
 reserve_memory = "1 GiB"
 [hosts.a]
@@ -39,13 +40,54 @@ WEB1 = guest("web1", meta=model.GuestMeta(template="tiny", revision="3",
                                            options=(("memory", "1G"),)))
 
 
+SHA = "0" * 128
+INDEX = f"""[tiny]
+name=Tiny busybox
+file=tiny.xz
+revision=3
+checksum[sha512]={SHA}
+size=134217728
+compressed_size=11000000
+
+[debian-12]
+name=Debian 12 minbase
+file=debian-12.xz
+revision=2
+checksum[sha512]={SHA}
+size=1073741824
+
+[debian-12]
+name=Debian 12 minbase
+file=debian-12-r1.xz
+revision=1
+checksum[sha512]={SHA}
+size=1073741824
+
+[secret]
+file=s.xz
+checksum[sha512]={SHA}
+size=1
+hidden=true
+"""
+
+
+def make_repository(tmp_path: Path) -> Path:
+    """A local, unsigned virt-builder repository (listing templates downloads nothing)."""
+    repo = tmp_path / "repo"
+    (repo / "repos.d").mkdir(parents=True)
+    (repo / "index").write_text(INDEX)
+    (repo / "repos.d" / "local.conf").write_text(f"[local]\nuri=file://{repo}/index\n")
+    return repo
+
+
 class Cli:
     """Runs mclu command lines against a FakeCluster and keeps what they printed."""
 
     def __init__(self, tmp_path: Path) -> None:
         self.cluster = fake.FakeCluster.of("a", "b", "c")
         self.inventory = tmp_path / "hosts.toml"
-        self.inventory.write_text(INVENTORY)
+        self.repo = make_repository(tmp_path)
+        self.inventory.write_text(INVENTORY.format(repos=self.repo / "repos.d"))
         self.out = io.StringIO()
         self.err = io.StringIO()
 
@@ -237,10 +279,35 @@ def test_argparse_usage_error_exits_2(cli: Cli, capsys: pytest.CaptureFixture[st
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
 
 
-def test_templates_lists_the_project_catalogue(cli: Cli) -> None:
+def test_templates_lists_mclu_and_repository_templates(cli: Cli) -> None:
     assert cli("templates") == 0
-    names = [line.split()[0] for line in cli.stdout.splitlines()[1:]]
-    assert {"tiny", "debian-12"} <= set(names)
+    rows = [line.split() for line in cli.stdout.splitlines()[1:]]
+    names = [(r[0], r[1]) for r in rows]
+    # mclu's own templates first (over their bases), then the repository's, newest revisions
+    assert names == [("debian-12", "mclu:"), ("tiny", "mclu:"), ("debian-12", "local"),
+                     ("tiny", "local")]
+    assert rows[1][:4] == ["tiny", "mclu:", "tiny", "3"]
+    assert rows[2][2] == "2"  # hidden "secret" is not listed
     assert cli("templates", "--json") == 0
-    tiny = next(t for t in cli.json()["templates"] if t["name"] == "tiny")
-    assert tiny["memory"] == 128 << 20 and tiny["base"] == "tiny"
+    doc = cli.json()
+    listed = {(t["name"], t["kind"]): t for t in doc["templates"]}
+    assert listed[("tiny", "mclu")]["size"] == 128 << 20
+    assert listed[("debian-12", "repository")]["revision"] == 2  # the newest
+    assert listed[("debian-12", "mclu")]["size"] == 2 << 30  # the template's own size
+    assert doc["failed_sources"] == []
+
+
+def test_templates_info(cli: Cli) -> None:
+    assert cli("templates", "info", "debian-12") == 0
+    fields = dict(line.split(":", 1) for line in cli.stdout.splitlines())
+    assert fields["Base"].strip() == "debian-12 r2 (x86_64)"
+    assert fields["Disk size"].strip() == "2 GiB"
+    assert fields["Run"].strip() == "ssh-keygen -A"
+    assert cli("templates", "info", "nope") == 2
+    assert cli.stderr.startswith("mclu: error: unknown template 'nope' (known: debian-12, tiny")
+
+
+def test_templates_with_a_source_down_still_lists_and_fails(cli: Cli) -> None:
+    (cli.repo / "index").unlink()
+    assert cli("templates") == 1
+    assert cli.stderr.startswith(f"mclu: cannot fetch file://{cli.repo}/index: ")
