@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,27 @@ def sandbox_host() -> HostSpec:
     if not (SANDBOX / "hosts.toml").exists():
         pytest.skip(f"no sandbox ({SANDBOX / 'hosts.toml'} missing): run `mclu-sandbox up`")
     return sandbox_spec()
+
+
+# --- Golden files (tests/data/domxml, ...): compared, or rewritten with --regenerate-output ---
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--regenerate-output", action="store_true", default=False,
+                     help="rewrite golden files with what the code produces now, then review "
+                          "the diff")
+
+
+@pytest.fixture
+def golden(request: pytest.FixtureRequest) -> Callable[[Path, str], None]:
+    """`golden(path, text)`: assert that `path` holds `text`, or rewrite it when regenerating."""
+    regenerate = bool(request.config.getoption("--regenerate-output"))
+
+    def check(path: Path, text: str) -> None:
+        if regenerate:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+        assert path.exists(), f"{path} is missing: run pytest --regenerate-output"
+        assert text == path.read_text(), f"{path} differs: review, then --regenerate-output"
+
+    return check

@@ -1,0 +1,168 @@
+"""Choosing a host for a new guest: fit first, then spread by free memory.
+
+Pure: snapshots in, a host name out. Nothing is overcommitted:
+- memory: a host's `HostSnapshot.memory_free` (capacity less its reserve and its running
+  guests) less what this plan already put there;
+- vCPUs: one vCPU per free physical CPU, i.e. the host's CPUs less its `reserve_cpus` less the
+  vCPUs of its running guests (`HostSnapshot.vcpus_free`) less this plan's earlier guests.
+  Shut-off guests hold nothing, as libvirt sees it;
+- disk: the image directory's free bytes less this plan's earlier guests' disks there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from mclu import errors, sizes
+from mclu.model import HostSnapshot, StorageFacts
+
+
+@dataclass(frozen=True)
+class Need:
+    """What one guest takes from a host: memory and disk in bytes, vCPUs in whole CPUs.
+
+    Needs add up; `guests` counts the guests a sum stands for, so that ties between hosts
+    go to the one with fewer guests, counting those this plan has already put there.
+    """
+
+    memory: int
+    vcpus: int
+    disk: int
+    guests: int = 1
+
+    def __add__(self, other: Need) -> Need:
+        return Need(self.memory + other.memory, self.vcpus + other.vcpus,
+                    self.disk + other.disk, self.guests + other.guests)
+
+    def __str__(self) -> str:
+        return (f"{sizes.human(self.memory)} memory, {_vcpus(self.vcpus)}, "
+                f"{sizes.human(self.disk)} disk")
+
+
+NOTHING = Need(memory=0, vcpus=0, disk=0, guests=0)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A host that answered, with its image directory's storage facts."""
+
+    snapshot: HostSnapshot
+    storage: StorageFacts
+
+    @property
+    def name(self) -> str:
+        return self.snapshot.spec.name
+
+
+@dataclass(frozen=True)
+class Placement:
+    """The chosen host, and why, in words for the plan shown to the user."""
+
+    host: str
+    reason: str
+
+
+def room(candidate: Candidate, already: Need = NOTHING) -> Need:
+    """What the host can still give after `already`; negative when already overcommitted."""
+    return Need(memory=candidate.snapshot.memory_free - already.memory,
+                vcpus=candidate.snapshot.vcpus_free - already.vcpus,
+                disk=candidate.storage.free - already.disk)
+
+
+def shortfalls(need: Need, candidate: Candidate, already: Need = NOTHING) -> list[str]:
+    """What the host lacks for `need`, one phrase per resource ("2 GiB memory, 1.5 GiB free")."""
+    free = room(candidate, already)
+    short = []
+    if need.memory > free.memory:
+        short.append(f"{sizes.human(need.memory)} memory, {_human(free.memory)} free"
+                     + _planned(sizes.human(already.memory), already.memory))
+    if need.vcpus > free.vcpus:
+        short.append(f"{_vcpus(need.vcpus)}, {max(free.vcpus, 0)} free"
+                     + _planned(_vcpus(already.vcpus), already.vcpus))
+    if need.disk > free.disk:
+        short.append(f"{sizes.human(need.disk)} disk in {candidate.storage.image_dir}, "
+                     f"{_human(free.disk)} free"
+                     + _planned(sizes.human(already.disk), already.disk))
+    return short
+
+
+def _planned(text: str, amount: int) -> str:
+    # Without this, "512 MiB free" would contradict what the user sees on the host.
+    return f" after {text} this plan puts there first" if amount else ""
+
+
+def fits(need: Need, candidate: Candidate, already: Need = NOTHING) -> bool:
+    """Whether the host has room for `need` on top of `already`."""
+    return not shortfalls(need, candidate, already)
+
+
+def place(
+    need: Need,
+    candidates: Sequence[Candidate],
+    *,
+    pinned: str | None = None,
+    already: Mapping[str, Need] | None = None,
+    guest: str = "the guest",
+    unreachable: Sequence[str] = (),
+) -> Placement:
+    """The host for one guest: `pinned` if it fits, else the best fit among `candidates`.
+
+    `already` is what this plan has placed on each host before (summed per host). Among
+    hosts that fit, the one with the most free memory after placing wins; ties go to fewer
+    guests (counting those in `already`), then to inventory (candidate) order. `guest` and
+    `unreachable` only word the errors.
+
+    Raises HostTooSmall when the pinned host lacks room, NoCapacity when no candidate fits.
+    `pinned` must be one of the candidates: the caller reports unknown and unreachable hosts.
+    """
+    placed = already or {}
+    if pinned is not None:
+        return _place_pinned(need, _find(candidates, pinned), placed, guest)
+    fitting = [c for c in candidates if fits(need, c, placed.get(c.name, NOTHING))]
+    if not fitting:
+        rejected = [(c.name, _rejection(need, c, placed)) for c in candidates]
+        raise errors.NoCapacity(guest, str(need), rejected, unreachable)
+    order = {c.name: i for i, c in enumerate(candidates)}
+    best = min(fitting, key=lambda c: (-_memory_after(need, c, placed), _guest_count(c, placed),
+                                       order[c.name]))
+    after = sizes.human(_memory_after(need, best, placed))
+    if len(fitting) == 1 and len(candidates) > 1:
+        return Placement(best.name, f"only host with room: {after} memory free after")
+    return Placement(best.name, f"most free memory: {after} after")
+
+
+def _place_pinned(need: Need, candidate: Candidate, placed: Mapping[str, Need],
+                  guest: str) -> Placement:
+    short = shortfalls(need, candidate, placed.get(candidate.name, NOTHING))
+    if short:
+        raise errors.HostTooSmall(candidate.name, guest, short)
+    after = sizes.human(_memory_after(need, candidate, placed))
+    return Placement(candidate.name, f"as asked: {after} memory free after")
+
+
+def _rejection(need: Need, candidate: Candidate, placed: Mapping[str, Need]) -> str:
+    return "needs " + "; ".join(shortfalls(need, candidate, placed.get(candidate.name, NOTHING)))
+
+
+def _find(candidates: Sequence[Candidate], name: str) -> Candidate:
+    for candidate in candidates:
+        if candidate.name == name:
+            return candidate
+    raise ValueError(f"pinned host {name!r} is not among the candidates")
+
+
+def _memory_after(need: Need, candidate: Candidate, placed: Mapping[str, Need]) -> int:
+    return room(candidate, placed.get(candidate.name, NOTHING)).memory - need.memory
+
+
+def _guest_count(candidate: Candidate, placed: Mapping[str, Need]) -> int:
+    return len(candidate.snapshot.guests) + placed.get(candidate.name, NOTHING).guests
+
+
+def _human(n: int) -> str:
+    return sizes.human(max(n, 0))
+
+
+def _vcpus(n: int) -> str:
+    return f"{n} vCPU" if n == 1 else f"{n} vCPUs"

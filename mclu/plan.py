@@ -1,0 +1,276 @@
+"""Planning `mclu build`: which host gets each new guest, its domain, its disk, what travels.
+
+Pure: a request, a snapshot of the hosts, their storage facts and a resolved template in;
+a BuildPlan out, or the error that stops the build before anything is touched. No libvirt
+or asyncssh import (so not `mclu.snapshot` either, whose package imports the sessions).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from mclu import errors, fanout, placement, sizes
+from mclu.model import BaseImage, GuestMeta, GuestSpec, HostSnapshot, ResolvedTemplate, StorageFacts
+
+# The same rule as host names: safe as a libvirt name, a file name and a shell word.
+GUEST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+CACHE_DIR = "mclu-templates"  # under a host's image directory: one file per base and revision
+TRANSPORTS = ("stream", "nbd")
+MIN_MEMORY = 16 << 20  # below this no Linux kernel boots
+MAX_MEMORY = 16 << 40
+MAX_VCPUS = 512  # as the catalogue allows
+MAX_DISK = 64 << 40  # larger is a typing mistake on hosts of this size
+
+Snapshot = fanout.HostResults[HostSnapshot]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """`mclu build` as the user asked it; None means the template's default."""
+
+    template: str
+    names: tuple[str, ...]  # NAME, or HOST:NAME to pin that guest to HOST
+    on: str | None = None  # pin every guest not pinned by HOST:NAME
+    size: int | None = None  # disk bytes
+    memory: int | None = None  # bytes
+    vcpus: int | None = None
+    full_copy: bool = False
+    transport: str = "stream"
+
+
+@dataclass(frozen=True)
+class GuestPlan:
+    """One new guest: where it goes, why, its domain and its disk."""
+
+    name: str
+    host: str
+    reason: str  # why this host, for people
+    spec: GuestSpec
+    base: BaseImage
+    base_cached: bool  # the base was already in the host's cache before this build
+    base_path: str  # the cached base on the host
+    disk_path: str
+    disk_size: int  # virtual size in bytes
+    send_bytes: int  # base data this guest's step sends to the host; 0 if cached or sent earlier
+
+    @property
+    def full_copy(self) -> bool:
+        return self.spec.disk_format == "raw"
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """Every new guest of one `mclu build`, in the order the user named them."""
+
+    template: ResolvedTemplate
+    guests: tuple[GuestPlan, ...]
+    transport: str
+
+    @property
+    def hosts_needing_base(self) -> tuple[str, ...]:
+        """Hosts the base must travel to, in the order of their first guest."""
+        return tuple(dict.fromkeys(g.host for g in self.guests if not g.base_cached))
+
+    @property
+    def send_bytes(self) -> int:
+        """Base data to send in all, in bytes (holes do not travel)."""
+        return sum(g.send_bytes for g in self.guests)
+
+
+@dataclass(frozen=True)
+class _Sizing:
+    """The checked size options shared by every guest of a request."""
+
+    memory: int
+    vcpus: int
+    disk_size: int
+    full_copy: bool
+
+
+def plan_build(request: BuildRequest, snapshot: Snapshot, storage: Mapping[str, StorageFacts],
+               template: ResolvedTemplate, *, now: str,
+               inventory_path: str = "the inventory") -> BuildPlan:
+    """Place and describe every guest of `request`; `now` is the ISO 8601 UTC build time.
+
+    A host in `snapshot.ok` without `storage` facts is treated as one that did not answer
+    (put the storage reading's error in `snapshot.failed` for a precise message).
+
+    Raises, before any guest is placed: InvalidBuildOption, InvalidGuestName,
+    DuplicateGuestName (exit code 2), UnknownHost, the pinned host's HostError, GuestExists;
+    then HostTooSmall or NoCapacity.
+    """
+    sizing = _check_options(request, template)
+    targets = _check_names(request, snapshot, storage, inventory_path)
+    candidates = _candidates(snapshot, storage)
+    # Hosts without the base need room for it once, whichever guest takes it there:
+    # set that room aside up front so every fit check sees it.
+    already = {c.name: _base_room(template.base, c) for c in candidates}
+    guests: list[GuestPlan] = []
+    for name, pinned in targets:
+        need = _need(template.base, sizing)
+        chosen = placement.place(need, candidates, pinned=pinned, already=already, guest=name,
+                                 unreachable=_unasked(snapshot, storage))
+        already[chosen.host] = already[chosen.host] + need
+        host = next(c for c in candidates if c.name == chosen.host)
+        guests.append(_guest_plan(name, chosen, host, template, request, sizing, now, guests))
+    return BuildPlan(template=template, guests=tuple(guests), transport=request.transport)
+
+
+def split_name(text: str) -> tuple[str, str | None]:
+    """`HOST:NAME` → (NAME, HOST); `NAME` → (NAME, None). As `snapshot.split_ref` reads it.
+
+    `:NAME` gives an empty host, which the name check refuses.
+    """
+    host, sep, name = text.rpartition(":")
+    return name, host if sep else None
+
+
+def base_path(image_dir: str, base: BaseImage) -> str:
+    """Where a host caches `base`."""
+    return posixpath.join(image_dir, CACHE_DIR, base.cache_name)
+
+
+def disk_path(image_dir: str, name: str, *, full_copy: bool) -> str:
+    """A guest's disk: a qcow2 overlay on the cached base, or a raw full copy."""
+    return posixpath.join(image_dir, f"{name}.img" if full_copy else f"{name}.qcow2")
+
+
+# --- checks --------------------------------------------------------------------------------
+
+
+def _check_options(request: BuildRequest, template: ResolvedTemplate) -> _Sizing:
+    if request.transport not in TRANSPORTS:
+        raise errors.InvalidBuildOption("transport", request.transport,
+                                        f"use one of {', '.join(TRANSPORTS)}")
+    memory = template.memory if request.memory is None else request.memory
+    if not MIN_MEMORY <= memory <= MAX_MEMORY:
+        raise errors.InvalidBuildOption("memory", sizes.human(memory), (
+            f"must be from {sizes.human(MIN_MEMORY)} to {sizes.human(MAX_MEMORY)}"))
+    vcpus = template.vcpus if request.vcpus is None else request.vcpus
+    if not 1 <= vcpus <= MAX_VCPUS:
+        raise errors.InvalidBuildOption("vcpus", str(vcpus), f"must be from 1 to {MAX_VCPUS}")
+    default_size = template.disk_size or template.base.size
+    disk_size = default_size if request.size is None else request.size
+    if disk_size < template.base.size:
+        raise errors.InvalidBuildOption("size", sizes.human(disk_size), (
+            f"smaller than the template's {sizes.human(template.base.size)} disk "
+            "(disks can grow, not shrink)"))
+    if disk_size > MAX_DISK:
+        raise errors.InvalidBuildOption("size", sizes.human(disk_size),
+                                        f"larger than {sizes.human(MAX_DISK)}")
+    return _Sizing(memory, vcpus, disk_size, request.full_copy or template.full_copy)
+
+
+def _check_names(request: BuildRequest, snapshot: Snapshot, storage: Mapping[str, StorageFacts],
+                 inventory_path: str) -> list[tuple[str, str | None]]:
+    """(name, pinned host) per guest, after checking names and pinned hosts."""
+    targets = []
+    for text in request.names:
+        name, host = split_name(text)
+        if not GUEST_NAME.fullmatch(name) or (host is not None and not GUEST_NAME.fullmatch(host)):
+            raise errors.InvalidGuestName(text)
+        targets.append((name, host or request.on))
+    seen: set[str] = set()
+    for name, _ in targets:
+        if name in seen:
+            raise errors.DuplicateGuestName(name)
+        seen.add(name)
+    for _, host in targets:
+        _check_pinned(host, snapshot, storage, inventory_path)
+    for name, _ in targets:
+        _check_name_free(name, snapshot)
+    return targets
+
+
+def _check_pinned(host: str | None, snapshot: Snapshot, storage: Mapping[str, StorageFacts],
+                  inventory_path: str) -> None:
+    if host is None:
+        return
+    if host not in snapshot.order:
+        raise errors.UnknownHost(host, inventory_path, snapshot.order)
+    if host in snapshot.failed:
+        raise snapshot.failed[host]
+    if host not in storage:
+        raise errors.HostError(host, "its image directory could not be read")
+
+
+def _check_name_free(name: str, snapshot: Snapshot) -> None:
+    """Guest names are unique across the cluster, so `mclu` commands can take a bare NAME."""
+    for host, snap in snapshot.ok.items():
+        if any(g.name == name for g in snap.guests):
+            raise errors.GuestExists(host, name)
+
+
+# --- placing and describing ----------------------------------------------------------------
+
+
+def _candidates(snapshot: Snapshot, storage: Mapping[str, StorageFacts]
+                ) -> list[placement.Candidate]:
+    return [placement.Candidate(snapshot.ok[h], storage[h]) for h in snapshot.order
+            if h in snapshot.ok and h in storage]
+
+
+def _unasked(snapshot: Snapshot, storage: Mapping[str, StorageFacts]) -> list[str]:
+    """Hosts that could not be considered: no answer, or no storage facts."""
+    return [h for h in snapshot.order if h not in snapshot.ok or h not in storage]
+
+
+def _base_room(base: BaseImage, candidate: placement.Candidate) -> placement.Need:
+    cached = base.cache_name in candidate.storage.cached_bases
+    return placement.Need(memory=0, vcpus=0, disk=0 if cached else base.data_bytes, guests=0)
+
+
+def _need(base: BaseImage, sizing: _Sizing) -> placement.Need:
+    """One guest's own need: a full copy may fill its whole disk; an overlay is estimated
+    to grow to the base's data (what the guest rewrites of it, plus as much new data)."""
+    disk = sizing.disk_size if sizing.full_copy else base.data_bytes
+    return placement.Need(memory=sizing.memory, vcpus=sizing.vcpus, disk=disk)
+
+
+def _guest_plan(name: str, chosen: placement.Placement, host: placement.Candidate,
+                template: ResolvedTemplate, request: BuildRequest, sizing: _Sizing, now: str,
+                earlier: Sequence[GuestPlan]) -> GuestPlan:
+    base, image_dir = template.base, host.storage.image_dir
+    cached = base.cache_name in host.storage.cached_bases
+    sent_before = any(g.host == host.name for g in earlier)
+    path = disk_path(image_dir, name, full_copy=sizing.full_copy)
+    spec = GuestSpec(
+        name=name, domain_type=host.snapshot.spec.domain_type, memory=sizing.memory,
+        vcpus=sizing.vcpus, disk_path=path, meta=_meta(template, request, now),
+        disk_format="raw" if sizing.full_copy else "qcow2", disk_bus=template.disk_bus,
+        network=template.network or host.snapshot.spec.network, arch=base.arch,
+    )
+    return GuestPlan(
+        name=name, host=host.name, reason=chosen.reason, spec=spec, base=base,
+        base_cached=cached, base_path=base_path(image_dir, base), disk_path=path,
+        disk_size=sizing.disk_size,
+        send_bytes=0 if cached or sent_before else base.data_bytes,
+    )
+
+
+def _meta(template: ResolvedTemplate, request: BuildRequest, now: str) -> GuestMeta:
+    return GuestMeta(template=template.name, revision=str(template.base.revision), built=now,
+                     state="building", options=user_options(request))
+
+
+def user_options(request: BuildRequest) -> tuple[tuple[str, str], ...]:
+    """The options the user gave, as text for the guest's metadata (sizes exact)."""
+    options = []
+    if request.size is not None:
+        options.append(("size", _exact_size(request.size)))
+    if request.memory is not None:
+        options.append(("memory", _exact_size(request.memory)))
+    if request.vcpus is not None:
+        options.append(("vcpus", str(request.vcpus)))
+    if request.full_copy:
+        options.append(("full_copy", "true"))
+    return tuple(options)
+
+
+def _exact_size(n: int) -> str:
+    """"2 GiB" when that reads back as exactly n, else the bytes."""
+    text = sizes.human(n)
+    return text if sizes.parse(text) == n else str(n)
