@@ -410,3 +410,65 @@ class PersonalizationFailed(MCLUError):
         # Keep the last lines (libguestfs quotes a command's whole output): one line to print.
         lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
         self.reason = " / ".join(lines[-3:]) if lines else "(no reason given)"
+
+
+# --- Tools and image transfers ---------------------------------------------------------------
+
+
+class ToolMissing(HostCommandFailed):
+    """A command needs a program the host does not have (the shell's exit status 127)."""
+
+    msg = "{self.host}: `{self.tool}` is not installed on the host (needed by `{self.command}`)"
+
+    def __init__(self, host: str, command: str, tool: str, stderr: str) -> None:
+        super().__init__(host, command, 127, stderr)
+        self.tool = tool
+
+
+class LocalToolMissing(MCLUError):
+    """A program mclu runs on this machine is not installed here."""
+
+    msg = "`{self.tool}` is not installed on this machine (needed for {self.purpose})"
+
+    def __init__(self, tool: str, purpose: str) -> None:
+        super().__init__(tool)
+        self.tool = tool
+        self.purpose = purpose
+
+
+class LocalCommandFailed(MCLUError):
+    """A program mclu ran on this machine exited non-zero."""
+
+    msg = "`{self.command}` failed with exit status {self.exit_status}: {self.stderr}"
+
+    def __init__(self, command: str, exit_status: int, stderr: str) -> None:
+        super().__init__(stderr)
+        self.command = command
+        self.exit_status = exit_status
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        self.stderr = " / ".join(lines[-3:]) if lines else "(no error output)"
+
+
+class UnknownTransport(MCLUError, KeyError):
+    """An image transport name mclu does not know."""
+
+    msg = "unknown image transport {self.name!r} (known: {self.known})"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.known = ", ".join(known)
+
+
+class BuildFailed(MCLUError):
+    """A build stopped at one step on one host; what it had made is removed."""
+
+    msg = "build of {self.guest} failed at step '{self.step}' on {self.host}: {self.reason}"
+
+    def __init__(self, guest: str, step: str, host: str, reason: str) -> None:
+        super().__init__(reason)
+        self.guest = guest
+        self.step = step
+        self.host = host
+        self.reason = reason

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mclu import errors, facts
-from mclu.hosts.session import CommandResult, command_line
+from mclu.hosts.session import CommandResult, Input, command_failed, command_line
 from mclu.model import Guest, GuestMeta, GuestState, HostFacts, HostSpec
 
 GIB = 1 << 30
@@ -36,6 +36,9 @@ class FakeHost:
     guests: dict[str, Guest] = field(default_factory=dict)
     # argv → result; argv not listed raise Unsupported, as on a session without a shell.
     commands: dict[tuple[str, ...], CommandResult] = field(default_factory=dict)
+    # Background commands running now. Any argv runs in the background until stopped, except
+    # those in `commands`, which end at once with their result.
+    running: list[tuple[str, ...]] = field(default_factory=list)
     failure: errors.HostError | None = None  # raised by opening and by every call while set
 
     def facts(self) -> HostFacts:
@@ -54,6 +57,11 @@ class FakeSession:
         self.uri = uri
         self._fake = fake_host
         self._closed = False
+
+    @property
+    def fake_host(self) -> FakeHost:
+        """The host this session sees and changes, for tests to inspect."""
+        return self._fake
 
     async def facts(self) -> HostFacts:
         self._check()
@@ -98,16 +106,37 @@ class FakeSession:
     async def set_metadata(self, name: str, meta: GuestMeta) -> None:
         self._replace(self._guest(name), mclu=meta)
 
-    async def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True,
+    async def run(self, argv: Sequence[str], *, input: Input = None, check: bool = True,
                   timeout: float | None = None) -> CommandResult:
         self._check()
         canned = self._fake.commands.get(tuple(argv))
         if canned is None:
             raise errors.Unsupported(self.host, f"running `{command_line(argv)}`", self.uri)
+        if input is not None and not isinstance(input, bytes):
+            async for _chunk in input:  # consumed, as a real command would read it
+                pass
         if check and canned.exit_status != 0:
-            raise errors.HostCommandFailed(self.host, canned.command, canned.exit_status,
-                                           canned.stderr.decode(errors="replace"))
+            raise command_failed(self.host, canned)
         return canned
+
+    @asynccontextmanager
+    async def background(self, argv: Sequence[str]) -> AsyncIterator[FakeBackground]:
+        self._check()
+        running = FakeBackground(self.host, tuple(argv), self._fake.commands.get(tuple(argv)))
+        if running.result() is None:
+            self._fake.running.append(running.argv)
+        try:
+            yield running
+        finally:
+            if running.result() is None:
+                self._fake.running.remove(running.argv)
+                running.stop()
+
+    @asynccontextmanager
+    async def forward_socket(self, remote_path: str) -> AsyncIterator[str]:
+        self._check()
+        raise errors.Unsupported(self.host, f"forwarding {remote_path}", self.uri)
+        yield  # pragma: no cover (makes this a generator)
 
     async def close(self) -> None:
         self._closed = True
@@ -138,6 +167,29 @@ class FakeSession:
 
     def _refuse(self, what: str, name: str, reason: str) -> None:
         raise errors.LibvirtCallFailed(self.host, f"{what} {name}", reason)
+
+
+class FakeBackground:
+    """A fake background command: runs until stopped, or has ended at once with `ended`."""
+
+    STOPPED = 128 + 15  # what the real wrapper's shell reports for a command it killed
+
+    def __init__(self, host: str, argv: tuple[str, ...], ended: CommandResult | None) -> None:
+        self.host = host
+        self.argv = argv
+        self._result = ended
+        self._stopped = False
+
+    def result(self) -> CommandResult | None:
+        return self._result
+
+    def check(self) -> None:
+        if self._result is not None and not self._stopped and self._result.exit_status != 0:
+            raise command_failed(self.host, self._result)
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._result = CommandResult(self.argv, self.STOPPED)
 
 
 class FakeCluster:

@@ -12,11 +12,11 @@ import dataclasses
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from mclu import errors, facts
 from mclu.hosts import ssh, virt
-from mclu.hosts.session import CommandResult
+from mclu.hosts.session import Background, CommandResult, Input
 from mclu.model import Guest, GuestMeta, HostFacts, HostSpec
 
 log = logging.getLogger(__name__)
@@ -65,9 +65,15 @@ class SshSession:
     async def set_metadata(self, name: str, meta: GuestMeta) -> None:
         await self._libvirt.set_metadata(name, meta)
 
-    async def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True,
+    async def run(self, argv: Sequence[str], *, input: Input = None, check: bool = True,
                   timeout: float | None = None) -> CommandResult:
         return await self._ssh.run(argv, input=input, check=check, timeout=timeout)
+
+    def background(self, argv: Sequence[str]) -> AbstractAsyncContextManager[Background]:
+        return self._ssh.background(argv)
+
+    def forward_socket(self, remote_path: str) -> AbstractAsyncContextManager[str]:
+        return self._ssh.forward_unix_socket(remote_path)
 
     async def close(self) -> None:
         """Close libvirt, the forward and the ssh connection, in that order; idempotent."""

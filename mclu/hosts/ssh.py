@@ -13,16 +13,18 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncssh
 
 from mclu import errors
-from mclu.hosts.session import CommandResult, command_line
+from mclu.hosts.session import CommandResult, Input, command_failed, command_line
 from mclu.model import HostSpec
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +33,22 @@ log = logging.getLogger(__name__)
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
 KEEPALIVE_INTERVAL = 15.0  # seconds; a host gone for 3 intervals closes the connection
 KEEPALIVE_COUNT_MAX = 3
+STOP_TIMEOUT = 10.0  # seconds a stopped or aborted command gets to end before its channel is closed
+OUTPUT_KEPT = 64 * 1024  # bytes of a background command's stdout and stderr kept
+
+# Runs "$@" for as long as the channel's stdin stays open: at its end (the block exits, or
+# the connection drops and sshd closes the pipe) the watcher kills the command; the script's
+# exit status is the command's. The watcher's output goes nowhere, so that the channel closes
+# as soon as the command ends by itself.
+BACKGROUND_SCRIPT = (
+    # An asynchronous list's stdin is /dev/null unless redirected (POSIX): hand the channel
+    # to the watcher as fd 3.
+    'exec 3<&0\n'
+    '"$@" </dev/null 3<&- & p=$!\n'
+    '{ cat <&3 >/dev/null; kill "$p"; } >/dev/null 2>&1 &\n'
+    'exec 3<&-\n'
+    'wait "$p"\n'
+)
 
 
 class SshConnection:
@@ -41,22 +59,31 @@ class SshConnection:
         self.host = spec.name
         self._connection = connection
 
-    async def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True,
+    async def run(self, argv: Sequence[str], *, input: Input = None, check: bool = True,
                   timeout: float | None = None) -> CommandResult:
         """Run argv on the host through its login shell, bounded by timeout.
 
-        timeout defaults to spec.command_timeout. Raises HostCommandFailed (non-zero exit with
-        check), HostTimeout, or HostError when the connection breaks.
+        input: bytes, or an async iterable of chunks streamed with back-pressure (see
+        Session.run). timeout defaults to spec.command_timeout. Raises HostCommandFailed
+        (non-zero exit with check; ToolMissing for exit status 127 "not found"), HostTimeout,
+        or HostError when the connection breaks.
         """
         command = command_line(argv)
         seconds = self.spec.command_timeout if timeout is None else timeout
+        input_error: BaseException | None = None
         try:
-            completed = await self._connection.run(command, input=input, check=False,
-                                                   timeout=seconds, encoding=None)
-        except asyncssh.TimeoutError:
+            if input is None or isinstance(input, bytes):
+                completed = await self._connection.run(command, input=input, check=False,
+                                                       timeout=seconds, encoding=None)
+            else:
+                async with asyncio.timeout(seconds):
+                    completed, input_error = await self._run_streaming(command, input)
+        except (asyncssh.TimeoutError, TimeoutError):
             raise errors.HostTimeout(self.host, f"`{command}`", seconds) from None
         except (asyncssh.Error, OSError) as e:
             raise errors.HostError(self.host, f"`{command}`: {_reason(e)}") from e
+        if input_error is not None:
+            raise input_error  # the input's own failure says more than the command's
         result = CommandResult(
             argv=tuple(argv),
             exit_status=_exit_status(completed),
@@ -64,9 +91,40 @@ class SshConnection:
             stderr=_as_bytes(completed.stderr),
         )
         if check and result.exit_status != 0:
-            raise errors.HostCommandFailed(self.host, command, result.exit_status,
-                                           result.stderr.decode(errors="replace"))
+            raise command_failed(self.host, result)
         return result
+
+    async def _run_streaming(self, command: str, chunks: AsyncIterable[bytes]
+                             ) -> tuple[asyncssh.SSHCompletedProcess, BaseException | None]:
+        """Run command with chunks as its stdin; returns its end and the input's exception.
+
+        On any exception here (cancellation included) the command sees the end of its input
+        and is waited for (at most STOP_TIMEOUT) before the exception propagates.
+        """
+        process = await self._connection.create_process(command, encoding=None)
+        feeder = asyncio.create_task(_feed(process, chunks))
+        try:
+            completed = await process.wait()
+        except BaseException:
+            feeder.cancel()
+            await _uninterrupted(_end(process, feeder))
+            raise
+        await asyncio.wait([feeder])
+        return completed, None if feeder.cancelled() else feeder.exception()
+
+    @asynccontextmanager
+    async def background(self, argv: Sequence[str]) -> AsyncIterator[RunningCommand]:
+        """Run argv on the host while the block runs; see Session.background."""
+        command = command_line(["sh", "-c", BACKGROUND_SCRIPT, "sh", *argv])
+        try:
+            process = await self._connection.create_process(command, encoding=None)
+        except (asyncssh.Error, OSError) as e:
+            raise errors.HostError(self.host, f"`{command_line(argv)}`: {_reason(e)}") from e
+        running = RunningCommand(self.host, tuple(argv), process)
+        try:
+            yield running
+        finally:
+            await _uninterrupted(running.stop())
 
     @asynccontextmanager
     async def forward_unix_socket(self, remote_path: str) -> AsyncIterator[str]:
@@ -113,6 +171,105 @@ async def connect(spec: HostSpec) -> AsyncIterator[SshConnection]:
         yield session
     finally:
         await session.close()
+
+
+class RunningCommand:
+    """A command started by `SshConnection.background`: a Background (mclu.hosts.session)."""
+
+    def __init__(self, host: str, argv: tuple[str, ...],
+                 process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self.host = host
+        self.argv = argv
+        self._process = process
+        self._stdout = bytearray()
+        self._stderr = bytearray()
+        self._stopping = False
+        self._watch = asyncio.create_task(self._collect())
+
+    def result(self) -> CommandResult | None:
+        if not self._watch.done():
+            return None
+        status = self._process.returncode
+        return CommandResult(self.argv, -1 if status is None else status,
+                             bytes(self._stdout), bytes(self._stderr))
+
+    def check(self) -> None:
+        result = self.result()
+        if result is not None and not self._stopping and result.exit_status != 0:
+            raise command_failed(self.host, result)
+
+    async def stop(self) -> None:
+        """End the command's input (the wrapper then kills it) and wait for it to end; after
+        STOP_TIMEOUT close the channel instead."""
+        self._stopping = True
+        if not self._watch.done():
+            try:
+                self._process.stdin.write_eof()
+                await asyncio.wait_for(asyncio.shield(self._watch), STOP_TIMEOUT)
+            except (TimeoutError, OSError, asyncssh.Error) as e:
+                log.warning("%s: `%s` did not stop: %s", self.host, command_line(self.argv),
+                            _reason(e))
+        self._process.close()
+        await self._watch
+
+    async def _collect(self) -> None:
+        """Keep the last OUTPUT_KEPT bytes of stdout and stderr until the channel closes."""
+        await asyncio.gather(_keep_tail(self._process.stdout, self._stdout),
+                             _keep_tail(self._process.stderr, self._stderr))
+        await self._process.wait_closed()
+
+
+async def _keep_tail(stream: asyncssh.SSHReader[bytes], kept: bytearray) -> None:
+    try:
+        while chunk := await stream.read(OUTPUT_KEPT):
+            kept += chunk
+            del kept[:-OUTPUT_KEPT]
+    except (OSError, asyncssh.Error) as e:  # the connection went away
+        log.debug("reading a background command's output: %s", _reason(e))
+
+
+async def _feed(process: asyncssh.SSHClientProcess[bytes], chunks: AsyncIterable[bytes]) -> None:
+    """Write chunks to the command's stdin, then its end; stops quietly when the command
+    stops reading (its exit status says why)."""
+    try:
+        async for chunk in chunks:
+            process.stdin.write(chunk)
+            await process.stdin.drain()
+    except (BrokenPipeError, ConnectionResetError, asyncssh.Error) as e:
+        log.debug("the command stopped reading its input: %s", _reason(e))
+    finally:
+        if not process.stdin.is_closing():
+            process.stdin.write_eof()
+
+
+async def _end(process: asyncssh.SSHClientProcess[bytes], feeder: asyncio.Task[None]) -> None:
+    """After an abort: let the command end on the end of its input, or close its channel."""
+    try:
+        await asyncio.wait_for(process.wait_closed(), STOP_TIMEOUT)
+    except TimeoutError:
+        log.warning("an aborted command did not end within %g s; closing its channel",
+                    STOP_TIMEOUT)
+    finally:
+        process.close()
+        await asyncio.gather(feeder, return_exceptions=True)
+
+
+async def _uninterrupted(awaitable: Awaitable[T]) -> T:
+    """Await to the end even when cancelled meanwhile (cleanup that must finish, and is
+    bounded), then re-raise the cancellation."""
+    task = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 async def _options(spec: HostSpec) -> asyncssh.SSHClientConnectionOptions:

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import libvirt
 
 from mclu import errors, facts, metadata
-from mclu.hosts.session import CommandResult
+from mclu.hosts.session import Background, CommandResult, Input
 from mclu.model import Guest, GuestMeta, GuestState, HostFacts
 
 log = logging.getLogger(__name__)
@@ -108,9 +108,19 @@ class LibvirtSession:
     async def set_metadata(self, name: str, meta: GuestMeta) -> None:
         await self._on_domain("set metadata of", name, functools.partial(_set_metadata, meta=meta))
 
-    async def run(self, argv: Sequence[str], *, input: bytes | None = None, check: bool = True,
+    async def run(self, argv: Sequence[str], *, input: Input = None, check: bool = True,
                   timeout: float | None = None) -> CommandResult:
         raise errors.Unsupported(self.host, "running commands", self.uri)
+
+    @asynccontextmanager
+    async def background(self, argv: Sequence[str]) -> AsyncIterator[Background]:
+        raise errors.Unsupported(self.host, "running commands", self.uri)
+        yield  # pragma: no cover (makes this a generator)
+
+    @asynccontextmanager
+    async def forward_socket(self, remote_path: str) -> AsyncIterator[str]:
+        raise errors.Unsupported(self.host, "forwarding sockets", self.uri)
+        yield  # pragma: no cover (makes this a generator)
 
     async def close(self) -> None:
         """Close the libvirt connection and stop the worker thread; idempotent."""

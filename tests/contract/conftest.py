@@ -25,6 +25,7 @@ async def target(request: pytest.FixtureRequest, testdriver_uri: str) -> AsyncIt
             domain_type={"fake": "qemu", "testdriver": "test"}.get(kind, spec.domain_type),
             has_shell=kind != "testdriver",
             preloaded=(WEB1, DB1) if kind != "sandbox" else (),
+            fake_host=session.fake_host if isinstance(session, fake.FakeSession) else None,
         )
         try:
             yield target

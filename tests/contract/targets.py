@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from mclu import errors, metadata
 from mclu.hosts import fake
-from mclu.hosts.session import Session
+from mclu.hosts.session import Session, command_line
 from mclu.model import Guest, GuestMeta, GuestState
 
 GIB = 1 << 30
 MIB = 1 << 20
+MISSING = "mclu-no-such-program"  # a program no host has
 GUEST_MEMORY = 32 * MIB  # small enough for a TCG guest sitting in its BIOS on the sandbox
 
 # The guests of tests/data/testdriver/host-a.xml, which the fake host is loaded with too.
@@ -35,6 +37,7 @@ class Target:
     domain_type: str
     has_shell: bool
     preloaded: tuple[Guest, ...]  # the host's guests before the test; () when not ours to know
+    fake_host: fake.FakeHost | None = None  # the fake's state, when the target is the fake
     defined: list[str] = field(default_factory=list)
 
     def new_name(self) -> str:
@@ -62,6 +65,14 @@ class Target:
     async def guest(self, name: str) -> Guest | None:
         return next((g for g in await self.session.guests() if g.name == name), None)
 
+    async def is_running(self, argv: Sequence[str]) -> bool:
+        """Whether a process runs argv on the host (argv unique to the test: the sandbox
+        hosts share one process table)."""
+        if self.fake_host is not None:
+            return tuple(argv) in self.fake_host.running
+        found = await self.session.run(["pgrep", "-f", "-x", command_line(argv)], check=False)
+        return found.exit_status == 0
+
     async def remove_defined(self) -> None:
         for name in self.defined:
             with contextlib.suppress(errors.GuestNotFound, errors.LibvirtCallFailed):
@@ -79,5 +90,7 @@ def fake_host_a() -> fake.FakeHost:
             fake.canned(["sh", "-c", "echo one >&2; echo two >&2; exit 3"],
                         stderr=b"one\ntwo\n", exit_status=3),
             fake.canned(["cat"], b"hello"),
+            fake.canned([MISSING], stderr=f"bash: line 1: {MISSING}: command not found\n".encode(),
+                        exit_status=127),
         ]),
     )

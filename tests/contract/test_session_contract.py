@@ -5,13 +5,18 @@ The fake passes exactly this suite, so tests above mclu.hosts may trust it in pl
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
+import stat
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from mclu import errors
 from mclu.model import GuestMeta, GuestState
-from tests.contract.targets import GUEST_MEMORY, Target
+from tests.contract.targets import GUEST_MEMORY, MISSING, Target
 
 META = GuestMeta(template="tiny", revision="7", built="2024-05-01T10:00:00Z", state="building",
                  options=(("memory", "32M"), ("note", "a <b> & 'c'")))
@@ -210,3 +215,136 @@ async def test_close_is_idempotent_and_final(target: Target) -> None:
     with pytest.raises(errors.HostError):
         await target.session.guests()
     target.defined.clear()  # nothing defined, and the session can no longer clean up
+
+
+# --- streamed input, missing programs, background commands, forwarded sockets ----------------
+
+
+async def _chunks(*parts: bytes, then: BaseException | None = None) -> AsyncIterator[bytes]:
+    for part in parts:
+        yield part
+    if then is not None:
+        raise then
+
+
+async def test_run_with_streamed_input(target: Target) -> None:
+    if not target.has_shell:
+        with pytest.raises(errors.Unsupported):
+            await target.session.run(["cat"], input=_chunks(b"he", b"llo"))
+        return
+    result = await target.session.run(["cat"], input=_chunks(b"he", b"llo"))
+    assert result.stdout == b"hello"
+
+
+async def test_an_error_of_the_streamed_input_propagates(target: Target) -> None:
+    if not target.has_shell:
+        pytest.skip("no shell on this session")
+    with pytest.raises(OSError, match="source went away"):
+        await target.session.run(["cat"], input=_chunks(b"he", then=OSError("source went away")))
+    assert (await target.session.run(["uname", "-n"])).exit_status == 0  # the session lives on
+
+
+async def test_a_missing_program(target: Target) -> None:
+    if not target.has_shell:
+        pytest.skip("no shell on this session")
+    with pytest.raises(errors.ToolMissing) as raised:
+        await target.session.run([MISSING])
+    assert (raised.value.host, raised.value.tool, raised.value.exit_status) == (
+        target.session.host, MISSING, 127)
+    assert isinstance(raised.value, errors.HostCommandFailed)
+
+
+def _sleeper() -> list[str]:
+    """A command unique to the test, so that it can be found among the host's processes."""
+    return ["sleep", f"3600.{uuid.uuid4().int % 10**9:09d}"]
+
+
+async def test_background_runs_for_the_block(target: Target) -> None:
+    argv = _sleeper()
+    if not target.has_shell:
+        with pytest.raises(errors.Unsupported):
+            async with target.session.background(argv):
+                pass
+        return
+    async with target.session.background(argv) as running:
+        assert running.argv == tuple(argv)
+        await _until(lambda: target.is_running(argv))
+        assert running.result() is None
+        running.check()
+    assert not await target.is_running(argv)
+    result = running.result()
+    assert result is not None
+    running.check()  # stopped by the block: not a failure
+
+
+@pytest.mark.parametrize("how", ["error", "cancel"])
+async def test_background_stops_when_the_block_fails(target: Target, how: str) -> None:
+    if not target.has_shell:
+        pytest.skip("no shell on this session")
+    argv = _sleeper()
+    started = asyncio.Event()
+
+    async def hold() -> None:
+        async with target.session.background(argv):
+            await _until(lambda: target.is_running(argv))
+            started.set()
+            if how == "error":
+                raise RuntimeError("the block failed")
+            await asyncio.sleep(3600)
+
+    task = asyncio.create_task(hold())
+    if how == "cancel":
+        await started.wait()
+        task.cancel()
+    with pytest.raises(RuntimeError if how == "error" else asyncio.CancelledError):
+        await task
+    assert started.is_set()
+    assert not await target.is_running(argv)
+
+
+async def test_background_command_that_fails(target: Target) -> None:
+    if not target.has_shell:
+        pytest.skip("no shell on this session")
+    argv = ["sh", "-c", "echo one >&2; echo two >&2; exit 3"]
+    async with target.session.background(argv) as running:
+        await _until(lambda: _true(running.result() is not None))
+        with pytest.raises(errors.HostCommandFailed) as raised:
+            running.check()
+    assert (raised.value.host, raised.value.exit_status, raised.value.stderr) == (
+        target.session.host, 3, "one / two")
+
+
+async def test_background_of_a_missing_program(target: Target) -> None:
+    if not target.has_shell:
+        pytest.skip("no shell on this session")
+    async with target.session.background([MISSING]) as running:
+        await _until(lambda: _true(running.result() is not None))
+        with pytest.raises(errors.ToolMissing) as raised:
+            running.check()
+    assert (raised.value.host, raised.value.tool) == (target.session.host, MISSING)
+
+
+async def test_forward_socket(target: Target) -> None:
+    remote = "/var/run/libvirt/libvirt-sock-ro"
+    if target.fake_host is not None or not target.has_shell:
+        with pytest.raises(errors.Unsupported):
+            async with target.session.forward_socket(remote):
+                pass
+        return
+    async with target.session.forward_socket(remote) as local:
+        assert stat.S_ISSOCK(os.stat(local).st_mode)
+        _reader, writer = await asyncio.open_unix_connection(local)
+        writer.close()
+        await writer.wait_closed()
+    assert not os.path.exists(local)
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], seconds: float = 10.0) -> None:
+    """Wait until condition() holds (a remote process takes a moment to start or end)."""
+    async with asyncio.timeout(seconds):
+        while not await condition():
+            await asyncio.sleep(0.02)
