@@ -5,15 +5,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from mclu import errors, fanout, model
 from mclu.hosts import session
 
 Opener = Callable[[model.HostSpec], AbstractAsyncContextManager[session.Session]]
 Snapshot = fanout.HostResults[model.HostSnapshot]
+T = TypeVar("T")
 
 
 async def take(hosts: Sequence[model.HostSpec], open_session: Opener, *, limit: int) -> Snapshot:
@@ -21,11 +24,51 @@ async def take(hosts: Sequence[model.HostSpec], open_session: Opener, *, limit: 
 
     async def read(spec: model.HostSpec) -> model.HostSnapshot:
         async with open_session(spec) as host:
-            facts = await host.facts()
-            guests = await host.guests()
-        return model.HostSnapshot(spec=spec, facts=facts, guests=tuple(guests))
+            return await read_host(host, spec)
 
     return await fanout.gather(hosts, read, limit=limit)
+
+
+async def read_host(host: session.Session, spec: model.HostSpec) -> model.HostSnapshot:
+    facts = await host.facts()
+    guests = await host.guests()
+    return model.HostSnapshot(spec=spec, facts=facts, guests=tuple(guests))
+
+
+@dataclass
+class Connected:
+    """Sessions to every host that could be reached, kept open for a whole command."""
+
+    specs: dict[str, model.HostSpec]
+    sessions: dict[str, session.Session]
+    failed: dict[str, errors.HostError]
+    limit: int
+
+    async def gather(self, work: Callable[[session.Session, model.HostSpec], Awaitable[T]]
+                     ) -> fanout.HostResults[T]:
+        """`work` on every connected host at once; the hosts that did not connect stay failed."""
+        reachable = [spec for name, spec in self.specs.items() if name in self.sessions]
+        results = await fanout.gather(
+            reachable, lambda spec: work(self.sessions[spec.name], spec), limit=self.limit)
+        results.failed.update(self.failed)
+        results.order = list(self.specs)
+        return results
+
+
+@contextlib.asynccontextmanager
+async def connected(hosts: Sequence[model.HostSpec], open_session: Opener, *,
+                    limit: int) -> AsyncIterator[Connected]:
+    """Connect to every host at once and keep the sessions open until the block ends.
+
+    A command that reads and then acts uses the same connection per host for both.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        async def enter(spec: model.HostSpec) -> session.Session:
+            return await stack.enter_async_context(open_session(spec))
+
+        opened = await fanout.gather(hosts, enter, limit=limit)
+        yield Connected(specs={h.name: h for h in hosts}, sessions=opened.ok,
+                        failed=opened.failed, limit=limit)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from mclu import catalogue, errors, inventory, model, snapshot, sources
+from mclu import build as mclu_build
+from mclu import catalogue, errors, images, inventory, model, plan, snapshot, sources, storage
 from mclu.cli import output
+from mclu.images import cache
 
 
 @dataclass
@@ -107,6 +111,85 @@ def template_repos(args: argparse.Namespace, env: Env) -> list[Path]:
         if configured is not None:
             return [Path(p) for p in configured]
     return sources.default_repo_dirs(env.environ)
+
+
+async def build(args: argparse.Namespace, env: Env) -> int:
+    """Plan the build from one snapshot, show it, then (unless --dry-run) carry it out."""
+    inv, hosts = load_hosts(args, env)
+    mine, found = await read_templates(args, env)
+    template = sources.resolve(args.template, mine, found.templates)
+    cache_dir = cache.cache_dir(env.environ)
+    template = with_cached_size(template, cache.cached(template, cache_dir))
+    request = plan.BuildRequest(
+        template=args.template, names=tuple(args.names), on=args.on, size=args.size,
+        memory=args.memory, vcpus=args.vcpus, full_copy=args.full_copy,
+        transport=args.transport or images.DEFAULT)
+    inputs = build_inputs(args, env)
+    async with snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now:
+        snap = await hosts_now.gather(snapshot.read_host)
+        disks = await hosts_now.gather(storage.read)
+        snap.failed.update(disks.failed)  # a host whose image dir cannot be read can't build
+        chosen = plan.plan_build(request, snap, disks.ok, template, now=mclu_build.now(),
+                                 inventory_path=inv.path)
+        if args.dry_run:
+            show_plan(chosen, args, env)
+            return errors.EXIT_OK
+        reporter = progress_reporter(args, env)
+        for line in output.plan_text(chosen).splitlines():
+            reporter.step(None, None, line)
+        started = time.monotonic()
+        try:
+            local = await asyncio.to_thread(
+                cache.ensure, template, cache_dir,
+                lambda done, total: reporter.transfer(f"download {args.template}", done, total))
+            built = await mclu_build.execute(chosen, local, hosts_now.sessions, inputs, reporter)
+        finally:
+            reporter.close()
+    seconds = time.monotonic() - started
+    if args.json:
+        env.printer.json_line(output.built_json(built, seconds))
+    else:
+        env.printer.text(output.built_text(built, seconds))
+    return errors.EXIT_OK
+
+
+def with_cached_size(template: model.ResolvedTemplate,
+                     local: cache.LocalBase | None) -> model.ResolvedTemplate:
+    """The template with its base's real data size when the controller has it cached."""
+    if local is None:
+        return template
+    base = dataclasses.replace(template.base, data_bytes=local.data_bytes)
+    return dataclasses.replace(template, base=base)
+
+
+def build_inputs(args: argparse.Namespace, env: Env) -> mclu_build.Inputs:
+    """Root's authorized keys (--ssh-key, else ~/.ssh/id_*.pub) and the password file."""
+    paths = [Path(p) for p in args.ssh_key] if args.ssh_key else sorted(
+        Path(env.environ.get("HOME", "~")).expanduser().glob(".ssh/id_*.pub"))
+    keys = []
+    for path in paths:
+        try:
+            keys += [line for line in path.read_text().splitlines() if line.strip()]
+        except OSError as e:
+            raise errors.UsageError(f"cannot read ssh key {path}: {e.strerror}") from None
+    password = args.root_password_file
+    if password is not None and not Path(password).is_file():
+        raise errors.UsageError(f"no root password file {password}")
+    return mclu_build.Inputs(ssh_authorized_keys=tuple(keys), root_password_file=password)
+
+
+def show_plan(chosen: plan.BuildPlan, args: argparse.Namespace, env: Env) -> None:
+    if args.json:
+        env.printer.json(output.plan_json(chosen))
+    else:
+        env.printer.text(output.plan_text(chosen))
+
+
+def progress_reporter(args: argparse.Namespace,
+                      env: Env) -> output.LineReporter | output.JsonReporter:
+    if args.json:
+        return output.JsonReporter(env.printer.out)
+    return output.LineReporter(env.printer.err, bars=env.printer.err.isatty())
 
 
 def note_failed_hosts(snap: snapshot.Snapshot, env: Env) -> None:

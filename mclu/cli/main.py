@@ -6,16 +6,18 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from mclu import __version__, errors
+from mclu import __version__, errors, sizes
 from mclu.cli import commands, output
 
 Command = Callable[[argparse.Namespace, commands.Env], Coroutine[Any, Any, int]]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -42,7 +44,7 @@ def run(argv: Sequence[str], env: commands.Env) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     command: Command = args.command
     try:
-        return asyncio.run(command(args, env))
+        return asyncio.run(_cancelled_by_sigterm(command(args, env)))
     except errors.MCLUError as e:
         env.printer.error(e)
         if args.verbose and e.__cause__ is not None:
@@ -51,6 +53,21 @@ def run(argv: Sequence[str], env: commands.Env) -> int:
     except KeyboardInterrupt:
         env.printer.error("interrupted")
         return EXIT_INTERRUPTED
+    except asyncio.CancelledError:
+        env.printer.error("terminated")
+        return EXIT_TERMINATED
+
+
+async def _cancelled_by_sigterm(work: Coroutine[Any, Any, int]) -> int:
+    """Run `work`, turning SIGTERM into its cancellation, as Ctrl-C is, so it cleans up."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -75,7 +92,39 @@ def build_parser() -> argparse.ArgumentParser:
     info_t = _read_command(templates_sub, "info", commands.templates, "one template in full")
     info_t.add_argument("name", metavar="NAME")
     _templates_dir(info_t, default=argparse.SUPPRESS)
+    _build_command(sub)
     return parser
+
+
+def _build_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    build = _read_command(sub, "build", commands.build,
+                          "make running guests from a template")
+    build.add_argument("template", metavar="TEMPLATE")
+    build.add_argument("names", metavar="[HOST:]NAME", nargs="+", help="the new guests")
+    build.add_argument("--on", metavar="HOST", help="build on this host (else: the one with "
+                                                    "the most room)")
+    build.add_argument("--size", type=_size, help="disk size, e.g. 10G (at least the template's)")
+    build.add_argument("--memory", type=_size, help="memory, e.g. 2G")
+    build.add_argument("--vcpus", type=int, help="virtual CPUs")
+    build.add_argument("--full-copy", action="store_true",
+                       help="an independent copy of the template's disk, not an overlay")
+    build.add_argument("--transport", choices=("stream", "nbd"),
+                       help="how the template travels to a host that lacks it")
+    build.add_argument("--ssh-key", metavar="FILE", action="append",
+                       help="public key(s) for root (default: ~/.ssh/id_*.pub)")
+    build.add_argument("--root-password-file", metavar="FILE",
+                       help="set root's password to the first line of FILE")
+    build.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
+    build.add_argument("--templates", metavar="DIR", default=None,
+                       help="mclu templates directory")
+    build.set_defaults(host=None, tag=None)
+
+
+def _size(text: str) -> int:
+    try:
+        return sizes.parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _global_options(parser: argparse.ArgumentParser, default: object) -> None:

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from tabulate import tabulate
+from tqdm import tqdm
 
 from mclu import errors, model, sizes, sources
+from mclu.plan import BuildPlan, GuestPlan
 from mclu.snapshot import Found, Snapshot
 
 JSON_VERSION = 1
@@ -32,6 +35,10 @@ class Printer:
 
     def json(self, document: dict[str, Any]) -> None:
         print(json.dumps({"version": JSON_VERSION, **document}, indent=2), file=self.out)
+
+    def json_line(self, document: dict[str, Any]) -> None:
+        """One compact JSON object per line, for streams of events."""
+        print(json.dumps(document), file=self.out, flush=True)
 
     def note(self, text: str) -> None:
         print(f"mclu: {text}", file=self.err)
@@ -211,3 +218,130 @@ def _short(error: errors.HostError) -> str:
     text = str(error)
     prefix = f"{error.host}: "
     return text[len(prefix):] if text.startswith(prefix) else text
+
+
+# --- build plan (--dry-run, and before building) -------------------------------------------
+
+
+def plan_text(plan: BuildPlan) -> str:
+    """One line per guest (host, why, what it gets), then one line per base transfer."""
+    label = _base_label(plan)
+    lines = [f"build {len(plan.guests)} {'guest' if len(plan.guests) == 1 else 'guests'} "
+             f"from {label}:"]
+    lines += [f"  {_guest_line(plan, g)}" for g in plan.guests]
+    sends = [g for g in plan.guests if g.send_bytes]
+    lines += [f"send {label} to {g.host}: {sizes.human(g.send_bytes)}" for g in sends]
+    if len(sends) > 1:
+        lines.append(f"send in all: {sizes.human(plan.send_bytes)} over {plan.transport}")
+    elif not plan.hosts_needing_base:
+        lines.append(f"nothing to send: {label} is cached on every host chosen")
+    return "\n".join(lines)
+
+
+def _guest_line(plan: BuildPlan, guest: GuestPlan) -> str:
+    label = _base_label(plan)
+    if guest.base_cached:
+        base = f"{label} cached there"
+    elif guest.send_bytes:
+        base = f"{label} sent there"
+    else:
+        first = next(g for g in plan.guests if g.host == guest.host and g.send_bytes)
+        base = f"{label} sent there with {first.name}"
+    kind = "raw full copy" if guest.full_copy else "overlay"
+    vcpus = f"{guest.spec.vcpus} vCPU{'' if guest.spec.vcpus == 1 else 's'}"
+    return (f"{guest.name} → {guest.host} ({guest.reason}; {base}): {vcpus}, "
+            f"{sizes.human(guest.spec.memory)} memory, {sizes.human(guest.disk_size)} {kind} "
+            f"{guest.disk_path}")
+
+
+def _base_label(plan: BuildPlan) -> str:
+    return f"{plan.template.name} r{plan.template.base.revision}"
+
+
+def plan_json(plan: BuildPlan) -> dict[str, Any]:
+    """The plan for programs: sizes in bytes, one entry per guest in the order named."""
+    base = plan.template.base
+    return {
+        "template": plan.template.name,
+        "revision": base.revision,
+        "transport": plan.transport,
+        "send_bytes": plan.send_bytes,
+        "hosts_needing_base": list(plan.hosts_needing_base),
+        "guests": [{
+            "name": g.name, "host": g.host, "reason": g.reason,
+            "domain_type": g.spec.domain_type, "memory": g.spec.memory, "vcpus": g.spec.vcpus,
+            "network": g.spec.network, "disk_path": g.disk_path, "disk_format": g.spec.disk_format,
+            "disk_size": g.disk_size, "full_copy": g.full_copy, "base_path": g.base_path,
+            "base_cached": g.base_cached, "send_bytes": g.send_bytes,
+        } for g in plan.guests],
+    }
+
+
+# --- progress of long commands -----------------------------------------------------------------
+
+
+class LineReporter:
+    """Progress for people: a line per step, a bar per transfer (stderr, terminals only)."""
+
+    def __init__(self, err: TextIO, bars: bool) -> None:
+        self.err = err
+        self.bars = bars
+        self._bars: dict[str, tqdm[Any]] = {}
+
+    def step(self, host: str | None, guest: str | None, text: str) -> None:
+        where = ": ".join(p for p in (host, guest) if p)
+        self._write(f"{where}: {text}" if where else text)
+
+    def transfer(self, key: str, done: int, total: int) -> None:
+        if not self.bars:
+            return
+        bar = self._bars.get(key)
+        if bar is None:
+            bar = self._bars[key] = tqdm(total=total or None, desc=key, unit="B",
+                                         unit_scale=True, unit_divisor=1024, file=self.err,
+                                         leave=True, dynamic_ncols=True)
+        bar.update(done - bar.n)
+        if total and done >= total:
+            bar.close()
+
+    def close(self) -> None:
+        for bar in self._bars.values():
+            bar.close()
+
+    def _write(self, line: str) -> None:
+        if self.bars:
+            tqdm.write(line, file=self.err)
+
+
+class JsonReporter:
+    """Progress for programs: one JSON object per line on stdout, transfers at most 4 a second."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self._last: dict[str, float] = {}
+
+    def step(self, host: str | None, guest: str | None, text: str) -> None:
+        self._emit({"event": "step", "host": host, "guest": guest, "text": text})
+
+    def transfer(self, key: str, done: int, total: int) -> None:
+        now = time.monotonic()
+        if done < total and now - self._last.get(key, 0.0) < 0.25:
+            return
+        self._last[key] = now
+        self._emit({"event": "transfer", "what": key, "done": done, "total": total})
+
+    def close(self) -> None:
+        pass
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        print(json.dumps(event), file=self.out, flush=True)
+
+
+def built_text(built: Sequence[Any], seconds: float) -> str:
+    names = ", ".join(f"{b.name} runs on {b.host}" for b in built)
+    return f"{names} (built in {seconds:.1f} s)"
+
+
+def built_json(built: Sequence[Any], seconds: float) -> dict[str, Any]:
+    return {"event": "done", "built": [{"name": b.name, "host": b.host} for b in built],
+            "seconds": round(seconds, 3)}

@@ -647,6 +647,8 @@ def up(paths: Paths, count: int, report: Report) -> bool:
     hosts = config.host_specs(count + 1)
     running, spare = hosts[:-1], hosts[-1]
     if is_healthy(paths, count):
+        # Still write the inventory: a newer mclu may write it differently.
+        _write(paths.inventory, config.render_inventory(paths.state, running, spare))
         return False
     down(paths, report=lambda _line: None)
     try:

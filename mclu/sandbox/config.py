@@ -230,7 +230,7 @@ def render_inventory(state_dir: Path, running: Iterable[HostSpec], powered_off: 
         "# Written by mclu-sandbox: the sandbox's hosts. Use with: mclu -c THIS_FILE status",
         "parallel = 32",
         "# The sandbox's own template repository (mclu-sandbox templates builds it).",
-        f'template_repos = ["{state_dir / "repo" / "repos.d"}"]',
+        f'template_repos = ["{state_dir / "repo" / "virt-builder" / "repos.d"}"]',
         "[defaults]",
         'user = "root"',
         "port = 22",

@@ -62,18 +62,25 @@ class Sandbox:
                               check=check, capture_output=True, text=True, timeout=120,
                               input=input)
 
-    def variant(self, path: Path, **defaults: Any) -> Path:
-        """A copy of the sandbox inventory with some [defaults] changed, written to `path`."""
+    def variant(self, path: Path, top: dict[str, Any] | None = None, **defaults: Any) -> Path:
+        """A copy of the sandbox inventory with some [defaults] (and top-level keys) changed."""
         doc = self.doc
         doc["defaults"].update(defaults)
+        doc.update(top or {})
         path.write_text(to_toml(doc))
         return path
 
 
-def mclu(*args: str, inventory: Path) -> subprocess.CompletedProcess[str]:
+# libguestfs's appliance hangs under this machine's paravirtual KVM: TCG, as for the guests.
+GUESTFS_ENV = {"LIBGUESTFS_BACKEND": "direct", "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}
+
+
+def mclu(*args: str, inventory: Path, env: dict[str, str] | None = None,
+         timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run the real `mclu` command line, as a user would."""
     return subprocess.run([str(BIN / "mclu"), "-c", str(inventory), *args],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **GUESTFS_ENV, **(env or {})})
 
 
 def mclu_json(*args: str, inventory: Path) -> tuple[int, dict[str, Any]]:

@@ -1,0 +1,282 @@
+"""`mclu build` on the sandbox: real transfers, real libguestfs, real guests that boot.
+
+Each test checks what a user would: the exit status and last line, the guest's own serial
+console (its login prompt carries the hostname the build gave it), and that a failed or
+interrupted build leaves nothing behind on any host.
+"""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pexpect
+import pytest
+
+from mclu.sandbox import images as sandbox_images
+from tests.integration import sandbox as sb
+
+pytestmark = pytest.mark.sandbox
+
+BOOT_SECONDS = 240  # TCG on a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def repo(sandbox: sb.Sandbox) -> Path:
+    """The sandbox's template repository (built once and cached)."""
+    return sandbox_images.build_repository(sandbox.state)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One controller cache for the module: the first build downloads, the others reuse."""
+    return tmp_path_factory.mktemp("mclu-cache")
+
+
+@pytest.fixture(scope="module")
+def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    key = tmp_path_factory.mktemp("key") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mclu-test",
+                    "-f", str(key)], check=True)
+    return key.with_suffix(".pub")
+
+
+class Builds:
+    """Runs `mclu build` and removes every guest it names afterwards, on every host."""
+
+    def __init__(self, sandbox: sb.Sandbox, cache_dir: Path, ssh_key: Path) -> None:
+        self.sandbox = sandbox
+        self.env = {"MCLU_CACHE": str(cache_dir)}
+        self.ssh_key = ssh_key
+        self.names: list[str] = []
+
+    def name(self) -> str:
+        name = f"t{uuid.uuid4().hex[:8]}"
+        self.names.append(name)
+        return name
+
+    def run(self, *args: str, inventory: Path | None = None,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return sb.mclu("build", *args, "--ssh-key", str(self.ssh_key),
+                       inventory=inventory or self.sandbox.inventory,
+                       env={**self.env, **(env or {})}, timeout=900)
+
+    def cleanup(self) -> None:
+        for host in self.sandbox.up_hosts:
+            for name in self.names:
+                self.sandbox.exec(host, ["virsh", "-q", "destroy", name], check=False)
+                self.sandbox.exec(host, ["virsh", "-q", "undefine", name], check=False)
+                self.sandbox.exec(host, ["rm", "-f", f"/var/lib/libvirt/images/{name}.qcow2",
+                                         f"/var/lib/libvirt/images/{name}.img"], check=False)
+
+
+@pytest.fixture
+def builds(sandbox: sb.Sandbox, repo: Path, cache_dir: Path, ssh_key: Path) -> Iterator[Builds]:
+    made = Builds(sandbox, cache_dir, ssh_key)
+    yield made
+    made.cleanup()
+
+
+def console_shows(sandbox: sb.Sandbox, host: str, name: str, text: str,
+                  seconds: float = BOOT_SECONDS) -> str:
+    """Wait until the guest's serial console log (on its host) holds `text`; return the log."""
+    deadline = time.monotonic() + seconds
+    log = ""
+    while time.monotonic() < deadline:
+        log = sandbox.exec(host, ["cat", f"/var/log/libvirt/qemu/{name}-console.log"],
+                           check=False).stdout
+        if text in log:
+            return log
+        time.sleep(2)
+    raise AssertionError(f"{name} on {host}: no {text!r} on its console; it shows:\n{log[-2000:]}")
+
+
+def leftovers(sandbox: sb.Sandbox, name: str) -> list[str]:
+    """Anything of guest `name` on any host: a domain, a disk, a partial file, a qemu-nbd."""
+    found = []
+    for host in sandbox.up_hosts:
+        if sandbox.exec(host, ["virsh", "-q", "dominfo", name], check=False).returncode == 0:
+            found.append(f"{host}: domain {name}")
+        files = sandbox.exec(host, ["sh", "-c", "ls -a /var/lib/libvirt/images "
+                                    "/var/lib/libvirt/images/mclu-templates 2>/dev/null"],
+                             check=False).stdout.split()
+        found += [f"{host}: file {f}" for f in files if name in f or ".partial" in f]
+        nbd = sandbox.exec(host, ["sh", "-c", f"ps -eo args | grep -F {name} | "
+                                  "grep qemu-nbd | grep -v grep"], check=False).stdout
+        found += [f"{host}: {line}" for line in nbd.splitlines()]
+    return found
+
+
+def test_tiny_guest_streamed_boots_with_its_hostname(sandbox: sb.Sandbox, builds: Builds) -> None:
+    host = sandbox.up_hosts[1]
+    name = builds.name()
+    done = builds.run("tiny", name, "--on", host, "--transport", "stream")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{name} runs on {host} (built in ")
+    console_shows(sandbox, host, name, f"{name} login:")
+    code, doc = sb.mclu_json("info", name, inventory=sandbox.inventory)
+    assert code == 0
+    guest = doc["guest"]
+    assert guest["host"] == host and guest["state"] == "running"
+    assert guest["mclu"]["template"] == "tiny" and guest["mclu"]["state"] == "ready"
+    disk = guest["disks"][0]
+    assert disk == f"/var/lib/libvirt/images/{name}.qcow2"
+    info = json.loads(sandbox.exec(host, ["qemu-img", "info", "--output=json", "-U", disk]
+                                   ).stdout)
+    assert info["backing-filename"].startswith("/var/lib/libvirt/images/mclu-templates/tiny.")
+
+
+def test_two_guests_in_one_command_over_nbd(sandbox: sb.Sandbox, builds: Builds) -> None:
+    host = sandbox.up_hosts[2]
+    a, b = builds.name(), builds.name()
+    done = builds.run("tiny", a, b, "--on", host, "--transport", "nbd")
+    assert done.returncode == 0, done.stderr
+    assert f"{a} runs on {host}" in done.stdout and f"{b} runs on {host}" in done.stdout
+    console_shows(sandbox, host, a, f"{a} login:")
+    console_shows(sandbox, host, b, f"{b} login:")
+
+
+def test_second_build_reuses_the_hosts_cached_base(sandbox: sb.Sandbox, builds: Builds) -> None:
+    host = sandbox.up_hosts[1]
+    first = builds.run("tiny", builds.name(), "--on", host)
+    assert first.returncode == 0, first.stderr
+    plan = builds.run("tiny", builds.name(), "--on", host, "--dry-run", "--json")
+    assert plan.returncode == 0, plan.stderr
+    doc = json.loads(plan.stdout)
+    assert doc["guests"][0]["base_cached"] is True
+    assert doc["send_bytes"] == 0
+
+
+def test_dry_run_changes_nothing(sandbox: sb.Sandbox, builds: Builds) -> None:
+    name = builds.name()
+    done = builds.run("tiny", name, "--dry-run")
+    assert done.returncode == 0, done.stderr
+    assert name in done.stdout
+    assert leftovers(sandbox, name) == []
+
+
+def test_a_name_taken_anywhere_is_refused(sandbox: sb.Sandbox, builds: Builds) -> None:
+    host = sandbox.up_hosts[0]
+    name = builds.name()
+    sandbox.exec(host, ["sh", "-c", 'f=$(mktemp) && cat > "$f" && virsh -q define "$f"; '
+                                    'r=$?; rm -f "$f"; exit $r'],
+                 input=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>32"
+                       "</memory><os><type arch='x86_64'>hvm</type></os></domain>")
+    done = builds.run("tiny", name, "--on", sandbox.up_hosts[1])
+    assert done.returncode == 1
+    assert done.stderr == f"mclu: error: {host}: a guest named {name!r} already exists\n"
+
+
+def test_failed_build_leaves_nothing_behind(sandbox: sb.Sandbox, builds: Builds,
+                                            tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "broken.toml").write_text('base = "tiny"\n[customize]\nrun = ["exit 3"]\n')
+    name = builds.name()
+    host = sandbox.up_hosts[2]
+    done = builds.run("broken", name, "--on", host, "--templates", str(templates))
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"mclu: error: build of {name} failed at step 'personalise' on {host}")
+    assert leftovers(sandbox, name) == []
+
+
+def test_interrupted_build_leaves_nothing_behind(sandbox: sb.Sandbox, builds: Builds) -> None:
+    name = builds.name()
+    host = sandbox.up_hosts[1]
+    argv = [str(sb.BIN / "mclu"), "-c", str(sandbox.inventory), "build", "tiny", name,
+            "--on", host, "--json", "--ssh-key", str(builds.ssh_key)]
+    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          env={**os.environ, **sb.GUESTFS_ENV, **builds.env}) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:  # interrupt once the guest's disk exists on the host
+            if json.loads(line).get("text", "").startswith("personalising"):
+                proc.send_signal(signal.SIGINT)
+                break
+        _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert leftovers(sandbox, name) == []
+
+
+@pytest.fixture
+def http_repo(repo: Path, tmp_path: Path) -> Iterator[Path]:
+    """The sandbox repository served over http on loopback, and a repos.d pointing at it."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(repo)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    repos_d = tmp_path / "repos.d"
+    repos_d.mkdir()
+    (repos_d / "http.conf").write_text(f"[sandbox-http]\nuri={url}/index.asc\n"
+                                       f"gpgkey={url}/key.asc\n")
+    try:
+        yield repos_d
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_build_from_a_repository_over_http(sandbox: sb.Sandbox, builds: Builds,
+                                           http_repo: Path, tmp_path: Path) -> None:
+    inventory = sandbox.variant(tmp_path / "hosts.toml", top={"template_repos": [str(http_repo)]})
+    name = builds.name()
+    host = sandbox.up_hosts[2]
+    done = builds.run("tiny", name, "--on", host, inventory=inventory,
+                      env={"MCLU_CACHE": str(tmp_path / "fresh-cache")})  # download over http
+    assert done.returncode == 0, done.stderr
+    console_shows(sandbox, host, name, f"{name} login:")
+
+
+def test_debian_guest_has_the_users_key_and_password(sandbox: sb.Sandbox, builds: Builds,
+                                                     tmp_path: Path) -> None:
+    password = tmp_path / "root-password"
+    password.write_text(f"pw-{uuid.uuid4().hex[:12]}\n")
+    password.chmod(0o600)
+    name = builds.name()
+    host = sandbox.up_hosts[1]
+    done = builds.run("debian-12", name, "--on", host, "--root-password-file", str(password))
+    assert done.returncode == 0, done.stderr
+    assert password.read_text().strip() not in done.stdout + done.stderr
+    console_shows(sandbox, host, name, f"{name} login:")
+    shown = console_command(sandbox, host, name, password.read_text().strip(),
+                            "cat /root/.ssh/authorized_keys; hostname")
+    assert builds.ssh_key.read_text().split()[1] in shown
+    assert name in shown
+
+
+def console_command(sandbox: sb.Sandbox, host: str, name: str, password: str,
+                    command: str) -> str:
+    """Log in as root on the guest's serial console (virsh console over ssh), run a command."""
+    ssh = ["-F", str(sandbox.state / "client" / "ssh_config"), "-tt", sandbox.address(host),
+           "virsh", "console", "--force", name]
+    child = pexpect.spawn("ssh", ssh, encoding="utf-8", timeout=120)
+    try:
+        child.expect("Escape character")
+        child.sendline("")
+        child.expect("login:")
+        child.sendline("root")
+        child.expect("assword:")
+        child.sendline(password)
+        child.expect("# ")
+        marker = uuid.uuid4().hex[:6]
+        child.sendline(f"{command}; echo END-{marker}")
+        child.expect(f"END-{marker}\\r\\n")  # the echo's output, not the typed command line
+        output: str = child.before
+        return output
+    finally:
+        child.sendcontrol("]")
+        child.close(force=True)
