@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from mclu.sandbox import cluster, config
+from mclu.sandbox import cluster, config, images
 from mclu.sandbox.cluster import Paths, SandboxError
 
 
@@ -63,6 +63,12 @@ def cmd_down(paths: Paths, args: argparse.Namespace) -> int:
     if left:
         raise SandboxError("left behind: " + ", ".join(left))
     _say(f"sandbox down in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+def cmd_templates(paths: Paths, args: argparse.Namespace) -> int:
+    repo = images.build_repository(paths.state, names=args.names or None, force=args.force)
+    _say(f"template repository: {repo} (mclu templates lists it)")
     return 0
 
 
@@ -141,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_down)
 
     sub.add_parser("env", help="print shell exports (MCLU_CONFIG, ...)").set_defaults(func=cmd_env)
+    p = sub.add_parser("templates", help="build (or find cached) the sandbox's template "
+                                         "repository: tiny and debian-12")
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these (default: all)")
+    p.add_argument("--force", action="store_true", help="rebuild even if cached")
+    p.set_defaults(func=cmd_templates)
     sub.add_parser("status", help="which hosts are up").set_defaults(func=cmd_status)
 
     for name, func, text in (
