@@ -273,8 +273,9 @@ def console_command(sandbox: sb.Sandbox, host: str, name: str, password: str,
         child.sendline(password)
         child.expect("# ")
         marker = uuid.uuid4().hex[:6]
-        child.sendline(f"{command}; echo END-{marker}")
-        child.expect(f"END-{marker}\\r\\n")  # the echo's output, not the typed command line
+        # Typed as END""-marker, printed as END-marker: the echo of the typed line can't match.
+        child.sendline(f'{command}; echo END""-{marker}')
+        child.expect(f"END-{marker}")
         output: str = child.before
         return output
     finally:

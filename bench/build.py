@@ -1,0 +1,137 @@
+"""Benchmark `mclu build` to a running guest against virt-builder run on the host itself.
+
+    .venv/bin/python bench/build.py [--runs 3] [--template tiny] [--host ham1]
+
+On the sandbox (brought up if needed, with its template repository), per run, in turn:
+  mclu cold   `mclu build T NAME --on HOST` with T's base NOT cached on the host (the
+              controller's own cache is warm: the download is not what is compared)
+  mclu warm   the same with the base cached on the host
+  virt-builder  on the host itself, the original way: `virt-builder T --hostname NAME -o
+              DISK` (its cache warm), then `virsh define` + `virsh start`
+  mclu x4     `mclu build T N1 N2 N3 N4 --on HOST` (warm): four guests in one command
+All end when libvirt has started the guest(s). Guests and disks are removed after each run.
+Prints medians side by side. Goals (issue 3): cold <= 1.0 x virt-builder, warm <= 0.5 x,
+x4 <= 2 x one warm build.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from mclu import domxml, model
+from mclu.sandbox import images as sandbox_images
+
+BIN = Path(sys.executable).parent
+STATE = Path(os.environ.get("MCLU_SANDBOX_DIR", "/var/tmp/mclu-sandbox"))
+IMAGES = "/var/lib/libvirt/images"
+GUESTFS = {"LIBGUESTFS_BACKEND": "direct", "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}
+
+
+def run(argv: Sequence[str], *, input: str | None = None) -> str:
+    done = subprocess.run(argv, input=input, capture_output=True, text=True,
+                          env={**os.environ, **GUESTFS})
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def on_host(host: str, *argv: str, input: str | None = None) -> str:
+    return run([str(BIN / "mclu-sandbox"), "exec", host, "--", *argv], input=input)
+
+
+def mclu_build(template: str, host: str, names: Sequence[str], key: Path) -> None:
+    run([str(BIN / "mclu"), "-c", str(STATE / "hosts.toml"), "build", template, *names,
+         "--on", host, "--ssh-key", str(key)])
+
+
+def remove_guests(host: str, names: Sequence[str]) -> None:
+    for name in names:
+        script = (f"virsh -q destroy {name}; virsh -q undefine {name}; "
+                  f"rm -f {IMAGES}/{name}.qcow2 {IMAGES}/{name}.img")
+        subprocess.run([str(BIN / "mclu-sandbox"), "exec", host, "--", "sh", "-c", script],
+                       capture_output=True)
+
+
+def uncache_base(host: str, template: str) -> None:
+    on_host(host, "sh", "-c", f"rm -f {IMAGES}/mclu-templates/{template}.*")
+
+
+def virt_builder(template: str, host: str, name: str) -> None:
+    """The original mclu's way: virt-builder on the host, then define and start."""
+    repo = STATE / "repo"
+    disk = f"{IMAGES}/{name}.img"
+    on_host(host, "env", f"VIRT_BUILDER_DIRS={repo}", f"XDG_CONFIG_HOME={repo}",
+            "XDG_CACHE_HOME=/var/tmp/mclu-bench-vb-cache", *[f"{k}={v}" for k, v in
+                                                            GUESTFS.items()],
+            "virt-builder", template, "--hostname", name, "--root-password", "locked-disabled",
+            "-o", disk, "--format", "raw", "--no-network")
+    spec = model.GuestSpec(name=name, domain_type="qemu", memory=128 << 20, vcpus=1,
+                           disk_path=disk, disk_format="raw", network="user",
+                           meta=model.GuestMeta(template=template))
+    on_host(host, "sh", "-c", 'f=$(mktemp) && cat > "$f" && virsh -q define "$f" && '
+                              'rm -f "$f"', input=domxml.render(spec))
+    on_host(host, "virsh", "-q", "start", name)
+
+
+def timed(work: Callable[[], None]) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--template", default="tiny")
+    parser.add_argument("--host", default="ham1")
+    args = parser.parse_args()
+    t, host = args.template, args.host
+
+    run([str(BIN / "mclu-sandbox"), "up", "3"])
+    sandbox_images.build_repository(STATE, names=[t])
+    key = Path("/var/tmp/mclu-bench-key")
+    if not key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
+    pub = key.with_suffix(".pub")
+
+    def one(kind: str) -> float:
+        names = [f"bench-{uuid.uuid4().hex[:6]}" for _ in range(4 if kind == "x4" else 1)]
+        if kind == "cold":
+            uncache_base(host, t)
+        try:
+            if kind == "virt-builder":
+                return timed(lambda: virt_builder(t, host, names[0]))
+            return timed(lambda: mclu_build(t, host, names, pub))
+        finally:
+            remove_guests(host, names)
+
+    # Warm-up: the controller's cache, the host's base, virt-builder's cache, the appliance.
+    one("warm")
+    one("virt-builder")
+    kinds = ["mclu cold", "mclu warm", "virt-builder", "mclu x4"]
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(args.runs):
+        for kind in kinds:
+            times[kind].append(one(kind.removeprefix("mclu ")))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"template {t} on {host}, build to running, medians of {args.runs} runs, seconds")
+    for kind in kinds:
+        runs = " ".join(f"{x:.1f}" for x in times[kind])
+        print(f"  {kind:<13} {med[kind]:7.1f}   ({runs})")
+    vb = med["virt-builder"]
+    print(f"mclu cold / virt-builder: {med['mclu cold'] / vb:.2f} (goal <= 1.0)")
+    print(f"mclu warm / virt-builder: {med['mclu warm'] / vb:.2f} (goal <= 0.5)")
+    print(f"mclu x4 / mclu warm:      {med['mclu x4'] / med['mclu warm']:.2f} (goal <= 2.0)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
