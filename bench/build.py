@@ -71,7 +71,7 @@ def virt_builder(template: str, host: str, name: str) -> None:
     on_host(host, "env", f"VIRT_BUILDER_DIRS={repo}", f"XDG_CONFIG_HOME={repo}",
             "XDG_CACHE_HOME=/var/tmp/mclu-bench-vb-cache", *[f"{k}={v}" for k, v in
                                                             GUESTFS.items()],
-            "virt-builder", template, "--hostname", name, "--root-password", "locked-disabled",
+            "virt-builder", template, "--hostname", name, "--root-password", "disabled",
             "-o", disk, "--format", "raw", "--no-network")
     spec = model.GuestSpec(name=name, domain_type="qemu", memory=128 << 20, vcpus=1,
                            disk_path=disk, disk_format="raw", network="user",

@@ -164,6 +164,12 @@ def _seconds(value: Any) -> float:
     return float(value)
 
 
+def _ratio(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 64:
+        raise ValueError(f"must be a number of vCPUs per CPU, > 0 and <= 64, got {value!r}")
+    return float(value)
+
+
 def _size(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError(f"must be a size like \"2 GiB\" or a number of bytes, got {value!r}")
@@ -251,6 +257,7 @@ _HOST_KEYS: dict[str, tuple[str, Checker]] = {
     "shared_storage": ("shared_storage", _bool),
     "reserve_memory": ("reserve_memory", _size),
     "reserve_cpus": ("reserve_cpus", _count),
+    "cpu_ratio": ("cpu_ratio", _ratio),
     "cpus": ("cpus", _positive_int),
     "memory": ("memory", _size),
     "uri": ("uri", _uri),

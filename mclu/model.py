@@ -27,6 +27,7 @@ class HostSpec:
     shared_storage: bool = False
     reserve_memory: int = 1 << 30
     reserve_cpus: int = 0
+    cpu_ratio: float = 4.0  # vCPUs planned per physical CPU (CPU overcommit)
     # Capacity overrides: what mclu plans with instead of what the host reports.
     cpus: int | None = None
     memory: int | None = None
@@ -162,7 +163,9 @@ class HostSnapshot:
 
     @property
     def vcpus_free(self) -> int:
-        return max(self.cpus - self.spec.reserve_cpus - self.vcpus_allocated, 0)
+        """vCPUs left for new guests: `cpu_ratio` per CPU, less the reserve and running guests."""
+        capacity = int(self.cpus * self.spec.cpu_ratio) - self.spec.reserve_cpus
+        return max(capacity - self.vcpus_allocated, 0)
 
 
 # --- building guests ---------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Choosing a host for a new guest: fit first, then spread by free memory.
 
-Pure: snapshots in, a host name out. Nothing is overcommitted:
+Pure: snapshots in, a host name out. Memory and disk are never overcommitted:
 - memory: a host's `HostSnapshot.memory_free` (capacity less its reserve and its running
   guests) less what this plan already put there;
-- vCPUs: one vCPU per free physical CPU, i.e. the host's CPUs less its `reserve_cpus` less the
-  vCPUs of its running guests (`HostSnapshot.vcpus_free`) less this plan's earlier guests.
-  Shut-off guests hold nothing, as libvirt sees it;
+- vCPUs: `cpu_ratio` vCPUs per physical CPU (default 4, as Ganeti's vcpu-ratio), less
+  `reserve_cpus`, less the vCPUs of running guests (`HostSnapshot.vcpus_free`) and of this
+  plan's earlier guests. Shut-off guests hold nothing, as libvirt sees it;
 - disk: the image directory's free bytes less this plan's earlier guests' disks there.
 """
 

@@ -143,7 +143,7 @@ def test_status_json_schema(cli: Cli) -> None:
     a = doc["hosts"][0]
     assert a == {
         "name": "a", "state": "on", "error": None, "address": "a", "tags": ["rack1"],
-        "hostname": "a", "cpus": 4, "vcpus_allocated": 2, "vcpus_free": 2,
+        "hostname": "a", "cpus": 4, "vcpus_allocated": 2, "vcpus_free": 14,  # 4 CPUs x 4 - 2
         "memory_total": 8 << 30, "memory_allocated": 1 << 30, "memory_free": 6 << 30,
         "memory_reserved": 1 << 30, "guests": 1, "guests_running": 1,
     }

@@ -24,10 +24,14 @@ def guest(name: str, memory: int, vcpus: int = 1, running: bool = True) -> Guest
 
 def host(name: str, *, memory: int = 8 * GiB, cpus: int = 4, disk: int = 100 * GiB,
          guests: Sequence[Guest] = (), reserve_memory: int = 0,
-         reserve_cpus: int = 0) -> Candidate:
-    """A candidate whose capacity comes from inventory overrides, so free memory is exact."""
+         reserve_cpus: int = 0, cpu_ratio: float = 1.0) -> Candidate:
+    """A candidate whose capacity comes from inventory overrides, so free memory is exact.
+
+    One vCPU per CPU unless asked: most cases here are about running out of vCPUs.
+    """
     spec = HostSpec(name=name, address=name, memory=memory, cpus=cpus,
-                    reserve_memory=reserve_memory, reserve_cpus=reserve_cpus)
+                    reserve_memory=reserve_memory, reserve_cpus=reserve_cpus,
+                    cpu_ratio=cpu_ratio)
     facts = HostFacts(hostname=name, arch="x86_64", cpus=64, memory_total=256 * GiB,
                       memory_free=256 * GiB)
     return Candidate(HostSnapshot(spec, facts, tuple(guests)), StorageFacts(IMAGES, disk))
@@ -182,3 +186,11 @@ def test_placing_one_by_one_never_overcommits(wanted: list[Need], hosts: list[Ca
     for h in hosts:
         used, free = already.get(h.name, placement.NOTHING), placement.room(h)
         assert used.memory <= free.memory and used.vcpus <= free.vcpus and used.disk <= free.disk
+
+
+def test_vcpus_are_overcommitted_by_the_hosts_cpu_ratio() -> None:
+    four_to_one = host("ham0", cpus=2, cpu_ratio=4.0, reserve_cpus=1,
+                       guests=[guest("a", GiB, vcpus=3)])
+    assert placement.room(four_to_one).vcpus == 2 * 4 - 1 - 3
+    assert placement.fits(Need(memory=GiB, vcpus=4, disk=GiB), four_to_one)
+    assert not placement.fits(Need(memory=GiB, vcpus=5, disk=GiB), four_to_one)

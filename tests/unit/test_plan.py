@@ -30,7 +30,7 @@ MiB, GiB = 1 << 20, 1 << 30
 
 HOST_DEFAULTS: dict[str, Any] = {"memory": "8 GiB", "cpus": 4, "disk_free": "50 GiB",
                                  "cached": False, "domain_type": "qemu", "network": "user",
-                                 "reserve_memory": 0, "guests": []}
+                                 "reserve_memory": 0, "guests": [], "cpu_ratio": 1.0}
 TEMPLATE_DEFAULTS: dict[str, Any] = {"name": "tiny", "revision": 3, "size": "128 MiB",
                                      "data": "17 MiB", "memory": "256 MiB", "vcpus": 1,
                                      "network": None, "full_copy": False, "disk_bus": "virtio",
@@ -60,7 +60,7 @@ def host_from(name: str, data: dict[str, Any], base: BaseImage) -> tuple[HostSna
     h = {**HOST_DEFAULTS, **data}
     spec = HostSpec(name=name, address=name, domain_type=h["domain_type"], network=h["network"],
                     memory=size(h["memory"]), cpus=h["cpus"],
-                    reserve_memory=size(h["reserve_memory"]))
+                    reserve_memory=size(h["reserve_memory"]), cpu_ratio=h["cpu_ratio"])
     facts = HostFacts(hostname=name, arch="x86_64", cpus=h["cpus"], memory_total=spec.memory or 0,
                       memory_free=spec.memory or 0)
     guests = tuple(Guest(name=g, uuid=f"uuid-{g}", state=GuestState(state), vcpus=vcpus,
