@@ -8,14 +8,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import posixpath
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mclu import build as mclu_build
-from mclu import catalogue, errors, images, inventory, model, plan, snapshot, sources, storage
+from mclu import (
+    catalogue,
+    errors,
+    fanout,
+    images,
+    inventory,
+    model,
+    plan,
+    snapshot,
+    sources,
+    storage,
+)
 from mclu.cli import output
+from mclu.hosts.session import Session
 from mclu.images import cache
 
 
@@ -90,6 +104,43 @@ async def templates(args: argparse.Namespace, env: Env) -> int:
         for error in found.failed.values():
             env.printer.note(str(error))
     return errors.EXIT_FAILED if found.failed else errors.EXIT_OK
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What `templates prune` did (or would do) on one host."""
+
+    removed: list[str]
+    in_use: list[str]
+    too_new: list[str]
+
+
+async def templates_prune(args: argparse.Namespace, env: Env) -> int:
+    """Remove cached template bases that no guest disk on their host is an overlay on."""
+    inv, hosts = load_hosts(args, env)
+
+    async def prune(session: Session, spec: model.HostSpec) -> Pruned:
+        guests = await session.guests()
+        ages = await storage.cached_bases_with_age(session, spec)
+        disks = {*await storage.overlay_candidates(session, spec),
+                 *(d for g in guests for d in g.disks)}
+        used = await storage.backing_files(session, sorted(disks))
+        cache = storage.cache_dir(spec.image_dir)
+        removable, too_new = storage.unused_bases(ages, used, cache, args.min_age)
+        if not args.dry_run:
+            for name in removable:
+                await session.run(["rm", "-f", "--", posixpath.join(cache, name)])
+        in_use = sorted(set(ages) - set(removable) - set(too_new))
+        return Pruned(removed=removable, in_use=in_use, too_new=too_new)
+
+    async with snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now:
+        results = await hosts_now.gather(prune)
+    if args.json:
+        env.printer.json(output.pruned_json(results, dry_run=args.dry_run))
+    else:
+        env.printer.text(output.pruned_text(results, dry_run=args.dry_run))
+        note_failed_hosts(results, env)
+    return exit_code(results)
 
 
 async def read_templates(args: argparse.Namespace,
@@ -192,12 +243,12 @@ def progress_reporter(args: argparse.Namespace,
     return output.LineReporter(env.printer.err, bars=env.printer.err.isatty())
 
 
-def note_failed_hosts(snap: snapshot.Snapshot, env: Env) -> None:
+def note_failed_hosts(snap: fanout.HostResults[Any], env: Env) -> None:
     for error in snap.failed.values():
         env.printer.note(str(error))
 
 
-def exit_code(snap: snapshot.Snapshot) -> int:
+def exit_code(snap: fanout.HostResults[Any]) -> int:
     """1 when a host failed; a host that is merely off is an answer, not a failure."""
     failed = [e for e in snap.failed.values() if e.state != "off"]
     return errors.EXIT_FAILED if failed else errors.EXIT_OK

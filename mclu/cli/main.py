@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from mclu import __version__, errors, sizes
+from mclu import __version__, errors, sizes, storage
 from mclu.cli import commands, output
 
 Command = Callable[[argparse.Namespace, commands.Env], Coroutine[Any, Any, int]]
@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     info_t = _read_command(templates_sub, "info", commands.templates, "one template in full")
     info_t.add_argument("name", metavar="NAME")
     _templates_dir(info_t, default=argparse.SUPPRESS)
+    prune = _read_command(templates_sub, "prune", commands.templates_prune,
+                          "remove template bases cached on hosts that no guest uses")
+    prune.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    prune.add_argument("--min-age", type=float, default=storage.PRUNE_MIN_AGE, metavar="SECONDS",
+                       help="keep bases that arrived less than this long ago, for builds under "
+                            "way (default: %(default)g)")
+    _host_filters(prune)
     _build_command(sub)
     return parser
 

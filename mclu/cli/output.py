@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from tabulate import tabulate
 from tqdm import tqdm
 
-from mclu import errors, model, sizes, sources
+from mclu import errors, fanout, model, sizes, sources
 from mclu.plan import BuildPlan, GuestPlan
 from mclu.snapshot import Found, Snapshot
 
@@ -207,6 +207,25 @@ def template_info_text(template: model.ResolvedTemplate, listed: sources.Listed)
     rows += [("Package", p) for p in c.packages] + [("File", f) for f, _ in c.files]
     rows += [("Run", r) for r in c.run] + [("First boot", r) for r in c.firstboot]
     return tabulate([(f"{k}:", v) for k, v in rows], tablefmt="plain", disable_numparse=True)
+
+
+def pruned_text(results: fanout.HostResults[Any], *, dry_run: bool) -> str:
+    verb = "would remove" if dry_run else "removed"
+    lines = []
+    for host, pruned in results.ok.items():
+        lines += [f"{host}: {verb} {name}" for name in pruned.removed]
+        lines += [f"{host}: kept {name} (in use)" for name in pruned.in_use]
+        lines += [f"{host}: kept {name} (arrived in the last minutes: a build may need it)"
+                  for name in pruned.too_new]
+    return "\n".join(lines) if lines else "no cached templates on any host"
+
+
+def pruned_json(results: fanout.HostResults[Any], *, dry_run: bool) -> dict[str, Any]:
+    return {
+        "dry_run": dry_run,
+        "hosts": [{"name": h, **dataclasses.asdict(p)} for h, p in results.ok.items()],
+        "failed_hosts": [_host_json(n, e) for n, e in results.failed.items()],
+    }
 
 
 def template_info_json(template: model.ResolvedTemplate) -> dict[str, Any]:

@@ -156,6 +156,24 @@ def test_second_build_reuses_the_hosts_cached_base(sandbox: sb.Sandbox, builds: 
     assert doc["send_bytes"] == 0
 
 
+def test_prune_removes_only_bases_no_guest_uses(sandbox: sb.Sandbox, builds: Builds) -> None:
+    host = sandbox.up_hosts[0]
+    name = builds.name()
+    assert builds.run("tiny", name, "--on", host).returncode == 0
+    prune = ["templates", "prune", "--host", host, "--min-age", "0", "--json"]
+    code, doc = sb.mclu_json(*prune, "--dry-run", inventory=sandbox.inventory)
+    assert code == 0
+    (mine,) = doc["hosts"]
+    assert mine["removed"] == [] and any(b.startswith("tiny.") for b in mine["in_use"])
+    builds.cleanup()  # the guest and its overlay go: nothing uses the base now
+    code, doc = sb.mclu_json(*prune, inventory=sandbox.inventory)
+    assert code == 0
+    removed = doc["hosts"][0]["removed"]
+    assert any(b.startswith("tiny.") for b in removed)
+    left = sandbox.exec(host, ["ls", "/var/lib/libvirt/images/mclu-templates"]).stdout.split()
+    assert not set(removed) & set(left)
+
+
 def test_dry_run_changes_nothing(sandbox: sb.Sandbox, builds: Builds) -> None:
     name = builds.name()
     done = builds.run("tiny", name, "--dry-run")

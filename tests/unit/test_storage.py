@@ -24,3 +24,23 @@ def test_names_sorted_without_blanks() -> None:
 
 def test_cache_dir_is_inside_the_image_dir() -> None:
     assert storage.cache_dir("/var/lib/libvirt/images") == "/var/lib/libvirt/images/mclu-templates"
+
+
+def test_ages_from_the_hosts_clock() -> None:
+    assert storage.parse_ages("1000\ntiny.x86_64.r1.raw 400.5\nd e.raw 999\n") == {
+        "tiny.x86_64.r1.raw": 599.5, "d e.raw": 1.0}
+    assert storage.parse_ages("") == {}
+
+
+def test_backing_files_from_concatenated_qemu_img_json() -> None:
+    text = ('{"filename": "a.qcow2", "full-backing-filename": "/i/mclu-templates/t.raw"}\n'
+            '{"filename": "b.img", "format": "raw"}\n'
+            '{"filename": "c.qcow2", "backing-filename": "/i/mclu-templates/u.raw"}\n')
+    assert storage.parse_backing(text) == {"/i/mclu-templates/t.raw", "/i/mclu-templates/u.raw"}
+
+
+def test_unused_bases_keep_those_in_use_and_the_new_ones() -> None:
+    ages = {"used.raw": 9999.0, "old.raw": 9999.0, "new.raw": 5.0}
+    removable, too_new = storage.unused_bases(ages, {"/c/used.raw"}, "/c", min_age=600)
+    assert removable == ["old.raw"]
+    assert too_new == ["new.raw"]
