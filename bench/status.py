@@ -12,7 +12,6 @@ Goals (issue 2): mclu at 16 hosts <= 1.5 x mclu at 1 host, and >= 5 x faster tha
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import statistics
 import subprocess
@@ -51,6 +50,21 @@ def median_of(runs: int, fn: Callable[[], float]) -> float:
     return statistics.median(fn() for _ in range(runs))
 
 
+def mclu_argv(inventory: Path, names: list[str]) -> list[str]:
+    return [str(VENV_BIN / "mclu"), "-c", str(inventory), "status",
+            *(f"--host={h}" for h in names)]
+
+
+def virsh_loop(addresses: list[str], ssh: Path) -> float:
+    """`virsh nodeinfo; list --all` on each host in turn, one ssh connection each."""
+    start = time.perf_counter()
+    for address in addresses:
+        uri = f"qemu+ssh://root@{address}/system?command={ssh}&no_tty=1"
+        subprocess.run(["virsh", "-c", uri, "nodeinfo; list --all"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return time.perf_counter() - start
+
+
 def virsh_wrapper(directory: Path) -> Path:
     """An ssh for libvirt's qemu+ssh transport that uses the sandbox's keys and known_hosts."""
     wrapper = directory / "ssh"
@@ -71,28 +85,19 @@ def main() -> int:
     inventory = STATE / "hosts.toml"
     hosts = tomllib.loads(inventory.read_text())["hosts"]
     names = list(hosts)[: max(sizes)]  # the powered-off host comes last: not measured
-    rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ssh = virsh_wrapper(Path(tmp))
+            # Runs interleave the sizes (1, 4, 16, 1, 4, 16, ...) so that a slow moment of
+            # this shared machine touches every size alike, not one.
+            runs: dict[int, tuple[list[float], list[float]]] = {n: ([], []) for n in sizes}
             for n in sizes:
-                chosen = names[:n]
-                mclu = [str(VENV_BIN / "mclu"), "-c", str(inventory), "status"]
-                mclu += [f"--host={h}" for h in chosen]
-                timed(mclu)  # warm the page cache for the first measured run
-
-                def virsh_loop(chosen: list[str] = chosen) -> float:
-                    start = time.perf_counter()
-                    for h in chosen:
-                        uri = (f"qemu+ssh://root@{hosts[h]['address']}/system"
-                               f"?command={ssh}&no_tty=1")
-                        subprocess.run(["virsh", "-c", uri, "nodeinfo; list --all"], check=True,
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-                    return time.perf_counter() - start
-
-                m = median_of(args.runs, functools.partial(timed, mclu))
-                v = median_of(args.runs, virsh_loop)
-                rows.append((n, m, v))
+                timed(mclu_argv(inventory, names[:n]))  # warm the page cache
+            for _ in range(args.runs):
+                for n in sizes:
+                    runs[n][0].append(timed(mclu_argv(inventory, names[:n])))
+                    runs[n][1].append(virsh_loop([hosts[h]["address"] for h in names[:n]], ssh))
+            rows = [(n, statistics.median(m), statistics.median(v)) for n, (m, v) in runs.items()]
     finally:
         if not was_up:
             sandbox("down")

@@ -62,22 +62,6 @@ def parse_capabilities(xml: str) -> Capabilities:
     return Capabilities(arch=arch, cpus=_cpus_of(root), domain_types=_domain_types(root, arch))
 
 
-def parse_meminfo(text: str) -> Memory:
-    """Read /proc/meminfo: MemTotal, and MemAvailable (else MemFree + Buffers + Cached)."""
-    fields: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        number = value.split()
-        if number and number[0].isdigit():
-            fields[key.strip()] = int(number[0]) * KIB  # the kernel's "kB" is KiB
-    if "MemTotal" not in fields:
-        raise ParseError("/proc/meminfo has no MemTotal line")
-    available = fields.get("MemAvailable")
-    if available is None:  # kernels before 3.14
-        available = sum(fields.get(key, 0) for key in ("MemFree", "Buffers", "Cached"))
-    return Memory(total=fields["MemTotal"], available=available)
-
-
 def parse_node_memory_stats(stats: Mapping[str, int]) -> Memory:
     """Read `virNodeGetMemoryStats` (values in KiB): total, and free + buffers + cached.
 

@@ -7,14 +7,12 @@ user's ssh setup exactly as `ssh HOST` does.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
-from mclu import errors, facts
+from mclu import errors
 from mclu.hosts import ssh, virt
 from mclu.hosts.session import Background, CommandResult, Input
 from mclu.model import Guest, GuestMeta, HostFacts, HostSpec
@@ -34,15 +32,12 @@ class SshSession:
         self._stack = stack
 
     async def facts(self) -> HostFacts:
-        """libvirt's facts, with the kernel's MemAvailable as free memory when it can be read.
+        """libvirt's facts: memory from its node stats over all NUMA cells.
 
-        libvirt passes on only free + buffers + cached, which counts memory the kernel cannot
-        reclaim (tmpfs, shared memory) as free.
+        No extra command per host (such as reading /proc/meminfo): with many hosts, each
+        process started on them shows in every `mclu status`.
         """
-        host_facts, meminfo = await asyncio.gather(self._libvirt.facts(), _meminfo(self._ssh))
-        if meminfo is None:
-            return host_facts
-        return dataclasses.replace(host_facts, memory_free=meminfo.available)
+        return await self._libvirt.facts()
 
     async def guests(self) -> tuple[Guest, ...]:
         return await self._libvirt.guests()
@@ -90,16 +85,6 @@ def display_uri(spec: HostSpec) -> str:
 def libvirt_uri(socket_path: str) -> str:
     """The URI libvirt-python opens to reach the host's libvirtd through the forwarded socket."""
     return "qemu+unix:///system?" + urllib.parse.urlencode({"socket": socket_path})
-
-
-async def _meminfo(connection: ssh.SshConnection) -> facts.Memory | None:
-    """The host's /proc/meminfo, or None (logged) when it cannot be read."""
-    try:
-        result = await connection.run(["cat", "/proc/meminfo"])
-        return facts.parse_meminfo(result.stdout.decode(errors="replace"))
-    except (errors.HostError, facts.ParseError) as e:
-        log.debug("%s: no /proc/meminfo, using libvirt's free memory: %s", connection.host, e)
-        return None
 
 
 async def _is_socket(connection: ssh.SshConnection, path: str) -> bool:

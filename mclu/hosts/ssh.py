@@ -8,6 +8,7 @@ mclu's HostError family; nothing above mclu.hosts sees them.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
@@ -299,7 +300,7 @@ def _option_arguments(spec: HostSpec) -> dict[str, Any]:
     if spec.user is not None:
         arguments["username"] = spec.user
     if spec.identity_files:
-        arguments["client_keys"] = list(spec.identity_files)
+        arguments["client_keys"] = _keypairs(tuple(spec.identity_files))
     if spec.identities_only:
         arguments["agent_path"] = None
     return arguments
@@ -323,7 +324,19 @@ def _known_hosts(spec: HostSpec) -> asyncssh.SSHKnownHosts | str:
     """Always a concrete list: asyncssh's default follows the ssh config, and a config saying
     `UserKnownHostsFile none` would turn host key checking off."""
     path = known_hosts_path(spec)
-    return path if os.path.exists(path) else asyncssh.SSHKnownHosts()
+    return _read_known_hosts(path) if os.path.exists(path) else asyncssh.SSHKnownHosts()
+
+
+# Read once per command, not once per host: with many hosts sharing one known_hosts file
+# and one key, parsing them for every connection was a visible part of `mclu status`.
+@functools.lru_cache(maxsize=8)
+def _read_known_hosts(path: str) -> asyncssh.SSHKnownHosts:
+    return asyncssh.read_known_hosts(path)
+
+
+@functools.lru_cache(maxsize=8)
+def _keypairs(paths: tuple[str, ...]) -> list[asyncssh.SSHKeyPair]:
+    return list(asyncssh.load_keypairs(list(paths)))
 
 
 def _encryption_algs() -> list[str]:

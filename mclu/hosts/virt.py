@@ -140,12 +140,12 @@ class LibvirtSession:
     def _facts(self) -> HostFacts:
         conn = self._connection
         capabilities = facts.parse_capabilities(conn.getCapabilities())
-        info = conn.getInfo()  # [model, memory MiB, cpus, mhz, nodes, sockets, cores, threads]
-        memory = _node_memory(conn, info[1])
+        memory = _node_memory(conn)
         return HostFacts(
             hostname=conn.getHostname(),
             arch=capabilities.arch,
-            cpus=capabilities.cpus if capabilities.cpus is not None else info[2],
+            # [model, memory MiB, cpus, ...]: asked only when the capabilities lack a topology
+            cpus=capabilities.cpus if capabilities.cpus is not None else conn.getInfo()[2],
             memory_total=memory.total,
             memory_free=memory.available,
             domain_types=capabilities.domain_types,
@@ -225,7 +225,7 @@ async def open(host: str, uri: str, *, call_timeout: float = DEFAULT_CALL_TIMEOU
         await session.close()
 
 
-def _node_memory(connection: Any, info_memory_mib: int) -> facts.Memory:
+def _node_memory(connection: Any) -> facts.Memory:
     """Memory from node stats over all NUMA cells; virNodeGetInfo's counts node 0 only."""
     try:
         stats = connection.getMemoryStats(libvirt.VIR_NODE_MEMORY_STATS_ALL_CELLS)
@@ -235,7 +235,7 @@ def _node_memory(connection: Any, info_memory_mib: int) -> facts.Memory:
             raise
     # The test driver has no memory stats and reports 0 free: its configured memory less
     # what its running guests hold is what a real host would show.
-    total = info_memory_mib * 1024 * 1024
+    total = connection.getInfo()[1] * 1024 * 1024
     running = sum(g.memory for g in _guests_of(connection) if g.state.active)
     return facts.Memory(total=total, available=max(total - running, 0))
 

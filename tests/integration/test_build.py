@@ -259,14 +259,17 @@ def test_build_from_a_repository_over_http(sandbox: sb.Sandbox, builds: Builds,
     console_shows(sandbox, host, name, f"{name} login:")
 
 
+@pytest.mark.parametrize("transport", ["stream", "nbd"])
 def test_debian_guest_has_the_users_key_and_password(sandbox: sb.Sandbox, builds: Builds,
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path, transport: str) -> None:
     password = tmp_path / "root-password"
     password.write_text(f"pw-{uuid.uuid4().hex[:12]}\n")
     password.chmod(0o600)
     name = builds.name()
     host = sandbox.up_hosts[1]
-    done = builds.run("debian-12", name, "--on", host, "--root-password-file", str(password))
+    sandbox.exec(host, ["sh", "-c", "rm -f /var/lib/libvirt/images/mclu-templates/debian-12.*"])
+    done = builds.run("debian-12", name, "--on", host, "--root-password-file", str(password),
+                      "--transport", transport)
     assert done.returncode == 0, done.stderr
     assert password.read_text().strip() not in done.stdout + done.stderr
     console_shows(sandbox, host, name, f"{name} login:")

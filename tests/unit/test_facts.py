@@ -37,11 +37,6 @@ def test_capabilities(path: Path, expected: dict[str, Any]) -> None:
     )
 
 
-@pytest.mark.parametrize(("path", "expected"), cases("meminfo", "*.txt"))
-def test_meminfo(path: Path, expected: dict[str, int]) -> None:
-    assert facts.parse_meminfo(path.read_text()) == facts.Memory(**expected)
-
-
 @pytest.mark.parametrize(("path", "expected"), cases("node_memory_stats", "*.input.json"))
 def test_node_memory_stats(path: Path, expected: dict[str, int]) -> None:
     stats = json.loads(path.read_text())
@@ -108,11 +103,6 @@ def test_guest_refuses_what_libvirt_would_not_write(xml: str, message: str) -> N
 def test_capabilities_without_arch() -> None:
     with pytest.raises(facts.ParseError, match="host/cpu/arch"):
         facts.parse_capabilities("<capabilities><host><cpu/></host></capabilities>")
-
-
-def test_meminfo_without_total() -> None:
-    with pytest.raises(facts.ParseError, match="MemTotal"):
-        facts.parse_meminfo("MemFree: 1 kB\n")
 
 
 def test_node_memory_stats_without_free() -> None:
