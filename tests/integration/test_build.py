@@ -25,7 +25,7 @@ import pytest
 from mclu.sandbox import images as sandbox_images
 from tests.integration import sandbox as sb
 
-pytestmark = pytest.mark.sandbox
+pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(1800)]
 
 BOOT_SECONDS = 240  # TCG on a loaded 2-core machine
 

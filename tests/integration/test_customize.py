@@ -51,9 +51,9 @@ def _libguestfs_env() -> Iterator[None]:
 
 
 def _base(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
-    packed = repository.default_state_dir() / "repo" / f"{name}.xz"
-    if not packed.exists():
-        pytest.skip(f"no {packed}: build it with `python -m mclu.sandbox.images {name}`")
+    """The sandbox repository's template `name`, built if needed (cached), unpacked raw."""
+    repo = repository.build_repository(repository.default_state_dir(), names=[name])
+    packed = repo / f"{name}.xz"
     raw = tmp_path_factory.mktemp(name) / f"{name}.raw"
     with raw.open("wb") as out:
         subprocess.run(["xz", "-dc", str(packed)], stdout=out, check=True)
