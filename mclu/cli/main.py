@@ -8,13 +8,11 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from mclu import __version__, errors, sizes, storage
-from mclu.cli import commands, output
-
-Command = Callable[[argparse.Namespace, commands.Env], Coroutine[Any, Any, int]]
+from mclu.cli import commands, lifecycle, output, parsing
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -42,7 +40,7 @@ def run(argv: Sequence[str], env: commands.Env) -> int:
         return int(e.code or 0)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    command: Command = args.command
+    command: parsing.Command = args.command
     try:
         return asyncio.run(_cancelled_by_sigterm(command(args, env)))
     except errors.MCLUError as e:
@@ -74,37 +72,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mclu", description="A mini cloud for a handful of KVM hosts, over ssh and libvirt.")
     parser.add_argument("--version", action="version", version=f"mclu {__version__}")
-    _global_options(parser, default=None)
+    parsing.global_options(parser, default=None)
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
 
-    status = _read_command(sub, "status", commands.status,
+    status = parsing.add_command(sub, "status", commands.status,
                            "each host: on or off, CPUs, memory, guests")
-    _host_filters(status)
-    listing = _read_command(sub, "list", commands.list_guests, "every guest on every host")
-    _host_filters(listing)
-    info = _read_command(sub, "info", commands.info, "one guest, found on whichever host has it")
+    parsing.add_host_filters(status)
+    listing = parsing.add_command(sub, "list", commands.list_guests, "every guest on every host")
+    parsing.add_host_filters(listing)
+    info = parsing.add_command(sub, "info", commands.info,
+                               "one guest, found on whichever host has it")
     info.add_argument("name", metavar="[HOST:]NAME", help="the guest")
-    _host_filters(info)
-    templates = _read_command(sub, "templates", commands.templates,
+    parsing.add_host_filters(info)
+    templates = parsing.add_command(sub, "templates", commands.templates,
                               "the templates: mclu's own and the repositories'")
     _templates_dir(templates, default=None)
     templates_sub = templates.add_subparsers(metavar="ACTION", required=False)
-    info_t = _read_command(templates_sub, "info", commands.templates, "one template in full")
+    info_t = parsing.add_command(templates_sub, "info", commands.templates, "one template in full")
     info_t.add_argument("name", metavar="NAME")
     _templates_dir(info_t, default=argparse.SUPPRESS)
-    prune = _read_command(templates_sub, "prune", commands.templates_prune,
+    prune = parsing.add_command(templates_sub, "prune", commands.templates_prune,
                           "remove template bases cached on hosts that no guest uses")
     prune.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     prune.add_argument("--min-age", type=float, default=storage.PRUNE_MIN_AGE, metavar="SECONDS",
                        help="keep bases that arrived less than this long ago, for builds under "
                             "way (default: %(default)g)")
-    _host_filters(prune)
+    parsing.add_host_filters(prune)
     _build_command(sub)
+    lifecycle.register(sub)
     return parser
 
 
-def _build_command(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    build = _read_command(sub, "build", commands.build,
+def _build_command(sub: parsing.Subparsers) -> None:
+    build = parsing.add_command(sub, "build", commands.build,
                           "make running guests from a template")
     build.add_argument("template", metavar="TEMPLATE")
     build.add_argument("names", metavar="[HOST:]NAME", nargs="+", help="the new guests")
@@ -134,34 +134,7 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _global_options(parser: argparse.ArgumentParser, default: object) -> None:
-    """-c and -v, accepted before and after the command name."""
-    parser.add_argument("-c", "--config", metavar="FILE", default=default,
-                        help="inventory file (default: $MCLU_CONFIG, then "
-                             "~/.config/mclu/hosts.toml)")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        default=False if default is None else default,
-                        help="log what mclu does")
-
-
-def _read_command(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-                  command: Command, summary: str) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=summary, description=summary)
-    # After the command name they must not reset what was given before it.
-    _global_options(parser, default=argparse.SUPPRESS)
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.set_defaults(command=command)
-    return parser
-
-
 def _templates_dir(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("--templates", metavar="DIR", default=default,
                         help="mclu templates directory (default: $MCLU_TEMPLATES, then "
                              "~/.config/mclu/templates, then the project's templates/)")
-
-
-def _host_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", action="append", metavar="HOST",
-                        help="only this host (repeatable)")
-    parser.add_argument("--tag", action="append", metavar="TAG",
-                        help="only hosts with this tag (repeatable)")

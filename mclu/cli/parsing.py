@@ -1,0 +1,40 @@
+"""Parsing helpers shared by every command group: global options, --json, host filters."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from mclu.cli import commands
+
+Command = Callable[[argparse.Namespace, commands.Env], Coroutine[Any, Any, int]]
+if TYPE_CHECKING:  # argparse's class is not subscriptable at run time
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def global_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """-c and -v, accepted before and after the command name."""
+    parser.add_argument("-c", "--config", metavar="FILE", default=default,
+                        help="inventory file (default: $MCLU_CONFIG, then "
+                             "~/.config/mclu/hosts.toml)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        default=False if default is None else default,
+                        help="log what mclu does")
+
+
+def add_command(sub: Subparsers, name: str,
+                  command: Command, summary: str) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=summary, description=summary)
+    # After the command name they must not reset what was given before it.
+    global_options(parser, default=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(command=command)
+    return parser
+
+
+def add_host_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", action="append", metavar="HOST",
+                        help="only this host (repeatable)")
+    parser.add_argument("--tag", action="append", metavar="TAG",
+                        help="only hosts with this tag (repeatable)")
