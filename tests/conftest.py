@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from mclu.model import HostSpec
+from tests.integration import sandbox as sb
 
 # --- Host sessions (mclu.hosts): test-driver nodes and the sandbox host ----------------------
 
 TESTDRIVER = Path(__file__).parent / "data" / "testdriver"
-SANDBOX = Path("/var/tmp/mclu-sandbox")
+SANDBOX = sb.STATE
 
 
 @pytest.fixture
@@ -37,12 +38,30 @@ def sandbox_spec(name: str = "ham0", address: str = "10.213.0.10") -> HostSpec:
                     connect_timeout=3.0)
 
 
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[sb.Sandbox]:
+    """The sandbox, up for the whole test session; taken down at the end if it was not up.
+
+    Skips the tests that use it where the sandbox cannot run (not root, packages missing).
+    """
+    reason = sb.unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    was_up = sb.sandbox("status", check=False).returncode == 0
+    up = sb.sandbox("up", str(sb.HOSTS), check=False)
+    if up.returncode != 0:
+        pytest.fail(f"mclu-sandbox up failed: {up.stdout}{up.stderr}")
+    try:
+        yield sb.Sandbox(state=sb.STATE, inventory=sb.STATE / "hosts.toml")
+    finally:
+        if not was_up:
+            sb.sandbox("down", check=False)
+
+
 @pytest.fixture
-def sandbox_host() -> HostSpec:
-    """ham0 of a running sandbox; skips the test when there is no sandbox."""
-    if not (SANDBOX / "hosts.toml").exists():
-        pytest.skip(f"no sandbox ({SANDBOX / 'hosts.toml'} missing): run `mclu-sandbox up`")
-    return sandbox_spec()
+def sandbox_host(sandbox: sb.Sandbox) -> HostSpec:
+    """ham0 of the running sandbox."""
+    return sandbox_spec(sandbox.up_hosts[0], sandbox.address(sandbox.up_hosts[0]))
 
 
 # --- Golden files (tests/data/domxml, ...): compared, or rewritten with --regenerate-output ---
