@@ -37,7 +37,7 @@ DAEMONS = ("sshd", "libvirtd", "virtlogd")
 SSHD_TIMEOUT = 20.0
 LIBVIRTD_TIMEOUT = 90.0  # a cold capability probe on a loaded 2-core machine
 KILL_TIMEOUT = 10.0
-ANCHOR_PREFIX = "mclu-anchor-"
+ANCHOR_PREFIX = config.ANCHOR_PREFIX
 REAL_ETC_LIBVIRT = Path("/etc/libvirt")
 REAL_VAR_LIB_LIBVIRT = Path("/var/lib/libvirt")
 NETNS_DIR = Path("/run/netns")
@@ -492,7 +492,8 @@ def boot(paths: Paths, host: HostSpec) -> subprocess.Popen[bytes]:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # the anchor outlives this command
-            env={**clean_env(), "MCLU_MACHINE_NETNS": os.readlink("/proc/self/ns/net")},
+            env={**clean_env(), "MCLU_MACHINE_NETNS": os.readlink("/proc/self/ns/net"),
+                 "MCLU_ANCHOR_NAME": f"{ANCHOR_PREFIX}{host.name}"},
             cwd="/",
         )
     # ip netns exec and unshare exec (no fork): this PID ends up being the anchor.
@@ -763,5 +764,6 @@ def leftovers() -> list[str]:
                 name = cmdline.split(b"\0")[0].decode()
                 found.append(f"process {entry} {name}")
     with open("/proc/self/mountinfo") as mounts:
-        found += [f"mount {line.split()[4]}" for line in mounts if "mclu" in line]
+        found += [f"mount {line.split()[4]}" for line in mounts
+                  if f"/{config.NETNS_PREFIX}" in line or str(config.DEFAULT_STATE_DIR) in line]
     return found

@@ -5,26 +5,43 @@ Nothing here touches the system, so all of it is unit-tested (tests/unit/test_sa
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_STATE_DIR = Path("/var/tmp/mclu-sandbox")
+# Several sandboxes can run side by side, one per instance number (0-9): each with its own
+# namespaces, bridge, subnet and state dir. Instance 0 is the default and keeps the plain names.
+INSTANCE_ENV = "MCLU_SANDBOX_INSTANCE"
+
+
+def _instance() -> int:
+    text = os.environ.get(INSTANCE_ENV, "0") or "0"
+    if not text.isdigit() or int(text) > 9:
+        raise SystemExit(f"{INSTANCE_ENV} must be a number from 0 to 9, got {text!r}")
+    return int(text)
+
+
+INSTANCE = _instance()
+_TAG = "" if INSTANCE == 0 else str(INSTANCE)
+
+DEFAULT_STATE_DIR = Path(f"/var/tmp/mclu-sandbox{'-' + _TAG if _TAG else ''}")
 STATE_DIR_ENV = "MCLU_SANDBOX_DIR"
 
-BRIDGE = "mclubr0"
-SUBNET = "10.213.0"
+BRIDGE = f"mclubr{INSTANCE}"
+SUBNET = f"10.213.{INSTANCE}"
 BRIDGE_ADDRESS = f"{SUBNET}.1"
 PREFIX_LEN = 24
 FIRST_HOST_OCTET = 10
-MAX_HOSTS = 200  # 10.213.0.10 .. 10.213.0.209
-NETNS_PREFIX = "mclu-"
-VETH_PREFIX = "mclv-"  # root-namespace end of each host's veth (inside it is called eth0)
+MAX_HOSTS = 200  # 10.213.N.10 .. 10.213.N.209
+NETNS_PREFIX = f"mclu{_TAG}-"
+VETH_PREFIX = f"mclv{_TAG}-"  # root-namespace end of each host's veth (inside it is eth0)
+ANCHOR_PREFIX = f"mclu{_TAG}-anchor-"  # the name each host's anchor process runs under
 HOST_IFACE = "eth0"
 HOST_PREFIX = "ham"
-MAC_PREFIX = "52:54:00:d5"
+MAC_PREFIX = f"52:54:00:d{5 + INSTANCE:x}"
 # Namespace for the hosts' libvirt host_uuid: must differ per host (else libvirt refuses
 # migration as "same host"), and stay stable across down/up.
 UUID_NAMESPACE = uuid.UUID("6d636c75-7361-6e64-626f-780000000000")

@@ -97,7 +97,7 @@ case "$mode" in
         echo $$ > /run/mclu-anchor.pid
         log "booted"
         # Become the anchor: an idle process that keeps the namespaces alive.
-        exec -a "mclu-anchor-$NAME" sleep infinity
+        exec -a "${MCLU_ANCHOR_NAME:-mclu-anchor-$NAME}" sleep infinity
         ;;
     daemon)
         start_daemon "${4:?DAEMON}"

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mclu.sandbox import config as sandbox_config
+
 BIN = Path(sys.executable).parent
-STATE = Path(os.environ.get("MCLU_SANDBOX_DIR", "/var/tmp/mclu-sandbox"))
+STATE = Path(os.environ.get("MCLU_SANDBOX_DIR", str(sandbox_config.DEFAULT_STATE_DIR)))
 HOSTS = 3  # up hosts; the sandbox adds one more that is powered off
 
 

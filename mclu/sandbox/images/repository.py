@@ -32,11 +32,12 @@ from pathlib import Path
 from typing import Any
 
 from mclu.errors import UsageError
+from mclu.sandbox import config as sandbox_config
 from mclu.sandbox.images import build, index, recipes, signing
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATE_DIR = Path("/var/tmp/mclu-sandbox")
+DEFAULT_STATE_DIR = sandbox_config.DEFAULT_STATE_DIR
 REPO_ID = "mclu-sandbox"
 MANIFEST = "manifest.json"
 
