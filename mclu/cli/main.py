@@ -12,7 +12,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from mclu import __version__, errors, sizes, storage
-from mclu.cli import commands, lifecycle, output, parsing
+from mclu.cli import commands, lifecycle, migration, output, parsing, power
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     parsing.add_host_filters(prune)
     _build_command(sub)
     lifecycle.register(sub)
+    migration.register(sub)
+    power.register(sub)
     return parser
 
 

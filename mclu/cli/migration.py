@@ -1,0 +1,9 @@
+"""Live migration: migrate and drain."""
+
+from __future__ import annotations
+
+from mclu.cli import parsing
+
+
+def register(sub: parsing.Subparsers) -> None:
+    """Add this group's commands to the `mclu` parser."""
