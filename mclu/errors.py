@@ -15,6 +15,12 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
+def last_lines(text: str, empty: str, count: int = 3) -> str:
+    """A program's last non-blank output lines joined into one: enough to say why it failed."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " / ".join(lines[-count:]) if lines else empty
+
+
 class MCLUError(Exception):
     """Root of every error mclu reports to its user."""
 
@@ -165,9 +171,7 @@ class HostCommandFailed(HostError):
         super().__init__(host, stderr)
         self.command = command
         self.exit_status = exit_status
-        # Keep the last lines: enough to say why, short enough for one line.
-        lines = [line for line in stderr.strip().splitlines() if line.strip()]
-        self.stderr = " / ".join(lines[-3:]) if lines else "(no error output)"
+        self.stderr = last_lines(stderr, "(no error output)")
 
 
 class LibvirtCallFailed(HostError):
@@ -407,9 +411,8 @@ class PersonalizationFailed(MCLUError):
         self.guest = guest
         self.step = step
         self.drive = drive
-        # Keep the last lines (libguestfs quotes a command's whole output): one line to print.
-        lines = [line.strip() for line in reason.strip().splitlines() if line.strip()]
-        self.reason = " / ".join(lines[-3:]) if lines else "(no reason given)"
+        # libguestfs quotes a command's whole output: its last lines say why.
+        self.reason = last_lines(reason, "(no reason given)")
 
 
 # --- Tools and image transfers ---------------------------------------------------------------
@@ -445,8 +448,7 @@ class LocalCommandFailed(MCLUError):
         super().__init__(stderr)
         self.command = command
         self.exit_status = exit_status
-        lines = [line for line in stderr.strip().splitlines() if line.strip()]
-        self.stderr = " / ".join(lines[-3:]) if lines else "(no error output)"
+        self.stderr = last_lines(stderr, "(no error output)")
 
 
 class UnknownTransport(MCLUError, KeyError):
