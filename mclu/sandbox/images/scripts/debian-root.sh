@@ -68,6 +68,8 @@ rm -f "$root/var/lib/dbus/machine-id"
 kver=$(basename "$(readlink -f "$root/vmlinuz")")
 kver=${kver#vmlinuz-}
 mkdir -p "$root/boot/extlinux"
+# no_timer_check: under TCG on a loaded machine the kernel's IO-APIC timer check can fail
+# and panic ("IO-APIC + timer doesn't work"); libguestfs boots its appliance with it too.
 cat > "$root/boot/extlinux/extlinux.conf" <<END
 SERIAL 0 115200
 DEFAULT linux
@@ -76,7 +78,7 @@ TIMEOUT 0
 LABEL linux
   LINUX /boot/vmlinuz-$kver
   INITRD /boot/initrd.img-$kver
-  APPEND root=UUID=$uuid ro console=tty0 console=ttyS0,115200n8 net.ifnames=0 quiet
+  APPEND root=UUID=$uuid ro console=tty0 console=ttyS0,115200n8 net.ifnames=0 no_timer_check quiet
 END
 
 rm -f "$root/usr/sbin/policy-rc.d"
