@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from mclu import errors, model
-from mclu.images import customize
+from mclu.images import customize, guest_text
 from mclu.sandbox.images import repository
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(900)]
@@ -150,6 +150,19 @@ def _read_disk(g: Any, root: str, files: list[str], modes: list[str],
         g.umount_all()
 
 
+def inspections(caplog: pytest.LogCaptureFixture) -> dict[str, str]:
+    """{guest: "light" | "fallback"} from the inspector's log records."""
+    found = {}
+    for record in caplog.records:
+        if record.name == "mclu.images.guestfs_inspect":
+            guest, _, message = record.getMessage().partition(": ")
+            if message.startswith("light inspection of "):
+                found[guest] = "light"
+            elif message.startswith("light inspection cannot decide"):
+                found[guest] = "fallback"
+    return found
+
+
 def shadow_root(shadow: str) -> str:
     return next(line for line in shadow.splitlines() if line.startswith("root:")).split(":")[1]
 
@@ -177,6 +190,7 @@ def test_two_tiny_guests_in_one_launch(tiny: Path, tmp_path: Path, password_file
     with nbd_exports(images) as sockets:
         customize.personalize(list(zip(sockets, people, strict=True)), progress=said.append)
     assert any("2 disk(s)" in line for line in said)
+    assert inspections(caplog) == {"alpha.example.org": "light", "beta": "light"}
 
     wanted = ["/etc/hostname", "/etc/hosts", "/root/.ssh/authorized_keys", "/etc/machine-id",
               "/etc/shadow", "/etc/mclu/motd", "/etc/mclu/ran"]
@@ -229,7 +243,9 @@ def test_firstboot_on_a_guest_without_systemd_is_refused(tiny: Path, tmp_path: P
     assert caught.value.step == "firstboot"
 
 
-def test_two_debian_guests(debian: Path, tmp_path: Path, password_file: str) -> None:
+def test_two_debian_guests(debian: Path, tmp_path: Path, password_file: str,
+                           caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
     images = [overlay(debian, tmp_path / f"{n}.qcow2", 2 << 30) for n in "ab"]
     firstboot = model.Customization(firstboot=("touch /root/first-boot-ran",))
     people = [customize.Personalization(name, (KEY_A,), password_file, "/dev/sda1", firstboot)
@@ -239,6 +255,7 @@ def test_two_debian_guests(debian: Path, tmp_path: Path, password_file: str) -> 
     base, = read_back([debian], keys, [], [])
     with nbd_exports(images) as sockets:
         customize.personalize(list(zip(sockets, people, strict=True)))
+    assert inspections(caplog) == {"deb-a": "light", "deb-b": "light"}
 
     unit = f"/etc/systemd/system/{customize.FIRSTBOOT_UNIT}"
     wants = f"/etc/systemd/system/multi-user.target.wants/{customize.FIRSTBOOT_UNIT}"
@@ -250,9 +267,26 @@ def test_two_debian_guests(debian: Path, tmp_path: Path, password_file: str) -> 
         assert shadow_root(disk.files["/etc/shadow"]).startswith("$6$")
         assert all(disk.files[k] != base.files.get(k) for k in keys)
         assert all(disk.modes[k] == (0o644 if k.endswith(".pub") else 0o600) for k in keys)
-        assert disk.files[unit] == customize.firstboot_unit()
+        assert disk.files[unit] == guest_text.firstboot_unit()
         assert disk.links[wants] == unit
         assert "touch /root/first-boot-ran" in disk.files[
             f"{customize.FIRSTBOOT_DIR}/scripts/0001.sh"]
         assert disk.root_size > (3 << 30) // 2  # grown from 1 GiB to 2 GiB
     assert all(a.files[k] != b.files[k] for k in keys)
+
+
+def test_a_disk_without_an_os_falls_back_to_inspect_os_and_fails(
+        tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    blank = tmp_path / "blank.raw"  # a whole-disk ext4 with no /etc: no OS root to find
+    with blank.open("wb") as file:
+        file.truncate(32 * MiB)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(blank)], check=True)
+    drives = [customize.Drive(path=str(overlay(tiny, tmp_path / "ok.qcow2")), format="qcow2"),
+              customize.Drive(path=str(blank), format="raw")]
+    with pytest.raises(errors.PersonalizationFailed, match="no operating system") as caught:
+        customize.personalize([(drives[0], customize.Personalization("epsilon")),
+                               (drives[1], customize.Personalization("zeta"))])
+    assert (caught.value.guest, caught.value.step, caught.value.drive) == (
+        "zeta", "inspect", str(blank))
+    assert inspections(caplog) == {"epsilon": "light", "zeta": "fallback"}
