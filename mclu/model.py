@@ -40,6 +40,9 @@ class HostSpec:
     known_hosts: str | None = None  # None: ~/.ssh/known_hosts
     ssh_config: str | None = None  # None: ~/.ssh/config when it exists; "none": no file
     power_off_command: tuple[str, ...] = ("poweroff",)
+    # Where `mclu on` sends the wake-on-LAN packet (UDP): the host's LAN broadcast, usually.
+    wol_address: str = "255.255.255.255"
+    wol_port: int = 9
     network: str = "network:default"  # guests' NIC: "network:NAME", "bridge:NAME", "user", "none"
 
     @property
@@ -128,6 +131,9 @@ class HostSnapshot:
     spec: HostSpec
     facts: HostFacts
     guests: tuple[Guest, ...] = field(default_factory=tuple)
+    # What interrupted runs may have left on the host (`storage.scan_leftovers`); None when
+    # it was not looked at or could not be.
+    leftovers: LeftoverScan | None = None
 
     @property
     def active_guests(self) -> tuple[Guest, ...]:
@@ -178,6 +184,26 @@ class StorageFacts:
     image_dir: str
     free: int
     cached_bases: tuple[str, ...] = ()  # file names in the cache dir, e.g. "tiny.x86_64.r3.raw"
+    leftovers: LeftoverScan | None = None  # read with them, in the same command
+
+
+@dataclass(frozen=True)
+class PartialFile:
+    """A file a run of mclu makes and renames or removes when done: `<base>.partial-*`,
+    `<disk>.mclu-new`, `<disk>.mclu-rebuild`."""
+
+    path: str
+    age: float  # seconds since it was last modified, by the host's clock
+    in_use: bool  # a process on the host names it on its command line (a writer, a server)
+    owner: str | None = None  # the guest whose lock the run that makes it holds
+
+
+@dataclass(frozen=True)
+class LeftoverScan:
+    """What may be left of interrupted runs on a host, as one command found it."""
+
+    partial_files: tuple[PartialFile, ...] = ()
+    locked: tuple[str, ...] = ()  # guests whose lock a run of mclu holds now (sorted)
 
 
 @dataclass(frozen=True)

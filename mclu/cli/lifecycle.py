@@ -1,9 +1,272 @@
-"""Guest lifecycle commands: start, stop, reboot, destroy, delete, console, viewer."""
+"""Guest lifecycle commands: start, stop, reboot, destroy, delete, console, viewer.
+
+Each finds the guest by name on whichever host has it (or HOST:NAME), over one connection
+per host kept for the whole command, acts on that host, and reports one line (or --json).
+"""
 
 from __future__ import annotations
 
-from mclu.cli import parsing
+import argparse
+import asyncio
+import contextlib
+import io
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from mclu import console, errors, inventory, lifecycle, locks, model, snapshot
+from mclu.cli import commands, parsing
+from mclu.hosts.session import Session, command_line
 
 
 def register(sub: parsing.Subparsers) -> None:
     """Add this group's commands to the `mclu` parser."""
+    _guest_command(sub, "start", start, "start a shut off guest")
+    stop_ = _guest_command(sub, "stop", stop,
+                           "shut a guest down (ACPI) and wait until it is off")
+    stop_.add_argument("--timeout", type=_seconds, default=lifecycle.STOP_TIMEOUT,
+                       metavar="SECONDS", help="how long to wait for the guest to power off "
+                                               "(default: %(default)g)")
+    stop_.add_argument("--force", action="store_true",
+                       help="power the guest off (destroy) when it is not off in time")
+    _guest_command(sub, "reboot", reboot, "restart a running guest (ACPI)")
+    _guest_command(sub, "destroy", destroy, "power a guest off at once, like pulling the plug")
+    delete_ = _guest_command(sub, "delete", delete,
+                             "remove a guest: its definition, its own disks, its console log")
+    delete_.add_argument("--force", action="store_true",
+                         help="delete a running guest too (powered off first)")
+    _guest_command(sub, "console", console_, "attach to a guest's serial console (Ctrl-] leaves)")
+    _guest_command(sub, "viewer", viewer, "open a guest's graphical console with virt-viewer")
+
+
+def _guest_command(sub: parsing.Subparsers, name: str, command: parsing.Command,
+                   summary: str) -> argparse.ArgumentParser:
+    parser = parsing.add_command(sub, name, command, summary)
+    parser.add_argument("name", metavar="[HOST:]NAME", help="the guest")
+    parsing.add_host_filters(parser)
+    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+# --- finding the guest ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """The guest a command acts on, its host's session, and what the read pass saw."""
+
+    session: Session
+    host: model.HostSnapshot
+    guest: model.Guest
+    snapshot: snapshot.Snapshot
+
+    @property
+    def name(self) -> str:
+        return self.guest.name
+
+
+@contextlib.asynccontextmanager
+async def guest_target(args: argparse.Namespace, env: commands.Env, *,
+                       lock: str | None = None) -> AsyncIterator[Target]:
+    """Connect to the hosts, find the guest args.name names; sessions stay open for the block.
+
+    With `lock` (the command's name), the block holds the guest's lock (mclu.locks), so that
+    no other mclu run changes the guest meanwhile. Raises GuestNotFound, GuestAmbiguous,
+    GuestLocked, or the pinned host's HostError.
+    """
+    ref = snapshot.split_ref(args.name)
+    inv, hosts = commands.load_hosts(args, env)
+    if ref.host is not None:
+        hosts = inventory.select(inv, names=[ref.host])
+    async with snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now:
+        snap = await hosts_now.gather(snapshot.read_host)
+        found = snapshot.find_guest(snap, ref)
+        session = hosts_now.sessions[found.host.spec.name]
+        async with contextlib.AsyncExitStack() as stack:
+            if lock is not None:
+                await stack.enter_async_context(
+                    locks.guest(session, found.host.spec, found.guest.name, lock))
+            yield Target(session=session, host=found.host, guest=found.guest, snapshot=snap)
+
+
+def require_running(target: Target) -> None:
+    if not target.guest.state.active:
+        raise errors.GuestOff(target.host.spec.name, target.name,
+                                     target.guest.state.value)
+
+
+# --- reporting -----------------------------------------------------------------------------
+
+
+def report(args: argparse.Namespace, env: commands.Env, target: Target, *, action: str,
+           changed: bool, state: str, text: str, **extra: Any) -> int:
+    """One line `NAME on HOST: text`, or the JSON document of docs/cli.md; exit status 0."""
+    if args.json:
+        env.printer.json({"guest": target.name, "host": target.host.spec.name,
+                          "action": action, "changed": changed, "state": state, **extra})
+    else:
+        env.printer.text(f"{target.name} on {target.host.spec.name}: {text}")
+    return errors.EXIT_OK
+
+
+def _after_power_off(guest: model.Guest) -> str:
+    """The state a guest is in once powered off: a transient one no longer exists."""
+    return model.GuestState.SHUTOFF.value if guest.persistent else "gone"
+
+
+# --- start, stop, reboot, destroy ------------------------------------------------------------
+
+
+async def start(args: argparse.Namespace, env: commands.Env) -> int:
+    """Start a shut off guest; one that is running already is left alone (a note, exit 0)."""
+    async with guest_target(args, env, lock="start") as target:
+        if target.guest.state.active:
+            return report(args, env, target, action="start", changed=False,
+                          state=target.guest.state.value,
+                          text=f"already {target.guest.state.value}, nothing to do")
+        await target.session.start(target.name)
+        return report(args, env, target, action="start", changed=True,
+                      state=model.GuestState.RUNNING.value, text="started")
+
+
+async def stop(args: argparse.Namespace, env: commands.Env) -> int:
+    """ACPI shutdown, waiting up to --timeout; then destroy with --force, else fail."""
+    async with guest_target(args, env, lock="stop") as target:
+        if not target.guest.state.active:
+            return report(args, env, target, action="stop", changed=False,
+                          state=target.guest.state.value,
+                          text=f"already {target.guest.state.value}, nothing to do")
+        stopped = await lifecycle.stop(target.session, target.name, timeout=args.timeout,
+                                       force=args.force)
+        if stopped.forced:
+            text = f"did not shut off within {args.timeout:g} s; powered off (--force)"
+        else:
+            text = f"shut off ({stopped.seconds:.1f} s)"
+        return report(args, env, target, action="stop", changed=True,
+                      state=_after_power_off(target.guest), text=text, forced=stopped.forced,
+                      seconds=round(stopped.seconds, 3))
+
+
+async def reboot(args: argparse.Namespace, env: commands.Env) -> int:
+    """Ask a running guest's OS to restart (ACPI); returns before it has."""
+    async with guest_target(args, env, lock="reboot") as target:
+        require_running(target)
+        await target.session.reboot(target.name)
+        return report(args, env, target, action="reboot", changed=True,
+                      state=model.GuestState.RUNNING.value, text="rebooting (ACPI request sent)")
+
+
+async def destroy(args: argparse.Namespace, env: commands.Env) -> int:
+    """Power a guest off at once; one that is off already is left alone (a note, exit 0)."""
+    async with guest_target(args, env, lock="destroy") as target:
+        if not target.guest.state.active:
+            return report(args, env, target, action="destroy", changed=False,
+                          state=target.guest.state.value,
+                          text=f"already {target.guest.state.value}, nothing to do")
+        await target.session.destroy(target.name)
+        return report(args, env, target, action="destroy", changed=True,
+                      state=_after_power_off(target.guest), text="powered off")
+
+
+# --- delete ----------------------------------------------------------------------------------
+
+
+async def delete(args: argparse.Namespace, env: commands.Env) -> int:
+    """Undefine the guest, remove its own disks and console log; --force for a running one."""
+    async with guest_target(args, env, lock="delete") as target:
+        deleted = await lifecycle.delete(target.session, target.host.spec, target.guest,
+                                         sharing_files(target), force=args.force)
+        kept = [{"path": k.path, "reason": k.reason} for k in deleted.kept]
+        return report(args, env, target, action="delete", changed=True, state="deleted",
+                      text=_deleted_text(deleted), destroyed=deleted.destroyed,
+                      removed=list(deleted.removed), kept=kept)
+
+
+def sharing_files(target: Target) -> list[model.Guest]:
+    """The other guests whose disks may be the target's files: those of its host, and with
+    shared storage those of every other host on shared storage."""
+    spec = target.host.spec
+    others = [g for g in target.host.guests if g.name != target.name]
+    if spec.shared_storage:
+        others += [g for name, snap in target.snapshot.ok.items()
+                   if name != spec.name and snap.spec.shared_storage for g in snap.guests]
+    return others
+
+
+def _deleted_text(deleted: lifecycle.Deleted) -> str:
+    text = "powered off and deleted" if deleted.destroyed else "deleted"
+    text += "; removed " + ", ".join(deleted.removed)
+    text += "".join(f"; kept {k.path} ({k.reason})" for k in deleted.kept)
+    return text
+
+
+# --- console ---------------------------------------------------------------------------------
+
+
+async def console_(args: argparse.Namespace, env: commands.Env) -> int:
+    """The guest's serial console on this terminal, over its host's ssh connection."""
+    async with guest_target(args, env) as target:
+        require_running(target)
+        stdin_fd, stdout_fd = _terminal_fds()
+        env.printer.text(f"Connected to {target.name} on {target.host.spec.name}.\n"
+                         f"Escape character is {console.ESCAPE_NAME}")
+        env.printer.out.flush()  # before the relay writes to the terminal itself
+        argv = lifecycle.console_argv(target.name)
+        async with target.session.open_terminal(
+                argv, term=env.environ.get("TERM") or "vt100",
+                size=console.terminal_size(stdout_fd)) as remote:
+            with console.raw_mode(stdin_fd):
+                relayed = await console.relay(remote, stdin_fd, stdout_fd)
+        status = remote.exit_status()  # final once the block has closed the channel
+        if relayed.ending == console.Ending.ENDED and status not in (0, None):
+            raise errors.HostCommandFailed(target.host.spec.name, command_line(argv), status,
+                                           relayed.tail.decode(errors="replace"))
+        if args.json:
+            return report(args, env, target, action="console", changed=False,
+                          state=target.guest.state.value, text="", ending=relayed.ending.value)
+        env.printer.text("")  # the guest's last line may have no end
+        return errors.EXIT_OK
+
+
+def _terminal_fds() -> tuple[int, int]:
+    """stdin's and stdout's file descriptors; NotATerminal unless stdin is a terminal."""
+    try:
+        stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):
+        raise errors.NotATerminal("mclu console") from None
+    if not os.isatty(stdin_fd):
+        raise errors.NotATerminal("mclu console")
+    return stdin_fd, stdout_fd
+
+
+# --- viewer ----------------------------------------------------------------------------------
+
+
+async def viewer(args: argparse.Namespace, env: commands.Env) -> int:
+    """Run virt-viewer on this machine for the guest, over qemu+ssh to its host; waits for it."""
+    program = shutil.which(lifecycle.VIEWER, path=env.environ.get("PATH", os.defpath))
+    if program is None:
+        raise errors.LocalToolMissing(
+            lifecycle.VIEWER, "the graphical console; install the virt-viewer package")
+    async with guest_target(args, env) as target:
+        require_running(target)
+        argv = lifecycle.viewer_argv(program, target.host.spec, target.name)
+    # The hosts' connections are closed by now: the viewer makes its own, for as long as it runs.
+    process = await asyncio.create_subprocess_exec(*argv, env=dict(env.environ))
+    status = await process.wait()
+    if status != 0:
+        raise errors.LocalCommandFailed(command_line(argv), status, "")
+    return report(args, env, target, action="viewer", changed=False,
+                  state=target.guest.state.value, text="viewer closed", argv=argv)

@@ -1,9 +1,107 @@
-"""Host power: on (wake-on-LAN) and off."""
+"""Host power: `mclu on HOST` (wake-on-LAN) and `mclu off HOST` (the host's power-off command)."""
 
 from __future__ import annotations
 
-from mclu.cli import parsing
+import argparse
+import dataclasses
+
+from mclu import errors, inventory, model, power
+from mclu.cli import commands, migration, output, parsing
+
+DEFAULT_TIMEOUT = 300.0  # seconds --wait waits by default
 
 
 def register(sub: parsing.Subparsers) -> None:
     """Add this group's commands to the `mclu` parser."""
+    on = parsing.add_command(sub, "on", power_on, "power a host on by wake-on-LAN")
+    on.add_argument("host", metavar="HOST")
+    _wait_options(on, "until the host answers ssh")
+
+    off = parsing.add_command(sub, "off", power_off,
+                              "power a host off with its power_off_command")
+    off.add_argument("host", metavar="HOST")
+    guests = off.add_mutually_exclusive_group()
+    guests.add_argument("--drain", action="store_true",
+                        help="first migrate the host's running guests to other hosts")
+    guests.add_argument("--force", action="store_true",
+                        help="power off even though guests run there (they die with it)")
+    _wait_options(off, "until the host stops answering ssh")
+
+
+def _wait_options(parser: argparse.ArgumentParser, until: str) -> None:
+    parser.add_argument("--wait", action="store_true", help=f"wait {until}")
+    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help="how long --wait waits (default: %(default)g)")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value <= 86400:
+        raise argparse.ArgumentTypeError(f"must be > 0 and <= 86400 seconds, got {text}")
+    return value
+
+
+def _host(args: argparse.Namespace, env: commands.Env) -> tuple[model.Inventory, model.HostSpec]:
+    inv = inventory.load(inventory.locate(args.config, env.environ))
+    return inv, inventory.select(inv, names=[args.host])[0]
+
+
+async def power_on(args: argparse.Namespace, env: commands.Env) -> int:
+    """Send the host's wake-on-LAN packet; with --wait, wait until it answers ssh."""
+    inv, spec = _host(args, env)
+    if spec.mac is None:
+        raise errors.NoMacAddress(spec.name, inv.path)
+    power.wake(spec.name, spec.mac, spec.wol_address, spec.wol_port)
+    waited = None
+    if args.wait:
+        env.printer.note(output.wake_sent_text(spec))
+        waited = await power.wait_until_on(spec, env.open_session, args.timeout,
+                                           _reporter(spec, env))
+    if args.json:
+        env.printer.json(output.power_on_json(spec, waited))
+    else:
+        env.printer.text(output.power_on_text(spec, waited))
+    return errors.EXIT_OK
+
+
+async def power_off(args: argparse.Namespace, env: commands.Env) -> int:
+    """Run the host's power-off command unless guests run there (--force, --drain)."""
+    _inv, spec = _host(args, env)
+    if args.drain:
+        await _drain(spec, args, env)
+    async with env.open_session(spec) as host:
+        running = [g.name for g in await host.guests() if g.state.active]
+        if running and not args.force:
+            raise errors.GuestsRunning(spec.name, sorted(running))
+        ended = await power.power_off(host, spec)
+    waited = None
+    if args.wait:
+        env.printer.note(output.power_off_sent_text(spec, ended))
+        waited = await power.wait_until_off(spec, env.open_session, args.timeout,
+                                            _reporter(spec, env))
+    if args.json:
+        env.printer.json(output.power_off_json(spec, ended, running, waited))
+    else:
+        env.printer.text(output.power_off_text(spec, ended, running, waited))
+    return errors.EXIT_OK
+
+
+async def _drain(spec: model.HostSpec, args: argparse.Namespace, env: commands.Env) -> None:
+    """`mclu drain HOST` first. Its exit status is not the verdict: it also reports shut-off
+    guests it leaves; what counts is whether guests still run when mclu looks again."""
+    drain_args = argparse.Namespace(source=spec.name, dry_run=False, json=args.json,
+                                    config=args.config, verbose=args.verbose, host=None, tag=None)
+    # With --json, stdout holds the one power-off document: the drain's report is progress.
+    printer = output.Printer(out=env.printer.err, err=env.printer.err) if args.json else \
+        env.printer
+    await migration.drain_host(drain_args, dataclasses.replace(env, printer=printer))
+
+
+def _reporter(spec: model.HostSpec, env: commands.Env) -> power.Report:
+    def report(attempt: power.Attempt) -> None:
+        env.printer.note(output.wait_attempt_text(spec, attempt))
+
+    return report

@@ -20,6 +20,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -88,6 +89,15 @@ class Paths:
     def netns_marker(self) -> Path:
         """Exists if we mounted /run/netns (so `down` unmounts it again)."""
         return self.state / "netns-mounted-by-sandbox"
+
+    @property
+    def wol_pidfile(self) -> Path:
+        """Written by the wake-on-LAN listener once it listens."""
+        return self.state / "wol-listener.pid"
+
+    @property
+    def wol_log(self) -> Path:
+        return self.state / "wol-listener.log"
 
     def host(self, host: HostSpec) -> Path:
         return self.state / "hosts" / host.name
@@ -537,6 +547,79 @@ def stop_host(paths: Paths, host: HostSpec) -> bool:
     return power_off(paths, host)
 
 
+# --------------------------------------------------------------------------- wake-on-LAN
+
+WOL_MODULE = "mclu.sandbox.wol"
+WOL_START_TIMEOUT = 10.0
+
+
+def wol_listener_argv(paths: Paths) -> list[str]:
+    """The listener's command line; `--bridge` tells this instance's listener from others'."""
+    return [sys.executable, "-m", WOL_MODULE, "--state", str(paths.state),
+            "--bridge", config.BRIDGE, "--port", str(config.WOL_PORT)]
+
+
+def wol_listener_pids() -> list[int]:
+    """This instance's wake-on-LAN listener processes (normally none or one)."""
+    marker = f"\0{WOL_MODULE}\0".encode()
+    bridge = f"\0--bridge\0{config.BRIDGE}\0".encode()
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            if marker in cmdline and bridge in cmdline:
+                pids.append(int(entry))
+    return pids
+
+
+def start_wol_listener(paths: Paths) -> int:
+    """Start the listener (python -m mclu.sandbox.wol) in its own session; returns its PID
+    once it listens on the bridge."""
+    paths.wol_pidfile.unlink(missing_ok=True)
+    with open(paths.wol_log, "ab") as log:
+        proc = subprocess.Popen(
+            wol_listener_argv(paths), stdin=subprocess.DEVNULL, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True, cwd="/",
+            env={**os.environ, config.INSTANCE_ENV: str(config.INSTANCE)},
+        )
+
+    def listening() -> bool:
+        with contextlib.suppress(OSError, ValueError):
+            return int(paths.wol_pidfile.read_text().strip()) == proc.pid
+        return False
+
+    def alive() -> str:
+        if proc.poll() is None:
+            return ""
+        lines = paths.wol_log.read_text(errors="replace").strip().splitlines()
+        return f"exited ({proc.returncode}): {lines[-1] if lines else 'no log'}"
+
+    _wait("wake-on-LAN listener", WOL_START_TIMEOUT, listening, alive)
+    return proc.pid
+
+
+def stop_wol_listener(paths: Paths) -> bool:
+    """Stop this instance's listener (SIGTERM, then SIGKILL); False if none ran."""
+    pids = wol_listener_pids()
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_TIMEOUT
+    while alive := [p for p in pids if Path(f"/proc/{p}/cmdline").exists()
+                    and p in wol_listener_pids()]:
+        if time.monotonic() > deadline + KILL_TIMEOUT:
+            raise SandboxError(f"wake-on-LAN listener survives SIGKILL: {alive}")
+        if time.monotonic() > deadline:
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)
+    paths.wol_pidfile.unlink(missing_ok=True)
+    return bool(pids)
+
+
 # --------------------------------------------------------------------------- daemons
 
 
@@ -650,6 +733,8 @@ def up(paths: Paths, count: int, report: Report) -> bool:
     if is_healthy(paths, count):
         # Still write the inventory: a newer mclu may write it differently.
         _write(paths.inventory, config.render_inventory(paths.state, running, spare))
+        if not wol_listener_pids():
+            start_wol_listener(paths)
         return False
     down(paths, report=lambda _line: None)
     try:
@@ -662,6 +747,8 @@ def up(paths: Paths, count: int, report: Report) -> bool:
         _write(paths.inventory, config.render_inventory(paths.state, running, spare))
         report(f"{spare.name}  {spare.address:<12}  off (configured, powered off)")
         _write(paths.record, json.dumps({"count": count}) + "\n")
+        start_wol_listener(paths)
+        report(f"wake-on-LAN listener on {config.BRIDGE} ({config.WOL_ADDRESS}:{config.WOL_PORT})")
     except BaseException:
         with contextlib.suppress(Exception):
             down(paths, report=lambda _line: None)
@@ -692,6 +779,9 @@ def _boot_all(paths: Paths, hosts: Sequence[HostSpec], report: Report) -> None:
 
 def down(paths: Paths, report: Report) -> None:
     """Remove every process, namespace, veth and bridge of the sandbox (also after a crash)."""
+    # First the listener, so that no host is powered on while the rest goes.
+    if stop_wol_listener(paths):
+        report("stopped the wake-on-LAN listener")
     names = sandbox_netns_names()
     inodes: dict[int, str] = {}
     for name in names:
@@ -753,6 +843,7 @@ def leftovers() -> list[str]:
     """What of the sandbox still exists on the machine (empty after a clean `down`)."""
     found = [f"netns {n}" for n in sandbox_netns_names()]
     found += [f"link {n}" for n in _sandbox_links()]
+    found += [f"process {pid} wake-on-LAN listener" for pid in wol_listener_pids()]
     if _link_exists(config.BRIDGE):
         found.append(f"bridge {config.BRIDGE}")
     for entry in os.listdir("/proc"):

@@ -40,6 +40,10 @@ NETNS_PREFIX = f"mclu{_TAG}-"
 VETH_PREFIX = f"mclv{_TAG}-"  # root-namespace end of each host's veth (inside it is eth0)
 ANCHOR_PREFIX = f"mclu{_TAG}-anchor-"  # the name each host's anchor process runs under
 HOST_IFACE = "eth0"
+# Wake-on-LAN (`mclu on`): packets go to the bridge's own broadcast address, never the
+# machine's 255.255.255.255, and the sandbox's listener (mclu.sandbox.wol) hears them there.
+WOL_ADDRESS = f"{SUBNET}.255"
+WOL_PORT = 9
 HOST_PREFIX = "ham"
 MAC_PREFIX = f"52:54:00:d{5 + INSTANCE:x}"
 # Namespace for the hosts' libvirt host_uuid: must differ per host (else libvirt refuses
@@ -185,6 +189,10 @@ def render_sshd_config(host: HostSpec, host_key: Path) -> str:
             # Parallel clients (mclu uses up to 32 connections) must not be dropped.
             "MaxStartups 100",
             "MaxSessions 100",
+            # A controller that vanished (network cut, killed host) is dropped within 15 s,
+            # and with it the guest locks its runs held (mclu.locks): cf. docs/faults.md.
+            "ClientAliveInterval 5",
+            "ClientAliveCountMax 3",
             "UseDNS no",
             "PrintMotd no",
             "X11Forwarding no",
@@ -263,6 +271,8 @@ def render_inventory(state_dir: Path, running: Iterable[HostSpec], powered_off: 
         f"known_hosts = {quote_conf(str(client / 'known_hosts'))}",
         'ssh_config = "none"',
         'power_off_command = ["poweroff"]   # the fake host\'s harmless stand-in',
+        f"wol_address = {quote_conf(WOL_ADDRESS)}   # the bridge's broadcast, for mclu on",
+        f"wol_port = {WOL_PORT}",
         'network = "user"                   # no bridge or dnsmasq for guests here',
     ]
     for host in running:

@@ -6,6 +6,8 @@ import pytest
 
 from mclu import errors
 from mclu.hosts import fake
+from mclu.hosts.session import MigrationProgress, MigrationTarget
+from mclu.model import Guest, GuestState
 
 
 async def test_hosts_have_distinct_capacities() -> None:
@@ -54,3 +56,36 @@ async def test_commands_not_in_the_table_are_unsupported() -> None:
     async with cluster.open(cluster.spec("a")) as session:
         with pytest.raises(errors.Unsupported, match="uname -n"):
             await session.run(["uname", "-n"])
+
+
+async def test_migration_moves_a_running_guest_between_fake_hosts() -> None:
+    cluster = fake.FakeCluster.of("a", "b")
+    running = Guest(name="web1", uuid="u1", state=GuestState.RUNNING, vcpus=1, memory=fake.GIB,
+                    persistent=True)
+    cluster.hosts["a"].guests["web1"] = running
+    seen: list[MigrationProgress] = []
+    async with cluster.open(cluster.spec("a")) as session:
+        await session.migrate("web1", MigrationTarget("b", "qemu+ssh://b.fake/system"),
+                              progress=seen.append)
+    assert cluster.hosts["a"].guests == {}
+    assert cluster.hosts["b"].guests == {"web1": running}
+    assert seen and seen[-1].remaining == 0
+
+
+@pytest.mark.parametrize("trouble", ["down", "refuses", "has it", "itself"])
+async def test_a_failed_fake_migration_leaves_the_guest_at_its_source(trouble: str) -> None:
+    cluster = fake.FakeCluster.of("a", "b")
+    running = Guest(name="web1", uuid="u1", state=GuestState.RUNNING, vcpus=1, memory=fake.GIB)
+    cluster.hosts["a"].guests["web1"] = running
+    dest = "a" if trouble == "itself" else "b"
+    if trouble == "down":
+        cluster.fail("b", errors.HostUnreachable("b", "b.fake", "no route to host"))
+    elif trouble == "refuses":
+        cluster.hosts["b"].refuse_migration = "Storage pool not found"
+    elif trouble == "has it":
+        cluster.hosts["b"].guests["web1"] = running
+    async with cluster.open(cluster.spec("a")) as session:
+        with pytest.raises(errors.LibvirtCallFailed) as raised:
+            await session.migrate("web1", MigrationTarget(dest, f"qemu+ssh://{dest}.fake/system"))
+    assert raised.value.what == f"migrate web1 to {dest}"
+    assert cluster.hosts["a"].guests == {"web1": running}

@@ -1,0 +1,202 @@
+"""Guest lifecycle: stopping with a deadline, deleting a guest and only its own disks, and
+how the console and the graphical viewer reach a guest.
+
+The decisions are pure (`disks_to_remove`, `console_argv`, `viewer_uri`, `viewer_argv`); the
+actions (`stop`, `delete`) take an open Session, act, and return what they did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import posixpath
+import time
+import urllib.parse
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from mclu import domxml, errors, model, storage
+from mclu.hosts.session import Session
+
+STOP_TIMEOUT = 60.0  # seconds a guest's OS gets to power off after the ACPI request
+POLL_INTERVAL = 0.5  # seconds between looks at a stopping guest's state
+
+# virsh on the host, told which libvirtd: as a user other than root its default is the
+# per-user qemu:///session, where the guest is not.
+SYSTEM_URI = "qemu:///system"
+VIEWER = "virt-viewer"  # its package has the same name; remote-viewer cannot open libvirt URIs
+
+
+# --- stop ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How a guest came to be off: `forced` when it was destroyed after the deadline."""
+
+    forced: bool
+    seconds: float
+
+
+async def state_of(session: Session, name: str) -> model.GuestState | None:
+    """The guest's state now; None when it no longer exists (a transient guest that stopped)."""
+    guest = next((g for g in await session.guests() if g.name == name), None)
+    return None if guest is None else guest.state
+
+
+async def stop(session: Session, name: str, *, timeout: float = STOP_TIMEOUT,
+               force: bool = False) -> Stopped:
+    """Ask the running guest's OS to power off (ACPI) and wait until it is off.
+
+    After `timeout` seconds: destroy it when `force`, else raise GuestDidNotStop (the guest
+    runs on, the request still pending).
+    """
+    started = time.monotonic()
+    await session.shutdown(name)
+    if await _until_off(session, name, started + timeout):
+        return Stopped(forced=False, seconds=time.monotonic() - started)
+    if not force:
+        raise errors.GuestDidNotStop(session.host, name, timeout)
+    try:
+        await session.destroy(name)
+    except errors.LibvirtCallFailed:
+        if await _until_off(session, name, time.monotonic()):  # it went off meanwhile
+            return Stopped(forced=False, seconds=time.monotonic() - started)
+        raise
+    return Stopped(forced=True, seconds=time.monotonic() - started)
+
+
+async def _until_off(session: Session, name: str, deadline: float) -> bool:
+    """Whether the guest is off by the deadline (monotonic clock); looks at least once."""
+    while True:
+        state = await state_of(session, name)
+        if state is None or not state.active:
+            return True
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(POLL_INTERVAL, left))
+
+
+# --- delete --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Kept:
+    """A disk of the guest that delete leaves in place, and why."""
+
+    path: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DiskChoice:
+    remove: tuple[str, ...]
+    keep: tuple[Kept, ...]
+
+
+def is_file_path(source: str) -> bool:
+    """Whether a disk source is a file delete may remove: an absolute path outside /dev.
+
+    Block devices, storage pool volumes ("pool/volume") and network disks are never removed.
+    """
+    return posixpath.isabs(source) and not posixpath.normpath(source).startswith("/dev/")
+
+
+def disks_to_remove(guest: model.Guest, others: Sequence[model.Guest], cache_dir: str,
+                    backing: Collection[str]) -> DiskChoice:
+    """Which of the guest's disks are its own to remove.
+
+    Kept: anything in the host's template cache (`cache_dir`), a disk another guest also
+    uses (`others`), the backing file of another guest's disk (`backing`: absolute paths),
+    and what is not a plain file path.
+    """
+    users: dict[str, str] = {}
+    for other in others:
+        for disk in other.disks:
+            users.setdefault(posixpath.normpath(disk), other.name)
+    cache = posixpath.normpath(cache_dir)
+    bases = {posixpath.normpath(b) for b in backing}
+    remove: list[str] = []
+    keep: list[Kept] = []
+    for disk in dict.fromkeys(guest.disks):  # a disk listed twice is removed once
+        reason = _why_kept(disk, users, cache, bases)
+        if reason is None:
+            remove.append(disk)
+        else:
+            keep.append(Kept(disk, reason))
+    return DiskChoice(remove=tuple(remove), keep=tuple(keep))
+
+
+def _why_kept(disk: str, users: dict[str, str], cache: str, bases: set[str]) -> str | None:
+    if not is_file_path(disk):
+        return "not a file (a device, a pool volume or a network disk)"
+    path = posixpath.normpath(disk)
+    if posixpath.commonpath([path, cache]) == cache:
+        return "a cached template base"
+    if path in users:
+        return f"also a disk of {users[path]}"
+    if path in bases:
+        return "the backing file of another guest's disk"
+    return None
+
+
+@dataclass(frozen=True)
+class Deleted:
+    destroyed: bool  # it was running and was powered off first
+    removed: tuple[str, ...]  # the files removed: its own disks and its console log
+    kept: tuple[Kept, ...]
+
+
+async def delete(session: Session, spec: model.HostSpec, guest: model.Guest,
+                 others: Sequence[model.Guest], *, force: bool = False) -> Deleted:
+    """Undefine the guest and remove its own disks (see `disks_to_remove`) and console log.
+
+    `others` are the other guests whose disks may share files with it (the host's, and with
+    shared storage those of other hosts). A running guest raises GuestIsRunning unless
+    `force`, which destroys it first. Nothing is changed until every disk is decided.
+    """
+    if guest.state.active and not force:
+        raise errors.GuestIsRunning(session.host, guest.name)
+    other_files = sorted({d for g in others for d in g.disks if is_file_path(d)})
+    backing = await storage.backing_files(session, other_files)
+    choice = disks_to_remove(guest, others, storage.cache_dir(spec.image_dir), backing)
+    if guest.state.active:
+        await session.destroy(guest.name)
+    if guest.persistent:  # a transient guest is gone once destroyed
+        with contextlib.suppress(errors.GuestNotFound):
+            await session.undefine(guest.name)
+    files = (*choice.remove, domxml.console_log(guest.name))
+    await session.run(["rm", "-f", "--", *files])
+    return Deleted(destroyed=guest.state.active, removed=files, kept=choice.keep)
+
+
+# --- console and viewer --------------------------------------------------------------------------
+
+
+def console_argv(name: str) -> list[str]:
+    """The command that attaches to the guest's serial console on its host.
+
+    --force takes the console over from another session holding it.
+    """
+    return ["virsh", "-c", SYSTEM_URI, "console", "--force", name]
+
+
+def viewer_uri(spec: model.HostSpec) -> str:
+    """The qemu+ssh URI virt-viewer opens for spec's host, with the inventory's ssh key and
+    known_hosts, and host key checking on (no_verify=0)."""
+    user = f"{spec.user}@" if spec.user else ""
+    port = f":{spec.port}" if spec.port is not None else ""
+    params = []
+    if spec.identity_files:
+        params.append(("keyfile", spec.identity_files[0]))
+    if spec.known_hosts:
+        params.append(("known_hosts", spec.known_hosts))
+    params.append(("no_verify", "0"))
+    query = urllib.parse.urlencode(params, safe="/", quote_via=urllib.parse.quote)
+    return f"qemu+ssh://{user}{spec.address}{port}/system?{query}"
+
+
+def viewer_argv(program: str, spec: model.HostSpec, name: str) -> list[str]:
+    """virt-viewer's command line for guest `name` on spec's host."""
+    return [program, "--connect", viewer_uri(spec), name]

@@ -1,0 +1,342 @@
+"""`mclu start/stop/reboot/destroy/delete/console/viewer` end to end, in-process, on fake hosts.
+
+What is checked is what a user sees (stdout, one-line errors, exit codes) and what the hosts
+were made to do (their guests' states, the commands run on them).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from mclu import errors, model
+from mclu.cli import commands, main, output
+from mclu.hosts import fake
+from tests.cli.test_read_commands import Cli, guest
+
+RUNNING, SHUTOFF = model.GuestState.RUNNING, model.GuestState.SHUTOFF
+IMAGES = "/var/lib/libvirt/images"
+BASE = f"{IMAGES}/mclu-templates/tiny.x86_64.r1.raw"
+
+
+def with_disks(g: model.Guest, *disks: str) -> model.Guest:
+    return model.Guest(name=g.name, uuid=g.uuid, state=g.state, vcpus=g.vcpus,
+                       memory=g.memory, max_memory=g.max_memory, disks=disks,
+                       persistent=g.persistent)
+
+
+class LifecycleCli(Cli):
+    """Cli with a chosen environment (PATH for the viewer)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.environ: dict[str, str] = {}
+
+    def __call__(self, *argv: str) -> int:
+        self.out, self.err = io.StringIO(), io.StringIO()
+        env = commands.Env(environ={"MCLU_CONFIG": str(self.inventory), **self.environ},
+                           printer=output.Printer(out=self.out, err=self.err),
+                           open_session=self.cluster.open)
+        code = main.run(list(argv), env)
+        assert self.cluster.open_sessions == 0
+        return code
+
+    def host(self, name: str) -> fake.FakeHost:
+        return self.cluster.hosts[name]
+
+    def state(self, host: str, name: str) -> model.GuestState | None:
+        found = self.host(host).guests.get(name)
+        return None if found is None else found.state
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> LifecycleCli:
+    c = LifecycleCli(tmp_path)
+    c.host("a").guests["web1"] = with_disks(guest("web1"), f"{IMAGES}/web1.qcow2")
+    c.host("b").guests["db"] = guest("db")
+    c.host("b").guests["old"] = guest("old", state=SHUTOFF)
+    return c
+
+
+# --- start ----------------------------------------------------------------------------------
+
+
+def test_start_a_shut_off_guest(cli: LifecycleCli) -> None:
+    assert cli("start", "old") == 0
+    assert cli.stdout == "old on b: started\n"
+    assert cli.state("b", "old") == RUNNING
+
+
+def test_start_a_running_guest_is_a_noop_note(cli: LifecycleCli) -> None:
+    assert cli("start", "web1", "--json") == 0
+    assert cli.json() == {"version": 1, "guest": "web1", "host": "a", "action": "start",
+                          "changed": False, "state": "running"}
+    assert cli("start", "web1") == 0
+    assert cli.stdout == "web1 on a: already running, nothing to do\n"
+
+
+# --- stop -----------------------------------------------------------------------------------
+
+
+def test_stop_waits_for_the_acpi_shutdown(cli: LifecycleCli) -> None:
+    assert cli("stop", "web1", "--json") == 0
+    doc = cli.json()
+    assert doc["seconds"] < 5
+    del doc["seconds"]
+    assert doc == {"version": 1, "guest": "web1", "host": "a", "action": "stop",
+                   "changed": True, "state": "shut off", "forced": False}
+    assert cli.state("a", "web1") == SHUTOFF
+
+
+def test_stop_a_shut_off_guest_is_a_noop_note(cli: LifecycleCli) -> None:
+    assert cli("stop", "old") == 0
+    assert cli.stdout == "old on b: already shut off, nothing to do\n"
+
+
+def test_stop_timeout_without_force_fails_and_says_to_use_force(cli: LifecycleCli) -> None:
+    cli.host("a").ignores_acpi.add("web1")
+    assert cli("stop", "web1", "--timeout", "0.3") == 1
+    assert cli.stderr == ("mclu: error: a: web1 did not shut off within 0.3 s of the ACPI "
+                          "request; use --force to power it off\n")
+    assert cli.state("a", "web1") == RUNNING
+
+
+def test_stop_timeout_with_force_powers_off(cli: LifecycleCli) -> None:
+    cli.host("a").ignores_acpi.add("web1")
+    assert cli("stop", "web1", "--timeout", "0.3", "--force") == 0
+    assert cli.stdout == "web1 on a: did not shut off within 0.3 s; powered off (--force)\n"
+    assert cli.state("a", "web1") == SHUTOFF
+    assert cli("start", "web1") == 0
+    assert cli("stop", "web1", "--timeout", "0", "--force", "--json") == 0
+    assert cli.json()["forced"] is True
+
+
+def test_stop_rejects_a_negative_timeout(cli: LifecycleCli,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli("stop", "web1", "--timeout", "-1") == 2
+    assert "must not be negative" in capsys.readouterr().err
+
+
+# --- reboot and destroy -------------------------------------------------------------------------
+
+
+def test_reboot_a_running_guest(cli: LifecycleCli) -> None:
+    assert cli("reboot", "db", "--json") == 0
+    assert cli.json() == {"version": 1, "guest": "db", "host": "b", "action": "reboot",
+                          "changed": True, "state": "running"}
+    assert cli.state("b", "db") == RUNNING
+
+
+def test_reboot_a_shut_off_guest_fails(cli: LifecycleCli) -> None:
+    assert cli("reboot", "old") == 1
+    assert cli.stderr == ("mclu: error: b: old is not running (shut off); "
+                          "start it with `mclu start old`\n")
+
+
+def test_destroy(cli: LifecycleCli) -> None:
+    assert cli("destroy", "web1") == 0
+    assert cli.stdout == "web1 on a: powered off\n"
+    assert cli.state("a", "web1") == SHUTOFF
+    assert cli("destroy", "web1", "--json") == 0
+    assert cli.json() == {"version": 1, "guest": "web1", "host": "a", "action": "destroy",
+                          "changed": False, "state": "shut off"}
+
+
+def test_destroy_a_transient_guest_leaves_nothing(cli: LifecycleCli) -> None:
+    transient = guest("tmp")
+    cli.host("c").guests["tmp"] = model.Guest(
+        name="tmp", uuid=transient.uuid, state=RUNNING, vcpus=1, memory=1, persistent=False)
+    assert cli("destroy", "tmp", "--json") == 0
+    assert cli.json()["state"] == "gone"
+    assert cli.state("c", "tmp") is None
+
+
+# --- finding the guest: not found, ambiguous, hosts down ------------------------------------------
+
+
+@pytest.mark.parametrize("verb", ["start", "stop", "reboot", "destroy", "delete", "console",
+                                  "viewer"])
+def test_a_guest_that_is_nowhere(cli: LifecycleCli, verb: str) -> None:
+    cli.environ["PATH"] = str(fake_viewer(cli.inventory.parent))
+    assert cli(verb, "nope") == 1
+    assert cli.stderr == "mclu: error: no guest named 'nope'\n"
+
+
+@pytest.mark.parametrize("verb", ["start", "stop", "reboot", "destroy", "delete"])
+def test_a_name_on_two_hosts_must_be_named_with_its_host(cli: LifecycleCli, verb: str) -> None:
+    cli.host("c").guests["web1"] = guest("web1", state=SHUTOFF)
+    assert cli(verb, "web1") == 1
+    assert cli.stderr == "mclu: error: guest 'web1' exists on a and c; name it as HOST:web1\n"
+    assert cli.state("a", "web1") == RUNNING and cli.state("c", "web1") == SHUTOFF
+    assert cli("start", "c:web1") == 0
+    assert cli.stdout == "web1 on c: started\n"
+
+
+def test_the_host_with_the_guest_is_down(cli: LifecycleCli) -> None:
+    cli.cluster.fail("a", errors.HostUnreachable("a", "a", "no route to host"))
+    assert cli("stop", "web1") == 1
+    assert cli.stderr == "mclu: error: no guest named 'web1' (not asked: a did not answer)\n"
+    assert cli("stop", "a:web1") == 1
+    assert cli.stderr == "mclu: error: a: unreachable at a: no route to host\n"
+
+
+def test_another_host_down_does_not_matter(cli: LifecycleCli) -> None:
+    cli.cluster.fail("c", errors.HostUnreachable("c", "c", "no route to host"))
+    assert cli("destroy", "db") == 0
+    assert cli.state("b", "db") == SHUTOFF
+
+
+def test_a_host_failing_during_the_action(cli: LifecycleCli) -> None:
+    cli.cluster.fail("b", errors.LibvirtUnavailable("b", "libvirtd went away"))
+    assert cli("start", "b:old") == 1
+    assert cli.stderr == "mclu: error: b: libvirt is not answering: libvirtd went away\n"
+
+
+# --- delete ------------------------------------------------------------------------------------
+
+
+def backing_argv(*disks: str) -> list[str]:
+    """The qemu-img check delete runs on the other guests' disks (mclu.storage.backing_files)."""
+    return ["sh", "-c", 'for f; do qemu-img info -U --output=json -- "$f" || true; done', "sh",
+            *disks]
+
+
+def rm_argv(*files: str) -> list[str]:
+    return ["rm", "-f", "--", *files]
+
+
+def console_log(name: str) -> str:
+    return f"/var/log/libvirt/qemu/{name}-console.log"
+
+
+@pytest.fixture
+def sharing(cli: LifecycleCli) -> fake.FakeHost:
+    """Host c: `app` (its own overlay, a cached base, a disk shared with `peer`), and `peer`."""
+    c = cli.host("c")
+    c.guests["app"] = with_disks(guest("app", state=SHUTOFF), f"{IMAGES}/app.qcow2", BASE,
+                                 f"{IMAGES}/shared.img", "/dev/sdb", "pool/vol")
+    c.guests["peer"] = with_disks(guest("peer"), f"{IMAGES}/peer.qcow2", f"{IMAGES}/shared.img")
+    return c
+
+
+def test_delete_removes_only_the_guests_own_disk(cli: LifecycleCli,
+                                                 sharing: fake.FakeHost) -> None:
+    own = [f"{IMAGES}/app.qcow2", console_log("app")]
+    sharing.commands.update([
+        fake.canned(backing_argv(f"{IMAGES}/peer.qcow2", f"{IMAGES}/shared.img"),
+                    b'{"filename": "peer.qcow2", "backing-filename": "%s"}' % BASE.encode()),
+        fake.canned(rm_argv(*own)),
+    ])
+    assert cli("delete", "app", "--json") == 0
+    assert cli.json() == {
+        "version": 1, "guest": "app", "host": "c", "action": "delete", "changed": True,
+        "state": "deleted", "destroyed": False, "removed": own,
+        "kept": [{"path": BASE, "reason": "a cached template base"},
+                 {"path": f"{IMAGES}/shared.img", "reason": "also a disk of peer"},
+                 {"path": "/dev/sdb",
+                  "reason": "not a file (a device, a pool volume or a network disk)"},
+                 {"path": "pool/vol",
+                  "reason": "not a file (a device, a pool volume or a network disk)"}]}
+    assert sharing.ran[-1] == tuple(rm_argv(*own))
+    assert set(sharing.guests) == {"peer"}
+
+
+def test_delete_keeps_a_disk_another_guests_disk_is_an_overlay_on(cli: LifecycleCli) -> None:
+    c = cli.host("c")
+    c.guests["gold"] = with_disks(guest("gold", state=SHUTOFF), f"{IMAGES}/gold.img")
+    c.guests["child"] = with_disks(guest("child"), f"{IMAGES}/child.qcow2")
+    c.commands.update([
+        fake.canned(backing_argv(f"{IMAGES}/child.qcow2"),
+                    b'{"full-backing-filename": "%s/gold.img"}' % IMAGES.encode()),
+        fake.canned(rm_argv(console_log("gold"))),
+    ])
+    assert cli("delete", "gold") == 0
+    assert cli.stdout == (f"gold on c: deleted; removed {console_log('gold')}; kept "
+                          f"{IMAGES}/gold.img (the backing file of another guest's disk)\n")
+
+
+def test_delete_refuses_a_running_guest_without_force(cli: LifecycleCli) -> None:
+    assert cli("delete", "web1") == 1
+    assert cli.stderr == ("mclu: error: a: web1 is running; stop it first, or use --force to "
+                          "power it off and delete it\n")
+    assert cli.state("a", "web1") == RUNNING
+    assert cli.host("a").ran == []  # nothing was even looked at on the host
+
+
+def test_delete_with_force_powers_off_first(cli: LifecycleCli) -> None:
+    a = cli.host("a")
+    a.commands.update([fake.canned(rm_argv(f"{IMAGES}/web1.qcow2", console_log("web1")))])
+    assert cli("delete", "web1", "--force") == 0
+    assert cli.stdout == (f"web1 on a: powered off and deleted; removed {IMAGES}/web1.qcow2, "
+                          f"{console_log('web1')}\n")
+    assert a.guests == {}
+
+
+def test_delete_when_removing_files_fails_names_the_host(cli: LifecycleCli) -> None:
+    cli.host("b").commands.update([fake.canned(rm_argv(console_log("old")), exit_status=1,
+                                               stderr=b"rm: cannot remove: Read-only\n")])
+    assert cli("delete", "old") == 1
+    assert cli.stderr.startswith("mclu: error: b: `rm -f -- /var/log/libvirt/qemu/old-console.log`"
+                                 " failed with exit status 1: rm: cannot remove: Read-only")
+
+
+# --- console -----------------------------------------------------------------------------------
+
+
+def test_console_of_a_shut_off_guest(cli: LifecycleCli) -> None:
+    assert cli("console", "old") == 1
+    assert cli.stderr == ("mclu: error: b: old is not running (shut off); "
+                          "start it with `mclu start old`\n")
+
+
+def test_console_needs_a_terminal(cli: LifecycleCli) -> None:
+    assert cli("console", "web1") == 2  # pytest's stdin is no terminal
+    assert cli.stderr == "mclu: error: mclu console needs a terminal: standard input is not one\n"
+
+
+# --- viewer ------------------------------------------------------------------------------------
+
+
+def fake_viewer(directory: Path) -> Path:
+    """A directory holding a `virt-viewer` that records its arguments in argv.txt there."""
+    bin_dir = directory / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    script = bin_dir / "virt-viewer"
+    script.write_text(f'#!/bin/sh\nfor a; do printf "%s\\n" "$a"; done > {bin_dir}/argv.txt\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return bin_dir
+
+
+def test_viewer_runs_virt_viewer_over_qemu_ssh(cli: LifecycleCli, tmp_path: Path) -> None:
+    cli.inventory.write_text(
+        '[hosts.a]\naddress = "10.0.0.5"\nuser = "root"\nport = 2222\n'
+        'identity_file = "/keys/id_ed25519"\nknown_hosts = "/keys/known hosts"\n')
+    bin_dir = fake_viewer(tmp_path)
+    cli.environ["PATH"] = str(bin_dir)
+    assert cli("viewer", "web1", "--json") == 0
+    argv = (bin_dir / "argv.txt").read_text().splitlines()
+    uri = ("qemu+ssh://root@10.0.0.5:2222/system?keyfile=/keys/id_ed25519"
+           "&known_hosts=/keys/known%20hosts&no_verify=0")
+    assert argv == ["--connect", uri, "web1"]
+    assert cli.json()["argv"] == [str(bin_dir / "virt-viewer"), "--connect", uri, "web1"]
+
+
+def test_viewer_without_virt_viewer_says_what_to_install(cli: LifecycleCli,
+                                                         tmp_path: Path) -> None:
+    cli.environ["PATH"] = str(tmp_path)
+    assert cli("viewer", "web1") == 1
+    assert cli.stderr == ("mclu: error: `virt-viewer` is not installed on this machine (needed "
+                          "for the graphical console; install the virt-viewer package)\n")
+
+
+def test_viewer_that_fails(cli: LifecycleCli, tmp_path: Path) -> None:
+    bin_dir = fake_viewer(tmp_path)
+    (bin_dir / "virt-viewer").write_text("#!/bin/sh\nexit 3\n")
+    cli.environ["PATH"] = str(bin_dir)
+    assert cli("viewer", "web1") == 1
+    assert "failed with exit status 3" in cli.stderr
+    assert os.path.exists(bin_dir / "virt-viewer")

@@ -1,0 +1,211 @@
+"""`mclu migrate` and `mclu drain` end to end, in-process, against fake hosts.
+
+The hosts share their storage (`shared_storage = true`), so no disk work is involved: the
+fake hosts have no shell. Disk preparation is covered by tests/integration/test_migrate.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mclu import errors, model
+from mclu.cli import commands, main, output
+from mclu.hosts import fake
+
+INVENTORY = """
+[defaults]
+reserve_memory = "1 GiB"
+shared_storage = true
+[hosts.a]
+[hosts.b]
+[hosts.c]
+"""
+GIB = 1 << 30
+
+
+def guest(name: str, state: model.GuestState = model.GuestState.RUNNING, vcpus: int = 1,
+          memory: int = GIB) -> model.Guest:
+    return model.Guest(name=name, uuid=f"uuid-{name}", state=state, vcpus=vcpus, memory=memory,
+                       max_memory=memory, mclu=model.GuestMeta(template="tiny", revision="1"))
+
+
+class Cli:
+    """Runs mclu command lines against a FakeCluster (a: 8 GiB, b: 16 GiB, c: 24 GiB)."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.cluster = fake.FakeCluster.of("a", "b", "c")
+        self.inventory = tmp_path / "hosts.toml"
+        self.inventory.write_text(INVENTORY)
+        self.out = io.StringIO()
+        self.err = io.StringIO()
+
+    def __call__(self, *argv: str) -> int:
+        self.out, self.err = io.StringIO(), io.StringIO()
+        env = commands.Env(environ={"MCLU_CONFIG": str(self.inventory)},
+                           printer=output.Printer(out=self.out, err=self.err),
+                           open_session=self.cluster.open)
+        code = main.run(list(argv), env)
+        assert self.cluster.open_sessions == 0
+        return code
+
+    def where(self, name: str) -> list[str]:
+        return [h for h, host in self.cluster.hosts.items() if name in host.guests]
+
+    def json_lines(self) -> list[Any]:
+        return [json.loads(line) for line in self.out.getvalue().splitlines()]
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    c = Cli(tmp_path)
+    c.cluster.hosts["a"].guests["web1"] = guest("web1")
+    return c
+
+
+def test_migrate_to_the_host_with_most_room(cli: Cli) -> None:
+    assert cli("migrate", "web1") == 0, cli.err.getvalue()
+    assert cli.where("web1") == ["c"]
+    assert cli.out.getvalue().startswith("web1 moved a → c in ")
+    assert cli.out.getvalue().endswith(" s\n")
+
+
+def test_migrate_to_a_named_host_keeps_the_metadata(cli: Cli) -> None:
+    assert cli("migrate", "a:web1", "--to", "b") == 0, cli.err.getvalue()
+    assert cli.where("web1") == ["b"]
+    moved = cli.cluster.hosts["b"].guests["web1"]
+    assert moved.mclu == model.GuestMeta(template="tiny", revision="1")
+    assert moved.persistent
+
+
+def test_migrate_json(cli: Cli) -> None:
+    assert cli("migrate", "web1", "--to", "b", "--json") == 0
+    done = cli.json_lines()[-1]
+    assert done["event"] == "done"
+    assert [(m["name"], m["from"], m["to"]) for m in done["moved"]] == [("web1", "a", "b")]
+
+
+def test_migrate_dry_run_moves_nothing(cli: Cli) -> None:
+    assert cli("migrate", "web1", "--dry-run") == 0
+    assert cli.out.getvalue().startswith("web1: a → c (most free memory")
+    assert cli.where("web1") == ["a"]
+
+
+def test_migrate_a_shut_off_guest(cli: Cli) -> None:
+    cli.cluster.hosts["a"].guests["off1"] = guest("off1", model.GuestState.SHUTOFF)
+    assert cli("migrate", "off1") == 1
+    assert cli.err.getvalue() == (
+        "mclu: error: a: off1 is shut off: only a running guest can be live-migrated\n")
+
+
+def test_migrate_to_its_own_host(cli: Cli) -> None:
+    assert cli("migrate", "web1", "--to", "a") == 2
+    assert cli.err.getvalue() == "mclu: error: --to a: web1 already runs on a\n"
+
+
+def test_migrate_to_an_unknown_host(cli: Cli) -> None:
+    assert cli("migrate", "web1", "--to", "zz") == 2
+    assert "unknown host 'zz'" in cli.err.getvalue()
+    assert cli.where("web1") == ["a"]
+
+
+def test_migrate_to_a_host_that_is_down(cli: Cli) -> None:
+    cli.cluster.fail("b", errors.HostUnreachable("b", "b.fake", "no route to host"))
+    assert cli("migrate", "web1", "--to", "b") == 1
+    assert cli.err.getvalue() == "mclu: error: b: unreachable at b.fake: no route to host\n"
+    assert cli.where("web1") == ["a"]
+
+
+def test_migrate_with_no_room_anywhere(cli: Cli) -> None:
+    cli.cluster.hosts["a"].guests["big"] = guest("big", memory=7 * GIB)
+    cli.cluster.hosts["b"].guests["fill"] = guest("fill", memory=15 * GIB)
+    cli.cluster.hosts["c"].guests["fill2"] = guest("fill2", memory=23 * GIB)
+    assert cli("migrate", "big") == 1
+    assert cli.err.getvalue().startswith("mclu: error: no host has room for big (7 GiB memory")
+    assert cli.where("big") == ["a"]
+
+
+def test_migrate_to_a_host_too_small(cli: Cli) -> None:
+    cli.cluster.hosts["a"].guests["big"] = guest("big", memory=7 * GIB)
+    cli.cluster.hosts["b"].guests["fill"] = guest("fill", memory=15 * GIB)
+    assert cli("migrate", "big", "--to", "b") == 1
+    assert cli.err.getvalue().startswith("mclu: error: b: no room for big: needs 7 GiB memory")
+
+
+def test_migrate_refused_by_the_destination(cli: Cli) -> None:
+    cli.cluster.hosts["b"].refuse_migration = "Storage pool not found"
+    assert cli("migrate", "web1", "--to", "b") == 1
+    assert cli.err.getvalue() == (
+        "mclu: error: migration of web1 from a to b failed at 'migrate': a: migrate web1 to b: "
+        "Storage pool not found (web1 runs on a)\n")
+    assert cli.where("web1") == ["a"]
+
+
+def test_migrate_a_missing_guest(cli: Cli) -> None:
+    assert cli("migrate", "nope") == 1
+    assert cli.err.getvalue() == "mclu: error: no guest named 'nope'\n"
+
+
+# --- drain -------------------------------------------------------------------------------------
+
+
+def test_drain_spreads_the_guests_and_reports_each(cli: Cli) -> None:
+    a = cli.cluster.hosts["a"]
+    a.guests["web2"] = guest("web2", memory=2 * GIB)
+    a.guests["db"] = guest("db", memory=4 * GIB)
+    a.guests["old"] = guest("old", model.GuestState.SHUTOFF)
+    cli.cluster.hosts["c"].guests["fill"] = guest("fill", memory=8 * GIB)  # b, c: 15 GiB free
+    assert cli("drain", "a") == 1  # the shut-off guest stays
+    assert cli.where("old") == ["a"]
+    lines = cli.out.getvalue().splitlines()
+    assert lines[0].split() == ["GUEST", "FROM", "TO", "RESULT"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == {"web1", "web2", "db", "old"}
+    assert "not moved: shut off" in rows["old"]
+    # Largest first, each to the most free memory counting the guests placed before it:
+    # db → b (a tie, fewer guests), web2 → c (15 GiB against 11), web1 → c (13 against 11).
+    assert [cli.where(n) for n in ("db", "web2", "web1")] == [["b"], ["c"], ["c"]]
+
+
+def test_drain_never_overcommits(cli: Cli) -> None:
+    a = cli.cluster.hosts["a"]
+    a.guests.clear()
+    for i in range(3):
+        a.guests[f"g{i}"] = guest(f"g{i}", memory=6 * GIB)
+    cli.cluster.hosts["c"].guests["fill"] = guest("fill", memory=17 * GIB)
+    # b has 15 GiB free (two guests), c 6 GiB (one guest): all three fit, no host twice over.
+    assert cli("drain", "a", "--json") == 0, cli.out.getvalue()
+    done = cli.json_lines()[-1]
+    assert [g["result"] for g in done["guests"]] == ["moved"] * 3
+    assert sorted(g["to"] for g in done["guests"]) == ["b", "b", "c"]
+
+
+def test_drain_with_too_little_room_moves_what_fits(cli: Cli) -> None:
+    a = cli.cluster.hosts["a"]
+    a.guests.clear()
+    a.guests["huge"] = guest("huge", memory=7 * GIB)
+    cli.cluster.hosts["b"].guests["fill"] = guest("fill", memory=14 * GIB)
+    cli.cluster.hosts["c"].guests["fill2"] = guest("fill2", memory=22 * GIB)
+    assert cli("drain", "a") == 1
+    assert "not moved: no host has room for huge" in cli.out.getvalue()
+    assert cli.where("huge") == ["a"]
+
+
+def test_drain_an_unknown_host(cli: Cli) -> None:
+    assert cli("drain", "zz") == 2
+    assert "unknown host 'zz'" in cli.err.getvalue()
+
+
+def test_drain_a_host_that_is_down(cli: Cli) -> None:
+    cli.cluster.fail("a", errors.HostUnreachable("a", "a.fake", "no route to host"))
+    assert cli("drain", "a") == 1
+    assert cli.err.getvalue() == "mclu: error: a: unreachable at a.fake: no route to host\n"
+
+
+def test_drain_an_empty_host(cli: Cli) -> None:
+    assert cli("drain", "b") == 0
+    assert cli.out.getvalue() == "no guests on the host\n"
