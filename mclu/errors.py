@@ -13,6 +13,7 @@ from collections.abc import Sequence
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_LOCKED = 75  # sysexits' EX_TEMPFAIL: another mclu run works on it; try again later
 
 
 def last_lines(text: str, empty: str, count: int = 3) -> str:
@@ -242,6 +243,32 @@ class GuestExists(MCLUError):
         super().__init__(name)
         self.host = host
         self.name = name
+
+
+class LockHeld(HostError):
+    """A lock file on a host is held by another process (`Session.lock`)."""
+
+    msg = "{self.host}: {self.path} is held by {self.holder}"
+    exit_code = EXIT_LOCKED
+
+    def __init__(self, host: str, path: str, holder: str) -> None:
+        super().__init__(host, holder)
+        self.path = path
+        self.holder = holder or "another process"
+
+
+class GuestLocked(MCLUError):
+    """Another mclu run (this controller or another) works on the guest now."""
+
+    msg = ("{self.host}: guest {self.name!r} is locked by {self.holder}; "
+           "try again when that run has ended")
+    exit_code = EXIT_LOCKED
+
+    def __init__(self, host: str, name: str, holder: str) -> None:
+        super().__init__(name)
+        self.host = host
+        self.name = name
+        self.holder = holder
 
 
 class UnknownHost(MCLUError):
@@ -474,3 +501,198 @@ class BuildFailed(MCLUError):
         self.step = step
         self.host = host
         self.reason = reason
+
+
+# --- Host power (mclu on / mclu off) ---------------------------------------------------------
+
+
+class NoMacAddress(MCLUError):
+    """`mclu on` for a host whose inventory entry has no `mac`."""
+
+    msg = ("{self.host}: no `mac` in {self.path}: wake-on-LAN needs the host's MAC address "
+           "(add mac = \"52:54:00:12:34:56\" to [hosts.{self.host}])")
+    exit_code = EXIT_USAGE
+
+    def __init__(self, host: str, path: str) -> None:
+        super().__init__(host)
+        self.host = host
+        self.path = path
+
+
+class WakeFailed(HostError):
+    """The wake-on-LAN packet could not be sent (no route, bad address...)."""
+
+    msg = ("{self.host}: cannot send the wake-on-LAN packet to {self.address}:{self.port}: "
+           "{self.reason}")
+
+    def __init__(self, host: str, address: str, port: int, reason: str) -> None:
+        super().__init__(host, reason)
+        self.address = address
+        self.port = port
+        self.reason = reason
+
+
+class PowerTimeout(HostError):
+    """A host did not come on (or go off) within the time `--wait` allows."""
+
+    msg = "{self.host}: {self.what} after {self.seconds:g} s{self.last_seen}"
+    state = "timeout"
+
+    def __init__(self, host: str, what: str, seconds: float, last: str = "") -> None:
+        super().__init__(host, what)
+        self.what = what
+        self.seconds = seconds
+        self.last = last
+
+    @property
+    def last_seen(self) -> str:
+        return f" (last: {self.last})" if self.last else ""
+
+
+class GuestsRunning(MCLUError):
+    """`mclu off` refused: guests still run on the host."""
+
+    msg = ("{self.host}: refusing to power off: {self.count} running {self.noun} "
+           "({self.names}); move them with --drain, or power off anyway with --force")
+
+    def __init__(self, host: str, names: Sequence[str]) -> None:
+        super().__init__(host)
+        self.host = host
+        self.guests = tuple(names)
+
+    @property
+    def count(self) -> int:
+        return len(self.guests)
+
+    @property
+    def noun(self) -> str:
+        return "guest" if len(self.guests) == 1 else "guests"
+
+    @property
+    def names(self) -> str:
+        shown = ", ".join(self.guests[:8])
+        return shown + (", ..." if len(self.guests) > 8 else "")
+
+
+# --- Guest lifecycle (start, stop, reboot, delete, console) ----------------------------------
+
+
+class GuestOff(MCLUError):
+    """The command (reboot, console, viewer) needs a running guest and this one is off."""
+
+    msg = ("{self.host}: {self.name} is not running ({self.state}); "
+           "start it with `mclu start {self.name}`")
+
+    def __init__(self, host: str, name: str, state: str) -> None:
+        super().__init__(name)
+        self.host = host
+        self.name = name
+        self.state = state
+
+
+class GuestIsRunning(MCLUError):
+    """`delete` refuses a running guest unless told to power it off first."""
+
+    msg = ("{self.host}: {self.name} is running; stop it first, or use --force to power it "
+           "off and delete it")
+
+    def __init__(self, host: str, name: str) -> None:
+        super().__init__(name)
+        self.host = host
+        self.name = name
+
+
+class GuestDidNotStop(MCLUError):
+    """The guest's OS did not power off within the time given after the ACPI request."""
+
+    msg = ("{self.host}: {self.name} did not shut off within {self.seconds:g} s of the ACPI "
+           "request; use --force to power it off")
+
+    def __init__(self, host: str, name: str, seconds: float) -> None:
+        super().__init__(name)
+        self.host = host
+        self.name = name
+        self.seconds = seconds
+
+
+class NotATerminal(MCLUError):
+    """An interactive command was run without a terminal on its standard input."""
+
+    msg = "{self.command} needs a terminal: standard input is not one"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, command: str) -> None:
+        super().__init__(command)
+        self.command = command
+
+
+# --- Moving guests between hosts -------------------------------------------------------------
+
+
+class GuestNotRunning(MCLUError):
+    """Live migration needs a running guest."""
+
+    msg = "{self.host}: {self.name} is {self.state}: only a running guest can be live-migrated"
+
+    def __init__(self, host: str, name: str, state: str) -> None:
+        super().__init__(name)
+        self.host = host
+        self.name = name
+        self.state = state
+
+
+class BadDestination(MCLUError):
+    """The destination the user named cannot take the guest (itself, for one)."""
+
+    msg = "--to {self.host}: {self.reason}"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, host: str, reason: str) -> None:
+        super().__init__(reason)
+        self.host = host
+        self.reason = reason
+
+
+class MigrationFailed(MCLUError):
+    """A migration stopped at one step; the guest runs on at its source, nothing is left behind."""
+
+    msg = ("migration of {self.guest} from {self.source} to {self.dest} failed at "
+           "'{self.step}': {self.reason} ({self.guest} runs on {self.source})")
+
+    def __init__(self, guest: str, source: str, dest: str, step: str, reason: str) -> None:
+        super().__init__(reason)
+        self.guest = guest
+        self.source = source
+        self.dest = dest
+        self.step = step
+        self.reason = reason
+
+
+# --- Rebuilding guests (mclu rebuild) ---------------------------------------------------------
+
+
+class NotRebuildable(MCLUError):
+    """A guest `mclu rebuild` cannot make again (a pet, an unfinished build, ...)."""
+
+    msg = "{self.host}: {self.name} cannot be rebuilt: {self.reason}"
+
+    def __init__(self, host: str, name: str, reason: str) -> None:
+        super().__init__(reason)
+        self.host = host
+        self.name = name
+        self.reason = reason
+
+
+class RebuildFailed(MCLUError):
+    """A rebuild stopped at one step; `outcome` says what its undo left (the old guest)."""
+
+    msg = ("rebuild of {self.guest} on {self.host} failed at '{self.step}': {self.reason}; "
+           "{self.outcome}")
+
+    def __init__(self, guest: str, host: str, step: str, reason: str, outcome: str) -> None:
+        super().__init__(reason)
+        self.guest = guest
+        self.host = host
+        self.step = step
+        self.reason = reason
+        self.outcome = outcome

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import posixpath
 import time
@@ -18,10 +19,12 @@ from typing import Any
 from mclu import build as mclu_build
 from mclu import (
     catalogue,
+    cleanup,
     errors,
     fanout,
     images,
     inventory,
+    locks,
     model,
     plan,
     snapshot,
@@ -54,6 +57,7 @@ async def status(args: argparse.Namespace, env: Env) -> int:
         env.printer.json(output.status_json(snap))
     else:
         env.printer.text(output.status_table(snap))
+    note_leftovers(snap, env)
     return exit_code(snap)
 
 
@@ -65,6 +69,7 @@ async def list_guests(args: argparse.Namespace, env: Env) -> int:
     else:
         env.printer.text(output.list_table(snap))
         note_failed_hosts(snap, env)
+    note_leftovers(snap, env)
     return exit_code(snap)
 
 
@@ -82,6 +87,7 @@ async def info(args: argparse.Namespace, env: Env) -> int:
     if snap.failed:
         # The name may also exist on a host that did not answer: say so, but the answer stands.
         env.printer.note(f"not asked, did not answer: {', '.join(snap.failed)}")
+    note_leftovers(snap, env)
     return errors.EXIT_OK
 
 
@@ -176,9 +182,17 @@ async def build(args: argparse.Namespace, env: Env) -> int:
         memory=args.memory, vcpus=args.vcpus, full_copy=args.full_copy,
         transport=args.transport or images.DEFAULT)
     inputs = build_inputs(args, env)
-    async with snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now:
+    async with (snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now,
+                contextlib.AsyncExitStack() as stack):
+        if not args.dry_run:
+            # The names are taken on every host before the snapshot: a concurrent build of
+            # the same name (here or on another host) fails now, or sees this one's guest.
+            names = [plan.split_name(text)[0] for text in args.names]
+            await stack.enter_async_context(locks.everywhere(
+                hosts_now.sessions, hosts_now.specs.values(), names, "build"))
         snap = await hosts_now.gather(snapshot.read_host)
         disks = await hosts_now.gather(storage.read)
+        note_leftovers(snap, env, {h: d.leftovers for h, d in disks.ok.items()})
         snap.failed.update(disks.failed)  # a host whose image dir cannot be read can't build
         chosen = plan.plan_build(request, snap, disks.ok, template, now=mclu_build.now(),
                                  inventory_path=inv.path)
@@ -241,6 +255,14 @@ def progress_reporter(args: argparse.Namespace,
     if args.json:
         return output.JsonReporter(env.printer.out)
     return output.LineReporter(env.printer.err, bars=env.printer.err.isatty())
+
+
+def note_leftovers(snap: snapshot.Snapshot, env: Env,
+                   scans: Mapping[str, model.LeftoverScan | None] | None = None) -> None:
+    """One stderr line when interrupted runs left something that `mclu cleanup` removes."""
+    text = cleanup.note(cleanup.count(snap, scans))
+    if text is not None:
+        env.printer.note(text)
 
 
 def note_failed_hosts(snap: fanout.HostResults[Any], env: Env) -> None:

@@ -14,10 +14,19 @@ import uuid as uuid_module
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from mclu import errors, facts
-from mclu.hosts.session import CommandResult, Input, command_failed, command_line
+from mclu.hosts.session import (
+    CommandResult,
+    Input,
+    MigrationProgress,
+    MigrationProgressCallback,
+    MigrationTarget,
+    Terminal,
+    command_failed,
+    command_line,
+)
 from mclu.model import Guest, GuestMeta, GuestState, HostFacts, HostSpec
 
 GIB = 1 << 30
@@ -40,6 +49,12 @@ class FakeHost:
     # those in `commands`, which end at once with their result.
     running: list[tuple[str, ...]] = field(default_factory=list)
     failure: errors.HostError | None = None  # raised by opening and by every call while set
+    # Why a migration to this host fails (as the source reports it), e.g. a storage error.
+    refuse_migration: str | None = None
+    ran: list[tuple[str, ...]] = field(default_factory=list)  # every run() argv, in order
+    # Guests whose OS ignores ACPI requests: shutdown and reboot are accepted and do nothing.
+    ignores_acpi: set[str] = field(default_factory=set)
+    locks: dict[str, str] = field(default_factory=dict)  # path → holder, while held
 
     def facts(self) -> HostFacts:
         """Facts as libvirt would give them; running guests' memory is not free."""
@@ -52,11 +67,14 @@ class FakeHost:
 class FakeSession:
     """A Session on a FakeHost; every call sees and changes the host's state."""
 
-    def __init__(self, fake_host: FakeHost, uri: str) -> None:
+    def __init__(self, fake_host: FakeHost, uri: str, cluster: FakeCluster | None = None
+                 ) -> None:
         self.host = fake_host.name
         self.uri = uri
         self._fake = fake_host
+        self._cluster = cluster  # where migrations go; None: this host cannot migrate
         self._closed = False
+        self._held: set[str] = set()  # lock paths this session holds
 
     @property
     def fake_host(self) -> FakeHost:
@@ -91,7 +109,16 @@ class FakeSession:
 
     async def shutdown(self, name: str) -> None:
         # Like libvirt's test driver, the guest's OS obeys at once.
-        self._stop("shutdown", self._guest(name))
+        guest = self._guest(name)
+        if name in self._fake.ignores_acpi and guest.state.active:
+            return
+        self._stop("shutdown", guest)
+
+    async def reboot(self, name: str) -> None:
+        guest = self._guest(name)
+        if not guest.state.active:
+            self._refuse("reboot", name, f"{_NOT_VALID}: domain is not running")
+        # Rebooted at once: running again, as the test driver has it.
 
     async def destroy(self, name: str) -> None:
         self._stop("destroy", self._guest(name))
@@ -106,9 +133,38 @@ class FakeSession:
     async def set_metadata(self, name: str, meta: GuestMeta) -> None:
         self._replace(self._guest(name), mclu=meta)
 
+    async def migrate(self, name: str, target: MigrationTarget, *,
+                      progress: MigrationProgressCallback | None = None,
+                      timeout: float | None = None) -> None:
+        """Move the running guest to the cluster's host `target.host`, as libvirt would."""
+        guest = self._guest(name)
+        if not guest.state.active:
+            self._refuse("migrate", name, f"{_NOT_VALID}: domain is not running")
+        if self._cluster is None:
+            raise errors.Unsupported(self.host, "migration", self.uri)
+        dest = self._cluster.hosts.get(target.host)
+        why = None
+        if dest is None or dest.failure is not None:
+            why = f"cannot connect to {target.uri}: {dest.failure if dest else 'no such host'}"
+        elif dest is self._fake:
+            why = f"{_NOT_VALID}: the destination is the source host"
+        elif name in dest.guests:
+            why = f"domain '{name}' already exists on {dest.name}"
+        else:
+            why = dest.refuse_migration
+        if why is not None or dest is None:
+            raise errors.LibvirtCallFailed(self.host, f"migrate {name} to {target.host}",
+                                           why or "")
+        if progress is not None:
+            progress(MigrationProgress(processed=guest.memory, remaining=0, total=guest.memory,
+                                       elapsed=0.0))
+        dest.guests[name] = dataclasses.replace(guest, persistent=True)
+        del self._fake.guests[name]
+
     async def run(self, argv: Sequence[str], *, input: Input = None, check: bool = True,
                   timeout: float | None = None) -> CommandResult:
         self._check()
+        self._fake.ran.append(tuple(argv))
         canned = self._fake.commands.get(tuple(argv))
         if canned is None:
             raise errors.Unsupported(self.host, f"running `{command_line(argv)}`", self.uri)
@@ -138,7 +194,33 @@ class FakeSession:
         raise errors.Unsupported(self.host, f"forwarding {remote_path}", self.uri)
         yield  # pragma: no cover (makes this a generator)
 
+    @asynccontextmanager
+    async def open_terminal(self, argv: Sequence[str], *, term: str,
+                            size: tuple[int, int]) -> AsyncIterator[Terminal]:
+        self._check()
+        raise errors.Unsupported(self.host, "interactive terminals", self.uri)
+        yield  # pragma: no cover (makes this a generator)
+
+    @asynccontextmanager
+    async def lock(self, path: str, holder: str) -> AsyncIterator[None]:
+        self._check()
+        if path in self._fake.locks:
+            raise errors.LockHeld(self.host, path, self._fake.locks[path])
+        self._fake.locks[path] = holder
+        self._held.add(path)
+        try:
+            yield
+        finally:
+            self._release(path)
+
+    def _release(self, path: str) -> None:
+        if path in self._held:
+            self._held.discard(path)
+            del self._fake.locks[path]
+
     async def close(self) -> None:
+        for path in list(self._held):  # as a real lock dies with its connection
+            self._release(path)
         self._closed = True
 
     def _check(self) -> None:
@@ -165,7 +247,7 @@ class FakeSession:
     def _replace(self, guest: Guest, **changes: Any) -> None:
         self._fake.guests[guest.name] = dataclasses.replace(guest, **changes)
 
-    def _refuse(self, what: str, name: str, reason: str) -> None:
+    def _refuse(self, what: str, name: str, reason: str) -> NoReturn:
         raise errors.LibvirtCallFailed(self.host, f"{what} {name}", reason)
 
 
@@ -225,7 +307,7 @@ class FakeCluster:
             raise errors.HostUnreachable(spec.name, spec.address, "no such fake host")
         if fake_host.failure is not None:
             raise fake_host.failure
-        session = FakeSession(fake_host, f"fake:///{spec.name}")
+        session = FakeSession(fake_host, f"fake:///{spec.name}", cluster=self)
         self.open_sessions += 1
         try:
             yield session

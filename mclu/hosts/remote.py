@@ -14,7 +14,14 @@ from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontext
 
 from mclu import errors
 from mclu.hosts import ssh, virt
-from mclu.hosts.session import Background, CommandResult, Input
+from mclu.hosts.session import (
+    Background,
+    CommandResult,
+    Input,
+    MigrationProgressCallback,
+    MigrationTarget,
+    Terminal,
+)
 from mclu.model import Guest, GuestMeta, HostFacts, HostSpec
 
 log = logging.getLogger(__name__)
@@ -54,11 +61,19 @@ class SshSession:
     async def destroy(self, name: str) -> None:
         await self._libvirt.destroy(name)
 
+    async def reboot(self, name: str) -> None:
+        await self._libvirt.reboot(name)
+
     async def undefine(self, name: str) -> None:
         await self._libvirt.undefine(name)
 
     async def set_metadata(self, name: str, meta: GuestMeta) -> None:
         await self._libvirt.set_metadata(name, meta)
+
+    async def migrate(self, name: str, target: MigrationTarget, *,
+                      progress: MigrationProgressCallback | None = None,
+                      timeout: float | None = None) -> None:
+        await self._libvirt.migrate(name, target, progress=progress, timeout=timeout)
 
     async def run(self, argv: Sequence[str], *, input: Input = None, check: bool = True,
                   timeout: float | None = None) -> CommandResult:
@@ -69,6 +84,13 @@ class SshSession:
 
     def forward_socket(self, remote_path: str) -> AbstractAsyncContextManager[str]:
         return self._ssh.forward_unix_socket(remote_path)
+
+    def open_terminal(self, argv: Sequence[str], *, term: str,
+                      size: tuple[int, int]) -> AbstractAsyncContextManager[Terminal]:
+        return self._ssh.open_terminal(argv, term=term, size=size)
+
+    def lock(self, path: str, holder: str) -> AbstractAsyncContextManager[None]:
+        return self._ssh.lock(path, holder)
 
     async def close(self) -> None:
         """Close libvirt, the forward and the ssh connection, in that order; idempotent."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -64,6 +64,28 @@ def command_failed(host: str, result: CommandResult) -> errors.HostCommandFailed
     return errors.HostCommandFailed(host, result.command, result.exit_status, stderr)
 
 
+@dataclass(frozen=True)
+class MigrationTarget:
+    """Where `Session.migrate` sends a guest, as the SOURCE host reaches it (peer to peer)."""
+
+    host: str  # the destination's inventory name
+    uri: str  # libvirt URI the source's libvirtd opens, e.g. qemu+ssh://root@10.0.0.2/system
+    copy_storage: bool = True  # local disks: copy the top image of each disk (pre-created there)
+
+
+@dataclass(frozen=True)
+class MigrationProgress:
+    """A running migration's job, as libvirt reports it; bytes (memory and disks together)."""
+
+    processed: int
+    remaining: int
+    total: int
+    elapsed: float  # seconds since the job started
+
+
+MigrationProgressCallback = Callable[[MigrationProgress], None]
+
+
 class Background(Protocol):
     """A command running on a host for the duration of a `Session.background` block."""
 
@@ -82,6 +104,29 @@ class Background(Protocol):
 
         HostCommandFailed with the host's message (ToolMissing for a missing program).
         """
+        ...
+
+
+class Terminal(Protocol):
+    """An interactive command on a host, on a pseudo-terminal (`Session.open_terminal`)."""
+
+    async def read(self) -> bytes:
+        """The command's next output (stdout and stderr, merged by the pty); b"" at its end.
+
+        Raises HostError when the connection breaks.
+        """
+        ...
+
+    def write(self, data: bytes) -> None:
+        """Send keystrokes to the command (ignored once it has ended)."""
+        ...
+
+    def resize(self, columns: int, rows: int) -> None:
+        """Tell the command's terminal its new size (SIGWINCH on the host)."""
+        ...
+
+    def exit_status(self) -> int | None:
+        """The command's exit status once it has ended (negative: killed by that signal)."""
         ...
 
 
@@ -122,6 +167,13 @@ class Session(Protocol):
         """Power the guest off at once (LibvirtCallFailed if it is not running)."""
         ...
 
+    async def reboot(self, name: str) -> None:
+        """Ask the guest's OS to restart (ACPI); returns before it has.
+
+        LibvirtCallFailed if the guest is not running.
+        """
+        ...
+
     async def undefine(self, name: str) -> None:
         """Remove the guest's definition; a running guest runs on as a transient one until stopped.
 
@@ -131,6 +183,21 @@ class Session(Protocol):
 
     async def set_metadata(self, name: str, meta: GuestMeta) -> None:
         """Replace mclu's record in the guest's definition (and the running guest's, if running)."""
+        ...
+
+    async def migrate(self, name: str, target: MigrationTarget, *,
+                      progress: MigrationProgressCallback | None = None,
+                      timeout: float | None = None) -> None:
+        """Live-migrate the running guest `name` to `target`, peer to peer; returns once it
+        runs there, defined there only (its definition, mclu's metadata included, travels).
+
+        With `target.copy_storage` each disk's top image is copied (its file must already
+        exist on the destination, same path and size: libvirt does not create it). progress
+        gets the job's state about twice a second. On failure or cancellation the job is
+        aborted and the guest runs on here. Raises GuestNotFound, LibvirtCallFailed (not
+        running, refused by either host), HostTimeout after `timeout` seconds (None: no bound),
+        Unsupported where the connection cannot migrate (libvirt's test driver).
+        """
         ...
 
     async def run(
@@ -167,6 +234,26 @@ class Session(Protocol):
 
         Over the session's one ssh connection; the local socket lives in a private temporary
         directory, removed on exit. Entering raises Unsupported on sessions without ssh.
+        """
+        ...
+
+    def open_terminal(self, argv: Sequence[str], *, term: str,
+                      size: tuple[int, int]) -> AbstractAsyncContextManager[Terminal]:
+        """Run argv on the host on a pseudo-terminal for the duration of the block.
+
+        term is the terminal type (TERM), size (columns, rows). Over the session's own
+        connection; leaving the block closes the channel (the command gets SIGHUP). Entering
+        raises Unsupported on sessions without ssh, HostError when the channel cannot open.
+        """
+        ...
+
+    def lock(self, path: str, holder: str) -> AbstractAsyncContextManager[None]:
+        """Hold an exclusive lock on the host's file `path` for the duration of the block.
+
+        Never waits: raises LockHeld, with the holder text the other process wrote, when
+        another process (another mclu run, from any controller) holds it. `holder` says who
+        holds it, for that other process's message. The lock dies with the session's
+        connection, so a killed mclu never leaves it held. The directory is created (0700).
         """
         ...
 

@@ -51,6 +51,20 @@ BACKGROUND_SCRIPT = (
     'wait "$p"\n'
 )
 
+# Takes an exclusive flock on "$1" without waiting and holds it until the channel's stdin ends
+# (the block exits, or the connection drops and sshd closes the pipe): `cat` inherits the
+# locked descriptor and exits at that end. Prints "locked" once held; when another process
+# holds it, prints what that process wrote into the file ("$2", its holder) and exits 75.
+LOCK_SCRIPT = (
+    'umask 077\n'
+    'mkdir -p -- "${1%/*}" && exec 9>>"$1" || exit 70\n'
+    'flock -n 9 || { cat -- "$1" >&2; exit 75; }\n'
+    'printf "%s\\n" "$2" >"$1"\n'
+    'echo locked\n'
+    'exec cat >/dev/null\n'
+)
+LOCK_HELD = 75
+
 
 class SshConnection:
     """An open ssh connection to one host; made by `connect()`."""
@@ -148,9 +162,73 @@ class SshConnection:
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 
+    @asynccontextmanager
+    async def open_terminal(self, argv: Sequence[str], *, term: str,
+                            size: tuple[int, int]) -> AsyncIterator[PtyCommand]:
+        """Run argv on a pseudo-terminal while the block runs; see Session.open_terminal."""
+        command = command_line(argv)
+        try:
+            process = await self._connection.create_process(
+                command, term_type=term, term_size=size, encoding=None)
+        except (asyncssh.Error, OSError) as e:
+            raise errors.HostError(self.host, f"`{command}`: {_reason(e)}") from e
+        try:
+            yield PtyCommand(self.host, command, process)
+        finally:
+            process.close()  # sshd hangs up the pty: the command gets SIGHUP
+            try:
+                await asyncio.wait_for(process.wait_closed(), STOP_TIMEOUT)
+            except (TimeoutError, OSError, asyncssh.Error) as e:
+                log.debug("%s: closing `%s`: %s", self.host, command, _reason(e))
+
+    @asynccontextmanager
+    async def lock(self, path: str, holder: str) -> AsyncIterator[None]:
+        """Hold a flock on the host's file `path` while the block runs; see Session.lock."""
+        argv = ["sh", "-c", LOCK_SCRIPT, "sh", path, holder]
+        try:
+            process = await self._connection.create_process(command_line(argv), encoding=None)
+        except (asyncssh.Error, OSError) as e:
+            raise errors.HostError(self.host, f"locking {path}: {_reason(e)}") from e
+        try:
+            await self._until_locked(process, path, argv)
+            yield
+        finally:
+            await _uninterrupted(_release(process))
+
+    async def _until_locked(self, process: asyncssh.SSHClientProcess[bytes], path: str,
+                            argv: Sequence[str]) -> None:
+        try:
+            line = await asyncio.wait_for(process.stdout.readline(),
+                                          self.spec.command_timeout)
+        except TimeoutError:
+            raise errors.HostTimeout(self.host, f"a lock on {path}",
+                                     self.spec.command_timeout) from None
+        except (asyncssh.Error, OSError) as e:
+            raise errors.HostError(self.host, f"locking {path}: {_reason(e)}") from e
+        if line == b"locked\n":
+            return
+        await process.wait_closed()
+        stderr = await process.stderr.read()
+        status = process.returncode
+        if status == LOCK_HELD:
+            raise errors.LockHeld(self.host, path, stderr.decode(errors="replace").strip())
+        raise command_failed(self.host, CommandResult(
+            tuple(argv), -1 if status is None else status, line, stderr))
+
     async def close(self) -> None:
         self._connection.close()
         await self._connection.wait_closed()
+
+
+async def _release(process: asyncssh.SSHClientProcess[bytes]) -> None:
+    """End the lock holder's input (it exits, releasing the lock) and wait for it."""
+    try:
+        if not process.stdin.is_closing():
+            process.stdin.write_eof()
+        await asyncio.wait_for(process.wait_closed(), STOP_TIMEOUT)
+    except (TimeoutError, OSError, asyncssh.Error) as e:
+        log.debug("releasing a lock: %s", _reason(e))
+        process.close()
 
 
 @asynccontextmanager
@@ -172,6 +250,34 @@ async def connect(spec: HostSpec) -> AsyncIterator[SshConnection]:
         yield session
     finally:
         await session.close()
+
+
+class PtyCommand:
+    """A command started by `SshConnection.open_terminal`: a Terminal (mclu.hosts.session)."""
+
+    READ_SIZE = 64 * 1024
+
+    def __init__(self, host: str, command: str, process: asyncssh.SSHClientProcess[bytes]
+                 ) -> None:
+        self.host = host
+        self.command = command
+        self._process = process
+
+    async def read(self) -> bytes:
+        try:
+            return await self._process.stdout.read(self.READ_SIZE)
+        except (asyncssh.Error, OSError) as e:
+            raise errors.HostError(self.host, f"`{self.command}`: {_reason(e)}") from e
+
+    def write(self, data: bytes) -> None:
+        if not self._process.stdin.is_closing():
+            self._process.stdin.write(data)
+
+    def resize(self, columns: int, rows: int) -> None:
+        self._process.change_terminal_size(columns, rows)
+
+    def exit_status(self) -> int | None:
+        return self._process.returncode
 
 
 class RunningCommand:

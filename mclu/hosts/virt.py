@@ -9,6 +9,7 @@ that imports libvirt; `libvirt.libvirtError` is translated here by its error cod
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -19,7 +20,16 @@ from typing import Any, TypeVar
 import libvirt
 
 from mclu import errors, facts, metadata
-from mclu.hosts.session import Background, CommandResult, Input
+from mclu.hosts import locallock
+from mclu.hosts.session import (
+    Background,
+    CommandResult,
+    Input,
+    MigrationProgress,
+    MigrationProgressCallback,
+    MigrationTarget,
+    Terminal,
+)
 from mclu.model import Guest, GuestMeta, GuestState, HostFacts
 
 log = logging.getLogger(__name__)
@@ -27,6 +37,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_CALL_TIMEOUT = 30.0
+MIGRATION_POLL = 0.5  # seconds between looks at a migration's progress
+ABORT_WAIT = 60.0  # seconds an aborted migration gets to end before the caller moves on
 CLOSE_TIMEOUT = 5.0  # closing must not wait long on a host that stopped answering
 
 _STATES = {
@@ -71,13 +83,17 @@ class LibvirtSession:
     """A Session on one libvirt connection; open it with `open()`."""
 
     def __init__(self, host: str, uri: str, connection: Any, executor: ThreadPoolExecutor,
-                 call_timeout: float) -> None:
+                 call_timeout: float, connect_uri: str | None = None) -> None:
         self.host = host
         self.uri = uri
+        # What libvirt.open takes (uri may be only how it is shown): a migration opens a
+        # second connection, so that the first stays free to report its progress.
+        self._connect_uri = connect_uri or uri
         self._connection = connection
         self._executor = executor
         self._call_timeout = call_timeout
         self._closed = False
+        self._locks: set[locallock.LocalLock] = set()  # held; released by close() too
 
     async def facts(self) -> HostFacts:
         return await self._call("read host facts", self._facts)
@@ -102,11 +118,72 @@ class LibvirtSession:
     async def destroy(self, name: str) -> None:
         await self._on_domain("destroy", name, lambda d: d.destroy())
 
+    async def reboot(self, name: str) -> None:
+        await self._on_domain("reboot", name, lambda d: d.reboot(0))
+
     async def undefine(self, name: str) -> None:
         await self._on_domain("undefine", name, lambda d: d.undefine())
 
     async def set_metadata(self, name: str, meta: GuestMeta) -> None:
         await self._on_domain("set metadata of", name, functools.partial(_set_metadata, meta=meta))
+
+    async def migrate(self, name: str, target: MigrationTarget, *,
+                      progress: MigrationProgressCallback | None = None,
+                      timeout: float | None = None) -> None:
+        """See Session.migrate. The migration call blocks for its whole length, so it runs on
+        a thread and connection of its own; this session's worker polls the job meanwhile."""
+        what = f"migrate {name} to {target.host}"
+        await self._on_domain("migrate", name, functools.partial(_check_active, self.host))
+        if self._connect_uri.startswith("test:"):
+            # The test driver cannot migrate, and a second connection to it is another host.
+            raise errors.Unsupported(self.host, "migration", self.uri)
+        loop = asyncio.get_running_loop()
+        migrating = loop.run_in_executor(None, functools.partial(
+            _migrate, self._connect_uri, name, target))
+        try:
+            async with asyncio.timeout(timeout):
+                await self._follow_job(name, migrating, progress)
+                await migrating
+        except BaseException as e:
+            await asyncio.shield(self._abort(name, migrating))
+            if isinstance(e, TimeoutError) and timeout is not None:
+                raise errors.HostTimeout(self.host, what, timeout) from None
+            if isinstance(e, libvirt.libvirtError):
+                if e.get_error_code() in _UNSUPPORTED_CODES:
+                    raise errors.Unsupported(self.host, "migration", self.uri) from e
+                if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                    raise errors.GuestNotFound(name, host=self.host) from e
+                # RPC errors here are the source's connection to the destination (peer to
+                # peer), not this session's: say what failed, not "libvirt is not answering".
+                reason = e.get_error_message() or str(e)
+                raise errors.LibvirtCallFailed(self.host, what, reason) from e
+            raise
+
+    async def _follow_job(self, name: str, migrating: asyncio.Future[None],
+                          progress: MigrationProgressCallback | None) -> None:
+        while not migrating.done():
+            await asyncio.wait([migrating], timeout=MIGRATION_POLL)
+            if progress is None or migrating.done():
+                continue
+            try:
+                stats = await self._call(f"job of {name}", functools.partial(
+                    _job_stats, self._connection, name), name)
+            except errors.MCLUError as e:  # progress is nice to have; the migration goes on
+                log.debug("%s: reading the migration's progress: %s", self.host, e)
+                continue
+            if stats is not None:
+                progress(stats)
+
+    async def _abort(self, name: str, migrating: asyncio.Future[None]) -> None:
+        """Abort the migration job if it still runs, and wait (bounded) for the call to end."""
+        if not migrating.done():
+            try:
+                await self._on_domain("abort the migration of", name, lambda d: d.abortJob())
+            except errors.MCLUError as e:
+                log.warning("%s: %s", self.host, e)
+        # The caller's exception is what matters, not how the aborted call ended.
+        with contextlib.suppress(libvirt.libvirtError, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(migrating), ABORT_WAIT)
 
     async def run(self, argv: Sequence[str], *, input: Input = None, check: bool = True,
                   timeout: float | None = None) -> CommandResult:
@@ -122,11 +199,31 @@ class LibvirtSession:
         raise errors.Unsupported(self.host, "forwarding sockets", self.uri)
         yield  # pragma: no cover (makes this a generator)
 
+    @asynccontextmanager
+    async def open_terminal(self, argv: Sequence[str], *, term: str,
+                            size: tuple[int, int]) -> AsyncIterator[Terminal]:
+        raise errors.Unsupported(self.host, "interactive terminals", self.uri)
+        yield  # pragma: no cover (makes this a generator)
+
+    @asynccontextmanager
+    async def lock(self, path: str, holder: str) -> AsyncIterator[None]:
+        """Without a shell on the host, the lock is a file on this controller (one per URI
+        and path): it keeps this controller's runs apart, not two controllers'."""
+        lock = locallock.LocalLock(self.host, f"{self.uri}\0{path}", path, holder)
+        self._locks.add(lock)
+        try:
+            yield
+        finally:
+            lock.release()
+            self._locks.discard(lock)
+
     async def close(self) -> None:
         """Close the libvirt connection and stop the worker thread; idempotent."""
         if self._closed:
             return
         self._closed = True
+        for lock in self._locks:
+            lock.release()
         try:
             await self._in_thread(self._connection.close, timeout=CLOSE_TIMEOUT)
         except (libvirt.libvirtError, TimeoutError) as e:
@@ -218,7 +315,7 @@ async def open(host: str, uri: str, *, call_timeout: float = DEFAULT_CALL_TIMEOU
             raise errors.HostTimeout(host, f"connecting to libvirt at {shown_as}",
                                      call_timeout) from e
         raise
-    session = LibvirtSession(host, shown_as, connection, executor, call_timeout)
+    session = LibvirtSession(host, shown_as, connection, executor, call_timeout, connect_uri=uri)
     try:
         yield session
     finally:
@@ -266,3 +363,53 @@ def _set_metadata(domain: Any, *, meta: GuestMeta) -> None:
     domain.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
                        metadata.render_for_set_metadata(meta), metadata.PREFIX,
                        metadata.NAMESPACE, flags)
+
+
+# Live migration, peer to peer: the source's libvirtd connects to the destination itself.
+_MIGRATE_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
+                  | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+_UNSUPPORTED_CODES = frozenset({libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED})
+
+
+def migration_flags(target: MigrationTarget) -> int:
+    """libvirt's flags for a migration to target: incremental storage copy for local disks."""
+    storage: int = libvirt.VIR_MIGRATE_NON_SHARED_INC if target.copy_storage else 0
+    return int(_MIGRATE_FLAGS | storage)
+
+
+def _check_active(host: str, domain: Any) -> None:
+    if not domain.isActive():
+        raise errors.LibvirtCallFailed(host, f"migrate {domain.name()}",
+                                       "Requested operation is not valid: domain is not running")
+
+
+def _migrate(uri: str, name: str, target: MigrationTarget) -> None:
+    """The blocking migration call, on a connection of its own (closed after, here).
+
+    The domain object is released here too: an exception's traceback would otherwise keep
+    it (libvirt-python's own frame holds it) alive until the event loop's thread frees it,
+    and freeing the connection's last reference there closes its RPC client while the ssh
+    forward it runs through needs that very thread (a deadlock seen with a failed migration).
+    """
+    connection = libvirt.open(uri)
+    try:
+        domain = connection.lookupByName(name)
+        try:
+            domain.migrateToURI3(target.uri, {}, migration_flags(target))
+        except libvirt.libvirtError as e:
+            # Its traceback holds the frame whose `self` is the domain: drop it.
+            raise e.with_traceback(None) from None
+        finally:
+            del domain
+    finally:
+        connection.close()
+
+
+def _job_stats(connection: Any, name: str) -> MigrationProgress | None:
+    stats = connection.lookupByName(name).jobStats()
+    if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
+        return None
+    return MigrationProgress(processed=int(stats.get("data_processed", 0)),
+                             remaining=int(stats.get("data_remaining", 0)),
+                             total=int(stats.get("data_total", 0)),
+                             elapsed=int(stats.get("time_elapsed", 0)) / 1000)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
 from mclu import errors, metadata
@@ -38,6 +39,8 @@ class Target:
     has_shell: bool
     preloaded: tuple[Guest, ...]  # the host's guests before the test; () when not ours to know
     fake_host: fake.FakeHost | None = None  # the fake's state, when the target is the fake
+    # Opens another session to the same host, as a second mclu run (or controller) would.
+    reopen: Callable[[], AbstractAsyncContextManager[Session]] | None = None
     defined: list[str] = field(default_factory=list)
 
     def new_name(self) -> str:

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from mclu import errors
+from mclu.hosts.session import MigrationProgress, MigrationTarget, Terminal
 from mclu.model import GuestMeta, GuestState
 from tests.contract.targets import GUEST_MEMORY, MISSING, Target
 
@@ -123,7 +124,16 @@ async def test_shutdown_asks_and_returns(target: Target) -> None:
         GuestState.RUNNING, GuestState.SHUTDOWN, GuestState.SHUTOFF)
 
 
-@pytest.mark.parametrize("verb", ["shutdown", "destroy"])
+async def test_reboot_asks_and_returns(target: Target) -> None:
+    guest = await target.define()
+    await target.session.start(guest.name)
+    await target.session.reboot(guest.name)
+    # The test driver and the fake restart at once; a real guest with no OS to hear ACPI
+    # runs on: running either way.
+    assert await target.state_of(guest.name) == GuestState.RUNNING
+
+
+@pytest.mark.parametrize("verb", ["shutdown", "reboot", "destroy"])
 async def test_stopping_a_shut_off_guest(target: Target, verb: str) -> None:
     guest = await target.define()
     with pytest.raises(errors.LibvirtCallFailed) as raised:
@@ -132,7 +142,8 @@ async def test_stopping_a_shut_off_guest(target: Target, verb: str) -> None:
     assert await target.state_of(guest.name) == GuestState.SHUTOFF
 
 
-@pytest.mark.parametrize("verb", ["start", "shutdown", "destroy", "undefine", "set_metadata"])
+@pytest.mark.parametrize("verb", ["start", "shutdown", "reboot", "destroy", "undefine",
+                                  "set_metadata"])
 async def test_missing_guest(target: Target, verb: str) -> None:
     name = target.new_name()
     call = getattr(target.session, verb)
@@ -348,3 +359,142 @@ async def _until(condition: Callable[[], Awaitable[bool]], seconds: float = 10.0
     async with asyncio.timeout(seconds):
         while not await condition():
             await asyncio.sleep(0.02)
+
+
+# --- interactive terminals --------------------------------------------------------------------
+
+
+async def _read_until(terminal: Terminal, text: bytes, seconds: float = 10.0) -> bytes:
+    """The terminal's output up to and including `text` (a pty echoes and adds CRs)."""
+    seen = b""
+    async with asyncio.timeout(seconds):
+        while text not in seen:
+            chunk = await terminal.read()
+            assert chunk, f"the command ended; it printed {seen!r}"
+            seen += chunk
+    return seen
+
+
+async def test_open_terminal(target: Target) -> None:
+    argv = ["sh", "-c", 'echo "$TERM $(stty size)"; read line; echo "got $line"; '
+                        'read line; stty size; exit 7']
+    if target.fake_host is not None or not target.has_shell:
+        with pytest.raises(errors.Unsupported):
+            async with target.session.open_terminal(argv, term="vt100", size=(100, 30)):
+                pass
+        return
+    async with target.session.open_terminal(argv, term="vt100", size=(100, 30)) as terminal:
+        assert b"vt100 30 100" in await _read_until(terminal, b"30 100")
+        terminal.write(b"hello\r")
+        assert b"got hello" in await _read_until(terminal, b"got hello")
+        terminal.resize(120, 40)
+        terminal.write(b"\r")
+        await _read_until(terminal, b"40 120")
+        while await terminal.read():  # to its end
+            pass
+    assert terminal.exit_status() == 7
+
+
+async def test_leaving_a_terminal_block_ends_the_command(target: Target) -> None:
+    if target.fake_host is not None or not target.has_shell:
+        pytest.skip("no terminals on this session")
+    argv = _sleeper()
+    async with target.session.open_terminal(argv, term="vt100", size=(80, 24)):
+        await _until(lambda: target.is_running(argv))
+    await _until(lambda: _not(target.is_running(argv)))
+
+
+async def _not(condition: Awaitable[bool]) -> bool:
+    return not await condition
+
+
+# --- migration (moving a guest between two hosts: tests/contract/test_fake_cluster.py and
+# tests/integration/test_migrate.py) ----------------------------------------------------------
+
+NOWHERE = MigrationTarget(host="nowhere", uri="qemu+ssh://root@127.0.0.1:1/system")
+
+
+async def test_migrate_a_missing_guest(target: Target) -> None:
+    name = target.new_name()
+    with pytest.raises(errors.GuestNotFound) as raised:
+        await target.session.migrate(name, NOWHERE)
+    assert (raised.value.name, raised.value.host) == (name, target.session.host)
+
+
+async def test_migrate_a_shut_off_guest(target: Target) -> None:
+    guest = await target.define()
+    with pytest.raises(errors.LibvirtCallFailed) as raised:
+        await target.session.migrate(guest.name, NOWHERE)
+    assert raised.value.what == f"migrate {guest.name}"
+    assert "not running" in raised.value.reason
+    assert await target.state_of(guest.name) == GuestState.SHUTOFF
+
+
+async def test_a_failed_migration_leaves_the_guest_running_here(target: Target) -> None:
+    guest = await target.define()
+    await target.session.start(guest.name)
+    seen: list[MigrationProgress] = []
+    expected: type[errors.HostError] = (
+        errors.Unsupported if target.domain_type == "test" else errors.LibvirtCallFailed)
+    with pytest.raises(expected) as raised:
+        await target.session.migrate(guest.name, NOWHERE, progress=seen.append, timeout=60)
+    assert raised.value.host == target.session.host
+    listed = await target.guest(guest.name)
+    assert listed is not None
+    assert (listed.state, listed.persistent) == (GuestState.RUNNING, True)
+
+
+# --- locks ------------------------------------------------------------------------------------
+
+
+def _lock_path() -> str:
+    return f"/tmp/mclu-contract-{uuid.uuid4().hex[:8]}/guest.lock"
+
+
+async def test_a_held_lock_refuses_another_session_and_names_its_holder(target: Target) -> None:
+    assert target.reopen is not None
+    path = _lock_path()
+    async with target.session.lock(path, "run one"), target.reopen() as other:
+        with pytest.raises(errors.LockHeld) as raised:
+            async with other.lock(path, "run two"):
+                pytest.fail("two sessions held one lock")
+        assert (raised.value.host, raised.value.path, raised.value.holder) == (
+            target.session.host, path, "run one")
+        assert raised.value.exit_code == errors.EXIT_LOCKED
+
+
+async def test_a_released_lock_can_be_taken_again(target: Target) -> None:
+    assert target.reopen is not None
+    path = _lock_path()
+    async with target.session.lock(path, "run one"):
+        pass
+    async with target.reopen() as other, other.lock(path, "run two"):
+        with pytest.raises(errors.LockHeld) as raised:
+            async with target.session.lock(path, "run three"):
+                pytest.fail("the lock was taken twice")
+        assert raised.value.holder == "run two"
+
+
+async def test_a_lock_is_released_when_its_block_fails(target: Target) -> None:
+    path = _lock_path()
+    with pytest.raises(RuntimeError):
+        async with target.session.lock(path, "run one"):
+            raise RuntimeError("the work failed")
+    async with target.session.lock(path, "run two"):
+        pass
+
+
+async def test_locks_on_different_paths_are_independent(target: Target) -> None:
+    async with target.session.lock(_lock_path(), "a"), target.session.lock(_lock_path(), "b"):
+        pass
+
+
+async def test_a_lock_dies_with_its_session(target: Target) -> None:
+    assert target.reopen is not None
+    path = _lock_path()
+    async with target.reopen() as first:
+        holding = first.lock(path, "a killed run")
+        await holding.__aenter__()
+        await first.close()  # the connection ends without the block ending: a killed mclu
+    async with target.session.lock(path, "the next run"):
+        pass

@@ -1,0 +1,82 @@
+"""Guest locks as a user meets them: a second run fails at once with exit 75 naming the holder.
+
+The holder is another mclu run; here a lock held on the fake host stands in for it (the
+fake's locks behave as the real ones: tests/contract pins that).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mclu import errors, locks, model
+from tests.cli.test_lifecycle import IMAGES, LifecycleCli, with_disks
+from tests.cli.test_migration import Cli as MigrationCli
+from tests.cli.test_read_commands import guest
+
+HOLDER = "ops@controller2 pid 4242 (mclu rebuild, since 2026-11-21T03:00:00Z)"
+
+
+def hold(spec: model.HostSpec, fake_locks: dict[str, str], name: str) -> None:
+    """Another run holds guest `name`'s lock on the host of `spec`."""
+    fake_locks[locks.lock_path(spec, name)] = HOLDER
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> LifecycleCli:
+    c = LifecycleCli(tmp_path)
+    c.host("a").guests["web1"] = with_disks(guest("web1"), f"{IMAGES}/web1.qcow2")
+    return c
+
+
+@pytest.mark.parametrize("verb", ["start", "stop", "reboot", "destroy", "delete"])
+def test_a_locked_guest_is_left_alone(cli: LifecycleCli, verb: str) -> None:
+    spec = cli.cluster.spec("a")
+    hold(spec, cli.host("a").locks, "web1")
+    before = cli.host("a").guests["web1"]
+    assert cli(verb, "web1", "--force" if verb == "delete" else "--json") == errors.EXIT_LOCKED
+    assert cli.stderr == (f"mclu: error: a: guest 'web1' is locked by {HOLDER}; "
+                          "try again when that run has ended\n")
+    assert cli.host("a").guests["web1"] == before
+
+
+def test_the_lock_is_released_after_the_command(cli: LifecycleCli) -> None:
+    assert cli("destroy", "web1") == 0
+    assert cli.host("a").locks == {}
+    assert cli("start", "web1") == 0
+
+
+def test_a_lock_on_another_guest_does_not_matter(cli: LifecycleCli) -> None:
+    hold(cli.cluster.spec("a"), cli.host("a").locks, "web2")
+    assert cli("destroy", "web1") == 0
+
+
+def test_migrate_a_locked_guest(tmp_path: Path) -> None:
+    cli = MigrationCli(tmp_path)
+    cli.cluster.hosts["a"].guests["web1"] = guest("web1")
+    hold(cli.cluster.spec("a"), cli.cluster.hosts["a"].locks, "web1")
+    assert cli("migrate", "web1", "--to", "b") == errors.EXIT_LOCKED
+    assert "guest 'web1' is locked by ops@controller2" in cli.err.getvalue()
+    assert cli.where("web1") == ["a"]
+
+
+def test_migrate_to_a_host_where_the_name_is_locked(tmp_path: Path) -> None:
+    cli = MigrationCli(tmp_path)
+    cli.cluster.hosts["a"].guests["web1"] = guest("web1")
+    hold(cli.cluster.spec("b"), cli.cluster.hosts["b"].locks, "web1")  # a build of web1 on b
+    assert cli("migrate", "web1", "--to", "b") == errors.EXIT_LOCKED
+    assert cli.err.getvalue().startswith("mclu: error: b: guest 'web1' is locked by")
+    assert cli.where("web1") == ["a"]
+    assert cli.cluster.hosts["a"].locks == {}  # the source's lock was let go
+
+
+def test_drain_reports_a_locked_guest_and_moves_the_others(tmp_path: Path) -> None:
+    cli = MigrationCli(tmp_path)
+    cli.cluster.hosts["a"].guests["web1"] = guest("web1")
+    cli.cluster.hosts["a"].guests["web2"] = guest("web2")
+    hold(cli.cluster.spec("a"), cli.cluster.hosts["a"].locks, "web1")
+    assert cli("drain", "a") == errors.EXIT_FAILED
+    assert "locked by ops@controller2" in cli.out.getvalue()
+    assert cli.where("web1") == ["a"]
+    assert cli.where("web2") != ["a"]
