@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mclu import errors, inventory, model, sizes
+from mclu import errors, inventory, model, plan, sizes
 
 ENV_VAR = "MCLU_TEMPLATES"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -68,15 +68,18 @@ def load(directory: Path) -> dict[str, Template]:
 
 def parse(name: str, text: str, path: str) -> Template:
     """Check one template file's text; raises ConfigError naming the file and key."""
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise errors.ConfigError(path, None, "a template's file name is letters, digits, . _ -")
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise errors.ConfigError(path, None, f"not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise errors.ConfigError(path, None, "not valid TOML: nested too deeply") from None
     for key in doc:
         if key not in _KEYS:
-            raise errors.ConfigError(path, key, f"unknown key (known: {', '.join(sorted(_KEYS))})")
+            raise errors.ConfigError(path, inventory.quoted_key(key),
+                                     f"unknown key (known: {', '.join(sorted(_KEYS))})")
     if "base" not in doc:
         raise errors.ConfigError(path, "base",
                                  "missing: name the virt-builder template to start from")
@@ -105,6 +108,29 @@ def _string(value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"must be a string, got {value!r}")
     return value
+
+
+def _base(value: Any) -> str:
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise ValueError("must name a virt-builder template (letters, digits, '.', '_', '-'), "
+                         f"got {value!r}")
+    return value
+
+
+def _memory(value: Any) -> int:
+    memory = sizes.parse(value)
+    if not plan.MIN_MEMORY <= memory <= plan.MAX_MEMORY:
+        raise ValueError(f"must be from {sizes.human(plan.MIN_MEMORY)} to "
+                         f"{sizes.human(plan.MAX_MEMORY)}, got {value!r}")
+    return memory
+
+
+def _disk_size(value: Any) -> int:
+    size = sizes.parse(value)
+    if not 0 < size <= plan.MAX_DISK:
+        raise ValueError(f"must be more than 0 and at most {sizes.human(plan.MAX_DISK)}, "
+                         f"got {value!r}")
+    return size
 
 
 def _vcpus(value: Any) -> int:
@@ -156,9 +182,9 @@ _FIELD = {"customize": "customization"}
 
 _CHECKS = {
     "description": _string,
-    "base": _string,
-    "size": sizes.parse,
-    "memory": sizes.parse,
+    "base": _base,
+    "size": _disk_size,
+    "memory": _memory,
     "vcpus": _vcpus,
     "disk_bus": _disk_bus,
     "network": inventory.check_network,

@@ -6,6 +6,8 @@ the tests drive. Every error names the file, the key and what is wrong with it.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -19,6 +21,11 @@ ENV_VAR = "MCLU_CONFIG"
 DEFAULT_PATH = "~/.config/mclu/hosts.toml"
 
 HOST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+# What ssh connects to: a DNS name or an alias of ~/.ssh/config (an IP address is checked
+# apart). Never starting with "-", never holding "@", ":", "/", blanks: it is put into
+# qemu+ssh:// URIs and reaches ssh(1) through libvirt and virt-viewer.
+ADDRESS = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,252}$")
+USER = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$")
 MAC = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$")
 DOMAIN_TYPES = ("kvm", "qemu")
 
@@ -53,17 +60,25 @@ def parse(text: str, path: str) -> model.Inventory:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise errors.ConfigError(path, None, f"not valid TOML: {e}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise errors.ConfigError(path, None, "not valid TOML: nested too deeply") from None
     _reject_unknown(doc, {"parallel", "template_repos", "defaults", "hosts"}, path, "")
     defaults = _table(doc.get("defaults", {}), path, "defaults")
     _reject_unknown(defaults, set(_HOST_KEYS) - _PER_HOST_ONLY, path, "defaults.")
     hosts = _table(doc.get("hosts"), path, "hosts")
     if not hosts:
         raise errors.ConfigError(path, "hosts", "no hosts: add a [hosts.NAME] table")
-    specs = tuple(_host(name, _table(h, path, f"hosts.{name}"), defaults, path)
+    specs = tuple(_host(name, _table(h, path, f"hosts.{quoted_key(name)}"), defaults, path)
                   for name, h in hosts.items())
     parallel = _check(doc, "parallel", _positive_int, path, "", default=32)
     repos = _check(doc, "template_repos", _paths, path, "")
     return model.Inventory(path=path, hosts=specs, parallel=parallel, template_repos=repos)
+
+
+def quoted_key(name: str) -> str:
+    """A key of the file for a message: as it is when printable, else quoted and escaped as
+    in TOML (`hosts."a\\nb"`), so that an error naming it stays on one line."""
+    return name if name.isprintable() else json.dumps(name)
 
 
 def select(inventory: model.Inventory, names: list[str] | None = None,
@@ -81,16 +96,16 @@ def select(inventory: model.Inventory, names: list[str] | None = None,
 
 def _host(name: str, table: dict[str, Any], defaults: dict[str, Any],
           path: str) -> model.HostSpec:
-    if not HOST_NAME.match(name):
-        raise errors.ConfigError(path, f"hosts.{name}",
+    if not HOST_NAME.fullmatch(name):
+        raise errors.ConfigError(path, f"hosts.{quoted_key(name)}",
                                  "a host name is letters, digits, '.', '_' and '-' (max 63)")
-    _reject_unknown(table, set(_HOST_KEYS), path, f"hosts.{name}.")
+    _reject_unknown(table, set(_HOST_KEYS), path, f"hosts.{quoted_key(name)}.")
     merged = {**defaults, **table}
     values: dict[str, Any] = {}
-    for key, (field, checker) in _HOST_KEYS.items():
-        if key in merged:
-            where = f"hosts.{name}" if key in table else "defaults"
-            values[field] = _check(merged, key, checker, path, f"{where}.")
+    for name_in_file, (field, checker) in _HOST_KEYS.items():
+        if name_in_file in merged:
+            where = f"hosts.{quoted_key(name)}" if name_in_file in table else "defaults"
+            values[field] = _check(merged, name_in_file, checker, path, f"{where}.")
     values.setdefault("address", name)
     return model.HostSpec(name=name, **values)
 
@@ -114,9 +129,9 @@ def _table(value: Any, path: str, key: str) -> dict[str, Any]:
 
 
 def _reject_unknown(table: Mapping[str, Any], known: set[str], path: str, prefix: str) -> None:
-    for key in table:
-        if key not in known:
-            raise errors.ConfigError(path, f"{prefix}{key}",
+    for name in table:
+        if name not in known:
+            raise errors.ConfigError(path, f"{prefix}{quoted_key(name)}",
                                      f"unknown key (known: {', '.join(sorted(known))})")
 
 
@@ -127,6 +142,25 @@ def _text(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError(f"must be a non-empty string, got {value!r}")
     return value
+
+
+def _address(value: Any) -> str:
+    text = _text(value)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not ADDRESS.fullmatch(text):
+        raise ValueError("must be a host name, an alias of ~/.ssh/config or an IP address "
+                         f"(letters, digits, '.', '_', '-'), got {text!r}")
+    return text
+
+
+def _user(value: Any) -> str:
+    text = _text(value)
+    if not USER.fullmatch(text):
+        raise ValueError(f"must be a user name (letters, digits, '.', '_', '-'), got {text!r}")
+    return text
 
 
 def _path(value: Any) -> str:
@@ -177,9 +211,16 @@ def _size(value: Any) -> int:
 
 
 def _mac(value: Any) -> str:
-    if not isinstance(value, str) or not MAC.match(value):
+    if not isinstance(value, str) or not MAC.fullmatch(value):
         raise ValueError(f"must be a MAC address like 52:54:00:12:34:56, got {value!r}")
     return value.lower()
+
+
+def _ipv4(value: Any) -> str:
+    try:
+        return str(ipaddress.IPv4Address(value if isinstance(value, str) else ""))
+    except ValueError:
+        raise ValueError(f"must be an IPv4 address like 192.168.1.255, got {value!r}") from None
 
 
 def _domain_type(value: Any) -> str:
@@ -212,7 +253,7 @@ def _argv(value: Any) -> tuple[str, ...]:
 def _tags(value: Any) -> tuple[str, ...]:
     tags = _strings(value)
     for tag in tags:
-        if not HOST_NAME.match(tag):
+        if not HOST_NAME.fullmatch(tag):
             raise ValueError(f"tag {tag!r}: letters, digits, '.', '_' and '-' only")
     return tags
 
@@ -231,7 +272,7 @@ NETWORK = re.compile(r"^(user|none|(network|bridge):[A-Za-z0-9_.-]+)$")
 
 def check_network(value: Any) -> str:
     """A guest network setting, checked: "network:NAME", "bridge:NAME", "user" or "none"."""
-    if not isinstance(value, str) or not NETWORK.match(value):
+    if not isinstance(value, str) or not NETWORK.fullmatch(value):
         raise ValueError('must be "network:NAME", "bridge:NAME", "user" or "none", '
                          f"got {value!r}")
     return value
@@ -246,8 +287,8 @@ def _uri(value: Any) -> str:
 
 # key in hosts.toml -> (HostSpec field, checker)
 _HOST_KEYS: dict[str, tuple[str, Checker]] = {
-    "address": ("address", _text),
-    "user": ("user", _text),
+    "address": ("address", _address),
+    "user": ("user", _user),
     "port": ("port", _port),
     "mac": ("mac", _mac),
     "tags": ("tags", _tags),
@@ -269,6 +310,8 @@ _HOST_KEYS: dict[str, tuple[str, Checker]] = {
     "known_hosts": ("known_hosts", _path),
     "ssh_config": ("ssh_config", _ssh_config),
     "power_off_command": ("power_off_command", _argv),
+    "wol_address": ("wol_address", _ipv4),
+    "wol_port": ("wol_port", _port),
     "network": ("network", check_network),
 }
 # Keys that make no sense shared by every host.

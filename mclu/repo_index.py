@@ -19,6 +19,10 @@ from mclu import errors
 _SECTION = re.compile(r"^\[([^\]]+)\]\s*$")
 _FIELD = re.compile(r"^([A-Za-z0-9_.-]+)(?:\[([A-Za-z0-9_.,-]+)\])?=(.*)$")
 _SHA512 = re.compile(r"^[0-9a-f]{128}$")
+_NUMBER = re.compile(r"^[0-9]{1,20}$")
+# A template's name and arch become a file name on the controller and on every host
+# (`<name>.<arch>.r<revision>.raw`): no "/", no leading "." or "-", nothing a shell splits.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,62}$")
 _FORMATS = ("raw", "qcow2")
 _ARMOUR_START = "-----BEGIN PGP SIGNED MESSAGE-----"
 _SIGNATURE_START = "-----BEGIN PGP SIGNATURE-----"
@@ -66,7 +70,7 @@ def parse_sources(text: str, path: str) -> list[Source]:
     """The repositories of one repos.d .conf file; raises ConfigError naming the line."""
     sources = []
     for name, line, fields in _sections(text, path):
-        if "uri" not in fields:
+        if not fields.get("uri", "").strip():
             raise errors.ConfigError(path, f"[{name}] (line {line})", "missing uri=")
         fmt = fields.get("format", "native")
         if fmt != "native":
@@ -80,10 +84,10 @@ def parse_sources(text: str, path: str) -> list[Source]:
 def parse_index(text: str, index_uri: str) -> list[Entry]:
     """The templates of an index (signed or not); `index_uri` resolves relative `file=`."""
     return [_entry(name, line, fields, index_uri)
-            for name, line, fields in _sections(strip_signature(text), index_uri)]
+            for name, line, fields in _sections(strip_signature(text, index_uri), index_uri)]
 
 
-def strip_signature(text: str) -> str:
+def strip_signature(text: str, path: str = "index") -> str:
     """The signed text of a gpg clear-signed message (RFC 4880 7.1), or `text` unchanged."""
     lines = text.splitlines()
     if not lines or lines[0].strip() != _ARMOUR_START:
@@ -92,7 +96,7 @@ def strip_signature(text: str) -> str:
         body_start = lines.index("", 1) + 1  # after the Hash: armour headers
         body_end = lines.index(_SIGNATURE_START, body_start)
     except ValueError:
-        raise errors.ConfigError("index", None, "truncated gpg clear-signed message") from None
+        raise errors.ConfigError(path, None, "truncated gpg clear-signed message") from None
     # Clear-signing escapes lines starting with "-" as "- -".
     body = [line[2:] if line.startswith("- ") else line for line in lines[body_start:body_end]]
     return "\n".join(body) + "\n"
@@ -127,6 +131,11 @@ def _sections(text: str, path: str) -> Sections:
     return sections
 
 
+def _cut(text: str, width: int = 40) -> str:
+    """Text from a file for a message: at most `width` characters."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
 def _lines(text: str) -> Iterator[tuple[int, str]]:
     for number, line in enumerate(text.splitlines(), start=1):
         # A line of one space is a continuation holding an empty line: keep it.
@@ -143,14 +152,27 @@ def _entry(name: str, line: int, fields: dict[str, str], index_uri: str) -> Entr
         return fields[key]
 
     def number(key: str) -> int:
-        try:
-            return int(need(key))
-        except ValueError:
+        text = need(key).strip()
+        if not _NUMBER.fullmatch(text):
             raise errors.ConfigError(index_uri, f"[{name}].{key}",
-                                     f"not a number: {fields[key]!r}") from None
+                                     f"not a number: {_cut(fields[key])!r}")
+        return int(text)
 
+    if not NAME.fullmatch(name):
+        raise errors.ConfigError(index_uri, f"[{_cut(name)}] (line {line})",
+                                 "a template's name is letters, digits, '.', '_', '+', '-'")
+    arch = fields.get("arch", "x86_64")
+    if not NAME.fullmatch(arch):
+        raise errors.ConfigError(index_uri, f"[{name}].arch", f"not an architecture: "
+                                 f"{_cut(arch)!r}")
+    if not need("file").strip():
+        raise errors.ConfigError(index_uri, f"[{name}].file", "empty")
+    try:
+        file_uri = urljoin(index_uri, fields["file"].strip())
+    except ValueError as e:  # urllib refuses, e.g. "http://[::1"
+        raise errors.ConfigError(index_uri, f"[{name}].file", f"not a URI: {e}") from None
     sha512 = need("checksum[sha512]").strip().lower()
-    if not _SHA512.match(sha512):
+    if not _SHA512.fullmatch(sha512):
         raise errors.ConfigError(index_uri, f"[{name}].checksum[sha512]",
                                  "not a sha512 hex digest")
     fmt = fields.get("format", "raw")
@@ -158,8 +180,8 @@ def _entry(name: str, line: int, fields: dict[str, str], index_uri: str) -> Entr
         raise errors.ConfigError(index_uri, f"[{name}].format", f"unknown disk format {fmt!r}")
     return Entry(
         name=name,
-        arch=fields.get("arch", "x86_64"),
-        file_uri=urljoin(index_uri, need("file")),
+        arch=arch,
+        file_uri=file_uri,
         revision=number("revision") if "revision" in fields else 1,
         sha512=sha512,
         size=number("size"),

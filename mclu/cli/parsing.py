@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
 from mclu.cli import commands
 
 Command = Callable[[argparse.Namespace, commands.Env], Coroutine[Any, Any, int]]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line, like every other mclu error (exit status 2).
+
+    argparse's own error prints the whole usage, then the error: many lines, and not in
+    mclu's `mclu: error: ...` form. Subparsers made from this parser are of this class too.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        line = " ".join(f"{self.prog}: {message}".split())  # a value's newlines stay out
+        self.exit(2, f"mclu: error: {line} (see `{self.prog} --help`)\n")
+
+
 if TYPE_CHECKING:  # argparse's class is not subscriptable at run time
-    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+    Subparsers: TypeAlias = argparse._SubParsersAction[Parser]
 
 
 def global_options(parser: argparse.ArgumentParser, default: object) -> None:
@@ -24,7 +38,7 @@ def global_options(parser: argparse.ArgumentParser, default: object) -> None:
 
 
 def add_command(sub: Subparsers, name: str,
-                  command: Command, summary: str) -> argparse.ArgumentParser:
+                  command: Command, summary: str) -> Parser:
     parser = sub.add_parser(name, help=summary, description=summary)
     # After the command name they must not reset what was given before it.
     global_options(parser, default=argparse.SUPPRESS)

@@ -3,7 +3,8 @@
 A base is fetched from its repository, its sha512 checked against the index while it
 streams in, decompressed into a sparse raw file, and renamed into place only when whole, so
 an interrupted download never leaves a file that looks finished. A lock file serialises
-mclu runs that want the same cache. Blocking: call from a thread.
+mclu runs that want the same cache. The cache is private to its user whatever the umask:
+the directory 0700, every file mclu writes in it 0600. Blocking: call from a thread.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ def cached(template: model.ResolvedTemplate, directory: Path) -> LocalBase | Non
 def ensure(template: model.ResolvedTemplate, directory: Path,
            progress: Progress | None = None) -> LocalBase:
     """The template's base in the cache, fetching, checking and unpacking it if needed."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir(directory)
     with _locked(directory):
         found = cached(template, directory)
         if found is not None:
@@ -71,6 +72,20 @@ def ensure(template: model.ResolvedTemplate, directory: Path,
         return _local(target)
 
 
+def private_dir(directory: Path) -> None:
+    """Make `directory` (and missing parents) and leave it 0700, as older versions may not."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if directory.stat().st_mode & 0o077:
+        directory.chmod(0o700)
+
+
+def _create_private(path: Path) -> BinaryIO:
+    """A new (or emptied) file for writing, 0600 from the start, whatever the umask."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    return os.fdopen(fd, "wb")
+
+
 def _local(path: Path) -> LocalBase:
     st = path.stat()
     return LocalBase(path=path, size=st.st_size, data_bytes=st.st_blocks * 512)
@@ -78,7 +93,8 @@ def _local(path: Path) -> LocalBase:
 
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    with open(directory / ".lock", "a+b") as lock:
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "r+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
 
@@ -90,7 +106,7 @@ def _suffix(uri: str) -> str:
 def _download(uri: str, sha512: str, dest: Path, progress: Progress | None) -> None:
     digest = hashlib.sha512()
     try:
-        with _open_uri(uri) as source, open(dest, "wb") as out:
+        with _open_uri(uri) as source, _create_private(dest) as out:
             total = int(getattr(source, "length", 0) or 0)
             done = 0
             while chunk := source.read(CHUNK):
@@ -131,7 +147,7 @@ def _unpack(source: Path, dest: Path, size: int) -> None:
 
 def _write_sparse(data: IO[bytes], dest: Path, size: int) -> None:
     """Copy a stream into a file, seeking over all-zero chunks so they stay holes."""
-    with open(dest, "wb") as out:
+    with _create_private(dest) as out:
         while chunk := _read_full(data, CHUNK):
             if chunk == _ZERO[: len(chunk)]:
                 out.seek(len(chunk), os.SEEK_CUR)
