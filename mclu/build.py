@@ -1,11 +1,16 @@
-"""Carry out a build plan: base images to hosts, guest disks, personalisation, define, start.
+"""Carry out a build plan: define, base images to hosts, guest disks, personalisation, start.
 
 Every step that makes something registers how to unmake it; a failure or a cancellation
-(Ctrl-C, SIGTERM) anywhere unmakes, newest first, everything this build made: domains,
-guest disks, partial cache files, NBD servers and forwarded sockets (the last two are owned
+(Ctrl-C, SIGTERM) anywhere unmakes, newest first, everything this build made: guest disks,
+domains, partial cache files, NBD servers and forwarded sockets (the last two are owned
 by context managers). A base image that arrived whole stays in the host's cache: it is
 correct and the next build will want it. The plan is not revisited: if the world changed
 since the snapshot, the failing step says so and the user runs the command again.
+
+Killed outright (SIGKILL, a crash) no undo runs, so each guest is defined first, with mclu's
+metadata state "building", and every partial file carries its guest's name: what is left is
+marked, the guest's lock (`mclu.locks`) dies with the connection, and `mclu cleanup` knows
+it for a leftover. qemu-nbd and its socket directory end with the connection too.
 """
 
 from __future__ import annotations
@@ -17,16 +22,18 @@ import datetime
 import functools
 import logging
 import posixpath
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from mclu import domxml, errors, images, model, plan
-from mclu.hosts.session import Session
+from mclu.hosts.session import Background, Session
 from mclu.images import cache, customize
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Reporter(Protocol):
@@ -61,13 +68,17 @@ class Undo:
     def push(self, what: str, action: Callable[[], Awaitable[None]]) -> None:
         self._actions.append((what, action))
 
-    async def run(self, reporter: Reporter) -> None:
+    async def run(self, reporter: Reporter) -> list[str]:
+        """Undo everything, newest first; returns what could not be undone."""
+        failed = []
         while self._actions:
             what, action = self._actions.pop()
             try:
                 await action()
             except (errors.MCLUError, OSError) as e:  # keep undoing the rest
                 reporter.step(None, None, f"cleanup: could not {what}: {e}")
+                failed.append(what)
+        return failed
 
 
 def now() -> str:
@@ -84,8 +95,14 @@ async def execute(build: plan.BuildPlan, local: cache.LocalBase, sessions: Mappi
         await _each_host(build, lambda host, guests: _prepare_host(
             sessions[host], guests, build.transport, local, undo, reporter))
         await _personalize(build, sessions, inputs, reporter)
-        await _each_host(build, lambda host, guests: _define_and_start(
-            sessions[host], guests, undo, reporter))
+        await _each_host(build, lambda host, guests: _start(sessions[host], guests, reporter))
+    except errors.BuildFailed as e:
+        failed = await asyncio.shield(undo.run(reporter))
+        if failed:  # a host that stopped answering: what it holds is marked, say how it goes
+            raise errors.BuildFailed(e.guest, e.step, e.host, (
+                f"{e.reason}; not undone: {'; '.join(failed)} (mclu cleanup removes it "
+                "once the host answers)")) from e
+        raise
     except BaseException:
         # Cancellation included: shielded so a second Ctrl-C cannot leave half the cleanup.
         await asyncio.shield(undo.run(reporter))
@@ -119,6 +136,15 @@ async def _each_host(build: plan.BuildPlan,
 
 async def _prepare_host(session: Session, guests: list[plan.GuestPlan], transport: str,
                         local: cache.LocalBase, undo: Undo, reporter: Reporter) -> None:
+    """Define each guest (marked "building"), send the base, make each guest's disk.
+
+    The definitions come first so that whatever this build leaves if it is killed outright
+    (SIGKILL, a crash: no undo runs) is marked: a guest in state "building" whose lock no run
+    holds, its disk, and partial files named after it (`mclu cleanup` removes them).
+    """
+    for guest in guests:
+        reporter.step(session.host, guest.name, "defining")
+        await _step(session.host, guest.name, "define", _define(session, guest, undo))
     first = guests[0]
     if any(g.send_bytes for g in guests):
         reporter.step(session.host, None,
@@ -133,14 +159,16 @@ async def _prepare_host(session: Session, guests: list[plan.GuestPlan], transpor
 
 async def _send_base(session: Session, guest: plan.GuestPlan, transport: str,
                      local: cache.LocalBase, reporter: Reporter) -> None:
-    await session.run(["mkdir", "-p", posixpath.dirname(guest.base_path)])
+    # 0711: qemu's user may reach a base it is given, no one else may list the cache.
+    await session.run(["mkdir", "-p", "-m", "0711", "--", posixpath.dirname(guest.base_path)])
     key = f"{session.host}:{guest.base.cache_name}"
 
     def progress(done: int) -> None:
         reporter.transfer(key, done, local.size)
 
+    # The partial file is named after the guest: its lock covers it (mclu cleanup).
     await images.send_atomically(images.get(transport), session, local.path, guest.base_path,
-                                 local.size, progress=progress)
+                                 local.size, progress=progress, owner=guest.name)
 
 
 async def _create_disk(session: Session, guest: plan.GuestPlan, undo: Undo) -> None:
@@ -157,12 +185,42 @@ async def _create_disk(session: Session, guest: plan.GuestPlan, undo: Undo) -> N
         argv = ["sh", "-c", 'cp --sparse=always -- "$1" "$2" && truncate -s "$3" -- "$2"',
                 "sh", guest.base_path, temp, str(guest.disk_size)]
     try:
-        await session.run(argv)
-        await session.run(["ln", "--", temp, guest.disk_path])
+        # Not interrupted: a command cancelled here runs on, on the host, and would make its
+        # file after the `rm` below (a full copy's `cp` takes seconds; an overlay, none).
+        await uninterrupted(session.run(argv))
+        # Private before personalisation writes root's password hash and host keys into it.
+        await session.run(["chmod", "0600", "--", temp])
+        await uninterrupted(_link(session, temp, guest, undo))
     finally:
         await session.run(["rm", "-f", "--", temp], check=False)
+
+
+async def _link(session: Session, temp: str, guest: plan.GuestPlan, undo: Undo) -> None:
+    """The disk in place, and its undo registered: never one without the other."""
+    await session.run(["ln", "--", temp, guest.disk_path])
     undo.push(f"remove {guest.disk_path} on {session.host}",
               functools.partial(_remove, session, guest.disk_path))
+
+
+async def uninterrupted(work: Awaitable[T]) -> T:
+    """Await `work` to its end even when cancelled meanwhile, then re-raise the cancellation.
+
+    For a short step whose effect must be known: a domain defined or a disk linked while
+    Ctrl-C arrives would otherwise exist with no undo registered for it.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 async def _remove(session: Session, path: str) -> None:
@@ -206,41 +264,73 @@ def _personalization(guest: plan.GuestPlan, template: model.ResolvedTemplate,
         customization=template.customization)
 
 
+# Runs "$@" (qemu-nbd) with its socket in the new private directory "$1", and removes that
+# directory when the server ends, by itself or stopped: `Session.background` stops it with
+# SIGTERM when its block ends and when the ssh connection dies (mclu killed outright), so
+# the directory never outlives the build.
+_NBD_SERVER = (
+    'd=$1; shift; p=\n'
+    "trap 'kill \"$p\" 2>/dev/null; wait \"$p\"; rm -rf -- \"$d\"; exit 143' TERM HUP\n"
+    'mkdir -m 0700 -- "$d" || exit 1\n'
+    '"$@" & p=$!\n'
+    'wait "$p"; s=$?\n'
+    'rm -rf -- "$d"\n'
+    'exit "$s"\n'
+)
+
+
+def nbd_directory(guest: str) -> str:
+    """A fresh private directory on the host for the NBD socket of guest's disk."""
+    return f"/tmp/mclu-nbd-{guest}.{secrets.token_hex(4)}"
+
+
 @contextlib.asynccontextmanager
 async def _nbd_export(session: Session, guest: plan.GuestPlan) -> AsyncIterator[str]:
     """The guest's disk served by qemu-nbd on its host, as a local unix socket."""
-    tmp = (await session.run(["mktemp", "-d", "/tmp/mclu-nbd.XXXXXX"])).stdout.decode().strip()
-    socket = posixpath.join(tmp, "nbd.sock")
-    try:
-        argv = ["qemu-nbd", "--socket", socket, "--format", guest.spec.disk_format,
-                "--cache=unsafe", "--discard=unmap", "--shared=1", guest.disk_path]
-        async with session.background(argv):
-            await _wait_for_socket(session, socket)
-            async with session.forward_socket(socket) as local:
-                yield local
-    finally:
-        await session.run(["rm", "-rf", "--", tmp], check=False)
+    directory = nbd_directory(guest.name)
+    socket = posixpath.join(directory, "nbd.sock")
+    argv = ["sh", "-c", _NBD_SERVER, "sh", directory,
+            "qemu-nbd", "--socket", socket, "--format", guest.spec.disk_format,
+            "--cache=unsafe", "--discard=unmap", "--shared=1", guest.disk_path]
+    async with session.background(argv) as server:
+        await _wait_for_socket(session, server, socket)
+        async with session.forward_socket(socket) as local:
+            yield local
 
 
-async def _wait_for_socket(session: Session, path: str, seconds: float = 10.0) -> None:
+async def _wait_for_socket(session: Session, server: Background, path: str,
+                           seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while (await session.run(["test", "-S", path], check=False)).exit_status != 0:
+        server.check()
+        if server.result() is not None:
+            raise errors.HostError(session.host, f"qemu-nbd for {path} ended at once")
         if time.monotonic() > deadline:
             raise errors.HostTimeout(session.host, f"qemu-nbd to listen on {path}", seconds)
         await asyncio.sleep(0.05)
 
 
-# --- step 3: define and start ----------------------------------------------------------------
+# --- define (first of all) and start (last) ---------------------------------------------------
 
 
-async def _define_and_start(session: Session, guests: list[plan.GuestPlan], undo: Undo,
-                            reporter: Reporter) -> None:
-    for guest in guests:
-        reporter.step(session.host, guest.name, "defining and starting")
-        await _step(session.host, guest.name, "define",
-                    session.define(domxml.render(guest.spec)))
+async def _define(session: Session, guest: plan.GuestPlan, undo: Undo) -> None:
+    """The guest defined, shut off, its metadata state "building"; its disk need not exist yet.
+
+    Not interrupted half-way: a definition made while Ctrl-C arrives still gets its undo.
+    """
+    assert guest.spec.meta.state == "building"
+
+    async def define() -> None:
+        await session.define(domxml.render(guest.spec))
         undo.push(f"undefine {guest.name} on {session.host}",
                   functools.partial(_undefine, session, guest.name))
+
+    await uninterrupted(define())
+
+
+async def _start(session: Session, guests: list[plan.GuestPlan], reporter: Reporter) -> None:
+    for guest in guests:
+        reporter.step(session.host, guest.name, "starting")
         await _step(session.host, guest.name, "start", session.start(guest.name))
         ready = dataclasses.replace(guest.spec.meta, state="ready")
         await _step(session.host, guest.name, "record", session.set_metadata(guest.name, ready))
@@ -261,3 +351,11 @@ async def _step(host: str, guest: str, step: str, work: Awaitable[object]) -> No
     except errors.MCLUError as e:
         raise errors.BuildFailed(guest, step, host, str(e)) from e
 
+
+
+# --- the steps other commands reuse (mclu rebuild makes a guest's new disk with them) ----------
+
+send_base = _send_base
+create_disk = _create_disk
+nbd_export = _nbd_export
+personalization = _personalization

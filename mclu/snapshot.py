@@ -5,13 +5,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TypeVar
 
-from mclu import errors, fanout, model
+from mclu import errors, fanout, model, storage
 from mclu.hosts import session
 
 Opener = Callable[[model.HostSpec], AbstractAsyncContextManager[session.Session]]
@@ -20,11 +22,20 @@ T = TypeVar("T")
 
 
 async def take(hosts: Sequence[model.HostSpec], open_session: Opener, *, limit: int) -> Snapshot:
-    """One parallel read of every host: facts and guests, or the error that stopped it."""
+    """One parallel read of every host: facts and guests, or the error that stopped it; and,
+    at the same time over the same connection, what interrupted runs left there (one command;
+    `leftovers` is None where the host could not say)."""
 
     async def read(spec: model.HostSpec) -> model.HostSnapshot:
         async with open_session(spec) as host:
-            return await read_host(host, spec)
+            scan = asyncio.ensure_future(storage.scan_quietly(host, spec))
+            try:
+                found = await read_host(host, spec)
+            except BaseException:
+                scan.cancel()
+                await asyncio.gather(scan, return_exceptions=True)
+                raise
+            return dataclasses.replace(found, leftovers=await scan)
 
     return await fanout.gather(hosts, read, limit=limit)
 

@@ -1,17 +1,25 @@
-"""A host's image directory as a build sees it: free bytes and the template bases cached there.
+"""A host's image directory as a build sees it: free bytes, the template bases cached there,
+and what interrupted runs of mclu may have left (partial files, locks held).
 
-`read` asks the host (two commands over its session); the parsers are pure.
+`read` and `scan_leftovers` ask the host (one command each over its session); the parsers
+are pure.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
+import re
+from collections.abc import Mapping
 
-from mclu import errors, model
+from mclu import errors, model, plan
 from mclu.hosts.session import Session
 
+log = logging.getLogger(__name__)
+
 CACHE_SUBDIR = "mclu-templates"
+LOCK_SUBDIR = ".mclu-locks"  # mclu.locks keeps the guests' lock files here
 
 
 def cache_dir(image_dir: str) -> str:
@@ -20,16 +28,160 @@ def cache_dir(image_dir: str) -> str:
 
 
 async def read(session: Session, spec: model.HostSpec) -> model.StorageFacts:
-    """Free space of the host's image directory and the bases in its cache."""
-    df = await session.run(["df", "--output=avail", "-B1", spec.image_dir], check=False)
-    if df.exit_status != 0:
-        raise errors.HostCommandFailed(spec.name, df.command, df.exit_status,
-                                       df.stderr.decode(errors="replace"))
-    listing = await session.run(
-        ["find", cache_dir(spec.image_dir), "-maxdepth", "1", "-type", "f", "-name", "*.raw",
-         "-printf", "%f\\n"], check=False)  # a missing cache dir is an empty cache
-    return model.StorageFacts(image_dir=spec.image_dir, free=parse_df_avail(df.stdout.decode()),
-                              cached_bases=parse_names(listing.stdout.decode()))
+    """Free space of the host's image directory, the bases in its cache, and the leftovers
+    of interrupted runs (see `scan_leftovers`), all in one command."""
+    done = await session.run(["sh", "-c", SCAN_SCRIPT, "sh", spec.image_dir, "storage"],
+                             check=False)
+    sections = parse_sections(done.stdout.decode(errors="replace"))
+    status = sections.get("dfstatus", ["1"])
+    df = "\n".join(sections.get("df", []))
+    if done.exit_status != 0 or status != ["0"]:
+        raise errors.HostCommandFailed(spec.name, f"df --output=avail -B1 {spec.image_dir}",
+                                       int(status[0]) if status and status[0].isdigit()
+                                       else done.exit_status,
+                                       df + done.stderr.decode(errors="replace"))
+    return model.StorageFacts(image_dir=spec.image_dir, free=parse_df_avail(df),
+                              cached_bases=parse_names("\n".join(sections.get("cache", []))),
+                              leftovers=parse_scan(sections))
+
+
+# --- leftovers of interrupted runs -------------------------------------------------------------
+
+# One command: the host's clock; with "$2" the free space and the cached bases; mclu's
+# partial files in the image and cache directories, each with its modification time; which
+# of them a process names on its command line (a writer, a server: the candidate paths reach
+# grep on its stdin, so no command line here names them); the guests' lock files; and the
+# kernel's list of flocks held. /proc is read only when there are candidates; everything is
+# best effort (a missing directory is an empty one).
+SCAN_SCRIPT = r"""img=$1; cache=$img/mclu-templates
+printf '@now %s\n' "$(date +%s)"
+if [ -n "$2" ]; then
+  echo @df
+  df --output=avail -B1 -- "$img" 2>&1
+  printf '@dfstatus %s\n' "$?"
+  echo @cache
+  find "$cache" -maxdepth 1 -type f -name '*.raw' -printf '%f\n' 2>/dev/null
+fi
+found=$(find "$img" "$cache" -maxdepth 1 -type f \( -name '*.partial-*' \
+    -o -name '*.mclu-new' -o -name '*.mclu-rebuild' \) -printf '%T@ %p\n' 2>/dev/null)
+echo @partial
+if [ -n "$found" ]; then
+  printf '%s\n' "$found"
+  echo @inuse
+  printf '%s\n' "$found" | cut -d' ' -f2- | grep -aFoh -f - /proc/[0-9]*/cmdline 2>/dev/null \
+    | sort -u
+fi
+echo @locks
+find "$img/.mclu-locks" -maxdepth 1 -type f -name '*.lock' -printf '%D %i %f\n' 2>/dev/null
+echo @proclocks
+grep -F FLOCK /proc/locks 2>/dev/null
+true
+"""
+
+
+async def scan_leftovers(session: Session, spec: model.HostSpec) -> model.LeftoverScan:
+    """What interrupted runs may have left on the host, in one command (raises HostError)."""
+    done = await session.run(["sh", "-c", SCAN_SCRIPT, "sh", spec.image_dir], check=False)
+    if done.exit_status != 0:
+        raise errors.HostCommandFailed(spec.name, "scan for leftovers", done.exit_status,
+                                       done.stderr.decode(errors="replace"))
+    return parse_scan(parse_sections(done.stdout.decode(errors="replace")))
+
+
+async def scan_quietly(session: Session, spec: model.HostSpec) -> model.LeftoverScan | None:
+    """`scan_leftovers` for read commands: None when the host cannot say (no shell, an error);
+    the command's answer does not depend on it."""
+    try:
+        return await scan_leftovers(session, spec)
+    except errors.HostError as e:
+        log.debug("%s: no scan for leftovers: %s", spec.name, e)
+        return None
+
+
+def parse_sections(text: str) -> dict[str, list[str]]:
+    """`@name [value]` lines start a section; `@now 5` is the section "now" holding "5"."""
+    sections: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        if line.startswith("@"):
+            name, _, value = line[1:].partition(" ")
+            current = sections.setdefault(name, [])
+            if value:
+                current.append(value)
+        elif current is not None and line.strip():
+            current.append(line)
+    return sections
+
+
+def parse_scan(sections: Mapping[str, list[str]]) -> model.LeftoverScan:
+    """The scan's sections (see SCAN_SCRIPT) → LeftoverScan: ages by the host's clock."""
+    now_text = (sections.get("now") or ["0"])[0]
+    now = float(now_text) if now_text.replace(".", "", 1).isdigit() else 0.0
+    in_use = set(sections.get("inuse", []))
+    files = []
+    for line in sections.get("partial", []):
+        mtime, _, path = line.partition(" ")
+        try:
+            age = max(now - float(mtime), 0.0)
+        except ValueError:
+            continue
+        files.append(model.PartialFile(path=path, age=age, in_use=path in in_use,
+                                       owner=owner_of(path)))
+    return model.LeftoverScan(
+        partial_files=tuple(sorted(files, key=lambda f: f.path)),
+        locked=held_locks(sections.get("locks", []), sections.get("proclocks", [])))
+
+
+_LOCK_ID = re.compile(r"^([0-9a-f]+):([0-9a-f]+):(\d+)$")
+
+
+def held_locks(lock_files: list[str], proc_locks: list[str]) -> tuple[str, ...]:
+    """Guests whose lock file (`DEV INODE NAME.lock` lines) the kernel lists as locked
+    (/proc/locks lines `N: FLOCK ADVISORY WRITE PID MAJ:MIN:INODE 0 EOF`; `->` lines are
+    waiters). A file on another device with the same inode counts as held: when unsure, a
+    leftover is kept, never a lock holder's guest removed."""
+    held: set[int] = set()
+    for line in proc_locks:
+        fields = line.split()
+        if "->" in fields:
+            continue
+        for field in fields:
+            found = _LOCK_ID.match(field)
+            if found:
+                held.add(int(found.group(3)))
+    names = []
+    for line in lock_files:
+        parts = line.split(" ", 2)
+        if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) in held:
+            names.append(parts[2].removesuffix(".lock"))
+    return tuple(sorted(names))
+
+
+_PARTIAL_OWNER = re.compile(r"\.partial-[0-9a-f]{8}-(?P<owner>.+)$")
+_DISK_SUFFIXES = (".mclu-new", ".mclu-rebuild")
+_DISK_EXTENSIONS = (".qcow2", ".img", ".raw")
+
+
+def owner_of(path: str) -> str | None:
+    """The guest whose lock covers a partial file, from its name; None when it names none.
+
+    `BASE.partial-XXXXXXXX-GUEST` (a base being sent for GUEST), `GUEST.qcow2.mclu-new` /
+    `.mclu-rebuild` (its disk being made). A plain `BASE.partial-XXXXXXXX` (a base copied for
+    a migration) has no owner.
+    """
+    name = posixpath.basename(path)
+    found = _PARTIAL_OWNER.search(name)
+    if found:
+        owner = found.group("owner")
+    elif name.endswith(_DISK_SUFFIXES):
+        owner = name
+        while owner.endswith(_DISK_SUFFIXES):
+            owner = next(owner.removesuffix(s) for s in _DISK_SUFFIXES if owner.endswith(s))
+        stem, ext = posixpath.splitext(owner)
+        owner = stem if ext in _DISK_EXTENSIONS else owner
+    else:
+        return None
+    return owner if plan.GUEST_NAME.fullmatch(owner) else None
 
 
 def parse_df_avail(text: str) -> int:

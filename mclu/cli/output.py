@@ -16,7 +16,7 @@ from typing import Any, TextIO
 from tabulate import tabulate
 from tqdm import tqdm
 
-from mclu import errors, fanout, model, sizes, sources
+from mclu import errors, fanout, migrate, model, power, sizes, sources
 from mclu.plan import BuildPlan, GuestPlan
 from mclu.snapshot import Found, Snapshot
 
@@ -62,6 +62,9 @@ def _status_row(name: str, result: model.HostSnapshot | errors.HostError) -> lis
     memory = (f"{bar(result.memory_allocated, result.memory_total)} "
               f"{sizes.human(result.memory_allocated)} / {sizes.human(result.memory_total)}")
     guests = f"{len(result.active_guests)} running / {len(result.guests)}"
+    building = _building(result)
+    if building:
+        guests += f" ({building} building)"
     return [name, "on", str(result.cpus), f"{result.vcpus_allocated} used",
             memory, sizes.human(result.memory_free), guests, ""]
 
@@ -92,6 +95,11 @@ def _host_json(name: str, result: model.HostSnapshot | errors.HostError) -> dict
     }
 
 
+def _building(host: model.HostSnapshot) -> int:
+    """Guests whose mclu metadata says "building": under way, or left by an interrupted build."""
+    return sum(1 for g in host.guests if g.mclu is not None and g.mclu.state == "building")
+
+
 def bar(used: int, total: int, width: int = 10) -> str:
     """A capacity bar like `[###.......]`; full when over capacity."""
     filled = width if total <= 0 else min(width, round(width * used / total))
@@ -108,11 +116,20 @@ def guest_rows(snapshot: Snapshot) -> list[tuple[str, model.Guest]]:
 
 
 def list_table(snapshot: Snapshot) -> str:
-    rows = [[g.name, host, g.state.value, str(g.vcpus), sizes.human(g.memory),
-             _template(g), g.mclu.built if g.mclu else ""]
+    rows = [[g.name, host, _guest_state(snapshot.ok[host], g), str(g.vcpus),
+             sizes.human(g.memory), _template(g), g.mclu.built if g.mclu else ""]
             for host, g in guest_rows(snapshot)]
     headers = ["NAME", "HOST", "STATE", "vCPUS", "MEMORY", "TEMPLATE", "BUILT"]
     return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
+
+
+def _guest_state(host: model.HostSnapshot, guest: model.Guest) -> str:
+    """The run state; for a guest mclu is still building, whether a build is under way or
+    was interrupted (its lock is free: `mclu cleanup` removes it)."""
+    if guest.mclu is None or guest.mclu.state != "building":
+        return guest.state.value
+    interrupted = host.leftovers is not None and guest.name not in host.leftovers.locked
+    return f"{guest.state.value}, {'interrupted build' if interrupted else 'building'}"
 
 
 def list_json(snapshot: Snapshot) -> dict[str, Any]:
@@ -364,3 +381,107 @@ def built_text(built: Sequence[Any], seconds: float) -> str:
 def built_json(built: Sequence[Any], seconds: float) -> dict[str, Any]:
     return {"event": "done", "built": [{"name": b.name, "host": b.host} for b in built],
             "seconds": round(seconds, 3)}
+
+
+# --- host power (mclu on / mclu off) ---------------------------------------------------------
+
+
+def wake_sent_text(spec: model.HostSpec) -> str:
+    return (f"{spec.name}: wake-on-LAN packet for {spec.mac} sent to "
+            f"{spec.wol_address}:{spec.wol_port}")
+
+
+def power_on_text(spec: model.HostSpec, waited: power.Waited | None) -> str:
+    if waited is None:
+        return wake_sent_text(spec) + " (mclu on --wait waits until it answers)"
+    return f"{spec.name}: on, answering ssh after {waited.seconds:.1f} s"
+
+
+def power_on_json(spec: model.HostSpec, waited: power.Waited | None) -> dict[str, Any]:
+    return {"host": spec.name, "action": "on", "mac": spec.mac,
+            "sent_to": f"{spec.wol_address}:{spec.wol_port}", **_waited_json(waited)}
+
+
+def power_off_sent_text(spec: model.HostSpec, ended: power.Ended) -> str:
+    how = ("the command ran" if ended is power.Ended.COMPLETED
+           else "the connection dropped as it went down")
+    return f"{spec.name}: `{' '.join(spec.power_off_command)}` sent; {how}"
+
+
+def power_off_text(spec: model.HostSpec, ended: power.Ended, killed: Sequence[str],
+                   waited: power.Waited | None) -> str:
+    lines = []
+    if killed:
+        lines.append(f"{spec.name}: powered off with {len(killed)} running "
+                     f"{'guest' if len(killed) == 1 else 'guests'} (--force): {', '.join(killed)}")
+    if waited is None:
+        lines.append(power_off_sent_text(spec, ended) + " (mclu off --wait waits until it is off)")
+    else:
+        lines.append(f"{spec.name}: off, no longer answering after {waited.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def power_off_json(spec: model.HostSpec, ended: power.Ended, killed: Sequence[str],
+                   waited: power.Waited | None) -> dict[str, Any]:
+    return {"host": spec.name, "action": "off", "command": list(spec.power_off_command),
+            "ended": ended.value, "guests_killed": list(killed), **_waited_json(waited)}
+
+
+def _waited_json(waited: power.Waited | None) -> dict[str, Any]:
+    if waited is None:
+        return {"waited": False}
+    return {"waited": True, "attempts": waited.attempts, "seconds": round(waited.seconds, 3)}
+
+
+def wait_attempt_text(spec: model.HostSpec, attempt: power.Attempt) -> str:
+    return f"{spec.name}: attempt {attempt.number} ({attempt.elapsed:.0f} s): {attempt.answer}"
+
+
+# --- migrate and drain -------------------------------------------------------------------------
+
+
+def migration_plan_text(plan: Sequence[migrate.Move | migrate.NotMoved]) -> str:
+    """One line per guest: where it goes and why, or why it stays."""
+    lines = [migrate.describe(item) if isinstance(item, migrate.Move)
+             else f"{item.guest.name}: stays on {item.source} ({item.reason})" for item in plan]
+    return "\n".join(lines) if lines else "no guests to move"
+
+
+def migration_plan_json(plan: Sequence[migrate.Move | migrate.NotMoved]) -> dict[str, Any]:
+    return {"moves": [_move_json(item) for item in plan]}
+
+
+def _move_json(item: migrate.Move | migrate.NotMoved) -> dict[str, Any]:
+    if isinstance(item, migrate.NotMoved):
+        return {"name": item.guest.name, "from": item.source, "to": None, "reason": item.reason}
+    return {"name": item.guest.name, "from": item.source, "to": item.dest, "reason": item.reason,
+            "shared_storage": item.shared,
+            "disk_bytes": sum(d.data_bytes for d in item.disks)}
+
+
+def moved_text(moved: migrate.Moved) -> str:
+    return f"{moved.name} moved {moved.source} → {moved.dest} in {moved.seconds:.1f} s"
+
+
+def moved_json(moved: Sequence[migrate.Moved]) -> dict[str, Any]:
+    return {"event": "done", "moved": [{"name": m.name, "from": m.source, "to": m.dest,
+                                        "seconds": round(m.seconds, 3)} for m in moved]}
+
+
+def drained_table(results: Sequence[migrate.Moved | migrate.NotMoved]) -> str:
+    if not results:
+        return "no guests on the host"
+    rows = [[r.name, r.source, r.dest, f"moved in {r.seconds:.1f} s"]
+            if isinstance(r, migrate.Moved)
+            else [r.guest.name, r.source, "", f"not moved: {r.reason}"] for r in results]
+    return tabulate(rows, headers=["GUEST", "FROM", "TO", "RESULT"], tablefmt="plain",
+                    disable_numparse=True)
+
+
+def drained_json(host: str, results: Sequence[migrate.Moved | migrate.NotMoved],
+                 seconds: float) -> dict[str, Any]:
+    return {"event": "done", "host": host, "seconds": round(seconds, 3), "guests": [
+        {"name": r.name, "from": r.source, "to": r.dest, "result": "moved", "reason": None,
+         "seconds": round(r.seconds, 3)} if isinstance(r, migrate.Moved)
+        else {"name": r.guest.name, "from": r.source, "to": None, "result": "not moved",
+              "reason": r.reason, "seconds": None} for r in results]}

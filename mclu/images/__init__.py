@@ -64,9 +64,12 @@ def get(name: str) -> Transport:
         raise errors.UnknownTransport(name, sorted(TRANSPORTS)) from None
 
 
-def partial_name(dest: str) -> str:
-    """A fresh name beside dest for the file being written: `dest.partial-<random>`."""
-    return f"{dest}.partial-{secrets.token_hex(4)}"
+def partial_name(dest: str, owner: str | None = None) -> str:
+    """A fresh name beside dest for the file being written: `dest.partial-<random>`, with
+    `-<owner>` when a guest's lock covers the run writing it (`mclu cleanup` then knows
+    that the file is left over as soon as that lock is free)."""
+    suffix = f"-{owner}" if owner else ""
+    return f"{dest}.partial-{secrets.token_hex(4)}{suffix}"
 
 
 # Flush the data, rename over dest, flush the directory: dest is the whole image or the old one.
@@ -74,14 +77,15 @@ _COMMIT = 'sync -- "$1" && mv -f -T -- "$1" "$2" && sync -- "$3"'
 
 
 async def send_atomically(transport: Transport, session: Session, source: Path, dest: str,
-                          size: int, *, progress: Progress | None = None) -> None:
+                          size: int, *, progress: Progress | None = None,
+                          owner: str | None = None) -> None:
     """Send source to dest through a partial file, renamed into place once written and synced.
 
     An existing dest is replaced. On any failure or cancellation the partial file is deleted
     (and dest left as it was) before the exception propagates. Raises what transport.send
-    raises.
+    raises. `owner`: the guest whose lock the caller holds (see `partial_name`).
     """
-    partial = partial_name(dest)
+    partial = partial_name(dest, owner)
     try:
         await transport.send(session, source, partial, size, progress=progress)
         directory = posixpath.dirname(dest) or "."

@@ -1,0 +1,90 @@
+"""`mclu cleanup`: remove what interrupted runs of mclu left on the hosts (mclu.cleanup)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mclu import cleanup, errors, fanout, model, snapshot, storage
+from mclu.cli import commands, parsing
+from mclu.hosts.session import Session
+
+
+def register(sub: parsing.Subparsers) -> None:
+    """Add `mclu cleanup` to the `mclu` parser."""
+    parser = parsing.add_command(
+        sub, "cleanup", run,
+        "remove what interrupted runs left: guests still 'building', partial files")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="say what would be removed, remove nothing")
+    parsing.add_host_filters(parser)
+
+
+@dataclass(frozen=True)
+class HostCleanup:
+    items: tuple[cleanup.Item, ...]  # what the scan found (the plan)
+    done: cleanup.Done | None  # None with --dry-run
+
+
+async def run(args: argparse.Namespace, env: commands.Env) -> int:
+    inv, hosts = commands.load_hosts(args, env)
+
+    async def one(session: Session, spec: model.HostSpec) -> HostCleanup:
+        guests = await session.guests()
+        scan = await storage.scan_leftovers(session, spec)
+        items = tuple(cleanup.plan(guests, scan))
+        if args.dry_run:
+            return HostCleanup(items, None)
+        return HostCleanup(items, await cleanup.execute(session, spec, items))
+
+    async with snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now:
+        results = await hosts_now.gather(one)
+    if args.json:
+        env.printer.json(cleanup_json(results, dry_run=args.dry_run))
+    else:
+        env.printer.text(cleanup_text(results, dry_run=args.dry_run))
+        commands.note_failed_hosts(results, env)
+    failed = any(r.done is not None and r.done.failed for r in results.ok.values())
+    return errors.EXIT_FAILED if failed else commands.exit_code(results)
+
+
+def cleanup_text(results: fanout.HostResults[HostCleanup], *, dry_run: bool) -> str:
+    lines = []
+    for host, result in results.ok.items():
+        if result.done is None:
+            lines += [f"{host}: would remove {i} ({i.reason})" for i in cleanup.removable(
+                result.items)]
+            lines += [f"{host}: kept {i} ({i.reason})" for i in result.items if not i.remove]
+            continue
+        done = result.done
+        lines += [cleanup.describe_removed(host, i, done.files, "removed") for i in done.removed]
+        lines += [f"{host}: kept {i} ({i.reason})" for i in done.kept]
+        lines += [f"{host}: could not remove {i}: {why}" for i, why in done.failed]
+    if lines:
+        return "\n".join(lines)
+    asked = "the hosts that answered" if results.failed else "any host"
+    return f"nothing to clean up on {asked}" + (" (dry run)" if dry_run else "")
+
+
+def cleanup_json(results: fanout.HostResults[HostCleanup], *, dry_run: bool) -> dict[str, Any]:
+    hosts = []
+    for host, result in results.ok.items():
+        if result.done is None:
+            removed: Sequence[cleanup.Item] = cleanup.removable(result.items)
+            kept: Sequence[cleanup.Item] = [i for i in result.items if not i.remove]
+            failed: Sequence[tuple[cleanup.Item, str]] = ()
+            files = None
+        else:
+            removed, kept, failed = result.done.removed, result.done.kept, result.done.failed
+            files = result.done.files
+        hosts.append({
+            "name": host,
+            "removed": [cleanup.item_json(i, files) for i in removed],
+            "kept": [cleanup.item_json(i) for i in kept],
+            "failed": [{**cleanup.item_json(i), "error": why} for i, why in failed],
+        })
+    return {"dry_run": dry_run, "hosts": hosts,
+            "failed_hosts": [{"name": n, "state": e.state, "error": str(e)}
+                             for n, e in results.failed.items()]}
