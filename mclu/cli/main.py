@@ -12,7 +12,7 @@ from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from mclu import __version__, errors, sizes, storage
-from mclu.cli import commands, lifecycle, migration, output, parsing, power
+from mclu.cli import cleanup, commands, lifecycle, migration, output, parsing, power, rebuild
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
@@ -69,7 +69,7 @@ async def _cancelled_by_sigterm(work: Coroutine[Any, Any, int]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = parsing.Parser(
         prog="mclu", description="A mini cloud for a handful of KVM hosts, over ssh and libvirt.")
     parser.add_argument("--version", action="version", version=f"mclu {__version__}")
     parsing.global_options(parser, default=None)
@@ -102,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     lifecycle.register(sub)
     migration.register(sub)
     power.register(sub)
+    rebuild.register(sub)
+    cleanup.register(sub)
     return parser
 
 

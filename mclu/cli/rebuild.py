@@ -1,0 +1,203 @@
+"""`mclu rebuild`: guests made again in place from the newest revision of their template.
+
+Gather (the hosts, the templates) → plan (pure, `mclu.rebuild.plan_rebuild`) → show
+(`--dry-run` stops here) → execute (one guest at a time, each under its lock) → report: a line
+per guest on stdout (none with `--quiet`), one line per failure on stderr, and an exit code a
+cron job can act on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from mclu import errors, images, lifecycle, model, sources
+from mclu import rebuild as mclu_rebuild
+from mclu import snapshot as mclu_snapshot
+from mclu.cli import commands, output, parsing
+from mclu.images import cache
+from mclu.rebuild import Failed, RebuildPlan, Rebuilt, Refused, Skipped
+
+
+def register(sub: parsing.Subparsers) -> None:
+    """Add `mclu rebuild` to the `mclu` parser."""
+    parser = parsing.add_command(
+        sub, "rebuild", rebuild,
+        "make guests again, in place, from the newest revision of their template")
+    parser.add_argument("names", metavar="[HOST:]NAME", nargs="*", help="the guests")
+    parser.add_argument("--all", action="store_true",
+                        help="every guest mclu built on the hosts asked (guests mclu did not "
+                             "build are skipped)")
+    parsing.add_host_filters(parser)
+    parser.add_argument("--if-older-than", type=_age, metavar="AGE", dest="older_than",
+                        help="only guests built longer ago than AGE, e.g. 7d, 12h, 30m")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="nothing on stdout; one line per failure on stderr (for cron)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="say what would be rebuilt and skipped, change nothing")
+    parser.add_argument("--stop-timeout", type=_seconds, default=lifecycle.STOP_TIMEOUT,
+                        metavar="SECONDS", help="how long the old guest gets to power off "
+                                                "(ACPI) before it is powered off (default: "
+                                                "%(default)g)")
+    parser.add_argument("--transport", choices=("stream", "nbd"),
+                        help="how a template base travels to a host that lacks it")
+    parser.add_argument("--ssh-key", metavar="FILE", action="append",
+                        help="public key(s) for root (default: ~/.ssh/id_*.pub)")
+    parser.add_argument("--root-password-file", metavar="FILE",
+                        help="set root's password to the first line of FILE")
+    parser.add_argument("--templates", metavar="DIR", default=None,
+                        help="mclu templates directory")
+
+
+def _age(text: str) -> float:
+    try:
+        return mclu_rebuild.parse_age(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
+async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:
+    """Plan from one snapshot, show it, then (unless --dry-run) rebuild guest after guest."""
+    if args.quiet and args.json:
+        raise errors.UsageError("--quiet and --json do not go together")
+    request = mclu_rebuild.RebuildRequest(names=tuple(args.names), all=args.all,
+                                          older_than=args.older_than)
+    if request.all == bool(request.names):
+        raise errors.UsageError("name the guests to rebuild, or give --all (not both)")
+    inv, hosts = commands.load_hosts(args, env)
+    mine, found = await commands.read_templates(args, env)
+    if not args.quiet and not args.json:
+        for error in found.failed.values():
+            env.printer.note(str(error))
+    inputs = commands.build_inputs(args, env)
+
+    def resolve(name: str) -> model.ResolvedTemplate:
+        return sources.resolve(name, mine, found.templates)
+
+    started = time.monotonic()
+    async with mclu_snapshot.connected(hosts, env.open_session, limit=inv.parallel) as now:
+        snap = await now.gather(mclu_snapshot.read_host)
+        chosen = mclu_rebuild.plan_rebuild(request, snap, resolve,
+                                           now=datetime.datetime.now(datetime.UTC))
+        if args.dry_run:
+            _show_plan(chosen, args, env)
+            return exit_code([r.error for r in chosen.refused])
+        reporter = _reporter(args, env)
+        try:
+            results = await mclu_rebuild.execute(
+                chosen, now.sessions, now.specs, inputs, cache.cache_dir(env.environ),
+                reporter, transport=args.transport or images.DEFAULT,
+                stop_timeout=args.stop_timeout)
+        finally:
+            reporter.close()
+    return _report(chosen, results, time.monotonic() - started, args, env)
+
+
+def exit_code(failures: Sequence[errors.MCLUError]) -> int:
+    """0: everything rebuilt or skipped as asked; 75: only locked guests (another run has
+    them; try later); 1: anything else failed."""
+    if not failures:
+        return errors.EXIT_OK
+    if all(isinstance(e, errors.GuestLocked) for e in failures):
+        return errors.EXIT_LOCKED
+    return errors.EXIT_FAILED
+
+
+def _reporter(args: argparse.Namespace,
+              env: commands.Env) -> output.LineReporter | output.JsonReporter:
+    if args.quiet:
+        return output.LineReporter(env.printer.err, bars=False)  # says nothing
+    return commands.progress_reporter(args, env)
+
+
+# --- showing the plan --------------------------------------------------------------------------
+
+
+def _show_plan(chosen: RebuildPlan, args: argparse.Namespace, env: commands.Env) -> None:
+    for refused in chosen.refused:
+        env.printer.error(refused.error)
+    if args.json:
+        env.printer.json(plan_json(chosen))
+    elif not args.quiet:
+        text = plan_text(chosen)
+        if text:
+            env.printer.text(text)
+
+
+def plan_text(chosen: RebuildPlan) -> str:
+    lines = [f"{r.name} on {r.host}: would rebuild from {r.template.name} r{r.revision} "
+             f"(built from r{r.meta.revision or '?'} at {r.meta.built or 'an unknown time'})"
+             for r in chosen.rebuild]
+    lines += [_skipped_line(s) for s in chosen.skipped]
+    return "\n".join(lines)
+
+
+def plan_json(chosen: RebuildPlan) -> dict[str, Any]:
+    return {
+        "rebuild": [{"name": r.name, "host": r.host, "template": r.template.name,
+                     "revision": r.revision, "from_revision": r.meta.revision,
+                     "built": r.meta.built, "state": r.guest.state.value}
+                    for r in chosen.rebuild],
+        "skipped": [_skipped_json(s) for s in chosen.skipped],
+        "failed": [_failed_json(r) for r in chosen.refused],
+    }
+
+
+def _skipped_line(skipped: Skipped) -> str:
+    where = (f"{skipped.name} on {skipped.host}" if skipped.name
+             else f"{skipped.host} (all its guests)")
+    return f"{where}: skipped: {skipped.reason}"
+
+
+def _skipped_json(skipped: Skipped) -> dict[str, Any]:
+    return {"name": skipped.name, "host": skipped.host, "reason": skipped.reason}
+
+
+def _failed_json(failed: Refused | Failed) -> dict[str, Any]:
+    return {"name": failed.name, "host": failed.host, "error": str(failed.error),
+            "locked": isinstance(failed.error, errors.GuestLocked)}
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+def _report(chosen: RebuildPlan, results: Sequence[Rebuilt | Failed], seconds: float,
+            args: argparse.Namespace, env: commands.Env) -> int:
+    failed: list[Refused | Failed] = [*chosen.refused,
+                                      *(r for r in results if isinstance(r, Failed))]
+    rebuilt = [r for r in results if isinstance(r, Rebuilt)]
+    for failure in failed:
+        env.printer.error(failure.error)
+    if args.json:
+        env.printer.json_line({
+            "event": "done", "seconds": round(seconds, 3),
+            "rebuilt": [{"name": r.name, "host": r.host, "template": r.template,
+                         "revision": r.revision, "from_revision": r.previous,
+                         "running": r.running, "seconds": round(r.seconds, 3)}
+                        for r in rebuilt],
+            "skipped": [_skipped_json(s) for s in chosen.skipped],
+            "failed": [_failed_json(f) for f in failed]})
+    elif not args.quiet:
+        lines = [rebuilt_line(r) for r in rebuilt] + [_skipped_line(s) for s in chosen.skipped]
+        if lines:
+            env.printer.text("\n".join(lines))
+    return exit_code([f.error for f in failed])
+
+
+def rebuilt_line(r: Rebuilt) -> str:
+    text = (f"{r.name} on {r.host}: rebuilt from {r.template} r{r.revision} "
+            f"(was r{r.previous or '?'}) in {r.seconds:.1f} s")
+    return text if r.running else text + "; shut off, as it was"

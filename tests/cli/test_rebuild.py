@@ -1,0 +1,363 @@
+"""`mclu rebuild` end to end, in-process, on fake hosts.
+
+What is checked is what a user (or cron) sees: stdout, one line per failure on stderr, the
+exit code; and what the hosts were made to do: the guest's state, metadata, and the commands
+run on its host (the disk work is canned: the fake host has no shell). Personalisation needs
+libguestfs, so tests of the whole swap replace that one step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mclu import errors, migrate, model, rebuild
+from mclu.cli import commands, main, output
+from mclu.hosts import fake
+from mclu.hosts.session import CommandResult
+from tests.cli.test_read_commands import Cli
+
+RUNNING, SHUTOFF = model.GuestState.RUNNING, model.GuestState.SHUTOFF
+IMAGES = "/var/lib/libvirt/images"
+DISK = f"{IMAGES}/web1.qcow2"
+NEW, OLD = DISK + ".mclu-rebuild", DISK + ".mclu-old"
+BASE = f"{IMAGES}/mclu-templates/tiny.x86_64.r3.raw"  # the fake repository's newest tiny
+OLD_BASE = f"{IMAGES}/mclu-templates/tiny.x86_64.r2.raw"
+LOCK = f"{IMAGES}/.mclu-locks/web1.lock"
+RESTORE = ("sh", "-c", rebuild._RESTORE, "sh", OLD, DISK)  # the old disk back, as it must be
+META = model.GuestMeta(template="tiny", revision="2", built="2026-11-01T10:00:00Z",
+                       options=(("memory", "256 MiB"),))
+
+
+def mclu_guest(name: str, meta: model.GuestMeta | None = META,
+               state: model.GuestState = RUNNING) -> model.Guest:
+    return model.Guest(name=name, uuid=f"uuid-{name}", state=state, vcpus=1,
+                       memory=256 << 20, max_memory=256 << 20,
+                       disks=(f"{IMAGES}/{name}.qcow2",), mclu=meta)
+
+
+class RebuildCli(Cli):
+    """Cli with a private HOME, controller cache and ssh key."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.key = tmp_path / "id.pub"
+        self.key.write_text("ssh-ed25519 AAAA test\n")
+        self.environ = {"MCLU_CONFIG": str(self.inventory), "HOME": str(tmp_path),
+                        "MCLU_CACHE": str(tmp_path / "cache")}
+
+    def __call__(self, *argv: str) -> int:
+        self.out, self.err = io.StringIO(), io.StringIO()
+        env = commands.Env(environ=self.environ,
+                           printer=output.Printer(out=self.out, err=self.err),
+                           open_session=self.cluster.open)
+        code = main.run(list(argv), env)
+        assert self.cluster.open_sessions == 0
+        return code
+
+    def rebuild(self, *argv: str) -> int:
+        return self("rebuild", *argv, "--ssh-key", str(self.key))
+
+    def host(self, name: str) -> fake.FakeHost:
+        return self.cluster.hosts[name]
+
+    def guest(self, host: str, name: str) -> model.Guest:
+        return self.host(host).guests[name]
+
+    def json_lines(self) -> list[Any]:
+        return [json.loads(line) for line in self.stdout.splitlines()]
+
+
+class Shell(dict[tuple[str, ...], CommandResult]):
+    """A fake host's commands where anything not canned succeeds silently, as on a host
+    where the disk work goes well (the build steps' exact commands are build's to test)."""
+
+    def get(self, key: tuple[str, ...], default: Any = None) -> CommandResult:
+        found = super().get(key)
+        return found if found is not None else CommandResult(key, 0)
+
+
+def disk_commands(host: fake.FakeHost, *, base_cached: bool = True) -> None:
+    """The commands of rebuilding web1 whose answers matter."""
+    info = json.dumps([{"format": "qcow2", "virtual-size": 1 << 30, "actual-size": 1 << 20,
+                        "backing-filename": OLD_BASE, "backing-filename-format": "raw"},
+                       {"format": "raw", "virtual-size": 128 << 20, "actual-size": 17 << 20}])
+    host.commands = Shell(host.commands)
+    host.commands.update([
+        fake.canned(["sh", "-c", migrate._INFO, "sh", DISK], info.encode()),
+        fake.canned(["test", "-e", OLD], exit_status=1),
+        fake.canned(["test", "-f", BASE], exit_status=0 if base_cached else 1),
+    ])
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> RebuildCli:
+    c = RebuildCli(tmp_path)
+    c.host("a").guests["web1"] = mclu_guest("web1")
+    c.host("a").guests["pet"] = mclu_guest("pet", meta=None)
+    c.host("b").guests["db"] = mclu_guest("db", state=SHUTOFF)
+    disk_commands(c.host("a"))
+    return c
+
+
+@pytest.fixture
+def no_libguestfs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Personalisation replaced: records the guests it would have personalised."""
+    personalised: list[str] = []
+
+    async def personalize(self: Any, work: Any, inputs: Any) -> None:
+        personalised.append(work.name)
+
+    monkeypatch.setattr(rebuild._Run, "_personalize", personalize)
+    return personalised
+
+
+# --- planning: --dry-run, skips, refusals ------------------------------------------------------
+
+
+def test_dry_run_says_what_would_be_rebuilt_and_skipped(cli: RebuildCli) -> None:
+    assert cli.rebuild("--all", "--dry-run") == 0
+    assert cli.stdout.splitlines() == [
+        "web1 on a: would rebuild from tiny r3 (built from r2 at 2026-11-01T10:00:00Z)",
+        "db on b: would rebuild from tiny r3 (built from r2 at 2026-11-01T10:00:00Z)",
+        "pet on a: skipped: not built by mclu (no mclu metadata): a pet, never rebuilt",
+    ]
+    assert cli.stderr == ""
+    assert cli.host("a").ran == []  # nothing done
+
+
+def test_dry_run_json(cli: RebuildCli) -> None:
+    assert cli.rebuild("--all", "--dry-run", "--json", "--host", "a") == 0
+    doc = cli.json()
+    assert doc == {"version": 1, "rebuild": [
+        {"name": "web1", "host": "a", "template": "tiny", "revision": "3",
+         "from_revision": "2", "built": "2026-11-01T10:00:00Z", "state": "running"}],
+        "skipped": [{"name": "pet", "host": "a", "reason": "not built by mclu (no mclu "
+                     "metadata): a pet, never rebuilt"}], "failed": []}
+
+
+def test_all_skips_the_pet_and_says_so_quiet_says_nothing(cli: RebuildCli) -> None:
+    cli.host("a").guests.pop("web1")
+    assert cli.rebuild("--all", "--host", "a") == 0
+    assert cli.stdout == ("pet on a: skipped: not built by mclu (no mclu metadata): a pet, "
+                          "never rebuilt\n")
+    assert cli.rebuild("--all", "--host", "a", "--quiet") == 0
+    assert (cli.stdout, cli.stderr) == ("", "")
+    assert cli.guest("a", "pet").state == RUNNING
+
+
+def test_a_named_pet_is_a_failure_of_one_line(cli: RebuildCli) -> None:
+    assert cli.rebuild("pet", "--quiet") == 1
+    assert cli.stdout == ""
+    assert cli.stderr == ("mclu: error: a: pet cannot be rebuilt: not built by mclu (no mclu "
+                          "metadata): a pet, never rebuilt\n")
+
+
+def test_if_older_than_skips_young_guests_quietly(cli: RebuildCli) -> None:
+    assert cli.rebuild("web1", "--if-older-than", "100000w", "--quiet") == 0
+    assert (cli.stdout, cli.stderr) == ("", "")
+    assert cli.rebuild("web1", "--if-older-than", "100000w") == 0
+    assert cli.stdout.startswith("web1 on a: skipped: built ")
+    assert cli.host("a").ran == []
+
+
+@pytest.mark.parametrize("argv", [
+    ("rebuild",), ("rebuild", "web1", "--all"), ("rebuild", "web1", "--if-older-than", "7"),
+    ("rebuild", "web1", "--quiet", "--json"), ("rebuild", "web1", "--stop-timeout", "-1"),
+])
+def test_usage_errors_exit_2(cli: RebuildCli, argv: tuple[str, ...],
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(*argv) == 2
+    assert cli.host("a").ran == []
+
+
+def test_a_guest_not_found_fails(cli: RebuildCli) -> None:
+    assert cli.rebuild("nope", "--quiet") == 1
+    assert cli.stderr == "mclu: error: no guest named 'nope'\n"
+
+
+# --- locking -----------------------------------------------------------------------------------
+
+
+def test_a_guest_locked_by_another_run_fails_fast_with_75_naming_the_holder(
+        cli: RebuildCli) -> None:
+    holder = "alice@ctl2 pid 4242 (mclu rebuild, since 2026-11-21T02:00:00Z)"
+    cli.host("a").locks[LOCK] = holder
+    assert cli.rebuild("web1", "--quiet") == errors.EXIT_LOCKED == 75
+    assert cli.stdout == ""
+    assert cli.stderr == (f"mclu: error: a: guest 'web1' is locked by {holder}; try again when "
+                          "that run has ended\n")
+    assert cli.guest("a", "web1") == mclu_guest("web1")  # untouched
+    assert cli.host("a").ran == []
+    assert cli.host("a").locks == {LOCK: holder}  # the other run's lock is not ours to drop
+
+
+def test_locked_and_failed_together_exit_1(cli: RebuildCli) -> None:
+    cli.host("a").locks[LOCK] = "bob@ctl pid 1 (mclu rebuild, since now)"
+    assert cli.rebuild("web1", "pet", "--quiet") == 1
+    assert len(cli.stderr.splitlines()) == 2
+
+
+# --- the rebuild itself ------------------------------------------------------------------------
+
+
+def test_rebuild_swaps_the_disk_and_keeps_the_domain(cli: RebuildCli,
+                                                     no_libguestfs: list[str]) -> None:
+    before = cli.guest("a", "web1")
+    assert cli.rebuild("web1") == 0, cli.stderr
+    assert cli.stdout.startswith("web1 on a: rebuilt from tiny r3 (was r2) in ")
+    assert cli.stderr == ""
+    after = cli.guest("a", "web1")
+    assert after.state == RUNNING
+    assert (after.uuid, after.disks, after.memory) == (before.uuid, before.disks, before.memory)
+    assert after.mclu is not None
+    assert (after.mclu.template, after.mclu.revision, after.mclu.state,
+            after.mclu.options) == ("tiny", "3", "ready", META.options)
+    assert after.mclu.built > META.built
+    assert no_libguestfs == ["web1"]
+    ran = cli.host("a").ran
+    swap = [ran.index(tuple(a)) for a in (["ln", "--", DISK, OLD],
+                                          ["mv", "-f", "-T", "--", NEW, DISK],
+                                          ["rm", "-f", "--", OLD])]
+    assert swap == sorted(swap)
+    assert RESTORE not in ran  # nothing undone
+    assert cli.host("a").locks == {}  # released
+
+
+def test_a_shut_off_guest_is_rebuilt_and_stays_off(cli: RebuildCli,
+                                                   no_libguestfs: list[str]) -> None:
+    cli.host("a").guests["web1"] = mclu_guest("web1", state=SHUTOFF)
+    assert cli.rebuild("web1", "--json") == 0, cli.stderr
+    done = cli.json_lines()[-1]
+    assert done["event"] == "done"
+    assert [(r["name"], r["running"], r["revision"], r["from_revision"])
+            for r in done["rebuilt"]] == [("web1", False, "3", "2")]
+    assert cli.guest("a", "web1").state == SHUTOFF
+
+
+def test_quiet_success_prints_nothing(cli: RebuildCli, no_libguestfs: list[str]) -> None:
+    assert cli.rebuild("web1", "--quiet") == 0
+    assert (cli.stdout, cli.stderr) == ("", "")
+
+
+def test_a_failed_new_build_leaves_the_old_guest_running_untouched(cli: RebuildCli) -> None:
+    # Personalisation cannot reach the fake host's disk (no socket forwarding): it fails.
+    before = cli.guest("a", "web1")
+    assert cli.rebuild("web1", "--quiet") == 1
+    assert cli.stdout == ""
+    (line,) = cli.stderr.splitlines()
+    assert line.startswith("mclu: error: rebuild of web1 on a failed at 'personalise': ")
+    assert line.endswith("; web1 is unchanged and running")
+    assert cli.guest("a", "web1") == before
+    ran = cli.host("a").ran
+    assert ran[-1] == ("rm", "-f", "--", NEW)  # the new disk, undone
+    assert not any(argv[0] in ("ln", "mv") and DISK in argv for argv in ran)
+    assert RESTORE not in ran
+    assert cli.host("a").running == []  # no qemu-nbd left
+
+
+def test_a_failed_download_leaves_the_old_guest_alone(cli: RebuildCli) -> None:
+    disk_commands(cli.host("a"), base_cached=False)  # the repository's tiny.xz does not exist
+    assert cli.rebuild("web1") == 1
+    assert "failed at 'download template'" in cli.stderr
+    assert cli.stderr.rstrip().endswith("web1 is unchanged and running")
+    assert cli.guest("a", "web1") == mclu_guest("web1")
+
+
+def test_a_new_guest_that_does_not_start_gets_its_old_disk_back(
+        cli: RebuildCli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    starts: list[str] = []
+    real_start = fake.FakeSession.start
+
+    async def start(self: fake.FakeSession, name: str) -> None:
+        starts.append(name)
+        if len(starts) == 1:
+            raise errors.LibvirtCallFailed(self.host, f"start {name}", "no bootable device")
+        await real_start(self, name)
+
+    monkeypatch.setattr(fake.FakeSession, "start", start)
+    assert cli.rebuild("web1") == 1
+    assert cli.stderr == ("mclu: error: rebuild of web1 on a failed at 'start': a: start "
+                          "web1: no bootable device; the old disk is back and web1 runs "
+                          "again\n")
+    assert starts == ["web1", "web1"]
+    assert cli.guest("a", "web1") == mclu_guest("web1")  # old metadata, running
+    ran = cli.host("a").ran
+    back = ran.index(RESTORE)
+    assert back > ran.index(("mv", "-f", "-T", "--", NEW, DISK))
+    assert ("rm", "-f", "--", OLD) not in ran
+
+
+def test_restoring_that_fails_is_said_in_the_one_line(
+        cli: RebuildCli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    async def start(self: fake.FakeSession, name: str) -> None:
+        raise errors.LibvirtCallFailed(self.host, f"start {name}", "broken")
+
+    monkeypatch.setattr(fake.FakeSession, "start", start)
+    assert cli.rebuild("web1") == 1
+    (line,) = cli.stderr.splitlines()
+    assert f"restoring web1 failed (could not start web1 again on a: a: start web1: broken)" \
+           f"; its old disk may be {OLD}: check it" in line
+
+
+def test_an_interrupted_earlier_rebuild_is_not_overwritten(cli: RebuildCli,
+                                                           no_libguestfs: list[str]) -> None:
+    cli.host("a").commands.update([fake.canned(["test", "-e", OLD]),
+                                   fake.canned(["test", OLD, "-ef", DISK], exit_status=1)])
+    assert cli.rebuild("web1") == 1
+    assert cli.stderr == (f"mclu: error: a: web1 cannot be rebuilt: {OLD} is left from an "
+                          f"interrupted rebuild and is the disk from before it: move it back "
+                          f"over {DISK} or remove it\n")
+    assert cli.guest("a", "web1") == mclu_guest("web1")
+
+
+def test_one_failure_does_not_stop_the_others(cli: RebuildCli, no_libguestfs: list[str]
+                                              ) -> None:
+    cli.host("a").guests["web2"] = mclu_guest("web2")
+    cli.host("a").commands.update([fake.canned(
+        ["sh", "-c", migrate._INFO, "sh", f"{IMAGES}/web2.qcow2"], exit_status=1,
+        stderr=b"qemu-img: Could not open 'web2.qcow2': No such file or directory")])
+    assert cli.rebuild("web2", "web1") == 1
+    assert "rebuild of web2 on a failed at 'read disk'" in cli.stderr
+    assert cli.stdout.startswith("web1 on a: rebuilt")
+    assert cli.guest("a", "web2") == mclu_guest("web2")
+
+
+# --- cancellation (Ctrl-C, SIGTERM) undoes the guest under way ----------------------------------
+
+
+def test_cancelled_while_personalising_leaves_the_old_guest(
+        cli: RebuildCli, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def personalize(self: Any, work: Any, inputs: Any) -> None:
+        raise asyncio.CancelledError
+
+    monkeypatch.setattr(rebuild._Run, "_personalize", personalize)
+    assert cli.rebuild("web1") == 143
+    assert cli.stderr == "mclu: error: terminated\n"
+    assert cli.guest("a", "web1") == mclu_guest("web1")
+    assert cli.host("a").ran[-1] == ("rm", "-f", "--", NEW)
+    assert cli.host("a").locks == {}
+
+
+def test_cancelled_after_the_swap_puts_the_old_guest_back(
+        cli: RebuildCli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[model.GuestMeta] = []
+    real = fake.FakeSession.set_metadata
+
+    async def set_metadata(self: fake.FakeSession, name: str, meta: model.GuestMeta) -> None:
+        calls.append(meta)
+        await real(self, name, meta)
+        if len(calls) == 1:
+            raise asyncio.CancelledError  # Ctrl-C just as the new metadata was written
+
+    monkeypatch.setattr(fake.FakeSession, "set_metadata", set_metadata)
+    assert cli.rebuild("web1") == 143
+    assert cli.guest("a", "web1") == mclu_guest("web1")  # old metadata, running again
+    assert calls[-1] == META
+    ran = cli.host("a").ran
+    assert ran.index(RESTORE) > ran.index(("mv", "-f", "-T", "--", NEW, DISK))
