@@ -21,7 +21,8 @@ deps:
 	bash tools/install-deps
 
 $(VENV)/.installed: pyproject.toml | deps
-	test -x $(BIN)/python || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	# No pip: no venv, or one whose creation was interrupted; made again from scratch.
+	test -x $(BIN)/pip || { rm -rf $(VENV) && /usr/bin/python3 -m venv --system-site-packages $(VENV); }
 	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
