@@ -102,8 +102,9 @@ class Faults:
         """`mclu ARGS --json` in the background; its stdout is JSON lines."""
         argv = [str(sb.BIN / "mclu"), "-c", str(inventory or self.sandbox.inventory), *args,
                 "--json"]
+        # Its own process group: a test can pause it with its children (nbdcopy, zstd).
         return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=self.env)
+                                text=True, env=self.env, start_new_session=True)
 
     def build(self, name: str, host: str, *extra: str,
               inventory: Path | None = None) -> subprocess.Popen[str]:
@@ -343,9 +344,13 @@ def test_libvirtd_stopped_mid_build(sandbox: sb.Sandbox, faults: Faults) -> None
 
 @pytest.fixture
 def small_image_dir(sandbox: sb.Sandbox) -> Iterator[str]:
-    """ham2's image directory on a 64 MiB filesystem of its own, for the test's duration."""
+    """ham2's image directory on a small filesystem of its own, for the test's duration.
+
+    300 MiB: room for what the plan counts (the base's whole 128 MiB when the controller's
+    cache has not measured its data yet, and as much for the guest's disk).
+    """
     host = sandbox.up_hosts[2]
-    sandbox.exec(host, ["mount", "-t", "tmpfs", "-o", "size=64m", "mclu-test", IMAGES])
+    sandbox.exec(host, ["mount", "-t", "tmpfs", "-o", "size=300m", "mclu-test", IMAGES])
     try:
         yield host
     finally:
@@ -361,9 +366,14 @@ def test_image_dir_full_mid_transfer(sandbox: sb.Sandbox, faults: Faults,
     name = faults.name()
     proc = faults.build(name, host)
     until(proc, step("sending"))
-    # The plan saw room (the base's 22 MiB of data, and as much for the guest's overlay);
-    # now there is 8 MiB left.
-    sandbox.exec(host, ["fallocate", "-l", "56M", f"{IMAGES}/filler"])
+    # The plan saw room; now 8 MiB are left, less than the base's 22 MiB of data. mclu is
+    # paused meanwhile: else a quick transfer may be over before the disk fills.
+    os.killpg(proc.pid, signal.SIGSTOP)
+    try:
+        free = int(sandbox.exec(host, ["df", "--output=avail", "-B1", IMAGES]).stdout.split()[-1])
+        sandbox.exec(host, ["fallocate", "-l", str(free - (8 << 20)), f"{IMAGES}/filler"])
+    finally:
+        os.killpg(proc.pid, signal.SIGCONT)
     code, err = finish(proc)
     assert code == 1, err
     line = one_error_line(err)
