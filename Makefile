@@ -59,6 +59,7 @@ bench: setup
 	$(BIN)/python bench/status.py
 	$(BIN)/python bench/transfer.py
 	$(BIN)/python bench/build.py
+	$(BIN)/python bench/migrate.py --runs 5
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

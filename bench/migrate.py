@@ -101,7 +101,17 @@ def main() -> int:
     args = parser.parse_args()
     a, b = args.hosts
 
+    was_up = subprocess.run([str(BIN / "mclu-sandbox"), "status"],
+                            capture_output=True).returncode == 0
     run([str(BIN / "mclu-sandbox"), "up", "3"])
+    try:
+        return bench(args, a, b)
+    finally:
+        if not was_up:  # as it was before
+            run([str(BIN / "mclu-sandbox"), "down"])
+
+
+def bench(args: argparse.Namespace, a: str, b: str) -> int:
     sandbox_images.build_repository(STATE, names=[args.template])
     key = Path("/var/tmp/mclu-bench-key")
     if not key.exists():
