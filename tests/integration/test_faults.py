@@ -181,7 +181,12 @@ def step(prefix: str) -> Callable[[dict[str, object]], bool]:
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 300) -> tuple[int, str]:
-    _, err = proc.communicate(timeout=timeout)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # mclu and what it started (a libguestfs appliance)
+        proc.communicate()
+        raise
     return proc.returncode, err
 
 
