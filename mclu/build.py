@@ -26,14 +26,14 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from mclu import domxml, errors, images, model, plan
+from mclu.cancellation import uninterrupted
 from mclu.hosts.session import Background, Session
 from mclu.images import cache, customize
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 class Reporter(Protocol):
@@ -200,27 +200,6 @@ async def _link(session: Session, temp: str, guest: plan.GuestPlan, undo: Undo) 
     await session.run(["ln", "--", temp, guest.disk_path])
     undo.push(f"remove {guest.disk_path} on {session.host}",
               functools.partial(_remove, session, guest.disk_path))
-
-
-async def uninterrupted(work: Awaitable[T]) -> T:
-    """Await `work` to its end even when cancelled meanwhile, then re-raise the cancellation.
-
-    For a short step whose effect must be known: a domain defined or a disk linked while
-    Ctrl-C arrives would otherwise exist with no undo registered for it.
-    """
-    task = asyncio.ensure_future(work)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
 
 
 async def _remove(session: Session, path: str) -> None:

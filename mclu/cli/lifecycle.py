@@ -27,7 +27,7 @@ def register(sub: parsing.Subparsers) -> None:
     _guest_command(sub, "start", start, "start a shut off guest")
     stop_ = _guest_command(sub, "stop", stop,
                            "shut a guest down (ACPI) and wait until it is off")
-    stop_.add_argument("--timeout", type=_seconds, default=lifecycle.STOP_TIMEOUT,
+    stop_.add_argument("--timeout", type=parsing.seconds, default=lifecycle.STOP_TIMEOUT,
                        metavar="SECONDS", help="how long to wait for the guest to power off "
                                                "(default: %(default)g)")
     stop_.add_argument("--force", action="store_true",
@@ -48,16 +48,6 @@ def _guest_command(sub: parsing.Subparsers, name: str, command: parsing.Command,
     parser.add_argument("name", metavar="[HOST:]NAME", help="the guest")
     parsing.add_host_filters(parser)
     return parser
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
 
 
 # --- finding the guest ---------------------------------------------------------------------
@@ -121,6 +111,14 @@ def report(args: argparse.Namespace, env: commands.Env, target: Target, *, actio
     return errors.EXIT_OK
 
 
+def _nothing_to_do(args: argparse.Namespace, env: commands.Env, target: Target,
+                   action: str) -> int:
+    """The guest is in the state `action` would put it in already: a note, exit 0."""
+    state = target.guest.state.value
+    return report(args, env, target, action=action, changed=False, state=state,
+                  text=f"already {state}, nothing to do")
+
+
 def _after_power_off(guest: model.Guest) -> str:
     """The state a guest is in once powered off: a transient one no longer exists."""
     return model.GuestState.SHUTOFF.value if guest.persistent else "gone"
@@ -133,9 +131,7 @@ async def start(args: argparse.Namespace, env: commands.Env) -> int:
     """Start a shut off guest; one that is running already is left alone (a note, exit 0)."""
     async with guest_target(args, env, lock="start") as target:
         if target.guest.state.active:
-            return report(args, env, target, action="start", changed=False,
-                          state=target.guest.state.value,
-                          text=f"already {target.guest.state.value}, nothing to do")
+            return _nothing_to_do(args, env, target, "start")
         await target.session.start(target.name)
         return report(args, env, target, action="start", changed=True,
                       state=model.GuestState.RUNNING.value, text="started")
@@ -145,9 +141,7 @@ async def stop(args: argparse.Namespace, env: commands.Env) -> int:
     """ACPI shutdown, waiting up to --timeout; then destroy with --force, else fail."""
     async with guest_target(args, env, lock="stop") as target:
         if not target.guest.state.active:
-            return report(args, env, target, action="stop", changed=False,
-                          state=target.guest.state.value,
-                          text=f"already {target.guest.state.value}, nothing to do")
+            return _nothing_to_do(args, env, target, "stop")
         stopped = await lifecycle.stop(target.session, target.name, timeout=args.timeout,
                                        force=args.force)
         if stopped.forced:
@@ -172,9 +166,7 @@ async def destroy(args: argparse.Namespace, env: commands.Env) -> int:
     """Power a guest off at once; one that is off already is left alone (a note, exit 0)."""
     async with guest_target(args, env, lock="destroy") as target:
         if not target.guest.state.active:
-            return report(args, env, target, action="destroy", changed=False,
-                          state=target.guest.state.value,
-                          text=f"already {target.guest.state.value}, nothing to do")
+            return _nothing_to_do(args, env, target, "destroy")
         await target.session.destroy(target.name)
         return report(args, env, target, action="destroy", changed=True,
                       state=_after_power_off(target.guest), text="powered off")

@@ -47,6 +47,17 @@ def add_command(sub: Subparsers, name: str,
     return parser
 
 
+def seconds(text: str) -> float:
+    """An option's number of seconds, 0 or more (timeouts)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
+    return value
+
+
 def add_host_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", action="append", metavar="HOST",
                         help="only this host (repeatable)")

@@ -38,7 +38,7 @@ def register(sub: parsing.Subparsers) -> None:
                         help="nothing on stdout; one line per failure on stderr (for cron)")
     parser.add_argument("--dry-run", action="store_true",
                         help="say what would be rebuilt and skipped, change nothing")
-    parser.add_argument("--stop-timeout", type=_seconds, default=lifecycle.STOP_TIMEOUT,
+    parser.add_argument("--stop-timeout", type=parsing.seconds, default=lifecycle.STOP_TIMEOUT,
                         metavar="SECONDS", help="how long the old guest gets to power off "
                                                 "(ACPI) before it is powered off (default: "
                                                 "%(default)g)")
@@ -57,16 +57,6 @@ def _age(text: str) -> float:
         return mclu_rebuild.parse_age(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
 
 
 async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:

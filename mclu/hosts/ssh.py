@@ -14,18 +14,17 @@ import os
 import shutil
 import socket
 import tempfile
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncssh
 
 from mclu import errors
+from mclu.cancellation import uninterrupted
 from mclu.hosts.session import CommandResult, Input, command_failed, command_line
 from mclu.model import HostSpec
-
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +121,7 @@ class SshConnection:
             completed = await process.wait()
         except BaseException:
             feeder.cancel()
-            await _uninterrupted(_end(process, feeder))
+            await uninterrupted(_end(process, feeder))
             raise
         await asyncio.wait([feeder])
         return completed, None if feeder.cancelled() else feeder.exception()
@@ -139,7 +138,7 @@ class SshConnection:
         try:
             yield running
         finally:
-            await _uninterrupted(running.stop())
+            await uninterrupted(running.stop())
 
     @asynccontextmanager
     async def forward_unix_socket(self, remote_path: str) -> AsyncIterator[str]:
@@ -193,7 +192,7 @@ class SshConnection:
             await self._until_locked(process, path, argv)
             yield
         finally:
-            await _uninterrupted(_release(process))
+            await uninterrupted(_release(process))
 
     async def _until_locked(self, process: asyncssh.SSHClientProcess[bytes], path: str,
                             argv: Sequence[str]) -> None:
@@ -359,24 +358,6 @@ async def _end(process: asyncssh.SSHClientProcess[bytes], feeder: asyncio.Task[N
     finally:
         process.close()
         await asyncio.gather(feeder, return_exceptions=True)
-
-
-async def _uninterrupted(awaitable: Awaitable[T]) -> T:
-    """Await to the end even when cancelled meanwhile (cleanup that must finish, and is
-    bounded), then re-raise the cancellation."""
-    task = asyncio.ensure_future(awaitable)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
 
 
 async def _options(spec: HostSpec) -> asyncssh.SSHClientConnectionOptions:
