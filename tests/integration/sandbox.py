@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,16 @@ class Sandbox:
 
 # libguestfs's appliance hangs under this machine's paravirtual KVM: TCG, as for the guests.
 GUESTFS_ENV = {"LIBGUESTFS_BACKEND": "direct", "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}
+
+
+@contextlib.contextmanager
+def libvirtd_stopped(host: str, *, kill: bool = False) -> Iterator[None]:
+    """The host's libvirtd stopped (SIGTERM, or SIGKILL with kill) for the block, then started."""
+    sandbox("daemon", host, "libvirtd", "stop", *(["--kill"] if kill else []))
+    try:
+        yield
+    finally:
+        sandbox("daemon", host, "libvirtd", "start")
 
 
 def mclu(*args: str, inventory: Path, env: dict[str, str] | None = None,

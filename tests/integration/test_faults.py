@@ -43,19 +43,6 @@ def repo(sandbox: sb.Sandbox) -> Path:
     return sandbox_images.build_repository(sandbox.state, names=["tiny"])
 
 
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("mclu-cache")
-
-
-@pytest.fixture(scope="module")
-def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    key = tmp_path_factory.mktemp("key") / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mclu-test",
-                    "-f", str(key)], check=True)
-    return key.with_suffix(".pub")
-
-
 def define_xml(name: str, state: str = "ready") -> str:
     """A diskless shut-off guest with mclu's metadata: a bystander no fault may touch."""
     meta = model.GuestMeta(template="tiny", revision="1", built="2020-01-01T00:00:00Z",
@@ -330,11 +317,8 @@ def test_libvirtd_stopped_mid_build(sandbox: sb.Sandbox, faults: Faults) -> None
     name = faults.name()
     proc = faults.build(name, host)
     until(proc, step("personalising"))
-    sb.sandbox("daemon", host, "libvirtd", "stop")
-    try:
+    with sb.libvirtd_stopped(host):
         code, err = finish(proc)
-    finally:
-        sb.sandbox("daemon", host, "libvirtd", "start")
     assert code == 1, err
     line = one_error_line(err)
     assert line.startswith(f"mclu: error: build of {name} failed at step 'start' on {host}: "
@@ -481,11 +465,8 @@ def test_migration_whose_destination_libvirtd_dies(sandbox: sb.Sandbox, faults: 
     sandbox.exec(source, ["virsh", "migrate-setspeed", running, "1"])
     proc = faults.start("migrate", running, "--to", dest)
     until(proc, lambda e: e.get("event") == "transfer" and int(str(e.get("done", 0))) > 0)
-    sb.sandbox("daemon", dest, "libvirtd", "stop", "--kill")
-    try:
+    with sb.libvirtd_stopped(dest, kill=True):
         code, err = finish(proc)
-    finally:
-        sb.sandbox("daemon", dest, "libvirtd", "start")
     assert code == 1, err
     line = one_error_line(err)
     assert line.startswith(f"mclu: error: migration of {running} from {source} to {dest} "

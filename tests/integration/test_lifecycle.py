@@ -65,12 +65,9 @@ class Guests:
 
 
 @pytest.fixture(scope="module")
-def guests(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guests]:
+def guests(sandbox: sb.Sandbox, ssh_key: Path, cache_dir: Path) -> Iterator[Guests]:
     sandbox_images.build_repository(sandbox.state)
-    key = tmp_path_factory.mktemp("key") / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    made = Guests(sandbox, sandbox.up_hosts[0], key.with_suffix(".pub"),
-                  tmp_path_factory.mktemp("mclu-cache"))
+    made = Guests(sandbox, sandbox.up_hosts[0], ssh_key, cache_dir)
     try:
         yield made
     finally:

@@ -8,21 +8,17 @@ migration that fails leaves the guest running at its source and nothing on the d
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pexpect
 import pytest
 
 from tests.integration import sandbox as sb
 from tests.integration import test_build
-from tests.integration.test_build import Builds, console_shows
+from tests.integration.test_build import Builds, console_command, console_shows
 
 # test_build's fixtures, used here as they are there.
 repo = test_build.repo
-cache_dir = test_build.cache_dir
-ssh_key = test_build.ssh_key
 builds = test_build.builds
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(1800)]
@@ -46,28 +42,6 @@ def files_of(sandbox: sb.Sandbox, host: str, name: str) -> list[str]:
     listing = sandbox.exec(host, ["ls", "-a", IMAGES, f"{IMAGES}/mclu-templates"],
                            check=False).stdout.split()
     return [f for f in listing if name in f or ".partial" in f or ".mclu-new" in f]
-
-
-def console_answers(sandbox: sb.Sandbox, host: str, name: str) -> str:
-    """Log in as root (empty password) on the guest's serial console, return `hostname`."""
-    ssh = ["-F", str(sandbox.state / "client" / "ssh_config"), "-tt", sandbox.address(host),
-           "virsh", "console", "--force", name]
-    child = pexpect.spawn("ssh", ssh, encoding="utf-8", timeout=120)
-    try:
-        child.expect("Escape character")
-        child.sendline("")
-        child.expect("login:")
-        child.sendline("root")
-        if child.expect(["assword:", "# "]) == 0:
-            child.sendline("")
-            child.expect("# ")
-        marker = uuid.uuid4().hex[:6]
-        child.sendline(f'hostname; echo END""-{marker}')
-        child.expect(f"END-{marker}")
-        return str(child.before)
-    finally:
-        child.sendcontrol("]")
-        child.close(force=True)
 
 
 @pytest.fixture
@@ -94,7 +68,7 @@ def test_migrate_a_running_guest(sandbox: sb.Sandbox, builds: Builds, guest: str
     assert code == 0
     assert after["guest"]["host"] == dest
     assert after["guest"]["mclu"] == before["guest"]["mclu"]
-    assert guest in console_answers(sandbox, dest, guest)
+    assert guest in console_command(sandbox, dest, guest, "hostname")
 
 
 @pytest.fixture
@@ -131,7 +105,7 @@ def test_a_failed_migration_leaves_the_guest_at_its_source_and_nothing_behind(
     assert files_of(sandbox, dest, guest) == []
     assert sandbox.exec(dest, ["sh", "-c", f"ls {IMAGES}/mclu-templates/ | grep tiny"],
                         check=False).stdout == ""
-    assert guest in console_answers(sandbox, source, guest)
+    assert guest in console_command(sandbox, source, guest, "hostname")
 
 
 def test_drain_moves_both_guests(sandbox: sb.Sandbox, builds: Builds) -> None:

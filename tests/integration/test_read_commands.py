@@ -70,11 +70,8 @@ def test_status_table_for_people(sandbox: sb.Sandbox) -> None:
 
 def test_host_whose_libvirtd_is_stopped_is_libvirt_down(sandbox: sb.Sandbox) -> None:
     host = sandbox.up_hosts[1]
-    sb.sandbox("daemon", host, "libvirtd", "stop")
-    try:
+    with sb.libvirtd_stopped(host):
         code, doc = sb.mclu_json("status", inventory=sandbox.inventory)
-    finally:
-        sb.sandbox("daemon", host, "libvirtd", "start")
     assert states(doc)[host] == "libvirt down"
     assert states(doc)[sandbox.up_hosts[0]] == "on"
     assert code == 1

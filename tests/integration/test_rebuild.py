@@ -90,14 +90,12 @@ class Guests:
 
 
 @pytest.fixture(scope="module")
-def guests(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Guests]:
+def guests(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory, ssh_key: Path,
+           cache_dir: Path) -> Iterator[Guests]:
     sandbox_images.build_repository(sandbox.state, names=["tiny"])
-    key = tmp_path_factory.mktemp("key") / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     templates = tmp_path_factory.mktemp("templates")
     (templates / "tiny.toml").write_text('base = "tiny"\nmemory = "128 MiB"\n')
-    made = Guests(sandbox, key.with_suffix(".pub"), tmp_path_factory.mktemp("mclu-cache"),
-                  templates)
+    made = Guests(sandbox, ssh_key, cache_dir, templates)
     try:
         yield made
     finally:

@@ -1,0 +1,23 @@
+"""Fixtures the sandbox test modules share; each module gets its own instance."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One controller cache per module: its first build downloads, the others reuse."""
+    return tmp_path_factory.mktemp("mclu-cache")
+
+
+@pytest.fixture(scope="module")
+def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The public half of a fresh key pair, for `--ssh-key`."""
+    key = tmp_path_factory.mktemp("key") / "id_ed25519"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mclu-test",
+                    "-f", str(key)], check=True)
+    return key.with_suffix(".pub")
