@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from mclu.sandbox import images as sandbox_images
+from mclu.sandbox.images import index as sandbox_index
 from tests.integration import sandbox as sb
 from tests.integration.test_build import console_shows
 
@@ -102,14 +103,23 @@ def guests(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory, ssh_ke
         made.cleanup()
 
 
+def published_revision(sandbox: sb.Sandbox, name: str = "tiny") -> int:
+    """The revision of `name` in the sandbox's repository: a fresh sandbox has 1, one whose
+    template was rebuilt since (its inputs changed) has more."""
+    parsed = sandbox_index.parse_index((sandbox.state / "repo" / "index").read_text())
+    return sandbox_index.entry_from_fields(name, parsed[name]).revision
+
+
 def newer_revision(sandbox: sb.Sandbox, tmp_path: Path) -> Path:
-    """An inventory whose template sources add revision 2 of tiny (the same image) to the
-    sandbox's repository: a new revision was published since the guests were built."""
+    """An inventory whose template sources add the next revision of tiny (the same image) to
+    the sandbox's repository: a new revision was published since the guests were built."""
     repo = tmp_path / "repo"
     (repo / "repos.d").mkdir(parents=True)
     source = sandbox.state / "repo"
-    index = (source / "index").read_text().replace("\nrevision=1\n", "\nrevision=2\n")
-    assert "revision=2" in index
+    current = published_revision(sandbox)
+    index, count = re.subn(r"(\[tiny\]\n(?:[^\[].*\n)*?)revision=\d+\n",
+                           rf"\g<1>revision={current + 1}\n", (source / "index").read_text())
+    assert count == 1
     (repo / "index").write_text(index)
     (repo / "tiny.xz").symlink_to(source / "tiny.xz")
     (repo / "repos.d" / "newer.conf").write_text(f"[newer]\nuri=file://{repo}/index\n")
@@ -122,27 +132,29 @@ def test_rebuild_keeps_the_guest_and_gives_it_a_fresh_disk_of_the_newest_revisio
     host = sandbox.up_hosts[0]
     name = guests.build(host)
     before = guests.identity(host, name)
-    assert before["meta"]["revision"] == "1" and before["state"] == "running"
+    old = published_revision(sandbox)
+    assert before["meta"]["revision"] == str(old) and before["state"] == "running"
     time.sleep(1.1)  # the build time has a resolution of seconds
     done = guests.rebuild(name, inventory=newer_revision(sandbox, tmp_path))
     assert done.returncode == 0, done.stderr
-    assert re.fullmatch(rf"{name} on {host}: rebuilt from tiny r2 \(was r1\) in [\d.]+ s\n",
-                        done.stdout)
+    assert re.fullmatch(
+        rf"{name} on {host}: rebuilt from tiny r{old + 1} \(was r{old}\) in [\d.]+ s\n",
+        done.stdout)
     after = guests.identity(host, name)
     assert (after["uuid"], after["mac"], after["state"]) == (
         before["uuid"], before["mac"], "running")
     assert after["mac"]  # the guest has a NIC, and kept its address
     assert after["inode"] != before["inode"]  # a new disk file
-    assert after["meta"]["revision"] == "2" and after["meta"]["state"] == "ready"
+    assert after["meta"]["revision"] == str(old + 1) and after["meta"]["state"] == "ready"
     assert after["meta"]["template"] == "tiny"
     assert after["meta"]["built"] > before["meta"]["built"]
     assert guests.leftovers(host) == []
     console_shows(sandbox, host, name, f"{name} login:")  # the new disk boots, named as before
     backing = json.loads(sandbox.exec(host, ["qemu-img", "info", "--output=json", "-U",
                                              f"{IMAGES}/{name}.qcow2"]).stdout)
-    assert backing["backing-filename"] == f"{IMAGES}/mclu-templates/tiny.x86_64.r2.raw"
+    assert backing["backing-filename"] == f"{IMAGES}/mclu-templates/tiny.x86_64.r{old + 1}.raw"
     cached = sandbox.exec(host, ["ls", f"{IMAGES}/mclu-templates"]).stdout.split()
-    assert "tiny.x86_64.r1.raw" in cached  # the old base stays cached (prune decides)
+    assert f"tiny.x86_64.r{old}.raw" in cached  # the old base stays cached (prune decides)
     code, doc = sb.mclu_json("info", name, inventory=sandbox.inventory)
     assert code == 0 and doc["guest"]["host"] == host
 
