@@ -24,7 +24,7 @@ import logging
 import posixpath
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -224,10 +224,25 @@ async def _personalize(build: plan.BuildPlan, sessions: Mapping[str, Session], i
             reporter.step(None, None, text)
 
         try:
-            await asyncio.to_thread(customize.personalize, drives, progress=say)
+            await personalize_in_thread(drives, say)
         except errors.PersonalizationFailed as e:
             raise errors.BuildFailed(e.guest, "personalise", _host_of(build, e.guest), str(e)
                                      ) from e
+
+
+async def personalize_in_thread(
+        drives: Sequence[tuple[customize.Drive, customize.Personalization]],
+        progress: customize.Progress) -> None:
+    """`customize.personalize` on a worker thread. A cancelled build kills the appliance:
+    the thread cannot be cancelled, and would otherwise hold the exit until the appliance
+    noticed its disks were gone."""
+    watchdog = customize.Watchdog()
+    try:
+        await asyncio.to_thread(customize.personalize, drives, progress=progress,
+                                watchdog=watchdog)
+    except asyncio.CancelledError:
+        watchdog.kill("the build was interrupted")
+        raise
 
 
 def _host_of(build: plan.BuildPlan, name: str) -> str:

@@ -462,8 +462,7 @@ class _Run:
         async with build.nbd_export(self.session, work) as socket:
             drive = customize.Drive(nbd_socket=socket)
             job = build.personalization(work, self.item.template, inputs)
-            await asyncio.to_thread(customize.personalize, [(drive, job)],
-                                    progress=self.say)
+            await build.personalize_in_thread([(drive, job)], self.say)
 
     # -- the swap ---------------------------------------------------------------------------
 

@@ -19,8 +19,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +34,8 @@ from mclu import errors, model
 from mclu.images import guest_text, guestfs_edit
 from mclu.images.guestfs_inspect import GuestFS, Inspector, OSRoot
 
-__all__ = ["DEFAULT_MEMSIZE", "DEFAULT_SMP", "Drive", "Personalization", "personalize"]
+__all__ = ["DEFAULT_MEMSIZE", "DEFAULT_SMP", "DEFAULT_TIMEOUT", "Drive", "Personalization",
+           "Watchdog", "personalize"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +43,10 @@ log = logging.getLogger(__name__)
 # (within the noise); 1024 MiB instead of 512 bought nothing for these edits.
 DEFAULT_SMP = 2
 DEFAULT_MEMSIZE = 512
+# Once the appliance is up, personalising takes seconds (minutes when a template installs
+# packages). An appliance that stops answering (seen once: its TCG kernel spun for 74 minutes
+# with the build waiting) becomes an ordinary failed build, undone like any other, after this.
+DEFAULT_TIMEOUT = 30 * 60.0
 
 HOST_KEY_TYPES = ("ed25519", "ecdsa", "rsa")
 FIRSTBOOT_DIR = guest_text.FIRSTBOOT_DIR
@@ -75,16 +83,82 @@ class Personalization:
     customization: model.Customization = field(default_factory=model.Customization)
 
 
+class Watchdog:
+    """Kills the appliance (its hypervisor process) when its time is up, or when told to.
+
+    libguestfs serialises the calls on a handle, so a call stuck in the appliance cannot be
+    ended through the handle from another thread; killing the appliance's qemu makes it fail
+    at once. Safe to call from any thread; `kill` before the appliance is up kills it as soon
+    as it is.
+    """
+
+    def __init__(self, seconds: float | None = DEFAULT_TIMEOUT) -> None:
+        self.seconds = seconds
+        self.reason: str | None = None  # why the appliance was killed, once it was
+        self._pid: int | None = None
+        self._timer: threading.Timer | None = None
+        self._lock = threading.Lock()
+
+    def watch(self, pid: int, started: float) -> None:
+        """Watch the appliance `pid`, whose work began at monotonic time `started`."""
+        with self._lock:
+            self._pid = pid
+            if self.reason is not None:
+                self._kill_locked()
+                return
+            if self.seconds is not None:
+                left = max(0.0, self.seconds - (time.monotonic() - started))
+                self._timer = threading.Timer(left, self.kill, (
+                    f"the libguestfs appliance did not finish within {self.seconds:g} s "
+                    "and was killed",))
+                self._timer.daemon = True
+                self._timer.start()
+
+    def kill(self, reason: str) -> None:
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+                log.warning("%s", reason)
+            self._kill_locked()
+
+    def stop(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._pid = None
+
+    def _kill_locked(self) -> None:
+        if self._pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGKILL)
+
+
 def personalize(drives: Sequence[tuple[str | Drive, Personalization]], *,
                 progress: Progress | None = None, memsize: int = DEFAULT_MEMSIZE,
-                smp: int = DEFAULT_SMP) -> None:
+                smp: int = DEFAULT_SMP, watchdog: Watchdog | None = None) -> None:
     """Personalise every disk in one libguestfs launch.
 
     A plain string is an NBD unix socket path. Stops at the first failure: then no disk of
-    the call should be taken as personalised.
+    the call should be taken as personalised. The appliance is killed after `watchdog`'s
+    time (default: `DEFAULT_TIMEOUT`) or when the caller kills it through `watchdog`.
 
     :raises errors.PersonalizationFailed: naming the guest and the step that failed.
     """
+    watchdog = watchdog or Watchdog()
+    try:
+        _personalize(drives, progress, memsize, smp, watchdog)
+    except errors.PersonalizationFailed as error:
+        if watchdog.reason is None:
+            raise
+        raise errors.PersonalizationFailed(error.guest, error.step, watchdog.reason,
+                                           error.drive) from error
+    finally:
+        watchdog.stop()
+
+
+def _personalize(drives: Sequence[tuple[str | Drive, Personalization]],
+                 progress: Progress | None, memsize: int, smp: int,
+                 watchdog: Watchdog) -> None:
     say = progress or (lambda message: None)
     jobs = [_Job(Drive(nbd_socket=d) if isinstance(d, str) else d, p) for d, p in drives]
     if not jobs:
@@ -99,7 +173,7 @@ def personalize(drives: Sequence[tuple[str | Drive, Personalization]], *,
     with tempfile.TemporaryDirectory(prefix="mclu-hostkeys-") as keydir, \
             _HostKeys(jobs, Path(keydir)) as host_keys, \
             _appliance([job.drive for job in jobs], guests=names, network=network,
-                       memsize=memsize, smp=smp) as g:
+                       memsize=memsize, smp=smp, watchdog=watchdog, started=started) as g:
         log.info("libguestfs appliance up in %.1f s", time.monotonic() - started)
         # libguestfs names the drives in the order added; list_devices would cost ~1 s.
         devices = [guest_text.drive_device(index) for index in range(len(jobs))]
@@ -120,8 +194,9 @@ def personalize(drives: Sequence[tuple[str | Drive, Personalization]], *,
 
 @contextlib.contextmanager
 def _appliance(drives: Sequence[Drive], *, guests: str, network: bool, memsize: int,
-               smp: int) -> Iterator[GuestFS]:
-    """A launched appliance with `drives` as /dev/sda, /dev/sdb, ... in order.
+               smp: int, watchdog: Watchdog, started: float) -> Iterator[GuestFS]:
+    """A launched appliance with `drives` as /dev/sda, /dev/sdb, ... in order, watched by
+    `watchdog` from its launch on (libguestfs bounds the launch itself).
 
     Always ends with shutdown (which syncs the disks) and close; a shutdown error is raised
     only when the body succeeded. `guests` names the guests in errors of launch and shutdown.
@@ -142,6 +217,7 @@ def _appliance(drives: Sequence[Drive], *, guests: str, network: bool, memsize: 
                 else:
                     g.add_drive_opts(str(drive.path), format=drive.format)
             g.launch()
+            _watch(g, watchdog, started)
         try:
             yield g
         except BaseException:
@@ -152,6 +228,15 @@ def _appliance(drives: Sequence[Drive], *, guests: str, network: bool, memsize: 
             g.shutdown()
     finally:
         g.close()
+
+
+def _watch(g: GuestFS, watchdog: Watchdog, started: float) -> None:
+    try:
+        pid = g.get_pid()
+    except RuntimeError as error:  # a backend without a local process (libvirt's)
+        log.info("personalisation runs without a time bound: %s", error)
+        return
+    watchdog.watch(pid, started)
 
 
 # --- one build's work -----------------------------------------------------------------------

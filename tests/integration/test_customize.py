@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -232,6 +233,54 @@ def test_failing_step_names_it_and_closes_the_appliance(
     assert child_pids() <= before  # no qemu appliance (or its recovery process) left
     out, err = capfd.readouterr()
     assert PASSWORD not in caplog.text + out + err + str(caught.value) + repr(caught.value)
+
+
+class _KillAfterStep(logging.Handler):
+    """Kills the appliance through `watchdog` a moment after the step `step` ended (the
+    step log's DEBUG line), so the next step is the one under way when it dies."""
+
+    def __init__(self, watchdog: customize.Watchdog, step: str) -> None:
+        super().__init__(logging.DEBUG)
+        self.watchdog, self.step = watchdog, step
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith(f"stuck: {self.step} ("):
+            threading.Timer(2, self.watchdog.kill, ("killed by the test",)).start()
+
+
+def test_appliance_stuck_in_a_step_is_killed_and_the_step_named(
+        tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger=customize.__name__)
+    image = overlay(tiny, tmp_path / "stuck.qcow2")
+    watchdog = customize.Watchdog(None)
+    killer = _KillAfterStep(watchdog, "run command 1 (true)")
+    logging.getLogger(customize.__name__).addHandler(killer)
+    before = child_pids()
+    try:
+        with nbd_exports([image]) as sockets, \
+                pytest.raises(errors.PersonalizationFailed) as caught:
+            customize.personalize([(sockets[0], customize.Personalization(
+                "stuck", customization=model.Customization(run=("true", "sleep 600"))))],
+                watchdog=watchdog)
+    finally:
+        logging.getLogger(customize.__name__).removeHandler(killer)
+    assert caught.value.step == "run command 2 (sleep 600)"
+    assert str(caught.value) == ("stuck: personalising the disk failed at run command 2 "
+                                 "(sleep 600): killed by the test")
+    assert child_pids() <= before  # the appliance is gone
+
+
+def test_appliance_that_outlives_its_time_is_killed(tiny: Path, tmp_path: Path) -> None:
+    image = overlay(tiny, tmp_path / "slow.qcow2")
+    before = child_pids()
+    with nbd_exports([image]) as sockets, \
+            pytest.raises(errors.PersonalizationFailed) as caught:
+        # The time counts from the call, launch included: the launch alone outlives it.
+        customize.personalize([(sockets[0], customize.Personalization("slow"))],
+                              watchdog=customize.Watchdog(1))
+    assert caught.value.reason == ("the libguestfs appliance did not finish within 1 s "
+                                   "and was killed")
+    assert child_pids() <= before
 
 
 def test_firstboot_on_a_guest_without_systemd_is_refused(tiny: Path, tmp_path: Path) -> None:

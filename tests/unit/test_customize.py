@@ -1,9 +1,14 @@
 """The pure parts of disk personalisation: text edits, names, the first-boot unit, the light
-inspection's fstab and os-release readers and its root choice (against a fake handle)."""
+inspection's fstab and os-release readers and its root choice (against a fake handle), and the
+watchdog that bounds the appliance (against a stand-in process)."""
 
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import cast
 
@@ -397,3 +402,52 @@ def test_each_drive_may_keep_its_root_mounted_in_turn() -> None:
     fake.mounted = None  # the edits of drive 0 end with umount_all
     assert drives.inspect(1, "b", keep_root_mounted=True).root == "/dev/sdb1"
     assert fake.mounted == "/dev/sdb1"
+
+
+@pytest.fixture
+def appliance() -> Iterator[subprocess.Popen[bytes]]:
+    """A process standing in for the appliance's qemu (the watchdog only needs its PID)."""
+    process = subprocess.Popen(["sleep", "600"])
+    try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_watchdog_kills_the_appliance_when_its_time_is_up(
+        appliance: subprocess.Popen[bytes]) -> None:
+    watchdog = customize.Watchdog(0.2)
+    watchdog.watch(appliance.pid, time.monotonic())
+    assert appliance.wait(timeout=30) == -signal.SIGKILL
+    assert watchdog.reason == ("the libguestfs appliance did not finish within 0.2 s "
+                               "and was killed")
+
+
+def test_watchdog_counts_the_launch_in_its_time(appliance: subprocess.Popen[bytes]) -> None:
+    watchdog = customize.Watchdog(60)
+    watchdog.watch(appliance.pid, time.monotonic() - 61)  # the launch took it all
+    assert appliance.wait(timeout=30) == -signal.SIGKILL
+
+
+def test_watchdog_kill_before_the_launch_kills_the_appliance_once_up(
+        appliance: subprocess.Popen[bytes]) -> None:
+    watchdog = customize.Watchdog(None)
+    watchdog.kill("the build was interrupted")
+    assert appliance.poll() is None
+    watchdog.watch(appliance.pid, time.monotonic())
+    assert appliance.wait(timeout=30) == -signal.SIGKILL
+    assert watchdog.reason == "the build was interrupted"
+
+
+def test_stopped_watchdog_leaves_the_appliance_alone(
+        appliance: subprocess.Popen[bytes]) -> None:
+    watchdog = customize.Watchdog(0.1)
+    watchdog.watch(appliance.pid, time.monotonic())
+    watchdog.stop()
+    with pytest.raises(subprocess.TimeoutExpired):
+        appliance.wait(timeout=0.5)
+    watchdog.kill("too late")  # after stop the PID is no longer the watchdog's to kill
+    with pytest.raises(subprocess.TimeoutExpired):
+        appliance.wait(timeout=0.2)
+    assert watchdog.reason == "too late"
