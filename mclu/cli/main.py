@@ -86,11 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     parsing.add_host_filters(info)
     templates = parsing.add_command(sub, "templates", commands.templates,
                               "the templates: mclu's own and the repositories'")
-    _templates_dir(templates, default=None)
+    parsing.add_templates_dir(templates)
     templates_sub = templates.add_subparsers(metavar="ACTION", required=False)
     info_t = parsing.add_command(templates_sub, "info", commands.templates, "one template in full")
     info_t.add_argument("name", metavar="NAME")
-    _templates_dir(info_t, default=argparse.SUPPRESS)
+    parsing.add_templates_dir(info_t, default=argparse.SUPPRESS)
     prune = parsing.add_command(templates_sub, "prune", commands.templates_prune,
                           "remove template bases cached on hosts that no guest uses")
     prune.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
@@ -119,15 +119,8 @@ def _build_command(sub: parsing.Subparsers) -> None:
     build.add_argument("--vcpus", type=int, help="virtual CPUs")
     build.add_argument("--full-copy", action="store_true",
                        help="an independent copy of the template's disk, not an overlay")
-    build.add_argument("--transport", choices=("stream", "nbd"),
-                       help="how the template travels to a host that lacks it")
-    build.add_argument("--ssh-key", metavar="FILE", action="append",
-                       help="public key(s) for root (default: ~/.ssh/id_*.pub)")
-    build.add_argument("--root-password-file", metavar="FILE",
-                       help="set root's password to the first line of FILE")
+    parsing.add_disk_inputs(build)
     build.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
-    build.add_argument("--templates", metavar="DIR", default=None,
-                       help="mclu templates directory")
     build.set_defaults(host=None, tag=None)
 
 
@@ -136,9 +129,3 @@ def _size(text: str) -> int:
         return sizes.parse(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
-
-
-def _templates_dir(parser: argparse.ArgumentParser, default: object) -> None:
-    parser.add_argument("--templates", metavar="DIR", default=default,
-                        help="mclu templates directory (default: $MCLU_TEMPLATES, then "
-                             "~/.config/mclu/templates, then the project's templates/)")

@@ -1,4 +1,5 @@
-"""Parsing helpers shared by every command group: global options, --json, host filters."""
+"""Parsing helpers shared by every command group: global options, --json, host filters, and
+the options of what makes a guest's disk (build and rebuild)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
+from mclu import plan
 from mclu.cli import commands
 
 Command = Callable[[argparse.Namespace, commands.Env], Coroutine[Any, Any, int]]
@@ -63,3 +65,20 @@ def add_host_filters(parser: argparse.ArgumentParser) -> None:
                         help="only this host (repeatable)")
     parser.add_argument("--tag", action="append", metavar="TAG",
                         help="only hosts with this tag (repeatable)")
+
+
+def add_templates_dir(parser: argparse.ArgumentParser, default: object = None) -> None:
+    parser.add_argument("--templates", metavar="DIR", default=default,
+                        help="mclu templates directory (default: $MCLU_TEMPLATES, then "
+                             "~/.config/mclu/templates, then the project's templates/)")
+
+
+def add_disk_inputs(parser: argparse.ArgumentParser) -> None:
+    """What a new guest disk is made from and given: `build` and `rebuild` take the same."""
+    parser.add_argument("--transport", choices=plan.TRANSPORTS,
+                        help="how a template base travels to a host that lacks it")
+    parser.add_argument("--ssh-key", metavar="FILE", action="append",
+                        help="public key(s) for root (default: ~/.ssh/id_*.pub)")
+    parser.add_argument("--root-password-file", metavar="FILE",
+                        help="set root's password to the first line of FILE")
+    add_templates_dir(parser)

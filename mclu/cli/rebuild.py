@@ -42,14 +42,7 @@ def register(sub: parsing.Subparsers) -> None:
                         metavar="SECONDS", help="how long the old guest gets to power off "
                                                 "(ACPI) before it is powered off (default: "
                                                 "%(default)g)")
-    parser.add_argument("--transport", choices=("stream", "nbd"),
-                        help="how a template base travels to a host that lacks it")
-    parser.add_argument("--ssh-key", metavar="FILE", action="append",
-                        help="public key(s) for root (default: ~/.ssh/id_*.pub)")
-    parser.add_argument("--root-password-file", metavar="FILE",
-                        help="set root's password to the first line of FILE")
-    parser.add_argument("--templates", metavar="DIR", default=None,
-                        help="mclu templates directory")
+    parsing.add_disk_inputs(parser)
 
 
 def _age(text: str) -> float:
