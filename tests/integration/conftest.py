@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests.integration import sandbox as sb
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +18,5 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def ssh_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The public half of a fresh key pair, for `--ssh-key`."""
-    key = tmp_path_factory.mktemp("key") / "id_ed25519"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "mclu-test",
-                    "-f", str(key)], check=True)
+    key = sb.new_ssh_key(tmp_path_factory.mktemp("key") / "id_ed25519", "mclu-test")
     return key.with_suffix(".pub")

@@ -73,6 +73,26 @@ class Sandbox:
         path.write_text(to_toml(doc))
         return path
 
+    def with_stranger_key(self, directory: Path) -> Path:
+        """A copy of the inventory (in `directory`) whose client key no host accepts."""
+        key = new_ssh_key(directory / "stranger")
+        return self.variant(directory / "hosts.toml", identity_file=str(key))
+
+    def with_changed_host_key(self, host: str, directory: Path) -> tuple[Path, Path]:
+        """A copy of the inventory (in `directory`) whose known_hosts holds another key for
+        `host`: to mclu, the host's key has changed. Returns (inventory, known_hosts)."""
+        other = new_ssh_key(directory / "other")
+        known = directory / "known_hosts"
+        known.write_text(f"{self.address(host)} {other.with_suffix('.pub').read_text()}")
+        return self.variant(directory / "hosts.toml", known_hosts=str(known)), known
+
+
+def new_ssh_key(path: Path, comment: str | None = None) -> Path:
+    """A fresh ed25519 key pair without passphrase at `path` (and `path`.pub); returns path."""
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "",
+                    *(["-C", comment] if comment else []), "-f", str(path)], check=True)
+    return path
+
 
 # libguestfs's appliance hangs under this machine's paravirtual KVM: TCG, as for the guests.
 GUESTFS_ENV = {"LIBGUESTFS_BACKEND": "direct", "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}

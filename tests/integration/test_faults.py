@@ -388,9 +388,7 @@ def test_build_on_a_host_that_is_off(sandbox: sb.Sandbox, faults: Faults) -> Non
 
 def test_build_on_a_host_whose_sshd_rejects_the_key(sandbox: sb.Sandbox, faults: Faults,
                                                     tmp_path: Path) -> None:
-    key = tmp_path / "stranger"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    inventory = sandbox.variant(tmp_path / "hosts.toml", identity_file=str(key))
+    inventory = sandbox.with_stranger_key(tmp_path)
     host, name = sandbox.up_hosts[0], faults.name()
     code, err = finish(faults.build(name, host, inventory=inventory))
     assert code == 1, err
@@ -401,12 +399,8 @@ def test_build_on_a_host_whose_sshd_rejects_the_key(sandbox: sb.Sandbox, faults:
 
 def test_build_on_a_host_whose_host_key_changed(sandbox: sb.Sandbox, faults: Faults,
                                                 tmp_path: Path) -> None:
-    other = tmp_path / "other"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     host = sandbox.up_hosts[0]
-    known = tmp_path / "known_hosts"
-    known.write_text(f"{sandbox.address(host)} {other.with_suffix('.pub').read_text()}")
-    inventory = sandbox.variant(tmp_path / "hosts.toml", known_hosts=str(known))
+    inventory, known = sandbox.with_changed_host_key(host, tmp_path)
     name = faults.name()
     code, err = finish(faults.build(name, host, inventory=inventory))
     assert code == 1, err

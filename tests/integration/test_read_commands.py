@@ -6,7 +6,6 @@ answer, the one-line errors and the exit code.
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,9 +79,7 @@ def test_host_whose_libvirtd_is_stopped_is_libvirt_down(sandbox: sb.Sandbox) -> 
 
 
 def test_key_the_hosts_do_not_accept_is_auth_failed(sandbox: sb.Sandbox, tmp_path: Path) -> None:
-    key = tmp_path / "stranger"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    inventory = sandbox.variant(tmp_path / "hosts.toml", identity_file=str(key))
+    inventory = sandbox.with_stranger_key(tmp_path)
     host = sandbox.up_hosts[0]
     done = sb.mclu("info", f"{host}:nothing", inventory=inventory)
     assert done.returncode == 1
@@ -93,12 +90,8 @@ def test_key_the_hosts_do_not_accept_is_auth_failed(sandbox: sb.Sandbox, tmp_pat
 
 
 def test_changed_host_key_is_refused_with_the_fix(sandbox: sb.Sandbox, tmp_path: Path) -> None:
-    other = tmp_path / "other"
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
     host = sandbox.up_hosts[0]
-    known = tmp_path / "known_hosts"
-    known.write_text(f"{sandbox.address(host)} {other.with_suffix('.pub').read_text()}")
-    inventory = sandbox.variant(tmp_path / "hosts.toml", known_hosts=str(known))
+    inventory, known = sandbox.with_changed_host_key(host, tmp_path)
     done = sb.mclu("status", "--host", host, inventory=inventory)
     assert done.returncode == 1
     assert "host key changed" in done.stdout
