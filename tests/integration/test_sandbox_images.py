@@ -54,7 +54,7 @@ def test_index_parses_and_names_every_template(repo: Path) -> None:
 def test_index_signature_verifies_with_the_published_key(repo: Path, tmp_path: Path) -> None:
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
-    gpg = ["gpg", "--homedir", str(home), "--batch"]
+    gpg = ["gpg", "--homedir", str(home), "--batch", "--no-autostart"]  # no agent needed
     subprocess.run([*gpg, "--import", str(repo / "key.asc")], check=True, capture_output=True)
     subprocess.run([*gpg, "--verify", str(repo / "index.asc")], check=True, capture_output=True)
     tampered = tmp_path / "index.asc"

@@ -19,6 +19,7 @@ import pytest
 
 from mclu import catalogue, errors, model, repo_index, sources
 from mclu.images import cache
+from mclu.sandbox.images import signing
 
 pytestmark = pytest.mark.skipif(shutil.which("gpg") is None, reason="needs gpg")
 
@@ -60,10 +61,12 @@ def index_text(image_xz: bytes, revision: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def gnupg(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
-    """One signing key for the module: key generation is the slow part."""
+def gnupg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, bytes]]:
+    """One signing key for the module: key generation is the slow part. The gpg-agent that
+    gpg starts for its home is stopped at the end."""
     home = tmp_path_factory.mktemp("keys") / "gnupg"
-    return home, make_key(home, "mclu repo")
+    with signing.gnupg(home):
+        yield home, make_key(home, "mclu repo")
 
 
 @pytest.fixture
@@ -101,7 +104,8 @@ def test_tampered_index_is_refused(repo: Repo) -> None:
 
 
 def test_index_signed_by_another_key_is_refused(repo: Repo, tmp_path: Path) -> None:
-    other = make_key(tmp_path / "other", "someone else")
+    with signing.gnupg(tmp_path / "other"):
+        other = make_key(tmp_path / "other", "someone else")
     (repo.root / "other.asc").write_bytes(other)
     with pytest.raises(errors.SignatureInvalid, match="bad signature"):
         sources.fetch_index(repo.source(gpgkey=f"file://{repo.root}/other.asc"))
