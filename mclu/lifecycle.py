@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import posixpath
 import time
 import urllib.parse
@@ -20,6 +21,9 @@ from mclu.hosts.session import Session
 
 STOP_TIMEOUT = 60.0  # seconds a guest's OS gets to power off after the ACPI request
 POLL_INTERVAL = 0.5  # seconds between looks at a stopping guest's state
+# Seconds between ACPI requests to a guest that is not off yet: one still booting (right after
+# start or build) ignores the power button, so it is pressed again, as a person would.
+ACPI_REPEAT = 5.0
 
 # virsh on the host, told which libvirtd: as a user other than root its default is the
 # per-user qemu:///session, where the guest is not.
@@ -46,14 +50,15 @@ async def state_of(session: Session, name: str) -> model.GuestState | None:
 
 async def stop(session: Session, name: str, *, timeout: float = STOP_TIMEOUT,
                force: bool = False) -> Stopped:
-    """Ask the running guest's OS to power off (ACPI) and wait until it is off.
+    """Ask the running guest's OS to power off (ACPI) and wait until it is off, repeating
+    the request every ACPI_REPEAT seconds meanwhile.
 
     After `timeout` seconds: destroy it when `force`, else raise GuestDidNotStop (the guest
     runs on, the request still pending).
     """
     started = time.monotonic()
     await session.shutdown(name)
-    if await _until_off(session, name, started + timeout):
+    if await _until_off(session, name, started + timeout, repeat=ACPI_REPEAT):
         return Stopped(forced=False, seconds=time.monotonic() - started)
     if not force:
         raise errors.GuestDidNotStop(session.host, name, timeout)
@@ -66,16 +71,39 @@ async def stop(session: Session, name: str, *, timeout: float = STOP_TIMEOUT,
     return Stopped(forced=True, seconds=time.monotonic() - started)
 
 
-async def _until_off(session: Session, name: str, deadline: float) -> bool:
-    """Whether the guest is off by the deadline (monotonic clock); looks at least once."""
+async def _until_off(session: Session, name: str, deadline: float, *,
+                     repeat: float = math.inf) -> bool:
+    """Whether the guest is off by the deadline (monotonic clock); looks at least once.
+
+    With `repeat`, the ACPI request is sent again every `repeat` seconds while it runs on.
+    """
+    next_request = time.monotonic() + repeat
     while True:
         state = await state_of(session, name)
         if state is None or not state.active:
             return True
-        left = deadline - time.monotonic()
+        now = time.monotonic()
+        left = deadline - now
         if left <= 0:
             return False
+        if now >= next_request:
+            if not await _request_again(session, name):
+                return True
+            next_request = now + repeat
         await asyncio.sleep(min(POLL_INTERVAL, left))
+
+
+async def _request_again(session: Session, name: str) -> bool:
+    """Send the ACPI request once more; False when it was refused because the guest went
+    off (or, transient, away) since the last look: libvirt says "not running" then."""
+    try:
+        await session.shutdown(name)
+    except (errors.LibvirtCallFailed, errors.GuestNotFound):
+        state = await state_of(session, name)
+        if state is None or not state.active:
+            return False
+        raise
+    return True
 
 
 # --- delete --------------------------------------------------------------------------------------
@@ -180,6 +208,12 @@ def console_argv(name: str) -> list[str]:
     --force takes the console over from another session holding it.
     """
     return ["virsh", "-c", SYSTEM_URI, "console", "--force", name]
+
+
+def console_tail_argv(name: str, size: int) -> list[str]:
+    """The command that prints the last `size` bytes of the guest's console log (this boot's:
+    the log starts empty at each boot)."""
+    return ["tail", "-c", str(size), "--", domxml.console_log(name)]
 
 
 def viewer_uri(spec: model.HostSpec) -> str:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from mclu import errors, model
+from mclu import errors, lifecycle, model
 from mclu.cli import commands, main, output
 from mclu.hosts import fake
 from tests.cli.test_read_commands import Cli, guest
@@ -113,6 +113,64 @@ def test_stop_timeout_with_force_powers_off(cli: LifecycleCli) -> None:
     assert cli("start", "web1") == 0
     assert cli("stop", "web1", "--timeout", "0", "--force", "--json") == 0
     assert cli.json()["forced"] is True
+
+
+@pytest.fixture
+def quick_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ACPI requests repeated every 10 ms instead of every few seconds."""
+    monkeypatch.setattr(lifecycle, "ACPI_REPEAT", 0.01)
+    monkeypatch.setattr(lifecycle, "POLL_INTERVAL", 0.005)
+
+
+def test_stop_repeats_the_acpi_request_a_booting_guest_ignored(
+        cli: LifecycleCli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    requests = 0
+    original = fake.FakeSession.shutdown
+
+    async def shutdown(self: fake.FakeSession, name: str) -> None:
+        nonlocal requests
+        requests += 1
+        if requests > 3:  # still booting: the first three go unheard
+            await original(self, name)
+
+    monkeypatch.setattr(fake.FakeSession, "shutdown", shutdown)
+    assert cli("stop", "web1", "--timeout", "30") == 0
+    assert cli.stdout.startswith("web1 on a: shut off (")
+    assert cli.state("a", "web1") == SHUTOFF and requests == 4
+
+
+def test_stop_a_guest_that_goes_off_just_before_the_repeated_request(
+        cli: LifecycleCli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    requests = 0
+    original = fake.FakeSession.shutdown
+
+    async def shutdown(self: fake.FakeSession, name: str) -> None:
+        nonlocal requests
+        requests += 1
+        if requests == 2:  # it powers off on its own, then libvirt refuses the request
+            self.fake_host.guests[name] = with_disks(guest(name, state=SHUTOFF))
+        if requests >= 2:
+            await original(self, name)
+
+    monkeypatch.setattr(fake.FakeSession, "shutdown", shutdown)
+    assert cli("stop", "web1", "--timeout", "30") == 0
+    assert cli.state("a", "web1") == SHUTOFF and requests == 2
+
+
+def test_stop_a_repeated_request_refused_while_running_fails(
+        cli: LifecycleCli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    requests = 0
+
+    async def shutdown(self: fake.FakeSession, name: str) -> None:
+        nonlocal requests
+        requests += 1
+        if requests == 2:
+            raise errors.LibvirtCallFailed("a", f"shutdown {name}", "internal error")
+
+    monkeypatch.setattr(fake.FakeSession, "shutdown", shutdown)
+    assert cli("stop", "web1", "--timeout", "30") == 1
+    assert cli.stderr == "mclu: error: a: shutdown web1: internal error\n"
+    assert cli.state("a", "web1") == RUNNING
 
 
 def test_stop_rejects_a_negative_timeout(cli: LifecycleCli,
