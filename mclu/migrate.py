@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mclu import errors, fanout, images, locks, placement, sizes, storage
+from mclu import domxml, errors, fanout, images, locks, placement, sizes, storage
 from mclu.build import Reporter, Undo
 from mclu.hosts.session import MigrationProgress, MigrationTarget, Session
 from mclu.images import nbd
@@ -299,14 +299,15 @@ async def _execute(move: Move, sessions: Mapping[str, Session], specs: Mapping[s
 
 
 async def _remove_source_disks(move: Move, source: Session, reporter: Reporter) -> None:
-    """The source's copies of the guest's own disks: libvirt leaves them, and the guest now
-    writes to the destination's. Bases stay cached. A failure here is only reported: the
-    migration itself has succeeded."""
-    for disk in move.disks:
+    """The source's copies of the guest's own disks, and its console log there: libvirt
+    leaves them, the guest now writes to the destination's, and `delete` (which finds the
+    guest on the destination) could never reach them. Bases stay cached. A failure here is
+    only reported: the migration itself has succeeded."""
+    for path in (*(d.path for d in move.disks), domxml.console_log(move.guest.name)):
         try:
-            await _remove(source, disk.path)
+            await _remove(source, path)
         except errors.MCLUError as e:
-            reporter.step(move.source, move.guest.name, f"could not remove {disk.path}: {e}")
+            reporter.step(move.source, move.guest.name, f"could not remove {path}: {e}")
 
 
 async def _prepare_destination(move: Move, source: Session, dest: Session, spec: HostSpec,

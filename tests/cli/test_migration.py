@@ -89,6 +89,28 @@ def test_migrate_json(cli: Cli) -> None:
     assert [(m["name"], m["from"], m["to"]) for m in done["moved"]] == [("web1", "a", "b")]
 
 
+def rm_console_log(name: str) -> tuple[str, ...]:
+    return ("rm", "-f", "--", f"/var/log/libvirt/qemu/{name}-console.log")
+
+
+def test_migrate_removes_the_console_log_left_at_the_source(cli: Cli) -> None:
+    a = cli.cluster.hosts["a"]
+    a.commands.update([fake.canned(rm_console_log("web1"))])
+    assert cli("migrate", "web1", "--to", "b", "--json") == 0
+    assert a.ran == [rm_console_log("web1")]
+    assert not any("could not remove" in str(line) for line in cli.json_lines())
+
+
+def test_a_console_log_that_cannot_be_removed_is_reported_not_failed(cli: Cli) -> None:
+    cli.cluster.hosts["a"].commands.update([fake.canned(rm_console_log("web1"), exit_status=1,
+                                                        stderr=b"rm: Read-only file system\n")])
+    assert cli("migrate", "web1", "--to", "b", "--json") == 0
+    assert cli.where("web1") == ["b"]
+    steps = [line["text"] for line in cli.json_lines() if line["event"] == "step"]
+    assert steps[-1].startswith("could not remove /var/log/libvirt/qemu/web1-console.log: a: ")
+    assert "Read-only file system" in steps[-1]
+
+
 def test_migrate_dry_run_moves_nothing(cli: Cli) -> None:
     assert cli("migrate", "web1", "--dry-run") == 0
     assert cli.out.getvalue().startswith("web1: a → c (most free memory")
@@ -169,6 +191,15 @@ def test_drain_spreads_the_guests_and_reports_each(cli: Cli) -> None:
     # Largest first, each to the most free memory counting the guests placed before it:
     # db → b (a tie, fewer guests), web2 → c (15 GiB against 11), web1 → c (13 against 11).
     assert [cli.where(n) for n in ("db", "web2", "web1")] == [["b"], ["c"], ["c"]]
+
+
+def test_drain_removes_each_moved_guests_console_log_at_the_source(cli: Cli) -> None:
+    a = cli.cluster.hosts["a"]
+    a.guests["web2"] = guest("web2")
+    a.guests["old"] = guest("old", model.GuestState.SHUTOFF)
+    a.commands.update([fake.canned(rm_console_log(n)) for n in ("web1", "web2", "old")])
+    assert cli("drain", "a") == 1  # the shut-off guest stays, and so does its log
+    assert sorted(a.ran) == [rm_console_log("web1"), rm_console_log("web2")]
 
 
 def test_drain_never_overcommits(cli: Cli) -> None:

@@ -44,6 +44,11 @@ def files_of(sandbox: sb.Sandbox, host: str, name: str) -> list[str]:
     return [f for f in listing if name in f or ".partial" in f or ".mclu-new" in f]
 
 
+def console_logs(sandbox: sb.Sandbox, host: str, name: str) -> list[str]:
+    listing = sandbox.exec(host, ["ls", "-a", "/var/log/libvirt/qemu"], check=False).stdout
+    return [f for f in listing.split() if f == f"{name}-console.log"]
+
+
 @pytest.fixture
 def guest(sandbox: sb.Sandbox, builds: Builds) -> str:
     """A running tiny guest on the first host."""
@@ -64,6 +69,8 @@ def test_migrate_a_running_guest(sandbox: sb.Sandbox, builds: Builds, guest: str
     assert defined_on(sandbox, guest) == {dest: "running persistent"}
     assert files_of(sandbox, source, guest) == []  # the source's copy of its disk is gone
     assert files_of(sandbox, dest, guest) == [f"{guest}.qcow2"]
+    assert console_logs(sandbox, source, guest) == []  # and its console log there
+    assert console_logs(sandbox, dest, guest) == [f"{guest}-console.log"]
     code, after = sb.mclu_json("info", guest, inventory=sandbox.inventory)
     assert code == 0
     assert after["guest"]["host"] == dest
@@ -124,4 +131,5 @@ def test_drain_moves_both_guests(sandbox: sb.Sandbox, builds: Builds) -> None:
     for g in mine:
         assert defined_on(sandbox, g["name"]) == {g["to"]: "running persistent"}
         assert g["to"] != source
+        assert console_logs(sandbox, source, g["name"]) == []
     assert defined_on(sandbox, names[0]) != {}
