@@ -11,9 +11,7 @@ import asyncio
 import functools
 import logging
 import os
-import shutil
 import socket
-import tempfile
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -21,7 +19,7 @@ from typing import Any
 
 import asyncssh
 
-from mclu import errors
+from mclu import errors, runtmp
 from mclu.cancellation import uninterrupted
 from mclu.hosts.session import CommandResult, Input, command_failed, command_line
 from mclu.model import HostSpec
@@ -144,10 +142,10 @@ class SshConnection:
     async def forward_unix_socket(self, remote_path: str) -> AsyncIterator[str]:
         """Forward a new local unix socket to remote_path on the host; yields the local path.
 
-        The socket lives in a private (0700) temporary directory, removed on exit.
+        The socket lives in a private (0700) directory in the run's own (mclu.runtmp), removed
+        on exit, and with the run directory should this process be killed.
         """
-        directory = tempfile.mkdtemp(prefix=f"mclu-{self.host}-")
-        try:
+        with runtmp.tempdir(f"{self.host}-") as directory:
             local_path = os.path.join(directory, "sock")
             try:
                 listener = await self._connection.forward_local_path(local_path, remote_path)
@@ -158,8 +156,6 @@ class SshConnection:
             finally:
                 listener.close()
                 await listener.wait_closed()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
 
     @asynccontextmanager
     async def open_terminal(self, argv: Sequence[str], *, term: str,

@@ -22,7 +22,6 @@ import logging
 import os
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -30,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from mclu import errors, model
+from mclu import errors, model, runtmp
 from mclu.images import guest_text, guestfs_edit
 from mclu.images.guestfs_inspect import GuestFS, Inspector, OSRoot
 
@@ -170,7 +169,9 @@ def _personalize(drives: Sequence[tuple[str | Drive, Personalization]],
     names = ", ".join(job.hostname for job in jobs)
     say(f"starting the libguestfs appliance for {len(jobs)} disk(s)")
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="mclu-hostkeys-") as keydir, \
+    # The private host keys live in this run's private directory (mclu.runtmp), which goes
+    # with the run even when it is killed (the next run removes it).
+    with runtmp.tempdir(runtmp.HOSTKEYS_PREFIX) as keydir, \
             _HostKeys(jobs, Path(keydir)) as host_keys, \
             _appliance([job.drive for job in jobs], guests=names, network=network,
                        memsize=memsize, smp=smp, watchdog=watchdog, started=started) as g:
@@ -206,6 +207,7 @@ def _appliance(drives: Sequence[Drive], *, guests: str, network: bool, memsize: 
     g = cast(GuestFS, guestfs.GuestFS(python_return_dict=True))
     try:
         g.set_trace(False)  # the trace would print private host keys and the password hash
+        g.set_tmpdir(str(runtmp.current().path))  # its libguestfsXXXXXX goes with the run
         g.set_memsize(memsize)
         g.set_smp(smp)
         g.set_network(network)
@@ -217,6 +219,7 @@ def _appliance(drives: Sequence[Drive], *, guests: str, network: bool, memsize: 
                 else:
                     g.add_drive_opts(str(drive.path), format=drive.format)
             g.launch()
+            _record_sockdir(g)
             _watch(g, watchdog, started)
         try:
             yield g
@@ -228,6 +231,24 @@ def _appliance(drives: Sequence[Drive], *, guests: str, network: bool, memsize: 
             g.shutdown()
     finally:
         g.close()
+
+
+def _record_sockdir(g: GuestFS) -> None:
+    """Have the run directory take libguestfs's socket directory with it: run as root,
+    libguestfs makes it in /tmp whatever its tmpdir (`/tmp/libguestfsXXXXXX`), and removes it
+    only on close. Its name is on the appliance's command line."""
+    try:
+        cmdline = Path(f"/proc/{g.get_pid()}/cmdline").read_bytes()
+    except (RuntimeError, OSError):
+        return  # no local appliance process (libvirt's backend): nothing of it here
+    run = runtmp.current()
+    for arg in cmdline.decode(errors="replace").split("\0"):
+        for part in arg.split(","):
+            if part.startswith("path=/") and part.endswith("/guestfsd.sock"):
+                sockdir = os.path.dirname(part[len("path="):])
+                if not sockdir.startswith(f"{run.path}/"):
+                    run.record_outside(sockdir)
+                return
 
 
 def _watch(g: GuestFS, watchdog: Watchdog, started: float) -> None:
