@@ -28,12 +28,15 @@ $(VENV)/.installed: pyproject.toml | deps
 
 # The sandbox, its tiny template, one guest built from it (kept across runs), then the
 # cluster as mclu sees it. libguestfs runs its appliance with TCG: KVM hangs it here.
+# --no-login: tiny has no sshd (its way in is `mclu console web1`, root with no password),
+# so a key would never be used, and root on a fresh machine may have none to give: without
+# it mclu would refuse the build.
 demo: setup
 	$(BIN)/mclu-sandbox up $(HOSTS)
 	$(BIN)/mclu-sandbox templates tiny
 	$(BIN)/mclu -c $(SANDBOX)/hosts.toml info web1 >/dev/null 2>&1 || \
 	    LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg \
-	    $(BIN)/mclu -c $(SANDBOX)/hosts.toml build tiny web1
+	    $(BIN)/mclu -c $(SANDBOX)/hosts.toml build tiny web1 --no-login
 	$(BIN)/mclu -c $(SANDBOX)/hosts.toml status
 	$(BIN)/mclu -c $(SANDBOX)/hosts.toml list
 

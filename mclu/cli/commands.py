@@ -228,19 +228,46 @@ def with_cached_size(template: model.ResolvedTemplate,
 
 
 def build_inputs(args: argparse.Namespace, env: Env) -> mclu_build.Inputs:
-    """Root's authorized keys (--ssh-key, else ~/.ssh/id_*.pub) and the password file."""
-    paths = [Path(p) for p in args.ssh_key] if args.ssh_key else sorted(
-        Path(env.environ.get("HOME", "~")).expanduser().glob(".ssh/id_*.pub"))
+    """Root's authorized keys (--ssh-key, else ~/.ssh/id_*.pub) and the password file.
+
+    A guest given neither a key nor a password is one nobody can log in to: refused unless
+    --no-login says that is meant (a build or rebuild on a controller whose ~/.ssh holds no
+    key would otherwise make such guests without a word).
+    """
+    password = args.root_password_file
+    if args.no_login:
+        given = [o for o, v in (("--ssh-key", args.ssh_key),
+                                ("--root-password-file", password)) if v]
+        if given:
+            raise errors.UsageError(f"--no-login and {given[0]} do not go together")
+        return mclu_build.Inputs()
+    home = Path(env.environ.get("HOME", "~")).expanduser()
+    paths = ([Path(p) for p in args.ssh_key] if args.ssh_key
+             else sorted(home.glob(".ssh/id_*.pub")))
     keys = []
     for path in paths:
-        try:
-            keys += [line for line in path.read_text().splitlines() if line.strip()]
-        except OSError as e:
-            raise errors.UsageError(f"cannot read ssh key {path}: {e.strerror}") from None
-    password = args.root_password_file
+        keys += _key_lines(path)
     if password is not None and not Path(password).is_file():
         raise errors.UsageError(f"no root password file {password}")
+    if not keys and password is None:
+        raise errors.UsageError(
+            f"no ssh key for the guests' root: {home}/.ssh has no id_*.pub; give --ssh-key "
+            "FILE (or --root-password-file FILE), or --no-login for guests nobody logs in to")
     return mclu_build.Inputs(ssh_authorized_keys=tuple(keys), root_password_file=password)
+
+
+def _key_lines(path: Path) -> list[str]:
+    """The public key lines of one key file; a private key or an empty file is refused."""
+    try:
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not a text file"
+        raise errors.UsageError(f"cannot read ssh key {path}: {reason}") from None
+    if any(line.startswith("-----BEGIN") for line in lines):
+        raise errors.UsageError(f"ssh key {path} is a private key: give its .pub file")
+    if not lines:
+        raise errors.UsageError(f"ssh key {path} holds no key")
+    return lines
 
 
 def show_plan(chosen: plan.BuildPlan, args: argparse.Namespace, env: Env) -> None:

@@ -81,4 +81,7 @@ def add_disk_inputs(parser: argparse.ArgumentParser) -> None:
                         help="public key(s) for root (default: ~/.ssh/id_*.pub)")
     parser.add_argument("--root-password-file", metavar="FILE",
                         help="set root's password to the first line of FILE")
+    parser.add_argument("--no-login", action="store_true",
+                        help="give root no key and no password: for guests nobody logs in to "
+                             "(without a key or a password, mclu refuses to build)")
     add_templates_dir(parser)

@@ -87,7 +87,8 @@ class Mclu:
         self.templates.mkdir()
         self.inventory = self.write_inventory(str(self.repos))
         self.home = tmp_path / "home"
-        self.home.mkdir()
+        (self.home / ".ssh").mkdir(parents=True)  # a key, as a user has: builds go ahead
+        (self.home / ".ssh" / "id_ed25519.pub").write_text("ssh-ed25519 AAAA user@ctl\n")
 
     def write_inventory(self, repos: str, name: str = "hosts.toml") -> Path:
         path = self.tmp / name
@@ -240,6 +241,11 @@ def test_bad_guest_names(mclu: Mclu, name: str, capsys: pytest.CaptureFixture[st
      "cannot read ssh key /nonexistent/id.pub"),
     (["build", "tiny", "web1", "--root-password-file", "/nonexistent/pw"], 2,
      "no root password file /nonexistent/pw"),
+    (["build", "tiny", "web1", "--ssh-key", "/dev/null"], 2, "ssh key /dev/null holds no key"),
+    (["build", "tiny", "web1", "--no-login", "--ssh-key", "/dev/null"], 2,
+     "--no-login and --ssh-key do not go together"),
+    (["rebuild", "web1", "--no-login", "--root-password-file", "/dev/null"], 2,
+     "--no-login and --root-password-file do not go together"),
     # options of the other commands
     (["templates", "prune", "--min-age", "soon"], 2, "argument --min-age: invalid float value"),
     (["bogus"], 2, "invalid choice: 'bogus'"),
@@ -253,6 +259,34 @@ def test_bad_command_line(mclu: Mclu, argv: list[str], code: int, fragment: str,
     assert line.startswith("mclu: error: ")
     assert fragment in line
     assert not any(g for h in mclu.cluster.hosts.values() for g in h.guests)
+
+
+@pytest.mark.parametrize("argv", [["build", "tiny", "web1"], ["build", "tiny", "web1", "--dry-run"],
+                                  ["rebuild", "--all", "--dry-run"]])
+def test_no_ssh_key_anywhere_is_refused(mclu: Mclu, argv: list[str],
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty ~/.ssh and no --ssh-key would make guests nobody can log in to."""
+    (mclu.home / ".ssh" / "id_ed25519.pub").unlink()
+    result = mclu(*argv, capsys=capsys)
+    assert result.code == 2
+    assert result.one_error_line() == (
+        f"mclu: error: no ssh key for the guests' root: {mclu.home}/.ssh has no id_*.pub; "
+        "give --ssh-key FILE (or --root-password-file FILE), or --no-login for guests nobody "
+        "logs in to")
+    assert result.stdout == ""
+    assert not any(h.ran for h in mclu.cluster.hosts.values())  # refused before any host
+    assert not any(g for h in mclu.cluster.hosts.values() for g in h.guests)
+
+
+def test_a_private_key_is_not_given_to_guests(mclu: Mclu,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    private = mclu.home / ".ssh" / "id_ed25519"
+    private.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n"
+                       "-----END OPENSSH PRIVATE KEY-----\n")
+    result = mclu("build", "tiny", "web1", "--ssh-key", str(private), capsys=capsys)
+    assert result.code == 2
+    assert result.one_error_line() == (f"mclu: error: ssh key {private} is a private key: "
+                                       "give its .pub file")
 
 
 def test_argparse_errors_name_the_command_and_point_to_help(

@@ -59,7 +59,8 @@ def test_a_build_of_a_locked_name_fails_at_once_naming_the_holder(
         sandbox: sb.Sandbox, repo: Path, holder: tuple[str, subprocess.Popen[str]]) -> None:  # noqa: F811
     name, process = holder
     other = sandbox.up_hosts[1]  # the name is taken cluster-wide, not only on its host
-    done = sb.mclu("build", "tiny", name, "--on", other, inventory=sandbox.inventory)
+    done = sb.mclu("build", "tiny", name, "--on", other, "--no-login",  # root may have no key
+                   inventory=sandbox.inventory)
     assert done.returncode == 75, done.stderr
     assert done.stderr.startswith(f"mclu: error: {sandbox.up_hosts[0]}: guest {name!r} is "
                                   f"locked by ")
