@@ -177,24 +177,28 @@ class Deleted:
 
 
 async def delete(session: Session, spec: model.HostSpec, guest: model.Guest,
-                 others: Sequence[model.Guest], *, force: bool = False) -> Deleted:
+                 others: Sequence[model.Guest], *, force: bool = False,
+                 dry_run: bool = False) -> Deleted:
     """Undefine the guest and remove its own disks (see `disks_to_remove`) and console log.
 
     `others` are the other guests whose disks may share files with it (the host's, and with
     shared storage those of other hosts). A running guest raises GuestIsRunning unless
-    `force`, which destroys it first. Nothing is changed until every disk is decided.
+    `force`, which destroys it first. Nothing is changed until every disk is decided; with
+    `dry_run`, nothing at all: the answer is what would be done.
     """
     if guest.state.active and not force:
         raise errors.GuestIsRunning(session.host, guest.name)
     other_files = sorted({d for g in others for d in g.disks if is_file_path(d)})
     backing = await storage.backing_files(session, other_files)
     choice = disks_to_remove(guest, others, storage.cache_dir(spec.image_dir), backing)
+    files = (*choice.remove, domxml.console_log(guest.name))
+    if dry_run:
+        return Deleted(destroyed=guest.state.active, removed=files, kept=choice.keep)
     if guest.state.active:
         await session.destroy(guest.name)
     if guest.persistent:  # a transient guest is gone once destroyed
         with contextlib.suppress(errors.GuestNotFound):
             await session.undefine(guest.name)
-    files = (*choice.remove, domxml.console_log(guest.name))
     await session.run(["rm", "-f", "--", *files])
     return Deleted(destroyed=guest.state.active, removed=files, kept=choice.keep)
 

@@ -2,6 +2,7 @@
 
 Each finds the guest by name on whichever host has it (or HOST:NAME), over one connection
 per host kept for the whole command, acts on that host, and reports one line (or --json).
+start, stop, destroy and delete take several names: each is its own outcome, one line each.
 """
 
 from __future__ import annotations
@@ -9,35 +10,39 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import io
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from mclu import console, errors, inventory, lifecycle, locks, model, snapshot
-from mclu.cli import commands, parsing
+from mclu.cli import commands, output, parsing
 from mclu.hosts.session import Session, command_line
+from mclu.snapshot import GuestRef
 
 
 def register(sub: parsing.Subparsers) -> None:
     """Add this group's commands to the `mclu` parser."""
-    _guest_command(sub, "start", start, "start a shut off guest")
-    stop_ = _guest_command(sub, "stop", stop,
-                           "shut a guest down (ACPI) and wait until it is off")
+    _guests_command(sub, "start", start, "start shut off guests")
+    stop_ = _guests_command(sub, "stop", stop,
+                            "shut guests down (ACPI) and wait until they are off")
     stop_.add_argument("--timeout", type=parsing.seconds, default=lifecycle.STOP_TIMEOUT,
                        metavar="SECONDS", help="how long to wait for the guest to power off "
                                                "(default: %(default)g)")
     stop_.add_argument("--force", action="store_true",
                        help="power the guest off (destroy) when it is not off in time")
     _guest_command(sub, "reboot", reboot, "restart a running guest (ACPI)")
-    _guest_command(sub, "destroy", destroy, "power a guest off at once, like pulling the plug")
-    delete_ = _guest_command(sub, "delete", delete,
-                             "remove a guest: its definition, its own disks, its console log")
+    _guests_command(sub, "destroy", destroy, "power guests off at once, like pulling the plug")
+    delete_ = _guests_command(sub, "delete", delete,
+                              "remove guests: their definitions, own disks and console logs")
     delete_.add_argument("--force", action="store_true",
                          help="delete a running guest too (powered off first)")
+    delete_.add_argument("--dry-run", action="store_true",
+                         help="say what would be removed and kept, change nothing")
     _guest_command(sub, "console", console_, "attach to a guest's serial console (Ctrl-] leaves)")
     _guest_command(sub, "viewer", viewer, "open a guest's graphical console with virt-viewer")
 
@@ -47,6 +52,15 @@ def _guest_command(sub: parsing.Subparsers, name: str, command: parsing.Command,
     parser = parsing.add_command(sub, name, command, summary)
     parser.add_argument("name", metavar="[HOST:]NAME", help="the guest")
     parsing.add_host_filters(parser)
+    return parser
+
+
+def _guests_command(sub: parsing.Subparsers, name: str, command: parsing.Command,
+                    summary: str) -> argparse.ArgumentParser:
+    parser = parsing.add_command(sub, name, command, summary)
+    parser.add_argument("names", metavar="[HOST:]NAME", nargs="+", help="the guests")
+    parsing.add_host_filters(parser)
+    parser.set_defaults(action=name)
     return parser
 
 
@@ -61,34 +75,118 @@ class Target:
     host: model.HostSnapshot
     guest: model.Guest
     snapshot: snapshot.Snapshot
+    # (host, guest) this run has deleted already: the view's set, shared by its targets
+    deleted: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def name(self) -> str:
         return self.guest.name
 
 
-@contextlib.asynccontextmanager
-async def guest_target(args: argparse.Namespace, env: commands.Env, *,
-                       lock: str | None = None) -> AsyncIterator[Target]:
-    """Connect to the hosts, find the guest args.name names; sessions stay open for the block.
+@dataclass
+class View:
+    """The hosts' sessions and what one read pass saw, for finding guests by name."""
 
-    With `lock` (the command's name), the block holds the guest's lock (mclu.locks), so that
-    no other mclu run changes the guest meanwhile. Raises GuestNotFound, GuestAmbiguous,
-    GuestLocked, or the pinned host's HostError.
-    """
-    ref = snapshot.split_ref(args.name)
-    inv, hosts = commands.load_hosts(args, env)
-    if ref.host is not None:
-        hosts = inventory.select(inv, names=[ref.host])
-    async with snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now:
-        snap = await hosts_now.gather(snapshot.read_host)
-        found = snapshot.find_guest(snap, ref)
-        session = hosts_now.sessions[found.host.spec.name]
+    sessions: dict[str, Session]
+    snapshot: snapshot.Snapshot
+    deleted: set[tuple[str, str]] = field(default_factory=set)  # (host, guest) this run deleted
+
+    @contextlib.asynccontextmanager
+    async def target(self, ref: GuestRef, *,
+                     lock: str | None = None) -> AsyncIterator[Target]:
+        """The guest `ref` names. With `lock` (the command's name), the block holds the
+        guest's lock (mclu.locks), so that no other mclu run changes the guest meanwhile.
+        Raises GuestNotFound, GuestAmbiguous, GuestLocked, or the pinned host's HostError."""
+        found = snapshot.find_guest(self.snapshot, ref)
+        session = self.sessions[found.host.spec.name]
         async with contextlib.AsyncExitStack() as stack:
             if lock is not None:
                 await stack.enter_async_context(
                     locks.guest(session, found.host.spec, found.guest.name, lock))
-            yield Target(session=session, host=found.host, guest=found.guest, snapshot=snap)
+            yield Target(session=session, host=found.host, guest=found.guest,
+                         snapshot=self.snapshot, deleted=self.deleted)
+
+
+@contextlib.asynccontextmanager
+async def connected(args: argparse.Namespace, env: commands.Env,
+                    refs: Sequence[snapshot.GuestRef]) -> AsyncIterator[View]:
+    """Connect to the hosts that may have the guests `refs` names and read them once; the
+    sessions stay open for the block. The hosts are those of --host/--tag, and the hosts
+    named in HOST:NAME (only those when every name has one)."""
+    inv, hosts = commands.load_hosts(args, env)
+    pinned = list(dict.fromkeys(ref.host for ref in refs if ref.host is not None))
+    if pinned:
+        chosen = inventory.select(inv, names=pinned)
+        hosts = chosen if len(pinned) == len(refs) else \
+            hosts + [h for h in chosen if h not in hosts]
+    async with snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now:
+        snap = await hosts_now.gather(snapshot.read_host)
+        yield View(sessions=dict(hosts_now.sessions), snapshot=snap)
+
+
+@contextlib.asynccontextmanager
+async def guest_target(args: argparse.Namespace, env: commands.Env, *,
+                       lock: str | None = None) -> AsyncIterator[Target]:
+    """Connect to the hosts, find the guest args.name names; sessions stay open for the block.
+    See View.target for `lock` and the errors."""
+    ref = snapshot.split_ref(args.name)
+    async with connected(args, env, [ref]) as view, view.target(ref, lock=lock) as target:
+        yield target
+
+
+Work = Callable[[argparse.Namespace, commands.Env, Target], Awaitable[int]]
+
+
+async def each_guest(args: argparse.Namespace, env: commands.Env, work: Work, *,
+                     lock: str | None) -> int:
+    """Run `work` on each guest args.names names, in order, each its own outcome.
+
+    One name: its errors are the command's. Several: a failure is one error line (a JSON
+    line with --json) and the others are still done; the exit status is the failures'
+    common one (75 when all were locked), else 1.
+    """
+    refs = list(dict.fromkeys(snapshot.split_ref(n) for n in args.names))
+    if len(refs) == 1:
+        async with connected(args, env, refs) as view, view.target(refs[0], lock=lock) as t:
+            return await work(args, env, t)
+    if args.json:
+        env = dataclasses.replace(env, printer=_JsonLines(out=env.printer.out,
+                                                          err=env.printer.err))
+    failed: list[errors.MCLUError] = []
+    done: set[tuple[str, str]] = set()
+    async with connected(args, env, refs) as view:
+        for ref in refs:
+            try:
+                found = snapshot.find_guest(view.snapshot, ref)
+                if (found.host.spec.name, found.guest.name) in done:
+                    continue  # named twice (NAME and HOST:NAME): done once
+                done.add((found.host.spec.name, found.guest.name))
+                async with view.target(ref, lock=lock) as target:
+                    await work(args, env, target)
+            except errors.MCLUError as e:
+                failed.append(e)
+                _report_failure(args, env, ref, e)
+    codes = {e.exit_code for e in failed}
+    if not codes:
+        return errors.EXIT_OK
+    return codes.pop() if len(codes) == 1 else errors.EXIT_FAILED
+
+
+class _JsonLines(output.Printer):
+    """With several guests, each one's JSON document is one line (JSON Lines)."""
+
+    def json(self, document: dict[str, Any]) -> None:
+        self.json_line({"version": output.JSON_VERSION, **document})
+
+
+def _report_failure(args: argparse.Namespace, env: commands.Env, ref: snapshot.GuestRef,
+                    error: errors.MCLUError) -> None:
+    if args.json:
+        env.printer.json({"guest": ref.name, "host": ref.host, "action": args.action,
+                          "changed": False, "error": str(error),
+                          "exit_status": error.exit_code})
+    else:
+        env.printer.error(error)
 
 
 def require_running(target: Target) -> None:
@@ -128,29 +226,36 @@ def _after_power_off(guest: model.Guest) -> str:
 
 
 async def start(args: argparse.Namespace, env: commands.Env) -> int:
-    """Start a shut off guest; one that is running already is left alone (a note, exit 0)."""
-    async with guest_target(args, env, lock="start") as target:
-        if target.guest.state.active:
-            return _nothing_to_do(args, env, target, "start")
-        await target.session.start(target.name)
-        return report(args, env, target, action="start", changed=True,
-                      state=model.GuestState.RUNNING.value, text="started")
+    """Start shut off guests; one that is running already is left alone (a note, exit 0)."""
+    return await each_guest(args, env, _start, lock="start")
+
+
+async def _start(args: argparse.Namespace, env: commands.Env, target: Target) -> int:
+    if target.guest.state.active:
+        return _nothing_to_do(args, env, target, "start")
+    await target.session.start(target.name)
+    return report(args, env, target, action="start", changed=True,
+                  state=model.GuestState.RUNNING.value, text="started")
 
 
 async def stop(args: argparse.Namespace, env: commands.Env) -> int:
-    """ACPI shutdown, waiting up to --timeout; then destroy with --force, else fail."""
-    async with guest_target(args, env, lock="stop") as target:
-        if not target.guest.state.active:
-            return _nothing_to_do(args, env, target, "stop")
-        stopped = await lifecycle.stop(target.session, target.name, timeout=args.timeout,
-                                       force=args.force)
-        if stopped.forced:
-            text = f"did not shut off within {args.timeout:g} s; powered off (--force)"
-        else:
-            text = f"shut off ({stopped.seconds:.1f} s)"
-        return report(args, env, target, action="stop", changed=True,
-                      state=_after_power_off(target.guest), text=text, forced=stopped.forced,
-                      seconds=round(stopped.seconds, 3))
+    """ACPI shutdown, waiting up to --timeout; then destroy with --force, else fail. Several
+    guests are stopped one after another."""
+    return await each_guest(args, env, _stop, lock="stop")
+
+
+async def _stop(args: argparse.Namespace, env: commands.Env, target: Target) -> int:
+    if not target.guest.state.active:
+        return _nothing_to_do(args, env, target, "stop")
+    stopped = await lifecycle.stop(target.session, target.name, timeout=args.timeout,
+                                   force=args.force)
+    if stopped.forced:
+        text = f"did not shut off within {args.timeout:g} s; powered off (--force)"
+    else:
+        text = f"shut off ({stopped.seconds:.1f} s)"
+    return report(args, env, target, action="stop", changed=True,
+                  state=_after_power_off(target.guest), text=text, forced=stopped.forced,
+                  seconds=round(stopped.seconds, 3))
 
 
 async def reboot(args: argparse.Namespace, env: commands.Env) -> int:
@@ -163,41 +268,58 @@ async def reboot(args: argparse.Namespace, env: commands.Env) -> int:
 
 
 async def destroy(args: argparse.Namespace, env: commands.Env) -> int:
-    """Power a guest off at once; one that is off already is left alone (a note, exit 0)."""
-    async with guest_target(args, env, lock="destroy") as target:
-        if not target.guest.state.active:
-            return _nothing_to_do(args, env, target, "destroy")
-        await target.session.destroy(target.name)
-        return report(args, env, target, action="destroy", changed=True,
-                      state=_after_power_off(target.guest), text="powered off")
+    """Power guests off at once; one that is off already is left alone (a note, exit 0)."""
+    return await each_guest(args, env, _destroy, lock="destroy")
+
+
+async def _destroy(args: argparse.Namespace, env: commands.Env, target: Target) -> int:
+    if not target.guest.state.active:
+        return _nothing_to_do(args, env, target, "destroy")
+    await target.session.destroy(target.name)
+    return report(args, env, target, action="destroy", changed=True,
+                  state=_after_power_off(target.guest), text="powered off")
 
 
 # --- delete ----------------------------------------------------------------------------------
 
 
 async def delete(args: argparse.Namespace, env: commands.Env) -> int:
-    """Undefine the guest, remove its own disks and console log; --force for a running one."""
-    async with guest_target(args, env, lock="delete") as target:
-        deleted = await lifecycle.delete(target.session, target.host.spec, target.guest,
-                                         sharing_files(target), force=args.force)
-        kept = [{"path": k.path, "reason": k.reason} for k in deleted.kept]
-        return report(args, env, target, action="delete", changed=True, state="deleted",
-                      text=_deleted_text(deleted), destroyed=deleted.destroyed,
-                      removed=list(deleted.removed), kept=kept)
+    """Undefine guests, remove their own disks and console logs; --force for running ones;
+    --dry-run says what would go and changes nothing (it takes no lock)."""
+    return await each_guest(args, env, _delete, lock=None if args.dry_run else "delete")
+
+
+async def _delete(args: argparse.Namespace, env: commands.Env, target: Target) -> int:
+    deleted = await lifecycle.delete(target.session, target.host.spec, target.guest,
+                                     sharing_files(target), force=args.force,
+                                     dry_run=args.dry_run)
+    if not args.dry_run:
+        target.deleted.add((target.host.spec.name, target.name))
+    kept = [{"path": k.path, "reason": k.reason} for k in deleted.kept]
+    extra: dict[str, Any] = {"dry_run": True} if args.dry_run else {}
+    return report(args, env, target, action="delete", changed=not args.dry_run,
+                  state=target.guest.state.value if args.dry_run else "deleted",
+                  text=_deleted_text(deleted, dry_run=args.dry_run),
+                  destroyed=deleted.destroyed, removed=list(deleted.removed), kept=kept, **extra)
 
 
 def sharing_files(target: Target) -> list[model.Guest]:
     """The other guests whose disks may be the target's files: those of its host, and with
-    shared storage those of every other host on shared storage."""
+    shared storage those of every other host on shared storage (less those this run has
+    deleted already)."""
     spec = target.host.spec
-    others = [g for g in target.host.guests if g.name != target.name]
+    others = [(spec.name, g) for g in target.host.guests if g.name != target.name]
     if spec.shared_storage:
-        others += [g for name, snap in target.snapshot.ok.items()
+        others += [(name, g) for name, snap in target.snapshot.ok.items()
                    if name != spec.name and snap.spec.shared_storage for g in snap.guests]
-    return others
+    return [g for host, g in others if (host, g.name) not in target.deleted]
 
 
-def _deleted_text(deleted: lifecycle.Deleted) -> str:
+def _deleted_text(deleted: lifecycle.Deleted, *, dry_run: bool = False) -> str:
+    if dry_run:
+        text = "would power off and delete" if deleted.destroyed else "would delete"
+        text += "; would remove " + ", ".join(deleted.removed)
+        return text + "".join(f"; would keep {k.path} ({k.reason})" for k in deleted.kept)
     text = "powered off and deleted" if deleted.destroyed else "deleted"
     text += "; removed " + ", ".join(deleted.removed)
     text += "".join(f"; kept {k.path} ({k.reason})" for k in deleted.kept)

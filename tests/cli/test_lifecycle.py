@@ -7,6 +7,7 @@ were made to do (their guests' states, the commands run on them).
 from __future__ import annotations
 
 import io
+import json
 import os
 import stat
 from pathlib import Path
@@ -173,10 +174,9 @@ def test_stop_a_repeated_request_refused_while_running_fails(
     assert cli.state("a", "web1") == RUNNING
 
 
-def test_stop_rejects_a_negative_timeout(cli: LifecycleCli,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_stop_rejects_a_negative_timeout(cli: LifecycleCli) -> None:
     assert cli("stop", "web1", "--timeout", "-1") == 2
-    assert "must not be negative" in capsys.readouterr().err
+    assert "must not be negative" in cli.stderr
 
 
 # --- reboot and destroy -------------------------------------------------------------------------
@@ -340,6 +340,97 @@ def test_delete_when_removing_files_fails_names_the_host(cli: LifecycleCli) -> N
     assert cli("delete", "old") == 1
     assert cli.stderr.startswith("mclu: error: b: `rm -f -- /var/log/libvirt/qemu/old-console.log`"
                                  " failed with exit status 1: rm: cannot remove: Read-only")
+
+
+def test_delete_dry_run_changes_nothing(cli: LifecycleCli, sharing: fake.FakeHost) -> None:
+    sharing.commands.update([fake.canned(backing_argv(f"{IMAGES}/peer.qcow2",
+                                                      f"{IMAGES}/shared.img"))])
+    assert cli("delete", "app", "--dry-run") == 0
+    assert cli.stdout == (f"app on c: would delete; would remove {IMAGES}/app.qcow2, "
+                          f"{console_log('app')}; would keep {BASE} (a cached template base); "
+                          f"would keep {IMAGES}/shared.img (also a disk of peer); would keep "
+                          "/dev/sdb (not a file (a device, a pool volume or a network disk)); "
+                          "would keep pool/vol (not a file (a device, a pool volume or a "
+                          "network disk))\n")
+    assert set(sharing.guests) == {"app", "peer"}
+    assert not any(argv[0] == "rm" for argv in sharing.ran)
+    assert sharing.locks == {}
+
+
+def test_delete_dry_run_of_a_running_guest(cli: LifecycleCli) -> None:
+    assert cli("delete", "web1", "--dry-run") == 1  # it would be refused
+    assert "web1 is running" in cli.stderr
+    assert cli("delete", "web1", "--dry-run", "--force", "--json") == 0
+    assert cli.json() == {"version": 1, "guest": "web1", "host": "a", "action": "delete",
+                          "changed": False, "state": "running", "dry_run": True,
+                          "destroyed": True, "kept": [],
+                          "removed": [f"{IMAGES}/web1.qcow2", console_log("web1")]}
+    assert cli.state("a", "web1") == RUNNING and cli.host("a").ran == []
+
+
+# --- several guests ------------------------------------------------------------------------------
+
+
+def test_start_several_guests_one_line_each(cli: LifecycleCli) -> None:
+    cli.host("c").guests["app"] = guest("app", state=SHUTOFF)
+    assert cli("start", "old", "web1", "c:app") == 0
+    assert cli.stdout == ("old on b: started\n"
+                          "web1 on a: already running, nothing to do\n"
+                          "app on c: started\n")
+    assert cli.state("b", "old") == RUNNING and cli.state("c", "app") == RUNNING
+
+
+def test_one_failure_among_several_the_others_still_done(cli: LifecycleCli) -> None:
+    cli.host("a").ignores_acpi.add("web1")
+    assert cli("stop", "web1", "nope", "db", "--timeout", "0") == 1
+    assert cli.stdout.startswith("db on b: shut off (")
+    assert cli.stderr == ("mclu: error: a: web1 did not shut off within 0 s of the ACPI "
+                          "request; use --force to power it off\n"
+                          "mclu: error: no guest named 'nope'\n")
+    assert cli.state("b", "db") == SHUTOFF and cli.state("a", "web1") == RUNNING
+
+
+def test_several_guests_json_lines(cli: LifecycleCli) -> None:
+    assert cli("destroy", "web1", "nope", "db", "--json") == 1
+    lines = [json.loads(line) for line in cli.stdout.splitlines()]
+    assert lines == [
+        {"version": 1, "guest": "web1", "host": "a", "action": "destroy", "changed": True,
+         "state": "shut off"},
+        {"version": 1, "guest": "nope", "host": None, "action": "destroy", "changed": False,
+         "error": "no guest named 'nope'", "exit_status": 1},
+        {"version": 1, "guest": "db", "host": "b", "action": "destroy", "changed": True,
+         "state": "shut off"}]
+
+
+def test_several_guests_all_locked_is_exit_75(cli: LifecycleCli) -> None:
+    cli.host("a").locks[f"{IMAGES}/.mclu-locks/web1.lock"] = "ops@ctl pid 1 (mclu rebuild)"
+    cli.host("b").locks[f"{IMAGES}/.mclu-locks/db.lock"] = "ops@ctl pid 1 (mclu rebuild)"
+    assert cli("destroy", "web1", "db") == 75
+    assert cli.stderr.count("is locked by ops@ctl pid 1") == 2
+    assert cli.state("a", "web1") == RUNNING
+    assert cli("destroy", "web1", "db", "old") == 75  # old: nothing to do, not a failure
+    cli.host("b").locks.clear()
+    assert cli("destroy", "web1", "db", "nope") == 1  # a lock and another failure
+    assert cli.state("b", "db") == SHUTOFF
+
+
+def test_delete_two_guests_sharing_a_disk_removes_it_with_the_second(
+        cli: LifecycleCli) -> None:
+    c = cli.host("c")
+    c.guests["x"] = with_disks(guest("x", state=SHUTOFF), f"{IMAGES}/shared.img")
+    c.guests["y"] = with_disks(guest("y", state=SHUTOFF), f"{IMAGES}/shared.img")
+    c.commands.update([fake.canned(backing_argv(f"{IMAGES}/shared.img")),
+                       fake.canned(backing_argv()),
+                       fake.canned(rm_argv(console_log("x"))),
+                       fake.canned(rm_argv(f"{IMAGES}/shared.img", console_log("y")))])
+    assert cli("delete", "x", "y") == 0
+    assert c.guests == {}
+    assert c.ran[-1] == tuple(rm_argv(f"{IMAGES}/shared.img", console_log("y")))
+
+
+def test_a_name_given_twice_is_done_once(cli: LifecycleCli) -> None:
+    assert cli("start", "old", "b:old", "old") == 0
+    assert cli.stdout == "old on b: started\n"
 
 
 # --- console -----------------------------------------------------------------------------------
