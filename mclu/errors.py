@@ -284,6 +284,19 @@ class UnknownHost(MCLUError):
         self.known = ", ".join(known) or "none"
 
 
+class UnknownTag(MCLUError):
+    """A --tag no host of the inventory has: a typo would otherwise select nothing, silently."""
+
+    msg = "unknown tag {self.tag!r} (the hosts of {self.path} have: {self.known})"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, tag: str, path: str, known: Sequence[str]) -> None:
+        super().__init__(tag)
+        self.tag = tag
+        self.path = path
+        self.known = ", ".join(known) or "no tags"
+
+
 # --- Templates -------------------------------------------------------------------------------
 
 

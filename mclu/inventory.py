@@ -87,6 +87,10 @@ def select(inventory: model.Inventory, names: list[str] | None = None,
     for name in names or ():
         if inventory.get(name) is None:
             raise errors.UnknownHost(name, inventory.path, inventory.names())
+    known_tags = sorted({t for h in inventory.hosts for t in h.tags})
+    for tag in tags or ():
+        if tag not in known_tags:
+            raise errors.UnknownTag(tag, inventory.path, known_tags)
     chosen = [h for h in inventory.hosts if not names or h.name in names]
     return [h for h in chosen if all(t in h.tags for t in tags or ())]
 

@@ -253,6 +253,12 @@ def test_info_on_a_pinned_host_that_is_down(cli: Cli) -> None:
         (["info", ":x"], "mclu: error: bad guest name ':x': use NAME or HOST:NAME\n"),
         (["info", "zz:x"], "mclu: error: unknown host 'zz' (the inventory {inv} has: "
                            "a, b, c)\n"),
+        (["status", "--tag", "nope"], "mclu: error: unknown tag 'nope' (the hosts of {inv} "
+                                      "have: rack1, rack2)\n"),
+        (["list", "--tag", "rack1", "--tag", "rack3"], "mclu: error: unknown tag 'rack3' (the "
+                                                       "hosts of {inv} have: rack1, rack2)\n"),
+        (["list", "--tag", "nope", "--json"], "mclu: error: unknown tag 'nope' (the hosts of "
+                                              "{inv} have: rack1, rack2)\n"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(cli: Cli, argv: list[str], message: str) -> None:

@@ -176,6 +176,25 @@ def test_usage_errors_exit_2(cli: RebuildCli, argv: tuple[str, ...],
     assert cli.host("a").ran == []
 
 
+def test_a_tag_no_host_has_is_refused_not_an_empty_run(cli: RebuildCli) -> None:
+    """A typo in a cron line's --tag must not rebuild nothing and exit 0, night after night."""
+    for argv in (("--all", "--tag", "nope", "--dry-run"), ("--all", "--tag", "nope", "--quiet")):
+        assert cli.rebuild(*argv) == 2
+        assert cli.stderr == (f"mclu: error: unknown tag 'nope' (the hosts of {cli.inventory} "
+                              "have: rack1, rack2)\n")
+        assert cli.stdout == ""
+    assert cli.host("a").ran == []
+    assert cli.rebuild("--all", "--tag", "rack2", "--dry-run") == 0  # c: no guests to rebuild
+
+
+def test_no_key_no_password_is_refused_and_no_login_says_it_is_meant(cli: RebuildCli) -> None:
+    """keys are not in the metadata: a rebuild takes them again, by the rule of build."""
+    assert cli("rebuild", "web1", "--dry-run") == 2
+    assert cli.stderr.startswith("mclu: error: no ssh key for the guests' root: ")
+    assert cli("rebuild", "web1", "--dry-run", "--no-login") == 0
+    assert cli.stdout.startswith("web1 on a: would rebuild from tiny r3")
+
+
 def test_a_guest_not_found_fails(cli: RebuildCli) -> None:
     assert cli.rebuild("nope", "--quiet") == 1
     assert cli.stderr == "mclu: error: no guest named 'nope'\n"

@@ -98,3 +98,17 @@ def test_select_by_name_and_tag_keeps_inventory_order() -> None:
     assert [h.name for h in inventory.select(inv, names=["ham1"], tags=["ssd"])] == ["ham1"]
     with pytest.raises(errors.UnknownHost, match=r"unknown host 'ham9'.*ham0, ham1"):
         inventory.select(inv, names=["ham9"])
+
+
+def test_a_tag_no_host_has_is_an_error_naming_the_known_tags() -> None:
+    inv = inventory.load(ROOT / "hosts.toml")
+    with pytest.raises(errors.UnknownTag) as raised:
+        inventory.select(inv, tags=["rack1", "nope"])
+    assert str(raised.value) == (f"unknown tag 'nope' (the hosts of {ROOT / 'hosts.toml'} have: "
+                                 "big, rack1, rack2, ssd)")
+    assert raised.value.exit_code == errors.EXIT_USAGE
+    # Known tags that no host has together select nothing: that is an answer, not a typo.
+    assert inventory.select(inv, tags=["ssd", "big"]) == []
+    untagged = parse("[hosts.a]\n")
+    with pytest.raises(errors.UnknownTag, match=r"'web' \(the hosts of hosts.toml have: no tags"):
+        inventory.select(untagged, tags=["web"])
