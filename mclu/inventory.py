@@ -83,7 +83,8 @@ def quoted_key(name: str) -> str:
 
 def select(inventory: model.Inventory, names: list[str] | None = None,
            tags: list[str] | None = None) -> list[model.HostSpec]:
-    """The hosts named (in inventory order) and carrying all `tags`; unknown names are errors."""
+    """The hosts named (in inventory order) and carrying all `tags`; unknown names and tags
+    no host has are errors (a typo in a cron line must not quietly select nothing)."""
     for name in names or ():
         if inventory.get(name) is None:
             raise errors.UnknownHost(name, inventory.path, inventory.names())
