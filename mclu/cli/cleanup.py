@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mclu import cleanup, errors, fanout, model, snapshot, storage
+from mclu import cleanup, errors, fanout, model, runtmp, snapshot, storage
 from mclu.cli import commands, parsing
 from mclu.hosts.session import Session
 
@@ -16,7 +16,8 @@ def register(sub: parsing.Subparsers) -> None:
     """Add `mclu cleanup` to the `mclu` parser."""
     parser = parsing.add_command(
         sub, "cleanup", run,
-        "remove what interrupted runs left: guests still 'building', partial files")
+        "remove what interrupted runs left: guests still 'building', partial files, and "
+        "the controller's temporary files of runs that are gone")
     parser.add_argument("--dry-run", action="store_true",
                         help="say what would be removed, remove nothing")
     parsing.add_host_filters(parser)
@@ -39,19 +40,24 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
             return HostCleanup(items, None)
         return HostCleanup(items, await cleanup.execute(session, spec, items))
 
+    # This controller's side first: the private run directories of mclu runs that are gone.
+    local = [str(p) for p in runtmp.sweep(dry_run=args.dry_run)]
     async with snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now:
         results = await hosts_now.gather(one)
     if args.json:
-        env.printer.json(cleanup_json(results, dry_run=args.dry_run))
+        env.printer.json(cleanup_json(results, dry_run=args.dry_run, controller=local))
     else:
-        env.printer.text(cleanup_text(results, dry_run=args.dry_run))
+        env.printer.text(cleanup_text(results, dry_run=args.dry_run, controller=local))
         commands.note_failed_hosts(results, env)
     failed = any(r.done is not None and r.done.failed for r in results.ok.values())
     return errors.EXIT_FAILED if failed else commands.exit_code(results)
 
 
-def cleanup_text(results: fanout.HostResults[HostCleanup], *, dry_run: bool) -> str:
-    lines = []
+def cleanup_text(results: fanout.HostResults[HostCleanup], *, dry_run: bool,
+                 controller: Sequence[str] = ()) -> str:
+    verb = "would remove" if dry_run else "removed"
+    lines = [f"controller: {verb} {path} (temporary files of an mclu run that is gone)"
+             for path in controller]
     for host, result in results.ok.items():
         if result.done is None:
             lines += [f"{host}: would remove {i} ({i.reason})" for i in cleanup.removable(
@@ -68,7 +74,8 @@ def cleanup_text(results: fanout.HostResults[HostCleanup], *, dry_run: bool) -> 
     return f"nothing to clean up on {asked}" + (" (dry run)" if dry_run else "")
 
 
-def cleanup_json(results: fanout.HostResults[HostCleanup], *, dry_run: bool) -> dict[str, Any]:
+def cleanup_json(results: fanout.HostResults[HostCleanup], *, dry_run: bool,
+                 controller: Sequence[str] = ()) -> dict[str, Any]:
     hosts = []
     for host, result in results.ok.items():
         if result.done is None:
@@ -85,6 +92,6 @@ def cleanup_json(results: fanout.HostResults[HostCleanup], *, dry_run: bool) -> 
             "kept": [cleanup.item_json(i) for i in kept],
             "failed": [{**cleanup.item_json(i), "error": why} for i, why in failed],
         })
-    return {"dry_run": dry_run, "hosts": hosts,
+    return {"dry_run": dry_run, "controller": {"removed": list(controller)}, "hosts": hosts,
             "failed_hosts": [{"name": n, "state": e.state, "error": str(e)}
                              for n, e in results.failed.items()]}

@@ -6,16 +6,18 @@ import argparse
 import asyncio
 import logging
 import os
+import select
 import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
-from mclu import __version__, errors, sizes, storage
+from mclu import __version__, errors, runtmp, sizes, storage
 from mclu.cli import cleanup, commands, lifecycle, migration, output, parsing, power, rebuild
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_TERMINATED = 143  # 128 + SIGTERM
+EXIT_HUNG_UP = 129  # 128 + SIGHUP: the terminal or ssh session went away
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -56,16 +58,51 @@ def run(argv: Sequence[str], env: commands.Env) -> int:
         return EXIT_TERMINATED
 
 
+class HungUp(errors.MCLUError):
+    """SIGHUP (the terminal or ssh session went away): undone as Ctrl-C is."""
+
+    exit_code = EXIT_HUNG_UP
+
+
 async def _cancelled_by_sigterm(work: Coroutine[Any, Any, int]) -> int:
-    """Run `work`, turning SIGTERM into its cancellation, as Ctrl-C is, so it cleans up."""
+    """Run `work` with this run's private temporary directory (mclu.runtmp: removed on every
+    way out), turning SIGTERM and SIGHUP into its cancellation, as Ctrl-C is, so it cleans up."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
+    hung_up = False
+
+    def hangup() -> None:
+        nonlocal hung_up
+        hung_up = True
+        _drop_lost_output()
+        task.cancel()
+
     loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     try:
-        return await work
+        with runtmp.scope():
+            return await work
+    except asyncio.CancelledError:
+        if hung_up:
+            raise HungUp("hangup") from None
+        raise
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
+        loop.remove_signal_handler(signal.SIGHUP)
+
+
+def _drop_lost_output() -> None:
+    """After a hangup, send stdout and stderr to /dev/null where their terminal (or the
+    pipe's reader) is gone, so that writing the undo's progress cannot fail the undo."""
+    for fd in (1, 2):
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        gone = select.POLLERR | select.POLLHUP | select.POLLNVAL
+        if any(events & gone for _, events in poller.poll(0)):  # a hung-up tty: POLLERR|HUP
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, fd)
+            os.close(devnull)
 
 
 def build_parser() -> argparse.ArgumentParser:

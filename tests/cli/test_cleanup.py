@@ -7,12 +7,14 @@ real host's shell would.
 from __future__ import annotations
 
 import datetime
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from mclu import cleanup as mclu_cleanup
-from mclu import model, storage
+from mclu import model, runtmp, storage
 from mclu.hosts import fake
 from tests.cli.test_read_commands import Cli, guest
 
@@ -133,3 +135,24 @@ def test_cleanup_with_nothing_to_do(cli: Cli) -> None:
                                                         scan_output(partial=False))])
     assert cli("cleanup") == 0
     assert cli.stdout == "nothing to clean up on any host\n"
+
+# --- the controller's side: run directories of mclu runs that are gone -------------------------
+
+
+def test_cleanup_removes_the_run_directories_of_dead_runs_only(cli: Cli,
+                                                               controller_tmp: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = controller_tmp / f"{runtmp.PREFIX}{dead.pid}-abcdefgh"
+    (stale / f"{runtmp.HOSTKEYS_PREFIX}x").mkdir(parents=True)
+    (stale / runtmp.OWNER_FILE).write_text(f"{dead.pid} 1\n")
+    live = controller_tmp / f"{runtmp.PREFIX}{os.getpid()}-ijklmnop"
+    live.mkdir()
+    (live / runtmp.OWNER_FILE).write_text(f"{os.getpid()} {runtmp.start_time(os.getpid())}\n")
+    assert cli("cleanup", "--dry-run", "--json") == 0
+    assert cli.json()["controller"] == {"removed": [str(stale)]}
+    assert stale.exists()
+    assert cli("cleanup", "--host", "a") == 0, cli.stderr  # a has nothing of its own
+    assert cli.stdout.splitlines() == [(
+        f"controller: removed {stale} (temporary files of an mclu run that is gone)")]
+    assert not stale.exists() and live.exists()
