@@ -308,6 +308,7 @@ _HOST_KEYS: dict[str, tuple[str, Checker]] = {
     "memory": ("memory", _size),
     "uri": ("uri", _uri),
     "libvirt_socket": ("libvirt_socket", _absolute_path),
+    "tcp_timeout": ("tcp_timeout", _seconds),
     "connect_timeout": ("connect_timeout", _seconds),
     "command_timeout": ("command_timeout", _seconds),
     "identity_file": ("identity_files", _paths),

@@ -33,6 +33,9 @@ class HostSpec:
     memory: int | None = None
     uri: str | None = None  # libvirt URI reached directly instead of through ssh
     libvirt_socket: str = DEFAULT_LIBVIRT_SOCKET
+    # A host that does not answer at the TCP level within tcp_timeout is off; once TCP is
+    # connected, the ssh handshake and login get the whole connect_timeout (a slow host).
+    tcp_timeout: float = 1.0
     connect_timeout: float = 5.0
     command_timeout: float = 30.0
     identity_files: tuple[str, ...] = ()

@@ -230,12 +230,18 @@ async def _release(process: asyncssh.SSHClientProcess[bytes]) -> None:
 async def connect(spec: HostSpec) -> AsyncIterator[SshConnection]:
     """Open the ssh connection to spec's host, closed on exit.
 
+    Two phases: the TCP connection within spec.tcp_timeout (a host that does not answer
+    there is off, and is reported so at once), then the ssh handshake and login within
+    spec.connect_timeout (a live but slow host gets its whole time).
     Raises HostUnreachable, HostAuthFailed, HostKeyUnknown, HostKeyChanged, or HostError.
     """
     options = await _options(spec)
+    sock = await _tcp_connect(spec, options)
     try:
-        connection = await asyncssh.connect(spec.address, options=options)
+        connection = await asyncssh.connect(spec.address, options=options, sock=sock)
     except BaseException as e:
+        if sock is not None:
+            sock.close()  # asyncssh closes it once it owns it; closing twice is harmless
         translated = _connect_error(spec, options, e)
         if translated is None:
             raise
@@ -245,6 +251,60 @@ async def connect(spec: HostSpec) -> AsyncIterator[SshConnection]:
         yield session
     finally:
         await session.close()
+
+
+async def _tcp_connect(spec: HostSpec, options: asyncssh.SSHClientConnectionOptions
+                       ) -> socket.socket | None:
+    """A TCP connection to the host's ssh port, made within spec.tcp_timeout.
+
+    None where the ssh config makes the connection some other way (ProxyJump, ProxyCommand,
+    BindAddress, hostname canonicalisation, `Match final`): asyncssh then makes it itself,
+    all of it within connect_timeout. Raises HostUnreachable.
+    """
+    if (options.tunnel or options.proxy_command or options.local_addr
+            or options.canonicalize_hostname or options.config.has_match_final()):
+        return None
+    loop = asyncio.get_running_loop()
+    address = options.host
+    try:
+        # Resolving a name is not the host's answer: it gets the longer bound.
+        async with asyncio.timeout(spec.connect_timeout):
+            candidates = await loop.getaddrinfo(address, options.port, family=options.family,
+                                                type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise errors.HostUnreachable(spec.name, address, "cannot resolve the name: no answer "
+                                     f"within {spec.connect_timeout:g} s") from None
+    except OSError as e:
+        raise errors.HostUnreachable(spec.name, address, _reason(e)) from e
+    seconds = min(spec.tcp_timeout, spec.connect_timeout)
+    try:
+        async with asyncio.timeout(seconds):
+            return await _first_to_connect(loop, candidates)
+    except TimeoutError:
+        raise errors.HostUnreachable(spec.name, address,
+                                     f"no answer within {seconds:g} s") from None
+    except OSError as e:  # refused, no route to host, network unreachable
+        raise errors.HostUnreachable(spec.name, address, _reason(e)) from e
+
+
+async def _first_to_connect(loop: asyncio.AbstractEventLoop,
+                            candidates: Sequence[tuple[Any, ...]]) -> socket.socket:
+    """A connected socket to the first of getaddrinfo's addresses that accepts, in order."""
+    failure: OSError = OSError(f"no address for the host in {candidates!r}")
+    for family, kind, protocol, _name, address in candidates:
+        sock = socket.socket(family, kind, protocol)
+        try:
+            sock.setblocking(False)
+            await loop.sock_connect(sock, address)
+        except OSError as e:
+            sock.close()
+            failure = e
+            continue
+        except BaseException:  # the time bound, or an interrupt
+            sock.close()
+            raise
+        return sock
+    raise failure
 
 
 class PtyCommand:

@@ -135,9 +135,9 @@ def test_build_refuses_every_name_outside_the_grammar(text: str) -> None:
 # --- the inventory --------------------------------------------------------------------------
 
 KNOWN_HOST_KEYS = ["address", "user", "port", "mac", "tags", "domain_type", "image_dir",
-                   "reserve_memory", "cpus", "cpu_ratio", "connect_timeout", "identity_file",
-                   "known_hosts", "power_off_command", "wol_address", "wol_port", "network",
-                   "shared_storage", "uri", "libvirt_socket"]
+                   "reserve_memory", "cpus", "cpu_ratio", "tcp_timeout", "connect_timeout",
+                   "identity_file", "known_hosts", "power_off_command", "wol_address",
+                   "wol_port", "network", "shared_storage", "uri", "libvirt_socket"]
 SCALARS = st.one_of(
     TEXT, st.sampled_from(["", "ham0", "10.0.0.1", "2 GiB", "kvm", "user", "/srv/images",
                            "52:54:00:12:34:56", "-oProxyCommand=x", "a\nb"]),

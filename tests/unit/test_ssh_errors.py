@@ -7,10 +7,11 @@ allows unix socket forwarding (asyncssh tests/server.py does the same).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -163,6 +164,77 @@ async def test_silent_port_times_out(server: SshServer) -> None:
             await run(replace(server.spec, port=port, connect_timeout=0.3), ["true"])
     finally:
         silent.close()
+
+
+@contextlib.asynccontextmanager
+async def _delaying_proxy(port: int, delay: float) -> AsyncIterator[int]:
+    """A TCP port that accepts at once and passes the connection on to `port` after `delay`
+    seconds: a live host whose ssh handshake is slow (a loaded machine)."""
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(delay)
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+        await asyncio.gather(relay(reader, upstream_writer), relay(upstream_reader, writer))
+
+    proxy = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield proxy.sockets[0].getsockname()[1]
+    finally:
+        proxy.close()
+
+
+async def test_slow_handshake_gets_the_whole_connect_timeout(server: SshServer) -> None:
+    """tcp_timeout bounds only the TCP connection: a host that accepted it and is slow to
+    answer in ssh is waited for up to connect_timeout, not reported off."""
+    async with _delaying_proxy(server.port, 0.5) as port:
+        known = server.tmp_path / "proxy_known_hosts"
+        known.write_text(Path(server.spec.known_hosts or "").read_text().replace(
+            f"[127.0.0.1]:{server.port}", f"[127.0.0.1]:{port}"))
+        spec = replace(server.spec, port=port, known_hosts=str(known), tcp_timeout=0.1,
+                       connect_timeout=5.0)
+        assert await run(spec, ["uname", "-n"]) == b"sshtest\n"
+
+
+@contextlib.contextmanager
+def _port_dropping_syns() -> Iterator[int]:
+    """A loopback port whose listener's accept queue is full: the kernel drops new SYNs, so
+    a connect gets no answer at all, as from a powered-off host."""
+    with contextlib.ExitStack() as stack:
+        listener = stack.enter_context(socket.socket())
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        for _ in range(2):  # fill the queue (backlog 0 holds one); never accepted
+            filler = stack.enter_context(socket.socket())
+            filler.settimeout(0.2)
+            with contextlib.suppress(OSError):
+                filler.connect(("127.0.0.1", port))
+        yield port
+
+
+async def test_no_tcp_answer_is_off_after_tcp_timeout(server: SshServer) -> None:
+    with _port_dropping_syns() as port:
+        spec = replace(server.spec, port=port, tcp_timeout=0.2, connect_timeout=30.0)
+        with pytest.raises(errors.HostUnreachable, match=r"at 127.0.0.1: no answer within 0.2 s"
+                           ) as raised:
+            await asyncio.wait_for(run(spec, ["true"]), 5)  # not connect_timeout's 30 s
+    assert raised.value.state == "off"
+
+
+async def test_tcp_timeout_is_never_longer_than_connect_timeout(server: SshServer) -> None:
+    with _port_dropping_syns() as port:
+        spec = replace(server.spec, port=port, tcp_timeout=10.0, connect_timeout=0.3)
+        with pytest.raises(errors.HostUnreachable, match=r"no answer within 0.3 s"):
+            await asyncio.wait_for(run(spec, ["true"]), 5)
 
 
 async def test_missing_identity_file(server: SshServer) -> None:
