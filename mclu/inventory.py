@@ -70,7 +70,7 @@ def parse(text: str, path: str) -> model.Inventory:
         raise errors.ConfigError(path, "hosts", "no hosts: add a [hosts.NAME] table")
     specs = tuple(_host(name, _table(h, path, f"hosts.{quoted_key(name)}"), defaults, path)
                   for name, h in hosts.items())
-    parallel = _check(doc, "parallel", _positive_int, path, "", default=32)
+    parallel = _check(doc, "parallel", _positive_int, path, "", default=model.DEFAULT_PARALLEL)
     repos = _check(doc, "template_repos", _paths, path, "")
     return model.Inventory(path=path, hosts=specs, parallel=parallel, template_repos=repos)
 

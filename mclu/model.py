@@ -9,6 +9,8 @@ import enum
 from dataclasses import dataclass, field
 
 DEFAULT_LIBVIRT_SOCKET = "/var/run/libvirt/libvirt-sock"
+# Hosts talked to at once: the 50 hosts mclu is made for, in one wave.
+DEFAULT_PARALLEL = 50
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class Inventory:
 
     path: str
     hosts: tuple[HostSpec, ...]
-    parallel: int = 32
+    parallel: int = DEFAULT_PARALLEL
     # virt-builder repos.d directories or .conf files; None: virt-builder's own places.
     template_repos: tuple[str, ...] | None = None
 

@@ -253,7 +253,7 @@ def render_inventory(state_dir: Path, running: Iterable[HostSpec], powered_off: 
     client = state_dir / "client"
     lines = [
         "# Written by mclu-sandbox: the sandbox's hosts. Use with: mclu -c THIS_FILE status",
-        "parallel = 32",
+        "parallel = 50",
         "# The sandbox's own template repository (mclu-sandbox templates builds it).",
         f'template_repos = ["{state_dir / "repo" / "virt-builder" / "repos.d"}"]',
         "[defaults]",

@@ -144,7 +144,7 @@ def test_inventory_is_valid_toml_with_spare_host() -> None:
     text = config.render_inventory(STATE, hosts[:3], hosts[3])
     assert text.startswith("# Written by mclu-sandbox: the sandbox's hosts.")
     inv = tomllib.loads(text)
-    assert inv["parallel"] == 32
+    assert inv["parallel"] == 50
     d = inv["defaults"]
     assert d["user"] == "root"
     assert d["domain_type"] == "qemu"
