@@ -163,6 +163,20 @@ class HostTimeout(HostError):
         self.seconds = seconds
 
 
+class SameMachine(HostError):
+    """Two inventory entries reach one libvirt host (the same host UUID): the later entry is
+    left out, so that placement does not count the machine twice."""
+
+    msg = ("{self.host}: the same machine as {self.first} (libvirt host UUID {self.uuid}): "
+           "one inventory entry per host")
+    state = "duplicate"
+
+    def __init__(self, host: str, first: str, uuid: str) -> None:
+        super().__init__(host, f"same machine as {first}")
+        self.first = first
+        self.uuid = uuid
+
+
 class HostCommandFailed(HostError):
     """A command run on the host over ssh exited non-zero."""
 

@@ -39,6 +39,7 @@ class Capabilities:
     arch: str
     cpus: int | None  # None: the XML has no topology; ask virNodeGetInfo instead
     domain_types: tuple[str, ...]  # for guests of the host's own arch, e.g. ("qemu", "kvm")
+    host_uuid: str = ""  # host/uuid: libvirtd's host_uuid, else the machine's (SMBIOS)
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,8 @@ def parse_capabilities(xml: str) -> Capabilities:
     arch = root.findtext("host/cpu/arch")
     if not arch:
         raise ParseError("capabilities XML has no host/cpu/arch")
-    return Capabilities(arch=arch, cpus=_cpus_of(root), domain_types=_domain_types(root, arch))
+    return Capabilities(arch=arch, cpus=_cpus_of(root), domain_types=_domain_types(root, arch),
+                        host_uuid=(root.findtext("host/uuid") or "").strip())
 
 
 def parse_node_memory_stats(stats: Mapping[str, int]) -> Memory:

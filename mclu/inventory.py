@@ -70,6 +70,7 @@ def parse(text: str, path: str) -> model.Inventory:
         raise errors.ConfigError(path, "hosts", "no hosts: add a [hosts.NAME] table")
     specs = tuple(_host(name, _table(h, path, f"hosts.{quoted_key(name)}"), defaults, path)
                   for name, h in hosts.items())
+    _one_entry_per_machine(specs, hosts, path)
     parallel = _check(doc, "parallel", _positive_int, path, "", default=model.DEFAULT_PARALLEL)
     repos = _check(doc, "template_repos", _paths, path, "")
     return model.Inventory(path=path, hosts=specs, parallel=parallel, template_repos=repos)
@@ -94,6 +95,26 @@ def select(inventory: model.Inventory, names: list[str] | None = None,
             raise errors.UnknownTag(tag, inventory.path, known_tags)
     chosen = [h for h in inventory.hosts if not names or h.name in names]
     return [h for h in chosen if all(t in h.tags for t in tags or ())]
+
+
+def _one_entry_per_machine(specs: tuple[model.HostSpec, ...], tables: Mapping[str, Any],
+                           path: str) -> None:
+    """Two entries that ssh to the same address and port are one machine, which placement
+    would count twice: an error naming both. (Entries reached by a libvirt `uri` have no
+    address of their own; the same libvirt host under two names is caught after connecting,
+    by its host UUID: `mclu.snapshot`.)"""
+    seen: dict[tuple[str, int], str] = {}
+    for spec in specs:
+        if spec.uri is not None:
+            continue
+        where = (spec.address.lower(), spec.ssh_port)
+        first = seen.setdefault(where, spec.name)
+        if first != spec.name:
+            key = "address" if "address" in tables[spec.name] else None
+            raise errors.ConfigError(
+                path, f"hosts.{quoted_key(spec.name)}" + (f".{key}" if key else ""),
+                f"the same machine as hosts.{quoted_key(first)} (address {spec.address}, "
+                f"port {spec.ssh_port}): one entry per host")
 
 
 # --- checking one host -------------------------------------------------------------------

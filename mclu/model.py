@@ -83,6 +83,9 @@ class HostFacts:
     memory_free: int  # available to new guests now, as the kernel sees it
     domain_types: tuple[str, ...] = ()  # e.g. ("qemu", "kvm")
     libvirt_version: str = ""
+    # libvirt's host UUID (capabilities host/uuid): two inventory entries reaching the same
+    # UUID are one machine. "" when not known.
+    host_uuid: str = ""
 
 
 class GuestState(enum.StrEnum):

@@ -11,7 +11,7 @@ import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from mclu import errors, fanout, model, storage
 from mclu.hosts import session
@@ -37,7 +37,25 @@ async def take(hosts: Sequence[model.HostSpec], open_session: Opener, *, limit: 
                 raise
             return dataclasses.replace(found, leftovers=await scan)
 
-    return await fanout.gather(hosts, read, limit=limit)
+    return one_per_machine(await fanout.gather(hosts, read, limit=limit))
+
+
+def one_per_machine(snap: Snapshot) -> Snapshot:
+    """The snapshot with each host that reports the libvirt host UUID of an earlier one (in
+    inventory order) failed as errors.SameMachine: one machine under two inventory entries
+    (two names or addresses for it) would be counted twice by placement. Pure."""
+    first: dict[str, str] = {}  # host UUID -> the first entry that reached it
+    result: Snapshot = fanout.HostResults(failed=dict(snap.failed), order=list(snap.order))
+    for name in snap.order:
+        if name not in snap.ok:
+            continue
+        uuid = snap.ok[name].facts.host_uuid
+        earlier = first.setdefault(uuid, name) if uuid else name
+        if earlier == name:
+            result.ok[name] = snap.ok[name]
+        else:
+            result.failed[name] = errors.SameMachine(name, earlier, uuid)
+    return result
 
 
 async def read_host(host: session.Session, spec: model.HostSpec) -> model.HostSnapshot:
@@ -63,6 +81,8 @@ class Connected:
             reachable, lambda spec: work(self.sessions[spec.name], spec), limit=self.limit)
         results.failed.update(self.failed)
         results.order = list(self.specs)
+        if work is read_host:  # a read pass: one machine is counted once (one_per_machine)
+            return cast(fanout.HostResults[T], one_per_machine(cast(Snapshot, results)))
         return results
 
 

@@ -42,6 +42,8 @@ class FakeHost:
     memory: int = 16 * GIB
     arch: str = "x86_64"
     domain_types: tuple[str, ...] = ("qemu", "kvm")
+    # libvirt's host UUID; two FakeHosts given the same one are one machine under two names.
+    host_uuid: str = field(default_factory=lambda: str(uuid_module.uuid4()))
     guests: dict[str, Guest] = field(default_factory=dict)
     # argv → result; argv not listed raise Unsupported, as on a session without a shell.
     commands: dict[tuple[str, ...], CommandResult] = field(default_factory=dict)
@@ -61,7 +63,8 @@ class FakeHost:
         held = sum(g.memory for g in self.guests.values() if g.state.active)
         return HostFacts(hostname=self.name, arch=self.arch, cpus=self.cpus,
                          memory_total=self.memory, memory_free=max(self.memory - held, 0),
-                         domain_types=self.domain_types, libvirt_version="9.0.0")
+                         domain_types=self.domain_types, libvirt_version="9.0.0",
+                         host_uuid=self.host_uuid)
 
 
 class FakeSession:

@@ -247,6 +247,7 @@ class LibvirtSession:
             memory_free=memory.available,
             domain_types=capabilities.domain_types,
             libvirt_version=facts.libvirt_version(conn.getLibVersion()),
+            host_uuid=capabilities.host_uuid,
         )
 
     def _guests(self) -> tuple[Guest, ...]:

@@ -178,6 +178,18 @@ def test_failing_host_is_shown_and_fails_the_command(cli: Cli, error: errors.Hos
     assert hosts["a"]["state"] == "on"  # the others still answered
 
 
+def test_one_machine_under_two_entries_is_one_line_and_counted_once(cli: Cli) -> None:
+    """Same libvirt host UUID (known only once connected): the later entry fails, naming both."""
+    cli.cluster.hosts["c"].host_uuid = cli.cluster.hosts["a"].host_uuid
+    assert cli("status", "--json") == 1
+    hosts = {h["name"]: h for h in cli.json()["hosts"]}
+    assert hosts["c"] == {
+        "name": "c", "state": "duplicate",
+        "error": f"c: the same machine as a (libvirt host UUID {cli.cluster.hosts['a'].host_uuid})"
+                 ": one inventory entry per host"}
+    assert hosts["a"]["state"] == hosts["b"]["state"] == "on"
+
+
 def test_list_every_guest_sorted_with_template(cli: Cli) -> None:
     assert cli("list") == 0
     lines = cli.stdout.splitlines()
