@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mappi
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mclu import domxml, errors, images, model, plan
+from mclu import domxml, errors, images, model, plan, readiness, waiting
 from mclu.cancellation import uninterrupted
 from mclu.hosts.session import Background, Session
 from mclu.images import cache, customize
@@ -53,10 +53,21 @@ class Inputs:
 
 
 @dataclass(frozen=True)
+class Readiness:
+    """Whether and how long a command waits for its new guests to be ready."""
+
+    wait: bool = True  # False: done once QEMU started (state "ready", unchecked)
+    timeout: float | None = None  # seconds; None: the template's, else readiness's default
+    keep_failed: bool = False  # a guest not ready in time is kept for a look, not undone
+    autostart: bool = True  # the guests start with their host
+
+
+@dataclass(frozen=True)
 class Built:
     name: str
     host: str
     seconds: float
+    ready: str = ""  # the readiness rule it passed; "" when not waited for
 
 
 class Undo:
@@ -87,16 +98,33 @@ def now() -> str:
 
 
 async def execute(build: plan.BuildPlan, local: cache.LocalBase, sessions: Mapping[str, Session],
-                  inputs: Inputs, reporter: Reporter) -> list[Built]:
-    """Make every guest of the plan run; all or nothing."""
+                  inputs: Inputs, reporter: Reporter,
+                  readiness_: Readiness = Readiness()) -> list[Built]:
+    """Make every guest of the plan run and, unless told not to wait, become ready; all or
+    nothing (with `keep_failed`, guests that did not become ready stay for a look)."""
     started = time.monotonic()
     undo = Undo()
     try:
         await _each_host(build, lambda host, guests: _prepare_host(
             sessions[host], guests, build.transport, local, undo, reporter))
-        await _personalize(build, sessions, inputs, reporter)
-        await _each_host(build, lambda host, guests: _start(sessions[host], guests, reporter))
+        traits = await _personalize(build, sessions, inputs, reporter)
+        # A template may keep its guests from starting with their host; so may the user.
+        options = dataclasses.replace(
+            readiness_, autostart=readiness_.autostart and build.template.autostart)
+        await _each_host(build, lambda host, guests: _start(
+            sessions[host], guests, options, reporter))
+        if not readiness_.wait:
+            return [Built(g.name, g.host, time.monotonic() - started) for g in build.guests]
+        rules = {g.name: readiness.choose(build.template.ready, traits.get(g.name)).rule
+                 for g in build.guests}
+        timeout = ready_timeout(build.template, readiness_.timeout)
+        await _each_guest(build, lambda guest: _until_ready(
+            sessions[guest.host], guest, rules[guest.name], timeout, reporter))
     except errors.BuildFailed as e:
+        if readiness_.keep_failed and isinstance(e.__cause__, errors.NotReady):
+            raise errors.BuildFailed(e.guest, e.step, e.host, (
+                f"{e.reason}; kept for a look, as asked (mclu delete {e.guest} removes it)")
+                ) from e
         failed = await asyncio.shield(undo.run(reporter))
         if failed:  # a host that stopped answering: what it holds is marked, say how it goes
             raise errors.BuildFailed(e.guest, e.step, e.host, (
@@ -108,7 +136,25 @@ async def execute(build: plan.BuildPlan, local: cache.LocalBase, sessions: Mappi
         await asyncio.shield(undo.run(reporter))
         raise
     seconds = time.monotonic() - started
-    return [Built(g.name, g.host, seconds) for g in build.guests]
+    return [Built(g.name, g.host, seconds, str(rules[g.name])) for g in build.guests]
+
+
+def ready_timeout(template: model.ResolvedTemplate, given: float | None) -> float:
+    """The command line's timeout, else the template's, else mclu's default."""
+    if given is not None:
+        return given
+    return template.ready_timeout or readiness.DEFAULT_TIMEOUT
+
+
+async def _each_guest(build: plan.BuildPlan,
+                      work: Callable[[plan.GuestPlan], Coroutine[Any, Any, None]]) -> None:
+    """`work` for every guest of the plan at once; the first failure cancels the others."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for guest in build.guests:
+                group.create_task(work(guest))
+    except BaseExceptionGroup as failed:
+        raise failed.exceptions[0] from None
 
 
 def by_host(build: plan.BuildPlan) -> dict[str, list[plan.GuestPlan]]:
@@ -210,7 +256,8 @@ async def _remove(session: Session, path: str) -> None:
 
 
 async def _personalize(build: plan.BuildPlan, sessions: Mapping[str, Session], inputs: Inputs,
-                       reporter: Reporter) -> None:
+                       reporter: Reporter) -> dict[str, model.GuestTraits]:
+    """Every guest's disk in one appliance; what each guest supports to show it booted."""
     reporter.step(None, None, f"personalising {len(build.guests)} guest(s)")
     async with contextlib.AsyncExitStack() as stack:
         drives = []
@@ -224,22 +271,23 @@ async def _personalize(build: plan.BuildPlan, sessions: Mapping[str, Session], i
             reporter.step(None, None, text)
 
         try:
-            await personalize_in_thread(drives, say)
+            traits = await personalize_in_thread(drives, say)
         except errors.PersonalizationFailed as e:
             raise errors.BuildFailed(e.guest, "personalise", _host_of(build, e.guest), str(e)
                                      ) from e
+    return {g.name: t for g, t in zip(build.guests, traits, strict=True)}
 
 
 async def personalize_in_thread(
         drives: Sequence[tuple[customize.Drive, customize.Personalization]],
-        progress: customize.Progress) -> None:
+        progress: customize.Progress) -> list[model.GuestTraits]:
     """`customize.personalize` on a worker thread. A cancelled build kills the appliance:
     the thread cannot be cancelled, and would otherwise hold the exit until the appliance
     noticed its disks were gone."""
     watchdog = customize.Watchdog()
     try:
-        await asyncio.to_thread(customize.personalize, drives, progress=progress,
-                                watchdog=watchdog)
+        return await asyncio.to_thread(customize.personalize, drives, progress=progress,
+                                       watchdog=watchdog)
     except asyncio.CancelledError:
         watchdog.kill("the build was interrupted")
         raise
@@ -322,12 +370,28 @@ async def _define(session: Session, guest: plan.GuestPlan, undo: Undo) -> None:
     await uninterrupted(define())
 
 
-async def _start(session: Session, guests: list[plan.GuestPlan], reporter: Reporter) -> None:
+async def _start(session: Session, guests: list[plan.GuestPlan], options: Readiness,
+                 reporter: Reporter) -> None:
+    """Start each guest, marked "started" (or "ready", unchecked, when not waiting for it)."""
     for guest in guests:
         reporter.step(session.host, guest.name, "starting")
         await _step(session.host, guest.name, "start", session.start(guest.name))
-        ready = dataclasses.replace(guest.spec.meta, state="ready")
-        await _step(session.host, guest.name, "record", session.set_metadata(guest.name, ready))
+        if options.autostart:
+            await _step(session.host, guest.name, "autostart",
+                        session.set_autostart(guest.name, True))
+        state = model.BuildState.STARTED if options.wait else model.BuildState.READY
+        meta = dataclasses.replace(guest.spec.meta, state=state)
+        await _step(session.host, guest.name, "record", session.set_metadata(guest.name, meta))
+
+
+async def _until_ready(session: Session, guest: plan.GuestPlan, rule: readiness.Rule,
+                       timeout: float, reporter: Reporter) -> None:
+    """Wait for the guest to be ready, then record it so; a NotReady fails the build."""
+    reporter.step(session.host, guest.name, f"waiting until ready ({rule.describe()})")
+    await _step(session.host, guest.name, "ready", waiting.wait(session, guest.name, rule,
+                                                                 timeout))
+    meta = dataclasses.replace(guest.spec.meta, state=model.BuildState.READY, ready=str(rule))
+    await _step(session.host, guest.name, "record", session.set_metadata(guest.name, meta))
 
 
 async def _undefine(session: Session, name: str) -> None:

@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mclu import errors, inventory, model, plan, sizes
+from mclu import errors, inventory, model, plan, readiness, sizes
 
 ENV_VAR = "MCLU_TEMPLATES"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 DISK_BUSES = ("virtio", "scsi", "sata", "ide")
 _KEYS = {"description", "base", "size", "memory", "vcpus", "disk_bus", "network",
-         "full_copy", "customize"}
+         "full_copy", "customize", "ready", "ready_timeout", "autostart"}
+MAX_READY_TIMEOUT = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class Template:
     network: str | None = None  # None: the host's network
     full_copy: bool = False
     customization: model.Customization = field(default_factory=model.Customization)
+    ready: str | None = None  # a readiness rule (`mclu.readiness`); None: detected
+    ready_timeout: float | None = None  # seconds; None: mclu's default
+    autostart: bool = True
 
 
 def locate(explicit: str | None, environ: Mapping[str, str]) -> Path:
@@ -151,6 +155,21 @@ def _bool(value: Any) -> bool:
     return value
 
 
+def _ready(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"must be a string (console:REGEX, agent or started), got {value!r}")
+    readiness.parse(value)
+    return value
+
+
+def _ready_timeout(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) \
+            or not 0 < value <= MAX_READY_TIMEOUT:
+        raise ValueError(f"must be seconds, more than 0 and at most {MAX_READY_TIMEOUT:g}, "
+                         f"got {value!r}")
+    return float(value)
+
+
 def _customize(value: Any) -> model.Customization:
     if not isinstance(value, dict):
         raise ValueError("must be a table of packages, files, run, firstboot")
@@ -190,4 +209,7 @@ _CHECKS = {
     "network": inventory.check_network,
     "full_copy": _bool,
     "customize": _customize,
+    "ready": _ready,
+    "ready_timeout": _ready_timeout,
+    "autostart": _bool,
 }

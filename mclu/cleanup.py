@@ -4,7 +4,8 @@ A run that is stopped by Ctrl-C, SIGTERM or an error undoes what it made. One th
 outright (SIGKILL, a crash, the controller's power) cannot, so what it makes is marked from
 the start (see `mclu.build`):
 
-- a guest whose mclu metadata state is "building" (defined first, before its disk);
+- a guest whose mclu metadata state is "building" (defined first, before its disk) or
+  "started" (started, its run killed while it waited for the guest to be ready);
 - partial files: `<base>.partial-XXXXXXXX-GUEST` (a base being sent), `<disk>.mclu-new` and
   `<disk>.mclu-rebuild` (a disk being made), `<base>.partial-XXXXXXXX` (a base copied for a
   migration: it names no guest).
@@ -70,7 +71,7 @@ def plan(guests: Sequence[model.Guest], scan: model.LeftoverScan,
     """Every leftover candidate on a host, each to remove or kept with the reason."""
     locked = set(scan.locked)
     items = [_guest_item(g, locked) for g in sorted(guests, key=lambda g: g.name)
-             if g.mclu is not None and g.mclu.state == "building"]
+             if g.mclu is not None and g.mclu.state in model.UNFINISHED]
     items += [_file_item(f, locked, min_age) for f in scan.partial_files]
     return items
 
@@ -194,7 +195,7 @@ async def _remove_guest(session: Session, spec: model.HostSpec,
     build began) and console log. None when it is no longer an interrupted build."""
     guests = await session.guests()
     guest = next((g for g in guests if g.name == name), None)
-    if guest is None or guest.mclu is None or guest.mclu.state != "building":
+    if guest is None or guest.mclu is None or guest.mclu.state not in model.UNFINISHED:
         return None
     others = [g for g in guests if g.name != name]
     other_files = sorted({d for g in others for d in g.disks if lifecycle.is_file_path(d)})

@@ -86,6 +86,10 @@ def _devices(spec: GuestSpec) -> ET.Element:
     if interface is not None:
         devices.append(interface)
     _add_console(devices, spec.name)
+    # The QEMU guest agent's channel (libvirt picks the socket's path): the `agent` readiness
+    # check, and addresses from inside the guest, where it runs qemu-ga.
+    channel = ET.SubElement(devices, "channel", type="unix")
+    ET.SubElement(channel, "target", type="virtio", name="org.qemu.guest_agent.0")
     graphics = ET.SubElement(devices, "graphics", type="vnc", autoport="yes", listen="127.0.0.1")
     ET.SubElement(graphics, "listen", type="address", address="127.0.0.1")
     rng = ET.SubElement(devices, "rng", model="virtio")  # entropy for sshd's first boot

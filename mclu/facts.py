@@ -84,7 +84,8 @@ def parse_domain_name(xml: str) -> str:
     return name.strip()
 
 
-def parse_guest(xml: str, state: GuestState, *, persistent: bool) -> Guest:
+def parse_guest(xml: str, state: GuestState, *, persistent: bool,
+                autostart: bool = False) -> Guest:
     """Read a guest from its domain XML; the state and persistence come from other libvirt calls.
 
     Raises ParseError for XML that is not a domain, and for mclu metadata that is not mclu's.
@@ -106,6 +107,7 @@ def parse_guest(xml: str, state: GuestState, *, persistent: bool) -> Guest:
         disks=_disk_sources(root),
         mclu=meta,
         persistent=persistent,
+        autostart=autostart,
     )
 
 

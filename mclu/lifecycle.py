@@ -17,7 +17,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from mclu import domxml, errors, model, storage
-from mclu.hosts.session import Session
+from mclu.hosts.session import Session, command_failed
 
 STOP_TIMEOUT = 60.0  # seconds a guest's OS gets to power off after the ACPI request
 POLL_INTERVAL = 0.5  # seconds between looks at a stopping guest's state
@@ -212,6 +212,19 @@ def console_argv(name: str) -> list[str]:
     --force takes the console over from another session holding it.
     """
     return ["virsh", "-c", SYSTEM_URI, "console", "--force", name]
+
+
+async def console_log(session: Session, name: str) -> bytes:
+    """The guest's saved console log on its host: the output of its current boot (or of the
+    last one, when it is off), as libvirt starts the file anew at each start. Raises
+    NoConsoleLog when there is none."""
+    path = domxml.console_log(name)
+    done = await session.run(["cat", "--", path], check=False)
+    if done.exit_status == 0:
+        return done.stdout
+    if (await session.run(["test", "-e", path], check=False)).exit_status != 0:
+        raise errors.NoConsoleLog(session.host, name, path)
+    raise command_failed(session.host, done)
 
 
 def console_tail_argv(name: str, size: int) -> list[str]:

@@ -79,12 +79,13 @@ def from_element(element: ET.Element) -> GuestMeta:
         built=element.get("built", defaults.built),
         state=element.get("state", defaults.state),
         options=options,
+        ready=element.get("ready", defaults.ready),
     )
 
 
 def _render(meta: GuestMeta, prefix: str, declaration: str) -> str:
     attributes = [("template", meta.template), ("revision", meta.revision),
-                  ("built", meta.built), ("state", meta.state)]
+                  ("built", meta.built), ("state", meta.state), ("ready", meta.ready)]
     # Empty values are left out; parse() reads a missing attribute as GuestMeta's default.
     text = "".join(f" {key}={quoteattr(value)}" for key, value in attributes if value)
     options = "".join(

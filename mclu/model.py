@@ -106,6 +106,18 @@ class GuestState(enum.StrEnum):
         return self not in (GuestState.SHUTOFF, GuestState.CRASHED)
 
 
+class BuildState(enum.StrEnum):
+    """mclu's build state of a guest, in its metadata."""
+
+    BUILDING = "building"  # its disk is being made
+    STARTED = "started"  # started, not yet shown that it booted
+    READY = "ready"
+
+
+# States a finished run never leaves: a guest in one whose lock no run holds is a leftover.
+UNFINISHED = frozenset({BuildState.BUILDING, BuildState.STARTED})
+
+
 @dataclass(frozen=True)
 class GuestMeta:
     """mclu's own record in a guest's domain XML metadata (the only record mclu keeps)."""
@@ -113,8 +125,12 @@ class GuestMeta:
     template: str
     revision: str = ""
     built: str = ""  # ISO 8601 UTC
-    state: str = "ready"  # "building" while a build is under way
+    # "building" while its disk is made, "started" while it boots, "ready" once it has shown
+    # it booted (`mclu.readiness`). A guest left "building" or "started" by a killed run is a
+    # leftover (`mclu cleanup`).
+    state: str = "ready"
     options: tuple[tuple[str, str], ...] = ()
+    ready: str = ""  # the readiness rule it passed when it became ready, e.g. "console:login:"
 
 
 @dataclass(frozen=True)
@@ -130,6 +146,7 @@ class Guest:
     disks: tuple[str, ...] = ()
     mclu: GuestMeta | None = None
     persistent: bool = True
+    autostart: bool = False  # libvirt starts it when its host (libvirtd) starts
 
 
 @dataclass(frozen=True)
@@ -274,3 +291,14 @@ class ResolvedTemplate:
     full_copy: bool = False
     customization: Customization = field(default_factory=Customization)
     disk_size: int | None = None  # the template's default disk size; None: the base's
+    ready: str | None = None  # the template's readiness rule; None: the strongest detected
+    ready_timeout: float | None = None  # seconds; None: mclu's default
+    autostart: bool = True  # guests start with their host
+
+
+@dataclass(frozen=True)
+class GuestTraits:
+    """What personalisation found in a guest's disk that says how it can show it booted."""
+
+    agent: bool = False  # the QEMU guest agent is installed
+    serial_login: bool = False  # a login prompt (getty) on the serial console

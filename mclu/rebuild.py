@@ -13,11 +13,16 @@ each under the guest's lock on its host (`mclu.locks`), held for the whole of it
     <disk>.mclu-old: a hard link to the old disk; the new disk renamed over <disk>
     metadata: newest revision, new build time, state ready (the domain XML is not redefined:
     same UUID, MAC, devices)
-    start (when it was running); success → <disk>.mclu-old removed
+    start; wait until it is ready by its rule (`mclu.readiness`); a guest that was shut off
+    is booted only for this check (unless --no-verify), then shut off again
+    success → <disk>.mclu-old removed
 
 Every step registers its undo (`build.Undo`); a failure or a cancellation (Ctrl-C, SIGTERM)
-undoes, newest first: the metadata goes back, the old disk is renamed back over <disk>, the
-old guest is started again. The disk's path exists at every moment. A base that arrived whole
+undoes, newest first: the new guest is powered off, the metadata goes back, the old disk is
+renamed back over <disk>, the old guest is started again and waited ready. A new guest that
+does not become ready is such a failure: the error quotes its console's last lines (read
+before the old guest boots, as the log starts empty at each boot). The disk's path exists at
+every moment. A base that arrived whole
 stays in the host's cache, and so does the base the old disk was on (`mclu templates prune`).
 """
 
@@ -34,7 +39,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from mclu import build, errors, fanout, lifecycle, locks, migrate, model, plan, snapshot
+from mclu import (
+    build,
+    errors,
+    fanout,
+    lifecycle,
+    locks,
+    migrate,
+    model,
+    plan,
+    readiness,
+    snapshot,
+    waiting,
+)
 from mclu.hosts.session import Session
 from mclu.images import cache, customize
 
@@ -98,6 +115,8 @@ class RebuildRequest:
     names: tuple[str, ...] = ()  # NAME or HOST:NAME
     all: bool = False  # every guest mclu built on the hosts asked
     older_than: float | None = None  # seconds: only guests built longer ago than this
+    if_newer: bool = False  # only guests whose template has a newer revision than theirs
+    exclude: tuple[str, ...] = ()  # guests left out, by name
 
 
 @dataclass(frozen=True)
@@ -156,6 +175,7 @@ def plan_rebuild(request: RebuildRequest, snap: Snapshot, resolve: Resolver, *,
     """
     if request.all == bool(request.names):
         raise errors.UsageError("name the guests to rebuild, or give --all (not both)")
+    _check_excluded(request, snap)
     todo: list[Rebuild] = []
     skipped: list[Skipped] = []
     refused: list[Refused] = []
@@ -185,10 +205,25 @@ def plan_rebuild(request: RebuildRequest, snap: Snapshot, resolve: Resolver, *,
     return RebuildPlan(tuple(todo), tuple(skipped), tuple(refused))
 
 
+def _check_excluded(request: RebuildRequest, snap: Snapshot) -> None:
+    """A name to leave out that no host that answered has is a typo, unless a host did not
+    answer (it may be there)."""
+    if snap.failed:
+        return
+    known = {g.name for host in snap.ok.values() for g in host.guests}
+    for name in request.exclude:
+        if name not in known:
+            raise errors.UsageError(f"--exclude {name}: no guest of that name on the hosts "
+                                    "asked")
+
+
 def _decide(host: str, guest: model.Guest, request: RebuildRequest, resolve: Resolver,
             now: datetime.datetime, *, named: bool,
             into: tuple[list[Rebuild], list[Skipped], list[Refused]]) -> None:
     todo, skipped, refused = into
+    if guest.name in request.exclude:
+        skipped.append(Skipped(guest.name, host, "left out (--exclude)"))
+        return
     why_not = cannot_rebuild(guest)
     if why_not is not None:
         if named:
@@ -209,14 +244,23 @@ def _decide(host: str, guest: model.Guest, request: RebuildRequest, resolve: Res
         refused.append(Refused(guest.name, host, errors.NotRebuildable(
             host, guest.name, f"its template {meta.template!r} cannot be resolved: {e}")))
         return
+    if request.if_newer and not _is_newer(template, meta):
+        skipped.append(Skipped(guest.name, host, (
+            f"built from {meta.template} r{meta.revision}, which is the newest (--if-newer)")))
+        return
     todo.append(Rebuild(host=host, guest=guest, meta=meta, template=template))
+
+
+def _is_newer(template: model.ResolvedTemplate, meta: model.GuestMeta) -> bool:
+    """Whether the template's revision is newer than the guest's (unknown: newer)."""
+    return not meta.revision.isdigit() or template.base.revision > int(meta.revision)
 
 
 def cannot_rebuild(guest: model.Guest) -> str | None:
     """Why the guest cannot be rebuilt at all, or None."""
     if guest.mclu is None:
         return "not built by mclu (no mclu metadata): a pet, never rebuilt"
-    if guest.mclu.state != "ready":
+    if guest.mclu.state != model.BuildState.READY:
         return f"its build has not finished (mclu state {guest.mclu.state!r})"
     if not guest.persistent:
         return "transient (not defined): stopping it would remove it"
@@ -294,6 +338,7 @@ class Rebuilt:
     previous: str  # the revision it was built from before
     running: bool
     seconds: float
+    ready: str = ""  # the readiness rule the new disk passed; "" when it was not booted
 
 
 @dataclass(frozen=True)
@@ -312,39 +357,67 @@ class _StepFailed(Exception):
         self.reason = reason
 
 
+@dataclass(frozen=True)
+class Checks:
+    """How a rebuilt guest is checked: booted until ready, within how long."""
+
+    ready_timeout: float | None = None  # None: the template's, else readiness's default
+    verify: bool = True  # boot a shut-off guest once to check its new disk
+
+
 async def execute(chosen: RebuildPlan, sessions: Mapping[str, Session],
                   specs: Mapping[str, model.HostSpec], inputs: build.Inputs, cache_dir: Path,
                   reporter: build.Reporter, *, transport: str,
-                  stop_timeout: float = lifecycle.STOP_TIMEOUT,
+                  stop_timeout: float = lifecycle.STOP_TIMEOUT, checks: Checks = Checks(),
                   lock: Locker = locks.guest) -> list[Rebuilt | Failed]:
     """Rebuild every guest of the plan, one after another; a guest that fails does not stop
-    the others. A cancellation undoes the guest under way and propagates."""
+    the others, except that a template revision that did not become ready on one guest is
+    not used for the others. A cancellation undoes the guest under way and propagates."""
     results: list[Rebuilt | Failed] = []
+    not_ready: dict[tuple[str, str], str] = {}  # (base template, revision) → the guest
     for item in chosen.rebuild:
+        revision = (item.template.base.template, item.revision)
+        if revision in not_ready:
+            results.append(Failed(item.name, item.host, errors.RevisionNotReady(
+                host=item.host, name=item.name, template=item.template.name,
+                revision=item.revision, tried_on=not_ready[revision])))
+            continue
         try:
             results.append(await rebuild_guest(
                 item, sessions[item.host], specs[item.host], inputs, cache_dir, reporter,
-                transport=transport, stop_timeout=stop_timeout, lock=lock))
+                transport=transport, stop_timeout=stop_timeout, checks=checks, lock=lock))
         except errors.MCLUError as e:
+            if isinstance(e, errors.RebuildFailed) and e.step == READY_STEP:
+                not_ready[revision] = item.name
             results.append(Failed(item.name, item.host, e))
     return results
+
+
+READY_STEP = "ready"
 
 
 async def rebuild_guest(item: Rebuild, session: Session, spec: model.HostSpec,
                         inputs: build.Inputs, cache_dir: Path, reporter: build.Reporter, *,
                         transport: str, stop_timeout: float = lifecycle.STOP_TIMEOUT,
-                        lock: Locker = locks.guest) -> Rebuilt:
+                        checks: Checks = Checks(), lock: Locker = locks.guest) -> Rebuilt:
     """One guest, under its lock; raises GuestLocked, NotRebuildable or RebuildFailed."""
     started = time.monotonic()
+    timeout = build.ready_timeout(item.template, checks.ready_timeout)
     async with lock(session, spec, item.name, PURPOSE):
         guest = await _reread(session, item)
-        run = _Run(item, session, spec, reporter, was_running=guest.state.active)
+        run = _Run(item, session, spec, reporter, was_running=guest.state.active,
+                   boots=guest.state.active or checks.verify, stop_timeout=stop_timeout,
+                   ready_timeout=timeout)
+        ready: readiness.Rule | None = None
         try:
             disk = await run.step("read disk", _system_disk(session, guest))
             work = new_disk(item, spec, disk, build.now())
             await _clear_leftovers(session, item.host, item.name, disk.path)
-            await run.prepare(work, inputs, cache_dir, transport)
-            await run.swap(disk.path, work, stop_timeout)
+            rule = await run.prepare(work, inputs, cache_dir, transport)
+            await run.swap(disk.path, work)
+            if run.boots:
+                await run.until_ready(work, rule)
+                ready = rule
         except BaseException as e:
             # Cancellation included: shielded so a second Ctrl-C cannot leave half the undo.
             await asyncio.shield(run.undo.run(reporter))
@@ -358,7 +431,8 @@ async def rebuild_guest(item: Rebuild, session: Session, spec: model.HostSpec,
         await asyncio.shield(run.finish(disk.path))  # the guest is rebuilt: Ctrl-C waits for this
     return Rebuilt(name=item.name, host=item.host, template=item.meta.template,
                    revision=item.revision, previous=item.meta.revision,
-                   running=run.was_running, seconds=time.monotonic() - started)
+                   running=run.was_running, seconds=time.monotonic() - started,
+                   ready=str(ready) if ready else "")
 
 
 def disk_path_of(guest: model.Guest) -> str:
@@ -412,6 +486,9 @@ class _Run:
     spec: model.HostSpec
     reporter: build.Reporter
     was_running: bool
+    boots: bool  # the new guest is started: it was running, or it is booted once to check it
+    stop_timeout: float
+    ready_timeout: float
     stopped: bool = False  # the old guest has been stopped
     swapped: bool = False  # its disk has been moved aside
     undo: build.Undo = dataclasses.field(default_factory=build.Undo)
@@ -441,7 +518,8 @@ class _Run:
     # -- before the swap: the old guest is not touched ------------------------------------------
 
     async def prepare(self, work: plan.GuestPlan, inputs: build.Inputs, cache_dir: Path,
-                      transport: str) -> None:
+                      transport: str) -> readiness.Rule:
+        """The new disk, made and personalised; returns the rule it will be checked by."""
         template = self.item.template
         cached = await self.session.run(["test", "-f", work.base_path], check=False)
         if cached.exit_status != 0:
@@ -456,27 +534,33 @@ class _Run:
         self.say(f"creating the new disk {work.disk_path}")
         await self.step("create disk", build.create_disk(self.session, work, self.undo))
         self.say("personalising the new disk")
-        await self.step("personalise", self._personalize(work, inputs))
+        traits = await self.step("personalise", self._personalize(work, inputs))
+        return readiness.choose(template.ready, traits).rule
 
-    async def _personalize(self, work: plan.GuestPlan, inputs: build.Inputs) -> None:
+    async def _personalize(self, work: plan.GuestPlan, inputs: build.Inputs
+                           ) -> model.GuestTraits:
         async with build.nbd_export(self.session, work) as socket:
             drive = customize.Drive(nbd_socket=socket)
             job = build.personalization(work, self.item.template, inputs)
-            await build.personalize_in_thread([(drive, job)], self.say)
+            (traits,) = await build.personalize_in_thread([(drive, job)], self.say)
+            return traits
 
     # -- the swap ---------------------------------------------------------------------------
 
-    async def swap(self, disk: str, work: plan.GuestPlan, stop_timeout: float) -> None:
+    async def swap(self, disk: str, work: plan.GuestPlan) -> None:
         """Stop, swap the disks, record, start. Each undo is registered before its step and
         is right whether the step happened or not, so a cancellation at any point (even in
         the middle of a step) is undone correctly."""
-        session, name = self.session, self.item.name
+        session, name, stop_timeout = self.session, self.item.name, self.stop_timeout
         old = disk + OLD_SUFFIX
         if self.was_running:
             self.say("stopping the old guest")
             self.stopped = True
+            # The old guest back up, and ready by the rule it passed when it was built.
+            rule = readiness.parse(self.item.meta.ready or str(readiness.STARTED))
             self.on_undo(f"start {name} again on {session.host}",
-                         lambda: _restart_old(session, name, stop_timeout), restores=True)
+                         lambda: _restart_old(session, name, stop_timeout, rule,
+                                              self.ready_timeout), restores=True)
             await self.step("stop", lifecycle.stop(session, name, timeout=stop_timeout,
                                                    force=True))
         self.swapped = True
@@ -488,12 +572,33 @@ class _Run:
         self.on_undo(f"restore {name}'s metadata on {session.host}",
                      lambda: session.set_metadata(name, self.item.meta), restores=True)
         await self.step("record", session.set_metadata(name, work.spec.meta))
-        if self.was_running:
-            self.say("starting the new guest")
+        if self.boots:
+            self.say("starting the new guest" if self.was_running
+                     else "booting the new guest once, to check it")
             # A start cancelled while libvirt carries it out may have started it: off first.
             self.on_undo(f"power off the new {name} on {session.host}",
                          lambda: _destroy_if_running(session, name), restores=True)
             await self.step("start", session.start(name))
+
+    async def until_ready(self, work: plan.GuestPlan, rule: readiness.Rule) -> None:
+        """Wait for the new guest to be ready; record the rule it passed. A guest that was
+        shut off is shut off again once it has shown it boots."""
+        session, name = self.session, self.item.name
+        self.say(f"waiting until ready ({rule.describe()})")
+        try:
+            await waiting.wait(session, name, rule, self.ready_timeout)
+        except errors.NotReady as e:
+            raise _StepFailed(READY_STEP, (
+                f"{self.item.template.name} r{self.item.revision} did not become ready "
+                f"({e.rule}): {e.reason}{e.quoted}")) from e
+        except errors.MCLUError as e:
+            raise _StepFailed(READY_STEP, str(e)) from e
+        meta = dataclasses.replace(work.spec.meta, ready=str(rule))
+        await self.step("record", session.set_metadata(name, meta))
+        if not self.was_running:
+            self.say("shutting the checked guest off again")
+            await self.step("stop", lifecycle.stop(session, name, timeout=self.stop_timeout,
+                                                   force=True))
 
     async def finish(self, disk: str) -> None:
         """The new guest is in place: the old disk goes; failing that is only reported."""
@@ -504,10 +609,12 @@ class _Run:
             self.say(f"could not remove {old}: {e}")
 
 
-async def _restart_old(session: Session, name: str, stop_timeout: float) -> None:
-    """The old guest running again, whatever the interrupted stop had done. A shutdown it
-    had already requested takes the guest down moments later, so a guest still running is
-    first stopped for good (ACPI, forced after the timeout), then started."""
+async def _restart_old(session: Session, name: str, stop_timeout: float, rule: readiness.Rule,
+                       ready_timeout: float) -> None:
+    """The old guest running again, whatever the interrupted stop had done, and ready by
+    `rule`. A shutdown it had already requested takes the guest down moments later, so a
+    guest still running is first stopped for good (ACPI, forced after the timeout), then
+    started."""
     state = await lifecycle.state_of(session, name)
     if state is not None and state.active:
         try:
@@ -516,6 +623,7 @@ async def _restart_old(session: Session, name: str, stop_timeout: float) -> None
             if await lifecycle.state_of(session, name) not in (None, *_OFF_STATES):
                 raise
     await _start_if_off(session, name)
+    await waiting.wait(session, name, rule, ready_timeout)
 
 
 _OFF_STATES = tuple(s for s in model.GuestState if not s.active)

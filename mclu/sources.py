@@ -111,10 +111,12 @@ def verified_text(signed: bytes, key: bytes, source: repo_index.Source) -> str:
 
 
 def resolve(name: str, mine: Mapping[str, catalogue.Template],
-            available: Sequence[RepoTemplate], arch: str = "x86_64") -> model.ResolvedTemplate:
+            available: Sequence[RepoTemplate], arch: str = "x86_64",
+            revision: int | None = None) -> model.ResolvedTemplate:
     """The template `name`: an mclu template (its base from a repository), else a repository's.
 
-    The newest revision of the base wins. Raises UnknownTemplate.
+    The newest revision of the base wins, or the one asked for. Raises UnknownTemplate,
+    UnknownRevision.
     """
     own = mine.get(name)
     base_name = own.base if own else name
@@ -123,6 +125,12 @@ def resolve(name: str, mine: Mapping[str, catalogue.Template],
     if entry is None:
         known = sorted({*mine, *(e.name for e in entries if not e.hidden)})
         raise errors.UnknownTemplate(base_name if own else name, known)
+    if revision is not None:
+        same = [e for e in entries if e.arch == arch and e.name == entry.name]
+        entry = next((e for e in same if e.revision == revision), None)
+        if entry is None:
+            raise errors.UnknownRevision(base_name, revision,
+                                         sorted({e.revision for e in same}))
     base = model.BaseImage(template=entry.name, revision=entry.revision, arch=entry.arch,
                            size=entry.size, data_bytes=entry.size, expand=entry.expand)
     if own is None:
@@ -133,6 +141,7 @@ def resolve(name: str, mine: Mapping[str, catalogue.Template],
         memory=own.memory, vcpus=own.vcpus, disk_bus=own.disk_bus,
         network=None if own.network == "default" else own.network,
         full_copy=own.full_copy, customization=own.customization, disk_size=own.size,
+        ready=own.ready, ready_timeout=own.ready_timeout, autostart=own.autostart,
     )
 
 

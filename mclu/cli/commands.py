@@ -69,6 +69,8 @@ async def list_guests(args: argparse.Namespace, env: Env) -> int:
     else:
         env.printer.text(output.list_table(snap))
         note_failed_hosts(snap, env)
+        for line in output.duplicates_notes(snap):
+            env.printer.note(line)
     note_leftovers(snap, env)
     return exit_code(snap)
 
@@ -86,7 +88,8 @@ async def info(args: argparse.Namespace, env: Env) -> int:
         env.printer.text(output.info_text(found))
     if snap.failed:
         # The name may also exist on a host that did not answer: say so, but the answer stands.
-        env.printer.note(f"not asked, did not answer: {', '.join(snap.failed)}")
+        env.printer.note(f"did not answer (a guest of that name may be there too): "
+                         f"{', '.join(snap.failed)}")
     note_leftovers(snap, env)
     return errors.EXIT_OK
 
@@ -207,7 +210,10 @@ async def build(args: argparse.Namespace, env: Env) -> int:
             local = await asyncio.to_thread(
                 cache.ensure, template, cache_dir,
                 lambda done, total: reporter.transfer(f"download {args.template}", done, total))
-            built = await mclu_build.execute(chosen, local, hosts_now.sessions, inputs, reporter)
+            built = await mclu_build.execute(
+                chosen, local, hosts_now.sessions, inputs, reporter, mclu_build.Readiness(
+                    wait=args.wait, timeout=args.ready_timeout, keep_failed=args.keep_failed,
+                    autostart=args.autostart))
         finally:
             reporter.close()
     seconds = time.monotonic() - started

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -21,6 +23,7 @@ from mclu.plan import BuildPlan, GuestPlan
 from mclu.snapshot import Found, Snapshot
 
 JSON_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,6 +50,24 @@ class Printer:
         print(f"mclu: error: {error}", file=self.err)
 
 
+def error_json(error: errors.MCLUError) -> dict[str, Any]:
+    """`{"error": {"type", "message", "exit_status", ...}}`: the error's class, its one line,
+    and its keyword fields (host, name, path...) where they are plain JSON values."""
+    fields = {key: value for key, value in vars(error).items()
+              if not key.startswith("_") and key != "detail" and _plain(value)}
+    return {"version": JSON_VERSION, "error": {
+        "type": type(error).__name__, "message": str(error), "exit_status": error.exit_code,
+        **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()
+           if k not in ("type", "message", "exit_status")}}}
+
+
+def _plain(value: object) -> bool:
+    """A value JSON shows as itself: a string, number, bool, null, or a sequence of them."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
 # --- status ------------------------------------------------------------------------------
 
 
@@ -62,9 +83,10 @@ def _status_row(name: str, result: model.HostSnapshot | errors.HostError) -> lis
     memory = (f"{bar(result.memory_allocated, result.memory_total)} "
               f"{sizes.human(result.memory_allocated)} / {sizes.human(result.memory_total)}")
     guests = f"{len(result.active_guests)} running / {len(result.guests)}"
-    building = _building(result)
-    if building:
-        guests += f" ({building} building)"
+    unfinished = Counter(_build_state(result, g) for g in result.guests)  # in guests' order
+    notes = [f"{count} {word}" for word, count in unfinished.items() if word is not None]
+    if notes:
+        guests += f" ({', '.join(notes)})"
     return [name, "on", str(result.cpus), f"{result.vcpus_allocated} used",
             memory, sizes.human(result.memory_free), guests, ""]
 
@@ -95,9 +117,17 @@ def _host_json(name: str, result: model.HostSnapshot | errors.HostError) -> dict
     }
 
 
-def _building(host: model.HostSnapshot) -> int:
-    """Guests whose mclu metadata says "building": under way, or left by an interrupted build."""
-    return sum(1 for g in host.guests if g.mclu is not None and g.mclu.state == "building")
+INTERRUPTED = "interrupted build"
+
+
+def _build_state(host: model.HostSnapshot, guest: model.Guest) -> str | None:
+    """For a guest whose build has not finished, the word `list` and `status` both show: its
+    metadata state while a run holds its lock, else "interrupted build" (a leftover that
+    `mclu cleanup` removes); None for any other guest."""
+    if guest.mclu is None or guest.mclu.state not in model.UNFINISHED:
+        return None
+    interrupted = host.leftovers is not None and guest.name not in host.leftovers.locked
+    return INTERRUPTED if interrupted else str(guest.mclu.state)
 
 
 def bar(used: int, total: int, width: int = 10) -> str:
@@ -124,19 +154,44 @@ def list_table(snapshot: Snapshot) -> str:
 
 
 def _guest_state(host: model.HostSnapshot, guest: model.Guest) -> str:
-    """The run state; for a guest mclu is still building, whether a build is under way or
-    was interrupted (its lock is free: `mclu cleanup` removes it)."""
-    if guest.mclu is None or guest.mclu.state != "building":
-        return guest.state.value
-    interrupted = host.leftovers is not None and guest.name not in host.leftovers.locked
-    return f"{guest.state.value}, {'interrupted build' if interrupted else 'building'}"
+    """The run state, and for a guest whose build has not finished, the build's (_build_state)."""
+    build = _build_state(host, guest)
+    return guest.state.value if build is None else f"{guest.state.value}, {build}"
 
 
 def list_json(snapshot: Snapshot) -> dict[str, Any]:
+    twice = duplicate_names(snapshot)
     return {
-        "guests": [guest_json(host, g) for host, g in guest_rows(snapshot)],
+        "guests": [{**guest_json(host, g), "duplicate": g.name in twice}
+                   for host, g in guest_rows(snapshot)],
         "failed_hosts": [_host_json(n, e) for n, e in snapshot.failed.items()],
     }
+
+
+def duplicate_names(snapshot: Snapshot) -> dict[str, list[str]]:
+    """Names that more than one host has a guest of, each with those hosts (sorted).
+
+    Names are meant to be unique in the cluster, and a build checks that, but only on the
+    hosts that answer: a host that was off may come back with a guest of a name since taken.
+    """
+    hosts: dict[str, list[str]] = {}
+    for host, g in guest_rows(snapshot):
+        hosts.setdefault(g.name, []).append(host)
+    return {name: on for name, on in hosts.items() if len(on) > 1}
+
+
+def duplicates_notes(snapshot: Snapshot) -> list[str]:
+    """One line per name two hosts have: commands need HOST:NAME for those guests."""
+    return [f"{_count(len(on))} guests named {name}, on {_and(on)}: name them as HOST:{name}"
+            for name, on in duplicate_names(snapshot).items()]
+
+
+def _count(n: int) -> str:
+    return {2: "two", 3: "three"}.get(n, str(n))
+
+
+def _and(words: Sequence[str]) -> str:
+    return " and ".join(words) if len(words) < 3 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def guest_json(host: str, guest: model.Guest) -> dict[str, Any]:
@@ -260,7 +315,8 @@ def _short(error: errors.HostError) -> str:
 
 
 def plan_text(plan: BuildPlan) -> str:
-    """One line per guest (host, why, what it gets), then one line per base transfer."""
+    """One line per guest (host, why, what it gets), then one line per base transfer, then a
+    warning per host that did not answer (the names could not be checked there)."""
     label = _base_label(plan)
     lines = [f"build {len(plan.guests)} {'guest' if len(plan.guests) == 1 else 'guests'} "
              f"from {label}:"]
@@ -271,6 +327,7 @@ def plan_text(plan: BuildPlan) -> str:
         lines.append(f"send in all: {sizes.human(plan.send_bytes)} over {plan.transport}")
     elif not plan.hosts_needing_base:
         lines.append(f"nothing to send: {label} is cached on every host chosen")
+    lines += [f"warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
 
 
@@ -310,6 +367,7 @@ def plan_json(plan: BuildPlan) -> dict[str, Any]:
             "disk_size": g.disk_size, "full_copy": g.full_copy, "base_path": g.base_path,
             "base_cached": g.base_cached, "send_bytes": g.send_bytes,
         } for g in plan.guests],
+        "warnings": list(plan.warnings),
     }
 
 
@@ -347,6 +405,8 @@ class LineReporter:
     def _write(self, line: str) -> None:
         if self.bars:
             tqdm.write(line, file=self.err)
+        else:  # not a terminal: quiet, but -v shows the steps
+            log.info("%s", line)
 
 
 class JsonReporter:
@@ -374,12 +434,19 @@ class JsonReporter:
 
 
 def built_text(built: Sequence[Any], seconds: float) -> str:
+    """`web1 runs on ham0 (ready in 21.3 s, by console:login:)`; the rule is said when the
+    guests passed one, `started in` when they were not waited for."""
     names = ", ".join(f"{b.name} runs on {b.host}" for b in built)
-    return f"{names} (built in {seconds:.1f} s)"
+    rules = sorted({b.ready for b in built})
+    if rules == [""]:
+        return f"{names} (started in {seconds:.1f} s, not waited for)"
+    return f"{names} (ready in {seconds:.1f} s, by {', '.join(rules)})"
 
 
 def built_json(built: Sequence[Any], seconds: float) -> dict[str, Any]:
-    return {"event": "done", "built": [{"name": b.name, "host": b.host} for b in built],
+    return {"event": "done",
+            "built": [{"name": b.name, "host": b.host, "ready": b.ready or None}
+                      for b in built],
             "seconds": round(seconds, 3)}
 
 

@@ -4,25 +4,65 @@ the options of what makes a guest's disk (build and rebuild)."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Coroutine
+import difflib
+from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
-from mclu import plan
+from mclu import errors, plan, readiness
 from mclu.cli import commands
 
 Command = Callable[[argparse.Namespace, commands.Env], Coroutine[Any, Any, int]]
 
 
+CLOSE = 0.7  # difflib's likeness for a suggestion: `--hots` is --host, `--bogus` not --verbose
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line, like every other mclu error (exit status 2).
+    """argparse, but a usage error is a UsageError: one line, like every other mclu error
+    (exit status 2), printed (and given as JSON with --json) where every other error is.
 
     argparse's own error prints the whole usage, then the error: many lines, and not in
     mclu's `mclu: error: ...` form. Subparsers made from this parser are of this class too.
+    A misspelt command, choice or option gets the nearest known one as a suggestion.
     """
 
     def error(self, message: str) -> NoReturn:
-        line = " ".join(f"{self.prog}: {message}".split())  # a value's newlines stay out
-        self.exit(2, f"mclu: error: {line} (see `{self.prog} --help`)\n")
+        # A command's parser names the command; the top one is `mclu`, which the line's own
+        # `mclu: error:` already says.
+        where = f"{self.prog}: " if " " in self.prog else ""
+        line = " ".join(f"{where}{message}".split())  # a value's newlines stay out
+        raise errors.UsageError(f"{line} (see `{self.prog} --help`)")
+
+    def suggestion(self, unknown: Sequence[str]) -> str:
+        """`; did you mean --dry-run?` for the first unknown option that is near a known one."""
+        options = [o for action in self._actions for o in action.option_strings]
+        for word in unknown:
+            if word.startswith("-"):
+                near = difflib.get_close_matches(word.partition("=")[0], options, n=1,
+                                                 cutoff=CLOSE)
+                if near:
+                    return f"; did you mean {near[0]}?"
+        return ""
+
+    def _check_value(self, action: argparse.Action, value: Any) -> None:
+        choices = action.choices
+        if choices is not None and value not in choices:
+            near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1,
+                                             cutoff=CLOSE)
+            if near:
+                raise argparse.ArgumentError(
+                    action, f"invalid choice: {value!r}; did you mean {near[0]}?")
+        super()._check_value(action, value)
+
+
+def parse(parser: Parser, argv: Sequence[str]) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, but unknown options are reported by the command's own parser
+    (argparse reports them from the top one), with the nearest option it knows."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        command: Parser = getattr(args, "command_parser", parser)
+        command.error(f"unrecognized arguments: {' '.join(extras)}{command.suggestion(extras)}")
+    return args
 
 
 if TYPE_CHECKING:  # argparse's class is not subscriptable at run time
@@ -34,9 +74,10 @@ def global_options(parser: argparse.ArgumentParser, default: object) -> None:
     parser.add_argument("-c", "--config", metavar="FILE", default=default,
                         help="inventory file (default: $MCLU_CONFIG, then "
                              "~/.config/mclu/hosts.toml)")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        default=False if default is None else default,
-                        help="log what mclu does")
+    parser.add_argument("-v", "--verbose", action="count",
+                        default=0 if default is None else default,
+                        help="log what mclu does: hosts asked, steps, commands run on hosts, "
+                             "timings (-vv: also the ssh and asyncio libraries)")
 
 
 def add_command(sub: Subparsers, name: str,
@@ -45,7 +86,7 @@ def add_command(sub: Subparsers, name: str,
     # After the command name they must not reset what was given before it.
     global_options(parser, default=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.set_defaults(command=command)
+    parser.set_defaults(command=command, command_parser=parser)
     return parser
 
 
@@ -71,6 +112,13 @@ def add_templates_dir(parser: argparse.ArgumentParser, default: object = None) -
     parser.add_argument("--templates", metavar="DIR", default=default,
                         help="mclu templates directory (default: $MCLU_TEMPLATES, then "
                              "~/.config/mclu/templates, then the project's templates/)")
+
+
+def add_ready_timeout(parser: argparse.ArgumentParser) -> None:
+    """How long a new guest gets to show it booted: `build` and `rebuild` take the same."""
+    parser.add_argument("--ready-timeout", type=seconds, metavar="SECONDS",
+                        help="how long a guest gets to become ready (default: the template's "
+                             f"ready_timeout, else {readiness.DEFAULT_TIMEOUT:g})")
 
 
 def add_disk_inputs(parser: argparse.ArgumentParser) -> None:

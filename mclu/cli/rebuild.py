@@ -34,6 +34,17 @@ def register(sub: parsing.Subparsers) -> None:
     parsing.add_host_filters(parser)
     parser.add_argument("--if-older-than", type=_age, metavar="AGE", dest="older_than",
                         help="only guests built longer ago than AGE, e.g. 7d, 12h, 30m")
+    parser.add_argument("--if-newer", action="store_true",
+                        help="only guests whose template has a newer revision than theirs")
+    parser.add_argument("--exclude", action="append", default=[], metavar="NAME",
+                        help="leave this guest out (repeat for more)")
+    parser.add_argument("--revision", type=_revision, metavar="R",
+                        help="rebuild from this revision of the template instead of the newest "
+                             "(pin one, or go back to the last good one)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="do not boot a shut-off guest to check its new disk (it is not "
+                             "checked, and the old disk is gone)")
+    parsing.add_ready_timeout(parser)
     parser.add_argument("-q", "--quiet", action="store_true",
                         help="nothing on stdout; one line per failure on stderr (for cron)")
     parser.add_argument("--dry-run", action="store_true",
@@ -43,6 +54,12 @@ def register(sub: parsing.Subparsers) -> None:
                                                 "(ACPI) before it is powered off (default: "
                                                 "%(default)g)")
     parsing.add_disk_inputs(parser)
+
+
+def _revision(text: str) -> int:
+    if not text.removeprefix("r").isdigit():
+        raise argparse.ArgumentTypeError(f"not a revision number: {text!r}")
+    return int(text.removeprefix("r"))
 
 
 def _age(text: str) -> float:
@@ -57,7 +74,8 @@ async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:
     if args.quiet and args.json:
         raise errors.UsageError("--quiet and --json do not go together")
     request = mclu_rebuild.RebuildRequest(names=tuple(args.names), all=args.all,
-                                          older_than=args.older_than)
+                                          older_than=args.older_than, if_newer=args.if_newer,
+                                          exclude=tuple(args.exclude))
     if request.all == bool(request.names):
         raise errors.UsageError("name the guests to rebuild, or give --all (not both)")
     inv, hosts = commands.load_hosts(args, env)
@@ -68,7 +86,7 @@ async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:
     inputs = commands.build_inputs(args, env)
 
     def resolve(name: str) -> model.ResolvedTemplate:
-        return sources.resolve(name, mine, found.templates)
+        return sources.resolve(name, mine, found.templates, revision=args.revision)
 
     started = time.monotonic()
     async with mclu_snapshot.connected(hosts, env.open_session, limit=inv.parallel) as now:
@@ -83,7 +101,8 @@ async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:
             results = await mclu_rebuild.execute(
                 chosen, now.sessions, now.specs, inputs, cache.cache_dir(env.environ),
                 reporter, transport=args.transport or images.DEFAULT,
-                stop_timeout=args.stop_timeout)
+                stop_timeout=args.stop_timeout, checks=mclu_rebuild.Checks(
+                    ready_timeout=args.ready_timeout, verify=args.verify))
         finally:
             reporter.close()
     return _report(chosen, results, time.monotonic() - started, args, env)
@@ -169,7 +188,8 @@ def _report(chosen: RebuildPlan, results: Sequence[Rebuilt | Failed], seconds: f
             "event": "done", "seconds": round(seconds, 3),
             "rebuilt": [{"name": r.name, "host": r.host, "template": r.template,
                          "revision": r.revision, "from_revision": r.previous,
-                         "running": r.running, "seconds": round(r.seconds, 3)}
+                         "running": r.running, "seconds": round(r.seconds, 3),
+                         "ready": r.ready or None}
                         for r in rebuilt],
             "skipped": [_skipped_json(s) for s in chosen.skipped],
             "failed": [_failed_json(f) for f in failed]})
@@ -181,6 +201,11 @@ def _report(chosen: RebuildPlan, results: Sequence[Rebuilt | Failed], seconds: f
 
 
 def rebuilt_line(r: Rebuilt) -> str:
+    """`web1 on ham0: rebuilt from tiny r3 (was r2), ready in 19.3 s by console:login:`"""
     text = (f"{r.name} on {r.host}: rebuilt from {r.template} r{r.revision} "
-            f"(was r{r.previous or '?'}) in {r.seconds:.1f} s")
-    return text if r.running else text + "; shut off, as it was"
+            f"(was r{r.previous or '?'})")
+    if r.running:
+        return f"{text}, ready in {r.seconds:.1f} s by {r.ready}"
+    if r.ready:
+        return f"{text} in {r.seconds:.1f} s; booted once, ready by {r.ready}, shut off again"
+    return f"{text} in {r.seconds:.1f} s; shut off, as it was, not checked (--no-verify)"

@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from mclu import errors, facts
+from mclu import errors, facts, lifecycle
 from mclu.hosts.session import (
     CommandResult,
     Input,
@@ -57,6 +57,10 @@ class FakeHost:
     # Guests whose OS ignores ACPI requests: shutdown and reboot are accepted and do nothing.
     ignores_acpi: set[str] = field(default_factory=set)
     locks: dict[str, str] = field(default_factory=dict)  # path → holder, while held
+    # Guests whose guest agent answers a ping (once running); console log text by guest
+    # name (what `tail` of its console log prints).
+    agents: set[str] = field(default_factory=set)
+    consoles: dict[str, str] = field(default_factory=dict)
 
     def facts(self) -> HostFacts:
         """Facts as libvirt would give them; running guests' memory is not free."""
@@ -136,6 +140,13 @@ class FakeSession:
     async def set_metadata(self, name: str, meta: GuestMeta) -> None:
         self._replace(self._guest(name), mclu=meta)
 
+    async def set_autostart(self, name: str, autostart: bool) -> None:
+        self._replace(self._guest(name), autostart=autostart)
+
+    async def agent_ping(self, name: str, timeout: int) -> bool:
+        guest = self._guest(name)
+        return guest.state.active and name in self._fake.agents
+
     async def migrate(self, name: str, target: MigrationTarget, *,
                       progress: MigrationProgressCallback | None = None,
                       timeout: float | None = None) -> None:
@@ -168,7 +179,7 @@ class FakeSession:
                   timeout: float | None = None) -> CommandResult:
         self._check()
         self._fake.ran.append(tuple(argv))
-        canned = self._fake.commands.get(tuple(argv))
+        canned = self._console(argv) or self._fake.commands.get(tuple(argv))
         if canned is None:
             raise errors.Unsupported(self.host, f"running `{command_line(argv)}`", self.uri)
         if input is not None and not isinstance(input, bytes):
@@ -225,6 +236,15 @@ class FakeSession:
         for path in list(self._held):  # as a real lock dies with its connection
             self._release(path)
         self._closed = True
+
+    def _console(self, argv: Sequence[str]) -> CommandResult | None:
+        """`tail -c N -- LOG` of a guest's console log (`lifecycle.console_tail_argv`), as
+        `consoles` has it."""
+        for name, text in self._fake.consoles.items():
+            size = argv[2] if len(argv) == 5 else ""
+            if size.isdigit() and list(argv) == lifecycle.console_tail_argv(name, int(size)):
+                return CommandResult(tuple(argv), 0, text.encode()[-int(size):])
+        return None
 
     def _check(self) -> None:
         if self._closed:

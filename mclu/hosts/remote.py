@@ -70,6 +70,12 @@ class SshSession:
     async def set_metadata(self, name: str, meta: GuestMeta) -> None:
         await self._libvirt.set_metadata(name, meta)
 
+    async def set_autostart(self, name: str, autostart: bool) -> None:
+        await self._libvirt.set_autostart(name, autostart)
+
+    async def agent_ping(self, name: str, timeout: int) -> bool:
+        return await self._libvirt.agent_ping(name, timeout)
+
     async def migrate(self, name: str, target: MigrationTarget, *,
                       progress: MigrationProgressCallback | None = None,
                       timeout: float | None = None) -> None:

@@ -185,6 +185,18 @@ class Session(Protocol):
         """Replace mclu's record in the guest's definition (and the running guest's, if running)."""
         ...
 
+    async def set_autostart(self, name: str, autostart: bool) -> None:
+        """Whether libvirt starts the defined guest when the host (libvirtd) starts."""
+        ...
+
+    async def agent_ping(self, name: str, timeout: int) -> bool:
+        """Whether the QEMU guest agent in the running guest answers a ping within `timeout`
+        seconds. False when it does not (not installed, not up yet, no agent channel, the
+        guest not running). Raises GuestNotFound, Unsupported where the connection cannot
+        talk to agents (libvirt's test driver).
+        """
+        ...
+
     async def migrate(self, name: str, target: MigrationTarget, *,
                       progress: MigrationProgressCallback | None = None,
                       timeout: float | None = None) -> None:

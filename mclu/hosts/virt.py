@@ -127,6 +127,17 @@ class LibvirtSession:
     async def set_metadata(self, name: str, meta: GuestMeta) -> None:
         await self._on_domain("set metadata of", name, functools.partial(_set_metadata, meta=meta))
 
+    async def set_autostart(self, name: str, autostart: bool) -> None:
+        await self._on_domain("set autostart of", name, lambda d: d.setAutostart(int(autostart)))
+
+    async def agent_ping(self, name: str, timeout: int) -> bool:
+        answered: list[bool] = []
+        await self._on_domain("ping the guest agent of", name, functools.partial(
+            _agent_ping, timeout=timeout, answered=answered))
+        if not answered:  # libvirt's test driver: no agents
+            raise errors.Unsupported(self.host, "guest agents", self.uri)
+        return answered[0]
+
     async def migrate(self, name: str, target: MigrationTarget, *,
                       progress: MigrationProgressCallback | None = None,
                       timeout: float | None = None) -> None:
@@ -340,9 +351,12 @@ def _node_memory(connection: Any) -> facts.Memory:
 
 def _guests_of(connection: Any) -> tuple[Guest, ...]:
     guests = []
+    # One call for every guest's autostart flag instead of one per guest.
+    autostart = {d.UUIDString()
+                 for d in connection.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)}
     for domain in connection.listAllDomains(0):
         try:
-            guests.append(_guest_of(domain))
+            guests.append(_guest_of(domain, domain.UUIDString() in autostart))
         except libvirt.libvirtError as e:
             # A transient guest can stop (and vanish) between the listing and the reading.
             if e.get_error_code() != libvirt.VIR_ERR_NO_DOMAIN:
@@ -350,10 +364,34 @@ def _guests_of(connection: Any) -> tuple[Guest, ...]:
     return tuple(guests)
 
 
-def _guest_of(domain: Any) -> Guest:
+def _guest_of(domain: Any, autostart: bool | None = None) -> Guest:
     state, _reason = domain.state()
+    if autostart is None:
+        autostart = bool(domain.autostart())
     return facts.parse_guest(domain.XMLDesc(0), _STATES.get(state, GuestState.NOSTATE),
-                             persistent=bool(domain.isPersistent()))
+                             persistent=bool(domain.isPersistent()), autostart=autostart)
+
+
+# Why an agent gives no answer: not installed or not up yet, no channel, guest not running.
+_NO_AGENT_CODES = frozenset({
+    libvirt.VIR_ERR_AGENT_UNRESPONSIVE, libvirt.VIR_ERR_AGENT_UNSYNCED,
+    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED, libvirt.VIR_ERR_OPERATION_INVALID,
+    libvirt.VIR_ERR_OPERATION_FAILED})
+
+
+def _agent_ping(domain: Any, *, timeout: int, answered: list[bool]) -> None:
+    import libvirt_qemu  # part of libvirt-python; only this call needs it
+
+    try:
+        libvirt_qemu.qemuAgentCommand(domain, '{"execute":"guest-ping"}', timeout, 0)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() == libvirt.VIR_ERR_NO_SUPPORT:
+            return
+        if e.get_error_code() not in _NO_AGENT_CODES:
+            raise
+        answered.append(False)
+        return
+    answered.append(True)
 
 
 def _set_metadata(domain: Any, *, meta: GuestMeta) -> None:

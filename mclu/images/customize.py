@@ -117,7 +117,7 @@ class Watchdog:
         with self._lock:
             if self.reason is None:
                 self.reason = reason
-                log.warning("%s", reason)
+                log.info("killing the libguestfs appliance: %s", reason)  # the error says it too
             self._kill_locked()
 
     def stop(self) -> None:
@@ -134,8 +134,10 @@ class Watchdog:
 
 def personalize(drives: Sequence[tuple[str | Drive, Personalization]], *,
                 progress: Progress | None = None, memsize: int = DEFAULT_MEMSIZE,
-                smp: int = DEFAULT_SMP, watchdog: Watchdog | None = None) -> None:
-    """Personalise every disk in one libguestfs launch.
+                smp: int = DEFAULT_SMP, watchdog: Watchdog | None = None
+                ) -> list[model.GuestTraits]:
+    """Personalise every disk in one libguestfs launch; returns what each disk's guest
+    supports for showing that it booted (`mclu.readiness`), in the order of `drives`.
 
     A plain string is an NBD unix socket path. Stops at the first failure: then no disk of
     the call should be taken as personalised. The appliance is killed after `watchdog`'s
@@ -145,7 +147,7 @@ def personalize(drives: Sequence[tuple[str | Drive, Personalization]], *,
     """
     watchdog = watchdog or Watchdog()
     try:
-        _personalize(drives, progress, memsize, smp, watchdog)
+        return _personalize(drives, progress, memsize, smp, watchdog)
     except errors.PersonalizationFailed as error:
         if watchdog.reason is None:
             raise
@@ -157,11 +159,12 @@ def personalize(drives: Sequence[tuple[str | Drive, Personalization]], *,
 
 def _personalize(drives: Sequence[tuple[str | Drive, Personalization]],
                  progress: Progress | None, memsize: int, smp: int,
-                 watchdog: Watchdog) -> None:
+                 watchdog: Watchdog) -> list[model.GuestTraits]:
     say = progress or (lambda message: None)
     jobs = [_Job(Drive(nbd_socket=d) if isinstance(d, str) else d, p) for d, p in drives]
     if not jobs:
-        return
+        return []
+    traits = []
     for job in jobs:
         _check(job)
     hashes = [_root_password_hash(job) for job in jobs]
@@ -185,9 +188,10 @@ def _personalize(drives: Sequence[tuple[str | Drive, Personalization]],
                 found = inspector.inspect(
                     index, job.hostname,
                     keep_root_mounted=not job.personalization.grow_partition)
-            _personalize_drive(g, job, found, devices[index], hashes[index],
-                               host_keys.get(index))
+            traits.append(_personalize_drive(g, job, found, devices[index], hashes[index],
+                                             host_keys.get(index)))
             say(f"{job.hostname}: personalised")
+    return traits
 
 
 # --- the appliance ----------------------------------------------------------------------
@@ -372,8 +376,10 @@ class _HostKeys:
 
 
 def _personalize_drive(g: GuestFS, job: _Job, found: OSRoot, device: str,
-                       password_hash: str | None, host_keys: dict[str, bytes]) -> None:
-    """Every step for one inspected disk, each failure named by its step."""
+                       password_hash: str | None, host_keys: dict[str, bytes]
+                       ) -> model.GuestTraits:
+    """Every step for one inspected disk, each failure named by its step; returns how the
+    guest can show it booted."""
     p, c = job.personalization, job.personalization.customization
     step = functools.partial(_step, p.hostname, drive=job.drive.label)
     grow_mounted: Callable[[], None] | None = None
@@ -413,8 +419,11 @@ def _personalize_drive(g: GuestFS, job: _Job, found: OSRoot, device: str,
     with step("selinux relabel"):
         if g.is_file("/etc/selinux/config"):
             g.touch("/.autorelabel")
+    with step("look for a guest agent and a serial console"):
+        traits = guestfs_edit.read_traits(g)
     with step("unmount"):
         g.umount_all()
+    return traits
 
 
 def _short(command: str, width: int = 60) -> str:

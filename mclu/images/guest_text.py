@@ -367,3 +367,34 @@ def choose_root(roots: Sequence[str]) -> str:
     if len(roots) != 1:
         raise CannotDecide(f"{len(roots)} OS roots ({', '.join(roots) or 'none'})")
     return roots[0]
+
+
+# --- how a guest can show it booted (`mclu.readiness`) ------------------------------------
+
+# Where the QEMU guest agent is installed (Debian, Fedora, ...).
+AGENT_PATHS = ("/usr/bin/qemu-ga", "/usr/sbin/qemu-ga")
+# Boot loader and init configurations that say what runs on the serial console.
+BOOT_CONFIGS = ("/boot/extlinux/extlinux.conf", "/boot/syslinux/syslinux.cfg",
+                "/extlinux.conf", "/boot/grub/grub.cfg", "/boot/grub2/grub.cfg",
+                "/etc/default/grub")
+INITTAB = "/etc/inittab"
+SYSTEMD_PATHS = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
+SERIAL_GETTY_WANTS = "/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
+
+_INITTAB_SERIAL_GETTY = re.compile(r"^[^#\n]*\bttyS0\b[^\n]*getty|^[^#\n]*getty[^\n]*\bttyS0\b",
+                                   re.MULTILINE)
+_SERIAL_CONSOLE_ARG = re.compile(r"(?:^|\s)console=ttyS0\b", re.MULTILINE)
+
+
+def serial_login(*, inittab: str, boot_configs: Sequence[str], systemd: bool,
+                 serial_getty_enabled: bool) -> bool:
+    """Whether the guest prints a login prompt on its serial console (ttyS0).
+
+    SysV and busybox init: a getty on ttyS0 in /etc/inittab. systemd: serial-getty@ttyS0
+    enabled, or the kernel's console on ttyS0, where systemd's getty generator starts one.
+    """
+    if _INITTAB_SERIAL_GETTY.search(inittab):
+        return True
+    if not systemd:
+        return False
+    return serial_getty_enabled or any(_SERIAL_CONSOLE_ARG.search(c) for c in boot_configs)

@@ -13,6 +13,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 
+from mclu import model
 from mclu.images import guest_text, guestfs_inspect
 from mclu.images.guestfs_inspect import GuestFS
 
@@ -167,3 +168,14 @@ def install_firstboot(g: GuestFS, commands: Sequence[str]) -> None:
     g.chmod(0o644, guest_text.UNIT_PATH)
     g.mkdir_p(guest_text.WANTS_LINK.rsplit("/", 1)[0])
     g.ln_sf(guest_text.UNIT_PATH, guest_text.WANTS_LINK)
+
+
+def read_traits(g: GuestFS) -> model.GuestTraits:
+    """How the mounted guest can show it booted: its guest agent, a serial login prompt."""
+    return model.GuestTraits(
+        agent=any(g.is_file(p, followsymlinks=True) for p in guest_text.AGENT_PATHS),
+        serial_login=guest_text.serial_login(
+            inittab=_read_text(g, guest_text.INITTAB),
+            boot_configs=[_read_text(g, p) for p in guest_text.BOOT_CONFIGS],
+            systemd=any(g.exists(p) for p in guest_text.SYSTEMD_PATHS),
+            serial_getty_enabled=g.exists(guest_text.SERIAL_GETTY_WANTS)))

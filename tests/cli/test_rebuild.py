@@ -9,8 +9,10 @@ libguestfs, so tests of the whole swap replace that one step.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -110,11 +112,25 @@ def no_libguestfs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Personalisation replaced: records the guests it would have personalised."""
     personalised: list[str] = []
 
-    async def personalize(self: Any, work: Any, inputs: Any) -> None:
+    async def personalize(self: Any, work: Any, inputs: Any) -> model.GuestTraits:
         personalised.append(work.name)
+        return model.GuestTraits()  # nothing found: "started" is the rule
 
     monkeypatch.setattr(rebuild._Run, "_personalize", personalize)
     return personalised
+
+
+@pytest.fixture
+def serial_login(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Personalisation replaced; it finds a getty on the serial console (as in tiny)."""
+    async def personalize(self: Any, work: Any, inputs: Any) -> model.GuestTraits:
+        return model.GuestTraits(serial_login=True)
+
+    monkeypatch.setattr(rebuild._Run, "_personalize", personalize)
+
+
+PANIC = ("[    2.1] Run /init as init process\r\nswitch_root: can't execute '/sbin/init'\r\n"
+         "[    2.3] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\r\n")
 
 
 # --- planning: --dry-run, skips, refusals ------------------------------------------------------
@@ -229,7 +245,10 @@ def test_rebuild_swaps_the_disk_and_keeps_the_domain(cli: RebuildCli,
                                                      no_libguestfs: list[str]) -> None:
     before = cli.guest("a", "web1")
     assert cli.rebuild("web1") == 0, cli.stderr
-    assert cli.stdout.startswith("web1 on a: rebuilt from tiny r3 (was r2) in ")
+    # The fake repository's tiny declares no readiness rule and its disk was not looked at
+    # (no libguestfs here): "started" is all that can be checked.
+    assert re.fullmatch(r"web1 on a: rebuilt from tiny r3 \(was r2\), ready in [\d.]+ s by "
+                        r"started\n", cli.stdout)
     assert cli.stderr == ""
     after = cli.guest("a", "web1")
     assert after.state == RUNNING
@@ -380,3 +399,105 @@ def test_cancelled_after_the_swap_puts_the_old_guest_back(
     assert calls[-1] == META
     ran = cli.host("a").ran
     assert ran.index(RESTORE) > ran.index(("mv", "-f", "-T", "--", NEW, DISK))
+
+
+# --- readiness: the new guest must show it booted -----------------------------------------------
+
+
+def test_a_new_disk_that_does_not_boot_is_rolled_back(cli: RebuildCli,
+                                                      serial_login: None) -> None:
+    cli.host("a").consoles["web1"] = PANIC
+    assert cli.rebuild("web1") == 1
+    (line,) = cli.stderr.splitlines()
+    assert line.startswith(
+        "mclu: error: rebuild of web1 on a failed at 'ready': tiny r3 did not become ready "
+        "(console:login:): its kernel panicked (Kernel panic - not syncing: Attempted to kill "
+        "init! exitcode=0x00000100); its console ends: ")
+    assert "switch_root: can't execute '/sbin/init'" in line  # the console, quoted
+    assert line.endswith("; the old disk is back and web1 runs again")
+    after = cli.guest("a", "web1")
+    assert after.state == RUNNING and after.mclu == META  # old revision, old metadata
+    ran = cli.host("a").ran
+    assert RESTORE in ran  # the old disk renamed back over the disk
+    assert ("rm", "-f", "--", OLD) not in ran  # never removed
+    assert cli.host("a").locks == {}
+
+
+def test_a_rule_that_never_matches_is_rolled_back_in_time(cli: RebuildCli,
+                                                          serial_login: None) -> None:
+    cli.host("a").consoles["web1"] = "Welcome\r\n"
+    assert cli.rebuild("web1", "--ready-timeout", "0", "--json") == 1
+    done = cli.json_lines()[-1]
+    (failed,) = done["failed"]
+    assert "did not become ready (console:login:): not ready within 0 s; its console ends: " \
+           "Welcome;" in failed["error"]
+    assert done["rebuilt"] == []
+    assert cli.guest("a", "web1").mclu == META
+
+
+def test_all_stops_using_a_revision_that_did_not_become_ready(cli: RebuildCli,
+                                                              serial_login: None) -> None:
+    cli.host("a").guests["web2"] = mclu_guest("web2")
+    cli.host("a").consoles["web1"] = PANIC
+    assert cli.rebuild("--all", "--host", "a", "--quiet") == 1
+    lines = cli.stderr.splitlines()
+    assert lines[0].startswith("mclu: error: rebuild of web1 on a failed at 'ready'")
+    assert lines[1] == "mclu: error: a: web2 not rebuilt: tiny r3 did not become ready on web1"
+    assert cli.guest("a", "web2") == mclu_guest("web2")  # not touched
+
+
+def test_a_shut_off_guest_is_booted_once_to_check_it_then_shut_off(cli: RebuildCli,
+                                                                  serial_login: None) -> None:
+    cli.host("a").guests["web1"] = mclu_guest("web1", state=SHUTOFF)
+    cli.host("a").consoles["web1"] = "Debian GNU/Linux 12\r\n\r\nweb1 login: "
+    assert cli.rebuild("web1") == 0, cli.stderr
+    assert re.fullmatch(r"web1 on a: rebuilt from tiny r3 \(was r2\) in [\d.]+ s; booted once, "
+                        r"ready by console:login:, shut off again\n", cli.stdout)
+    after = cli.guest("a", "web1")
+    assert after.state == SHUTOFF
+    assert after.mclu is not None and after.mclu.ready == "console:login:"
+
+
+def test_a_shut_off_guest_that_does_not_boot_gets_its_old_disk_and_stays_off(
+        cli: RebuildCli, serial_login: None) -> None:
+    cli.host("a").guests["web1"] = mclu_guest("web1", state=SHUTOFF)
+    cli.host("a").consoles["web1"] = PANIC
+    assert cli.rebuild("web1") == 1
+    assert cli.stderr.rstrip().endswith("the old disk is back; web1 is shut off, as it was")
+    assert cli.guest("a", "web1") == mclu_guest("web1", state=SHUTOFF)
+
+
+def test_no_verify_leaves_a_shut_off_guest_unbooted_and_says_so(cli: RebuildCli,
+                                                                serial_login: None) -> None:
+    cli.host("a").guests["web1"] = mclu_guest("web1", state=SHUTOFF)
+    assert cli.rebuild("web1", "--no-verify") == 0, cli.stderr
+    assert cli.stdout.endswith("; shut off, as it was, not checked (--no-verify)\n")
+    assert cli.guest("a", "web1").state == SHUTOFF
+
+
+def test_if_newer_skips_guests_already_at_the_newest_revision(cli: RebuildCli,
+                                                              no_libguestfs: list[str]) -> None:
+    cli.host("a").guests["web2"] = mclu_guest("web2", meta=dataclasses.replace(META,
+                                                                               revision="3"))
+    assert cli.rebuild("web1", "web2", "--if-newer") == 0, cli.stderr
+    assert no_libguestfs == ["web1"]
+    assert "web2 on a: skipped: built from tiny r3, which is the newest (--if-newer)" \
+        in cli.stdout
+
+
+def test_exclude_leaves_a_guest_out_and_a_name_no_host_has_is_a_usage_error(
+        cli: RebuildCli, no_libguestfs: list[str]) -> None:
+    assert cli.rebuild("--all", "--host", "a", "--exclude", "web1", "--dry-run") == 0
+    assert "web1 on a: skipped: left out (--exclude)" in cli.stdout
+    assert cli.rebuild("--all", "--exclude", "web9", "--dry-run") == 2
+    assert cli.stderr == "mclu: error: --exclude web9: no guest of that name on the hosts asked\n"
+
+
+def test_revision_rebuilds_from_the_revision_named(cli: RebuildCli,
+                                                   no_libguestfs: list[str]) -> None:
+    assert cli.rebuild("web1", "--revision", "3", "--dry-run") == 0
+    assert cli.stdout.startswith("web1 on a: would rebuild from tiny r3 ")
+    assert cli.rebuild("web1", "--revision", "2", "--dry-run") == 1
+    assert cli.stderr.startswith("mclu: error: a: web1 cannot be rebuilt: its template 'tiny' "
+                                 "cannot be resolved: template tiny has no revision 2 "
+                                 "(listed: r3)")

@@ -1,0 +1,79 @@
+"""Waiting until a started guest is ready by its rule (`mclu.readiness`).
+
+It looks at the guest's host about once a second: the guest's state (a guest that stopped or
+crashed will not become ready), then its console log's end or its guest agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from mclu import errors, lifecycle
+from mclu.hosts.session import Session
+from mclu.readiness import Kind, Rule, console_lines, console_matches, panicked
+
+POLL = 1.0  # seconds between two looks
+CONSOLE_BYTES = 64 * 1024  # of the log's end read per look: a boot's last screens
+CONSOLE_LINES = 8  # kept in the error
+AGENT_TIMEOUT = 2  # seconds libvirt waits for the agent's answer to one ping
+
+@dataclass(frozen=True)
+class Ready:
+    rule: Rule
+    seconds: float  # from the start of the wait
+
+
+async def wait(session: Session, name: str, rule: Rule, timeout: float, *,
+               poll: float = POLL) -> Ready:
+    """Wait until the running guest `name` is ready by `rule`.
+
+    Raises NotReady, with the last lines of its console, when it is not within `timeout`
+    seconds, when it stops (or crashes), or when its kernel panics.
+    """
+    started = time.monotonic()
+    deadline = started + timeout
+    while True:
+        state = await lifecycle.state_of(session, name)
+        if state is None or not state.active:
+            why = f"it stopped ({state.value if state else 'gone'})"
+            raise await _not_ready(session, name, rule, started, why)
+        if rule.kind is Kind.STARTED:
+            return Ready(rule, time.monotonic() - started)
+        if rule.kind is Kind.CONSOLE:
+            text = await read_console(session, name)
+            if console_matches(rule, text):
+                return Ready(rule, time.monotonic() - started)
+            panic = panicked(text)
+            if panic is not None:
+                raise _error(session, name, rule, started, f"its kernel panicked ({panic})",
+                             text)
+        elif await session.agent_ping(name, AGENT_TIMEOUT):
+            return Ready(rule, time.monotonic() - started)
+        if time.monotonic() >= deadline:
+            raise await _not_ready(session, name, rule, started,
+                                   f"not ready within {timeout:g} s")
+        await asyncio.sleep(poll)
+
+
+async def read_console(session: Session, name: str) -> str:
+    """The end of the guest's console log on its host; "" where there is none (yet)."""
+    result = await session.run(lifecycle.console_tail_argv(name, CONSOLE_BYTES), check=False)
+    return result.stdout.decode("utf-8", errors="replace") if result.exit_status == 0 else ""
+
+
+async def _not_ready(session: Session, name: str, rule: Rule, started: float,
+                     reason: str) -> errors.NotReady:
+    try:
+        text = await read_console(session, name)
+    except errors.HostError:
+        text = ""
+    return _error(session, name, rule, started, reason, text)
+
+
+def _error(session: Session, name: str, rule: Rule, started: float, reason: str,
+           console: str) -> errors.NotReady:
+    return errors.NotReady(host=session.host, name=name, rule=str(rule), reason=reason,
+                           seconds=time.monotonic() - started,
+                           console=tuple(console_lines(console)[-CONSOLE_LINES:]))
