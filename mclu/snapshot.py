@@ -78,7 +78,8 @@ class Connected:
         """`work` on every connected host at once; the hosts that did not connect stay failed."""
         reachable = [spec for name, spec in self.specs.items() if name in self.sessions]
         results = await fanout.gather(
-            reachable, lambda spec: work(self.sessions[spec.name], spec), limit=self.limit)
+            reachable, lambda spec: work(self.sessions[spec.name], spec), limit=self.limit,
+            what=getattr(work, "__name__", None))
         results.failed.update(self.failed)
         results.order = list(self.specs)
         if work is read_host:  # a read pass: one machine is counted once (one_per_machine)
@@ -94,10 +95,10 @@ async def connected(hosts: Sequence[model.HostSpec], open_session: Opener, *,
     A command that reads and then acts uses the same connection per host for both.
     """
     async with contextlib.AsyncExitStack() as stack:
-        async def enter(spec: model.HostSpec) -> session.Session:
+        async def connect(spec: model.HostSpec) -> session.Session:
             return await stack.enter_async_context(open_session(spec))
 
-        opened = await fanout.gather(hosts, enter, limit=limit)
+        opened = await fanout.gather(hosts, connect, limit=limit)
         yield Connected(specs={h.name: h for h in hosts}, sessions=opened.ok,
                         failed=opened.failed, limit=limit)
 

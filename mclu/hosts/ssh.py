@@ -83,6 +83,8 @@ class SshConnection:
         command = command_line(argv)
         seconds = self.spec.command_timeout if timeout is None else timeout
         input_error: BaseException | None = None
+        started = asyncio.get_running_loop().time()
+        log.debug("%s: $ %s", self.host, command)
         try:
             if input is None or isinstance(input, bytes):
                 completed = await self._connection.run(command, input=input, check=False,
@@ -102,6 +104,8 @@ class SshConnection:
             stdout=_as_bytes(completed.stdout),
             stderr=_as_bytes(completed.stderr),
         )
+        log.debug("%s: exit status %d (%.2f s)", self.host, result.exit_status,
+                  asyncio.get_running_loop().time() - started)
         if check and result.exit_status != 0:
             raise command_failed(self.host, result)
         return result
@@ -128,6 +132,7 @@ class SshConnection:
     async def background(self, argv: Sequence[str]) -> AsyncIterator[RunningCommand]:
         """Run argv on the host while the block runs; see Session.background."""
         command = command_line(["sh", "-c", BACKGROUND_SCRIPT, "sh", *argv])
+        log.debug("%s: $ %s &", self.host, command_line(argv))
         try:
             process = await self._connection.create_process(command, encoding=None)
         except (asyncssh.Error, OSError) as e:
@@ -162,6 +167,7 @@ class SshConnection:
                             size: tuple[int, int]) -> AsyncIterator[PtyCommand]:
         """Run argv on a pseudo-terminal while the block runs; see Session.open_terminal."""
         command = command_line(argv)
+        log.debug("%s: $ %s (on a terminal)", self.host, command)
         try:
             process = await self._connection.create_process(
                 command, term_type=term, term_size=size, encoding=None)
@@ -180,6 +186,7 @@ class SshConnection:
     async def lock(self, path: str, holder: str) -> AsyncIterator[None]:
         """Hold a flock on the host's file `path` while the block runs; see Session.lock."""
         argv = ["sh", "-c", LOCK_SCRIPT, "sh", path, holder]
+        log.debug("%s: locking %s", self.host, path)
         try:
             process = await self._connection.create_process(command_line(argv), encoding=None)
         except (asyncssh.Error, OSError) as e:

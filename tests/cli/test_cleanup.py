@@ -77,10 +77,12 @@ def test_a_build_under_way_is_no_leftover(cli: Cli) -> None:
     assert cli.stderr == ""
 
 
-def test_status_counts_building_guests_and_notes_the_leftovers(cli: Cli) -> None:
+def test_status_counts_interrupted_builds_and_notes_the_leftovers(cli: Cli) -> None:
     assert cli("status") == 0
     row = next(line for line in cli.stdout.splitlines() if line.startswith("b "))
-    assert "0 running / 1 (1 building)" in row
+    assert "0 running / 1 (1 interrupted build)" in row  # the words `list` shows
+    assert cli("list") == 0
+    assert "shut off, interrupted build" in cli.stdout
     assert "mclu: note: 2 leftovers of interrupted runs on b" in cli.stderr
 
 
