@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mclu import console, errors, inventory, lifecycle, locks, model, snapshot
+from mclu import console, domxml, errors, inventory, lifecycle, locks, model, snapshot
 from mclu.cli import commands, output, parsing
 from mclu.hosts.session import Session, command_line
 from mclu.snapshot import GuestRef
@@ -43,7 +43,10 @@ def register(sub: parsing.Subparsers) -> None:
                          help="delete a running guest too (powered off first)")
     delete_.add_argument("--dry-run", action="store_true",
                          help="say what would be removed and kept, change nothing")
-    _guest_command(sub, "console", console_, "attach to a guest's serial console (Ctrl-] leaves)")
+    console_parser = _guest_command(sub, "console", console_,
+                                    "attach to a guest's serial console (Ctrl-] leaves)")
+    console_parser.add_argument("--log", action="store_true",
+                                help="print the saved console log of its current boot instead")
     _guest_command(sub, "viewer", viewer, "open a guest's graphical console with virt-viewer")
 
 
@@ -330,7 +333,10 @@ def _deleted_text(deleted: lifecycle.Deleted, *, dry_run: bool = False) -> str:
 
 
 async def console_(args: argparse.Namespace, env: commands.Env) -> int:
-    """The guest's serial console on this terminal, over its host's ssh connection."""
+    """The guest's serial console on this terminal, over its host's ssh connection; with
+    --log, its saved console log printed."""
+    if args.log:
+        return await _console_log(args, env)
     async with guest_target(args, env) as target:
         require_running(target)
         stdin_fd, stdout_fd = _terminal_fds()
@@ -352,6 +358,19 @@ async def console_(args: argparse.Namespace, env: commands.Env) -> int:
                           state=target.guest.state.value, text="", ending=relayed.ending.value)
         env.printer.text("")  # the guest's last line may have no end
         return errors.EXIT_OK
+
+
+async def _console_log(args: argparse.Namespace, env: commands.Env) -> int:
+    """Print the guest's console log as it is (a guest that is off still has its last boot's)."""
+    async with guest_target(args, env) as target:
+        text = (await lifecycle.console_log(target.session, target.name)).decode(
+            errors="replace")
+    if args.json:
+        return report(args, env, target, action="console", changed=False,
+                      state=target.guest.state.value, text="",
+                      path=domxml.console_log(target.name), log=text)
+    env.printer.out.write(text if not text or text.endswith("\n") else text + "\n")
+    return errors.EXIT_OK
 
 
 def _terminal_fds() -> tuple[int, int]:

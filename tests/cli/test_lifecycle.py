@@ -447,6 +447,43 @@ def test_console_needs_a_terminal(cli: LifecycleCli) -> None:
     assert cli.stderr == "mclu: error: mclu console needs a terminal: standard input is not one\n"
 
 
+def test_console_log_prints_the_saved_log(cli: LifecycleCli) -> None:
+    cli.host("a").commands.update([fake.canned(["cat", "--", console_log("web1")],
+                                               b"Booting\r\nweb1 login: ")])
+    assert cli("console", "web1", "--log") == 0
+    assert cli.stdout == "Booting\r\nweb1 login: \n"  # a last line without end gets one
+    assert cli("console", "web1", "--log", "--json") == 0
+    assert cli.json() == {"version": 1, "guest": "web1", "host": "a", "action": "console",
+                          "changed": False, "state": "running", "path": console_log("web1"),
+                          "log": "Booting\r\nweb1 login: "}
+
+
+def test_console_log_of_a_shut_off_guest_is_its_last_boots(cli: LifecycleCli) -> None:
+    cli.host("b").commands.update([fake.canned(["cat", "--", console_log("old")], b"bye\n")])
+    assert cli("console", "b:old", "--log") == 0
+    assert cli.stdout == "bye\n"
+
+
+def test_console_log_that_does_not_exist(cli: LifecycleCli) -> None:
+    cli.host("b").commands.update([
+        fake.canned(["cat", "--", console_log("old")], exit_status=1,
+                    stderr=b"cat: No such file or directory\n"),
+        fake.canned(["test", "-e", console_log("old")], exit_status=1)])
+    assert cli("console", "old", "--log") == 1
+    assert cli.stderr == (f"mclu: error: b: old has no console log ({console_log('old')}): it "
+                          "has not run since it was defined, or its definition logs no "
+                          "console\n")
+
+
+def test_console_log_unreadable_is_the_hosts_error(cli: LifecycleCli) -> None:
+    cli.host("b").commands.update([
+        fake.canned(["cat", "--", console_log("old")], exit_status=1,
+                    stderr=b"cat: Permission denied\n"),
+        fake.canned(["test", "-e", console_log("old")])])
+    assert cli("console", "old", "--log") == 1
+    assert "failed with exit status 1: cat: Permission denied" in cli.stderr
+
+
 # --- viewer ------------------------------------------------------------------------------------
 
 
