@@ -14,6 +14,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 75  # sysexits' EX_TEMPFAIL: another mclu run works on it; try again later
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 def last_lines(text: str, empty: str, count: int = 3) -> str:
@@ -40,6 +42,24 @@ class UsageError(MCLUError):
     """The command line asks for something impossible."""
 
     exit_code = EXIT_USAGE
+
+
+class Interrupted(MCLUError):
+    """Ctrl-C: the command stopped, and undid what it was making."""
+
+    exit_code = EXIT_INTERRUPTED
+
+    def __init__(self) -> None:
+        super().__init__("interrupted")
+
+
+class Terminated(MCLUError):
+    """SIGTERM: as Ctrl-C."""
+
+    exit_code = EXIT_TERMINATED
+
+    def __init__(self) -> None:
+        super().__init__("terminated")
 
 
 class ConfigError(MCLUError):
@@ -163,6 +183,20 @@ class HostTimeout(HostError):
         self.seconds = seconds
 
 
+class SameMachine(HostError):
+    """Two inventory entries reach one libvirt host (the same host UUID): the later entry is
+    left out, so that placement does not count the machine twice."""
+
+    msg = ("{self.host}: the same machine as {self.first} (libvirt host UUID {self.uuid}): "
+           "one inventory entry per host")
+    state = "duplicate"
+
+    def __init__(self, host: str, first: str, uuid: str) -> None:
+        super().__init__(host, f"same machine as {first}")
+        self.first = first
+        self.uuid = uuid
+
+
 class HostCommandFailed(HostError):
     """A command run on the host over ssh exited non-zero."""
 
@@ -284,6 +318,19 @@ class UnknownHost(MCLUError):
         self.known = ", ".join(known) or "none"
 
 
+class UnknownTag(MCLUError):
+    """A --tag no host of the inventory has: a typo would otherwise select nothing, silently."""
+
+    msg = "unknown tag {self.tag!r} (the hosts of {self.path} have: {self.known})"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, tag: str, path: str, known: Sequence[str]) -> None:
+        super().__init__(tag)
+        self.tag = tag
+        self.path = path
+        self.known = ", ".join(known) or "no tags"
+
+
 # --- Templates -------------------------------------------------------------------------------
 
 
@@ -304,6 +351,22 @@ class UnknownTemplate(MCLUError):
             return " (no template sources answered; see `mclu templates`)"
         shown = ", ".join(self.known[:12]) + (", ..." if len(self.known) > 12 else "")
         return f" (known: {shown})"
+
+
+class UnknownRevision(MCLUError):
+    """No repository that answered lists the template at the revision asked for."""
+
+    msg = "template {self.name} has no revision {self.revision} (listed: {self.listed_text})"
+
+    def __init__(self, name: str, revision: int, listed: Sequence[int]) -> None:
+        super().__init__(name)
+        self.name = name
+        self.revision = revision
+        self.listed = tuple(listed)
+
+    @property
+    def listed_text(self) -> str:
+        return ", ".join(f"r{r}" for r in self.listed) or "none"
 
 
 class SourceUnavailable(MCLUError):
@@ -506,6 +569,29 @@ class BuildFailed(MCLUError):
 # --- Host power (mclu on / mclu off) ---------------------------------------------------------
 
 
+class NotReady(MCLUError):
+    """A started guest did not show it booted (`mclu.readiness`) in time, or stopped trying."""
+
+    msg = "{self.host}: {self.name} did not become ready ({self.rule}): {self.reason}{self.quoted}"
+    QUOTED = 4  # console lines quoted in the message; `console` keeps more
+
+    def __init__(self, *, host: str, name: str, rule: str, reason: str, seconds: float,
+                 console: Sequence[str] = ()) -> None:
+        super().__init__(reason)
+        self.host = host
+        self.name = name
+        self.rule = rule
+        self.reason = reason
+        self.seconds = seconds
+        self.console = tuple(console)  # the last lines of its serial console
+
+    @property
+    def quoted(self) -> str:
+        if not self.console:
+            return "; its console showed nothing"
+        return "; its console ends: " + " / ".join(self.console[-self.QUOTED:])
+
+
 class NoMacAddress(MCLUError):
     """`mclu on` for a host whose inventory entry has no `mac`."""
 
@@ -628,6 +714,19 @@ class NoConsoleLog(MCLUError):
         self.path = path
 
 
+class NoConsoleLog(MCLUError):
+    """`mclu console --log`: the guest's host has no console log file for it."""
+
+    msg = ("{self.host}: {self.name} has no console log ({self.path}): it has not run since "
+           "it was defined, or its definition logs no console")
+
+    def __init__(self, host: str, name: str, path: str) -> None:
+        super().__init__(name)
+        self.host = host
+        self.name = name
+        self.path = path
+
+
 class NotATerminal(MCLUError):
     """An interactive command was run without a terminal on its standard input."""
 
@@ -694,6 +793,22 @@ class NotRebuildable(MCLUError):
         self.host = host
         self.name = name
         self.reason = reason
+
+
+class RevisionNotReady(MCLUError):
+    """A guest not rebuilt because its template revision did not become ready on another."""
+
+    msg = ("{self.host}: {self.name} not rebuilt: {self.template} r{self.revision} did not "
+           "become ready on {self.tried_on}")
+
+    def __init__(self, *, host: str, name: str, template: str, revision: str,
+                 tried_on: str) -> None:
+        super().__init__(name)
+        self.host = host
+        self.name = name
+        self.template = template
+        self.revision = revision
+        self.tried_on = tried_on
 
 
 class RebuildFailed(MCLUError):
