@@ -37,7 +37,9 @@ class HostSpec:
     libvirt_socket: str = DEFAULT_LIBVIRT_SOCKET
     # A host that does not answer at the TCP level within tcp_timeout is off; once TCP is
     # connected, the ssh handshake and login get the whole connect_timeout (a slow host).
-    tcp_timeout: float = 1.0
+    # A live host answers a SYN within milliseconds on a LAN; a lost SYN is sent again
+    # within the bound (mclu.hosts.ssh).
+    tcp_timeout: float = 0.75
     connect_timeout: float = 5.0
     command_timeout: float = 30.0
     identity_files: tuple[str, ...] = ()

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 # asyncssh's chacha20-poly1305 is pure Python and slow here (244 MiB/s against 408 for
 # aes128-gcm, docs/platform-facts): prefer AES-GCM, keep the rest of the defaults after it.
 PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com")
+# TCP connection attempts per address within tcp_timeout (see _first_to_connect).
+TCP_ATTEMPTS = 3
 KEEPALIVE_INTERVAL = 15.0  # seconds; a host gone for 3 intervals closes the connection
 KEEPALIVE_COUNT_MAX = 3
 STOP_TIMEOUT = 10.0  # seconds a stopped or aborted command gets to end before its channel is closed
@@ -286,7 +288,7 @@ async def _tcp_connect(spec: HostSpec, options: asyncssh.SSHClientConnectionOpti
     seconds = min(spec.tcp_timeout, spec.connect_timeout)
     try:
         async with asyncio.timeout(seconds):
-            return await _first_to_connect(loop, candidates)
+            return await _first_to_connect(loop, candidates, seconds)
     except TimeoutError:
         raise errors.HostUnreachable(spec.name, address,
                                      f"no answer within {seconds:g} s") from None
@@ -295,23 +297,59 @@ async def _tcp_connect(spec: HostSpec, options: asyncssh.SSHClientConnectionOpti
 
 
 async def _first_to_connect(loop: asyncio.AbstractEventLoop,
-                            candidates: Sequence[tuple[Any, ...]]) -> socket.socket:
-    """A connected socket to the first of getaddrinfo's addresses that accepts, in order."""
-    failure: OSError = OSError(f"no address for the host in {candidates!r}")
-    for family, kind, protocol, _name, address in candidates:
-        sock = socket.socket(family, kind, protocol)
-        try:
-            sock.setblocking(False)
-            await loop.sock_connect(sock, address)
-        except OSError as e:
-            sock.close()
-            failure = e
-            continue
-        except BaseException:  # the time bound, or an interrupt
-            sock.close()
-            raise
-        return sock
-    raise failure
+                            candidates: Sequence[tuple[Any, ...]], seconds: float
+                            ) -> socket.socket:
+    """A connected socket to the first of getaddrinfo's addresses to accept.
+
+    Attempts start one after another, evenly over `seconds`, while none has connected: the
+    addresses in turn, each TCP_ATTEMPTS times. A lost SYN thus costs a fraction of the
+    bound (the kernel sends its own second SYN only after 1 s), and an address that does not
+    answer does not hold up the next. An address that answers with an error (refused, no
+    route) is not tried again; with none left, that error is raised.
+    """
+    plan = [c for _ in range(TCP_ATTEMPTS) for c in candidates]
+    interval = seconds / max(len(plan), 1)
+    running: dict[asyncio.Task[socket.socket], Any] = {}  # attempt -> its address
+    failed: set[Any] = set()
+    failure = OSError(f"no address for the host in {candidates!r}")
+    try:
+        while plan or running:
+            if plan:
+                candidate = plan.pop(0)
+                if candidate[4] in failed:
+                    continue
+                running[asyncio.create_task(_connect_once(loop, candidate))] = candidate[4]
+            done, _ = await asyncio.wait(set(running), timeout=interval if plan else None,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            for attempt in done:
+                address = running.pop(attempt)
+                error = attempt.exception()
+                if error is None:
+                    return attempt.result()
+                if not isinstance(error, OSError):
+                    raise error
+                failure = error
+                failed.add(address)
+        raise failure
+    finally:
+        for attempt in running:
+            attempt.cancel()
+        for outcome in await asyncio.gather(*running, return_exceptions=True):
+            if isinstance(outcome, socket.socket):  # connected too, but later: not needed
+                outcome.close()
+
+
+async def _connect_once(loop: asyncio.AbstractEventLoop, candidate: tuple[Any, ...]
+                        ) -> socket.socket:
+    family, kind, protocol, _name, address = candidate
+    sock = socket.socket(family, kind, protocol)
+    try:
+        sock.setblocking(False)
+        await loop.sock_connect(sock, address)
+    except BaseException:  # refused, the time bound, an interrupt
+        sock.close()
+        raise
+    return sock
 
 
 class PtyCommand:

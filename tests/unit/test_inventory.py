@@ -32,7 +32,7 @@ def test_address_defaults_to_the_host_name_and_ssh_settings_stay_unset() -> None
     assert host.address == "alpha"
     assert host.user is None and host.port is None  # left to ~/.ssh/config
     assert host.ssh_port == 22
-    assert host.tcp_timeout == 1.0 and host.connect_timeout == 5.0
+    assert host.tcp_timeout == 0.75 and host.connect_timeout == 5.0
     assert inv.parallel == 50  # the 50 hosts mclu is made for, in one wave
 
 

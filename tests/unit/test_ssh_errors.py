@@ -237,6 +237,29 @@ async def test_tcp_timeout_is_never_longer_than_connect_timeout(server: SshServe
             await asyncio.wait_for(run(spec, ["true"]), 5)
 
 
+async def test_a_lost_syn_is_sent_again_within_tcp_timeout() -> None:
+    """The kernel sends its own second SYN only after 1 s: mclu's further attempts within the
+    bound reach a host whose first SYN was dropped."""
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        filler.connect(("127.0.0.1", port))  # the queue is full: the next SYN is dropped
+        loop = asyncio.get_running_loop()
+        candidates = await loop.getaddrinfo("127.0.0.1", port, type=socket.SOCK_STREAM)
+
+        async def free_the_queue() -> None:
+            await asyncio.sleep(0.15)  # after the first attempt's SYN was dropped
+            listener.accept()[0].close()
+
+        freeing = asyncio.create_task(free_the_queue())
+        async with asyncio.timeout(0.9):  # before the kernel's own retry could connect
+            sock = await ssh._first_to_connect(loop, candidates, 0.9)
+        await freeing
+        with sock:
+            assert sock.getpeername() == ("127.0.0.1", port)
+
+
 async def test_missing_identity_file(server: SshServer) -> None:
     spec = replace(server.spec, identity_files=(str(server.tmp_path / "nokey"),))
     with pytest.raises(errors.HostError, match="ssh settings") as raised:
