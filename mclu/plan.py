@@ -68,6 +68,9 @@ class BuildPlan:
     template: ResolvedTemplate
     guests: tuple[GuestPlan, ...]
     transport: str
+    # What the user should know but that does not stop the build: hosts that did not answer,
+    # where the new names could not be checked (mclu keeps no state of its own to ask).
+    warnings: tuple[str, ...] = ()
 
     @property
     def hosts_needing_base(self) -> tuple[str, ...]:
@@ -116,7 +119,8 @@ def plan_build(request: BuildRequest, snapshot: Snapshot, storage: Mapping[str, 
         already[chosen.host] = already[chosen.host] + need
         host = next(c for c in candidates if c.name == chosen.host)
         guests.append(_guest_plan(name, chosen, host, template, request, sizing, now, guests))
-    return BuildPlan(template=template, guests=tuple(guests), transport=request.transport)
+    return BuildPlan(template=template, guests=tuple(guests), transport=request.transport,
+                     warnings=_unchecked_names([name for name, _ in targets], snapshot))
 
 
 def split_name(text: str) -> tuple[str, str | None]:
@@ -202,6 +206,16 @@ def _check_name_free(name: str, snapshot: Snapshot) -> None:
     for host, snap in snapshot.ok.items():
         if any(g.name == name for g in snap.guests):
             raise errors.GuestExists(host, name)
+
+
+def _unchecked_names(names: Sequence[str], snapshot: Snapshot) -> tuple[str, ...]:
+    """One warning per host whose guests are unknown: a guest of one of these names may be
+    there (a host that is off keeps its guests), and the build would make a second one."""
+    which = f"{'the name' if len(names) == 1 else 'the names'} {', '.join(names)}"
+    return tuple(
+        f"{host} did not answer ({snapshot.failed[host].state}): {which} could not be checked "
+        "there; a guest there of that name would make two (`mclu list` flags them)"
+        for host in snapshot.order if host not in snapshot.ok and host in snapshot.failed)
 
 
 # --- placing and describing ----------------------------------------------------------------

@@ -131,6 +131,7 @@ def test_build_case(case: dict[str, Any]) -> None:
                                                                 strict=True)] == wanted
     assert built.send_bytes == size(expected.get("send_bytes", 0))
     assert list(built.hosts_needing_base) == expected.get("hosts_needing_base", [])
+    assert list(built.warnings) == expected.get("warnings", [])
 
 
 # --- each error, directly -----------------------------------------------------------------
@@ -175,6 +176,24 @@ def test_name_taken_on_any_host_even_when_pinned_elsewhere() -> None:
 def test_unknown_pinned_host(names: tuple[str, ...]) -> None:
     with pytest.raises(errors.UnknownHost, match=r"'ham9' \(the inventory hosts.toml has: ham0"):
         build(names, on="ham9")
+
+
+def test_a_host_that_did_not_answer_is_a_warning_naming_the_unchecked_names() -> None:
+    """mclu keeps no state: a host that is off may hold a guest of the new name."""
+    hosts = {"ham0": {}, "ham1": {"unreachable": True}, "ham2": {"unreachable": True}}
+    built = build(("web1", "web2"), hosts)
+    assert built.warnings == tuple(
+        f"{h} did not answer (off): the names web1, web2 could not be checked there; a guest "
+        "there of that name would make two (`mclu list` flags them)" for h in ("ham1", "ham2"))
+    assert output.plan_text(built).splitlines()[-2:] == [f"warning: {w}" for w in built.warnings]
+    assert output.plan_json(built)["warnings"] == list(built.warnings)
+    assert build(("web1",)).warnings == ()  # every host answered
+    assert output.plan_json(build(("web1",)))["warnings"] == []
+    # A host whose guests answered but whose image directory did not: its names were checked.
+    snapshot, storage = cluster({"ham0": {}, "ham1": {}}, TEMPLATE.base)
+    del storage["ham1"]
+    assert plan.plan_build(plan.BuildRequest("tiny", ("web1",)), snapshot, storage, TEMPLATE,
+                           now=NOW).warnings == ()
 
 
 def test_unreachable_pinned_host_raises_its_own_error() -> None:

@@ -1,0 +1,92 @@
+"""`mclu build --dry-run` end to end, in-process, on fake hosts: what a build asks of the user
+before it makes anything (a way into the guests) and what it tells them (names it could not
+check on hosts that did not answer). The build itself needs libguestfs: tests/integration.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mclu import errors, storage
+from mclu.hosts import fake
+from tests.cli.test_read_commands import guest
+from tests.cli.test_rebuild import RebuildCli
+
+IMAGES = "/var/lib/libvirt/images"
+# The one storage command of a build's read pass: lots of room, nothing cached, no leftovers.
+STORAGE = fake.canned(["sh", "-c", storage.SCAN_SCRIPT, "sh", IMAGES, "storage"],
+                      b"@now 1\n@df\nAvail\n99999999999\n@dfstatus 0\n@cache\n@partial\n"
+                      b"@locks\n@proclocks\n")
+
+
+class BuildCli(RebuildCli):
+    """Fake hosts a, b, c with room; a private HOME whose ~/.ssh is empty until give_key()."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        super().__init__(tmp_path)
+        self.home = tmp_path / "home"
+        (self.home / ".ssh").mkdir(parents=True)
+        self.environ["HOME"] = str(self.home)
+        for host in self.cluster.hosts.values():
+            host.commands = dict([STORAGE])
+
+    def give_key(self) -> None:
+        (self.home / ".ssh" / "id_ed25519.pub").write_text("ssh-ed25519 AAAA user@ctl\n")
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> BuildCli:
+    return BuildCli(tmp_path)
+
+
+def test_an_empty_ssh_dir_is_refused_before_any_host_is_asked(cli: BuildCli) -> None:
+    assert cli("build", "tiny", "web1") == 2
+    assert cli.stderr == (
+        f"mclu: error: no ssh key for the guests' root: {cli.home}/.ssh has no id_*.pub; give "
+        "--ssh-key FILE (or --root-password-file FILE), or --no-login for guests nobody logs "
+        "in to\n")
+    assert cli.stdout == ""
+    assert not any(h.ran or h.guests for h in cli.cluster.hosts.values())
+
+
+@pytest.mark.parametrize("way_in", [["--no-login"], ["--ssh-key", "KEY"],
+                                    ["--root-password-file", "PASSWORD"], []])
+def test_a_key_a_password_or_no_login_lets_the_build_plan(cli: BuildCli, tmp_path: Path,
+                                                          way_in: list[str]) -> None:
+    (tmp_path / "KEY").write_text("ssh-ed25519 AAAA other@ctl\n")
+    (tmp_path / "PASSWORD").write_text("secret\n")
+    if not way_in:
+        cli.give_key()  # the default: the user's own ~/.ssh/id_*.pub
+    argv = [str(tmp_path / a) if a.isupper() else a for a in way_in]
+    assert cli("build", "tiny", "web1", "--dry-run", *argv) == 0, cli.stderr
+    assert cli.stdout.splitlines()[0] == "build 1 guest from tiny r3:"
+    assert cli.stderr == ""
+
+
+def test_a_host_that_did_not_answer_is_a_warning(cli: BuildCli) -> None:
+    """mclu keeps no state: the off host may hold a guest of the new name (issue: two nu-h)."""
+    cli.give_key()
+    cli.cluster.fail("c", errors.HostUnreachable("c", "c", "no route to host"))
+    warning = ("c did not answer (off): the name nu-h could not be checked there; a guest there "
+               "of that name would make two (`mclu list` flags them)")
+    assert cli("build", "tiny", "nu-h", "--dry-run") == 0, cli.stderr
+    assert cli.stdout.splitlines()[-1] == f"warning: {warning}"
+    assert cli("build", "tiny", "nu-h", "--dry-run", "--json") == 0
+    assert json.loads(cli.stdout)["warnings"] == [warning]
+
+
+def test_list_flags_one_name_on_two_hosts(cli: BuildCli) -> None:
+    cli.cluster.hosts["a"].guests["nu-h"] = guest("nu-h")
+    cli.cluster.hosts["c"].guests["nu-h"] = guest("nu-h")
+    cli.cluster.hosts["b"].guests["db"] = guest("db")
+    assert cli("list") == 0
+    assert [line.split()[:2] for line in cli.stdout.splitlines()[1:]] == [
+        ["db", "b"], ["nu-h", "a"], ["nu-h", "c"]]
+    assert cli.stderr == "mclu: two guests named nu-h, on a and c: name them as HOST:nu-h\n"
+    assert cli("list", "--json") == 0
+    assert [(g["name"], g["host"], g["duplicate"]) for g in json.loads(cli.stdout)["guests"]] == [
+        ("db", "b", False), ("nu-h", "a", True), ("nu-h", "c", True)]
+    assert cli.stderr == ""  # --json: the field says it
