@@ -7,6 +7,7 @@ import dataclasses
 
 from mclu import errors, inventory, model, power
 from mclu.cli import commands, migration, output, parsing
+from mclu.hosts.session import command_line
 
 DEFAULT_TIMEOUT = 300.0  # seconds --wait waits by default
 
@@ -26,6 +27,8 @@ def register(sub: parsing.Subparsers) -> None:
     guests.add_argument("--force", action="store_true",
                         help="power off even though guests run there (they die with it)")
     _wait_options(off, "until the host stops answering ssh")
+    off.add_argument("--dry-run", action="store_true",
+                     help="say what would be done (with --drain, its plan), change nothing")
 
 
 def _wait_options(parser: argparse.ArgumentParser, until: str) -> None:
@@ -70,6 +73,8 @@ async def power_on(args: argparse.Namespace, env: commands.Env) -> int:
 async def power_off(args: argparse.Namespace, env: commands.Env) -> int:
     """Run the host's power-off command unless guests run there (--force, --drain)."""
     _inv, spec = _host(args, env)
+    if args.dry_run:
+        return await _power_off_dry_run(spec, args, env)
     if args.drain:
         await _drain(spec, args, env)
     async with env.open_session(spec) as host:
@@ -89,10 +94,35 @@ async def power_off(args: argparse.Namespace, env: commands.Env) -> int:
     return errors.EXIT_OK
 
 
-async def _drain(spec: model.HostSpec, args: argparse.Namespace, env: commands.Env) -> None:
+async def _power_off_dry_run(spec: model.HostSpec, args: argparse.Namespace,
+                             env: commands.Env) -> int:
+    """What `off` would do, from a look at the host's guests (and with --drain, the drain's
+    plan); nothing is moved or powered off. Refused as the real run would be."""
+    if args.drain:
+        await _drain(spec, args, env, dry_run=True)
+    async with env.open_session(spec) as host:
+        running = sorted(g.name for g in await host.guests() if g.state.active)
+    if running and not (args.force or args.drain):
+        raise errors.GuestsRunning(spec.name, running)
+    if args.json:
+        env.printer.json({"host": spec.name, "action": "off", "dry_run": True,
+                          "command": list(spec.power_off_command), "running": running,
+                          "drain": args.drain})
+        return errors.EXIT_OK
+    text = f"{spec.name}: would power off with `{command_line(spec.power_off_command)}`"
+    if running and args.drain:
+        text += f" once its running guests are moved away: {', '.join(running)}"
+    elif running:
+        text += f"; running guests would die with it (--force): {', '.join(running)}"
+    env.printer.text(text)
+    return errors.EXIT_OK
+
+
+async def _drain(spec: model.HostSpec, args: argparse.Namespace, env: commands.Env, *,
+                 dry_run: bool = False) -> None:
     """`mclu drain HOST` first. Its exit status is not the verdict: it also reports shut-off
     guests it leaves; what counts is whether guests still run when mclu looks again."""
-    drain_args = argparse.Namespace(source=spec.name, dry_run=False, json=args.json,
+    drain_args = argparse.Namespace(source=spec.name, dry_run=dry_run, json=args.json,
                                     config=args.config, verbose=args.verbose, host=None, tag=None)
     # With --json, stdout holds the one power-off document: the drain's report is progress.
     printer = output.Printer(out=env.printer.err, err=env.printer.err) if args.json else \

@@ -232,3 +232,38 @@ def test_off_drain_that_leaves_a_guest_running_is_refused(cli: Cli) -> None:
     assert json.loads(cli.out.getvalue())["error"]["type"] == "GuestsRunning"
     assert "a: refusing to power off: 1 running guest (web1)" in cli.err.getvalue()
     assert "web1" in cli.cluster.hosts["a"].guests
+
+
+# --- off --dry-run ---------------------------------------------------------------------------
+
+
+def test_off_dry_run_says_what_it_would_run_and_runs_nothing(cli: Cli) -> None:
+    cli.cluster.hosts["a"].guests.update(old=STOPPED)
+    assert cli("off", "a", "--dry-run") == 0
+    assert cli.out.getvalue() == "a: would power off with `poweroff --now`\n"
+    assert cli.cluster.hosts["a"].ran == []
+
+
+def test_off_dry_run_is_refused_as_the_real_run_would_be(cli: Cli) -> None:
+    cli.cluster.hosts["a"].guests.update(web1=RUNNING)
+    assert cli("off", "a", "--dry-run") == 1
+    assert "a: refusing to power off: 1 running guest (web1)" in cli.err.getvalue()
+    assert cli("off", "a", "--dry-run", "--force") == 0
+    assert cli.out.getvalue() == ("a: would power off with `poweroff --now`; running guests "
+                                  "would die with it (--force): web1\n")
+    assert cli.cluster.hosts["a"].ran == []
+
+
+def test_off_drain_dry_run_prints_the_plan_and_moves_nothing(cli: Cli) -> None:
+    cli.shared_storage()
+    cli.cluster.hosts["a"].guests.update(web1=RUNNING)
+    assert cli("off", "a", "--drain", "--dry-run") == 0, cli.err.getvalue()
+    out = cli.out.getvalue()
+    assert out.startswith("web1: a → b (")
+    assert out.endswith("a: would power off with `poweroff --now` once its running guests "
+                        "are moved away: web1\n")
+    assert "web1" in cli.cluster.hosts["a"].guests and cli.cluster.hosts["a"].ran == []
+    assert cli("off", "a", "--drain", "--dry-run", "--json") == 0
+    assert json.loads(cli.out.getvalue()) == {
+        "version": 1, "host": "a", "action": "off", "dry_run": True,
+        "command": ["poweroff", "--now"], "running": ["web1"], "drain": True}
