@@ -3,24 +3,46 @@
 The lock lives on the host, a flock on `<image_dir>/.mclu-locks/<guest>.lock` held through
 the run's ssh connection (`Session.lock`): nothing to clean up after a crash, because the
 lock ends with the connection. A second run does not wait: it fails at once, naming the
-holder (user@controller, pid, command, since when), which the holder wrote into the file.
+holder (user@controller, pid, command, since when), which the holder wrote into the file;
+unless it was told to wait (`waiting`, the CLI's --wait-lock), when it tries again every few
+seconds until its time is up.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import contextvars
 import datetime
 import getpass
 import os
 import posixpath
 import socket
-from collections.abc import AsyncIterator, Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 
 from mclu import errors, plan
 from mclu.hosts.session import Session
 from mclu.model import HostSpec
 
 LOCK_DIR = ".mclu-locks"
+RETRY_INTERVAL = 2.0  # seconds between attempts at a held lock, while waiting for it
+
+# How long a held lock is waited for: 0, fail at once (the default). A context variable, set
+# once for a whole run by the CLI, so that every place that takes locks (build, rebuild,
+# migrate, drain, the lifecycle commands, cleanup) honours it without each passing it down.
+_WAIT: contextvars.ContextVar[float] = contextvars.ContextVar("mclu_lock_wait", default=0.0)
+
+
+@contextlib.contextmanager
+def waiting(seconds: float) -> Iterator[None]:
+    """Within the block (and the tasks started in it), a lock held by another run is tried
+    again every RETRY_INTERVAL seconds for up to `seconds` before GuestLocked."""
+    token = _WAIT.set(seconds)
+    try:
+        yield
+    finally:
+        _WAIT.reset(token)
 
 
 def lock_path(spec: HostSpec, name: str) -> str:
@@ -43,12 +65,20 @@ def holder(purpose: str) -> str:
 @contextlib.asynccontextmanager
 async def guest(session: Session, spec: HostSpec, name: str, purpose: str
                 ) -> AsyncIterator[None]:
-    """Hold guest `name`'s lock on the host for the block; GuestLocked when another run has it."""
+    """Hold guest `name`'s lock on the host for the block; GuestLocked when another run has it
+    (and, within `waiting`, still has it when the time is up)."""
+    path, who = lock_path(spec, name), holder(purpose)
+    deadline = time.monotonic() + _WAIT.get()
     async with contextlib.AsyncExitStack() as stack:
-        try:
-            await stack.enter_async_context(session.lock(lock_path(spec, name), holder(purpose)))
-        except errors.LockHeld as e:
-            raise errors.GuestLocked(spec.name, name, e.holder) from None
+        while True:
+            try:
+                await stack.enter_async_context(session.lock(path, who))
+                break
+            except errors.LockHeld as e:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise errors.GuestLocked(spec.name, name, e.holder) from None
+                await asyncio.sleep(min(RETRY_INTERVAL, left))
         yield
 
 

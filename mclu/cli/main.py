@@ -14,7 +14,7 @@ import time
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TextIO
 
-from mclu import __version__, errors, runtmp, sizes, storage
+from mclu import __version__, errors, locks, runtmp, sizes, storage
 from mclu.cli import cleanup, commands, lifecycle, migration, output, parsing, power, rebuild
 
 EXIT_INTERRUPTED = errors.EXIT_INTERRUPTED
@@ -47,7 +47,8 @@ def run(argv: Sequence[str], env: commands.Env) -> int:
     command: parsing.Command = args.command
     with logging_to(env.printer.err, args.verbose):
         try:
-            return asyncio.run(_cancelled_by_sigterm(command(args, env)))
+            with locks.waiting(args.wait_lock):
+                return asyncio.run(_cancelled_by_sigterm(command(args, env)))
         except errors.MCLUError as e:
             code = _failed(env, e, args.json)
             if args.verbose and e.__cause__ is not None:

@@ -70,7 +70,11 @@ if TYPE_CHECKING:  # argparse's class is not subscriptable at run time
 
 
 def global_options(parser: argparse.ArgumentParser, default: object) -> None:
-    """-c and -v, accepted before and after the command name."""
+    """-c, -v and --wait-lock, accepted before and after the command name."""
+    parser.add_argument("--wait-lock", type=seconds, metavar="SECONDS",
+                        default=0.0 if default is None else default,
+                        help="when another mclu run holds a guest's lock, try again for up to "
+                             "SECONDS before giving up with exit 75 (default: 0, at once)")
     parser.add_argument("-c", "--config", metavar="FILE", default=default,
                         help="inventory file (default: $MCLU_CONFIG, then "
                              "~/.config/mclu/hosts.toml)")

@@ -7,10 +7,12 @@ fake's locks behave as the real ones: tests/contract pins that).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mclu import errors, locks, model
+from mclu.hosts import fake
 from tests.cli.test_lifecycle import IMAGES, LifecycleCli, with_disks
 from tests.cli.test_migration import Cli as MigrationCli
 from tests.cli.test_read_commands import guest
@@ -80,3 +82,66 @@ def test_drain_reports_a_locked_guest_and_moves_the_others(tmp_path: Path) -> No
     assert "locked by ops@controller2" in cli.out.getvalue()
     assert cli.where("web1") == ["a"]
     assert cli.where("web2") != ["a"]
+
+
+# --- --wait-lock -------------------------------------------------------------------------------
+
+
+class Attempts(list[str]):
+    """Each attempt at a lock, by path; the other run ends at attempt `release_at`."""
+
+    release_at: int | None = 3
+
+
+@pytest.fixture
+def attempts(monkeypatch: pytest.MonkeyPatch) -> Attempts:
+    """Retries every 10 ms instead of every few seconds, each one recorded."""
+    monkeypatch.setattr(locks, "RETRY_INTERVAL", 0.01)
+    tried = Attempts()
+    original = fake.FakeSession.lock
+
+    def lock(self: fake.FakeSession, path: str, holder: str) -> Any:
+        tried.append(path)
+        if len(tried) == tried.release_at:  # the other run ends meanwhile
+            self.fake_host.locks.pop(path, None)
+        return original(self, path, holder)
+
+    monkeypatch.setattr(fake.FakeSession, "lock", lock)
+    return tried
+
+
+def test_wait_lock_waits_for_the_other_run_to_end(cli: LifecycleCli,
+                                                  attempts: Attempts) -> None:
+    hold(cli.cluster.spec("a"), cli.host("a").locks, "web1")
+    assert cli("--wait-lock", "30", "destroy", "web1") == 0
+    assert cli.stdout == "web1 on a: powered off\n"
+    assert len(attempts) == 3 and cli.host("a").locks == {}
+
+
+def test_wait_lock_gives_up_when_its_time_is_up(cli: LifecycleCli,
+                                                attempts: Attempts) -> None:
+    attempts.release_at = None  # the other run goes on
+    hold(cli.cluster.spec("a"), cli.host("a").locks, "web1")
+    assert cli("destroy", "web1", "--wait-lock", "0.05") == errors.EXIT_LOCKED
+    assert cli.stderr.startswith("mclu: error: a: guest 'web1' is locked by ")
+    assert cli.state("a", "web1") == model.GuestState.RUNNING
+
+
+def test_without_wait_lock_a_held_lock_fails_at_once(cli: LifecycleCli,
+                                                     attempts: Attempts) -> None:
+    hold(cli.cluster.spec("a"), cli.host("a").locks, "web1")
+    assert cli("destroy", "web1") == errors.EXIT_LOCKED
+    assert len(attempts) == 1
+
+
+def test_wait_lock_for_migrate(tmp_path: Path, attempts: Attempts) -> None:
+    cli = MigrationCli(tmp_path)
+    cli.cluster.hosts["a"].guests["web1"] = guest("web1")
+    hold(cli.cluster.spec("a"), cli.cluster.hosts["a"].locks, "web1")
+    assert cli("migrate", "web1", "--to", "b", "--wait-lock", "30") == 0
+    assert cli.where("web1") == ["b"]
+
+
+def test_wait_lock_rejects_a_negative_time(cli: LifecycleCli) -> None:
+    assert cli("destroy", "web1", "--wait-lock", "-1") == errors.EXIT_USAGE
+    assert "must not be negative" in cli.stderr
