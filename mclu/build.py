@@ -52,6 +52,9 @@ class Inputs:
     root_password_file: str | None = None
 
 
+READY_STEP = "ready"  # the step that waits for a started guest to be ready
+
+
 @dataclass(frozen=True)
 class Readiness:
     """Whether and how long a command waits for its new guests to be ready."""
@@ -121,7 +124,7 @@ async def execute(build: plan.BuildPlan, local: cache.LocalBase, sessions: Mappi
         await _each_guest(build, lambda guest: _until_ready(
             sessions[guest.host], guest, rules[guest.name], timeout, reporter))
     except errors.BuildFailed as e:
-        if readiness_.keep_failed and isinstance(e.__cause__, errors.NotReady):
+        if readiness_.keep_failed and e.step == READY_STEP:
             raise errors.BuildFailed(e.guest, e.step, e.host, (
                 f"{e.reason}; kept for a look, as asked (mclu delete {e.guest} removes it)")
                 ) from e
@@ -388,8 +391,8 @@ async def _until_ready(session: Session, guest: plan.GuestPlan, rule: readiness.
                        timeout: float, reporter: Reporter) -> None:
     """Wait for the guest to be ready, then record it so; a NotReady fails the build."""
     reporter.step(session.host, guest.name, f"waiting until ready ({rule.describe()})")
-    await _step(session.host, guest.name, "ready", waiting.wait(session, guest.name, rule,
-                                                                 timeout))
+    await _step(session.host, guest.name, READY_STEP, waiting.wait(session, guest.name, rule,
+                                                                    timeout))
     meta = dataclasses.replace(guest.spec.meta, state=model.BuildState.READY, ready=str(rule))
     await _step(session.host, guest.name, "record", session.set_metadata(guest.name, meta))
 

@@ -393,7 +393,7 @@ async def execute(chosen: RebuildPlan, sessions: Mapping[str, Session],
     return results
 
 
-READY_STEP = "ready"
+READY_STEP = build.READY_STEP
 
 
 async def rebuild_guest(item: Rebuild, session: Session, spec: model.HostSpec,

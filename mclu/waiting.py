@@ -14,7 +14,7 @@ from mclu import errors, lifecycle
 from mclu.hosts.session import Session
 from mclu.readiness import Kind, Rule, console_lines, console_matches, panicked
 
-POLL = 1.0  # seconds between two looks
+POLL = 0.5  # seconds between two looks: one command and one libvirt call each
 CONSOLE_BYTES = 64 * 1024  # of the log's end read per look: a boot's last screens
 CONSOLE_LINES = 8  # kept in the error
 AGENT_TIMEOUT = 2  # seconds libvirt waits for the agent's answer to one ping

@@ -206,11 +206,13 @@ def guest_json(host: str, guest: model.Guest) -> dict[str, Any]:
         "max_memory": guest.max_memory,
         "disks": list(guest.disks),
         "persistent": guest.persistent,
+        "autostart": guest.autostart,
         "mclu": None if meta is None else {
             "template": meta.template,
             "revision": meta.revision,
             "built": meta.built,
             "state": meta.state,
+            "ready": meta.ready or None,
             "options": dict(meta.options),
         },
     }
@@ -222,10 +224,13 @@ def info_text(found: Found) -> str:
         ("Name", g.name), ("Host", host), ("State", g.state.value), ("UUID", g.uuid),
         ("vCPUs", str(g.vcpus)), ("Memory", sizes.human(g.memory)),
         ("Max memory", sizes.human(g.max_memory)), ("Persistent", "yes" if g.persistent else "no"),
+        ("Autostart", "yes" if g.autostart else "no"),
     ]
     rows += [("Disk", d) for d in g.disks]
     if g.mclu:
         rows += [("Template", _template(g)), ("Built", g.mclu.built), ("Build state", g.mclu.state)]
+        if g.mclu.ready:
+            rows.append(("Ready by", g.mclu.ready))
         rows += [(f"Option {k}", v) for k, v in g.mclu.options]
     else:
         rows.append(("Template", "(not built by mclu)"))

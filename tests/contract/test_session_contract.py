@@ -184,6 +184,35 @@ async def test_set_metadata_of_a_running_guest_shows_now_and_after_it_stops(targ
     assert (running.mclu, stopped.mclu) == (META, META)
 
 
+async def test_autostart_is_off_until_set_and_shows_in_the_listing(target: Target) -> None:
+    guest = await target.define()
+    assert guest.autostart is False
+    await target.session.set_autostart(guest.name, True)
+    listed = await target.guest(guest.name)
+    assert listed is not None and listed.autostart is True
+    await target.session.set_autostart(guest.name, False)
+    listed = await target.guest(guest.name)
+    assert listed is not None and listed.autostart is False
+
+
+async def test_autostart_of_a_missing_guest(target: Target) -> None:
+    with pytest.raises(errors.GuestNotFound):
+        await target.session.set_autostart(MISSING, True)
+
+
+async def test_a_guest_without_an_agent_does_not_answer_a_ping(target: Target) -> None:
+    guest = await target.define()
+    await target.session.start(guest.name)
+    try:
+        answered = await target.session.agent_ping(guest.name, 1)
+    except errors.Unsupported:
+        pytest.skip("no guest agents on this connection (libvirt's test driver)")
+    finally:
+        await target.session.destroy(guest.name)
+    assert answered is False  # nothing runs qemu-ga in the contract's guests
+    assert await target.session.agent_ping(guest.name, 1) is False  # not running
+
+
 # --- commands ---------------------------------------------------------------------------------
 
 

@@ -1,0 +1,289 @@
+"""Ready means ready, on the sandbox: builds and rebuilds wait until the guest has booted.
+
+Real tiny guests under TCG: a build ends once the guest's serial console shows its login
+prompt; a build whose guest never shows what its template waits for is undone; a rebuild to
+a revision that does not boot (its /sbin/init removed: the kernel panics) or that never
+shows what its template waits for is rolled back, the old guest running on its old disk and
+record, and `--all` does not try that revision on the next guest; a shut-off guest is booted
+once to check its new disk and left off; guests come back after their host restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mclu.sandbox import images as sandbox_images
+from mclu.sandbox.images import index as sandbox_index
+from tests.integration import sandbox as sb
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(1800)]
+
+IMAGES = "/var/lib/libvirt/images"
+ROOT_OFFSET = 1048576  # the sandbox images' root filesystem starts at 1 MiB (disk.sh)
+NEVER = "console:this line never comes"
+
+
+class Guests:
+    """Guests this module builds, removed at the end whatever happened."""
+
+    def __init__(self, sandbox: sb.Sandbox, key: Path, cache: Path, templates: Path) -> None:
+        self.sandbox = sandbox
+        self.key = key
+        self.env = {"MCLU_CACHE": str(cache)}
+        self.templates = templates
+        self.made: list[tuple[str, str]] = []  # (host, name)
+
+    def name(self, host: str) -> str:
+        # "aa": sorted before other guests a host may hold, so `--all` takes these first.
+        name = f"aa{uuid.uuid4().hex[:8]}"
+        self.made.append((host, name))
+        return name
+
+    def mclu(self, *args: str, inventory: Path | None = None,
+             templates: Path | None = None) -> subprocess.CompletedProcess[str]:
+        return sb.mclu(*args, "--ssh-key", str(self.key), "--templates",
+                       str(templates or self.templates),
+                       inventory=inventory or self.sandbox.inventory, env=self.env,
+                       timeout=900)
+
+    def build(self, host: str, template: str = "tiny", *extra: str) -> str:
+        name = self.name(host)
+        done = self.mclu("build", template, name, "--on", host, *extra)
+        assert done.returncode == 0, done.stderr
+        return name
+
+    def virsh(self, host: str, *args: str) -> str:
+        return self.sandbox.exec(host, ["virsh", *args], check=False).stdout.strip()
+
+    def record(self, host: str, name: str) -> dict[str, Any]:
+        """What a rolled-back rebuild must leave as it was: the disk file, the record."""
+        code, doc = sb.mclu_json("info", f"{host}:{name}", inventory=self.sandbox.inventory)
+        assert code == 0, doc
+        inode = self.sandbox.exec(host, ["stat", "-c", "%i", f"{IMAGES}/{name}.qcow2"]).stdout
+        guest = doc["guest"]
+        return {"uuid": guest["uuid"], "state": guest["state"], "mclu": guest["mclu"],
+                "inode": inode.strip()}
+
+    def console(self, host: str, name: str) -> str:
+        return self.sandbox.exec(host, ["cat", f"/var/log/libvirt/qemu/{name}-console.log"],
+                                 check=False).stdout
+
+    def wait_console(self, host: str, name: str, text: str, seconds: float = 180) -> None:
+        deadline = time.monotonic() + seconds
+        while text not in self.console(host, name):
+            assert time.monotonic() < deadline, self.console(host, name)[-2000:]
+            time.sleep(1)
+
+    def left_of(self, host: str, name: str) -> list[str]:
+        """The guest's domain and files on its host, `.mclu-*` files of a rebuild included."""
+        found = [f"domain {name}"] if self.virsh(host, "domuuid", name) else []
+        files = self.sandbox.exec(host, ["ls", "-a", IMAGES]).stdout.split()
+        return found + [f for f in files if f.startswith(name)]
+
+    def cleanup(self) -> None:
+        for host, name in self.made:
+            self.sandbox.exec(host, ["virsh", "-q", "destroy", name], check=False)
+            self.sandbox.exec(host, ["virsh", "-q", "undefine", name], check=False)
+            self.sandbox.exec(host, ["sh", "-c", f"rm -f {IMAGES}/{name}.qcow2*"], check=False)
+
+
+@pytest.fixture(scope="module")
+def guests(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory, ssh_key: Path,
+           cache_dir: Path) -> Iterator[Guests]:
+    sandbox_images.build_repository(sandbox.state, names=["tiny"])
+    templates = tmp_path_factory.mktemp("templates")
+    (templates / "tiny.toml").write_text('base = "tiny"\nmemory = "128 MiB"\n')
+    (templates / "flaky.toml").write_text('base = "tiny"\nmemory = "128 MiB"\n')
+    (templates / "never.toml").write_text(
+        f'base = "tiny"\nmemory = "128 MiB"\nready = "{NEVER}"\nready_timeout = 20\n')
+    made = Guests(sandbox, ssh_key, cache_dir, templates)
+    try:
+        yield made
+    finally:
+        made.cleanup()
+
+
+def published_revision(sandbox: sb.Sandbox) -> int:
+    parsed = sandbox_index.parse_index((sandbox.state / "repo" / "index").read_text())
+    return sandbox_index.entry_from_fields("tiny", parsed["tiny"]).revision
+
+
+def next_revision(sandbox: sb.Sandbox, directory: Path, *, boots: bool) -> Path:
+    """An inventory whose sources add revision N+1 of tiny to the sandbox's repository: the
+    same image, or (`boots=False`) one whose /sbin/init is gone, so its kernel panics."""
+    repo = directory / "repo"
+    (repo / "repos.d").mkdir(parents=True)
+    source = sandbox.state / "repo"
+    image = repo / "tiny.xz"
+    if boots:
+        image.symlink_to(source / "tiny.xz")
+    else:
+        raw = repo / "tiny.raw"
+        subprocess.run(f"xz -dc {source / 'tiny.xz'} > {raw}", shell=True, check=True)
+        subprocess.run(["debugfs", "-w", "-R", "rm /sbin/init", f"{raw}?offset={ROOT_OFFSET}"],
+                       check=True, capture_output=True)
+        subprocess.run(["xz", "-0", "-T0", "--block-size=16777216", str(raw)], check=True)
+    index = (source / "index").read_text()
+    fields = {"revision": str(published_revision(sandbox) + 1),
+              "checksum[sha512]": hashlib.sha512(image.read_bytes()).hexdigest(),
+              "compressed_size": str(image.stat().st_size)}
+    section = re.search(r"\[tiny\]\n(?:[^\[].*\n)*", index)
+    assert section is not None
+    text = section.group(0)
+    for key, value in fields.items():
+        text, count = re.subn(rf"^{re.escape(key)}=.*$", f"{key}={value}", text,
+                              flags=re.MULTILINE)
+        assert count == 1, key
+    (repo / "index").write_text(text)
+    (repo / "repos.d" / "next.conf").write_text(f"[next]\nuri=file://{repo}/index\n")
+    repos = [*sandbox.doc.get("template_repos", []), str(repo / "repos.d")]
+    return sandbox.variant(directory / "hosts.toml", top={"template_repos": repos})
+
+
+def error_lines(err: str) -> list[str]:
+    assert "Traceback" not in err, err
+    return [line for line in err.splitlines() if line.startswith("mclu: error:")]
+
+
+# --- build ------------------------------------------------------------------------------------
+
+
+def test_build_ends_once_the_guest_shows_its_login_prompt(sandbox: sb.Sandbox,
+                                                          guests: Guests) -> None:
+    host = sandbox.up_hosts[0]
+    name = guests.name(host)
+    done = guests.mclu("build", "tiny", name, "--on", host)
+    assert done.returncode == 0, done.stderr
+    # tiny declares no rule: its disk has a getty on the serial console, so mclu waits for it.
+    assert re.fullmatch(rf"{name} runs on {host} \(ready in [\d.]+ s, by console:login:\)\n",
+                        done.stdout)
+    assert f"{name} login:" in guests.console(host, name)  # there when mclu said ready
+    record = guests.record(host, name)
+    assert record["mclu"]["state"] == "ready" and record["mclu"]["ready"] == "console:login:"
+    code, doc = sb.mclu_json("info", name, inventory=sandbox.inventory)
+    assert code == 0 and doc["guest"]["autostart"] is True
+
+
+def test_a_build_that_never_becomes_ready_is_undone(sandbox: sb.Sandbox,
+                                                    guests: Guests) -> None:
+    host = sandbox.up_hosts[1]
+    name = guests.name(host)
+    done = guests.mclu("build", "never", name, "--on", host)
+    assert done.returncode == 1
+    (line,) = error_lines(done.stderr)
+    assert line.startswith(f"mclu: error: build of {name} failed at step 'ready' on {host}: "
+                           f"{host}: {name} did not become ready ({NEVER}): not ready within "
+                           "20 s; its console ends: "), line
+    assert f"{name} login:" in line  # its console's last lines, quoted
+    assert guests.left_of(host, name) == []
+
+
+def test_keep_failed_keeps_the_guest_for_a_look_and_cleanup_removes_it(
+        sandbox: sb.Sandbox, guests: Guests) -> None:
+    host = sandbox.up_hosts[1]
+    name = guests.name(host)
+    done = guests.mclu("build", "never", name, "--on", host, "--keep-failed",
+                       "--ready-timeout", "5")
+    assert done.returncode == 1
+    (line,) = error_lines(done.stderr)
+    assert line.endswith(f"kept for a look, as asked (mclu delete {name} removes it)"), line
+    assert guests.virsh(host, "domstate", name) == "running"
+    listed = sb.mclu("list", "--host", host, inventory=sandbox.inventory)
+    row = next(r for r in listed.stdout.splitlines() if r.startswith(name))
+    assert "interrupted build" in row  # "started", and no run at it: a leftover
+    cleaned = sb.mclu("cleanup", "--host", host, inventory=sandbox.inventory)
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert f"{host}: removed guest {name}" in cleaned.stdout
+    assert guests.left_of(host, name) == []
+
+
+# --- rebuild ----------------------------------------------------------------------------------
+
+
+def test_rebuild_to_a_revision_that_does_not_boot_is_rolled_back_and_not_tried_again(
+        sandbox: sb.Sandbox, guests: Guests, tmp_path: Path) -> None:
+    host = sandbox.up_hosts[2]
+    first, second = sorted([guests.build(host), guests.build(host)])
+    before = {n: guests.record(host, n) for n in (first, second)}
+    old = published_revision(sandbox)
+    broken = next_revision(sandbox, tmp_path, boots=False)
+    done = guests.mclu("rebuild", "--all", "--host", host, "--quiet", inventory=broken)
+    assert done.returncode == 1
+    lines = error_lines(done.stderr)
+    assert lines[0].startswith(
+        f"mclu: error: rebuild of {first} on {host} failed at 'ready': tiny r{old + 1} did "
+        "not become ready (console:login:): its kernel panicked (Kernel panic - not syncing: "
+        "Attempted to kill init!"), lines
+    assert "its console ends: " in lines[0]
+    assert lines[0].endswith(f"; the old disk is back and {first} runs again"), lines[0]
+    assert (f"mclu: error: {host}: {second} not rebuilt: tiny r{old + 1} did not become "
+            f"ready on {first}") in lines
+    for name in (first, second):
+        assert guests.record(host, name) == before[name]  # old disk, old record, running
+        assert guests.left_of(host, name) == [f"{name}.qcow2"]
+    guests.wait_console(host, first, f"{first} login:")  # the old disk boots again
+
+
+def test_rebuild_whose_template_rule_never_matches_is_rolled_back(
+        sandbox: sb.Sandbox, guests: Guests, tmp_path: Path) -> None:
+    host = sandbox.up_hosts[0]
+    name = guests.build(host, "flaky")
+    before = guests.record(host, name)
+    # The template now waits for a line its guests never print.
+    changed = tmp_path / "templates"
+    changed.mkdir()
+    (changed / "flaky.toml").write_text(
+        f'base = "tiny"\nmemory = "128 MiB"\nready = "{NEVER}"\nready_timeout = 15\n')
+    done = guests.mclu("rebuild", name, templates=changed)
+    assert done.returncode == 1
+    (line,) = error_lines(done.stderr)
+    assert f"failed at 'ready': flaky r{published_revision(sandbox)} did not become ready " \
+           f"({NEVER}): not ready within 15 s; its console ends: " in line, line
+    assert line.endswith(f"the old disk is back and {name} runs again"), line
+    assert guests.record(host, name) == before
+
+
+def test_a_shut_off_guest_is_booted_once_to_check_it_and_left_off(
+        sandbox: sb.Sandbox, guests: Guests, tmp_path: Path) -> None:
+    host = sandbox.up_hosts[1]
+    name = guests.build(host)
+    guests.virsh(host, "destroy", name)
+    old = published_revision(sandbox)
+    done = guests.mclu("rebuild", name, inventory=next_revision(sandbox, tmp_path, boots=True))
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(rf"{name} on {host}: rebuilt from tiny r{old + 1} \(was r{old}\) in "
+                        r"[\d.]+ s; booted once, ready by console:login:, shut off again\n",
+                        done.stdout)
+    after = guests.record(host, name)
+    assert after["state"] == "shut off" and after["mclu"]["revision"] == str(old + 1)
+    assert f"{name} login:" in guests.console(host, name)  # the check's boot
+
+
+# --- after the host restarts ------------------------------------------------------------------
+
+
+def test_guests_come_back_when_their_host_restarts_unless_built_with_no_autostart(
+        sandbox: sb.Sandbox, guests: Guests) -> None:
+    host = sandbox.up_hosts[2]
+    name = guests.build(host)
+    stays_off = guests.build(host, "tiny", "--no-autostart")
+    code, doc = sb.mclu_json("info", stays_off, inventory=sandbox.inventory)
+    assert code == 0 and doc["guest"]["autostart"] is False
+    stopped = sb.sandbox("stop", host)
+    assert stopped.returncode == 0, stopped.stderr
+    started = sb.sandbox("start", host)
+    assert started.returncode == 0, started.stderr
+    guests.wait_console(host, name, f"{name} login:")  # libvirtd started it, and it booted
+    assert guests.virsh(host, "domstate", name) == "running"
+    assert guests.virsh(host, "domstate", stays_off) == "shut off"
+    code, doc = sb.mclu_json("info", name, inventory=sandbox.inventory)
+    assert code == 0 and doc["guest"]["autostart"] is True

@@ -1,0 +1,165 @@
+"""mclu.readiness (pure: rules, the choice, console logs) and mclu.waiting on fake hosts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from mclu import errors, model, readiness, waiting
+from mclu.hosts import fake
+from mclu.images import guest_text
+
+RUNNING = model.GuestState.RUNNING
+
+# A busybox guest's console log as virtlogd writes it: CRLF, a colour sequence, the prompt
+# without a newline at its end.
+TINY_BOOT = ("\x1b[0;32m[    0.000000] Linux version 6.1.0-28-amd64\r\n"
+             "[    1.2] Run /init as init process\r\n\r\nweb1 login: ")
+PANIC = ("[    1.9] Run /init as init process\r\nswitch_root: can't execute '/sbin/init': "
+         "No such file or directory\r\n[    2.0] Kernel panic - not syncing: Attempted to "
+         "kill init! exitcode=0x00000100\r\n[    2.0] ---[ end Kernel panic - not syncing: "
+         "Attempted to kill init! exitcode=0x00000100 ]---\r\n")
+
+
+# --- rules ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "rule"), [
+    ("started", readiness.STARTED),
+    ("agent", readiness.AGENT),
+    ("console:login:", readiness.Rule(readiness.Kind.CONSOLE, "login:")),
+    ("console:Reached target .*Multi-User", readiness.Rule(readiness.Kind.CONSOLE,
+                                                           "Reached target .*Multi-User")),
+    ("console:a:b", readiness.Rule(readiness.Kind.CONSOLE, "a:b")),  # the first colon splits
+])
+def test_rules_parse_and_print_back(text: str, rule: readiness.Rule) -> None:
+    assert readiness.parse(text) == rule
+    assert str(rule) == text
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("console:", "needs a regular expression"),
+    ("console:(", "is not a regular expression"),
+    ("ssh", "unknown readiness rule 'ssh'"),
+    ("agent:x", "unknown readiness rule"),
+    ("", "unknown readiness rule"),
+    ("Console:login:", "unknown readiness rule"),
+])
+def test_bad_rules_say_what_is_wrong(text: str, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        readiness.parse(text)
+
+
+def test_without_a_rule_the_strongest_check_the_guest_supports_is_chosen() -> None:
+    both = model.GuestTraits(agent=True, serial_login=True)
+    assert readiness.choose(None, both) == readiness.Choice(readiness.AGENT, declared=False)
+    assert readiness.choose(None, model.GuestTraits(serial_login=True)).rule == readiness.LOGIN
+    assert readiness.choose(None, model.GuestTraits()).rule == readiness.STARTED
+    assert readiness.choose(None, None).rule == readiness.STARTED  # the disk was not looked at
+
+
+def test_a_declared_rule_is_never_replaced_by_a_detected_one() -> None:
+    both = model.GuestTraits(agent=True, serial_login=True)
+    assert readiness.choose("console:ready$", both) == readiness.Choice(
+        readiness.Rule(readiness.Kind.CONSOLE, "ready$"), declared=True)
+    assert readiness.choose("started", both).rule == readiness.STARTED
+    assert readiness.STARTED.strength < readiness.LOGIN.strength < readiness.AGENT.strength
+
+
+# --- console logs -----------------------------------------------------------------------------
+
+
+def test_console_lines_are_what_a_person_reads() -> None:
+    assert readiness.console_lines(TINY_BOOT) == [
+        "[    0.000000] Linux version 6.1.0-28-amd64", "[    1.2] Run /init as init process",
+        "web1 login:"]
+
+
+def test_the_login_rule_matches_a_prompt_and_nothing_before_it() -> None:
+    assert readiness.console_matches(readiness.LOGIN, TINY_BOOT)
+    assert not readiness.console_matches(readiness.LOGIN, TINY_BOOT.rpartition("\r\n")[0])
+    assert readiness.console_matches(readiness.parse("console:^Welcome"), "x\r\nWelcome\r\n")
+    assert not readiness.console_matches(readiness.parse("console:^Welcome"), "x Welcome\n")
+
+
+def test_a_kernel_panic_is_found_with_its_reason() -> None:
+    assert readiness.panicked(PANIC) == ("Kernel panic - not syncing: Attempted to kill init! "
+                                         "exitcode=0x00000100")
+    assert readiness.panicked(TINY_BOOT) is None
+
+
+# --- what the disk says (guest_text) ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("inittab", "configs", "systemd", "enabled", "expected"), [
+    ("ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100\n", [], False, False, True),  # busybox
+    ("T0:23:respawn:/sbin/getty -L ttyS0 9600 vt100\n", [], False, False, True),  # sysvinit
+    ("#T0:23:respawn:/sbin/getty -L ttyS0 9600 vt100\n", [], False, False, False),  # off
+    ("tty1::respawn:/sbin/getty 38400 tty1\n", [], False, False, False),
+    ("", ["APPEND root=UUID=x ro console=tty0 console=ttyS0,115200n8 quiet\n"], True, False,
+     True),  # systemd's getty generator follows the kernel's console
+    ("", ["APPEND root=UUID=x ro console=tty0 console=ttyS0,115200n8\n"], False, False, False),
+    ("", ['GRUB_CMDLINE_LINUX="console=ttyS10"\n'], True, False, False),
+    ("", [], True, True, True),  # serial-getty@ttyS0 enabled by hand
+    ("", [], True, False, False),
+])
+def test_a_serial_login_prompt_is_found_from_init_and_boot_configuration(
+        inittab: str, configs: list[str], systemd: bool, enabled: bool, expected: bool) -> None:
+    assert guest_text.serial_login(inittab=inittab, boot_configs=configs, systemd=systemd,
+                                   serial_getty_enabled=enabled) is expected
+
+
+# --- waiting, on a fake host ------------------------------------------------------------------
+
+
+def guest(name: str = "web1", state: model.GuestState = RUNNING) -> model.Guest:
+    return model.Guest(name=name, uuid=f"uuid-{name}", state=state, vcpus=1, memory=1 << 28)
+
+
+def wait(host: fake.FakeHost, rule: readiness.Rule, timeout: float = 0) -> waiting.Ready:
+    cluster = fake.FakeCluster([host])
+
+    async def run() -> waiting.Ready:
+        async with cluster.open(cluster.spec(host.name)) as session:
+            return await waiting.wait(session, "web1", rule, timeout, poll=0)
+    return asyncio.run(run())
+
+
+def test_a_guest_whose_console_shows_the_prompt_is_ready() -> None:
+    host = fake.FakeHost("a", guests={"web1": guest()}, consoles={"web1": TINY_BOOT})
+    assert wait(host, readiness.LOGIN).rule == readiness.LOGIN
+
+
+def test_a_guest_whose_agent_answers_is_ready_and_one_without_is_not() -> None:
+    host = fake.FakeHost("a", guests={"web1": guest()}, agents={"web1"})
+    assert wait(host, readiness.AGENT).rule == readiness.AGENT
+    host.agents.clear()
+    with pytest.raises(errors.NotReady) as caught:
+        wait(host, readiness.AGENT)
+    assert caught.value.reason == "not ready within 0 s"
+    assert caught.value.console == ()
+    assert str(caught.value) == ("a: web1 did not become ready (agent): not ready within 0 s; "
+                                 "its console showed nothing")
+
+
+def test_a_panic_fails_at_once_quoting_the_console() -> None:
+    host = fake.FakeHost("a", guests={"web1": guest()}, consoles={"web1": PANIC})
+    with pytest.raises(errors.NotReady) as caught:
+        wait(host, readiness.LOGIN, timeout=3600)
+    assert caught.value.reason.startswith("its kernel panicked (Kernel panic - not syncing: ")
+    assert caught.value.console[-1].startswith("[    2.0] ---[ end Kernel panic")
+    assert str(caught.value).endswith(" / ".join(caught.value.console[-4:]))
+
+
+def test_a_guest_that_stopped_will_not_become_ready() -> None:
+    host = fake.FakeHost("a", guests={"web1": guest(state=model.GuestState.SHUTOFF)},
+                         consoles={"web1": "booting\r\n"})
+    with pytest.raises(errors.NotReady, match=r"\(started\): it stopped \(shut off\); its "
+                                              r"console ends: booting$"):
+        wait(host, readiness.STARTED, timeout=3600)
+
+
+def test_started_is_ready_as_soon_as_qemu_runs() -> None:
+    host = fake.FakeHost("a", guests={"web1": guest()})
+    assert wait(host, readiness.STARTED, timeout=3600).rule == readiness.STARTED
