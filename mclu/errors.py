@@ -249,7 +249,8 @@ class GuestNotFound(MCLUError):
     def where(self) -> str:
         text = f" on {self.host}" if self.host else ""
         if self.unreachable:
-            text += f" (not asked: {', '.join(self.unreachable)} did not answer)"
+            # They were asked: the guest may be on one of them.
+            text += f" ({', '.join(self.unreachable)} did not answer: it may be there)"
         return text
 
 

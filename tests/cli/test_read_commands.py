@@ -239,10 +239,10 @@ def test_info_ambiguous_names_both_hosts_and_host_prefix_chooses(cli: Cli) -> No
     assert cli.json()["guest"]["mclu"] is None
 
 
-def test_info_not_found_says_which_hosts_were_not_asked(cli: Cli) -> None:
+def test_info_not_found_says_which_hosts_did_not_answer(cli: Cli) -> None:
     cli.cluster.fail("c", errors.HostUnreachable("c", "c", "timed out"))
     assert cli("info", "nope") == 1
-    assert cli.stderr == "mclu: error: no guest named 'nope' (not asked: c did not answer)\n"
+    assert cli.stderr == "mclu: error: no guest named 'nope' (c did not answer: it may be there)\n"
 
 
 def test_info_found_while_a_host_is_off_notes_it(cli: Cli) -> None:

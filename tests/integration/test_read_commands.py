@@ -140,4 +140,4 @@ def test_list_and_info_find_guests_and_read_mclu_metadata(sandbox: sb.Sandbox,
     done = sb.mclu("info", "no-such-guest", inventory=sandbox.inventory)
     assert done.returncode == 1
     assert done.stderr.strip() == (f"mclu: error: no guest named 'no-such-guest' "
-                                   f"(not asked: {sandbox.off_host} did not answer)")
+                                   f"({sandbox.off_host} did not answer: it may be there)")
