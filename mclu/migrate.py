@@ -294,8 +294,20 @@ async def _execute(move: Move, sessions: Mapping[str, Session], specs: Mapping[s
         await asyncio.shield(undo.run(reporter))
         raise
     seconds = time.monotonic() - started
+    await _keep_autostart(move, dest, reporter)
     await _remove_source_disks(move, source, reporter)
     return Moved(move.guest.name, move.source, move.dest, seconds)
+
+
+async def _keep_autostart(move: Move, dest: Session, reporter: Reporter) -> None:
+    """libvirt does not carry a guest's autostart flag to the destination: set it there. A
+    failure is only reported: the migration itself has succeeded."""
+    if not move.guest.autostart:
+        return
+    try:
+        await dest.set_autostart(move.guest.name, True)
+    except errors.MCLUError as e:
+        reporter.step(move.dest, move.guest.name, f"could not mark it autostart: {e}")
 
 
 async def _remove_source_disks(move: Move, source: Session, reporter: Reporter) -> None:

@@ -172,7 +172,8 @@ class FakeSession:
         if progress is not None:
             progress(MigrationProgress(processed=guest.memory, remaining=0, total=guest.memory,
                                        elapsed=0.0))
-        dest.guests[name] = dataclasses.replace(guest, persistent=True)
+        # libvirt defines it at the destination without its autostart flag.
+        dest.guests[name] = dataclasses.replace(guest, persistent=True, autostart=False)
         del self._fake.guests[name]
 
     async def run(self, argv: Sequence[str], *, input: Input = None, check: bool = True,

@@ -6,6 +6,7 @@ fake hosts have no shell. Disk preparation is covered by tests/integration/test_
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 from pathlib import Path
@@ -80,6 +81,16 @@ def test_migrate_to_a_named_host_keeps_the_metadata(cli: Cli) -> None:
     moved = cli.cluster.hosts["b"].guests["web1"]
     assert moved.mclu == model.GuestMeta(template="tiny", revision="1")
     assert moved.persistent
+
+
+def test_migrate_keeps_the_guest_autostart_and_a_guest_without_it_without(cli: Cli) -> None:
+    web1 = cli.cluster.hosts["a"].guests["web1"]
+    cli.cluster.hosts["a"].guests["web1"] = dataclasses.replace(web1, autostart=True)
+    cli.cluster.hosts["a"].guests["web2"] = guest("web2")
+    assert cli("migrate", "web1", "--to", "b") == 0, cli.err.getvalue()
+    assert cli("migrate", "web2", "--to", "b") == 0, cli.err.getvalue()
+    moved = cli.cluster.hosts["b"].guests
+    assert (moved["web1"].autostart, moved["web2"].autostart) == (True, False)
 
 
 def test_migrate_json(cli: Cli) -> None:
