@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (argcomplete's global completion looks for this marker)
 """The `mclu` command: argument parsing, and the one place that turns errors into exit codes."""
 
 from __future__ import annotations
@@ -15,7 +16,17 @@ from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TextIO
 
 from mclu import __version__, errors, locks, runtmp, sizes, storage
-from mclu.cli import cleanup, commands, lifecycle, migration, output, parsing, power, rebuild
+from mclu.cli import (
+    cleanup,
+    commands,
+    completion,
+    lifecycle,
+    migration,
+    output,
+    parsing,
+    power,
+    rebuild,
+)
 
 EXIT_INTERRUPTED = errors.EXIT_INTERRUPTED
 EXIT_TERMINATED = errors.EXIT_TERMINATED
@@ -24,7 +35,10 @@ EXIT_HUNG_UP = 129  # 128 + SIGHUP: the terminal or ssh session went away
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `mclu` console script."""
-    sys.exit(run(sys.argv[1:] if argv is None else argv, default_env()))
+    env = default_env()
+    if "_ARGCOMPLETE" in env.environ:  # the shell asks for completions (docs/cli.md)
+        completion.complete(build_parser(), env)
+    sys.exit(run(sys.argv[1:] if argv is None else argv, env))
 
 
 def default_env() -> commands.Env:
