@@ -102,7 +102,7 @@ def now() -> str:
 
 async def execute(build: plan.BuildPlan, local: cache.LocalBase, sessions: Mapping[str, Session],
                   inputs: Inputs, reporter: Reporter,
-                  readiness_: Readiness = Readiness()) -> list[Built]:
+                  wanted: Readiness = Readiness()) -> list[Built]:
     """Make every guest of the plan run and, unless told not to wait, become ready; all or
     nothing (with `keep_failed`, guests that did not become ready stay for a look)."""
     started = time.monotonic()
@@ -113,18 +113,18 @@ async def execute(build: plan.BuildPlan, local: cache.LocalBase, sessions: Mappi
         traits = await _personalize(build, sessions, inputs, reporter)
         # A template may keep its guests from starting with their host; so may the user.
         options = dataclasses.replace(
-            readiness_, autostart=readiness_.autostart and build.template.autostart)
+            wanted, autostart=wanted.autostart and build.template.autostart)
         await _each_host(build, lambda host, guests: _start(
             sessions[host], guests, options, reporter))
-        if not readiness_.wait:
+        if not wanted.wait:
             return [Built(g.name, g.host, time.monotonic() - started) for g in build.guests]
         rules = {g.name: readiness.choose(build.template.ready, traits.get(g.name)).rule
                  for g in build.guests}
-        timeout = ready_timeout(build.template, readiness_.timeout)
+        timeout = ready_timeout(build.template, wanted.timeout)
         await _each_guest(build, lambda guest: _until_ready(
             sessions[guest.host], guest, rules[guest.name], timeout, reporter))
     except errors.BuildFailed as e:
-        if readiness_.keep_failed and e.step == READY_STEP:
+        if wanted.keep_failed and e.step == READY_STEP:
             raise errors.BuildFailed(e.guest, e.step, e.host, (
                 f"{e.reason}; kept for a look, as asked (mclu delete {e.guest} removes it)")
                 ) from e

@@ -131,7 +131,9 @@ def next_revision(sandbox: sb.Sandbox, directory: Path, *, boots: bool) -> Path:
         subprocess.run(f"xz -dc {source / 'tiny.xz'} > {raw}", shell=True, check=True)
         subprocess.run(["debugfs", "-w", "-R", "rm /sbin/init", f"{raw}?offset={ROOT_OFFSET}"],
                        check=True, capture_output=True)
-        subprocess.run(["xz", "-0", "-T0", "--block-size=16777216", str(raw)], check=True)
+        subprocess.run(f"xz -0 -T0 --block-size=16777216 -c {raw} > {image}", shell=True,
+                       check=True)
+        raw.unlink()
     index = (source / "index").read_text()
     fields = {"revision": str(published_revision(sandbox) + 1),
               "checksum[sha512]": hashlib.sha512(image.read_bytes()).hexdigest(),
