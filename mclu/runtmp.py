@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import os
+import secrets
 import shutil
 import tempfile
 import threading
@@ -30,6 +31,7 @@ PREFIX = "mclu-run-"
 OWNER_FILE = "owner"  # "PID START\n": START is the process's start time (/proc/PID/stat)
 OUTSIDE_FILE = "outside"  # paths the run made outside its directory, one a line
 HOSTKEYS_PREFIX = "hostkeys-"  # private ssh host keys of new guests: removed before the rest
+SUN_PATH_MAX = 107  # bytes in a unix socket's path (sun_path holds 108 with the NUL)
 # A directory with no owner file yet is being made (the file follows at once): left alone
 # for this long.
 UNOWNED_MIN_AGE = 60.0
@@ -84,6 +86,8 @@ class RunDir:
 
     def __init__(self, parent: Path | None = None) -> None:
         self.parent = parent
+        # Making it first removes dead runs' directories; not in `mclu cleanup --dry-run`.
+        self.sweep_when_made = True
         self._path: Path | None = None
         self._lock = threading.Lock()  # personalisation asks for it from a worker thread
 
@@ -96,8 +100,9 @@ class RunDir:
         with self._lock:
             if self._path is None:
                 parent = self.parent or base()
-                with contextlib.suppress(OSError):
-                    sweep(parent)
+                if self.sweep_when_made:
+                    with contextlib.suppress(OSError):
+                        sweep(parent)
                 path = Path(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent))
                 start = start_time(os.getpid()) or "-"
                 (path / OWNER_FILE).write_text(f"{os.getpid()} {start}\n")
@@ -167,6 +172,30 @@ def tempdir(prefix: str) -> Iterator[str]:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def socket_path(prefix: str) -> Iterator[str]:
+    """A path for a new unix socket in this run's directory, removed when the block ends.
+
+    Where $TMPDIR is so long that the path would not fit in a socket address, the socket goes
+    in a private directory in /tmp instead, which goes with the run directory too.
+    """
+    with scope() as run:
+        name = f"{prefix}{secrets.token_hex(4)}.sock"
+        path = str(run.path / name)
+        directory = None
+        if len(os.fsencode(path)) > SUN_PATH_MAX:
+            directory = tempfile.mkdtemp(prefix="mclu-sock-", dir="/tmp")
+            run.record_outside(directory)
+            path = os.path.join(directory, name)
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            if directory is not None:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 # --- the run directories of runs that are gone ---------------------------------------------------

@@ -41,6 +41,7 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
         return HostCleanup(items, await cleanup.execute(session, spec, items))
 
     # This controller's side first: the private run directories of mclu runs that are gone.
+    runtmp.current().sweep_when_made = not args.dry_run
     local = [str(p) for p in runtmp.sweep(dry_run=args.dry_run)]
     async with snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now:
         results = await hosts_now.gather(one)

@@ -149,11 +149,10 @@ class SshConnection:
     async def forward_unix_socket(self, remote_path: str) -> AsyncIterator[str]:
         """Forward a new local unix socket to remote_path on the host; yields the local path.
 
-        The socket lives in a private (0700) directory in the run's own (mclu.runtmp), removed
-        on exit, and with the run directory should this process be killed.
+        The socket lives in the run's private (0700) directory (mclu.runtmp); it is removed on
+        exit, and with the run directory should this process be killed.
         """
-        with runtmp.tempdir(f"{self.host}-") as directory:
-            local_path = os.path.join(directory, "sock")
+        with runtmp.socket_path(f"{self.host}-") as local_path:
             try:
                 listener = await self._connection.forward_local_path(local_path, remote_path)
             except (asyncssh.Error, OSError) as e:

@@ -146,3 +146,41 @@ def test_the_next_run_removes_a_killed_runs_directory(tmp_path: Path) -> None:
         run.mkdtemp("ham1-")
         assert not left.exists()
         assert list(tmp_path.iterdir()) == [run.path]
+
+
+def test_a_socket_path_is_in_the_run_directory_and_goes_with_its_block(tmp_path: Path) -> None:
+    with runtmp.scope() as run, runtmp.socket_path("ham1-") as path:
+        assert Path(path).parent == run.path
+        assert len(os.fsencode(path)) <= runtmp.SUN_PATH_MAX
+        Path(path).write_text("")  # as the listener makes it
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_socket_path_too_long_for_tmpdir_goes_to_tmp_and_with_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(deep))
+    with runtmp.scope() as run:
+        with runtmp.socket_path("ham1-") as path:
+            assert path.startswith("/tmp/mclu-sock-")
+            assert len(os.fsencode(path)) <= runtmp.SUN_PATH_MAX
+            assert mode(Path(path).parent) == 0o700
+            outside = Path(path).parent
+        assert not outside.exists()
+        # Killed inside the block: the directory is listed in the run directory, to go with it.
+        with runtmp.socket_path("ham1-") as path:
+            outside = Path(path).parent
+            run.remove()
+            assert not outside.exists()
+
+
+def test_making_the_run_directory_sweeps_unless_told_not_to(tmp_path: Path) -> None:
+    dead = run_dir(tmp_path, dead_pid(), "1", "dead")
+    with runtmp.scope() as run:
+        run.sweep_when_made = False  # `mclu cleanup --dry-run`
+        run.mkdtemp("ham1-")
+        assert dead.exists()
+    with runtmp.scope() as run:
+        run.mkdtemp("ham1-")
+        assert not dead.exists()
