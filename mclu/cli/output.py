@@ -319,6 +319,9 @@ def _short(error: errors.HostError) -> str:
 # --- build plan (--dry-run, and before building) -------------------------------------------
 
 
+PLAN_WARNING = "warning: "  # starts a plan line that progress shows even off a terminal
+
+
 def plan_text(plan: BuildPlan) -> str:
     """One line per guest (host, why, what it gets), then one line per base transfer, then a
     warning per host that did not answer (the names could not be checked there)."""
@@ -332,7 +335,7 @@ def plan_text(plan: BuildPlan) -> str:
         lines.append(f"send in all: {sizes.human(plan.send_bytes)} over {plan.transport}")
     elif not plan.hosts_needing_base:
         lines.append(f"nothing to send: {label} is cached on every host chosen")
-    lines += [f"warning: {w}" for w in plan.warnings]
+    lines += [f"{PLAN_WARNING}{w}" for w in plan.warnings]
     return "\n".join(lines)
 
 
@@ -410,6 +413,10 @@ class LineReporter:
     def _write(self, line: str) -> None:
         if self.bars:
             tqdm.write(line, file=self.err)
+        elif line.startswith(PLAN_WARNING):
+            # A plan's warning (plan_text) is for people even when no one watches: a cron
+            # job's mail shows it as `mclu: warning: ...` (main.logging_to).
+            log.warning("%s", line)
         else:  # not a terminal: quiet, but -v shows the steps
             log.info("%s", line)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 
 from mclu import errors, fanout, plan, sizes
-from mclu.cli import output
+from mclu.cli import main, output
 from mclu.model import (
     BaseImage,
     Guest,
@@ -306,6 +307,17 @@ def test_plan_text_base_shared_and_nothing_to_send() -> None:
     assert cached.endswith("nothing to send: tiny r3 is cached on every host chosen")
     two = output.plan_text(build(("ham0:a", "ham1:b")))
     assert two.endswith("send in all: 34 MiB over stream")
+
+
+def test_a_plan_warning_is_shown_off_a_terminal_where_progress_is_quiet() -> None:
+    """A build's plan lines are progress, silent unless stderr is a terminal (or -v); its
+    warnings are not: a cron job's mail must say that a name could not be checked."""
+    err = io.StringIO()
+    with main.logging_to(err, 0):
+        reporter = output.LineReporter(err, bars=False)
+        reporter.step(None, None, "build 1 guest from tiny r3:")
+        reporter.step(None, None, "warning: ham1 did not answer (off): ...")
+    assert err.getvalue() == "mclu: warning: ham1 did not answer (off): ...\n"
 
 
 def test_plan_json() -> None:
