@@ -131,6 +131,12 @@ def test_list_and_info_find_guests_and_read_mclu_metadata(sandbox: sb.Sandbox,
     assert code == 0 and doc["guest"]["host"] == a and doc["guest"]["memory"] == 32 << 20
 
     define(b, name)  # now two hosts have it
+    listed = sb.mclu("list", inventory=sandbox.inventory)
+    assert listed.returncode == 0
+    assert (f"mclu: two guests named {name}, on {a} and {b}: name them as HOST:{name}"
+            in listed.stderr.splitlines())
+    code, doc = sb.mclu_json("list", inventory=sandbox.inventory)
+    assert [g["duplicate"] for g in doc["guests"] if g["name"] == name] == [True, True]
     done = sb.mclu("info", name, inventory=sandbox.inventory)
     assert done.returncode == 1
     assert f"exists on {a} and {b}; name it as HOST:{name}" in done.stderr
