@@ -125,8 +125,10 @@ def main() -> int:
     first, last = rows[0], rows[-1]
     print(f"mclu {last[0]} hosts / {first[0]} host: {last[1] / first[1]:.2f} (goal <= 2)")
     print(f"virsh loop / mclu at {last[0]} hosts: {last[2] / last[1]:.1f} (goal >= 10)")
-    worst = max(t for _label, t in off_rows)
-    print(f"off host reported within: {worst:.2f} s (goal <= 1.5)")
+    print(f"off host reported within: {off_rows[0][1]:.2f} s, whole command with one host on "
+          "(goal <= 1.5)")
+    print(f"the off host added to {last[0]} hosts: {off_rows[1][1] - last[1]:+.2f} s "
+          "(it waits only on the others, then tcp_timeout)")
     return 0
 
 
