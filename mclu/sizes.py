@@ -46,7 +46,8 @@ def human(n: int) -> str:
     """A size for people: binary units, three significant digits ("1.5 GiB", "512 MiB")."""
     value = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
+        # 1023.5 and more would print as "1024": that is the next unit's 1.
+        if abs(value) < 1023.5 or unit == "TiB":
             break
         value /= 1024
     if unit == "B":

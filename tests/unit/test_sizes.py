@@ -27,6 +27,7 @@ def test_parse_rejects(bad: object) -> None:
 @pytest.mark.parametrize(
     ("n", "text"),
     [(0, "0 B"), (1023, "1023 B"), (1024, "1 KiB"), (3 << 29, "1.5 GiB"),
+     ((1 << 30) - (1 << 19), "1 GiB"),  # 1023.5 MiB would print as "1024 MiB"
      (200 << 20, "200 MiB"), (1023 << 20, "1023 MiB"), (5 << 40, "5 TiB")],
 )
 def test_human(n: int, text: str) -> None:
