@@ -90,6 +90,15 @@ def parse(text: str) -> Rule:
     raise ValueError(f"unknown readiness rule {text!r}: use console:REGEX, agent or started")
 
 
+def recorded(text: str) -> Rule:
+    """The rule a guest's metadata says it passed; `started` when it says none (guests built
+    before readiness, or with --no-wait) or one mclu cannot read (edited by hand)."""
+    try:
+        return parse(text) if text else STARTED
+    except ValueError:
+        return STARTED
+
+
 def detected(traits: model.GuestTraits | None) -> Rule:
     """The strongest rule a guest with these traits supports."""
     if traits is not None and traits.agent:

@@ -22,8 +22,8 @@ undoes, newest first: the new guest is powered off, the metadata goes back, the 
 renamed back over <disk>, the old guest is started again and waited ready. A new guest that
 does not become ready is such a failure: the error quotes its console's last lines (read
 before the old guest boots, as the log starts empty at each boot). The disk's path exists at
-every moment. A base that arrived whole
-stays in the host's cache, and so does the base the old disk was on (`mclu templates prune`).
+every moment. A base that arrived whole stays in the host's cache, and so does the base the
+old disk was on (`mclu templates prune`).
 """
 
 from __future__ import annotations
@@ -62,6 +62,7 @@ Locker = Callable[[Session, model.HostSpec, str, str], AbstractAsyncContextManag
 NEW_SUFFIX = ".mclu-rebuild"  # the replacement disk while it is made
 OLD_SUFFIX = ".mclu-old"  # the old disk while the new one is tried
 PURPOSE = "rebuild"  # what the guest's lock says this run does
+READY_STEP = build.READY_STEP  # the step whose failure rules a revision out for the others
 _T = TypeVar("_T")
 
 # --- AGE: how old a guest must be to be rebuilt ------------------------------------------------
@@ -393,9 +394,6 @@ async def execute(chosen: RebuildPlan, sessions: Mapping[str, Session],
     return results
 
 
-READY_STEP = build.READY_STEP
-
-
 async def rebuild_guest(item: Rebuild, session: Session, spec: model.HostSpec,
                         inputs: build.Inputs, cache_dir: Path, reporter: build.Reporter, *,
                         transport: str, stop_timeout: float = lifecycle.STOP_TIMEOUT,
@@ -557,7 +555,7 @@ class _Run:
             self.say("stopping the old guest")
             self.stopped = True
             # The old guest back up, and ready by the rule it passed when it was built.
-            rule = readiness.parse(self.item.meta.ready or str(readiness.STARTED))
+            rule = readiness.recorded(self.item.meta.ready)
             self.on_undo(f"start {name} again on {session.host}",
                          lambda: _restart_old(session, name, stop_timeout, rule,
                                               self.ready_timeout), restores=True)

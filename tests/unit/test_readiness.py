@@ -51,6 +51,12 @@ def test_bad_rules_say_what_is_wrong(text: str, says: str) -> None:
         readiness.parse(text)
 
 
+def test_the_rule_a_guest_passed_is_read_back_and_started_when_unknown() -> None:
+    assert readiness.recorded("console:login:") == readiness.LOGIN
+    assert readiness.recorded("") == readiness.STARTED  # built before readiness, or --no-wait
+    assert readiness.recorded("console:(") == readiness.STARTED  # edited by hand
+
+
 def test_without_a_rule_the_strongest_check_the_guest_supports_is_chosen() -> None:
     both = model.GuestTraits(agent=True, serial_login=True)
     assert readiness.choose(None, both) == readiness.Choice(readiness.AGENT, declared=False)
