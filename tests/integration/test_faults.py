@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -33,8 +36,12 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(600)]
 IMAGES = "/var/lib/libvirt/images"
 CACHE = f"{IMAGES}/mclu-templates"
 BUILD_STEPS = ["defining", "sending", "creating disk", "personalising", "starting"]
-EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
-WORD = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
+EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+WORD = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hangup"}
+# Each is undone, at each step: Ctrl-C, SIGTERM (kill, a stopped service), SIGHUP (the
+# terminal or ssh session mclu ran in went away).
+SIGNALS = pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
+                                  ids=["SIGINT", "SIGTERM", "SIGHUP"])
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +82,13 @@ class Faults:
     def __init__(self, sandbox: sb.Sandbox, cache_dir: Path, ssh_key: Path,
                  bystanders: dict[str, str]) -> None:
         self.sandbox = sandbox
-        self.env = {**os.environ, **sb.GUESTFS_ENV, "MCLU_CACHE": str(cache_dir)}
+        # The controller's $TMPDIR, mclu's alone: what a run keeps there (host keys, sockets,
+        # libguestfs's tmpdir) must be gone once it has ended, however it ended. Short, as a
+        # user's /tmp is: socket paths in it must fit in 107 bytes.
+        self.tmp = Path(tempfile.mkdtemp(prefix="mclu-faults-", dir="/tmp"))
+        # libguestfs keeps its appliance cache in $TMPDIR unless told: where it is without one.
+        self.env = {**os.environ, **sb.GUESTFS_ENV, "MCLU_CACHE": str(cache_dir),
+                    "TMPDIR": str(self.tmp), "LIBGUESTFS_CACHEDIR": "/var/tmp"}
         self.ssh_key = ssh_key
         self.bystanders = bystanders
         self.names: list[str] = []
@@ -112,6 +125,7 @@ class Faults:
         self.sandbox.exec(host, ["sh", "-c", f"rm -f {CACHE}/tiny.*"])
 
     def cleanup(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
         for host in self.sandbox.up_hosts:
             for name in self.names:
                 self.sandbox.exec(host, ["virsh", "-q", "destroy", name], check=False)
@@ -125,6 +139,10 @@ class Faults:
             assert state.stdout.strip() == "shut off", f"{host}: bystander {name}: {state}"
             pet = self.sandbox.exec(host, ["cat", f"{IMAGES}/{name}.img"], check=False)
             assert pet.stdout == "pet\n", f"{host}: {IMAGES}/{name}.img is gone"
+
+    def controller_tmp(self) -> list[str]:
+        """What is left in the controller's $TMPDIR."""
+        return sorted(p.name for p in self.tmp.iterdir())
 
     def leftover_note(self) -> str:
         """The leftover note of `mclu list` (stderr), '' when there is none."""
@@ -200,7 +218,7 @@ def settled(sandbox: sb.Sandbox, name: str, seconds: float = 15) -> list[str]:
 # --- signals at each step of a build -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@SIGNALS
 @pytest.mark.parametrize("at", BUILD_STEPS)
 def test_signal_at_a_build_step_undoes_everything(sandbox: sb.Sandbox, faults: Faults, at: str,
                                                   sig: signal.Signals) -> None:
@@ -214,6 +232,33 @@ def test_signal_at_a_build_step_undoes_everything(sandbox: sb.Sandbox, faults: F
     code, err = finish(proc)
     assert code == EXIT[sig], err
     assert err.splitlines()[-1] == f"mclu: error: {WORD[sig]}"
+    assert faults.controller_tmp() == []  # the private host keys first
+    assert settled(sandbox, name) == []
+    assert faults.reported(name) == []
+
+
+def test_a_closed_terminal_undoes_the_build(sandbox: sb.Sandbox, faults: Faults) -> None:
+    """The terminal mclu runs in goes away (its pty's master closed, as sshd does when the
+    connection drops): the kernel sends SIGHUP and mclu's output now fails with EIO; the
+    build is undone all the same, with nothing left on the host or the controller."""
+    host, name = sandbox.up_hosts[1], faults.name()
+    argv = [str(sb.BIN / "mclu"), "-c", str(faults.sandbox.inventory), "build", "tiny", name,
+            "--on", host, "--ssh-key", str(faults.ssh_key)]
+    pid, master = pty.fork()
+    if pid == 0:  # the child: a session leader on the pty, as a login shell's command is
+        os.execve(argv[0], argv, faults.env)
+    seen = b""
+    while b"personalising" not in seen:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # EIO: the child ended
+            chunk = b""
+        assert chunk, seen.decode(errors="replace")
+        seen += chunk
+    os.close(master)  # the terminal hangs up
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 129, seen.decode(errors="replace")
+    assert faults.controller_tmp() == []
     assert settled(sandbox, name) == []
     assert faults.reported(name) == []
 
@@ -241,7 +286,18 @@ def test_sigkill_at_a_build_step_leaves_marked_leftovers_cleanup_removes(
         line for line in tree.splitlines() if name in line or " cat" in line])
     if at != "defining":  # defined before anything else: from here on it is marked
         assert f"{host}: domain {name}" in left
+    # On the controller, the killed run's private directory stays (nothing else of it);
+    # `mclu cleanup --dry-run` names it, and the next run that makes its own removes it.
+    run_dirs = [f for f in faults.controller_tmp() if f.startswith("mclu-run-")]
+    assert faults.controller_tmp() == run_dirs
+    if at in ("creating disk", "personalising", "starting"):
+        assert len(run_dirs) == 1, run_dirs
+    dry = faults.mclu("cleanup", "--dry-run", "--json", *faults.hosts_args())
+    assert json.loads(dry.stdout)["controller"] == {
+        "removed": [str(faults.tmp / d) for d in run_dirs]}, dry.stdout
+    assert faults.controller_tmp() == run_dirs  # a dry run
     note = faults.leftover_note()
+    assert faults.controller_tmp() == []  # removed by the next run (`mclu list`)
     if left:
         assert faults.reported(name), left
         assert note.startswith("mclu: note: ") and host in note, note
@@ -256,6 +312,28 @@ def test_sigkill_at_a_build_step_leaves_marked_leftovers_cleanup_removes(
         assert f"{host}: removed guest {name}" in done.stdout or at == "defining", done.stdout
     assert leftovers(sandbox, name) == []
     assert faults.reported(name) == []
+
+
+def test_cleanup_after_a_sigkill_removes_the_run_directory_on_the_controller(
+        sandbox: sb.Sandbox, faults: Faults) -> None:
+    """The killed build's private directory (the new guest's private host keys, its
+    sockets) is removed by the next `mclu cleanup`, with what the build left on its host."""
+    host, name = sandbox.up_hosts[2], faults.name()
+    proc = faults.build(name, host)
+    until(proc, step("personalising"))
+    proc.kill()
+    proc.communicate(timeout=60)
+    [run_dir] = faults.controller_tmp()
+    assert run_dir.startswith(f"mclu-run-{proc.pid}-")
+    assert (faults.tmp / run_dir).stat().st_mode & 0o777 == 0o700
+    settled(sandbox, name)
+    done = faults.mclu("cleanup", *faults.hosts_args())
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (f"controller: removed {faults.tmp / run_dir} "
+                                           "(temporary files of an mclu run that is gone)")
+    assert f"{host}: removed guest {name}" in done.stdout, done.stdout
+    assert faults.controller_tmp() == []
+    assert leftovers(sandbox, name) == []
 
 
 def test_cleanup_leaves_a_build_under_way_alone(sandbox: sb.Sandbox, faults: Faults) -> None:
@@ -474,7 +552,7 @@ def test_migration_whose_destination_libvirtd_dies(sandbox: sb.Sandbox, faults: 
     assert not [f for f in files if running in f], files
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@SIGNALS
 @pytest.mark.parametrize("at", ["sending", "creating", "migrating"])
 def test_signal_at_a_migration_step(sandbox: sb.Sandbox, faults: Faults, running: str, at: str,
                                     sig: signal.Signals) -> None:
@@ -489,6 +567,7 @@ def test_signal_at_a_migration_step(sandbox: sb.Sandbox, faults: Faults, running
     proc.send_signal(sig)
     code, err = finish(proc)
     assert code == EXIT[sig], err
+    assert faults.controller_tmp() == []
     assert where(sandbox, running) == {source: "running"}
     files = sandbox.exec(dest, ["ls", "-A", IMAGES, CACHE]).stdout.split()
     assert not [f for f in files if running in f or ".partial" in f or ".mclu-new" in f], files
@@ -548,7 +627,7 @@ def test_rebuild_whose_new_build_fails_leaves_the_old_guest(
     assert faults.reported(name) == []
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@SIGNALS
 @pytest.mark.parametrize("at", REBUILD_STEPS)
 def test_signal_at_a_rebuild_step_leaves_the_old_guest(
         sandbox: sb.Sandbox, faults: Faults, pet: tuple[str, Path], at: str,
@@ -564,6 +643,7 @@ def test_signal_at_a_rebuild_step_leaves_the_old_guest(
     proc.send_signal(sig)
     code, err = finish(proc)
     assert code == EXIT[sig], err
+    assert faults.controller_tmp() == []
     if at == "stopping the old guest":
         time.sleep(15)  # an ACPI power-off request already sent shows by now
     after = guest_record(faults, name)
