@@ -64,7 +64,8 @@ def raw_mode(fd: int) -> Iterator[None]:
     try:
         yield
     finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+        with contextlib.suppress(termios.error):  # EIO: the terminal hung up, nothing to restore
+            termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
 async def relay(terminal: Terminal, stdin_fd: int, stdout_fd: int) -> Relayed:

@@ -111,3 +111,15 @@ async def test_the_remote_terminal_follows_the_window_size(pty: tuple[int, int])
         os.write(controller, console.ESCAPE)
         await asyncio.wait_for(relaying, 5)
     assert remote.sizes == [(120, 40)]
+
+
+def test_raw_mode_ends_quietly_when_the_terminal_hung_up() -> None:
+    """A dropped ssh session closes the pty's master: restoring the modes fails with EIO,
+    which must not replace the hangup's own way out (undo, exit 129)."""
+    master, slave = os.openpty()
+    try:
+        with console.raw_mode(slave):
+            assert not termios.tcgetattr(slave)[3] & termios.ECHO
+            os.close(master)
+    finally:
+        os.close(slave)
