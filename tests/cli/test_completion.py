@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import io
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import argcomplete
 import pytest
+from argcomplete.finders import CompletionFinder
 
 from mclu import model
 from mclu.cli import commands, completion, main, output
@@ -17,6 +19,14 @@ from mclu.hosts import fake
 from tests.cli.test_read_commands import guest
 
 IFS = "\013"
+
+
+class Finder(CompletionFinder):
+    """argcomplete's finder, its debug stream on stderr: by default it takes file descriptor
+    9, which under pytest is faulthandler's (closing it fails pytest's exit)."""
+
+    def _init_debug_stream(self) -> None:
+        argcomplete.io.debug_stream = sys.stderr
 
 
 class Shell:
@@ -48,7 +58,7 @@ class Shell:
         parser = main.build_parser()
         completion.attach(parser, env)
         out = io.StringIO()
-        argcomplete.autocomplete(parser, exit_method=lambda *_: None, output_stream=out)
+        Finder()(parser, exit_method=lambda *_: None, output_stream=out)
         words = [w.strip() for w in out.getvalue().split(IFS)]  # a lone word ends in a space
         return [w for w in words if w and not w.startswith("-")]
 
