@@ -715,19 +715,6 @@ class NoConsoleLog(MCLUError):
         self.path = path
 
 
-class NoConsoleLog(MCLUError):
-    """`mclu console --log`: the guest's host has no console log file for it."""
-
-    msg = ("{self.host}: {self.name} has no console log ({self.path}): it has not run since "
-           "it was defined, or its definition logs no console")
-
-    def __init__(self, host: str, name: str, path: str) -> None:
-        super().__init__(name)
-        self.host = host
-        self.name = name
-        self.path = path
-
-
 class NotATerminal(MCLUError):
     """An interactive command was run without a terminal on its standard input."""
 

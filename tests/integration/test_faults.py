@@ -35,7 +35,8 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(600)]
 
 IMAGES = "/var/lib/libvirt/images"
 CACHE = f"{IMAGES}/mclu-templates"
-BUILD_STEPS = ["defining", "sending", "creating disk", "personalising", "starting"]
+BUILD_STEPS = ["defining", "sending", "creating disk", "personalising", "starting",
+               "waiting until ready"]
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 WORD = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hangup"}
 # Each is undone, at each step: Ctrl-C, SIGTERM (kill, a stopped service), SIGHUP (the
@@ -578,7 +579,7 @@ def test_signal_at_a_migration_step(sandbox: sb.Sandbox, faults: Faults, running
 REBUILD_STEPS = [
     "creating the new disk", "personalising the new disk",
     "stopping the old guest",
-    "starting the new guest"]
+    "starting the new guest", "waiting until ready"]
 
 
 @pytest.fixture(scope="module")
