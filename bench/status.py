@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -45,9 +46,18 @@ def sandbox_host_count() -> int:
 
 
 def timed(argv: Sequence[str], env: dict[str, str] | None = None) -> float:
+    return timed_cpu(argv, env)[0]
+
+
+def timed_cpu(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, float]:
+    """Wall seconds, and the CPU seconds (user + system) the command itself used: the part
+    that does not grow when other work on this machine competes for its cores."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 def median_of(runs: int, fn: Callable[[], float]) -> float:
@@ -98,12 +108,15 @@ def main() -> int:
             # Runs interleave the sizes (1, 4, 16, 1, 4, 16, ...) so that a slow moment of
             # this shared machine touches every size alike, not one.
             runs: dict[int, tuple[list[float], list[float]]] = {n: ([], []) for n in sizes}
+            cpu: dict[int, list[float]] = {n: [] for n in sizes}
             offs: dict[str, list[float]] = {label: [] for label in with_off}
             for n in sizes:
                 timed(mclu_argv(inventory, names[:n]))  # warm the page cache
             for _ in range(args.runs):
                 for n in sizes:
-                    runs[n][0].append(timed(mclu_argv(inventory, names[:n])))
+                    wall, used = timed_cpu(mclu_argv(inventory, names[:n]))
+                    runs[n][0].append(wall)
+                    cpu[n].append(used)
                     runs[n][1].append(virsh_loop([hosts[h]["address"] for h in names[:n]], ssh))
                 for label, chosen in with_off.items():
                     offs[label].append(timed(mclu_argv(inventory, chosen)))
@@ -117,9 +130,10 @@ def main() -> int:
 
     print(f"medians of {args.runs} runs, wall seconds; load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after (the fake hosts share this machine's cores)")
-    print(f"{'hosts':>5}  {'mclu status':>11}  {'virsh loop':>10}  {'loop / mclu':>11}")
+    print(f"{'hosts':>5}  {'mclu status':>11}  {'virsh loop':>10}  {'loop / mclu':>11}  "
+          f"{'mclu CPU':>8}")
     for n, m, v in rows:
-        print(f"{n:>5}  {m:>11.3f}  {v:>10.3f}  {v / m:>11.1f}")
+        print(f"{n:>5}  {m:>11.3f}  {v:>10.3f}  {v / m:>11.1f}  {statistics.median(cpu[n]):>8.3f}")
     for label, t in off_rows:
         print(f"{label:>10}  {t:>6.3f}  (mclu status with the powered-off host {off})")
     first, last = rows[0], rows[-1]
