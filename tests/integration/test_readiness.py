@@ -231,7 +231,7 @@ def test_rebuild_to_a_revision_that_does_not_boot_is_rolled_back_and_not_tried_a
             f"ready on {first}") in lines
     for name in (first, second):
         assert guests.record(host, name) == before[name]  # old disk, old record, running
-        assert guests.left_of(host, name) == [f"{name}.qcow2"]
+        assert guests.left_of(host, name) == [f"domain {name}", f"{name}.qcow2"]
     guests.wait_console(host, first, f"{first} login:")  # the old disk boots again
 
 
