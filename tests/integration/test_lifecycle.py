@@ -97,6 +97,25 @@ def test_stop_by_acpi_then_start(guests: Guests, guest: str) -> None:
         0, f"{guest} on {guests.host}: already running, nothing to do\n")
 
 
+def test_stop_right_after_start_is_heard(guests: Guests, guest: str) -> None:
+    """A guest still booting ignores the ACPI request; stop repeats it until the guest's
+    acpid hears it, instead of failing after its timeout."""
+    assert guests.mclu("destroy", guest).returncode == 0
+    assert guests.mclu("start", guest).returncode == 0
+    done = guests.mclu("stop", guest, "--timeout", "120", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["forced"] is False
+    assert guests.state(guest) == "shut off"
+    assert guests.mclu("start", guest).returncode == 0
+    console_shows(guests.sandbox, guests.host, guest, f"{guest} login:")
+
+
+def test_console_log_prints_this_boots_console(guests: Guests, guest: str) -> None:
+    done = guests.mclu("console", guest, "--log")
+    assert done.returncode == 0, done.stderr
+    assert f"{guest} login:" in done.stdout
+
+
 def test_reboot_boots_the_guest_again(guests: Guests, guest: str) -> None:
     done = guests.mclu("reboot", guest)
     assert done.returncode == 0, done.stderr
