@@ -138,6 +138,7 @@ def test_cleanup_with_nothing_to_do(cli: Cli) -> None:
     assert cli("cleanup") == 0
     assert cli.stdout == "nothing to clean up on any host\n"
 
+
 # --- the controller's side: run directories of mclu runs that are gone -------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,22 @@ class Sandbox:
         doc.update(top or {})
         path.write_text(to_toml(doc))
         return path
+
+    def with_tiny_at(self, revision: int, directory: Path) -> Path:
+        """A copy of the inventory (in `directory`) whose template sources also list the
+        repository's tiny image as revision `revision`: a base of its own in the hosts'
+        caches, which no guest made by other means (`make demo`, other tests) uses."""
+        repo = directory / "repo"
+        (repo / "repos.d").mkdir(parents=True)
+        source = self.state / "repo"
+        index, count = re.subn(r"(\[tiny\]\n(?:[^\[].*\n)*?)revision=\d+\n",
+                               rf"\g<1>revision={revision}\n", (source / "index").read_text())
+        assert count == 1
+        (repo / "index").write_text(index)
+        (repo / "tiny.xz").symlink_to(source / "tiny.xz")
+        (repo / "repos.d" / "own.conf").write_text(f"[own]\nuri=file://{repo}/index\n")
+        repos = [*self.doc.get("template_repos", []), str(repo / "repos.d")]
+        return self.variant(directory / "hosts.toml", top={"template_repos": repos})
 
     def with_stranger_key(self, directory: Path) -> Path:
         """A copy of the inventory (in `directory`) whose client key no host accepts."""

@@ -143,10 +143,14 @@ def test_second_build_reuses_the_hosts_cached_base(sandbox: sb.Sandbox, builds: 
     assert doc["send_bytes"] == 0
 
 
-def test_prune_removes_only_bases_no_guest_uses(sandbox: sb.Sandbox, builds: Builds) -> None:
+def test_prune_removes_only_bases_no_guest_uses(sandbox: sb.Sandbox, builds: Builds,
+                                                tmp_path: Path) -> None:
     host = sandbox.up_hosts[0]
     name = builds.name()
-    assert builds.run("tiny", name, "--on", host).returncode == 0
+    # A revision of its own: other guests on the host (`make demo`'s web1) use the published one.
+    own = sandbox.with_tiny_at(10_000 + int(uuid.uuid4().int % 10_000), tmp_path)
+    done = builds.run("tiny", name, "--on", host, inventory=own)
+    assert done.returncode == 0, done.stderr
     # The guest's own base; the cache may hold others (older revisions, earlier runs).
     info = json.loads(sandbox.exec(host, ["qemu-img", "info", "--output=json", "-U",
                                           f"/var/lib/libvirt/images/{name}.qcow2"]).stdout)
