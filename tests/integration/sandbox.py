@@ -74,6 +74,13 @@ class Sandbox:
         path.write_text(to_toml(doc))
         return path
 
+    def remove_guest(self, host: str, name: str) -> None:
+        """The guest gone from `host`, whatever state it is in: domain, disk, rebuild files."""
+        self.exec(host, ["virsh", "-q", "destroy", name], check=False)
+        self.exec(host, ["virsh", "-q", "undefine", name], check=False)
+        self.exec(host, ["sh", "-c", f"rm -f /var/lib/libvirt/images/{name}.qcow2*"],
+                  check=False)
+
     def with_tiny_at(self, revision: int, directory: Path) -> Path:
         """A copy of the inventory (in `directory`) whose template sources also list the
         repository's tiny image as revision `revision`: a base of its own in the hosts'

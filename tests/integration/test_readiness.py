@@ -91,9 +91,7 @@ class Guests:
 
     def cleanup(self) -> None:
         for host, name in self.made:
-            self.sandbox.exec(host, ["virsh", "-q", "destroy", name], check=False)
-            self.sandbox.exec(host, ["virsh", "-q", "undefine", name], check=False)
-            self.sandbox.exec(host, ["sh", "-c", f"rm -f {IMAGES}/{name}.qcow2*"], check=False)
+            self.sandbox.remove_guest(host, name)
 
 
 @pytest.fixture(scope="module")
@@ -117,28 +115,23 @@ def published_revision(sandbox: sb.Sandbox) -> int:
     return sandbox_index.entry_from_fields("tiny", parsed["tiny"]).revision
 
 
-def next_revision(sandbox: sb.Sandbox, directory: Path, *, boots: bool) -> Path:
-    """An inventory whose sources add revision N+1 of tiny to the sandbox's repository: the
-    same image, or (`boots=False`) one whose /sbin/init is gone, so its kernel panics."""
+def broken_revision(sandbox: sb.Sandbox, directory: Path) -> Path:
+    """An inventory whose sources add revision N+1 of tiny to the sandbox's repository, an
+    image whose /sbin/init is gone: its initramfs cannot switch to it, the kernel panics."""
     repo = directory / "repo"
     (repo / "repos.d").mkdir(parents=True)
     source = sandbox.state / "repo"
-    image = repo / "tiny.xz"
-    if boots:
-        image.symlink_to(source / "tiny.xz")
-    else:
-        raw = repo / "tiny.raw"
-        subprocess.run(f"xz -dc {source / 'tiny.xz'} > {raw}", shell=True, check=True)
-        subprocess.run(["debugfs", "-w", "-R", "rm /sbin/init", f"{raw}?offset={ROOT_OFFSET}"],
-                       check=True, capture_output=True)
-        subprocess.run(f"xz -0 -T0 --block-size=16777216 -c {raw} > {image}", shell=True,
-                       check=True)
-        raw.unlink()
-    index = (source / "index").read_text()
+    image, raw = repo / "tiny.xz", repo / "tiny.raw"
+    subprocess.run(f"xz -dc {source / 'tiny.xz'} > {raw}", shell=True, check=True)
+    subprocess.run(["debugfs", "-w", "-R", "rm /sbin/init", f"{raw}?offset={ROOT_OFFSET}"],
+                   check=True, capture_output=True)
+    subprocess.run(f"xz -0 -T0 --block-size=16777216 -c {raw} > {image}", shell=True,
+                   check=True)
+    raw.unlink()
     fields = {"revision": str(published_revision(sandbox) + 1),
               "checksum[sha512]": hashlib.sha512(image.read_bytes()).hexdigest(),
               "compressed_size": str(image.stat().st_size)}
-    section = re.search(r"\[tiny\]\n(?:[^\[].*\n)*", index)
+    section = re.search(r"\[tiny\]\n(?:[^\[].*\n)*", (source / "index").read_text())
     assert section is not None
     text = section.group(0)
     for key, value in fields.items():
@@ -217,7 +210,7 @@ def test_rebuild_to_a_revision_that_does_not_boot_is_rolled_back_and_not_tried_a
     first, second = sorted([guests.build(host), guests.build(host)])
     before = {n: guests.record(host, n) for n in (first, second)}
     old = published_revision(sandbox)
-    broken = next_revision(sandbox, tmp_path, boots=False)
+    broken = broken_revision(sandbox, tmp_path)
     done = guests.mclu("rebuild", "--all", "--host", host, "--quiet", inventory=broken)
     assert done.returncode == 1
     lines = error_lines(done.stderr)
@@ -260,7 +253,8 @@ def test_a_shut_off_guest_is_booted_once_to_check_it_and_left_off(
     name = guests.build(host)
     guests.virsh(host, "destroy", name)
     old = published_revision(sandbox)
-    done = guests.mclu("rebuild", name, inventory=next_revision(sandbox, tmp_path, boots=True))
+    newer = sandbox.with_tiny_at(old + 1, tmp_path)
+    done = guests.mclu("rebuild", name, inventory=newer)
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(rf"{name} on {host}: rebuilt from tiny r{old + 1} \(was r{old}\) in "
                         r"[\d.]+ s; booted once, ready by console:login:, shut off again\n",

@@ -85,9 +85,7 @@ class Guests:
 
     def cleanup(self) -> None:
         for host, name in self.made:
-            self.sandbox.exec(host, ["virsh", "-q", "destroy", name], check=False)
-            self.sandbox.exec(host, ["virsh", "-q", "undefine", name], check=False)
-            self.sandbox.exec(host, ["sh", "-c", f"rm -f {IMAGES}/{name}.qcow2*"], check=False)
+            self.sandbox.remove_guest(host, name)
 
 
 @pytest.fixture(scope="module")
@@ -113,18 +111,7 @@ def published_revision(sandbox: sb.Sandbox, name: str = "tiny") -> int:
 def newer_revision(sandbox: sb.Sandbox, tmp_path: Path) -> Path:
     """An inventory whose template sources add the next revision of tiny (the same image) to
     the sandbox's repository: a new revision was published since the guests were built."""
-    repo = tmp_path / "repo"
-    (repo / "repos.d").mkdir(parents=True)
-    source = sandbox.state / "repo"
-    current = published_revision(sandbox)
-    index, count = re.subn(r"(\[tiny\]\n(?:[^\[].*\n)*?)revision=\d+\n",
-                           rf"\g<1>revision={current + 1}\n", (source / "index").read_text())
-    assert count == 1
-    (repo / "index").write_text(index)
-    (repo / "tiny.xz").symlink_to(source / "tiny.xz")
-    (repo / "repos.d" / "newer.conf").write_text(f"[newer]\nuri=file://{repo}/index\n")
-    repos = [*sandbox.doc.get("template_repos", []), str(repo / "repos.d")]
-    return sandbox.variant(tmp_path / "hosts.toml", top={"template_repos": repos})
+    return sandbox.with_tiny_at(published_revision(sandbox) + 1, tmp_path)
 
 
 def test_rebuild_keeps_the_guest_and_gives_it_a_fresh_disk_of_the_newest_revision(
