@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import posixpath
+import re
 import signal
 import subprocess
 import threading
@@ -108,7 +109,8 @@ def test_tiny_guest_streamed_boots_with_its_hostname(sandbox: sb.Sandbox, builds
     name = builds.name()
     done = builds.run("tiny", name, "--on", host, "--transport", "stream")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"{name} runs on {host} (built in ")
+    assert re.fullmatch(rf"{name} runs on {host} \(ready in [\d.]+ s, by console:login:\)\n",
+                        done.stdout)
     console_shows(sandbox, host, name, f"{name} login:")
     code, doc = sb.mclu_json("info", name, inventory=sandbox.inventory)
     assert code == 0

@@ -125,7 +125,8 @@ def test_rebuild_keeps_the_guest_and_gives_it_a_fresh_disk_of_the_newest_revisio
     done = guests.rebuild(name, inventory=newer_revision(sandbox, tmp_path))
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(
-        rf"{name} on {host}: rebuilt from tiny r{old + 1} \(was r{old}\) in [\d.]+ s\n",
+        rf"{name} on {host}: rebuilt from tiny r{old + 1} \(was r{old}\), ready in [\d.]+ s "
+        r"by console:login:\n",
         done.stdout)
     after = guests.identity(host, name)
     assert (after["uuid"], after["mac"], after["state"]) == (
