@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -10,6 +11,13 @@ import pytest
 
 from mclu.model import HostSpec
 from tests.integration import sandbox as sb
+
+# A suite started as a background job of a non-interactive shell (`make test &`) inherits
+# SIGINT ignored, and so would every mclu it runs: Python then never raises
+# KeyboardInterrupt, and the tests of what Ctrl-C does would see nothing happen. The mclu
+# processes the tests start get Python's own handling back from this one.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # --- Host sessions (mclu.hosts): test-driver nodes and the sandbox host ----------------------
 
