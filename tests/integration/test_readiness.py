@@ -115,9 +115,13 @@ def published_revision(sandbox: sb.Sandbox) -> int:
     return sandbox_index.entry_from_fields("tiny", parsed["tiny"]).revision
 
 
-def broken_revision(sandbox: sb.Sandbox, directory: Path) -> Path:
-    """An inventory whose sources add revision N+1 of tiny to the sandbox's repository, an
-    image whose /sbin/init is gone: its initramfs cannot switch to it, the kernel panics."""
+def broken_revision(sandbox: sb.Sandbox, revision: int, directory: Path) -> Path:
+    """An inventory whose sources add `revision` of tiny to the sandbox's repository, an
+    image whose /sbin/init is gone: its initramfs cannot switch to it, the kernel panics.
+
+    Caches know a base by its template and revision only (issue 13), so the revision must be
+    one no good image is ever published as: the hosts' and the controller's caches keep it.
+    """
     repo = directory / "repo"
     (repo / "repos.d").mkdir(parents=True)
     source = sandbox.state / "repo"
@@ -128,7 +132,7 @@ def broken_revision(sandbox: sb.Sandbox, directory: Path) -> Path:
     subprocess.run(f"xz -0 -T0 --block-size=16777216 -c {raw} > {image}", shell=True,
                    check=True)
     raw.unlink()
-    fields = {"revision": str(published_revision(sandbox) + 1),
+    fields = {"revision": str(revision),
               "checksum[sha512]": hashlib.sha512(image.read_bytes()).hexdigest(),
               "compressed_size": str(image.stat().st_size)}
     section = re.search(r"\[tiny\]\n(?:[^\[].*\n)*", (source / "index").read_text())
@@ -209,18 +213,21 @@ def test_rebuild_to_a_revision_that_does_not_boot_is_rolled_back_and_not_tried_a
     host = sandbox.up_hosts[2]
     first, second = sorted([guests.build(host), guests.build(host)])
     before = {n: guests.record(host, n) for n in (first, second)}
-    old = published_revision(sandbox)
-    broken = broken_revision(sandbox, tmp_path)
-    done = guests.mclu("rebuild", "--all", "--host", host, "--quiet", inventory=broken)
+    bad = 900_000 + uuid.uuid4().int % 100_000
+    broken = broken_revision(sandbox, bad, tmp_path)
+    try:
+        done = guests.mclu("rebuild", "--all", "--host", host, "--quiet", inventory=broken)
+    finally:  # the broken base out of the host's cache
+        sandbox.exec(host, ["rm", "-f", f"{IMAGES}/mclu-templates/tiny.x86_64.r{bad}.raw"])
     assert done.returncode == 1
     lines = error_lines(done.stderr)
     assert lines[0].startswith(
-        f"mclu: error: rebuild of {first} on {host} failed at 'ready': tiny r{old + 1} did "
+        f"mclu: error: rebuild of {first} on {host} failed at 'ready': tiny r{bad} did "
         "not become ready (console:login:): its kernel panicked (Kernel panic - not syncing: "
         "Attempted to kill init!"), lines
     assert "its console ends: " in lines[0]
     assert lines[0].endswith(f"; the old disk is back and {first} runs again"), lines[0]
-    assert (f"mclu: error: {host}: {second} not rebuilt: tiny r{old + 1} did not become "
+    assert (f"mclu: error: {host}: {second} not rebuilt: tiny r{bad} did not become "
             f"ready on {first}") in lines
     for name in (first, second):
         assert guests.record(host, name) == before[name]  # old disk, old record, running
