@@ -9,6 +9,7 @@ that they resolve to the sandbox's stand-in.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -185,6 +186,9 @@ def test_up_is_idempotent(hosts: int) -> None:
     assert "already up" in ok("up", str(hosts))
 
 
+_IN_STATE = re.compile(re.escape(str(STATE).encode()) + rb"(?=/|\x00|$)")
+
+
 def _processes_using_state_dir() -> list[str]:
     found = []
     for entry in os.listdir("/proc"):
@@ -195,7 +199,8 @@ def _processes_using_state_dir() -> list[str]:
             state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and str(STATE).encode() in cmdline:
+        # The state directory or a path in it; not another instance's (STATE-1, ...).
+        if state != "Z" and _IN_STATE.search(cmdline):
             found.append(f"{entry}: {cmdline!r}")
     return found
 
