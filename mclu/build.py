@@ -24,7 +24,15 @@ import logging
 import posixpath
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Coroutine,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -149,17 +157,6 @@ def ready_timeout(template: model.ResolvedTemplate, given: float | None) -> floa
     return template.ready_timeout or readiness.DEFAULT_TIMEOUT
 
 
-async def _each_guest(build: plan.BuildPlan,
-                      work: Callable[[plan.GuestPlan], Coroutine[Any, Any, None]]) -> None:
-    """`work` for every guest of the plan at once; the first failure cancels the others."""
-    try:
-        async with asyncio.TaskGroup() as group:
-            for guest in build.guests:
-                group.create_task(work(guest))
-    except BaseExceptionGroup as failed:
-        raise failed.exceptions[0] from None
-
-
 def by_host(build: plan.BuildPlan) -> dict[str, list[plan.GuestPlan]]:
     hosts: dict[str, list[plan.GuestPlan]] = {}
     for guest in build.guests:
@@ -171,10 +168,22 @@ async def _each_host(build: plan.BuildPlan,
                      work: Callable[[str, list[plan.GuestPlan]], Coroutine[Any, Any, None]]
                      ) -> None:
     """`work` on every host of the plan at once; the first failure cancels the others."""
+    await _at_once(work(host, guests) for host, guests in by_host(build).items())
+
+
+async def _each_guest(build: plan.BuildPlan,
+                      work: Callable[[plan.GuestPlan], Coroutine[Any, Any, None]]) -> None:
+    """`work` for every guest of the plan at once; the first failure cancels the others."""
+    await _at_once(work(guest) for guest in build.guests)
+
+
+async def _at_once(works: Iterable[Coroutine[Any, Any, None]]) -> None:
+    """Run the coroutines as tasks of one group; the first failure cancels the others and is
+    raised as itself."""
     try:
         async with asyncio.TaskGroup() as group:
-            for host, guests in by_host(build).items():
-                group.create_task(work(host, guests))
+            for work in works:
+                group.create_task(work)
     except BaseExceptionGroup as failed:
         # The first failure is the reason; the others' are its consequences or the same.
         raise failed.exceptions[0] from None
