@@ -41,6 +41,7 @@ demo: setup
 	$(BIN)/mclu -c $(SANDBOX)/hosts.toml list
 
 lint: setup
+	$(BIN)/ruff format --check mclu tests bench
 	$(BIN)/ruff check mclu tests bench
 	$(BIN)/mypy
 

@@ -41,8 +41,9 @@ GUESTFS = {"LIBGUESTFS_BACKEND": "direct", "LIBGUESTFS_BACKEND_SETTINGS": "force
 
 
 def run(argv: Sequence[str], *, input: str | None = None) -> str:
-    done = subprocess.run(argv, input=input, capture_output=True, text=True,
-                          env={**os.environ, **GUESTFS})
+    done = subprocess.run(
+        argv, input=input, capture_output=True, text=True, env={**os.environ, **GUESTFS}
+    )
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed: {done.stderr.strip()}")
     return done.stdout
@@ -53,16 +54,32 @@ def on_host(host: str, *argv: str, input: str | None = None) -> str:
 
 
 def mclu_build(template: str, host: str, names: Sequence[str], key: Path, *extra: str) -> None:
-    run([str(BIN / "mclu"), "-c", str(STATE / "hosts.toml"), "build", template, *names,
-         "--on", host, "--ssh-key", str(key), *extra])
+    run(
+        [
+            str(BIN / "mclu"),
+            "-c",
+            str(STATE / "hosts.toml"),
+            "build",
+            template,
+            *names,
+            "--on",
+            host,
+            "--ssh-key",
+            str(key),
+            *extra,
+        ]
+    )
 
 
 def remove_guests(host: str, names: Sequence[str]) -> None:
     for name in names:
-        script = (f"virsh -q destroy {name}; virsh -q undefine {name}; "
-                  f"rm -f {IMAGES}/{name}.qcow2 {IMAGES}/{name}.img")
-        subprocess.run([str(BIN / "mclu-sandbox"), "exec", host, "--", "sh", "-c", script],
-                       capture_output=True)
+        script = (
+            f"virsh -q destroy {name}; virsh -q undefine {name}; "
+            f"rm -f {IMAGES}/{name}.qcow2 {IMAGES}/{name}.img"
+        )
+        subprocess.run(
+            [str(BIN / "mclu-sandbox"), "exec", host, "--", "sh", "-c", script], capture_output=True
+        )
 
 
 def uncache_base(host: str, template: str) -> None:
@@ -73,21 +90,53 @@ def virt_builder(template: str, host: str, name: str, *, ready: bool) -> None:
     """The original mclu's way: virt-builder on the host, then define and start."""
     repo = STATE / "repo"
     disk = f"{IMAGES}/{name}.img"
-    on_host(host, "env", f"VIRT_BUILDER_DIRS={repo}", f"XDG_CONFIG_HOME={repo}",
-            "XDG_CACHE_HOME=/var/tmp/mclu-bench-vb-cache", *[f"{k}={v}" for k, v in
-                                                            GUESTFS.items()],
-            "virt-builder", template, "--hostname", name, "--root-password", "disabled",
-            "-o", disk, "--format", "raw", "--no-network")
-    spec = model.GuestSpec(name=name, domain_type="qemu", memory=128 << 20, vcpus=1,
-                           disk_path=disk, disk_format="raw", network="user",
-                           meta=model.GuestMeta(template=template))
-    on_host(host, "sh", "-c", 'f=$(mktemp) && cat > "$f" && virsh -q define "$f" && '
-                              'rm -f "$f"', input=domxml.render(spec))
+    on_host(
+        host,
+        "env",
+        f"VIRT_BUILDER_DIRS={repo}",
+        f"XDG_CONFIG_HOME={repo}",
+        "XDG_CACHE_HOME=/var/tmp/mclu-bench-vb-cache",
+        *[f"{k}={v}" for k, v in GUESTFS.items()],
+        "virt-builder",
+        template,
+        "--hostname",
+        name,
+        "--root-password",
+        "disabled",
+        "-o",
+        disk,
+        "--format",
+        "raw",
+        "--no-network",
+    )
+    spec = model.GuestSpec(
+        name=name,
+        domain_type="qemu",
+        memory=128 << 20,
+        vcpus=1,
+        disk_path=disk,
+        disk_format="raw",
+        network="user",
+        meta=model.GuestMeta(template=template),
+    )
+    on_host(
+        host,
+        "sh",
+        "-c",
+        'f=$(mktemp) && cat > "$f" && virsh -q define "$f" && rm -f "$f"',
+        input=domxml.render(spec),
+    )
     on_host(host, "virsh", "-q", "start", name)
     if ready:
         log = domxml.console_log(name)
-        on_host(host, "timeout", "600", "sh", "-c",
-                f'until grep -q "{name} login:" {log} 2>/dev/null; do sleep 0.2; done')
+        on_host(
+            host,
+            "timeout",
+            "600",
+            "sh",
+            "-c",
+            f'until grep -q "{name} login:" {log} 2>/dev/null; do sleep 0.2; done',
+        )
 
 
 def timed(work: Callable[[], None]) -> float:
@@ -117,8 +166,7 @@ def main() -> int:
             uncache_base(host, t)
         try:
             if kind.startswith("virt-builder"):
-                return timed(lambda: virt_builder(t, host, names[0],
-                                                  ready=kind.endswith("ready")))
+                return timed(lambda: virt_builder(t, host, names[0], ready=kind.endswith("ready")))
             extra = ["--no-wait"] if kind == "mclu started" else []
             return timed(lambda: mclu_build(t, host, names, pub, *extra))
         finally:
@@ -127,8 +175,14 @@ def main() -> int:
     # Warm-up: the controller's cache, the host's base, virt-builder's cache, the appliance.
     one("mclu started")
     one("virt-builder started")
-    kinds = ["mclu started", "mclu ready", "mclu cold", "mclu x4", "virt-builder started",
-             "virt-builder ready"]
+    kinds = [
+        "mclu started",
+        "mclu ready",
+        "mclu cold",
+        "mclu x4",
+        "virt-builder started",
+        "virt-builder ready",
+    ]
     times: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(args.runs):
         for kind in kinds:

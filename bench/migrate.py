@@ -60,19 +60,42 @@ def address(host: str) -> str:
 
 def disk_of(host: str, name: str) -> dict[str, object]:
     path = f"/var/lib/libvirt/images/{name}.qcow2"
-    info: dict[str, object] = json.loads(on_host(host, "qemu-img", "info", "-U",
-                                                 "--output=json", path))
+    info: dict[str, object] = json.loads(
+        on_host(host, "qemu-img", "info", "-U", "--output=json", path)
+    )
     return info
 
 
 def virsh_migrate(name: str, source: str, dest: str) -> float:
     info = disk_of(source, name)
     path = str(info["filename"])
-    on_host(dest, "qemu-img", "create", "-q", "-f", "qcow2", "-b",
-            str(info["full-backing-filename"]), "-F", "raw", path, str(info["virtual-size"]))
+    on_host(
+        dest,
+        "qemu-img",
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        str(info["full-backing-filename"]),
+        "-F",
+        "raw",
+        path,
+        str(info["virtual-size"]),
+    )
     start = time.perf_counter()
-    on_host(source, "virsh", "migrate", "--live", "--p2p", "--persistent", "--undefinesource",
-            "--copy-storage-all", name, f"qemu+ssh://root@{address(dest)}/system")
+    on_host(
+        source,
+        "virsh",
+        "migrate",
+        "--live",
+        "--p2p",
+        "--persistent",
+        "--undefinesource",
+        "--copy-storage-all",
+        name,
+        f"qemu+ssh://root@{address(dest)}/system",
+    )
     seconds = time.perf_counter() - start
     on_host(source, "rm", "-f", path)
     return seconds
@@ -87,10 +110,14 @@ def mclu_migrate(name: str, source: str, dest: str) -> float:
 def remove(names: Sequence[str], hosts: Sequence[str]) -> None:
     for host in hosts:
         for name in names:
-            script = (f"virsh -q destroy {name}; virsh -q undefine {name}; "
-                      f"rm -f /var/lib/libvirt/images/{name}.qcow2")
-            subprocess.run([str(BIN / "mclu-sandbox"), "exec", host, "--", "sh", "-c", script],
-                           capture_output=True)
+            script = (
+                f"virsh -q destroy {name}; virsh -q undefine {name}; "
+                f"rm -f /var/lib/libvirt/images/{name}.qcow2"
+            )
+            subprocess.run(
+                [str(BIN / "mclu-sandbox"), "exec", host, "--", "sh", "-c", script],
+                capture_output=True,
+            )
 
 
 def main() -> int:
@@ -101,8 +128,9 @@ def main() -> int:
     args = parser.parse_args()
     a, b = args.hosts
 
-    was_up = subprocess.run([str(BIN / "mclu-sandbox"), "status"],
-                            capture_output=True).returncode == 0
+    was_up = (
+        subprocess.run([str(BIN / "mclu-sandbox"), "status"], capture_output=True).returncode == 0
+    )
     run([str(BIN / "mclu-sandbox"), "up", "3"])
     try:
         return bench(args, a, b)
@@ -133,8 +161,10 @@ def bench(args: argparse.Namespace, a: str, b: str) -> int:
     finally:
         remove([m, v], [a, b])
     med = {k: statistics.median(x) for k, x in times.items()}
-    print(f"live migration of a running {args.template} guest, local disks, {a} <-> {b}, "
-          f"medians of {2 * args.runs} moves, seconds")
+    print(
+        f"live migration of a running {args.template} guest, local disks, {a} <-> {b}, "
+        f"medians of {2 * args.runs} moves, seconds"
+    )
     for kind, label in (("mclu", "mclu migrate"), ("virsh", "virsh migrate (p2p)")):
         moves = " ".join(f"{x:.2f}" for x in times[kind])
         print(f"  {label:<20} {med[kind]:6.2f}   ({moves})")

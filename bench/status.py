@@ -32,14 +32,16 @@ STATE = Path(os.environ.get("MCLU_SANDBOX_DIR", "/var/tmp/mclu-sandbox"))
 
 
 def sandbox(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(VENV_BIN / "mclu-sandbox"), *args], check=True,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [str(VENV_BIN / "mclu-sandbox"), *args], check=True, capture_output=True, text=True
+    )
 
 
 def sandbox_host_count() -> int:
     """Hosts of the sandbox that are up now (0 when it is down)."""
-    status = subprocess.run([str(VENV_BIN / "mclu-sandbox"), "status"],
-                            capture_output=True, text=True)
+    status = subprocess.run(
+        [str(VENV_BIN / "mclu-sandbox"), "status"], capture_output=True, text=True
+    )
     if status.returncode != 0:
         return 0
     return sum(1 for line in status.stdout.splitlines() if line.split()[-1:] == ["up"])
@@ -65,8 +67,7 @@ def median_of(runs: int, fn: Callable[[], float]) -> float:
 
 
 def mclu_argv(inventory: Path, names: list[str]) -> list[str]:
-    return [str(VENV_BIN / "mclu"), "-c", str(inventory), "status",
-            *(f"--host={h}" for h in names)]
+    return [str(VENV_BIN / "mclu"), "-c", str(inventory), "status", *(f"--host={h}" for h in names)]
 
 
 def virsh_loop(addresses: list[str], ssh: Path) -> float:
@@ -74,8 +75,12 @@ def virsh_loop(addresses: list[str], ssh: Path) -> float:
     start = time.perf_counter()
     for address in addresses:
         uri = f"qemu+ssh://root@{address}/system?command={ssh}&no_tty=1"
-        subprocess.run(["virsh", "-c", uri, "nodeinfo; list --all"], check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(
+            ["virsh", "-c", uri, "nodeinfo; list --all"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
     return time.perf_counter() - start
 
 
@@ -128,10 +133,14 @@ def main() -> int:
         elif was_up != max(sizes):
             sandbox("up", str(was_up))
 
-    print(f"medians of {args.runs} runs, wall seconds; load average {load_before:.1f} before, "
-          f"{os.getloadavg()[0]:.1f} after (the fake hosts share this machine's cores)")
-    print(f"{'hosts':>5}  {'mclu status':>11}  {'virsh loop':>10}  {'loop / mclu':>11}  "
-          f"{'mclu CPU':>8}")
+    print(
+        f"medians of {args.runs} runs, wall seconds; load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after (the fake hosts share this machine's cores)"
+    )
+    print(
+        f"{'hosts':>5}  {'mclu status':>11}  {'virsh loop':>10}  {'loop / mclu':>11}  "
+        f"{'mclu CPU':>8}"
+    )
     for n, m, v in rows:
         print(f"{n:>5}  {m:>11.3f}  {v:>10.3f}  {v / m:>11.1f}  {statistics.median(cpu[n]):>8.3f}")
     for label, t in off_rows:
@@ -139,10 +148,14 @@ def main() -> int:
     first, last = rows[0], rows[-1]
     print(f"mclu {last[0]} hosts / {first[0]} host: {last[1] / first[1]:.2f} (goal <= 2)")
     print(f"virsh loop / mclu at {last[0]} hosts: {last[2] / last[1]:.1f} (goal >= 10)")
-    print(f"off host reported within: {off_rows[0][1]:.2f} s, whole command with one host on "
-          "(goal <= 1.5)")
-    print(f"the off host added to {last[0]} hosts: {off_rows[1][1] - last[1]:+.2f} s "
-          "(it waits only on the others, then tcp_timeout)")
+    print(
+        f"off host reported within: {off_rows[0][1]:.2f} s, whole command with one host on "
+        "(goal <= 1.5)"
+    )
+    print(
+        f"the off host added to {last[0]} hosts: {off_rows[1][1] - last[1]:+.2f} s "
+        "(it waits only on the others, then tcp_timeout)"
+    )
     return 0
 
 

@@ -41,8 +41,7 @@ DEST = "/var/lib/libvirt/images/mclu-bench-transfer.raw"
 
 
 def ssh(host: str) -> list[str]:
-    return ["ssh", "-F", str(STATE / "client" / "ssh_config"), "-c", "aes128-gcm@openssh.com",
-            host]
+    return ["ssh", "-F", str(STATE / "client" / "ssh_config"), "-c", "aes128-gcm@openssh.com", host]
 
 
 def choose_image(given: str | None) -> tuple[Path, str]:
@@ -57,8 +56,12 @@ def choose_image(given: str | None) -> tuple[Path, str]:
             partial = raw.with_suffix(".partial")
             with partial.open("wb") as out:
                 xz = subprocess.Popen(["xz", "-dc", "-T0", templates[0]], stdout=subprocess.PIPE)
-                subprocess.run(["dd", "bs=1M", "conv=sparse", "status=none"], stdin=xz.stdout,
-                               stdout=out, check=True)
+                subprocess.run(
+                    ["dd", "bs=1M", "conv=sparse", "status=none"],
+                    stdin=xz.stdout,
+                    stdout=out,
+                    check=True,
+                )
                 if xz.wait() != 0:
                     raise SystemExit(f"xz -dc {templates[0]} failed")
             partial.rename(raw)
@@ -71,10 +74,11 @@ def baselines(host: str, image: Path) -> dict[str, str]:
     dest = shlex.quote(DEST)
     return {
         "ssh cat": f"cat {image} | {shlex.join(remote)} 'cat > {dest}'",
-        "zstd|ssh|zstd": (f"zstd -1 -T0 -q -c {image} | {shlex.join(remote)} "
-                          f"'zstd -d -q -o {dest}'"),
+        "zstd|ssh|zstd": (
+            f"zstd -1 -T0 -q -c {image} | {shlex.join(remote)} 'zstd -d -q -o {dest}'"
+        ),
         "ssh dd sparse": f"{shlex.join(remote)} dd bs=1M conv=sparse status=none of={dest} "
-                         f"< {image}",
+        f"< {image}",
     }
 
 
@@ -91,8 +95,9 @@ async def timed(run: Callable[[], Awaitable[None]]) -> float:
     return time.perf_counter() - start
 
 
-async def measure(spec: HostSpec, image: Path, runs: int
-                  ) -> tuple[dict[str, list[float]], dict[str, int], list[float]]:
+async def measure(
+    spec: HostSpec, image: Path, runs: int
+) -> tuple[dict[str, list[float]], dict[str, int], list[float]]:
     times: dict[str, list[float]] = {}
     allocated: dict[str, int] = {}
     opening: list[float] = []
@@ -104,8 +109,9 @@ async def measure(spec: HostSpec, image: Path, runs: int
             opening.append(time.perf_counter() - start)
             for name in ("stream", "nbd"):
                 transport = images.get(name)
-                send = functools.partial(images.send_atomically, transport, session, image,
-                                         DEST, size)
+                send = functools.partial(
+                    images.send_atomically, transport, session, image, DEST, size
+                )
                 times.setdefault(f"mclu {name}", []).append(await timed(send))
                 allocated[f"mclu {name}"] = await allocated_and_remove(session)
             for name, command in commands.items():
@@ -129,27 +135,40 @@ def main() -> int:
     image, origin = choose_image(args.image)
     inventory = tomllib.loads((STATE / "hosts.toml").read_text())
     client = STATE / "client"
-    spec = HostSpec(name=args.host, address=inventory["hosts"][args.host]["address"],
-                    user="root", port=22, identity_files=(str(client / "id_ed25519"),),
-                    identities_only=True, known_hosts=str(client / "known_hosts"),
-                    ssh_config="none")
+    spec = HostSpec(
+        name=args.host,
+        address=inventory["hosts"][args.host]["address"],
+        user="root",
+        port=22,
+        identity_files=(str(client / "id_ed25519"),),
+        identities_only=True,
+        known_hosts=str(client / "known_hosts"),
+        ssh_config="none",
+    )
     source_allocated = os.stat(image).st_blocks * 512
     times, allocated, opening = asyncio.run(measure(spec, image, args.runs))
 
-    print(f"image: {image} ({origin}); {image.stat().st_size} bytes, "
-          f"{source_allocated} allocated; host {args.host}; warm page cache")
-    print(f"medians of {args.runs} runs, wall seconds; mclu's ssh session opened once per run "
-          f"(median {statistics.median(opening):.3f} s, not included)")
+    print(
+        f"image: {image} ({origin}); {image.stat().st_size} bytes, "
+        f"{source_allocated} allocated; host {args.host}; warm page cache"
+    )
+    print(
+        f"medians of {args.runs} runs, wall seconds; mclu's ssh session opened once per run "
+        f"(median {statistics.median(opening):.3f} s, not included)"
+    )
     print(f"{'method':<16} {'wall s':>7} {'runs':>22} {'allocated':>12} {'/ source':>8}")
     medians = {name: statistics.median(values) for name, values in times.items()}
     for name, values in times.items():
         runs = " ".join(f"{v:.2f}" for v in values)
-        print(f"{name:<16} {medians[name]:>7.2f} {runs:>22} {allocated[name]:>12} "
-              f"{allocated[name] / source_allocated:>8.3f}")
+        print(
+            f"{name:<16} {medians[name]:>7.2f} {runs:>22} {allocated[name]:>12} "
+            f"{allocated[name] / source_allocated:>8.3f}"
+        )
     fastest = min(v for k, v in medians.items() if not k.startswith("mclu"))
     default = medians[f"mclu {images.DEFAULT}"]
-    print(f"mclu default ({images.DEFAULT}) / fastest baseline: {default / fastest:.2f} "
-          f"(goal <= 1.1)")
+    print(
+        f"mclu default ({images.DEFAULT}) / fastest baseline: {default / fastest:.2f} (goal <= 1.1)"
+    )
     return 0
 
 

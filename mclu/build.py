@@ -108,39 +108,65 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-async def execute(build: plan.BuildPlan, local: cache.LocalBase, sessions: Mapping[str, Session],
-                  inputs: Inputs, reporter: Reporter,
-                  wanted: Readiness = Readiness()) -> list[Built]:
+async def execute(
+    build: plan.BuildPlan,
+    local: cache.LocalBase,
+    sessions: Mapping[str, Session],
+    inputs: Inputs,
+    reporter: Reporter,
+    wanted: Readiness = Readiness(),
+) -> list[Built]:
     """Make every guest of the plan run and, unless told not to wait, become ready; all or
     nothing (with `keep_failed`, guests that did not become ready stay for a look)."""
     started = time.monotonic()
     undo = Undo()
     try:
-        await _each_host(build, lambda host, guests: _prepare_host(
-            sessions[host], guests, build.transport, local, undo, reporter))
+        await _each_host(
+            build,
+            lambda host, guests: _prepare_host(
+                sessions[host], guests, build.transport, local, undo, reporter
+            ),
+        )
         traits = await _personalize(build, sessions, inputs, reporter)
         # A template may keep its guests from starting with their host; so may the user.
         options = dataclasses.replace(
-            wanted, autostart=wanted.autostart and build.template.autostart)
-        await _each_host(build, lambda host, guests: _start(
-            sessions[host], guests, options, reporter))
+            wanted, autostart=wanted.autostart and build.template.autostart
+        )
+        await _each_host(
+            build, lambda host, guests: _start(sessions[host], guests, options, reporter)
+        )
         if not wanted.wait:
             return [Built(g.name, g.host, time.monotonic() - started) for g in build.guests]
-        rules = {g.name: readiness.choose(build.template.ready, traits.get(g.name)).rule
-                 for g in build.guests}
+        rules = {
+            g.name: readiness.choose(build.template.ready, traits.get(g.name)).rule
+            for g in build.guests
+        }
         timeout = ready_timeout(build.template, wanted.timeout)
-        await _each_guest(build, lambda guest: _until_ready(
-            sessions[guest.host], guest, rules[guest.name], timeout, reporter))
+        await _each_guest(
+            build,
+            lambda guest: _until_ready(
+                sessions[guest.host], guest, rules[guest.name], timeout, reporter
+            ),
+        )
     except errors.BuildFailed as e:
         if wanted.keep_failed and e.step == READY_STEP:
-            raise errors.BuildFailed(e.guest, e.step, e.host, (
-                f"{e.reason}; kept for a look, as asked (mclu delete {e.guest} removes it)")
-                ) from e
+            raise errors.BuildFailed(
+                e.guest,
+                e.step,
+                e.host,
+                (f"{e.reason}; kept for a look, as asked (mclu delete {e.guest} removes it)"),
+            ) from e
         failed = await asyncio.shield(undo.run(reporter))
         if failed:  # a host that stopped answering: what it holds is marked, say how it goes
-            raise errors.BuildFailed(e.guest, e.step, e.host, (
-                f"{e.reason}; not undone: {'; '.join(failed)} (mclu cleanup removes it "
-                "once the host answers)")) from e
+            raise errors.BuildFailed(
+                e.guest,
+                e.step,
+                e.host,
+                (
+                    f"{e.reason}; not undone: {'; '.join(failed)} (mclu cleanup removes it "
+                    "once the host answers)"
+                ),
+            ) from e
         raise
     except BaseException:
         # Cancellation included: shielded so a second Ctrl-C cannot leave half the cleanup.
@@ -164,15 +190,16 @@ def by_host(build: plan.BuildPlan) -> dict[str, list[plan.GuestPlan]]:
     return hosts
 
 
-async def _each_host(build: plan.BuildPlan,
-                     work: Callable[[str, list[plan.GuestPlan]], Coroutine[Any, Any, None]]
-                     ) -> None:
+async def _each_host(
+    build: plan.BuildPlan, work: Callable[[str, list[plan.GuestPlan]], Coroutine[Any, Any, None]]
+) -> None:
     """`work` on every host of the plan at once; the first failure cancels the others."""
     await _at_once(work(host, guests) for host, guests in by_host(build).items())
 
 
-async def _each_guest(build: plan.BuildPlan,
-                      work: Callable[[plan.GuestPlan], Coroutine[Any, Any, None]]) -> None:
+async def _each_guest(
+    build: plan.BuildPlan, work: Callable[[plan.GuestPlan], Coroutine[Any, Any, None]]
+) -> None:
     """`work` for every guest of the plan at once; the first failure cancels the others."""
     await _at_once(work(guest) for guest in build.guests)
 
@@ -192,8 +219,14 @@ async def _at_once(works: Iterable[Coroutine[Any, Any, None]]) -> None:
 # --- step 1: the base image and the guests' disks ---------------------------------------------
 
 
-async def _prepare_host(session: Session, guests: list[plan.GuestPlan], transport: str,
-                        local: cache.LocalBase, undo: Undo, reporter: Reporter) -> None:
+async def _prepare_host(
+    session: Session,
+    guests: list[plan.GuestPlan],
+    transport: str,
+    local: cache.LocalBase,
+    undo: Undo,
+    reporter: Reporter,
+) -> None:
     """Define each guest (marked "building"), send the base, make each guest's disk.
 
     The definitions come first so that whatever this build leaves if it is killed outright
@@ -205,18 +238,25 @@ async def _prepare_host(session: Session, guests: list[plan.GuestPlan], transpor
         await _step(session.host, guest.name, "define", _define(session, guest, undo))
     first = guests[0]
     if any(g.send_bytes for g in guests):
-        reporter.step(session.host, None,
-                      f"sending {first.base.cache_name} ({transport})")
-        await _step(session.host, first.name, "send template", _send_base(
-            session, first, transport, local, reporter))
+        reporter.step(session.host, None, f"sending {first.base.cache_name} ({transport})")
+        await _step(
+            session.host,
+            first.name,
+            "send template",
+            _send_base(session, first, transport, local, reporter),
+        )
     for guest in guests:
         reporter.step(session.host, guest.name, "creating disk")
-        await _step(session.host, guest.name, "create disk",
-                    _create_disk(session, guest, undo))
+        await _step(session.host, guest.name, "create disk", _create_disk(session, guest, undo))
 
 
-async def _send_base(session: Session, guest: plan.GuestPlan, transport: str,
-                     local: cache.LocalBase, reporter: Reporter) -> None:
+async def _send_base(
+    session: Session,
+    guest: plan.GuestPlan,
+    transport: str,
+    local: cache.LocalBase,
+    reporter: Reporter,
+) -> None:
     # 0711: qemu's user may reach a base it is given, no one else may list the cache.
     await session.run(["mkdir", "-p", "-m", "0711", "--", posixpath.dirname(guest.base_path)])
     key = f"{session.host}:{guest.base.cache_name}"
@@ -225,8 +265,15 @@ async def _send_base(session: Session, guest: plan.GuestPlan, transport: str,
         reporter.transfer(key, done, local.size)
 
     # The partial file is named after the guest: its lock covers it (mclu cleanup).
-    await images.send_atomically(images.get(transport), session, local.path, guest.base_path,
-                                 local.size, progress=progress, owner=guest.name)
+    await images.send_atomically(
+        images.get(transport),
+        session,
+        local.path,
+        guest.base_path,
+        local.size,
+        progress=progress,
+        owner=guest.name,
+    )
 
 
 async def _create_disk(session: Session, guest: plan.GuestPlan, undo: Undo) -> None:
@@ -237,11 +284,29 @@ async def _create_disk(session: Session, guest: plan.GuestPlan, undo: Undo) -> N
     """
     temp = f"{guest.disk_path}.mclu-new"
     if guest.spec.disk_format == "qcow2":
-        argv = ["qemu-img", "create", "-q", "-f", "qcow2", "-b", guest.base_path, "-F", "raw",
-                temp, str(guest.disk_size)]
+        argv = [
+            "qemu-img",
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-b",
+            guest.base_path,
+            "-F",
+            "raw",
+            temp,
+            str(guest.disk_size),
+        ]
     else:
-        argv = ["sh", "-c", 'cp --sparse=always -- "$1" "$2" && truncate -s "$3" -- "$2"',
-                "sh", guest.base_path, temp, str(guest.disk_size)]
+        argv = [
+            "sh",
+            "-c",
+            'cp --sparse=always -- "$1" "$2" && truncate -s "$3" -- "$2"',
+            "sh",
+            guest.base_path,
+            temp,
+            str(guest.disk_size),
+        ]
     try:
         # Not interrupted: a command cancelled here runs on, on the host, and would make its
         # file after the `rm` below (a full copy's `cp` takes seconds; an overlay, none).
@@ -256,8 +321,10 @@ async def _create_disk(session: Session, guest: plan.GuestPlan, undo: Undo) -> N
 async def _link(session: Session, temp: str, guest: plan.GuestPlan, undo: Undo) -> None:
     """The disk in place, and its undo registered: never one without the other."""
     await session.run(["ln", "--", temp, guest.disk_path])
-    undo.push(f"remove {guest.disk_path} on {session.host}",
-              functools.partial(_remove, session, guest.disk_path))
+    undo.push(
+        f"remove {guest.disk_path} on {session.host}",
+        functools.partial(_remove, session, guest.disk_path),
+    )
 
 
 async def _remove(session: Session, path: str) -> None:
@@ -267,17 +334,21 @@ async def _remove(session: Session, path: str) -> None:
 # --- step 2: personalisation, every guest in one libguestfs launch ----------------------------
 
 
-async def _personalize(build: plan.BuildPlan, sessions: Mapping[str, Session], inputs: Inputs,
-                       reporter: Reporter) -> dict[str, model.GuestTraits]:
+async def _personalize(
+    build: plan.BuildPlan, sessions: Mapping[str, Session], inputs: Inputs, reporter: Reporter
+) -> dict[str, model.GuestTraits]:
     """Every guest's disk in one appliance; what each guest supports to show it booted."""
     reporter.step(None, None, f"personalising {len(build.guests)} guest(s)")
     async with contextlib.AsyncExitStack() as stack:
         drives = []
         for guest in build.guests:
-            socket = await stack.enter_async_context(
-                _nbd_export(sessions[guest.host], guest))
-            drives.append((customize.Drive(nbd_socket=socket), _personalization(
-                guest, build.template, inputs)))
+            socket = await stack.enter_async_context(_nbd_export(sessions[guest.host], guest))
+            drives.append(
+                (
+                    customize.Drive(nbd_socket=socket),
+                    _personalization(guest, build.template, inputs),
+                )
+            )
 
         def say(text: str) -> None:
             reporter.step(None, None, text)
@@ -285,21 +356,24 @@ async def _personalize(build: plan.BuildPlan, sessions: Mapping[str, Session], i
         try:
             traits = await personalize_in_thread(drives, say)
         except errors.PersonalizationFailed as e:
-            raise errors.BuildFailed(e.guest, "personalise", _host_of(build, e.guest), str(e)
-                                     ) from e
+            raise errors.BuildFailed(
+                e.guest, "personalise", _host_of(build, e.guest), str(e)
+            ) from e
     return {g.name: t for g, t in zip(build.guests, traits, strict=True)}
 
 
 async def personalize_in_thread(
-        drives: Sequence[tuple[customize.Drive, customize.Personalization]],
-        progress: customize.Progress) -> list[model.GuestTraits]:
+    drives: Sequence[tuple[customize.Drive, customize.Personalization]],
+    progress: customize.Progress,
+) -> list[model.GuestTraits]:
     """`customize.personalize` on a worker thread. A cancelled build kills the appliance:
     the thread cannot be cancelled, and would otherwise hold the exit until the appliance
     noticed its disks were gone."""
     watchdog = customize.Watchdog()
     try:
-        return await asyncio.to_thread(customize.personalize, drives, progress=progress,
-                                       watchdog=watchdog)
+        return await asyncio.to_thread(
+            customize.personalize, drives, progress=progress, watchdog=watchdog
+        )
     except asyncio.CancelledError:
         watchdog.kill("the build was interrupted")
         raise
@@ -309,13 +383,17 @@ def _host_of(build: plan.BuildPlan, name: str) -> str:
     return next((g.host for g in build.guests if g.name == name), "controller")
 
 
-def _personalization(guest: plan.GuestPlan, template: model.ResolvedTemplate,
-                     inputs: Inputs) -> customize.Personalization:
+def _personalization(
+    guest: plan.GuestPlan, template: model.ResolvedTemplate, inputs: Inputs
+) -> customize.Personalization:
     grow = template.base.expand if guest.disk_size > template.base.size else None
     return customize.Personalization(
-        hostname=guest.name, ssh_authorized_keys=inputs.ssh_authorized_keys,
-        root_password_file=inputs.root_password_file, grow_partition=grow,
-        customization=template.customization)
+        hostname=guest.name,
+        ssh_authorized_keys=inputs.ssh_authorized_keys,
+        root_password_file=inputs.root_password_file,
+        grow_partition=grow,
+        customization=template.customization,
+    )
 
 
 # Runs "$@" (qemu-nbd) with its socket in the new private directory "$1", and removes that
@@ -323,8 +401,8 @@ def _personalization(guest: plan.GuestPlan, template: model.ResolvedTemplate,
 # SIGTERM when its block ends and when the ssh connection dies (mclu killed outright), so
 # the directory never outlives the build.
 _NBD_SERVER = (
-    'd=$1; shift; p=\n'
-    "trap 'kill \"$p\" 2>/dev/null; wait \"$p\"; rm -rf -- \"$d\"; exit 143' TERM HUP\n"
+    "d=$1; shift; p=\n"
+    'trap \'kill "$p" 2>/dev/null; wait "$p"; rm -rf -- "$d"; exit 143\' TERM HUP\n'
     'mkdir -m 0700 -- "$d" || exit 1\n'
     '"$@" & p=$!\n'
     'wait "$p"; s=$?\n'
@@ -343,17 +421,31 @@ async def _nbd_export(session: Session, guest: plan.GuestPlan) -> AsyncIterator[
     """The guest's disk served by qemu-nbd on its host, as a local unix socket."""
     directory = nbd_directory(guest.name)
     socket = posixpath.join(directory, "nbd.sock")
-    argv = ["sh", "-c", _NBD_SERVER, "sh", directory,
-            "qemu-nbd", "--socket", socket, "--format", guest.spec.disk_format,
-            "--cache=unsafe", "--discard=unmap", "--shared=1", guest.disk_path]
+    argv = [
+        "sh",
+        "-c",
+        _NBD_SERVER,
+        "sh",
+        directory,
+        "qemu-nbd",
+        "--socket",
+        socket,
+        "--format",
+        guest.spec.disk_format,
+        "--cache=unsafe",
+        "--discard=unmap",
+        "--shared=1",
+        guest.disk_path,
+    ]
     async with session.background(argv) as server:
         await _wait_for_socket(session, server, socket)
         async with session.forward_socket(socket) as local:
             yield local
 
 
-async def _wait_for_socket(session: Session, server: Background, path: str,
-                           seconds: float = 10.0) -> None:
+async def _wait_for_socket(
+    session: Session, server: Background, path: str, seconds: float = 10.0
+) -> None:
     deadline = time.monotonic() + seconds
     while (await session.run(["test", "-S", path], check=False)).exit_status != 0:
         server.check()
@@ -376,32 +468,42 @@ async def _define(session: Session, guest: plan.GuestPlan, undo: Undo) -> None:
 
     async def define() -> None:
         await session.define(domxml.render(guest.spec))
-        undo.push(f"undefine {guest.name} on {session.host}",
-                  functools.partial(_undefine, session, guest.name))
+        undo.push(
+            f"undefine {guest.name} on {session.host}",
+            functools.partial(_undefine, session, guest.name),
+        )
 
     await uninterrupted(define())
 
 
-async def _start(session: Session, guests: list[plan.GuestPlan], options: Readiness,
-                 reporter: Reporter) -> None:
+async def _start(
+    session: Session, guests: list[plan.GuestPlan], options: Readiness, reporter: Reporter
+) -> None:
     """Start each guest, marked "started" (or "ready", unchecked, when not waiting for it)."""
     for guest in guests:
         reporter.step(session.host, guest.name, "starting")
         await _step(session.host, guest.name, "start", session.start(guest.name))
         if options.autostart:
-            await _step(session.host, guest.name, "autostart",
-                        session.set_autostart(guest.name, True))
+            await _step(
+                session.host, guest.name, "autostart", session.set_autostart(guest.name, True)
+            )
         state = model.BuildState.STARTED if options.wait else model.BuildState.READY
         meta = dataclasses.replace(guest.spec.meta, state=state)
         await _step(session.host, guest.name, "record", session.set_metadata(guest.name, meta))
 
 
-async def _until_ready(session: Session, guest: plan.GuestPlan, rule: readiness.Rule,
-                       timeout: float, reporter: Reporter) -> None:
+async def _until_ready(
+    session: Session,
+    guest: plan.GuestPlan,
+    rule: readiness.Rule,
+    timeout: float,
+    reporter: Reporter,
+) -> None:
     """Wait for the guest to be ready, then record it so; a NotReady fails the build."""
     reporter.step(session.host, guest.name, f"waiting until ready ({rule.describe()})")
-    await _step(session.host, guest.name, READY_STEP, waiting.wait(session, guest.name, rule,
-                                                                    timeout))
+    await _step(
+        session.host, guest.name, READY_STEP, waiting.wait(session, guest.name, rule, timeout)
+    )
     meta = dataclasses.replace(guest.spec.meta, state=model.BuildState.READY, ready=str(rule))
     await _step(session.host, guest.name, "record", session.set_metadata(guest.name, meta))
 
@@ -420,7 +522,6 @@ async def _step(host: str, guest: str, step: str, work: Awaitable[object]) -> No
         raise
     except errors.MCLUError as e:
         raise errors.BuildFailed(guest, step, host, str(e)) from e
-
 
 
 # --- the steps other commands reuse (mclu rebuild makes a guest's new disk with them) ----------

@@ -18,8 +18,20 @@ from mclu import errors, inventory, model, plan, readiness, sizes
 ENV_VAR = "MCLU_TEMPLATES"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 DISK_BUSES = ("virtio", "scsi", "sata", "ide")
-_KEYS = {"description", "base", "size", "memory", "vcpus", "disk_bus", "network",
-         "full_copy", "customize", "ready", "ready_timeout", "autostart"}
+_KEYS = {
+    "description",
+    "base",
+    "size",
+    "memory",
+    "vcpus",
+    "disk_bus",
+    "network",
+    "full_copy",
+    "customize",
+    "ready",
+    "ready_timeout",
+    "autostart",
+}
 MAX_READY_TIMEOUT = 24 * 3600.0
 
 
@@ -82,11 +94,13 @@ def parse(name: str, text: str, path: str) -> Template:
         raise errors.ConfigError(path, None, "not valid TOML: nested too deeply") from None
     for key in doc:
         if key not in _KEYS:
-            raise errors.ConfigError(path, inventory.quoted_key(key),
-                                     f"unknown key (known: {', '.join(sorted(_KEYS))})")
+            raise errors.ConfigError(
+                path, inventory.quoted_key(key), f"unknown key (known: {', '.join(sorted(_KEYS))})"
+            )
     if "base" not in doc:
-        raise errors.ConfigError(path, "base",
-                                 "missing: name the virt-builder template to start from")
+        raise errors.ConfigError(
+            path, "base", "missing: name the virt-builder template to start from"
+        )
     try:
         fields = {_FIELD.get(k, k): _check(k, v) for k, v in doc.items()}
         return Template(name=name, path=path, **fields)
@@ -116,24 +130,28 @@ def _string(value: Any) -> str:
 
 def _base(value: Any) -> str:
     if not isinstance(value, str) or not NAME.fullmatch(value):
-        raise ValueError("must name a virt-builder template (letters, digits, '.', '_', '-'), "
-                         f"got {value!r}")
+        raise ValueError(
+            f"must name a virt-builder template (letters, digits, '.', '_', '-'), got {value!r}"
+        )
     return value
 
 
 def _memory(value: Any) -> int:
     memory = sizes.parse(value)
     if not plan.MIN_MEMORY <= memory <= plan.MAX_MEMORY:
-        raise ValueError(f"must be from {sizes.human(plan.MIN_MEMORY)} to "
-                         f"{sizes.human(plan.MAX_MEMORY)}, got {value!r}")
+        raise ValueError(
+            f"must be from {sizes.human(plan.MIN_MEMORY)} to "
+            f"{sizes.human(plan.MAX_MEMORY)}, got {value!r}"
+        )
     return memory
 
 
 def _disk_size(value: Any) -> int:
     size = sizes.parse(value)
     if not 0 < size <= plan.MAX_DISK:
-        raise ValueError(f"must be more than 0 and at most {sizes.human(plan.MAX_DISK)}, "
-                         f"got {value!r}")
+        raise ValueError(
+            f"must be more than 0 and at most {sizes.human(plan.MAX_DISK)}, got {value!r}"
+        )
     return size
 
 
@@ -163,10 +181,14 @@ def _ready(value: Any) -> str:
 
 
 def _ready_timeout(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) \
-            or not 0 < value <= MAX_READY_TIMEOUT:
-        raise ValueError(f"must be seconds, more than 0 and at most {MAX_READY_TIMEOUT:g}, "
-                         f"got {value!r}")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not 0 < value <= MAX_READY_TIMEOUT
+    ):
+        raise ValueError(
+            f"must be seconds, more than 0 and at most {MAX_READY_TIMEOUT:g}, got {value!r}"
+        )
     return float(value)
 
 
@@ -175,12 +197,13 @@ def _customize(value: Any) -> model.Customization:
         raise ValueError("must be a table of packages, files, run, firstboot")
     unknown = set(value) - {"packages", "files", "run", "firstboot"}
     if unknown:
-        raise ValueError(f"unknown step {sorted(unknown)[0]!r} (known: files, firstboot, "
-                         "packages, run)")
+        raise ValueError(
+            f"unknown step {sorted(unknown)[0]!r} (known: files, firstboot, packages, run)"
+        )
     files = value.get("files", {})
     if not isinstance(files, dict) or not all(
-            isinstance(k, str) and k.startswith("/") and isinstance(v, str)
-            for k, v in files.items()):
+        isinstance(k, str) and k.startswith("/") and isinstance(v, str) for k, v in files.items()
+    ):
         raise ValueError("files must be a table of absolute guest paths to contents")
     return model.Customization(
         packages=_strings("packages", value.get("packages", [])),

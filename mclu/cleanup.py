@@ -66,12 +66,16 @@ class Done:
 # --- deciding (pure) -----------------------------------------------------------------------------
 
 
-def plan(guests: Sequence[model.Guest], scan: model.LeftoverScan,
-         min_age: float = UNOWNED_MIN_AGE) -> list[Item]:
+def plan(
+    guests: Sequence[model.Guest], scan: model.LeftoverScan, min_age: float = UNOWNED_MIN_AGE
+) -> list[Item]:
     """Every leftover candidate on a host, each to remove or kept with the reason."""
     locked = set(scan.locked)
-    items = [_guest_item(g, locked) for g in sorted(guests, key=lambda g: g.name)
-             if g.mclu is not None and g.mclu.state in model.UNFINISHED]
+    items = [
+        _guest_item(g, locked)
+        for g in sorted(guests, key=lambda g: g.name)
+        if g.mclu is not None and g.mclu.state in model.UNFINISHED
+    ]
     items += [_file_item(f, locked, min_age) for f in scan.partial_files]
     return items
 
@@ -101,8 +105,10 @@ def removable(items: Sequence[Item]) -> list[Item]:
     return [i for i in items if i.remove]
 
 
-def count(snapshot: fanout.HostResults[model.HostSnapshot],
-          scans: Mapping[str, model.LeftoverScan | None] | None = None) -> dict[str, int]:
+def count(
+    snapshot: fanout.HostResults[model.HostSnapshot],
+    scans: Mapping[str, model.LeftoverScan | None] | None = None,
+) -> dict[str, int]:
     """Host → how many leftovers `mclu cleanup` would remove there (hosts with none left out).
 
     The scan is the host snapshot's own, unless `scans` has one for the host (a build reads
@@ -137,8 +143,11 @@ def disk_made_by_build(ctime: float, built: str) -> bool:
     """Whether a disk whose inode changed at `ctime` (host clock) may be the build's own:
     not older than the build's start (its metadata's `built`), give or take CLOCK_SLACK."""
     try:
-        started = datetime.datetime.strptime(built, "%Y-%m-%dT%H:%M:%SZ").replace(
-            tzinfo=datetime.UTC).timestamp()
+        started = (
+            datetime.datetime.strptime(built, "%Y-%m-%dT%H:%M:%SZ")
+            .replace(tzinfo=datetime.UTC)
+            .timestamp()
+        )
     except ValueError:
         return False  # no build time: keep the disk rather than guess
     return ctime >= started - CLOCK_SLACK
@@ -180,8 +189,7 @@ def _kept(item: Item, reason: str) -> Item:
 
 
 @contextlib.asynccontextmanager
-async def _locked(session: Session, spec: model.HostSpec, name: str | None
-                  ) -> AsyncIterator[None]:
+async def _locked(session: Session, spec: model.HostSpec, name: str | None) -> AsyncIterator[None]:
     if name is None:
         yield
         return
@@ -189,8 +197,9 @@ async def _locked(session: Session, spec: model.HostSpec, name: str | None
         yield
 
 
-async def _remove_guest(session: Session, spec: model.HostSpec,
-                        name: str) -> tuple[str, ...] | None:
+async def _remove_guest(
+    session: Session, spec: model.HostSpec, name: str
+) -> tuple[str, ...] | None:
     """Under the guest's lock: power it off, undefine it, remove its own disks (made since its
     build began) and console log. None when it is no longer an interrupted build."""
     guests = await session.guests()
@@ -200,8 +209,7 @@ async def _remove_guest(session: Session, spec: model.HostSpec,
     others = [g for g in guests if g.name != name]
     other_files = sorted({d for g in others for d in g.disks if lifecycle.is_file_path(d)})
     backing = await storage.backing_files(session, other_files)
-    choice = lifecycle.disks_to_remove(guest, others, storage.cache_dir(spec.image_dir),
-                                       backing)
+    choice = lifecycle.disks_to_remove(guest, others, storage.cache_dir(spec.image_dir), backing)
     disks = await _made_by_build(session, choice.remove, guest.mclu.built)
     if guest.state.active:
         with contextlib.suppress(errors.LibvirtCallFailed):  # stopped meanwhile
@@ -219,8 +227,9 @@ async def _made_by_build(session: Session, disks: Sequence[str], built: str) -> 
     was there before it, which its `ln` refused to replace, is not the build's to remove)."""
     if not disks:
         return []
-    done = await session.run(["sh", "-c", 'for f; do [ -e "$f" ] && stat -c "%Z %n" -- "$f"; '
-                              'done; true', "sh", *disks])
+    done = await session.run(
+        ["sh", "-c", 'for f; do [ -e "$f" ] && stat -c "%Z %n" -- "$f"; done; true', "sh", *disks]
+    )
     own = []
     for line in done.stdout.decode(errors="replace").splitlines():
         ctime, _, path = line.partition(" ")
@@ -258,8 +267,7 @@ def item_json(item: Item, files: Mapping[str, tuple[str, ...]] | None = None) ->
     return found
 
 
-def describe_removed(host: str, item: Item, files: Mapping[str, tuple[str, ...]],
-                     verb: str) -> str:
+def describe_removed(host: str, item: Item, files: Mapping[str, tuple[str, ...]], verb: str) -> str:
     extra = ""
     if item.kind == "guest" and files.get(item.name):
         extra = f" and {', '.join(files[item.name])}"

@@ -121,8 +121,9 @@ async def relay(terminal: Terminal, stdin_fd: int, stdout_fd: int) -> Relayed:
 
 
 @contextlib.contextmanager
-def _following_window_size(loop: asyncio.AbstractEventLoop, terminal: Terminal,
-                           fd: int) -> Iterator[None]:
+def _following_window_size(
+    loop: asyncio.AbstractEventLoop, terminal: Terminal, fd: int
+) -> Iterator[None]:
     """Resize the remote terminal whenever the local window changes, for the block."""
     if not os.isatty(fd):
         yield

@@ -187,8 +187,10 @@ class SameMachine(HostError):
     """Two inventory entries reach one libvirt host (the same host UUID): the later entry is
     left out, so that placement does not count the machine twice."""
 
-    msg = ("{self.host}: the same machine as {self.first} (libvirt host UUID {self.uuid}): "
-           "one inventory entry per host")
+    msg = (
+        "{self.host}: the same machine as {self.first} (libvirt host UUID {self.uuid}): "
+        "one inventory entry per host"
+    )
     state = "duplicate"
 
     def __init__(self, host: str, first: str, uuid: str) -> None:
@@ -295,8 +297,10 @@ class LockHeld(HostError):
 class GuestLocked(MCLUError):
     """Another mclu run (this controller or another) works on the guest now."""
 
-    msg = ("{self.host}: guest {self.name!r} is locked by {self.holder}; "
-           "try again when that run has ended")
+    msg = (
+        "{self.host}: guest {self.name!r} is locked by {self.holder}; "
+        "try again when that run has ended"
+    )
     exit_code = EXIT_LOCKED
 
     def __init__(self, host: str, name: str, holder: str) -> None:
@@ -411,8 +415,10 @@ class ChecksumMismatch(MCLUError):
 class InvalidGuestName(MCLUError):
     """A new guest's name that libvirt, a file name or a shell could misread."""
 
-    msg = ("invalid guest name {self.name!r}: use 1 to 63 letters, digits, '.', '_' or '-', "
-           "starting with a letter or digit")
+    msg = (
+        "invalid guest name {self.name!r}: use 1 to 63 letters, digits, '.', '_' or '-', "
+        "starting with a letter or digit"
+    )
     exit_code = EXIT_USAGE
 
     def __init__(self, name: str) -> None:
@@ -465,8 +471,13 @@ class NoCapacity(MCLUError):
 
     msg = "no host has room for {self.guest} ({self.need}): {self.reasons}{self.unasked}"
 
-    def __init__(self, guest: str, need: str, rejected: Sequence[tuple[str, str]],
-                 unreachable: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        guest: str,
+        need: str,
+        rejected: Sequence[tuple[str, str]],
+        unreachable: Sequence[str] = (),
+    ) -> None:
         super().__init__(guest)
         self.guest = guest
         self.need = need
@@ -576,8 +587,16 @@ class NotReady(MCLUError):
     msg = "{self.host}: {self.name} did not become ready ({self.rule}): {self.reason}{self.quoted}"
     QUOTED = 4  # console lines quoted in the message; `console` keeps more
 
-    def __init__(self, *, host: str, name: str, rule: str, reason: str, seconds: float,
-                 console: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        host: str,
+        name: str,
+        rule: str,
+        reason: str,
+        seconds: float,
+        console: Sequence[str] = (),
+    ) -> None:
         super().__init__(reason)
         self.host = host
         self.name = name
@@ -590,14 +609,16 @@ class NotReady(MCLUError):
     def quoted(self) -> str:
         if not self.console:
             return "; its console showed nothing"
-        return "; its console ends: " + " / ".join(self.console[-self.QUOTED:])
+        return "; its console ends: " + " / ".join(self.console[-self.QUOTED :])
 
 
 class NoMacAddress(MCLUError):
     """`mclu on` for a host whose inventory entry has no `mac`."""
 
-    msg = ("{self.host}: no `mac` in {self.path}: wake-on-LAN needs the host's MAC address "
-           "(add mac = \"52:54:00:12:34:56\" to [hosts.{self.host}])")
+    msg = (
+        "{self.host}: no `mac` in {self.path}: wake-on-LAN needs the host's MAC address "
+        '(add mac = "52:54:00:12:34:56" to [hosts.{self.host}])'
+    )
     exit_code = EXIT_USAGE
 
     def __init__(self, host: str, path: str) -> None:
@@ -609,8 +630,10 @@ class NoMacAddress(MCLUError):
 class WakeFailed(HostError):
     """The wake-on-LAN packet could not be sent (no route, bad address...)."""
 
-    msg = ("{self.host}: cannot send the wake-on-LAN packet to {self.address}:{self.port}: "
-           "{self.reason}")
+    msg = (
+        "{self.host}: cannot send the wake-on-LAN packet to {self.address}:{self.port}: "
+        "{self.reason}"
+    )
 
     def __init__(self, host: str, address: str, port: int, reason: str) -> None:
         super().__init__(host, reason)
@@ -639,8 +662,10 @@ class PowerTimeout(HostError):
 class GuestsRunning(MCLUError):
     """`mclu off` refused: guests still run on the host."""
 
-    msg = ("{self.host}: refusing to power off: {self.count} running {self.noun} "
-           "({self.names}); move them with --drain, or power off anyway with --force")
+    msg = (
+        "{self.host}: refusing to power off: {self.count} running {self.noun} "
+        "({self.names}); move them with --drain, or power off anyway with --force"
+    )
 
     def __init__(self, host: str, names: Sequence[str]) -> None:
         super().__init__(host)
@@ -667,8 +692,10 @@ class GuestsRunning(MCLUError):
 class GuestOff(MCLUError):
     """The command (reboot, console, viewer) needs a running guest and this one is off."""
 
-    msg = ("{self.host}: {self.name} is not running ({self.state}); "
-           "start it with `mclu start {self.name}`")
+    msg = (
+        "{self.host}: {self.name} is not running ({self.state}); "
+        "start it with `mclu start {self.name}`"
+    )
 
     def __init__(self, host: str, name: str, state: str) -> None:
         super().__init__(name)
@@ -680,8 +707,10 @@ class GuestOff(MCLUError):
 class GuestIsRunning(MCLUError):
     """`delete` refuses a running guest unless told to power it off first."""
 
-    msg = ("{self.host}: {self.name} is running; stop it first, or use --force to power it "
-           "off and delete it")
+    msg = (
+        "{self.host}: {self.name} is running; stop it first, or use --force to power it "
+        "off and delete it"
+    )
 
     def __init__(self, host: str, name: str) -> None:
         super().__init__(name)
@@ -692,8 +721,10 @@ class GuestIsRunning(MCLUError):
 class GuestDidNotStop(MCLUError):
     """The guest's OS did not power off within the time given after the ACPI request."""
 
-    msg = ("{self.host}: {self.name} did not shut off within {self.seconds:g} s of the ACPI "
-           "request; use --force to power it off")
+    msg = (
+        "{self.host}: {self.name} did not shut off within {self.seconds:g} s of the ACPI "
+        "request; use --force to power it off"
+    )
 
     def __init__(self, host: str, name: str, seconds: float) -> None:
         super().__init__(name)
@@ -705,8 +736,10 @@ class GuestDidNotStop(MCLUError):
 class NoConsoleLog(MCLUError):
     """`mclu console --log`: the guest's host has no console log file for it."""
 
-    msg = ("{self.host}: {self.name} has no console log ({self.path}): it has not run since "
-           "it was defined, or its definition logs no console")
+    msg = (
+        "{self.host}: {self.name} has no console log ({self.path}): it has not run since "
+        "it was defined, or its definition logs no console"
+    )
 
     def __init__(self, host: str, name: str, path: str) -> None:
         super().__init__(name)
@@ -756,8 +789,10 @@ class BadDestination(MCLUError):
 class MigrationFailed(MCLUError):
     """A migration stopped at one step; the guest runs on at its source, nothing is left behind."""
 
-    msg = ("migration of {self.guest} from {self.source} to {self.dest} failed at "
-           "'{self.step}': {self.reason} ({self.guest} runs on {self.source})")
+    msg = (
+        "migration of {self.guest} from {self.source} to {self.dest} failed at "
+        "'{self.step}': {self.reason} ({self.guest} runs on {self.source})"
+    )
 
     def __init__(self, guest: str, source: str, dest: str, step: str, reason: str) -> None:
         super().__init__(reason)
@@ -786,11 +821,14 @@ class NotRebuildable(MCLUError):
 class RevisionNotReady(MCLUError):
     """A guest not rebuilt because its template revision did not become ready on another."""
 
-    msg = ("{self.host}: {self.name} not rebuilt: {self.template} r{self.revision} did not "
-           "become ready on {self.tried_on}")
+    msg = (
+        "{self.host}: {self.name} not rebuilt: {self.template} r{self.revision} did not "
+        "become ready on {self.tried_on}"
+    )
 
-    def __init__(self, *, host: str, name: str, template: str, revision: str,
-                 tried_on: str) -> None:
+    def __init__(
+        self, *, host: str, name: str, template: str, revision: str, tried_on: str
+    ) -> None:
         super().__init__(name)
         self.host = host
         self.name = name
@@ -802,8 +840,10 @@ class RevisionNotReady(MCLUError):
 class RebuildFailed(MCLUError):
     """A rebuild stopped at one step; `outcome` says what its undo left (the old guest)."""
 
-    msg = ("rebuild of {self.guest} on {self.host} failed at '{self.step}': {self.reason}; "
-           "{self.outcome}")
+    msg = (
+        "rebuild of {self.guest} on {self.host} failed at '{self.step}': {self.reason}; "
+        "{self.outcome}"
+    )
 
     def __init__(self, guest: str, host: str, step: str, reason: str, outcome: str) -> None:
         super().__init__(reason)

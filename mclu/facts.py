@@ -17,11 +17,20 @@ KIB = 1024
 
 # libvirt's <memory unit=...> units, in bytes (https://libvirt.org/formatdomain.html#memory-allocation).
 _UNITS = {
-    "b": 1, "bytes": 1,
-    "k": KIB, "kib": KIB, "kb": 1000,
-    "m": KIB**2, "mib": KIB**2, "mb": 1000**2,
-    "g": KIB**3, "gib": KIB**3, "gb": 1000**3,
-    "t": KIB**4, "tib": KIB**4, "tb": 1000**4,
+    "b": 1,
+    "bytes": 1,
+    "k": KIB,
+    "kib": KIB,
+    "kb": 1000,
+    "m": KIB**2,
+    "mib": KIB**2,
+    "mb": 1000**2,
+    "g": KIB**3,
+    "gib": KIB**3,
+    "gb": 1000**3,
+    "t": KIB**4,
+    "tib": KIB**4,
+    "tb": 1000**4,
 }
 
 # Disk devices whose source is guest storage; cdrom and floppy media are shared images.
@@ -60,8 +69,12 @@ def parse_capabilities(xml: str) -> Capabilities:
     arch = root.findtext("host/cpu/arch")
     if not arch:
         raise ParseError("capabilities XML has no host/cpu/arch")
-    return Capabilities(arch=arch, cpus=_cpus_of(root), domain_types=_domain_types(root, arch),
-                        host_uuid=(root.findtext("host/uuid") or "").strip())
+    return Capabilities(
+        arch=arch,
+        cpus=_cpus_of(root),
+        domain_types=_domain_types(root, arch),
+        host_uuid=(root.findtext("host/uuid") or "").strip(),
+    )
 
 
 def parse_node_memory_stats(stats: Mapping[str, int]) -> Memory:
@@ -84,8 +97,7 @@ def parse_domain_name(xml: str) -> str:
     return name.strip()
 
 
-def parse_guest(xml: str, state: GuestState, *, persistent: bool,
-                autostart: bool = False) -> Guest:
+def parse_guest(xml: str, state: GuestState, *, persistent: bool, autostart: bool = False) -> Guest:
     """Read a guest from its domain XML; the state and persistence come from other libvirt calls.
 
     Raises ParseError for XML that is not a domain, and for mclu metadata that is not mclu's.

@@ -49,8 +49,14 @@ async def gather(
     semaphore = asyncio.Semaphore(limit)
     seconds = deadline or _default_deadline
     name = what or getattr(work, "__name__", "work")
-    log.debug("%s on %d %s (at most %d at once): %s", name, len(hosts),
-              "host" if len(hosts) == 1 else "hosts", limit, ", ".join(h.name for h in hosts))
+    log.debug(
+        "%s on %d %s (at most %d at once): %s",
+        name,
+        len(hosts),
+        "host" if len(hosts) == 1 else "hosts",
+        limit,
+        ", ".join(h.name for h in hosts),
+    )
 
     async def one(host: model.HostSpec) -> T:
         async with semaphore:
@@ -62,8 +68,9 @@ async def gather(
                 log.debug("%s: %s stopped after %.2f s", host.name, name, seconds(host))
                 raise errors.HostTimeout(host.name, "mclu", seconds(host)) from None
             except errors.HostError as e:
-                log.debug("%s: %s failed after %.2f s: %s", host.name, name,
-                          time.monotonic() - started, e)
+                log.debug(
+                    "%s: %s failed after %.2f s: %s", host.name, name, time.monotonic() - started, e
+                )
                 raise
             log.debug("%s: %s done in %.2f s", host.name, name, time.monotonic() - started)
             return value

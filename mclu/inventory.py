@@ -68,8 +68,10 @@ def parse(text: str, path: str) -> model.Inventory:
     hosts = _table(doc.get("hosts"), path, "hosts")
     if not hosts:
         raise errors.ConfigError(path, "hosts", "no hosts: add a [hosts.NAME] table")
-    specs = tuple(_host(name, _table(h, path, f"hosts.{quoted_key(name)}"), defaults, path)
-                  for name, h in hosts.items())
+    specs = tuple(
+        _host(name, _table(h, path, f"hosts.{quoted_key(name)}"), defaults, path)
+        for name, h in hosts.items()
+    )
     _one_entry_per_machine(specs, hosts, path)
     parallel = _check(doc, "parallel", _positive_int, path, "", default=model.DEFAULT_PARALLEL)
     repos = _check(doc, "template_repos", _paths, path, "")
@@ -82,8 +84,9 @@ def quoted_key(name: str) -> str:
     return name if name.isprintable() else json.dumps(name)
 
 
-def select(inventory: model.Inventory, names: list[str] | None = None,
-           tags: list[str] | None = None) -> list[model.HostSpec]:
+def select(
+    inventory: model.Inventory, names: list[str] | None = None, tags: list[str] | None = None
+) -> list[model.HostSpec]:
     """The hosts named (in inventory order) and carrying all `tags`; unknown names and tags
     no host has are errors (a typo in a cron line must not quietly select nothing)."""
     for name in names or ():
@@ -97,8 +100,9 @@ def select(inventory: model.Inventory, names: list[str] | None = None,
     return [h for h in chosen if all(t in h.tags for t in tags or ())]
 
 
-def _one_entry_per_machine(specs: tuple[model.HostSpec, ...], tables: Mapping[str, Any],
-                           path: str) -> None:
+def _one_entry_per_machine(
+    specs: tuple[model.HostSpec, ...], tables: Mapping[str, Any], path: str
+) -> None:
     """Two entries that ssh to the same address and port are one machine, which placement
     would count twice: an error naming both. (Entries reached by a libvirt `uri` have no
     address of their own; the same libvirt host under two names is caught after connecting,
@@ -112,19 +116,23 @@ def _one_entry_per_machine(specs: tuple[model.HostSpec, ...], tables: Mapping[st
         if first != spec.name:
             key = "address" if "address" in tables[spec.name] else None
             raise errors.ConfigError(
-                path, f"hosts.{quoted_key(spec.name)}" + (f".{key}" if key else ""),
+                path,
+                f"hosts.{quoted_key(spec.name)}" + (f".{key}" if key else ""),
                 f"the same machine as hosts.{quoted_key(first)} (address {spec.address}, "
-                f"port {spec.ssh_port}): one entry per host")
+                f"port {spec.ssh_port}): one entry per host",
+            )
 
 
 # --- checking one host -------------------------------------------------------------------
 
 
-def _host(name: str, table: dict[str, Any], defaults: dict[str, Any],
-          path: str) -> model.HostSpec:
+def _host(name: str, table: dict[str, Any], defaults: dict[str, Any], path: str) -> model.HostSpec:
     if not HOST_NAME.fullmatch(name):
-        raise errors.ConfigError(path, f"hosts.{quoted_key(name)}",
-                                 "a host name is letters, digits, '.', '_' and '-' (max 63)")
+        raise errors.ConfigError(
+            path,
+            f"hosts.{quoted_key(name)}",
+            "a host name is letters, digits, '.', '_' and '-' (max 63)",
+        )
     _reject_unknown(table, set(_HOST_KEYS), path, f"hosts.{quoted_key(name)}.")
     merged = {**defaults, **table}
     values: dict[str, Any] = {}
@@ -136,8 +144,14 @@ def _host(name: str, table: dict[str, Any], defaults: dict[str, Any],
     return model.HostSpec(name=name, **values)
 
 
-def _check(table: Mapping[str, Any], key: str, checker: Checker, path: str, prefix: str,
-           default: Any = None) -> Any:
+def _check(
+    table: Mapping[str, Any],
+    key: str,
+    checker: Checker,
+    path: str,
+    prefix: str,
+    default: Any = None,
+) -> Any:
     if key not in table:
         return default
     try:
@@ -157,8 +171,11 @@ def _table(value: Any, path: str, key: str) -> dict[str, Any]:
 def _reject_unknown(table: Mapping[str, Any], known: set[str], path: str, prefix: str) -> None:
     for name in table:
         if name not in known:
-            raise errors.ConfigError(path, f"{prefix}{quoted_key(name)}",
-                                     f"unknown key (known: {', '.join(sorted(known))})")
+            raise errors.ConfigError(
+                path,
+                f"{prefix}{quoted_key(name)}",
+                f"unknown key (known: {', '.join(sorted(known))})",
+            )
 
 
 # --- value checkers: each returns the checked value or raises ValueError -----------------
@@ -177,8 +194,10 @@ def _address(value: Any) -> str:
     except ValueError:
         pass
     if not ADDRESS.fullmatch(text):
-        raise ValueError("must be a host name, an alias of ~/.ssh/config or an IP address "
-                         f"(letters, digits, '.', '_', '-'), got {text!r}")
+        raise ValueError(
+            "must be a host name, an alias of ~/.ssh/config or an IP address "
+            f"(letters, digits, '.', '_', '-'), got {text!r}"
+        )
     return text
 
 
@@ -232,7 +251,7 @@ def _ratio(value: Any) -> float:
 
 def _size(value: Any) -> int:
     if isinstance(value, bool):
-        raise ValueError(f"must be a size like \"2 GiB\" or a number of bytes, got {value!r}")
+        raise ValueError(f'must be a size like "2 GiB" or a number of bytes, got {value!r}')
     return sizes.parse(value)
 
 
@@ -272,7 +291,7 @@ def _strings(value: Any) -> tuple[str, ...]:
 def _argv(value: Any) -> tuple[str, ...]:
     argv = _strings(value)
     if not argv:
-        raise ValueError("must name a command as a list, like [\"poweroff\"]")
+        raise ValueError('must name a command as a list, like ["poweroff"]')
     return argv
 
 
@@ -299,8 +318,7 @@ NETWORK = re.compile(r"^(user|none|(network|bridge):[A-Za-z0-9_.-]+)$")
 def check_network(value: Any) -> str:
     """A guest network setting, checked: "network:NAME", "bridge:NAME", "user" or "none"."""
     if not isinstance(value, str) or not NETWORK.fullmatch(value):
-        raise ValueError('must be "network:NAME", "bridge:NAME", "user" or "none", '
-                         f"got {value!r}")
+        raise ValueError(f'must be "network:NAME", "bridge:NAME", "user" or "none", got {value!r}')
     return value
 
 

@@ -48,8 +48,9 @@ async def state_of(session: Session, name: str) -> model.GuestState | None:
     return None if guest is None else guest.state
 
 
-async def stop(session: Session, name: str, *, timeout: float = STOP_TIMEOUT,
-               force: bool = False) -> Stopped:
+async def stop(
+    session: Session, name: str, *, timeout: float = STOP_TIMEOUT, force: bool = False
+) -> Stopped:
     """Ask the running guest's OS to power off (ACPI) and wait until it is off, repeating
     the request every ACPI_REPEAT seconds meanwhile.
 
@@ -71,8 +72,9 @@ async def stop(session: Session, name: str, *, timeout: float = STOP_TIMEOUT,
     return Stopped(forced=True, seconds=time.monotonic() - started)
 
 
-async def _until_off(session: Session, name: str, deadline: float, *,
-                     repeat: float = math.inf) -> bool:
+async def _until_off(
+    session: Session, name: str, deadline: float, *, repeat: float = math.inf
+) -> bool:
     """Whether the guest is off by the deadline (monotonic clock); looks at least once.
 
     With `repeat`, the ACPI request is sent again every `repeat` seconds while it runs on.
@@ -131,8 +133,9 @@ def is_file_path(source: str) -> bool:
     return posixpath.isabs(source) and not posixpath.normpath(source).startswith("/dev/")
 
 
-def disks_to_remove(guest: model.Guest, others: Sequence[model.Guest], cache_dir: str,
-                    backing: Collection[str]) -> DiskChoice:
+def disks_to_remove(
+    guest: model.Guest, others: Sequence[model.Guest], cache_dir: str, backing: Collection[str]
+) -> DiskChoice:
     """Which of the guest's disks are its own to remove.
 
     Kept: anything in the host's template cache (`cache_dir`), a disk another guest also
@@ -176,9 +179,15 @@ class Deleted:
     kept: tuple[Kept, ...]
 
 
-async def delete(session: Session, spec: model.HostSpec, guest: model.Guest,
-                 others: Sequence[model.Guest], *, force: bool = False,
-                 dry_run: bool = False) -> Deleted:
+async def delete(
+    session: Session,
+    spec: model.HostSpec,
+    guest: model.Guest,
+    others: Sequence[model.Guest],
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+) -> Deleted:
     """Undefine the guest and remove its own disks (see `disks_to_remove`) and console log.
 
     `others` are the other guests whose disks may share files with it (the host's, and with

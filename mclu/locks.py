@@ -63,8 +63,7 @@ def holder(purpose: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def guest(session: Session, spec: HostSpec, name: str, purpose: str
-                ) -> AsyncIterator[None]:
+async def guest(session: Session, spec: HostSpec, name: str, purpose: str) -> AsyncIterator[None]:
     """Hold guest `name`'s lock on the host for the block; GuestLocked when another run has it
     (and, within `waiting`, still has it when the time is up)."""
     path, who = lock_path(spec, name), holder(purpose)
@@ -83,8 +82,9 @@ async def guest(session: Session, spec: HostSpec, name: str, purpose: str
 
 
 @contextlib.asynccontextmanager
-async def everywhere(sessions: Mapping[str, Session], specs: Iterable[HostSpec],
-                     names: Iterable[str], purpose: str) -> AsyncIterator[None]:
+async def everywhere(
+    sessions: Mapping[str, Session], specs: Iterable[HostSpec], names: Iterable[str], purpose: str
+) -> AsyncIterator[None]:
     """Hold the locks of `names` on every host of `sessions` (a new guest's name is taken
     cluster-wide), in one order so that two runs cannot each hold a part and both fail
     forever: whichever run takes the first lock goes on, the other stops at once."""

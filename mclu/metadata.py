@@ -84,8 +84,13 @@ def from_element(element: ET.Element) -> GuestMeta:
 
 
 def _render(meta: GuestMeta, prefix: str, declaration: str) -> str:
-    attributes = [("template", meta.template), ("revision", meta.revision),
-                  ("built", meta.built), ("state", meta.state), ("ready", meta.ready)]
+    attributes = [
+        ("template", meta.template),
+        ("revision", meta.revision),
+        ("built", meta.built),
+        ("state", meta.state),
+        ("ready", meta.ready),
+    ]
     # Empty values are left out; parse() reads a missing attribute as GuestMeta's default.
     text = "".join(f" {key}={quoteattr(value)}" for key, value in attributes if value)
     options = "".join(

@@ -94,11 +94,15 @@ def parse_disk_info(path: str, text: str) -> Disk:
     top = chain[0] if isinstance(chain, list) else chain
     backing = top.get("full-backing-filename") or top.get("backing-filename")
     below = chain[1] if isinstance(chain, list) and len(chain) > 1 else {}
-    return Disk(path=path, format=str(top["format"]), virtual_size=int(top["virtual-size"]),
-                data_bytes=int(top.get("actual-size", 0)),
-                backing=str(backing) if backing else None,
-                backing_format=top.get("backing-filename-format"),
-                backing_bytes=int(below.get("actual-size", 0)))
+    return Disk(
+        path=path,
+        format=str(top["format"]),
+        virtual_size=int(top["virtual-size"]),
+        data_bytes=int(top.get("actual-size", 0)),
+        backing=str(backing) if backing else None,
+        backing_format=top.get("backing-filename-format"),
+        backing_bytes=int(below.get("actual-size", 0)),
+    )
 
 
 def shared(source: HostSpec, dest: HostSpec) -> bool:
@@ -110,14 +114,21 @@ def need(guest: Guest, disks: Sequence[Disk], dest: placement.Candidate) -> plac
     """What the guest takes from `dest`: its memory and vCPUs, its overlays' data, and the
     data of each base `dest` does not have cached yet."""
     cached = set(dest.storage.cached_bases)
-    bases = {d.backing: d.backing_bytes for d in disks
-             if d.backing is not None and posixpath.basename(d.backing) not in cached}
-    return placement.Need(memory=guest.memory, vcpus=guest.vcpus,
-                          disk=sum(d.data_bytes for d in disks) + sum(bases.values()))
+    bases = {
+        d.backing: d.backing_bytes
+        for d in disks
+        if d.backing is not None and posixpath.basename(d.backing) not in cached
+    }
+    return placement.Need(
+        memory=guest.memory,
+        vcpus=guest.vcpus,
+        disk=sum(d.data_bytes for d in disks) + sum(bases.values()),
+    )
 
 
-def candidates(snapshot: Snapshot, storage_facts: Mapping[str, StorageFacts], source: str
-               ) -> list[placement.Candidate]:
+def candidates(
+    snapshot: Snapshot, storage_facts: Mapping[str, StorageFacts], source: str
+) -> list[placement.Candidate]:
     """Every host that answered, except the source; a host sharing the source's storage needs
     no storage facts (nothing is written to it)."""
     found = []
@@ -134,10 +145,17 @@ def candidates(snapshot: Snapshot, storage_facts: Mapping[str, StorageFacts], so
     return found
 
 
-def choose(guest: Guest, source: str, disks: Sequence[Disk], snapshot: Snapshot,
-           storage_facts: Mapping[str, StorageFacts], *, to: str | None = None,
-           already: Mapping[str, placement.Need] | None = None,
-           inventory_path: str = "the inventory") -> Move:
+def choose(
+    guest: Guest,
+    source: str,
+    disks: Sequence[Disk],
+    snapshot: Snapshot,
+    storage_facts: Mapping[str, StorageFacts],
+    *,
+    to: str | None = None,
+    already: Mapping[str, placement.Need] | None = None,
+    inventory_path: str = "the inventory",
+) -> Move:
     """The destination of one running guest: `to` if it has room, else the host with the most.
 
     Raises GuestNotRunning, UnknownHost, BadDestination (to is the source), the destination's
@@ -159,19 +177,33 @@ def choose(guest: Guest, source: str, disks: Sequence[Disk], snapshot: Snapshot,
     # Each host's need differs (a base it lacks): fold that into what it already holds.
     extra = {c.name: need(guest, disks, c) for c in found}
     own = placement.Need(memory=guest.memory, vcpus=guest.vcpus, disk=0)
-    room = {c.name: placed.get(c.name, placement.NOTHING)
-            + placement.Need(0, 0, extra[c.name].disk, guests=0) for c in found}
+    room = {
+        c.name: placed.get(c.name, placement.NOTHING)
+        + placement.Need(0, 0, extra[c.name].disk, guests=0)
+        for c in found
+    }
     unasked = [h for h in snapshot.order if h != source and h not in {c.name for c in found}]
-    chosen = placement.place(own, found, pinned=to, already=room, guest=guest.name,
-                             unreachable=unasked)
+    chosen = placement.place(
+        own, found, pinned=to, already=room, guest=guest.name, unreachable=unasked
+    )
     src = snapshot.ok[source].spec
     is_shared = shared(src, snapshot.ok[chosen.host].spec)
-    return Move(guest=guest, source=source, dest=chosen.host, reason=chosen.reason,
-                shared=is_shared, disks=() if is_shared else tuple(disks))
+    return Move(
+        guest=guest,
+        source=source,
+        dest=chosen.host,
+        reason=chosen.reason,
+        shared=is_shared,
+        disks=() if is_shared else tuple(disks),
+    )
 
 
-def plan_drain(source: str, snapshot: Snapshot, storage_facts: Mapping[str, StorageFacts],
-               disks: Mapping[str, Sequence[Disk]]) -> list[Move | NotMoved]:
+def plan_drain(
+    source: str,
+    snapshot: Snapshot,
+    storage_facts: Mapping[str, StorageFacts],
+    disks: Mapping[str, Sequence[Disk]],
+) -> list[Move | NotMoved]:
     """Where each guest of `source` goes, by capacity, guests spread and never overcommitted.
 
     Guests in the order of most memory first (the hardest to place go while there is most
@@ -183,9 +215,15 @@ def plan_drain(source: str, snapshot: Snapshot, storage_facts: Mapping[str, Stor
     plan: list[Move | NotMoved] = []
     for guest in sorted(host.guests, key=lambda g: (-g.memory, g.name)):
         if not guest.state.active:
-            plan.append(NotMoved(guest, source, f"{guest.state.value}: only running guests "
-                                                "are live-migrated; start it, or move its disk "
-                                                "and definition by hand"))
+            plan.append(
+                NotMoved(
+                    guest,
+                    source,
+                    f"{guest.state.value}: only running guests "
+                    "are live-migrated; start it, or move its disk "
+                    "and definition by hand",
+                )
+            )
             continue
         if guest.name not in disks:
             plan.append(NotMoved(guest, source, "its disks could not be read"))
@@ -198,19 +236,23 @@ def plan_drain(source: str, snapshot: Snapshot, storage_facts: Mapping[str, Stor
             continue
         dest = next(c for c in candidates(snapshot, facts, source) if c.name == move.dest)
         already[move.dest] = already.get(move.dest, placement.NOTHING) + need(
-            guest, move.disks, dest)
+            guest, move.disks, dest
+        )
         bases_sent.setdefault(move.dest, set()).update(
-            posixpath.basename(d.backing) for d in move.bases if d.backing)
+            posixpath.basename(d.backing) for d in move.bases if d.backing
+        )
         plan.append(move)
     return plan
 
 
-def _with_bases(facts: Mapping[str, StorageFacts], sent: Mapping[str, set[str]]
-                ) -> dict[str, StorageFacts]:
+def _with_bases(
+    facts: Mapping[str, StorageFacts], sent: Mapping[str, set[str]]
+) -> dict[str, StorageFacts]:
     """Storage facts as they will be once the bases this plan sends have arrived."""
-    return {h: StorageFacts(f.image_dir, f.free, tuple(sorted({*f.cached_bases,
-                                                                *sent.get(h, set())})))
-            for h, f in facts.items()}
+    return {
+        h: StorageFacts(f.image_dir, f.free, tuple(sorted({*f.cached_bases, *sent.get(h, set())})))
+        for h, f in facts.items()
+    }
 
 
 def timeout_for(move: Move) -> float:
@@ -222,8 +264,11 @@ def target(move: Move, dest: HostSpec) -> MigrationTarget:
     """The destination as the source's libvirtd reaches it (peer to peer, over ssh)."""
     user = f"{dest.user}@" if dest.user else ""
     port = f":{dest.port}" if dest.port not in (None, 22) else ""
-    return MigrationTarget(host=dest.name, uri=f"qemu+ssh://{user}{dest.address}{port}/system",
-                           copy_storage=not move.shared)
+    return MigrationTarget(
+        host=dest.name,
+        uri=f"qemu+ssh://{user}{dest.address}{port}/system",
+        copy_storage=not move.shared,
+    )
 
 
 # --- reading a guest's disks on its host -------------------------------------------------------
@@ -236,14 +281,18 @@ async def read_disks(session: Session, guest: Guest) -> tuple[Disk, ...]:
     local file (it would need shared storage)."""
     for path in guest.disks:
         if not path.startswith("/"):
-            raise errors.HostError(session.host, f"{guest.name}: disk {path} is not a file: "
-                                                 "live migration needs shared storage for it")
+            raise errors.HostError(
+                session.host,
+                f"{guest.name}: disk {path} is not a file: "
+                "live migration needs shared storage for it",
+            )
     if not guest.disks:
         return ()
     done = await session.run(["sh", "-c", _INFO, "sh", *guest.disks])
-    return tuple(parse_disk_info(path, text)
-                 for path, text in zip(guest.disks, _json_documents(done.stdout.decode()),
-                                       strict=True))
+    return tuple(
+        parse_disk_info(path, text)
+        for path, text in zip(guest.disks, _json_documents(done.stdout.decode()), strict=True)
+    )
 
 
 def _json_documents(text: str) -> list[str]:
@@ -262,34 +311,54 @@ def _json_documents(text: str) -> list[str]:
 # --- carrying out one move ----------------------------------------------------------------------
 
 
-async def execute(move: Move, sessions: Mapping[str, Session], specs: Mapping[str, HostSpec],
-                  cache_dir: Path, reporter: Reporter) -> Moved:
+async def execute(
+    move: Move,
+    sessions: Mapping[str, Session],
+    specs: Mapping[str, HostSpec],
+    cache_dir: Path,
+    reporter: Reporter,
+) -> Moved:
     """Migrate the guest; all or nothing. Raises MigrationFailed naming the step, and
     GuestLocked when another mclu run works on the guest (or on its name at the destination)."""
     name = move.guest.name
-    async with (locks.guest(sessions[move.source], specs[move.source], name, "migrate"),
-                locks.guest(sessions[move.dest], specs[move.dest], name, "migrate")):
+    async with (
+        locks.guest(sessions[move.source], specs[move.source], name, "migrate"),
+        locks.guest(sessions[move.dest], specs[move.dest], name, "migrate"),
+    ):
         return await _execute(move, sessions, specs, cache_dir, reporter)
 
 
-async def _execute(move: Move, sessions: Mapping[str, Session], specs: Mapping[str, HostSpec],
-                   cache_dir: Path, reporter: Reporter) -> Moved:
+async def _execute(
+    move: Move,
+    sessions: Mapping[str, Session],
+    specs: Mapping[str, HostSpec],
+    cache_dir: Path,
+    reporter: Reporter,
+) -> Moved:
     source, dest = sessions[move.source], sessions[move.dest]
     started = time.monotonic()
     undo = Undo()
     try:
         if not move.shared:
-            await _prepare_destination(move, source, dest, specs[move.dest], cache_dir,
-                                       undo, reporter)
+            await _prepare_destination(
+                move, source, dest, specs[move.dest], cache_dir, undo, reporter
+            )
         reporter.step(move.source, move.guest.name, f"migrating to {move.dest}")
         key = f"{move.guest.name} → {move.dest}"
 
         def progress(p: MigrationProgress) -> None:
             reporter.transfer(key, p.processed, p.processed + p.remaining)
 
-        await _step(move, "migrate", source.migrate(
-            move.guest.name, target(move, specs[move.dest]), progress=progress,
-            timeout=timeout_for(move)))
+        await _step(
+            move,
+            "migrate",
+            source.migrate(
+                move.guest.name,
+                target(move, specs[move.dest]),
+                progress=progress,
+                timeout=timeout_for(move),
+            ),
+        )
     except BaseException:
         await asyncio.shield(undo.run(reporter))
         raise
@@ -322,28 +391,40 @@ async def _remove_source_disks(move: Move, source: Session, reporter: Reporter) 
             reporter.step(move.source, move.guest.name, f"could not remove {path}: {e}")
 
 
-async def _prepare_destination(move: Move, source: Session, dest: Session, spec: HostSpec,
-                               cache_dir: Path, undo: Undo, reporter: Reporter) -> None:
+async def _prepare_destination(
+    move: Move,
+    source: Session,
+    dest: Session,
+    spec: HostSpec,
+    cache_dir: Path,
+    undo: Undo,
+    reporter: Reporter,
+) -> None:
     paths = [d.path for d in move.disks] + [d.backing for d in move.bases if d.backing]
     present = await _existing(dest, paths)
     for disk in move.disks:
         if disk.path in present:
-            raise errors.MigrationFailed(move.guest.name, move.source, move.dest,
-                                         "check disks", f"{disk.path} already exists there")
+            raise errors.MigrationFailed(
+                move.guest.name,
+                move.source,
+                move.dest,
+                "check disks",
+                f"{disk.path} already exists there",
+            )
     for disk in move.bases:
         assert disk.backing is not None
         if disk.backing in present:
             continue
         reporter.step(move.dest, move.guest.name, f"sending {posixpath.basename(disk.backing)}")
-        await _step(move, "send template base", _send_base(source, dest, disk, cache_dir,
-                                                            reporter))
-        undo.push(f"remove {disk.backing} on {dest.host} if unused",
-                  functools.partial(_remove_base_if_unused, dest, spec, disk.backing))
+        await _step(move, "send template base", _send_base(source, dest, disk, cache_dir, reporter))
+        undo.push(
+            f"remove {disk.backing} on {dest.host} if unused",
+            functools.partial(_remove_base_if_unused, dest, spec, disk.backing),
+        )
     for disk in move.disks:
         reporter.step(move.dest, move.guest.name, f"creating {disk.path}")
         await _step(move, "create disk", _create_disk(dest, disk))
-        undo.push(f"remove {disk.path} on {dest.host}",
-                  functools.partial(_remove, dest, disk.path))
+        undo.push(f"remove {disk.path} on {dest.host}", functools.partial(_remove, dest, disk.path))
 
 
 async def _step(move: Move, step: str, work: Awaitable[object]) -> None:
@@ -353,13 +434,13 @@ async def _step(move: Move, step: str, work: Awaitable[object]) -> None:
     except errors.MigrationFailed:
         raise
     except errors.MCLUError as e:
-        raise errors.MigrationFailed(move.guest.name, move.source, move.dest, step, str(e)
-                                     ) from e
+        raise errors.MigrationFailed(move.guest.name, move.source, move.dest, step, str(e)) from e
 
 
 async def _existing(session: Session, paths: Sequence[str]) -> set[str]:
-    done = await session.run(["sh", "-c", 'for f; do [ -e "$f" ] && echo "$f"; done; true',
-                              "sh", *paths])
+    done = await session.run(
+        ["sh", "-c", 'for f; do [ -e "$f" ] && echo "$f"; done; true', "sh", *paths]
+    )
     return set(done.stdout.decode().splitlines())
 
 
@@ -388,8 +469,10 @@ async def _remove(session: Session, path: str) -> None:
 async def _remove_base_if_unused(session: Session, spec: HostSpec, base: str) -> None:
     """Remove a base this migration sent, unless a disk there has come to use it."""
     guests = await session.guests()
-    disks = {*await storage.overlay_candidates(session, spec),
-             *(d for g in guests for d in g.disks)}
+    disks = {
+        *await storage.overlay_candidates(session, spec),
+        *(d for g in guests for d in g.disks),
+    }
     if base not in await storage.backing_files(session, sorted(disks)):
         await _remove(session, base)
 
@@ -397,8 +480,9 @@ async def _remove_base_if_unused(session: Session, spec: HostSpec, base: str) ->
 # --- the template base: from the controller's cache, else host to host -----------------------
 
 
-async def _send_base(source: Session, dest: Session, disk: Disk, cache_dir: Path,
-                     reporter: Reporter) -> None:
+async def _send_base(
+    source: Session, dest: Session, disk: Disk, cache_dir: Path, reporter: Reporter
+) -> None:
     assert disk.backing is not None
     await dest.run(["mkdir", "-p", "--", posixpath.dirname(disk.backing)])
     key = f"{dest.host}:{posixpath.basename(disk.backing)}"
@@ -409,15 +493,18 @@ async def _send_base(source: Session, dest: Session, disk: Disk, cache_dir: Path
         def progress(done: int) -> None:
             reporter.transfer(key, done, size)
 
-        await images.send_atomically(images.get(images.DEFAULT), dest, local, disk.backing,
-                                     size, progress=progress)
+        await images.send_atomically(
+            images.get(images.DEFAULT), dest, local, disk.backing, size, progress=progress
+        )
         return
-    await copy_between_hosts(source, dest, disk.backing, lambda done: reporter.transfer(
-        key, done, disk.backing_bytes))
+    await copy_between_hosts(
+        source, dest, disk.backing, lambda done: reporter.transfer(key, done, disk.backing_bytes)
+    )
 
 
-async def copy_between_hosts(source: Session, dest: Session, path: str,
-                             progress: images.Progress | None = None) -> None:
+async def copy_between_hosts(
+    source: Session, dest: Session, path: str, progress: images.Progress | None = None
+) -> None:
     """Copy the raw file `path` from source to the same path on dest, sparse, through here.
 
     qemu-nbd serves it read-only on the source and serves a new partial file on dest; both
@@ -430,14 +517,30 @@ async def copy_between_hosts(source: Session, dest: Session, path: str,
     size = int((await source.run(["stat", "-c", "%s", "--", path])).stdout.decode())
     partial = images.partial_name(path)
     try:
-        await dest.run(["sh", "-c", ': > "$1" && truncate -s "$2" -- "$1"', "sh", partial,
-                        str(size)])
-        async with _served(source, ["--read-only", path]) as src, \
-                _served(dest, ["--cache=writeback", partial]) as dst:
-            await nbd.run_nbdcopy([nbdcopy, "--target-is-zero", "--flush", nbd.nbd_uri(src),
-                                   nbd.nbd_uri(dst)], size, progress, dest.host)
-        await dest.run(["sh", "-c", 'sync -- "$1" && mv -f -T -- "$1" "$2" && sync -- "$3"',
-                        "sh", partial, path, posixpath.dirname(path)])
+        await dest.run(
+            ["sh", "-c", ': > "$1" && truncate -s "$2" -- "$1"', "sh", partial, str(size)]
+        )
+        async with (
+            _served(source, ["--read-only", path]) as src,
+            _served(dest, ["--cache=writeback", partial]) as dst,
+        ):
+            await nbd.run_nbdcopy(
+                [nbdcopy, "--target-is-zero", "--flush", nbd.nbd_uri(src), nbd.nbd_uri(dst)],
+                size,
+                progress,
+                dest.host,
+            )
+        await dest.run(
+            [
+                "sh",
+                "-c",
+                'sync -- "$1" && mv -f -T -- "$1" "$2" && sync -- "$3"',
+                "sh",
+                partial,
+                path,
+                posixpath.dirname(path),
+            ]
+        )
     except BaseException:
         with contextlib.suppress(errors.HostError):
             await dest.run(["rm", "-f", "--", partial], check=False)
@@ -450,15 +553,15 @@ async def _served(session: Session, args: Sequence[str]) -> AsyncIterator[str]:
     tmp = (await session.run(["mktemp", "-d", "-t", "mclu-nbd.XXXXXXXX"])).stdout.decode()
     socket = posixpath.join(tmp.strip(), "nbd.sock")
     try:
-        argv = ["qemu-nbd", "--format=raw", "--persistent", "--shared=0", "--socket", socket,
-                *args]
+        argv = ["qemu-nbd", "--format=raw", "--persistent", "--shared=0", "--socket", socket, *args]
         async with session.background(argv) as server:
             deadline = time.monotonic() + SERVER_START_TIMEOUT
             while (await session.run(["test", "-S", socket], check=False)).exit_status != 0:
                 server.check()
                 if time.monotonic() > deadline:
-                    raise errors.HostTimeout(session.host, "qemu-nbd to listen",
-                                             SERVER_START_TIMEOUT)
+                    raise errors.HostTimeout(
+                        session.host, "qemu-nbd to listen", SERVER_START_TIMEOUT
+                    )
                 await asyncio.sleep(0.05)
             async with session.forward_socket(socket) as local:
                 yield local
@@ -472,4 +575,3 @@ def describe(move: Move) -> str:
     data = sum(d.data_bytes for d in move.disks)
     disks = "shared storage" if move.shared else f"{sizes.human(data)} of disk data to copy"
     return f"{move.guest.name}: {move.source} → {move.dest} ({move.reason}; {disks})"
-

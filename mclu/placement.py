@@ -32,12 +32,18 @@ class Need:
     guests: int = 1
 
     def __add__(self, other: Need) -> Need:
-        return Need(self.memory + other.memory, self.vcpus + other.vcpus,
-                    self.disk + other.disk, self.guests + other.guests)
+        return Need(
+            self.memory + other.memory,
+            self.vcpus + other.vcpus,
+            self.disk + other.disk,
+            self.guests + other.guests,
+        )
 
     def __str__(self) -> str:
-        return (f"{sizes.human(self.memory)} memory, {_vcpus(self.vcpus)}, "
-                f"{sizes.human(self.disk)} disk")
+        return (
+            f"{sizes.human(self.memory)} memory, {_vcpus(self.vcpus)}, "
+            f"{sizes.human(self.disk)} disk"
+        )
 
 
 NOTHING = Need(memory=0, vcpus=0, disk=0, guests=0)
@@ -65,9 +71,11 @@ class Placement:
 
 def room(candidate: Candidate, already: Need = NOTHING) -> Need:
     """What the host can still give after `already`; negative when already overcommitted."""
-    return Need(memory=candidate.snapshot.memory_free - already.memory,
-                vcpus=candidate.snapshot.vcpus_free - already.vcpus,
-                disk=candidate.storage.free - already.disk)
+    return Need(
+        memory=candidate.snapshot.memory_free - already.memory,
+        vcpus=candidate.snapshot.vcpus_free - already.vcpus,
+        disk=candidate.storage.free - already.disk,
+    )
 
 
 def shortfalls(need: Need, candidate: Candidate, already: Need = NOTHING) -> list[str]:
@@ -75,15 +83,20 @@ def shortfalls(need: Need, candidate: Candidate, already: Need = NOTHING) -> lis
     free = room(candidate, already)
     short = []
     if need.memory > free.memory:
-        short.append(f"{sizes.human(need.memory)} memory, {_human(free.memory)} free"
-                     + _planned(sizes.human(already.memory), already.memory))
+        short.append(
+            f"{sizes.human(need.memory)} memory, {_human(free.memory)} free"
+            + _planned(sizes.human(already.memory), already.memory)
+        )
     if need.vcpus > free.vcpus:
-        short.append(f"{_vcpus(need.vcpus)}, {max(free.vcpus, 0)} free"
-                     + _planned(_vcpus(already.vcpus), already.vcpus))
+        short.append(
+            f"{_vcpus(need.vcpus)}, {max(free.vcpus, 0)} free"
+            + _planned(_vcpus(already.vcpus), already.vcpus)
+        )
     if need.disk > free.disk:
-        short.append(f"{sizes.human(need.disk)} disk in {candidate.storage.image_dir}, "
-                     f"{_human(free.disk)} free"
-                     + _planned(sizes.human(already.disk), already.disk))
+        short.append(
+            f"{sizes.human(need.disk)} disk in {candidate.storage.image_dir}, "
+            f"{_human(free.disk)} free" + _planned(sizes.human(already.disk), already.disk)
+        )
     return short
 
 
@@ -124,16 +137,19 @@ def place(
         rejected = [(c.name, _rejection(need, c, placed)) for c in candidates]
         raise errors.NoCapacity(guest, str(need), rejected, unreachable)
     order = {c.name: i for i, c in enumerate(candidates)}
-    best = min(fitting, key=lambda c: (-_memory_after(need, c, placed), _guest_count(c, placed),
-                                       order[c.name]))
+    best = min(
+        fitting,
+        key=lambda c: (-_memory_after(need, c, placed), _guest_count(c, placed), order[c.name]),
+    )
     after = sizes.human(_memory_after(need, best, placed))
     if len(fitting) == 1 and len(candidates) > 1:
         return Placement(best.name, f"only host with room: {after} memory free after")
     return Placement(best.name, f"most free memory: {after} after")
 
 
-def _place_pinned(need: Need, candidate: Candidate, placed: Mapping[str, Need],
-                  guest: str) -> Placement:
+def _place_pinned(
+    need: Need, candidate: Candidate, placed: Mapping[str, Need], guest: str
+) -> Placement:
     short = shortfalls(need, candidate, placed.get(candidate.name, NOTHING))
     if short:
         raise errors.HostTooSmall(candidate.name, guest, short)

@@ -93,9 +93,15 @@ class _Sizing:
     full_copy: bool
 
 
-def plan_build(request: BuildRequest, snapshot: Snapshot, storage: Mapping[str, StorageFacts],
-               template: ResolvedTemplate, *, now: str,
-               inventory_path: str = "the inventory") -> BuildPlan:
+def plan_build(
+    request: BuildRequest,
+    snapshot: Snapshot,
+    storage: Mapping[str, StorageFacts],
+    template: ResolvedTemplate,
+    *,
+    now: str,
+    inventory_path: str = "the inventory",
+) -> BuildPlan:
     """Place and describe every guest of `request`; `now` is the ISO 8601 UTC build time.
 
     A host in `snapshot.ok` without `storage` facts is treated as one that did not answer
@@ -114,13 +120,23 @@ def plan_build(request: BuildRequest, snapshot: Snapshot, storage: Mapping[str, 
     guests: list[GuestPlan] = []
     for name, pinned in targets:
         need = _need(template.base, sizing)
-        chosen = placement.place(need, candidates, pinned=pinned, already=already, guest=name,
-                                 unreachable=_unasked(snapshot, storage))
+        chosen = placement.place(
+            need,
+            candidates,
+            pinned=pinned,
+            already=already,
+            guest=name,
+            unreachable=_unasked(snapshot, storage),
+        )
         already[chosen.host] = already[chosen.host] + need
         host = next(c for c in candidates if c.name == chosen.host)
         guests.append(_guest_plan(name, chosen, host, template, request, sizing, now, guests))
-    return BuildPlan(template=template, guests=tuple(guests), transport=request.transport,
-                     warnings=_unchecked_names([name for name, _ in targets], snapshot))
+    return BuildPlan(
+        template=template,
+        guests=tuple(guests),
+        transport=request.transport,
+        warnings=_unchecked_names([name for name, _ in targets], snapshot),
+    )
 
 
 def split_name(text: str) -> tuple[str, str | None]:
@@ -147,29 +163,43 @@ def disk_path(image_dir: str, name: str, *, full_copy: bool) -> str:
 
 def _check_options(request: BuildRequest, template: ResolvedTemplate) -> _Sizing:
     if request.transport not in TRANSPORTS:
-        raise errors.InvalidBuildOption("transport", request.transport,
-                                        f"use one of {', '.join(TRANSPORTS)}")
+        raise errors.InvalidBuildOption(
+            "transport", request.transport, f"use one of {', '.join(TRANSPORTS)}"
+        )
     memory = template.memory if request.memory is None else request.memory
     if not MIN_MEMORY <= memory <= MAX_MEMORY:
-        raise errors.InvalidBuildOption("memory", sizes.human(memory), (
-            f"must be from {sizes.human(MIN_MEMORY)} to {sizes.human(MAX_MEMORY)}"))
+        raise errors.InvalidBuildOption(
+            "memory",
+            sizes.human(memory),
+            (f"must be from {sizes.human(MIN_MEMORY)} to {sizes.human(MAX_MEMORY)}"),
+        )
     vcpus = template.vcpus if request.vcpus is None else request.vcpus
     if not 1 <= vcpus <= MAX_VCPUS:
         raise errors.InvalidBuildOption("vcpus", str(vcpus), f"must be from 1 to {MAX_VCPUS}")
     default_size = template.disk_size or template.base.size
     disk_size = default_size if request.size is None else request.size
     if disk_size < template.base.size:
-        raise errors.InvalidBuildOption("size", sizes.human(disk_size), (
-            f"smaller than the template's {sizes.human(template.base.size)} disk "
-            "(disks can grow, not shrink)"))
+        raise errors.InvalidBuildOption(
+            "size",
+            sizes.human(disk_size),
+            (
+                f"smaller than the template's {sizes.human(template.base.size)} disk "
+                "(disks can grow, not shrink)"
+            ),
+        )
     if disk_size > MAX_DISK:
-        raise errors.InvalidBuildOption("size", sizes.human(disk_size),
-                                        f"larger than {sizes.human(MAX_DISK)}")
+        raise errors.InvalidBuildOption(
+            "size", sizes.human(disk_size), f"larger than {sizes.human(MAX_DISK)}"
+        )
     return _Sizing(memory, vcpus, disk_size, request.full_copy or template.full_copy)
 
 
-def _check_names(request: BuildRequest, snapshot: Snapshot, storage: Mapping[str, StorageFacts],
-                 inventory_path: str) -> list[tuple[str, str | None]]:
+def _check_names(
+    request: BuildRequest,
+    snapshot: Snapshot,
+    storage: Mapping[str, StorageFacts],
+    inventory_path: str,
+) -> list[tuple[str, str | None]]:
     """(name, pinned host) per guest, after checking names and pinned hosts."""
     targets = []
     for text in request.names:
@@ -189,8 +219,9 @@ def _check_names(request: BuildRequest, snapshot: Snapshot, storage: Mapping[str
     return targets
 
 
-def _check_pinned(host: str | None, snapshot: Snapshot, storage: Mapping[str, StorageFacts],
-                  inventory_path: str) -> None:
+def _check_pinned(
+    host: str | None, snapshot: Snapshot, storage: Mapping[str, StorageFacts], inventory_path: str
+) -> None:
     if host is None:
         return
     if host not in snapshot.order:
@@ -215,16 +246,22 @@ def _unchecked_names(names: Sequence[str], snapshot: Snapshot) -> tuple[str, ...
     return tuple(
         f"{host} did not answer ({snapshot.failed[host].state}): {which} could not be checked "
         "there; a guest there of that name would make two (`mclu list` flags them)"
-        for host in snapshot.order if host not in snapshot.ok and host in snapshot.failed)
+        for host in snapshot.order
+        if host not in snapshot.ok and host in snapshot.failed
+    )
 
 
 # --- placing and describing ----------------------------------------------------------------
 
 
-def _candidates(snapshot: Snapshot, storage: Mapping[str, StorageFacts]
-                ) -> list[placement.Candidate]:
-    return [placement.Candidate(snapshot.ok[h], storage[h]) for h in snapshot.order
-            if h in snapshot.ok and h in storage]
+def _candidates(
+    snapshot: Snapshot, storage: Mapping[str, StorageFacts]
+) -> list[placement.Candidate]:
+    return [
+        placement.Candidate(snapshot.ok[h], storage[h])
+        for h in snapshot.order
+        if h in snapshot.ok and h in storage
+    ]
 
 
 def _unasked(snapshot: Snapshot, storage: Mapping[str, StorageFacts]) -> list[str]:
@@ -244,30 +281,54 @@ def _need(base: BaseImage, sizing: _Sizing) -> placement.Need:
     return placement.Need(memory=sizing.memory, vcpus=sizing.vcpus, disk=disk)
 
 
-def _guest_plan(name: str, chosen: placement.Placement, host: placement.Candidate,
-                template: ResolvedTemplate, request: BuildRequest, sizing: _Sizing, now: str,
-                earlier: Sequence[GuestPlan]) -> GuestPlan:
+def _guest_plan(
+    name: str,
+    chosen: placement.Placement,
+    host: placement.Candidate,
+    template: ResolvedTemplate,
+    request: BuildRequest,
+    sizing: _Sizing,
+    now: str,
+    earlier: Sequence[GuestPlan],
+) -> GuestPlan:
     base, image_dir = template.base, host.storage.image_dir
     cached = base.cache_name in host.storage.cached_bases
     sent_before = any(g.host == host.name for g in earlier)
     path = disk_path(image_dir, name, full_copy=sizing.full_copy)
     spec = GuestSpec(
-        name=name, domain_type=host.snapshot.spec.domain_type, memory=sizing.memory,
-        vcpus=sizing.vcpus, disk_path=path, meta=_meta(template, request, now),
-        disk_format="raw" if sizing.full_copy else "qcow2", disk_bus=template.disk_bus,
-        network=template.network or host.snapshot.spec.network, arch=base.arch,
+        name=name,
+        domain_type=host.snapshot.spec.domain_type,
+        memory=sizing.memory,
+        vcpus=sizing.vcpus,
+        disk_path=path,
+        meta=_meta(template, request, now),
+        disk_format="raw" if sizing.full_copy else "qcow2",
+        disk_bus=template.disk_bus,
+        network=template.network or host.snapshot.spec.network,
+        arch=base.arch,
     )
     return GuestPlan(
-        name=name, host=host.name, reason=chosen.reason, spec=spec, base=base,
-        base_cached=cached, base_path=base_path(image_dir, base), disk_path=path,
+        name=name,
+        host=host.name,
+        reason=chosen.reason,
+        spec=spec,
+        base=base,
+        base_cached=cached,
+        base_path=base_path(image_dir, base),
+        disk_path=path,
         disk_size=sizing.disk_size,
         send_bytes=0 if cached or sent_before else base.data_bytes,
     )
 
 
 def _meta(template: ResolvedTemplate, request: BuildRequest, now: str) -> GuestMeta:
-    return GuestMeta(template=template.name, revision=str(template.base.revision), built=now,
-                     state="building", options=user_options(request))
+    return GuestMeta(
+        template=template.name,
+        revision=str(template.base.revision),
+        built=now,
+        state="building",
+        options=user_options(request),
+    )
 
 
 def user_options(request: BuildRequest) -> tuple[tuple[str, str], ...]:
@@ -285,6 +346,6 @@ def user_options(request: BuildRequest) -> tuple[tuple[str, str], ...]:
 
 
 def _exact_size(n: int) -> str:
-    """"2 GiB" when that reads back as exactly n, else the bytes."""
+    """ "2 GiB" when that reads back as exactly n, else the bytes."""
     text = sizes.human(n)
     return text if sizes.parse(text) == n else str(n)

@@ -128,8 +128,9 @@ Report = Callable[[Attempt], None]
 _ANSWERS_BUT_REFUSES = (errors.HostAuthFailed, errors.HostKeyUnknown, errors.HostKeyChanged)
 
 
-async def wait_until_on(spec: model.HostSpec, open_session: snapshot.Opener, timeout: float,
-                        report: Report) -> Waited:
+async def wait_until_on(
+    spec: model.HostSpec, open_session: snapshot.Opener, timeout: float, report: Report
+) -> Waited:
     """Open sessions on the host until one succeeds (ssh and libvirt answer), at most `timeout` s.
 
     Raises PowerTimeout naming the last answer, or at once the error of a host that answers
@@ -148,8 +149,9 @@ async def wait_until_on(spec: model.HostSpec, open_session: snapshot.Opener, tim
     return await _poll(spec, attempt, timeout, report, "not answering ssh")
 
 
-async def wait_until_off(spec: model.HostSpec, open_session: snapshot.Opener, timeout: float,
-                         report: Report) -> Waited:
+async def wait_until_off(
+    spec: model.HostSpec, open_session: snapshot.Opener, timeout: float, report: Report
+) -> Waited:
     """Try to open sessions on the host until ssh no longer connects, at most `timeout` s.
 
     Raises PowerTimeout if it still answers then.
@@ -165,8 +167,13 @@ async def wait_until_off(spec: model.HostSpec, open_session: snapshot.Opener, ti
     return await _poll(spec, attempt, timeout, report, "still on")
 
 
-async def _poll(spec: model.HostSpec, attempt: Callable[[], Awaitable[str | None]],
-                timeout: float, report: Report, what: str) -> Waited:
+async def _poll(
+    spec: model.HostSpec,
+    attempt: Callable[[], Awaitable[str | None]],
+    timeout: float,
+    report: Report,
+    what: str,
+) -> Waited:
     """Call `attempt` until it returns None (done), each try bounded by the time left."""
     started = time.monotonic()
     deadline = started + timeout

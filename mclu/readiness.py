@@ -78,8 +78,9 @@ def parse(text: str) -> Rule:
     kind, colon, pattern = text.partition(":")
     if kind == Kind.CONSOLE and colon:
         if not pattern:
-            raise ValueError("console: needs a regular expression after the colon, "
-                             "e.g. console:login:")
+            raise ValueError(
+                "console: needs a regular expression after the colon, e.g. console:login:"
+            )
         try:
             re.compile(pattern)
         except re.error as e:

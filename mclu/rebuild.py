@@ -79,8 +79,9 @@ def parse_age(text: str) -> float:
     """
     compact = text.strip().lower().replace(" ", "")
     if not _AGES.fullmatch(compact):
-        raise ValueError(f"not an age: {text!r} (use a number and a unit s, m, h, d or w, "
-                         "e.g. 7d, 12h, 30m)")
+        raise ValueError(
+            f"not an age: {text!r} (use a number and a unit s, m, h, d or w, e.g. 7d, 12h, 30m)"
+        )
     return sum(float(n) * AGE_UNITS[unit] for n, unit in _AGE.findall(compact))
 
 
@@ -163,8 +164,9 @@ class RebuildPlan:
     refused: tuple[Refused, ...]
 
 
-def plan_rebuild(request: RebuildRequest, snap: Snapshot, resolve: Resolver, *,
-                 now: datetime.datetime) -> RebuildPlan:
+def plan_rebuild(
+    request: RebuildRequest, snap: Snapshot, resolve: Resolver, *, now: datetime.datetime
+) -> RebuildPlan:
     """Which guests are rebuilt, which are skipped and why, which cannot be.
 
     Named guests must be rebuildable: a guest mclu did not build (a pet), one whose build has
@@ -190,8 +192,9 @@ def plan_rebuild(request: RebuildRequest, snap: Snapshot, resolve: Resolver, *,
                     refused.append(Refused(None, host, error))
                 continue
             for guest in sorted(snap.ok[host].guests, key=lambda g: g.name):
-                _decide(host, guest, request, resolve, now, named=False,
-                        into=(todo, skipped, refused))
+                _decide(
+                    host, guest, request, resolve, now, named=False, into=(todo, skipped, refused)
+                )
         return RebuildPlan(tuple(todo), tuple(skipped), tuple(refused))
     for text in dict.fromkeys(request.names):
         try:
@@ -201,8 +204,15 @@ def plan_rebuild(request: RebuildRequest, snap: Snapshot, resolve: Resolver, *,
             continue
         if any(r.name == found.guest.name and r.host == found.host.spec.name for r in todo):
             continue  # NAME and HOST:NAME of one guest
-        _decide(found.host.spec.name, found.guest, request, resolve, now, named=True,
-                into=(todo, skipped, refused))
+        _decide(
+            found.host.spec.name,
+            found.guest,
+            request,
+            resolve,
+            now,
+            named=True,
+            into=(todo, skipped, refused),
+        )
     return RebuildPlan(tuple(todo), tuple(skipped), tuple(refused))
 
 
@@ -214,13 +224,19 @@ def _check_excluded(request: RebuildRequest, snap: Snapshot) -> None:
     known = {g.name for host in snap.ok.values() for g in host.guests}
     for name in request.exclude:
         if name not in known:
-            raise errors.UsageError(f"--exclude {name}: no guest of that name on the hosts "
-                                    "asked")
+            raise errors.UsageError(f"--exclude {name}: no guest of that name on the hosts asked")
 
 
-def _decide(host: str, guest: model.Guest, request: RebuildRequest, resolve: Resolver,
-            now: datetime.datetime, *, named: bool,
-            into: tuple[list[Rebuild], list[Skipped], list[Refused]]) -> None:
+def _decide(
+    host: str,
+    guest: model.Guest,
+    request: RebuildRequest,
+    resolve: Resolver,
+    now: datetime.datetime,
+    *,
+    named: bool,
+    into: tuple[list[Rebuild], list[Skipped], list[Refused]],
+) -> None:
     todo, skipped, refused = into
     if guest.name in request.exclude:
         skipped.append(Skipped(guest.name, host, "left out (--exclude)"))
@@ -228,8 +244,9 @@ def _decide(host: str, guest: model.Guest, request: RebuildRequest, resolve: Res
     why_not = cannot_rebuild(guest)
     if why_not is not None:
         if named:
-            refused.append(Refused(guest.name, host,
-                                   errors.NotRebuildable(host, guest.name, why_not)))
+            refused.append(
+                Refused(guest.name, host, errors.NotRebuildable(host, guest.name, why_not))
+            )
         else:
             skipped.append(Skipped(guest.name, host, why_not))
         return
@@ -242,12 +259,24 @@ def _decide(host: str, guest: model.Guest, request: RebuildRequest, resolve: Res
     try:
         template = resolve(meta.template)
     except errors.MCLUError as e:
-        refused.append(Refused(guest.name, host, errors.NotRebuildable(
-            host, guest.name, f"its template {meta.template!r} cannot be resolved: {e}")))
+        refused.append(
+            Refused(
+                guest.name,
+                host,
+                errors.NotRebuildable(
+                    host, guest.name, f"its template {meta.template!r} cannot be resolved: {e}"
+                ),
+            )
+        )
         return
     if request.if_newer and not _is_newer(template, meta):
-        skipped.append(Skipped(guest.name, host, (
-            f"built from {meta.template} r{meta.revision}, which is the newest (--if-newer)")))
+        skipped.append(
+            Skipped(
+                guest.name,
+                host,
+                (f"built from {meta.template} r{meta.revision}, which is the newest (--if-newer)"),
+            )
+        )
         return
     todo.append(Rebuild(host=host, guest=guest, meta=meta, template=template))
 
@@ -272,8 +301,9 @@ def cannot_rebuild(guest: model.Guest) -> str | None:
     return None
 
 
-def _too_young(meta: model.GuestMeta, older_than: float | None,
-               now: datetime.datetime) -> str | None:
+def _too_young(
+    meta: model.GuestMeta, older_than: float | None, now: datetime.datetime
+) -> str | None:
     """Why the guest is skipped under --if-older-than, or None (unknown build time: old)."""
     if older_than is None:
         return None
@@ -283,41 +313,66 @@ def _too_young(meta: model.GuestMeta, older_than: float | None,
     age = (now - built).total_seconds()
     if age >= older_than:
         return None
-    return (f"built {age_text(max(age, 0))} ago ({meta.built}), not older than "
-            f"{age_text(older_than)}")
+    return (
+        f"built {age_text(max(age, 0))} ago ({meta.built}), not older than {age_text(older_than)}"
+    )
 
 
-def new_disk(item: Rebuild, spec: model.HostSpec, disk: migrate.Disk, built: str
-             ) -> plan.GuestPlan:
+def new_disk(item: Rebuild, spec: model.HostSpec, disk: migrate.Disk, built: str) -> plan.GuestPlan:
     """The replacement disk as a build step sees a guest's disk: made at `<disk>.mclu-rebuild`
     next to the old one, in the old one's format (qcow2: an overlay on the newest base in the
     host's cache; raw: a full copy of it), at least as large as the old one."""
     base = item.template.base
     if disk.format not in ("qcow2", "raw"):
-        raise errors.NotRebuildable(item.host, item.name,
-                                    f"its disk {disk.path} is {disk.format}, not qcow2 or raw")
+        raise errors.NotRebuildable(
+            item.host, item.name, f"its disk {disk.path} is {disk.format}, not qcow2 or raw"
+        )
     path = disk.path + NEW_SUFFIX
     meta = dataclasses.replace(item.meta, revision=item.revision, built=built, state="ready")
     guest_spec = model.GuestSpec(
-        name=item.name, domain_type=spec.domain_type, memory=item.guest.memory,
-        vcpus=item.guest.vcpus, disk_path=path, meta=meta, disk_format=disk.format,
-        disk_bus=item.template.disk_bus, arch=base.arch)
+        name=item.name,
+        domain_type=spec.domain_type,
+        memory=item.guest.memory,
+        vcpus=item.guest.vcpus,
+        disk_path=path,
+        meta=meta,
+        disk_format=disk.format,
+        disk_bus=item.template.disk_bus,
+        arch=base.arch,
+    )
     return plan.GuestPlan(
-        name=item.name, host=item.host, reason="rebuild", spec=guest_spec, base=base,
-        base_cached=False, base_path=plan.base_path(spec.image_dir, base), disk_path=path,
-        disk_size=max(disk.virtual_size, base.size), send_bytes=base.data_bytes)
+        name=item.name,
+        host=item.host,
+        reason="rebuild",
+        spec=guest_spec,
+        base=base,
+        base_cached=False,
+        base_path=plan.base_path(spec.image_dir, base),
+        disk_path=path,
+        disk_size=max(disk.virtual_size, base.size),
+        send_bytes=base.data_bytes,
+    )
 
 
-def outcome(name: str, *, stopped: bool, swapped: bool, was_running: bool,
-            problems: Sequence[str], old_disk: str) -> str:
+def outcome(
+    name: str,
+    *,
+    stopped: bool,
+    swapped: bool,
+    was_running: bool,
+    problems: Sequence[str],
+    old_disk: str,
+) -> str:
     """What a failed rebuild left (after its undo), for the end of its error line.
 
     `stopped`: the old guest was stopped; `swapped`: its disk was moved aside; `problems`:
     undo steps that failed.
     """
     if problems:
-        return (f"restoring {name} failed ({'; '.join(problems)}); its old disk may be "
-                f"{old_disk}{OLD_SUFFIX}: check it")
+        return (
+            f"restoring {name} failed ({'; '.join(problems)}); its old disk may be "
+            f"{old_disk}{OLD_SUFFIX}: check it"
+        )
     if not stopped and not swapped:
         return f"{name} is unchanged" + (" and running" if was_running else "")
     if not swapped:
@@ -366,11 +421,19 @@ class Checks:
     verify: bool = True  # boot a shut-off guest once to check its new disk
 
 
-async def execute(chosen: RebuildPlan, sessions: Mapping[str, Session],
-                  specs: Mapping[str, model.HostSpec], inputs: build.Inputs, cache_dir: Path,
-                  reporter: build.Reporter, *, transport: str,
-                  stop_timeout: float = lifecycle.STOP_TIMEOUT, checks: Checks = Checks(),
-                  lock: Locker = locks.guest) -> list[Rebuilt | Failed]:
+async def execute(
+    chosen: RebuildPlan,
+    sessions: Mapping[str, Session],
+    specs: Mapping[str, model.HostSpec],
+    inputs: build.Inputs,
+    cache_dir: Path,
+    reporter: build.Reporter,
+    *,
+    transport: str,
+    stop_timeout: float = lifecycle.STOP_TIMEOUT,
+    checks: Checks = Checks(),
+    lock: Locker = locks.guest,
+) -> list[Rebuilt | Failed]:
     """Rebuild every guest of the plan, one after another; a guest that fails does not stop
     the others, except that a template revision that did not become ready on one guest is
     not used for the others. A cancellation undoes the guest under way and propagates."""
@@ -379,14 +442,35 @@ async def execute(chosen: RebuildPlan, sessions: Mapping[str, Session],
     for item in chosen.rebuild:
         revision = (item.template.base.template, item.revision)
         if revision in not_ready:
-            results.append(Failed(item.name, item.host, errors.RevisionNotReady(
-                host=item.host, name=item.name, template=item.template.name,
-                revision=item.revision, tried_on=not_ready[revision])))
+            results.append(
+                Failed(
+                    item.name,
+                    item.host,
+                    errors.RevisionNotReady(
+                        host=item.host,
+                        name=item.name,
+                        template=item.template.name,
+                        revision=item.revision,
+                        tried_on=not_ready[revision],
+                    ),
+                )
+            )
             continue
         try:
-            results.append(await rebuild_guest(
-                item, sessions[item.host], specs[item.host], inputs, cache_dir, reporter,
-                transport=transport, stop_timeout=stop_timeout, checks=checks, lock=lock))
+            results.append(
+                await rebuild_guest(
+                    item,
+                    sessions[item.host],
+                    specs[item.host],
+                    inputs,
+                    cache_dir,
+                    reporter,
+                    transport=transport,
+                    stop_timeout=stop_timeout,
+                    checks=checks,
+                    lock=lock,
+                )
+            )
         except errors.MCLUError as e:
             if isinstance(e, errors.RebuildFailed) and e.step == READY_STEP:
                 not_ready[revision] = item.name
@@ -394,18 +478,34 @@ async def execute(chosen: RebuildPlan, sessions: Mapping[str, Session],
     return results
 
 
-async def rebuild_guest(item: Rebuild, session: Session, spec: model.HostSpec,
-                        inputs: build.Inputs, cache_dir: Path, reporter: build.Reporter, *,
-                        transport: str, stop_timeout: float = lifecycle.STOP_TIMEOUT,
-                        checks: Checks = Checks(), lock: Locker = locks.guest) -> Rebuilt:
+async def rebuild_guest(
+    item: Rebuild,
+    session: Session,
+    spec: model.HostSpec,
+    inputs: build.Inputs,
+    cache_dir: Path,
+    reporter: build.Reporter,
+    *,
+    transport: str,
+    stop_timeout: float = lifecycle.STOP_TIMEOUT,
+    checks: Checks = Checks(),
+    lock: Locker = locks.guest,
+) -> Rebuilt:
     """One guest, under its lock; raises GuestLocked, NotRebuildable or RebuildFailed."""
     started = time.monotonic()
     timeout = build.ready_timeout(item.template, checks.ready_timeout)
     async with lock(session, spec, item.name, PURPOSE):
         guest = await _reread(session, item)
-        run = _Run(item, session, spec, reporter, was_running=guest.state.active,
-                   boots=guest.state.active or checks.verify, stop_timeout=stop_timeout,
-                   ready_timeout=timeout)
+        run = _Run(
+            item,
+            session,
+            spec,
+            reporter,
+            was_running=guest.state.active,
+            boots=guest.state.active or checks.verify,
+            stop_timeout=stop_timeout,
+            ready_timeout=timeout,
+        )
         ready: readiness.Rule | None = None
         try:
             disk = await run.step("read disk", _system_disk(session, guest))
@@ -421,16 +521,31 @@ async def rebuild_guest(item: Rebuild, session: Session, spec: model.HostSpec,
             await asyncio.shield(run.undo.run(reporter))
             if isinstance(e, _StepFailed):
                 raise errors.RebuildFailed(
-                    item.name, item.host, e.step, e.reason,
-                    outcome(item.name, stopped=run.stopped, swapped=run.swapped,
-                            was_running=run.was_running,
-                            problems=run.problems, old_disk=disk_path_of(guest))) from e
+                    item.name,
+                    item.host,
+                    e.step,
+                    e.reason,
+                    outcome(
+                        item.name,
+                        stopped=run.stopped,
+                        swapped=run.swapped,
+                        was_running=run.was_running,
+                        problems=run.problems,
+                        old_disk=disk_path_of(guest),
+                    ),
+                ) from e
             raise
         await asyncio.shield(run.finish(disk.path))  # the guest is rebuilt: Ctrl-C waits for this
-    return Rebuilt(name=item.name, host=item.host, template=item.meta.template,
-                   revision=item.revision, previous=item.meta.revision,
-                   running=run.was_running, seconds=time.monotonic() - started,
-                   ready=str(ready) if ready else "")
+    return Rebuilt(
+        name=item.name,
+        host=item.host,
+        template=item.meta.template,
+        revision=item.revision,
+        previous=item.meta.revision,
+        running=run.was_running,
+        seconds=time.monotonic() - started,
+        ready=str(ready) if ready else "",
+    )
 
 
 def disk_path_of(guest: model.Guest) -> str:
@@ -470,9 +585,14 @@ async def _clear_leftovers(session: Session, host: str, name: str, disk: str) ->
     if (await session.run(["test", old, "-ef", disk], check=False)).exit_status == 0:
         await session.run(["rm", "-f", "--", old])
         return
-    raise errors.NotRebuildable(host, name, (
-        f"{old} is left from an interrupted rebuild and is the disk from before it: "
-        f"move it back over {disk} or remove it"))
+    raise errors.NotRebuildable(
+        host,
+        name,
+        (
+            f"{old} is left from an interrupted rebuild and is the disk from before it: "
+            f"move it back over {disk} or remove it"
+        ),
+    )
 
 
 @dataclass
@@ -501,9 +621,11 @@ class _Run:
         except errors.MCLUError as e:
             raise _StepFailed(step, str(e)) from e
 
-    def on_undo(self, what: str, action: Callable[[], Awaitable[None]], *,
-                restores: bool = False) -> None:
+    def on_undo(
+        self, what: str, action: Callable[[], Awaitable[None]], *, restores: bool = False
+    ) -> None:
         """Register an undo; one that `restores` the old guest is tracked if it fails."""
+
         async def tracked() -> None:
             try:
                 await action()
@@ -515,28 +637,37 @@ class _Run:
 
     # -- before the swap: the old guest is not touched ------------------------------------------
 
-    async def prepare(self, work: plan.GuestPlan, inputs: build.Inputs, cache_dir: Path,
-                      transport: str) -> readiness.Rule:
+    async def prepare(
+        self, work: plan.GuestPlan, inputs: build.Inputs, cache_dir: Path, transport: str
+    ) -> readiness.Rule:
         """The new disk, made and personalised; returns the rule it will be checked by."""
         template = self.item.template
         cached = await self.session.run(["test", "-f", work.base_path], check=False)
         if cached.exit_status != 0:
             self.say(f"fetching {template.base.cache_name}")
-            local = await self.step("download template", asyncio.to_thread(
-                cache.ensure, template, cache_dir,
-                lambda done, total: self.reporter.transfer(f"download {template.name}",
-                                                           done, total)))
+            local = await self.step(
+                "download template",
+                asyncio.to_thread(
+                    cache.ensure,
+                    template,
+                    cache_dir,
+                    lambda done, total: self.reporter.transfer(
+                        f"download {template.name}", done, total
+                    ),
+                ),
+            )
             self.say(f"sending {template.base.cache_name} ({transport})")
-            await self.step("send template", build.send_base(
-                self.session, work, transport, local, self.reporter))
+            await self.step(
+                "send template",
+                build.send_base(self.session, work, transport, local, self.reporter),
+            )
         self.say(f"creating the new disk {work.disk_path}")
         await self.step("create disk", build.create_disk(self.session, work, self.undo))
         self.say("personalising the new disk")
         traits = await self.step("personalise", self._personalize(work, inputs))
         return readiness.choose(template.ready, traits).rule
 
-    async def _personalize(self, work: plan.GuestPlan, inputs: build.Inputs
-                           ) -> model.GuestTraits:
+    async def _personalize(self, work: plan.GuestPlan, inputs: build.Inputs) -> model.GuestTraits:
         async with build.nbd_export(self.session, work) as socket:
             drive = customize.Drive(nbd_socket=socket)
             job = build.personalization(work, self.item.template, inputs)
@@ -556,26 +687,40 @@ class _Run:
             self.stopped = True
             # The old guest back up, and ready by the rule it passed when it was built.
             rule = readiness.recorded(self.item.meta.ready)
-            self.on_undo(f"start {name} again on {session.host}",
-                         lambda: _restart_old(session, name, stop_timeout, rule,
-                                              self.ready_timeout), restores=True)
-            await self.step("stop", lifecycle.stop(session, name, timeout=stop_timeout,
-                                                   force=True))
+            self.on_undo(
+                f"start {name} again on {session.host}",
+                lambda: _restart_old(session, name, stop_timeout, rule, self.ready_timeout),
+                restores=True,
+            )
+            await self.step("stop", lifecycle.stop(session, name, timeout=stop_timeout, force=True))
         self.swapped = True
-        self.on_undo(f"put the old disk back at {disk} on {session.host}",
-                     lambda: _restore_disk(session, old, disk), restores=True)
+        self.on_undo(
+            f"put the old disk back at {disk} on {session.host}",
+            lambda: _restore_disk(session, old, disk),
+            restores=True,
+        )
         await self.step("keep the old disk", session.run(["ln", "--", disk, old]))
-        await self.step("put the new disk in place",
-                        session.run(["mv", "-f", "-T", "--", work.disk_path, disk]))
-        self.on_undo(f"restore {name}'s metadata on {session.host}",
-                     lambda: session.set_metadata(name, self.item.meta), restores=True)
+        await self.step(
+            "put the new disk in place", session.run(["mv", "-f", "-T", "--", work.disk_path, disk])
+        )
+        self.on_undo(
+            f"restore {name}'s metadata on {session.host}",
+            lambda: session.set_metadata(name, self.item.meta),
+            restores=True,
+        )
         await self.step("record", session.set_metadata(name, work.spec.meta))
         if self.boots:
-            self.say("starting the new guest" if self.was_running
-                     else "booting the new guest once, to check it")
+            self.say(
+                "starting the new guest"
+                if self.was_running
+                else "booting the new guest once, to check it"
+            )
             # A start cancelled while libvirt carries it out may have started it: off first.
-            self.on_undo(f"power off the new {name} on {session.host}",
-                         lambda: _destroy_if_running(session, name), restores=True)
+            self.on_undo(
+                f"power off the new {name} on {session.host}",
+                lambda: _destroy_if_running(session, name),
+                restores=True,
+            )
             await self.step("start", session.start(name))
 
     async def until_ready(self, work: plan.GuestPlan, rule: readiness.Rule) -> None:
@@ -586,17 +731,22 @@ class _Run:
         try:
             await waiting.wait(session, name, rule, self.ready_timeout)
         except errors.NotReady as e:
-            raise _StepFailed(READY_STEP, (
-                f"{self.item.template.name} r{self.item.revision} did not become ready "
-                f"({e.rule}): {e.reason}{e.quoted}")) from e
+            raise _StepFailed(
+                READY_STEP,
+                (
+                    f"{self.item.template.name} r{self.item.revision} did not become ready "
+                    f"({e.rule}): {e.reason}{e.quoted}"
+                ),
+            ) from e
         except errors.MCLUError as e:
             raise _StepFailed(READY_STEP, str(e)) from e
         meta = dataclasses.replace(work.spec.meta, ready=str(rule))
         await self.step("record", session.set_metadata(name, meta))
         if not self.was_running:
             self.say("shutting the checked guest off again")
-            await self.step("stop", lifecycle.stop(session, name, timeout=self.stop_timeout,
-                                                   force=True))
+            await self.step(
+                "stop", lifecycle.stop(session, name, timeout=self.stop_timeout, force=True)
+            )
 
     async def finish(self, disk: str) -> None:
         """The new guest is in place: the old disk goes; failing that is only reported."""
@@ -607,8 +757,9 @@ class _Run:
             self.say(f"could not remove {old}: {e}")
 
 
-async def _restart_old(session: Session, name: str, stop_timeout: float, rule: readiness.Rule,
-                       ready_timeout: float) -> None:
+async def _restart_old(
+    session: Session, name: str, stop_timeout: float, rule: readiness.Rule, ready_timeout: float
+) -> None:
     """The old guest running again, whatever the interrupted stop had done, and ready by
     `rule`. A shutdown it had already requested takes the guest down moments later, so a
     guest still running is first stopped for good (ACPI, forced after the timeout), then
@@ -642,8 +793,10 @@ async def _destroy_if_running(session: Session, name: str) -> None:
 # The old disk back in place, whatever the swap had done: nothing yet (no link), the link
 # made (the same file as the disk: the link goes), or the new disk moved in (the link is the
 # old disk's only name: renamed back over the disk).
-_RESTORE = ('if [ -e "$1" ]; then if [ "$1" -ef "$2" ]; then rm -f -- "$1"; '
-            'else mv -f -T -- "$1" "$2"; fi; fi')
+_RESTORE = (
+    'if [ -e "$1" ]; then if [ "$1" -ef "$2" ]; then rm -f -- "$1"; '
+    'else mv -f -T -- "$1" "$2"; fi; fi'
+)
 
 
 async def _restore_disk(session: Session, old: str, disk: str) -> None:

@@ -74,17 +74,27 @@ def parse_sources(text: str, path: str) -> list[Source]:
             raise errors.ConfigError(path, f"[{name}] (line {line})", "missing uri=")
         fmt = fields.get("format", "native")
         if fmt != "native":
-            raise errors.ConfigError(path, f"[{name}].format",
-                                     f"only the native index format is supported, got {fmt!r}")
-        sources.append(Source(name=name, uri=fields["uri"], gpgkey=fields.get("gpgkey"),
-                              proxy=fields.get("proxy"), format=fmt))
+            raise errors.ConfigError(
+                path, f"[{name}].format", f"only the native index format is supported, got {fmt!r}"
+            )
+        sources.append(
+            Source(
+                name=name,
+                uri=fields["uri"],
+                gpgkey=fields.get("gpgkey"),
+                proxy=fields.get("proxy"),
+                format=fmt,
+            )
+        )
     return sources
 
 
 def parse_index(text: str, index_uri: str) -> list[Entry]:
     """The templates of an index (signed or not); `index_uri` resolves relative `file=`."""
-    return [_entry(name, line, fields, index_uri)
-            for name, line, fields in _sections(strip_signature(text, index_uri), index_uri)]
+    return [
+        _entry(name, line, fields, index_uri)
+        for name, line, fields in _sections(strip_signature(text, index_uri), index_uri)
+    ]
 
 
 def strip_signature(text: str, path: str = "index") -> str:
@@ -154,17 +164,22 @@ def _entry(name: str, line: int, fields: dict[str, str], index_uri: str) -> Entr
     def number(key: str) -> int:
         text = need(key).strip()
         if not _NUMBER.fullmatch(text):
-            raise errors.ConfigError(index_uri, f"[{name}].{key}",
-                                     f"not a number: {_cut(fields[key])!r}")
+            raise errors.ConfigError(
+                index_uri, f"[{name}].{key}", f"not a number: {_cut(fields[key])!r}"
+            )
         return int(text)
 
     if not NAME.fullmatch(name):
-        raise errors.ConfigError(index_uri, f"[{_cut(name)}] (line {line})",
-                                 "a template's name is letters, digits, '.', '_', '+', '-'")
+        raise errors.ConfigError(
+            index_uri,
+            f"[{_cut(name)}] (line {line})",
+            "a template's name is letters, digits, '.', '_', '+', '-'",
+        )
     arch = fields.get("arch", "x86_64")
     if not NAME.fullmatch(arch):
-        raise errors.ConfigError(index_uri, f"[{name}].arch", f"not an architecture: "
-                                 f"{_cut(arch)!r}")
+        raise errors.ConfigError(
+            index_uri, f"[{name}].arch", f"not an architecture: {_cut(arch)!r}"
+        )
     if not need("file").strip():
         raise errors.ConfigError(index_uri, f"[{name}].file", "empty")
     try:
@@ -173,8 +188,7 @@ def _entry(name: str, line: int, fields: dict[str, str], index_uri: str) -> Entr
         raise errors.ConfigError(index_uri, f"[{name}].file", f"not a URI: {e}") from None
     sha512 = need("checksum[sha512]").strip().lower()
     if not _SHA512.fullmatch(sha512):
-        raise errors.ConfigError(index_uri, f"[{name}].checksum[sha512]",
-                                 "not a sha512 hex digest")
+        raise errors.ConfigError(index_uri, f"[{name}].checksum[sha512]", "not a sha512 hex digest")
     fmt = fields.get("format", "raw")
     if fmt not in _FORMATS:
         raise errors.ConfigError(index_uri, f"[{name}].format", f"unknown disk format {fmt!r}")

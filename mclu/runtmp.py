@@ -128,8 +128,9 @@ class RunDir:
                 self._path = None
 
 
-_current: contextvars.ContextVar[RunDir | None] = contextvars.ContextVar("mclu_run_dir",
-                                                                         default=None)
+_current: contextvars.ContextVar[RunDir | None] = contextvars.ContextVar(
+    "mclu_run_dir", default=None
+)
 
 
 @contextlib.contextmanager

@@ -6,11 +6,20 @@ import re
 from fractions import Fraction
 
 _UNITS = {
-    "": 1, "b": 1,
-    "k": 1 << 10, "kb": 1000, "kib": 1 << 10,
-    "m": 1 << 20, "mb": 1000**2, "mib": 1 << 20,
-    "g": 1 << 30, "gb": 1000**3, "gib": 1 << 30,
-    "t": 1 << 40, "tb": 1000**4, "tib": 1 << 40,
+    "": 1,
+    "b": 1,
+    "k": 1 << 10,
+    "kb": 1000,
+    "kib": 1 << 10,
+    "m": 1 << 20,
+    "mb": 1000**2,
+    "mib": 1 << 20,
+    "g": 1 << 30,
+    "gb": 1000**3,
+    "gib": 1 << 30,
+    "t": 1 << 40,
+    "tb": 1000**4,
+    "tib": 1 << 40,
 }
 # ASCII digits only (\d would take any script's), and at most 30 of them: enough for any
 # size up to MAX_SIZE written in bytes, and no work on absurd inputs.
@@ -30,7 +39,7 @@ def parse(value: object) -> int:
     elif isinstance(value, str) and (m := _SIZE.match(value)) and m[2].lower() in _UNITS:
         number = int(Fraction(m[1]) * _UNITS[m[2].lower()])  # exact: no float rounding
     else:
-        raise ValueError(f"must be a size like \"2 GiB\", \"512M\" or bytes, got {_shown(value)}")
+        raise ValueError(f'must be a size like "2 GiB", "512M" or bytes, got {_shown(value)}')
     if not 0 <= number <= MAX_SIZE:
         raise ValueError(f"size out of range: {_shown(value)}")
     return number

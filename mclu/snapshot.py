@@ -73,13 +73,17 @@ class Connected:
     failed: dict[str, errors.HostError]
     limit: int
 
-    async def gather(self, work: Callable[[session.Session, model.HostSpec], Awaitable[T]]
-                     ) -> fanout.HostResults[T]:
+    async def gather(
+        self, work: Callable[[session.Session, model.HostSpec], Awaitable[T]]
+    ) -> fanout.HostResults[T]:
         """`work` on every connected host at once; the hosts that did not connect stay failed."""
         reachable = [spec for name, spec in self.specs.items() if name in self.sessions]
         results = await fanout.gather(
-            reachable, lambda spec: work(self.sessions[spec.name], spec), limit=self.limit,
-            what=getattr(work, "__name__", None))
+            reachable,
+            lambda spec: work(self.sessions[spec.name], spec),
+            limit=self.limit,
+            what=getattr(work, "__name__", None),
+        )
         results.failed.update(self.failed)
         results.order = list(self.specs)
         if work is read_host:  # a read pass: one machine is counted once (one_per_machine)
@@ -88,19 +92,22 @@ class Connected:
 
 
 @contextlib.asynccontextmanager
-async def connected(hosts: Sequence[model.HostSpec], open_session: Opener, *,
-                    limit: int) -> AsyncIterator[Connected]:
+async def connected(
+    hosts: Sequence[model.HostSpec], open_session: Opener, *, limit: int
+) -> AsyncIterator[Connected]:
     """Connect to every host at once and keep the sessions open until the block ends.
 
     A command that reads and then acts uses the same connection per host for both.
     """
     async with contextlib.AsyncExitStack() as stack:
+
         async def connect(spec: model.HostSpec) -> session.Session:
             return await stack.enter_async_context(open_session(spec))
 
         opened = await fanout.gather(hosts, connect, limit=limit)
-        yield Connected(specs={h.name: h for h in hosts}, sessions=opened.ok,
-                        failed=opened.failed, limit=limit)
+        yield Connected(
+            specs={h.name: h for h in hosts}, sessions=opened.ok, failed=opened.failed, limit=limit
+        )
 
 
 @dataclass(frozen=True)

@@ -101,8 +101,12 @@ def verified_text(signed: bytes, key: bytes, source: repo_index.Source) -> str:
         imported = subprocess.run([*gpg, "--import"], input=key, env=env, capture_output=True)
         if imported.returncode != 0:
             raise errors.SignatureInvalid(source.name, source.gpgkey or "", "cannot import key")
-        checked = subprocess.run([*gpg, "--status-fd", "2", "--output", "-", "--decrypt"],
-                                 input=signed, env=env, capture_output=True)
+        checked = subprocess.run(
+            [*gpg, "--status-fd", "2", "--output", "-", "--decrypt"],
+            input=signed,
+            env=env,
+            capture_output=True,
+        )
     status = checked.stderr.decode(errors="replace")
     if checked.returncode != 0 or "[GNUPG:] GOODSIG" not in status:
         reason = "not signed" if b"BEGIN PGP SIGNED" not in signed else "bad signature"
@@ -110,9 +114,13 @@ def verified_text(signed: bytes, key: bytes, source: repo_index.Source) -> str:
     return checked.stdout.decode("utf-8", errors="replace")
 
 
-def resolve(name: str, mine: Mapping[str, catalogue.Template],
-            available: Sequence[RepoTemplate], arch: str = "x86_64",
-            revision: int | None = None) -> model.ResolvedTemplate:
+def resolve(
+    name: str,
+    mine: Mapping[str, catalogue.Template],
+    available: Sequence[RepoTemplate],
+    arch: str = "x86_64",
+    revision: int | None = None,
+) -> model.ResolvedTemplate:
     """The template `name`: an mclu template (its base from a repository), else a repository's.
 
     The newest revision of the base wins, or the one asked for. Raises UnknownTemplate,
@@ -129,19 +137,34 @@ def resolve(name: str, mine: Mapping[str, catalogue.Template],
         same = [e for e in entries if e.arch == arch and e.name == entry.name]
         entry = next((e for e in same if e.revision == revision), None)
         if entry is None:
-            raise errors.UnknownRevision(base_name, revision,
-                                         sorted({e.revision for e in same}))
-    base = model.BaseImage(template=entry.name, revision=entry.revision, arch=entry.arch,
-                           size=entry.size, data_bytes=entry.size, expand=entry.expand)
+            raise errors.UnknownRevision(base_name, revision, sorted({e.revision for e in same}))
+    base = model.BaseImage(
+        template=entry.name,
+        revision=entry.revision,
+        arch=entry.arch,
+        size=entry.size,
+        data_bytes=entry.size,
+        expand=entry.expand,
+    )
     if own is None:
-        return model.ResolvedTemplate(name=name, base=base, source_uri=entry.file_uri,
-                                      sha512=entry.sha512)
+        return model.ResolvedTemplate(
+            name=name, base=base, source_uri=entry.file_uri, sha512=entry.sha512
+        )
     return model.ResolvedTemplate(
-        name=name, base=base, source_uri=entry.file_uri, sha512=entry.sha512,
-        memory=own.memory, vcpus=own.vcpus, disk_bus=own.disk_bus,
+        name=name,
+        base=base,
+        source_uri=entry.file_uri,
+        sha512=entry.sha512,
+        memory=own.memory,
+        vcpus=own.vcpus,
+        disk_bus=own.disk_bus,
         network=None if own.network == "default" else own.network,
-        full_copy=own.full_copy, customization=own.customization, disk_size=own.size,
-        ready=own.ready, ready_timeout=own.ready_timeout, autostart=own.autostart,
+        full_copy=own.full_copy,
+        customization=own.customization,
+        disk_size=own.size,
+        ready=own.ready,
+        ready_timeout=own.ready_timeout,
+        autostart=own.autostart,
     )
 
 
@@ -167,27 +190,45 @@ class Listed:
     arch: str = "x86_64"
 
 
-def listing(mine: Mapping[str, catalogue.Template], available: Sequence[RepoTemplate],
-            arch: str = "x86_64") -> list[Listed]:
+def listing(
+    mine: Mapping[str, catalogue.Template], available: Sequence[RepoTemplate], arch: str = "x86_64"
+) -> list[Listed]:
     """mclu's templates first, then every visible repository template at its newest revision."""
     entries = [t.entry for t in available]
     rows = []
     for own in mine.values():
         entry = repo_index.newest(entries, own.base, arch)
-        rows.append(Listed(
-            name=own.name, kind="mclu", source=own.path, base=own.base,
-            revision=entry.revision if entry else None,
-            size=own.size or (entry.size if entry else None),
-            download=entry.compressed_size if entry else None, description=own.description))
+        rows.append(
+            Listed(
+                name=own.name,
+                kind="mclu",
+                source=own.path,
+                base=own.base,
+                revision=entry.revision if entry else None,
+                size=own.size or (entry.size if entry else None),
+                download=entry.compressed_size if entry else None,
+                description=own.description,
+            )
+        )
     newest: dict[tuple[str, str], RepoTemplate] = {}
     for t in available:
         key = (t.entry.name, t.entry.arch)
-        if not t.entry.hidden and (key not in newest
-                                   or t.entry.revision > newest[key].entry.revision):
+        if not t.entry.hidden and (
+            key not in newest or t.entry.revision > newest[key].entry.revision
+        ):
             newest[key] = t
-    rows += [Listed(name=t.entry.name, kind="repository", source=t.source.name,
-                    base=t.entry.name, revision=t.entry.revision, size=t.entry.size,
-                    download=t.entry.compressed_size, arch=t.entry.arch,
-                    description=t.entry.display_name)
-             for t in sorted(newest.values(), key=lambda t: (t.entry.name, t.entry.arch))]
+    rows += [
+        Listed(
+            name=t.entry.name,
+            kind="repository",
+            source=t.source.name,
+            base=t.entry.name,
+            revision=t.entry.revision,
+            size=t.entry.size,
+            download=t.entry.compressed_size,
+            arch=t.entry.arch,
+            description=t.entry.display_name,
+        )
+        for t in sorted(newest.values(), key=lambda t: (t.entry.name, t.entry.arch))
+    ]
     return rows

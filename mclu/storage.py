@@ -30,19 +30,25 @@ def cache_dir(image_dir: str) -> str:
 async def read(session: Session, spec: model.HostSpec) -> model.StorageFacts:
     """Free space of the host's image directory, the bases in its cache, and the leftovers
     of interrupted runs (see `scan_leftovers`), all in one command."""
-    done = await session.run(["sh", "-c", SCAN_SCRIPT, "sh", spec.image_dir, "storage"],
-                             check=False)
+    done = await session.run(
+        ["sh", "-c", SCAN_SCRIPT, "sh", spec.image_dir, "storage"], check=False
+    )
     sections = parse_sections(done.stdout.decode(errors="replace"))
     status = sections.get("dfstatus", ["1"])
     df = "\n".join(sections.get("df", []))
     if done.exit_status != 0 or status != ["0"]:
-        raise errors.HostCommandFailed(spec.name, f"df --output=avail -B1 {spec.image_dir}",
-                                       int(status[0]) if status and status[0].isdigit()
-                                       else done.exit_status,
-                                       df + done.stderr.decode(errors="replace"))
-    return model.StorageFacts(image_dir=spec.image_dir, free=parse_df_avail(df),
-                              cached_bases=parse_names("\n".join(sections.get("cache", []))),
-                              leftovers=parse_scan(sections))
+        raise errors.HostCommandFailed(
+            spec.name,
+            f"df --output=avail -B1 {spec.image_dir}",
+            int(status[0]) if status and status[0].isdigit() else done.exit_status,
+            df + done.stderr.decode(errors="replace"),
+        )
+    return model.StorageFacts(
+        image_dir=spec.image_dir,
+        free=parse_df_avail(df),
+        cached_bases=parse_names("\n".join(sections.get("cache", []))),
+        leftovers=parse_scan(sections),
+    )
 
 
 # --- leftovers of interrupted runs -------------------------------------------------------------
@@ -83,8 +89,9 @@ async def scan_leftovers(session: Session, spec: model.HostSpec) -> model.Leftov
     """What interrupted runs may have left on the host, in one command (raises HostError)."""
     done = await session.run(["sh", "-c", SCAN_SCRIPT, "sh", spec.image_dir], check=False)
     if done.exit_status != 0:
-        raise errors.HostCommandFailed(spec.name, "scan for leftovers", done.exit_status,
-                                       done.stderr.decode(errors="replace"))
+        raise errors.HostCommandFailed(
+            spec.name, "scan for leftovers", done.exit_status, done.stderr.decode(errors="replace")
+        )
     return parse_scan(parse_sections(done.stdout.decode(errors="replace")))
 
 
@@ -125,11 +132,13 @@ def parse_scan(sections: Mapping[str, list[str]]) -> model.LeftoverScan:
             age = max(now - float(mtime), 0.0)
         except ValueError:
             continue
-        files.append(model.PartialFile(path=path, age=age, in_use=path in in_use,
-                                       owner=owner_of(path)))
+        files.append(
+            model.PartialFile(path=path, age=age, in_use=path in in_use, owner=owner_of(path))
+        )
     return model.LeftoverScan(
         partial_files=tuple(sorted(files, key=lambda f: f.path)),
-        locked=held_locks(sections.get("locks", []), sections.get("proclocks", [])))
+        locked=held_locks(sections.get("locks", []), sections.get("proclocks", [])),
+    )
 
 
 _LOCK_ID = re.compile(r"^([0-9a-f]+):([0-9a-f]+):(\d+)$")
@@ -206,8 +215,15 @@ PRUNE_MIN_AGE = 600.0
 async def cached_bases_with_age(session: Session, spec: model.HostSpec) -> dict[str, float]:
     """Cached base file name → seconds since it was last modified, by the host's clock."""
     done = await session.run(
-        ["sh", "-c", 'date +%s; find "$1" -maxdepth 1 -type f -name "*.raw" -printf "%f %T@\\n"',
-         "sh", cache_dir(spec.image_dir)], check=False)
+        [
+            "sh",
+            "-c",
+            'date +%s; find "$1" -maxdepth 1 -type f -name "*.raw" -printf "%f %T@\\n"',
+            "sh",
+            cache_dir(spec.image_dir),
+        ],
+        check=False,
+    )
     return parse_ages(done.stdout.decode())
 
 
@@ -216,15 +232,23 @@ async def backing_files(session: Session, disks: list[str]) -> set[str]:
     if not disks:
         return set()
     done = await session.run(
-        ["sh", "-c", 'for f; do qemu-img info -U --output=json -- "$f" || true; done', "sh",
-         *disks], check=False)
+        [
+            "sh",
+            "-c",
+            'for f; do qemu-img info -U --output=json -- "$f" || true; done',
+            "sh",
+            *disks,
+        ],
+        check=False,
+    )
     return parse_backing(done.stdout.decode())
 
 
 async def overlay_candidates(session: Session, spec: model.HostSpec) -> list[str]:
     """qcow2 files in the image directory: overlays a cached base may be under."""
-    done = await session.run(["find", spec.image_dir, "-maxdepth", "1", "-type", "f",
-                              "-name", "*.qcow2"], check=False)
+    done = await session.run(
+        ["find", spec.image_dir, "-maxdepth", "1", "-type", "f", "-name", "*.qcow2"], check=False
+    )
     return list(parse_names(done.stdout.decode()))
 
 
@@ -258,9 +282,9 @@ def parse_backing(text: str) -> set[str]:
     return found
 
 
-def unused_bases(ages: dict[str, float], used: set[str], cache: str,
-                 min_age: float = PRUNE_MIN_AGE) -> tuple[list[str], list[str]]:
+def unused_bases(
+    ages: dict[str, float], used: set[str], cache: str, min_age: float = PRUNE_MIN_AGE
+) -> tuple[list[str], list[str]]:
     """(removable, kept because too new): cached bases no overlay uses."""
     unused = sorted(n for n in ages if posixpath.join(cache, n) not in used)
-    return ([n for n in unused if ages[n] >= min_age],
-            [n for n in unused if ages[n] < min_age])
+    return ([n for n in unused if ages[n] >= min_age], [n for n in unused if ages[n] < min_age])

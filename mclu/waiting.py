@@ -19,14 +19,16 @@ CONSOLE_BYTES = 64 * 1024  # of the log's end read per look: a boot's last scree
 CONSOLE_LINES = 8  # kept in the error
 AGENT_TIMEOUT = 2  # seconds libvirt waits for the agent's answer to one ping
 
+
 @dataclass(frozen=True)
 class Ready:
     rule: Rule
     seconds: float  # from the start of the wait
 
 
-async def wait(session: Session, name: str, rule: Rule, timeout: float, *,
-               poll: float = POLL) -> Ready:
+async def wait(
+    session: Session, name: str, rule: Rule, timeout: float, *, poll: float = POLL
+) -> Ready:
     """Wait until the running guest `name` is ready by `rule`.
 
     Raises NotReady, with the last lines of its console, when it is not within `timeout`
@@ -47,13 +49,11 @@ async def wait(session: Session, name: str, rule: Rule, timeout: float, *,
                 return Ready(rule, time.monotonic() - started)
             panic = panicked(text)
             if panic is not None:
-                raise _error(session, name, rule, started, f"its kernel panicked ({panic})",
-                             text)
+                raise _error(session, name, rule, started, f"its kernel panicked ({panic})", text)
         elif await session.agent_ping(name, AGENT_TIMEOUT):
             return Ready(rule, time.monotonic() - started)
         if time.monotonic() >= deadline:
-            raise await _not_ready(session, name, rule, started,
-                                   f"not ready within {timeout:g} s")
+            raise await _not_ready(session, name, rule, started, f"not ready within {timeout:g} s")
         await asyncio.sleep(poll)
 
 
@@ -63,8 +63,9 @@ async def read_console(session: Session, name: str) -> str:
     return result.stdout.decode("utf-8", errors="replace") if result.exit_status == 0 else ""
 
 
-async def _not_ready(session: Session, name: str, rule: Rule, started: float,
-                     reason: str) -> errors.NotReady:
+async def _not_ready(
+    session: Session, name: str, rule: Rule, started: float, reason: str
+) -> errors.NotReady:
     try:
         text = await read_console(session, name)
     except errors.HostError:
@@ -72,8 +73,14 @@ async def _not_ready(session: Session, name: str, rule: Rule, started: float,
     return _error(session, name, rule, started, reason, text)
 
 
-def _error(session: Session, name: str, rule: Rule, started: float, reason: str,
-           console: str) -> errors.NotReady:
-    return errors.NotReady(host=session.host, name=name, rule=str(rule), reason=reason,
-                           seconds=time.monotonic() - started,
-                           console=tuple(console_lines(console)[-CONSOLE_LINES:]))
+def _error(
+    session: Session, name: str, rule: Rule, started: float, reason: str, console: str
+) -> errors.NotReady:
+    return errors.NotReady(
+        host=session.host,
+        name=name,
+        rule=str(rule),
+        reason=reason,
+        seconds=time.monotonic() - started,
+        console=tuple(console_lines(console)[-CONSOLE_LINES:]),
+    )

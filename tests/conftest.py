@@ -40,10 +40,18 @@ def testdriver_uri(tmp_path: Path) -> str:
 def sandbox_spec(name: str = "ham0", address: str = "10.213.0.10") -> HostSpec:
     """The HostSpec of a sandbox host (mclu-sandbox's client key and known_hosts)."""
     client = SANDBOX / "client"
-    return HostSpec(name=name, address=address, user="root", port=22, domain_type="qemu",
-                    identity_files=(str(client / "id_ed25519"),), identities_only=True,
-                    known_hosts=str(client / "known_hosts"), ssh_config="none",
-                    connect_timeout=3.0)
+    return HostSpec(
+        name=name,
+        address=address,
+        user="root",
+        port=22,
+        domain_type="qemu",
+        identity_files=(str(client / "id_ed25519"),),
+        identities_only=True,
+        known_hosts=str(client / "known_hosts"),
+        ssh_config="none",
+        connect_timeout=3.0,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +84,12 @@ def sandbox_host(sandbox: sb.Sandbox) -> HostSpec:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--regenerate-output", action="store_true", default=False,
-                     help="rewrite golden files with what the code produces now, then review "
-                          "the diff")
+    parser.addoption(
+        "--regenerate-output",
+        action="store_true",
+        default=False,
+        help="rewrite golden files with what the code produces now, then review the diff",
+    )
 
 
 @pytest.fixture

@@ -15,11 +15,15 @@ from mclu.hosts.session import Session
 def register(sub: parsing.Subparsers) -> None:
     """Add `mclu cleanup` to the `mclu` parser."""
     parser = parsing.add_command(
-        sub, "cleanup", run,
+        sub,
+        "cleanup",
+        run,
         "remove what interrupted runs left: guests still 'building', partial files, and "
-        "the controller's temporary files of runs that are gone")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="say what would be removed, remove nothing")
+        "the controller's temporary files of runs that are gone",
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="say what would be removed, remove nothing"
+    )
     parsing.add_host_filters(parser)
 
 
@@ -54,15 +58,19 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
     return errors.EXIT_FAILED if failed else commands.exit_code(results)
 
 
-def cleanup_text(results: fanout.HostResults[HostCleanup], *, dry_run: bool,
-                 controller: Sequence[str] = ()) -> str:
+def cleanup_text(
+    results: fanout.HostResults[HostCleanup], *, dry_run: bool, controller: Sequence[str] = ()
+) -> str:
     verb = "would remove" if dry_run else "removed"
-    lines = [f"controller: {verb} {path} (temporary files of an mclu run that is gone)"
-             for path in controller]
+    lines = [
+        f"controller: {verb} {path} (temporary files of an mclu run that is gone)"
+        for path in controller
+    ]
     for host, result in results.ok.items():
         if result.done is None:
-            lines += [f"{host}: would remove {i} ({i.reason})" for i in cleanup.removable(
-                result.items)]
+            lines += [
+                f"{host}: would remove {i} ({i.reason})" for i in cleanup.removable(result.items)
+            ]
             lines += [f"{host}: kept {i} ({i.reason})" for i in result.items if not i.remove]
             continue
         done = result.done
@@ -75,8 +83,9 @@ def cleanup_text(results: fanout.HostResults[HostCleanup], *, dry_run: bool,
     return f"nothing to clean up on {asked}" + (" (dry run)" if dry_run else "")
 
 
-def cleanup_json(results: fanout.HostResults[HostCleanup], *, dry_run: bool,
-                 controller: Sequence[str] = ()) -> dict[str, Any]:
+def cleanup_json(
+    results: fanout.HostResults[HostCleanup], *, dry_run: bool, controller: Sequence[str] = ()
+) -> dict[str, Any]:
     hosts = []
     for host, result in results.ok.items():
         if result.done is None:
@@ -87,12 +96,19 @@ def cleanup_json(results: fanout.HostResults[HostCleanup], *, dry_run: bool,
         else:
             removed, kept, failed = result.done.removed, result.done.kept, result.done.failed
             files = result.done.files
-        hosts.append({
-            "name": host,
-            "removed": [cleanup.item_json(i, files) for i in removed],
-            "kept": [cleanup.item_json(i) for i in kept],
-            "failed": [{**cleanup.item_json(i), "error": why} for i, why in failed],
-        })
-    return {"dry_run": dry_run, "controller": {"removed": list(controller)}, "hosts": hosts,
-            "failed_hosts": [{"name": n, "state": e.state, "error": str(e)}
-                             for n, e in results.failed.items()]}
+        hosts.append(
+            {
+                "name": host,
+                "removed": [cleanup.item_json(i, files) for i in removed],
+                "kept": [cleanup.item_json(i) for i in kept],
+                "failed": [{**cleanup.item_json(i), "error": why} for i, why in failed],
+            }
+        )
+    return {
+        "dry_run": dry_run,
+        "controller": {"removed": list(controller)},
+        "hosts": hosts,
+        "failed_hosts": [
+            {"name": n, "state": e.state, "error": str(e)} for n, e in results.failed.items()
+        ],
+    }

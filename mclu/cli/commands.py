@@ -88,8 +88,9 @@ async def info(args: argparse.Namespace, env: Env) -> int:
         env.printer.text(output.info_text(found))
     if snap.failed:
         # The name may also exist on a host that did not answer: say so, but the answer stands.
-        env.printer.note(f"did not answer (a guest of that name may be there too): "
-                         f"{', '.join(snap.failed)}")
+        env.printer.note(
+            f"did not answer (a guest of that name may be there too): {', '.join(snap.failed)}"
+        )
     note_leftovers(snap, env)
     return errors.EXIT_OK
 
@@ -98,8 +99,11 @@ async def templates(args: argparse.Namespace, env: Env) -> int:
     mine, found = await read_templates(args, env)
     if getattr(args, "name", None):
         template = sources.resolve(args.name, mine, found.templates)
-        listed = next(r for r in sources.listing(mine, found.templates)
-                      if r.name == args.name or r.base == template.base.template)
+        listed = next(
+            r
+            for r in sources.listing(mine, found.templates)
+            if r.name == args.name or r.base == template.base.template
+        )
         if args.json:
             env.printer.json(output.template_info_json(template))
         else:
@@ -131,8 +135,10 @@ async def templates_prune(args: argparse.Namespace, env: Env) -> int:
     async def prune(session: Session, spec: model.HostSpec) -> Pruned:
         guests = await session.guests()
         ages = await storage.cached_bases_with_age(session, spec)
-        disks = {*await storage.overlay_candidates(session, spec),
-                 *(d for g in guests for d in g.disks)}
+        disks = {
+            *await storage.overlay_candidates(session, spec),
+            *(d for g in guests for d in g.disks),
+        }
         used = await storage.backing_files(session, sorted(disks))
         cache = storage.cache_dir(spec.image_dir)
         removable, too_new = storage.unused_bases(ages, used, cache, args.min_age)
@@ -152,8 +158,9 @@ async def templates_prune(args: argparse.Namespace, env: Env) -> int:
     return exit_code(results)
 
 
-async def read_templates(args: argparse.Namespace,
-                         env: Env) -> tuple[dict[str, catalogue.Template], sources.Found]:
+async def read_templates(
+    args: argparse.Namespace, env: Env
+) -> tuple[dict[str, catalogue.Template], sources.Found]:
     """mclu's templates and every repository's, fetched off the event loop."""
     mine = catalogue.load(catalogue.locate(args.templates, env.environ))
     repos = sources.read_sources(template_repos(args, env))
@@ -181,24 +188,34 @@ async def build(args: argparse.Namespace, env: Env) -> int:
     cache_dir = cache.cache_dir(env.environ)
     template = with_cached_size(template, cache.cached(template, cache_dir))
     request = plan.BuildRequest(
-        template=args.template, names=tuple(args.names), on=args.on, size=args.size,
-        memory=args.memory, vcpus=args.vcpus, full_copy=args.full_copy,
-        transport=args.transport or images.DEFAULT)
+        template=args.template,
+        names=tuple(args.names),
+        on=args.on,
+        size=args.size,
+        memory=args.memory,
+        vcpus=args.vcpus,
+        full_copy=args.full_copy,
+        transport=args.transport or images.DEFAULT,
+    )
     inputs = build_inputs(args, env)
-    async with (snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now,
-                contextlib.AsyncExitStack() as stack):
+    async with (
+        snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now,
+        contextlib.AsyncExitStack() as stack,
+    ):
         if not args.dry_run:
             # The names are taken on every host before the snapshot: a concurrent build of
             # the same name (here or on another host) fails now, or sees this one's guest.
             names = [plan.split_name(text)[0] for text in args.names]
-            await stack.enter_async_context(locks.everywhere(
-                hosts_now.sessions, hosts_now.specs.values(), names, "build"))
+            await stack.enter_async_context(
+                locks.everywhere(hosts_now.sessions, hosts_now.specs.values(), names, "build")
+            )
         snap = await hosts_now.gather(snapshot.read_host)
         disks = await hosts_now.gather(storage.read)
         note_leftovers(snap, env, {h: d.leftovers for h, d in disks.ok.items()})
         snap.failed.update(disks.failed)  # a host whose image dir cannot be read can't build
-        chosen = plan.plan_build(request, snap, disks.ok, template, now=mclu_build.now(),
-                                 inventory_path=inv.path)
+        chosen = plan.plan_build(
+            request, snap, disks.ok, template, now=mclu_build.now(), inventory_path=inv.path
+        )
         if args.dry_run:
             show_plan(chosen, args, env)
             return errors.EXIT_OK
@@ -208,12 +225,24 @@ async def build(args: argparse.Namespace, env: Env) -> int:
         started = time.monotonic()
         try:
             local = await asyncio.to_thread(
-                cache.ensure, template, cache_dir,
-                lambda done, total: reporter.transfer(f"download {args.template}", done, total))
+                cache.ensure,
+                template,
+                cache_dir,
+                lambda done, total: reporter.transfer(f"download {args.template}", done, total),
+            )
             built = await mclu_build.execute(
-                chosen, local, hosts_now.sessions, inputs, reporter, mclu_build.Readiness(
-                    wait=args.wait, timeout=args.ready_timeout, keep_failed=args.keep_failed,
-                    autostart=args.autostart))
+                chosen,
+                local,
+                hosts_now.sessions,
+                inputs,
+                reporter,
+                mclu_build.Readiness(
+                    wait=args.wait,
+                    timeout=args.ready_timeout,
+                    keep_failed=args.keep_failed,
+                    autostart=args.autostart,
+                ),
+            )
         finally:
             reporter.close()
     seconds = time.monotonic() - started
@@ -224,8 +253,9 @@ async def build(args: argparse.Namespace, env: Env) -> int:
     return errors.EXIT_OK
 
 
-def with_cached_size(template: model.ResolvedTemplate,
-                     local: cache.LocalBase | None) -> model.ResolvedTemplate:
+def with_cached_size(
+    template: model.ResolvedTemplate, local: cache.LocalBase | None
+) -> model.ResolvedTemplate:
     """The template with its base's real data size when the controller has it cached."""
     if local is None:
         return template
@@ -242,14 +272,14 @@ def build_inputs(args: argparse.Namespace, env: Env) -> mclu_build.Inputs:
     """
     password = args.root_password_file
     if args.no_login:
-        given = [o for o, v in (("--ssh-key", args.ssh_key),
-                                ("--root-password-file", password)) if v]
+        given = [
+            o for o, v in (("--ssh-key", args.ssh_key), ("--root-password-file", password)) if v
+        ]
         if given:
             raise errors.UsageError(f"--no-login and {given[0]} do not go together")
         return mclu_build.Inputs()
     home = Path(env.environ.get("HOME", "~")).expanduser()
-    paths = ([Path(p) for p in args.ssh_key] if args.ssh_key
-             else sorted(home.glob(".ssh/id_*.pub")))
+    paths = [Path(p) for p in args.ssh_key] if args.ssh_key else sorted(home.glob(".ssh/id_*.pub"))
     keys = []
     for path in paths:
         keys += _key_lines(path)
@@ -258,7 +288,8 @@ def build_inputs(args: argparse.Namespace, env: Env) -> mclu_build.Inputs:
     if not keys and password is None:
         raise errors.UsageError(
             f"no ssh key for the guests' root: {home}/.ssh has no id_*.pub; give --ssh-key "
-            "FILE (or --root-password-file FILE), or --no-login for guests nobody logs in to")
+            "FILE (or --root-password-file FILE), or --no-login for guests nobody logs in to"
+        )
     return mclu_build.Inputs(ssh_authorized_keys=tuple(keys), root_password_file=password)
 
 
@@ -283,15 +314,17 @@ def show_plan(chosen: plan.BuildPlan, args: argparse.Namespace, env: Env) -> Non
         env.printer.text(output.plan_text(chosen))
 
 
-def progress_reporter(args: argparse.Namespace,
-                      env: Env) -> output.LineReporter | output.JsonReporter:
+def progress_reporter(
+    args: argparse.Namespace, env: Env
+) -> output.LineReporter | output.JsonReporter:
     if args.json:
         return output.JsonReporter(env.printer.out)
     return output.LineReporter(env.printer.err, bars=env.printer.err.isatty())
 
 
-def note_leftovers(snap: snapshot.Snapshot, env: Env,
-                   scans: Mapping[str, model.LeftoverScan | None] | None = None) -> None:
+def note_leftovers(
+    snap: snapshot.Snapshot, env: Env, scans: Mapping[str, model.LeftoverScan | None] | None = None
+) -> None:
     """One stderr line when interrupted runs left something that `mclu cleanup` removes."""
     text = cleanup.note(cleanup.count(snap, scans))
     if text is not None:

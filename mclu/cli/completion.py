@@ -49,8 +49,9 @@ def attach(parser: argparse.ArgumentParser, env: commands.Env) -> None:
                 vars(action)["completer"] = completer  # what argcomplete looks for
 
 
-def _parsers(parser: argparse.ArgumentParser, name: str
-             ) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+def _parsers(
+    parser: argparse.ArgumentParser, name: str
+) -> Iterator[tuple[str, argparse.ArgumentParser]]:
     yield name, parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -92,8 +93,9 @@ def _guests_completer(env: commands.Env) -> Completer:
     return completer
 
 
-def guest_names(parsed_args: argparse.Namespace, env: commands.Env, *,
-                only: str | None = None) -> list[tuple[str, str]]:
+def guest_names(
+    parsed_args: argparse.Namespace, env: commands.Env, *, only: str | None = None
+) -> list[tuple[str, str]]:
     """(host, guest) for every guest of the hosts that answer within GUEST_LOOKUP_SECONDS
     (those of --host/--tag when given, or `only`); what answered by then is kept."""
     inv = inventory.load(inventory.locate(getattr(parsed_args, "config", None), env.environ))
@@ -104,14 +106,16 @@ def guest_names(parsed_args: argparse.Namespace, env: commands.Env, *,
         return asyncio.run(_guest_names(hosts, env, inv.parallel))
 
 
-async def _guest_names(hosts: list[model.HostSpec], env: commands.Env,
-                       limit: int) -> list[tuple[str, str]]:
+async def _guest_names(
+    hosts: list[model.HostSpec], env: commands.Env, limit: int
+) -> list[tuple[str, str]]:
     async def read(spec: model.HostSpec) -> tuple[model.Guest, ...]:
         async with env.open_session(spec) as session:
             return await session.guests()
 
-    results = await fanout.gather(hosts, read, limit=limit,
-                                  deadline=lambda _spec: GUEST_LOOKUP_SECONDS)
+    results = await fanout.gather(
+        hosts, read, limit=limit, deadline=lambda _spec: GUEST_LOOKUP_SECONDS
+    )
     return [(host, g.name) for host, guests in results.ok.items() for g in guests]
 
 

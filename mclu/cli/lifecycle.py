@@ -28,38 +28,53 @@ from mclu.snapshot import GuestRef
 def register(sub: parsing.Subparsers) -> None:
     """Add this group's commands to the `mclu` parser."""
     _guests_command(sub, "start", start, "start shut off guests")
-    stop_ = _guests_command(sub, "stop", stop,
-                            "shut guests down (ACPI) and wait until they are off")
-    stop_.add_argument("--timeout", type=parsing.seconds, default=lifecycle.STOP_TIMEOUT,
-                       metavar="SECONDS", help="how long to wait for the guest to power off "
-                                               "(default: %(default)g)")
-    stop_.add_argument("--force", action="store_true",
-                       help="power the guest off (destroy) when it is not off in time")
+    stop_ = _guests_command(
+        sub, "stop", stop, "shut guests down (ACPI) and wait until they are off"
+    )
+    stop_.add_argument(
+        "--timeout",
+        type=parsing.seconds,
+        default=lifecycle.STOP_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for the guest to power off (default: %(default)g)",
+    )
+    stop_.add_argument(
+        "--force",
+        action="store_true",
+        help="power the guest off (destroy) when it is not off in time",
+    )
     _guest_command(sub, "reboot", reboot, "restart a running guest (ACPI)")
     _guests_command(sub, "destroy", destroy, "power guests off at once, like pulling the plug")
-    delete_ = _guests_command(sub, "delete", delete,
-                              "remove guests: their definitions, own disks and console logs")
-    delete_.add_argument("--force", action="store_true",
-                         help="delete a running guest too (powered off first)")
-    delete_.add_argument("--dry-run", action="store_true",
-                         help="say what would be removed and kept, change nothing")
-    console_parser = _guest_command(sub, "console", console_,
-                                    "attach to a guest's serial console (Ctrl-] leaves)")
-    console_parser.add_argument("--log", action="store_true",
-                                help="print the saved console log of its current boot instead")
+    delete_ = _guests_command(
+        sub, "delete", delete, "remove guests: their definitions, own disks and console logs"
+    )
+    delete_.add_argument(
+        "--force", action="store_true", help="delete a running guest too (powered off first)"
+    )
+    delete_.add_argument(
+        "--dry-run", action="store_true", help="say what would be removed and kept, change nothing"
+    )
+    console_parser = _guest_command(
+        sub, "console", console_, "attach to a guest's serial console (Ctrl-] leaves)"
+    )
+    console_parser.add_argument(
+        "--log", action="store_true", help="print the saved console log of its current boot instead"
+    )
     _guest_command(sub, "viewer", viewer, "open a guest's graphical console with virt-viewer")
 
 
-def _guest_command(sub: parsing.Subparsers, name: str, command: parsing.Command,
-                   summary: str) -> argparse.ArgumentParser:
+def _guest_command(
+    sub: parsing.Subparsers, name: str, command: parsing.Command, summary: str
+) -> argparse.ArgumentParser:
     parser = parsing.add_command(sub, name, command, summary)
     parser.add_argument("name", metavar="[HOST:]NAME", help="the guest")
     parsing.add_host_filters(parser)
     return parser
 
 
-def _guests_command(sub: parsing.Subparsers, name: str, command: parsing.Command,
-                    summary: str) -> argparse.ArgumentParser:
+def _guests_command(
+    sub: parsing.Subparsers, name: str, command: parsing.Command, summary: str
+) -> argparse.ArgumentParser:
     parser = parsing.add_command(sub, name, command, summary)
     parser.add_argument("names", metavar="[HOST:]NAME", nargs="+", help="the guests")
     parsing.add_host_filters(parser)
@@ -95,8 +110,7 @@ class View:
     deleted: set[tuple[str, str]] = field(default_factory=set)  # (host, guest) this run deleted
 
     @contextlib.asynccontextmanager
-    async def target(self, ref: GuestRef, *,
-                     lock: str | None = None) -> AsyncIterator[Target]:
+    async def target(self, ref: GuestRef, *, lock: str | None = None) -> AsyncIterator[Target]:
         """The guest `ref` names. With `lock` (the command's name), the block holds the
         guest's lock (mclu.locks), so that no other mclu run changes the guest meanwhile.
         Raises GuestNotFound, GuestAmbiguous, GuestLocked, or the pinned host's HostError."""
@@ -105,14 +119,21 @@ class View:
         async with contextlib.AsyncExitStack() as stack:
             if lock is not None:
                 await stack.enter_async_context(
-                    locks.guest(session, found.host.spec, found.guest.name, lock))
-            yield Target(session=session, host=found.host, guest=found.guest,
-                         snapshot=self.snapshot, deleted=self.deleted)
+                    locks.guest(session, found.host.spec, found.guest.name, lock)
+                )
+            yield Target(
+                session=session,
+                host=found.host,
+                guest=found.guest,
+                snapshot=self.snapshot,
+                deleted=self.deleted,
+            )
 
 
 @contextlib.asynccontextmanager
-async def connected(args: argparse.Namespace, env: commands.Env,
-                    refs: Sequence[snapshot.GuestRef]) -> AsyncIterator[View]:
+async def connected(
+    args: argparse.Namespace, env: commands.Env, refs: Sequence[snapshot.GuestRef]
+) -> AsyncIterator[View]:
     """Connect to the hosts that may have the guests `refs` names and read them once; the
     sessions stay open for the block. The hosts are those of --host/--tag, and the hosts
     named in HOST:NAME (only those when every name has one)."""
@@ -120,16 +141,18 @@ async def connected(args: argparse.Namespace, env: commands.Env,
     pinned = list(dict.fromkeys(ref.host for ref in refs if ref.host is not None))
     if pinned:
         chosen = inventory.select(inv, names=pinned)
-        hosts = chosen if len(pinned) == len(refs) else \
-            hosts + [h for h in chosen if h not in hosts]
+        hosts = (
+            chosen if len(pinned) == len(refs) else hosts + [h for h in chosen if h not in hosts]
+        )
     async with snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now:
         snap = await hosts_now.gather(snapshot.read_host)
         yield View(sessions=dict(hosts_now.sessions), snapshot=snap)
 
 
 @contextlib.asynccontextmanager
-async def guest_target(args: argparse.Namespace, env: commands.Env, *,
-                       lock: str | None = None) -> AsyncIterator[Target]:
+async def guest_target(
+    args: argparse.Namespace, env: commands.Env, *, lock: str | None = None
+) -> AsyncIterator[Target]:
     """Connect to the hosts, find the guest args.name names; sessions stay open for the block.
     See View.target for `lock` and the errors."""
     ref = snapshot.split_ref(args.name)
@@ -140,8 +163,9 @@ async def guest_target(args: argparse.Namespace, env: commands.Env, *,
 Work = Callable[[argparse.Namespace, commands.Env, Target], Awaitable[int]]
 
 
-async def each_guest(args: argparse.Namespace, env: commands.Env, work: Work, *,
-                     lock: str | None) -> int:
+async def each_guest(
+    args: argparse.Namespace, env: commands.Env, work: Work, *, lock: str | None
+) -> int:
     """Run `work` on each guest args.names names, in order, each its own outcome.
 
     One name: its errors are the command's. Several: a failure is one error line (a JSON
@@ -153,8 +177,7 @@ async def each_guest(args: argparse.Namespace, env: commands.Env, work: Work, *,
         async with connected(args, env, refs) as view, view.target(refs[0], lock=lock) as t:
             return await work(args, env, t)
     if args.json:
-        env = dataclasses.replace(env, printer=_JsonLines(out=env.printer.out,
-                                                          err=env.printer.err))
+        env = dataclasses.replace(env, printer=_JsonLines(out=env.printer.out, err=env.printer.err))
     failed: list[errors.MCLUError] = []
     done: set[tuple[str, str]] = set()
     async with connected(args, env, refs) as view:
@@ -182,42 +205,72 @@ class _JsonLines(output.Printer):
         self.json_line({"version": output.JSON_VERSION, **document})
 
 
-def _report_failure(args: argparse.Namespace, env: commands.Env, ref: snapshot.GuestRef,
-                    error: errors.MCLUError) -> None:
+def _report_failure(
+    args: argparse.Namespace, env: commands.Env, ref: snapshot.GuestRef, error: errors.MCLUError
+) -> None:
     if args.json:
-        env.printer.json({"guest": ref.name, "host": ref.host, "action": args.action,
-                          "changed": False, "error": str(error),
-                          "exit_status": error.exit_code})
+        env.printer.json(
+            {
+                "guest": ref.name,
+                "host": ref.host,
+                "action": args.action,
+                "changed": False,
+                "error": str(error),
+                "exit_status": error.exit_code,
+            }
+        )
     else:
         env.printer.error(error)
 
 
 def require_running(target: Target) -> None:
     if not target.guest.state.active:
-        raise errors.GuestOff(target.host.spec.name, target.name,
-                                     target.guest.state.value)
+        raise errors.GuestOff(target.host.spec.name, target.name, target.guest.state.value)
 
 
 # --- reporting -----------------------------------------------------------------------------
 
 
-def report(args: argparse.Namespace, env: commands.Env, target: Target, *, action: str,
-           changed: bool, state: str, text: str, **extra: Any) -> int:
+def report(
+    args: argparse.Namespace,
+    env: commands.Env,
+    target: Target,
+    *,
+    action: str,
+    changed: bool,
+    state: str,
+    text: str,
+    **extra: Any,
+) -> int:
     """One line `NAME on HOST: text`, or the JSON document of docs/cli.md; exit status 0."""
     if args.json:
-        env.printer.json({"guest": target.name, "host": target.host.spec.name,
-                          "action": action, "changed": changed, "state": state, **extra})
+        env.printer.json(
+            {
+                "guest": target.name,
+                "host": target.host.spec.name,
+                "action": action,
+                "changed": changed,
+                "state": state,
+                **extra,
+            }
+        )
     else:
         env.printer.text(f"{target.name} on {target.host.spec.name}: {text}")
     return errors.EXIT_OK
 
 
-def _nothing_to_do(args: argparse.Namespace, env: commands.Env, target: Target,
-                   action: str) -> int:
+def _nothing_to_do(args: argparse.Namespace, env: commands.Env, target: Target, action: str) -> int:
     """The guest is in the state `action` would put it in already: a note, exit 0."""
     state = target.guest.state.value
-    return report(args, env, target, action=action, changed=False, state=state,
-                  text=f"already {state}, nothing to do")
+    return report(
+        args,
+        env,
+        target,
+        action=action,
+        changed=False,
+        state=state,
+        text=f"already {state}, nothing to do",
+    )
 
 
 def _after_power_off(guest: model.Guest) -> str:
@@ -237,8 +290,15 @@ async def _start(args: argparse.Namespace, env: commands.Env, target: Target) ->
     if target.guest.state.active:
         return _nothing_to_do(args, env, target, "start")
     await target.session.start(target.name)
-    return report(args, env, target, action="start", changed=True,
-                  state=model.GuestState.RUNNING.value, text="started")
+    return report(
+        args,
+        env,
+        target,
+        action="start",
+        changed=True,
+        state=model.GuestState.RUNNING.value,
+        text="started",
+    )
 
 
 async def stop(args: argparse.Namespace, env: commands.Env) -> int:
@@ -250,15 +310,24 @@ async def stop(args: argparse.Namespace, env: commands.Env) -> int:
 async def _stop(args: argparse.Namespace, env: commands.Env, target: Target) -> int:
     if not target.guest.state.active:
         return _nothing_to_do(args, env, target, "stop")
-    stopped = await lifecycle.stop(target.session, target.name, timeout=args.timeout,
-                                   force=args.force)
+    stopped = await lifecycle.stop(
+        target.session, target.name, timeout=args.timeout, force=args.force
+    )
     if stopped.forced:
         text = f"did not shut off within {args.timeout:g} s; powered off (--force)"
     else:
         text = f"shut off ({stopped.seconds:.1f} s)"
-    return report(args, env, target, action="stop", changed=True,
-                  state=_after_power_off(target.guest), text=text, forced=stopped.forced,
-                  seconds=round(stopped.seconds, 3))
+    return report(
+        args,
+        env,
+        target,
+        action="stop",
+        changed=True,
+        state=_after_power_off(target.guest),
+        text=text,
+        forced=stopped.forced,
+        seconds=round(stopped.seconds, 3),
+    )
 
 
 async def reboot(args: argparse.Namespace, env: commands.Env) -> int:
@@ -266,8 +335,15 @@ async def reboot(args: argparse.Namespace, env: commands.Env) -> int:
     async with guest_target(args, env, lock="reboot") as target:
         require_running(target)
         await target.session.reboot(target.name)
-        return report(args, env, target, action="reboot", changed=True,
-                      state=model.GuestState.RUNNING.value, text="rebooting (ACPI request sent)")
+        return report(
+            args,
+            env,
+            target,
+            action="reboot",
+            changed=True,
+            state=model.GuestState.RUNNING.value,
+            text="rebooting (ACPI request sent)",
+        )
 
 
 async def destroy(args: argparse.Namespace, env: commands.Env) -> int:
@@ -279,8 +355,15 @@ async def _destroy(args: argparse.Namespace, env: commands.Env, target: Target) 
     if not target.guest.state.active:
         return _nothing_to_do(args, env, target, "destroy")
     await target.session.destroy(target.name)
-    return report(args, env, target, action="destroy", changed=True,
-                  state=_after_power_off(target.guest), text="powered off")
+    return report(
+        args,
+        env,
+        target,
+        action="destroy",
+        changed=True,
+        state=_after_power_off(target.guest),
+        text="powered off",
+    )
 
 
 # --- delete ----------------------------------------------------------------------------------
@@ -293,17 +376,31 @@ async def delete(args: argparse.Namespace, env: commands.Env) -> int:
 
 
 async def _delete(args: argparse.Namespace, env: commands.Env, target: Target) -> int:
-    deleted = await lifecycle.delete(target.session, target.host.spec, target.guest,
-                                     sharing_files(target), force=args.force,
-                                     dry_run=args.dry_run)
+    deleted = await lifecycle.delete(
+        target.session,
+        target.host.spec,
+        target.guest,
+        sharing_files(target),
+        force=args.force,
+        dry_run=args.dry_run,
+    )
     if not args.dry_run:
         target.deleted.add((target.host.spec.name, target.name))
     kept = [{"path": k.path, "reason": k.reason} for k in deleted.kept]
     extra: dict[str, Any] = {"dry_run": True} if args.dry_run else {}
-    return report(args, env, target, action="delete", changed=not args.dry_run,
-                  state=target.guest.state.value if args.dry_run else "deleted",
-                  text=_deleted_text(deleted, dry_run=args.dry_run),
-                  destroyed=deleted.destroyed, removed=list(deleted.removed), kept=kept, **extra)
+    return report(
+        args,
+        env,
+        target,
+        action="delete",
+        changed=not args.dry_run,
+        state=target.guest.state.value if args.dry_run else "deleted",
+        text=_deleted_text(deleted, dry_run=args.dry_run),
+        destroyed=deleted.destroyed,
+        removed=list(deleted.removed),
+        kept=kept,
+        **extra,
+    )
 
 
 def sharing_files(target: Target) -> list[model.Guest]:
@@ -313,8 +410,12 @@ def sharing_files(target: Target) -> list[model.Guest]:
     spec = target.host.spec
     others = [(spec.name, g) for g in target.host.guests if g.name != target.name]
     if spec.shared_storage:
-        others += [(name, g) for name, snap in target.snapshot.ok.items()
-                   if name != spec.name and snap.spec.shared_storage for g in snap.guests]
+        others += [
+            (name, g)
+            for name, snap in target.snapshot.ok.items()
+            if name != spec.name and snap.spec.shared_storage
+            for g in snap.guests
+        ]
     return [g for host, g in others if (host, g.name) not in target.deleted]
 
 
@@ -340,22 +441,36 @@ async def console_(args: argparse.Namespace, env: commands.Env) -> int:
     async with guest_target(args, env) as target:
         require_running(target)
         stdin_fd, stdout_fd = _terminal_fds()
-        env.printer.text(f"Connected to {target.name} on {target.host.spec.name}.\n"
-                         f"Escape character is {console.ESCAPE_NAME}")
+        env.printer.text(
+            f"Connected to {target.name} on {target.host.spec.name}.\n"
+            f"Escape character is {console.ESCAPE_NAME}"
+        )
         env.printer.out.flush()  # before the relay writes to the terminal itself
         argv = lifecycle.console_argv(target.name)
         async with target.session.open_terminal(
-                argv, term=env.environ.get("TERM") or "vt100",
-                size=console.terminal_size(stdout_fd)) as remote:
+            argv, term=env.environ.get("TERM") or "vt100", size=console.terminal_size(stdout_fd)
+        ) as remote:
             with console.raw_mode(stdin_fd):
                 relayed = await console.relay(remote, stdin_fd, stdout_fd)
         status = remote.exit_status()  # final once the block has closed the channel
         if relayed.ending == console.Ending.ENDED and status not in (0, None):
-            raise errors.HostCommandFailed(target.host.spec.name, command_line(argv), status,
-                                           relayed.tail.decode(errors="replace"))
+            raise errors.HostCommandFailed(
+                target.host.spec.name,
+                command_line(argv),
+                status,
+                relayed.tail.decode(errors="replace"),
+            )
         if args.json:
-            return report(args, env, target, action="console", changed=False,
-                          state=target.guest.state.value, text="", ending=relayed.ending.value)
+            return report(
+                args,
+                env,
+                target,
+                action="console",
+                changed=False,
+                state=target.guest.state.value,
+                text="",
+                ending=relayed.ending.value,
+            )
         env.printer.text("")  # the guest's last line may have no end
         return errors.EXIT_OK
 
@@ -363,12 +478,19 @@ async def console_(args: argparse.Namespace, env: commands.Env) -> int:
 async def _console_log(args: argparse.Namespace, env: commands.Env) -> int:
     """Print the guest's console log as it is (a guest that is off still has its last boot's)."""
     async with guest_target(args, env) as target:
-        text = (await lifecycle.console_log(target.session, target.name)).decode(
-            errors="replace")
+        text = (await lifecycle.console_log(target.session, target.name)).decode(errors="replace")
     if args.json:
-        return report(args, env, target, action="console", changed=False,
-                      state=target.guest.state.value, text="",
-                      path=domxml.console_log(target.name), log=text)
+        return report(
+            args,
+            env,
+            target,
+            action="console",
+            changed=False,
+            state=target.guest.state.value,
+            text="",
+            path=domxml.console_log(target.name),
+            log=text,
+        )
     env.printer.out.write(text if not text or text.endswith("\n") else text + "\n")
     return errors.EXIT_OK
 
@@ -392,7 +514,8 @@ async def viewer(args: argparse.Namespace, env: commands.Env) -> int:
     program = shutil.which(lifecycle.VIEWER, path=env.environ.get("PATH", os.defpath))
     if program is None:
         raise errors.LocalToolMissing(
-            lifecycle.VIEWER, "the graphical console; install the virt-viewer package")
+            lifecycle.VIEWER, "the graphical console; install the virt-viewer package"
+        )
     async with guest_target(args, env) as target:
         require_running(target)
         argv = lifecycle.viewer_argv(program, target.host.spec, target.name)
@@ -401,5 +524,13 @@ async def viewer(args: argparse.Namespace, env: commands.Env) -> int:
     status = await process.wait()
     if status != 0:
         raise errors.LocalCommandFailed(command_line(argv), status, "")
-    return report(args, env, target, action="viewer", changed=False,
-                  state=target.guest.state.value, text="viewer closed", argv=argv)
+    return report(
+        args,
+        env,
+        target,
+        action="viewer",
+        changed=False,
+        state=target.guest.state.value,
+        text="viewer closed",
+        argv=argv,
+    )

@@ -44,9 +44,11 @@ def main(argv: Sequence[str] | None = None) -> None:
 def default_env() -> commands.Env:
     from mclu import hosts  # imported late: asyncssh and libvirt cost time `--help` need not pay
 
-    return commands.Env(environ=os.environ,
-                        printer=output.Printer(out=sys.stdout, err=sys.stderr),
-                        open_session=hosts.open_session)
+    return commands.Env(
+        environ=os.environ,
+        printer=output.Printer(out=sys.stdout, err=sys.stderr),
+        open_session=hosts.open_session,
+    )
 
 
 def run(argv: Sequence[str], env: commands.Env) -> int:
@@ -84,7 +86,7 @@ def _failed(env: commands.Env, error: errors.MCLUError, as_json: bool) -> int:
 
 def wants_json(argv: Sequence[str]) -> bool:
     """Whether a command line that did not parse asked for --json (before any `--`)."""
-    options = argv[:argv.index("--")] if "--" in argv else argv
+    options = argv[: argv.index("--")] if "--" in argv else argv
     return "--json" in options
 
 
@@ -174,33 +176,46 @@ def _drop_lost_output() -> None:
 
 def build_parser() -> parsing.Parser:
     parser = parsing.Parser(
-        prog="mclu", description="A mini cloud for a handful of KVM hosts, over ssh and libvirt.")
+        prog="mclu", description="A mini cloud for a handful of KVM hosts, over ssh and libvirt."
+    )
     parser.add_argument("--version", action="version", version=f"mclu {__version__}")
     parsing.global_options(parser, default=None)
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
 
-    status = parsing.add_command(sub, "status", commands.status,
-                           "each host: on or off, CPUs, memory, guests")
+    status = parsing.add_command(
+        sub, "status", commands.status, "each host: on or off, CPUs, memory, guests"
+    )
     parsing.add_host_filters(status)
     listing = parsing.add_command(sub, "list", commands.list_guests, "every guest on every host")
     parsing.add_host_filters(listing)
-    info = parsing.add_command(sub, "info", commands.info,
-                               "one guest, found on whichever host has it")
+    info = parsing.add_command(
+        sub, "info", commands.info, "one guest, found on whichever host has it"
+    )
     info.add_argument("name", metavar="[HOST:]NAME", help="the guest")
     parsing.add_host_filters(info)
-    templates = parsing.add_command(sub, "templates", commands.templates,
-                              "the templates: mclu's own and the repositories'")
+    templates = parsing.add_command(
+        sub, "templates", commands.templates, "the templates: mclu's own and the repositories'"
+    )
     parsing.add_templates_dir(templates)
     templates_sub = templates.add_subparsers(metavar="ACTION", required=False)
     info_t = parsing.add_command(templates_sub, "info", commands.templates, "one template in full")
     info_t.add_argument("name", metavar="NAME")
     parsing.add_templates_dir(info_t, default=argparse.SUPPRESS)
-    prune = parsing.add_command(templates_sub, "prune", commands.templates_prune,
-                          "remove template bases cached on hosts that no guest uses")
+    prune = parsing.add_command(
+        templates_sub,
+        "prune",
+        commands.templates_prune,
+        "remove template bases cached on hosts that no guest uses",
+    )
     prune.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
-    prune.add_argument("--min-age", type=float, default=storage.PRUNE_MIN_AGE, metavar="SECONDS",
-                       help="keep bases that arrived less than this long ago, for builds under "
-                            "way (default: %(default)g)")
+    prune.add_argument(
+        "--min-age",
+        type=float,
+        default=storage.PRUNE_MIN_AGE,
+        metavar="SECONDS",
+        help="keep bases that arrived less than this long ago, for builds under "
+        "way (default: %(default)g)",
+    )
     parsing.add_host_filters(prune)
     _build_command(sub)
     lifecycle.register(sub)
@@ -212,27 +227,41 @@ def build_parser() -> parsing.Parser:
 
 
 def _build_command(sub: parsing.Subparsers) -> None:
-    build = parsing.add_command(sub, "build", commands.build,
-                          "make running guests from a template")
+    build = parsing.add_command(sub, "build", commands.build, "make running guests from a template")
     build.add_argument("template", metavar="TEMPLATE")
     build.add_argument("names", metavar="[HOST:]NAME", nargs="+", help="the new guests")
-    build.add_argument("--on", metavar="HOST", help="build on this host (else: the one with "
-                                                    "the most room)")
+    build.add_argument(
+        "--on", metavar="HOST", help="build on this host (else: the one with the most room)"
+    )
     build.add_argument("--size", type=_size, help="disk size, e.g. 10G (at least the template's)")
     build.add_argument("--memory", type=_size, help="memory, e.g. 2G")
     build.add_argument("--vcpus", type=int, help="virtual CPUs")
-    build.add_argument("--full-copy", action="store_true",
-                       help="an independent copy of the template's disk, not an overlay")
+    build.add_argument(
+        "--full-copy",
+        action="store_true",
+        help="an independent copy of the template's disk, not an overlay",
+    )
     parsing.add_disk_inputs(build)
-    build.add_argument("--no-wait", dest="wait", action="store_false",
-                       help="done once the guests are started, without waiting until they "
-                            "have booted (not checked: recorded as ready)")
+    build.add_argument(
+        "--no-wait",
+        dest="wait",
+        action="store_false",
+        help="done once the guests are started, without waiting until they "
+        "have booted (not checked: recorded as ready)",
+    )
     parsing.add_ready_timeout(build)
-    build.add_argument("--keep-failed", action="store_true",
-                       help="keep a guest that did not become ready, for a look (else it is "
-                            "removed like any failed build)")
-    build.add_argument("--no-autostart", dest="autostart", action="store_false",
-                       help="do not start the guests when their host starts")
+    build.add_argument(
+        "--keep-failed",
+        action="store_true",
+        help="keep a guest that did not become ready, for a look (else it is "
+        "removed like any failed build)",
+    )
+    build.add_argument(
+        "--no-autostart",
+        dest="autostart",
+        action="store_false",
+        help="do not start the guests when their host starts",
+    )
     build.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
     build.set_defaults(host=None, tag=None)
 

@@ -14,15 +14,18 @@ from mclu.images import cache
 
 def register(sub: parsing.Subparsers) -> None:
     """Add this group's commands to the `mclu` parser."""
-    move = parsing.add_command(sub, "migrate", migrate_guest,
-                               "live-migrate a running guest to another host")
+    move = parsing.add_command(
+        sub, "migrate", migrate_guest, "live-migrate a running guest to another host"
+    )
     move.add_argument("name", metavar="[HOST:]NAME", help="the guest")
-    move.add_argument("--to", metavar="HOST",
-                      help="the destination (default: the host with the most room)")
+    move.add_argument(
+        "--to", metavar="HOST", help="the destination (default: the host with the most room)"
+    )
     move.add_argument("--dry-run", action="store_true", help="say where it would go, move nothing")
     move.set_defaults(host=None, tag=None)
-    drain = parsing.add_command(sub, "drain", drain_host,
-                                "live-migrate every running guest off a host")
+    drain = parsing.add_command(
+        sub, "drain", drain_host, "live-migrate every running guest off a host"
+    )
     drain.add_argument("source", metavar="HOST", help="the host to empty")
     drain.add_argument("--dry-run", action="store_true", help="show the plan, move nothing")
     drain.set_defaults(host=None, tag=None)
@@ -46,16 +49,24 @@ async def migrate_guest(args: argparse.Namespace, env: commands.Env) -> int:
         if args.to is not None and args.to != source and args.to in snap.failed:
             raise snap.failed[args.to]
         disks, facts = await _disks_and_storage(now, snap, source, [found.guest])
-        move = migrate.choose(found.guest, source, disks.get(found.guest.name, ()), snap,
-                              facts, to=args.to, inventory_path=inv.path)
+        move = migrate.choose(
+            found.guest,
+            source,
+            disks.get(found.guest.name, ()),
+            snap,
+            facts,
+            to=args.to,
+            inventory_path=inv.path,
+        )
         if args.dry_run:
             _show_plan([move], args, env)
             return errors.EXIT_OK
         reporter = commands.progress_reporter(args, env)
         reporter.step(None, None, migrate.describe(move))
         try:
-            moved = await migrate.execute(move, now.sessions, now.specs,
-                                          cache.cache_dir(env.environ), reporter)
+            moved = await migrate.execute(
+                move, now.sessions, now.specs, cache.cache_dir(env.environ), reporter
+            )
         finally:
             reporter.close()
     if args.json:
@@ -96,24 +107,32 @@ async def drain_host(args: argparse.Namespace, env: commands.Env) -> int:
     return errors.EXIT_FAILED if failed else errors.EXIT_OK
 
 
-async def _carry_out(item: migrate.Move | migrate.NotMoved, now: snapshot.Connected,
-                     env: commands.Env, reporter: build.Reporter
-                     ) -> migrate.Moved | migrate.NotMoved:
+async def _carry_out(
+    item: migrate.Move | migrate.NotMoved,
+    now: snapshot.Connected,
+    env: commands.Env,
+    reporter: build.Reporter,
+) -> migrate.Moved | migrate.NotMoved:
     if isinstance(item, migrate.NotMoved):
         return item
     reporter.step(None, None, migrate.describe(item))
     try:
-        return await migrate.execute(item, now.sessions, now.specs,
-                                     cache.cache_dir(env.environ), reporter)
+        return await migrate.execute(
+            item, now.sessions, now.specs, cache.cache_dir(env.environ), reporter
+        )
     except errors.MigrationFailed as e:
-        return migrate.NotMoved(item.guest, item.source, f"{e.step} on the way to {e.dest}: "
-                                                         f"{e.reason}")
+        return migrate.NotMoved(
+            item.guest, item.source, f"{e.step} on the way to {e.dest}: {e.reason}"
+        )
     except errors.GuestLocked as e:
         return migrate.NotMoved(item.guest, item.source, f"locked by {e.holder}")
 
 
 async def _disks_and_storage(
-    now: snapshot.Connected, snap: snapshot.Snapshot, source: str, guests: list[model.Guest],
+    now: snapshot.Connected,
+    snap: snapshot.Snapshot,
+    source: str,
+    guests: list[model.Guest],
 ) -> tuple[dict[str, tuple[migrate.Disk, ...]], dict[str, model.StorageFacts]]:
     """The guests' disks (read on the source) and the other hosts' storage facts, unless every
     possible destination shares the source's storage (then nothing is copied)."""
@@ -134,13 +153,15 @@ async def _disks_and_storage(
     return disks, dict(_without(facts.ok, source))
 
 
-def _without(facts: Mapping[str, model.StorageFacts], source: str
-             ) -> dict[str, model.StorageFacts]:
+def _without(facts: Mapping[str, model.StorageFacts], source: str) -> dict[str, model.StorageFacts]:
     return {h: f for h, f in facts.items() if h != source}
 
 
-def _show_plan(plan: list[migrate.Move] | list[migrate.Move | migrate.NotMoved],
-               args: argparse.Namespace, env: commands.Env) -> None:
+def _show_plan(
+    plan: list[migrate.Move] | list[migrate.Move | migrate.NotMoved],
+    args: argparse.Namespace,
+    env: commands.Env,
+) -> None:
     if args.json:
         env.printer.json(output.migration_plan_json(plan))
     else:

@@ -53,12 +53,24 @@ class Printer:
 def error_json(error: errors.MCLUError) -> dict[str, Any]:
     """`{"error": {"type", "message", "exit_status", ...}}`: the error's class, its one line,
     and its keyword fields (host, name, path...) where they are plain JSON values."""
-    fields = {key: value for key, value in vars(error).items()
-              if not key.startswith("_") and key != "detail" and _plain(value)}
-    return {"version": JSON_VERSION, "error": {
-        "type": type(error).__name__, "message": str(error), "exit_status": error.exit_code,
-        **{k: list(v) if isinstance(v, tuple) else v for k, v in fields.items()
-           if k not in ("type", "message", "exit_status")}}}
+    fields = {
+        key: value
+        for key, value in vars(error).items()
+        if not key.startswith("_") and key != "detail" and _plain(value)
+    }
+    return {
+        "version": JSON_VERSION,
+        "error": {
+            "type": type(error).__name__,
+            "message": str(error),
+            "exit_status": error.exit_code,
+            **{
+                k: list(v) if isinstance(v, tuple) else v
+                for k, v in fields.items()
+                if k not in ("type", "message", "exit_status")
+            },
+        },
+    }
 
 
 def _plain(value: object) -> bool:
@@ -80,15 +92,25 @@ def status_table(snapshot: Snapshot) -> str:
 def _status_row(name: str, result: model.HostSnapshot | errors.HostError) -> list[str]:
     if isinstance(result, errors.HostError):
         return [name, result.state, "", "", "", "", "", _short(result)]
-    memory = (f"{bar(result.memory_allocated, result.memory_total)} "
-              f"{sizes.human(result.memory_allocated)} / {sizes.human(result.memory_total)}")
+    memory = (
+        f"{bar(result.memory_allocated, result.memory_total)} "
+        f"{sizes.human(result.memory_allocated)} / {sizes.human(result.memory_total)}"
+    )
     guests = f"{len(result.active_guests)} running / {len(result.guests)}"
     unfinished = Counter(_build_state(result, g) for g in result.guests)  # in guests' order
     notes = [f"{count} {word}" for word, count in unfinished.items() if word is not None]
     if notes:
         guests += f" ({', '.join(notes)})"
-    return [name, "on", str(result.cpus), f"{result.vcpus_allocated} used",
-            memory, sizes.human(result.memory_free), guests, ""]
+    return [
+        name,
+        "on",
+        str(result.cpus),
+        f"{result.vcpus_allocated} used",
+        memory,
+        sizes.human(result.memory_free),
+        guests,
+        "",
+    ]
 
 
 def status_json(snapshot: Snapshot) -> dict[str, Any]:
@@ -146,9 +168,18 @@ def guest_rows(snapshot: Snapshot) -> list[tuple[str, model.Guest]]:
 
 
 def list_table(snapshot: Snapshot) -> str:
-    rows = [[g.name, host, _guest_state(snapshot.ok[host], g), str(g.vcpus),
-             sizes.human(g.memory), _template(g), g.mclu.built if g.mclu else ""]
-            for host, g in guest_rows(snapshot)]
+    rows = [
+        [
+            g.name,
+            host,
+            _guest_state(snapshot.ok[host], g),
+            str(g.vcpus),
+            sizes.human(g.memory),
+            _template(g),
+            g.mclu.built if g.mclu else "",
+        ]
+        for host, g in guest_rows(snapshot)
+    ]
     headers = ["NAME", "HOST", "STATE", "vCPUS", "MEMORY", "TEMPLATE", "BUILT"]
     return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
 
@@ -162,8 +193,10 @@ def _guest_state(host: model.HostSnapshot, guest: model.Guest) -> str:
 def list_json(snapshot: Snapshot) -> dict[str, Any]:
     twice = duplicate_names(snapshot)
     return {
-        "guests": [{**guest_json(host, g), "duplicate": g.name in twice}
-                   for host, g in guest_rows(snapshot)],
+        "guests": [
+            {**guest_json(host, g), "duplicate": g.name in twice}
+            for host, g in guest_rows(snapshot)
+        ],
         "failed_hosts": [_host_json(n, e) for n, e in snapshot.failed.items()],
     }
 
@@ -182,8 +215,10 @@ def duplicate_names(snapshot: Snapshot) -> dict[str, list[str]]:
 
 def duplicates_notes(snapshot: Snapshot) -> list[str]:
     """One line per name two hosts have: commands need HOST:NAME for those guests."""
-    return [f"{_count(len(on))} guests named {name}, on {_and(on)}: name them as HOST:{name}"
-            for name, on in duplicate_names(snapshot).items()]
+    return [
+        f"{_count(len(on))} guests named {name}, on {_and(on)}: name them as HOST:{name}"
+        for name, on in duplicate_names(snapshot).items()
+    ]
 
 
 def _count(n: int) -> str:
@@ -207,7 +242,9 @@ def guest_json(host: str, guest: model.Guest) -> dict[str, Any]:
         "disks": list(guest.disks),
         "persistent": guest.persistent,
         "autostart": guest.autostart,
-        "mclu": None if meta is None else {
+        "mclu": None
+        if meta is None
+        else {
             "template": meta.template,
             "revision": meta.revision,
             "built": meta.built,
@@ -221,9 +258,14 @@ def guest_json(host: str, guest: model.Guest) -> dict[str, Any]:
 def info_text(found: Found) -> str:
     g, host = found.guest, found.host.spec.name
     rows = [
-        ("Name", g.name), ("Host", host), ("State", g.state.value), ("UUID", g.uuid),
-        ("vCPUs", str(g.vcpus)), ("Memory", sizes.human(g.memory)),
-        ("Max memory", sizes.human(g.max_memory)), ("Persistent", "yes" if g.persistent else "no"),
+        ("Name", g.name),
+        ("Host", host),
+        ("State", g.state.value),
+        ("UUID", g.uuid),
+        ("vCPUs", str(g.vcpus)),
+        ("Memory", sizes.human(g.memory)),
+        ("Max memory", sizes.human(g.max_memory)),
+        ("Persistent", "yes" if g.persistent else "no"),
         ("Autostart", "yes" if g.autostart else "no"),
     ]
     rows += [("Disk", d) for d in g.disks]
@@ -248,9 +290,17 @@ def _template(guest: model.Guest) -> str:
 
 
 def templates_table(rows: Iterable[sources.Listed]) -> str:
-    table = [[r.name, _from(r), "" if r.revision is None else str(r.revision),
-              sizes.human(r.size) if r.size else "",
-              sizes.human(r.download) if r.download else "", r.description] for r in rows]
+    table = [
+        [
+            r.name,
+            _from(r),
+            "" if r.revision is None else str(r.revision),
+            sizes.human(r.size) if r.size else "",
+            sizes.human(r.download) if r.download else "",
+            r.description,
+        ]
+        for r in rows
+    ]
     headers = ["NAME", "FROM", "REVISION", "SIZE", "DOWNLOAD", "DESCRIPTION"]
     return tabulate(table, headers=headers, tablefmt="plain", disable_numparse=True)
 
@@ -262,8 +312,9 @@ def _from(row: sources.Listed) -> str:
     return f"mclu: {row.base}{missing}"
 
 
-def templates_json(rows: Iterable[sources.Listed],
-                   failed: Mapping[str, errors.MCLUError]) -> dict[str, Any]:
+def templates_json(
+    rows: Iterable[sources.Listed], failed: Mapping[str, errors.MCLUError]
+) -> dict[str, Any]:
     return {
         "templates": [dataclasses.asdict(r) for r in rows],
         "failed_sources": [{"name": n, "error": str(e)} for n, e in failed.items()],
@@ -273,12 +324,16 @@ def templates_json(rows: Iterable[sources.Listed],
 def template_info_text(template: model.ResolvedTemplate, listed: sources.Listed) -> str:
     c = template.customization
     rows = [
-        ("Name", template.name), ("From", _from(listed)), ("Description", listed.description),
+        ("Name", template.name),
+        ("From", _from(listed)),
+        ("Description", listed.description),
         ("Base", f"{template.base.template} r{template.base.revision} ({template.base.arch})"),
         ("Image", template.source_uri),
         ("Disk size", sizes.human(template.disk_size or template.base.size)),
-        ("Memory", sizes.human(template.memory)), ("vCPUs", str(template.vcpus)),
-        ("Disk bus", template.disk_bus), ("Network", template.network or "(the host's)"),
+        ("Memory", sizes.human(template.memory)),
+        ("vCPUs", str(template.vcpus)),
+        ("Disk bus", template.disk_bus),
+        ("Network", template.network or "(the host's)"),
         ("Disk", "full copy" if template.full_copy else "overlay on the cached base"),
     ]
     rows += [("Package", p) for p in c.packages] + [("File", f) for f, _ in c.files]
@@ -292,8 +347,10 @@ def pruned_text(results: fanout.HostResults[Any], *, dry_run: bool) -> str:
     for host, pruned in results.ok.items():
         lines += [f"{host}: {verb} {name}" for name in pruned.removed]
         lines += [f"{host}: kept {name} (in use)" for name in pruned.in_use]
-        lines += [f"{host}: kept {name} (arrived in the last minutes: a build may need it)"
-                  for name in pruned.too_new]
+        lines += [
+            f"{host}: kept {name} (arrived in the last minutes: a build may need it)"
+            for name in pruned.too_new
+        ]
     return "\n".join(lines) if lines else "no cached templates on any host"
 
 
@@ -313,7 +370,7 @@ def _short(error: errors.HostError) -> str:
     """The part of a host error that the HOST column does not already say."""
     text = str(error)
     prefix = f"{error.host}: "
-    return text[len(prefix):] if text.startswith(prefix) else text
+    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 # --- build plan (--dry-run, and before building) -------------------------------------------
@@ -326,8 +383,9 @@ def plan_text(plan: BuildPlan) -> str:
     """One line per guest (host, why, what it gets), then one line per base transfer, then a
     warning per host that did not answer (the names could not be checked there)."""
     label = _base_label(plan)
-    lines = [f"build {len(plan.guests)} {'guest' if len(plan.guests) == 1 else 'guests'} "
-             f"from {label}:"]
+    lines = [
+        f"build {len(plan.guests)} {'guest' if len(plan.guests) == 1 else 'guests'} from {label}:"
+    ]
     lines += [f"  {_guest_line(plan, g)}" for g in plan.guests]
     sends = [g for g in plan.guests if g.send_bytes]
     lines += [f"send {label} to {g.host}: {sizes.human(g.send_bytes)}" for g in sends]
@@ -350,9 +408,11 @@ def _guest_line(plan: BuildPlan, guest: GuestPlan) -> str:
         base = f"{label} sent there with {first.name}"
     kind = "raw full copy" if guest.full_copy else "overlay"
     vcpus = f"{guest.spec.vcpus} vCPU{'' if guest.spec.vcpus == 1 else 's'}"
-    return (f"{guest.name} → {guest.host} ({guest.reason}; {base}): {vcpus}, "
-            f"{sizes.human(guest.spec.memory)} memory, {sizes.human(guest.disk_size)} {kind} "
-            f"{guest.disk_path}")
+    return (
+        f"{guest.name} → {guest.host} ({guest.reason}; {base}): {vcpus}, "
+        f"{sizes.human(guest.spec.memory)} memory, {sizes.human(guest.disk_size)} {kind} "
+        f"{guest.disk_path}"
+    )
 
 
 def _base_label(plan: BuildPlan) -> str:
@@ -368,13 +428,25 @@ def plan_json(plan: BuildPlan) -> dict[str, Any]:
         "transport": plan.transport,
         "send_bytes": plan.send_bytes,
         "hosts_needing_base": list(plan.hosts_needing_base),
-        "guests": [{
-            "name": g.name, "host": g.host, "reason": g.reason,
-            "domain_type": g.spec.domain_type, "memory": g.spec.memory, "vcpus": g.spec.vcpus,
-            "network": g.spec.network, "disk_path": g.disk_path, "disk_format": g.spec.disk_format,
-            "disk_size": g.disk_size, "full_copy": g.full_copy, "base_path": g.base_path,
-            "base_cached": g.base_cached, "send_bytes": g.send_bytes,
-        } for g in plan.guests],
+        "guests": [
+            {
+                "name": g.name,
+                "host": g.host,
+                "reason": g.reason,
+                "domain_type": g.spec.domain_type,
+                "memory": g.spec.memory,
+                "vcpus": g.spec.vcpus,
+                "network": g.spec.network,
+                "disk_path": g.disk_path,
+                "disk_format": g.spec.disk_format,
+                "disk_size": g.disk_size,
+                "full_copy": g.full_copy,
+                "base_path": g.base_path,
+                "base_cached": g.base_cached,
+                "send_bytes": g.send_bytes,
+            }
+            for g in plan.guests
+        ],
         "warnings": list(plan.warnings),
     }
 
@@ -399,9 +471,16 @@ class LineReporter:
             return
         bar = self._bars.get(key)
         if bar is None:
-            bar = self._bars[key] = tqdm(total=total or None, desc=key, unit="B",
-                                         unit_scale=True, unit_divisor=1024, file=self.err,
-                                         leave=True, dynamic_ncols=True)
+            bar = self._bars[key] = tqdm(
+                total=total or None,
+                desc=key,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                file=self.err,
+                leave=True,
+                dynamic_ncols=True,
+            )
         bar.update(done - bar.n)
         if total and done >= total:
             bar.close()
@@ -456,18 +535,20 @@ def built_text(built: Sequence[Any], seconds: float) -> str:
 
 
 def built_json(built: Sequence[Any], seconds: float) -> dict[str, Any]:
-    return {"event": "done",
-            "built": [{"name": b.name, "host": b.host, "ready": b.ready or None}
-                      for b in built],
-            "seconds": round(seconds, 3)}
+    return {
+        "event": "done",
+        "built": [{"name": b.name, "host": b.host, "ready": b.ready or None} for b in built],
+        "seconds": round(seconds, 3),
+    }
 
 
 # --- host power (mclu on / mclu off) ---------------------------------------------------------
 
 
 def wake_sent_text(spec: model.HostSpec) -> str:
-    return (f"{spec.name}: wake-on-LAN packet for {spec.mac} sent to "
-            f"{spec.wol_address}:{spec.wol_port}")
+    return (
+        f"{spec.name}: wake-on-LAN packet for {spec.mac} sent to {spec.wol_address}:{spec.wol_port}"
+    )
 
 
 def power_on_text(spec: model.HostSpec, waited: power.Waited | None) -> str:
@@ -477,22 +558,33 @@ def power_on_text(spec: model.HostSpec, waited: power.Waited | None) -> str:
 
 
 def power_on_json(spec: model.HostSpec, waited: power.Waited | None) -> dict[str, Any]:
-    return {"host": spec.name, "action": "on", "mac": spec.mac,
-            "sent_to": f"{spec.wol_address}:{spec.wol_port}", **_waited_json(waited)}
+    return {
+        "host": spec.name,
+        "action": "on",
+        "mac": spec.mac,
+        "sent_to": f"{spec.wol_address}:{spec.wol_port}",
+        **_waited_json(waited),
+    }
 
 
 def power_off_sent_text(spec: model.HostSpec, ended: power.Ended) -> str:
-    how = ("the command ran" if ended is power.Ended.COMPLETED
-           else "the connection dropped as it went down")
+    how = (
+        "the command ran"
+        if ended is power.Ended.COMPLETED
+        else "the connection dropped as it went down"
+    )
     return f"{spec.name}: `{' '.join(spec.power_off_command)}` sent; {how}"
 
 
-def power_off_text(spec: model.HostSpec, ended: power.Ended, killed: Sequence[str],
-                   waited: power.Waited | None) -> str:
+def power_off_text(
+    spec: model.HostSpec, ended: power.Ended, killed: Sequence[str], waited: power.Waited | None
+) -> str:
     lines = []
     if killed:
-        lines.append(f"{spec.name}: powered off with {len(killed)} running "
-                     f"{'guest' if len(killed) == 1 else 'guests'} (--force): {', '.join(killed)}")
+        lines.append(
+            f"{spec.name}: powered off with {len(killed)} running "
+            f"{'guest' if len(killed) == 1 else 'guests'} (--force): {', '.join(killed)}"
+        )
     if waited is None:
         lines.append(power_off_sent_text(spec, ended) + " (mclu off --wait waits until it is off)")
     else:
@@ -500,10 +592,17 @@ def power_off_text(spec: model.HostSpec, ended: power.Ended, killed: Sequence[st
     return "\n".join(lines)
 
 
-def power_off_json(spec: model.HostSpec, ended: power.Ended, killed: Sequence[str],
-                   waited: power.Waited | None) -> dict[str, Any]:
-    return {"host": spec.name, "action": "off", "command": list(spec.power_off_command),
-            "ended": ended.value, "guests_killed": list(killed), **_waited_json(waited)}
+def power_off_json(
+    spec: model.HostSpec, ended: power.Ended, killed: Sequence[str], waited: power.Waited | None
+) -> dict[str, Any]:
+    return {
+        "host": spec.name,
+        "action": "off",
+        "command": list(spec.power_off_command),
+        "ended": ended.value,
+        "guests_killed": list(killed),
+        **_waited_json(waited),
+    }
 
 
 def _waited_json(waited: power.Waited | None) -> dict[str, Any]:
@@ -521,8 +620,12 @@ def wait_attempt_text(spec: model.HostSpec, attempt: power.Attempt) -> str:
 
 def migration_plan_text(plan: Sequence[migrate.Move | migrate.NotMoved]) -> str:
     """One line per guest: where it goes and why, or why it stays."""
-    lines = [migrate.describe(item) if isinstance(item, migrate.Move)
-             else f"{item.guest.name}: stays on {item.source} ({item.reason})" for item in plan]
+    lines = [
+        migrate.describe(item)
+        if isinstance(item, migrate.Move)
+        else f"{item.guest.name}: stays on {item.source} ({item.reason})"
+        for item in plan
+    ]
     return "\n".join(lines) if lines else "no guests to move"
 
 
@@ -533,9 +636,14 @@ def migration_plan_json(plan: Sequence[migrate.Move | migrate.NotMoved]) -> dict
 def _move_json(item: migrate.Move | migrate.NotMoved) -> dict[str, Any]:
     if isinstance(item, migrate.NotMoved):
         return {"name": item.guest.name, "from": item.source, "to": None, "reason": item.reason}
-    return {"name": item.guest.name, "from": item.source, "to": item.dest, "reason": item.reason,
-            "shared_storage": item.shared,
-            "disk_bytes": sum(d.data_bytes for d in item.disks)}
+    return {
+        "name": item.guest.name,
+        "from": item.source,
+        "to": item.dest,
+        "reason": item.reason,
+        "shared_storage": item.shared,
+        "disk_bytes": sum(d.data_bytes for d in item.disks),
+    }
 
 
 def moved_text(moved: migrate.Moved) -> str:
@@ -543,24 +651,54 @@ def moved_text(moved: migrate.Moved) -> str:
 
 
 def moved_json(moved: Sequence[migrate.Moved]) -> dict[str, Any]:
-    return {"event": "done", "moved": [{"name": m.name, "from": m.source, "to": m.dest,
-                                        "seconds": round(m.seconds, 3)} for m in moved]}
+    return {
+        "event": "done",
+        "moved": [
+            {"name": m.name, "from": m.source, "to": m.dest, "seconds": round(m.seconds, 3)}
+            for m in moved
+        ],
+    }
 
 
 def drained_table(results: Sequence[migrate.Moved | migrate.NotMoved]) -> str:
     if not results:
         return "no guests on the host"
-    rows = [[r.name, r.source, r.dest, f"moved in {r.seconds:.1f} s"]
+    rows = [
+        [r.name, r.source, r.dest, f"moved in {r.seconds:.1f} s"]
+        if isinstance(r, migrate.Moved)
+        else [r.guest.name, r.source, "", f"not moved: {r.reason}"]
+        for r in results
+    ]
+    return tabulate(
+        rows, headers=["GUEST", "FROM", "TO", "RESULT"], tablefmt="plain", disable_numparse=True
+    )
+
+
+def drained_json(
+    host: str, results: Sequence[migrate.Moved | migrate.NotMoved], seconds: float
+) -> dict[str, Any]:
+    return {
+        "event": "done",
+        "host": host,
+        "seconds": round(seconds, 3),
+        "guests": [
+            {
+                "name": r.name,
+                "from": r.source,
+                "to": r.dest,
+                "result": "moved",
+                "reason": None,
+                "seconds": round(r.seconds, 3),
+            }
             if isinstance(r, migrate.Moved)
-            else [r.guest.name, r.source, "", f"not moved: {r.reason}"] for r in results]
-    return tabulate(rows, headers=["GUEST", "FROM", "TO", "RESULT"], tablefmt="plain",
-                    disable_numparse=True)
-
-
-def drained_json(host: str, results: Sequence[migrate.Moved | migrate.NotMoved],
-                 seconds: float) -> dict[str, Any]:
-    return {"event": "done", "host": host, "seconds": round(seconds, 3), "guests": [
-        {"name": r.name, "from": r.source, "to": r.dest, "result": "moved", "reason": None,
-         "seconds": round(r.seconds, 3)} if isinstance(r, migrate.Moved)
-        else {"name": r.guest.name, "from": r.source, "to": None, "result": "not moved",
-              "reason": r.reason, "seconds": None} for r in results]}
+            else {
+                "name": r.guest.name,
+                "from": r.source,
+                "to": None,
+                "result": "not moved",
+                "reason": r.reason,
+                "seconds": None,
+            }
+            for r in results
+        ],
+    }

@@ -38,8 +38,7 @@ class Parser(argparse.ArgumentParser):
         options = [o for action in self._actions for o in action.option_strings]
         for word in unknown:
             if word.startswith("-"):
-                near = difflib.get_close_matches(word.partition("=")[0], options, n=1,
-                                                 cutoff=CLOSE)
+                near = difflib.get_close_matches(word.partition("=")[0], options, n=1, cutoff=CLOSE)
                 if near:
                     return f"; did you mean {near[0]}?"
         return ""
@@ -47,11 +46,13 @@ class Parser(argparse.ArgumentParser):
     def _check_value(self, action: argparse.Action, value: Any) -> None:
         choices = action.choices
         if choices is not None and value not in choices:
-            near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1,
-                                             cutoff=CLOSE)
+            near = difflib.get_close_matches(
+                str(value), [str(c) for c in choices], n=1, cutoff=CLOSE
+            )
             if near:
                 raise argparse.ArgumentError(
-                    action, f"invalid choice: {value!r}; did you mean {near[0]}?")
+                    action, f"invalid choice: {value!r}; did you mean {near[0]}?"
+                )
         super()._check_value(action, value)
 
 
@@ -71,21 +72,32 @@ if TYPE_CHECKING:  # argparse's class is not subscriptable at run time
 
 def global_options(parser: argparse.ArgumentParser, default: object) -> None:
     """-c, -v and --wait-lock, accepted before and after the command name."""
-    parser.add_argument("--wait-lock", type=seconds, metavar="SECONDS",
-                        default=0.0 if default is None else default,
-                        help="when another mclu run holds a guest's lock, try again for up to "
-                             "SECONDS before giving up with exit 75 (default: 0, at once)")
-    parser.add_argument("-c", "--config", metavar="FILE", default=default,
-                        help="inventory file (default: $MCLU_CONFIG, then "
-                             "~/.config/mclu/hosts.toml)")
-    parser.add_argument("-v", "--verbose", action="count",
-                        default=0 if default is None else default,
-                        help="log what mclu does: hosts asked, steps, commands run on hosts, "
-                             "timings (-vv: also the ssh and asyncio libraries)")
+    parser.add_argument(
+        "--wait-lock",
+        type=seconds,
+        metavar="SECONDS",
+        default=0.0 if default is None else default,
+        help="when another mclu run holds a guest's lock, try again for up to "
+        "SECONDS before giving up with exit 75 (default: 0, at once)",
+    )
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=default,
+        help="inventory file (default: $MCLU_CONFIG, then ~/.config/mclu/hosts.toml)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0 if default is None else default,
+        help="log what mclu does: hosts asked, steps, commands run on hosts, "
+        "timings (-vv: also the ssh and asyncio libraries)",
+    )
 
 
-def add_command(sub: Subparsers, name: str,
-                  command: Command, summary: str) -> Parser:
+def add_command(sub: Subparsers, name: str, command: Command, summary: str) -> Parser:
     parser = sub.add_parser(name, help=summary, description=summary)
     # After the command name they must not reset what was given before it.
     global_options(parser, default=argparse.SUPPRESS)
@@ -106,34 +118,55 @@ def seconds(text: str) -> float:
 
 
 def add_host_filters(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", action="append", metavar="HOST",
-                        help="only this host (repeatable)")
-    parser.add_argument("--tag", action="append", metavar="TAG",
-                        help="only hosts with this tag (repeatable)")
+    parser.add_argument(
+        "--host", action="append", metavar="HOST", help="only this host (repeatable)"
+    )
+    parser.add_argument(
+        "--tag", action="append", metavar="TAG", help="only hosts with this tag (repeatable)"
+    )
 
 
 def add_templates_dir(parser: argparse.ArgumentParser, default: object = None) -> None:
-    parser.add_argument("--templates", metavar="DIR", default=default,
-                        help="mclu templates directory (default: $MCLU_TEMPLATES, then "
-                             "~/.config/mclu/templates, then the project's templates/)")
+    parser.add_argument(
+        "--templates",
+        metavar="DIR",
+        default=default,
+        help="mclu templates directory (default: $MCLU_TEMPLATES, then "
+        "~/.config/mclu/templates, then the project's templates/)",
+    )
 
 
 def add_ready_timeout(parser: argparse.ArgumentParser) -> None:
     """How long a new guest gets to show it booted: `build` and `rebuild` take the same."""
-    parser.add_argument("--ready-timeout", type=seconds, metavar="SECONDS",
-                        help="how long a guest gets to become ready (default: the template's "
-                             f"ready_timeout, else {readiness.DEFAULT_TIMEOUT:g})")
+    parser.add_argument(
+        "--ready-timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="how long a guest gets to become ready (default: the template's "
+        f"ready_timeout, else {readiness.DEFAULT_TIMEOUT:g})",
+    )
 
 
 def add_disk_inputs(parser: argparse.ArgumentParser) -> None:
     """What a new guest disk is made from and given: `build` and `rebuild` take the same."""
-    parser.add_argument("--transport", choices=plan.TRANSPORTS,
-                        help="how a template base travels to a host that lacks it")
-    parser.add_argument("--ssh-key", metavar="FILE", action="append",
-                        help="public key(s) for root (default: ~/.ssh/id_*.pub)")
-    parser.add_argument("--root-password-file", metavar="FILE",
-                        help="set root's password to the first line of FILE")
-    parser.add_argument("--no-login", action="store_true",
-                        help="give root no key and no password: for guests nobody logs in to "
-                             "(without a key or a password, mclu refuses to build)")
+    parser.add_argument(
+        "--transport",
+        choices=plan.TRANSPORTS,
+        help="how a template base travels to a host that lacks it",
+    )
+    parser.add_argument(
+        "--ssh-key",
+        metavar="FILE",
+        action="append",
+        help="public key(s) for root (default: ~/.ssh/id_*.pub)",
+    )
+    parser.add_argument(
+        "--root-password-file", metavar="FILE", help="set root's password to the first line of FILE"
+    )
+    parser.add_argument(
+        "--no-login",
+        action="store_true",
+        help="give root no key and no password: for guests nobody logs in to "
+        "(without a key or a password, mclu refuses to build)",
+    )
     add_templates_dir(parser)

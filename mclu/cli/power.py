@@ -18,23 +18,36 @@ def register(sub: parsing.Subparsers) -> None:
     on.add_argument("host", metavar="HOST")
     _wait_options(on, "until the host answers ssh")
 
-    off = parsing.add_command(sub, "off", power_off,
-                              "power a host off with its power_off_command")
+    off = parsing.add_command(sub, "off", power_off, "power a host off with its power_off_command")
     off.add_argument("host", metavar="HOST")
     guests = off.add_mutually_exclusive_group()
-    guests.add_argument("--drain", action="store_true",
-                        help="first migrate the host's running guests to other hosts")
-    guests.add_argument("--force", action="store_true",
-                        help="power off even though guests run there (they die with it)")
+    guests.add_argument(
+        "--drain",
+        action="store_true",
+        help="first migrate the host's running guests to other hosts",
+    )
+    guests.add_argument(
+        "--force",
+        action="store_true",
+        help="power off even though guests run there (they die with it)",
+    )
     _wait_options(off, "until the host stops answering ssh")
-    off.add_argument("--dry-run", action="store_true",
-                     help="say what would be done (with --drain, its plan), change nothing")
+    off.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be done (with --drain, its plan), change nothing",
+    )
 
 
 def _wait_options(parser: argparse.ArgumentParser, until: str) -> None:
     parser.add_argument("--wait", action="store_true", help=f"wait {until}")
-    parser.add_argument("--timeout", type=_seconds, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                        help="how long --wait waits (default: %(default)g)")
+    parser.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long --wait waits (default: %(default)g)",
+    )
 
 
 def _seconds(text: str) -> float:
@@ -61,8 +74,9 @@ async def power_on(args: argparse.Namespace, env: commands.Env) -> int:
     waited = None
     if args.wait:
         env.printer.note(output.wake_sent_text(spec))
-        waited = await power.wait_until_on(spec, env.open_session, args.timeout,
-                                           _reporter(spec, env))
+        waited = await power.wait_until_on(
+            spec, env.open_session, args.timeout, _reporter(spec, env)
+        )
     if args.json:
         env.printer.json(output.power_on_json(spec, waited))
     else:
@@ -85,8 +99,9 @@ async def power_off(args: argparse.Namespace, env: commands.Env) -> int:
     waited = None
     if args.wait:
         env.printer.note(output.power_off_sent_text(spec, ended))
-        waited = await power.wait_until_off(spec, env.open_session, args.timeout,
-                                            _reporter(spec, env))
+        waited = await power.wait_until_off(
+            spec, env.open_session, args.timeout, _reporter(spec, env)
+        )
     if args.json:
         env.printer.json(output.power_off_json(spec, ended, running, waited))
     else:
@@ -94,8 +109,9 @@ async def power_off(args: argparse.Namespace, env: commands.Env) -> int:
     return errors.EXIT_OK
 
 
-async def _power_off_dry_run(spec: model.HostSpec, args: argparse.Namespace,
-                             env: commands.Env) -> int:
+async def _power_off_dry_run(
+    spec: model.HostSpec, args: argparse.Namespace, env: commands.Env
+) -> int:
     """What `off` would do, from a look at the host's guests (and with --drain, the drain's
     plan); nothing is moved or powered off. Refused as the real run would be."""
     if args.drain:
@@ -105,9 +121,16 @@ async def _power_off_dry_run(spec: model.HostSpec, args: argparse.Namespace,
     if running and not (args.force or args.drain):
         raise errors.GuestsRunning(spec.name, running)
     if args.json:
-        env.printer.json({"host": spec.name, "action": "off", "dry_run": True,
-                          "command": list(spec.power_off_command), "running": running,
-                          "drain": args.drain})
+        env.printer.json(
+            {
+                "host": spec.name,
+                "action": "off",
+                "dry_run": True,
+                "command": list(spec.power_off_command),
+                "running": running,
+                "drain": args.drain,
+            }
+        )
         return errors.EXIT_OK
     text = f"{spec.name}: would power off with `{command_line(spec.power_off_command)}`"
     if running and args.drain:
@@ -118,15 +141,22 @@ async def _power_off_dry_run(spec: model.HostSpec, args: argparse.Namespace,
     return errors.EXIT_OK
 
 
-async def _drain(spec: model.HostSpec, args: argparse.Namespace, env: commands.Env, *,
-                 dry_run: bool = False) -> None:
+async def _drain(
+    spec: model.HostSpec, args: argparse.Namespace, env: commands.Env, *, dry_run: bool = False
+) -> None:
     """`mclu drain HOST` first. Its exit status is not the verdict: it also reports shut-off
     guests it leaves; what counts is whether guests still run when mclu looks again."""
-    drain_args = argparse.Namespace(source=spec.name, dry_run=dry_run, json=args.json,
-                                    config=args.config, verbose=args.verbose, host=None, tag=None)
+    drain_args = argparse.Namespace(
+        source=spec.name,
+        dry_run=dry_run,
+        json=args.json,
+        config=args.config,
+        verbose=args.verbose,
+        host=None,
+        tag=None,
+    )
     # With --json, stdout holds the one power-off document: the drain's report is progress.
-    printer = output.Printer(out=env.printer.err, err=env.printer.err) if args.json else \
-        env.printer
+    printer = output.Printer(out=env.printer.err, err=env.printer.err) if args.json else env.printer
     await migration.drain_host(drain_args, dataclasses.replace(env, printer=printer))
 
 

@@ -25,34 +25,72 @@ from mclu.rebuild import Failed, RebuildPlan, Rebuilt, Refused, Skipped
 def register(sub: parsing.Subparsers) -> None:
     """Add `mclu rebuild` to the `mclu` parser."""
     parser = parsing.add_command(
-        sub, "rebuild", rebuild,
-        "make guests again, in place, from the newest revision of their template")
+        sub,
+        "rebuild",
+        rebuild,
+        "make guests again, in place, from the newest revision of their template",
+    )
     parser.add_argument("names", metavar="[HOST:]NAME", nargs="*", help="the guests")
-    parser.add_argument("--all", action="store_true",
-                        help="every guest mclu built on the hosts asked (guests mclu did not "
-                             "build are skipped)")
+    parser.add_argument(
+        "--all",
+        action="store_true",
+        help="every guest mclu built on the hosts asked (guests mclu did not build are skipped)",
+    )
     parsing.add_host_filters(parser)
-    parser.add_argument("--if-older-than", type=_age, metavar="AGE", dest="older_than",
-                        help="only guests built longer ago than AGE, e.g. 7d, 12h, 30m")
-    parser.add_argument("--if-newer", action="store_true",
-                        help="only guests whose template has a newer revision than theirs")
-    parser.add_argument("--exclude", action="append", default=[], metavar="NAME",
-                        help="leave this guest out (repeat for more)")
-    parser.add_argument("--revision", type=_revision, metavar="R",
-                        help="rebuild from this revision of the template instead of the newest "
-                             "(pin one, or go back to the last good one)")
-    parser.add_argument("--no-verify", dest="verify", action="store_false",
-                        help="do not boot a shut-off guest to check its new disk (it is not "
-                             "checked, and the old disk is gone)")
+    parser.add_argument(
+        "--if-older-than",
+        type=_age,
+        metavar="AGE",
+        dest="older_than",
+        help="only guests built longer ago than AGE, e.g. 7d, 12h, 30m",
+    )
+    parser.add_argument(
+        "--if-newer",
+        action="store_true",
+        help="only guests whose template has a newer revision than theirs",
+    )
+    parser.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="leave this guest out (repeat for more)",
+    )
+    parser.add_argument(
+        "--revision",
+        type=_revision,
+        metavar="R",
+        help="rebuild from this revision of the template instead of the newest "
+        "(pin one, or go back to the last good one)",
+    )
+    parser.add_argument(
+        "--no-verify",
+        dest="verify",
+        action="store_false",
+        help="do not boot a shut-off guest to check its new disk (it is not "
+        "checked, and the old disk is gone)",
+    )
     parsing.add_ready_timeout(parser)
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="nothing on stdout; one line per failure on stderr (for cron)")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="say what would be rebuilt and skipped, change nothing")
-    parser.add_argument("--stop-timeout", type=parsing.seconds, default=lifecycle.STOP_TIMEOUT,
-                        metavar="SECONDS", help="how long the old guest gets to power off "
-                                                "(ACPI) before it is powered off (default: "
-                                                "%(default)g)")
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="nothing on stdout; one line per failure on stderr (for cron)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be rebuilt and skipped, change nothing",
+    )
+    parser.add_argument(
+        "--stop-timeout",
+        type=parsing.seconds,
+        default=lifecycle.STOP_TIMEOUT,
+        metavar="SECONDS",
+        help="how long the old guest gets to power off "
+        "(ACPI) before it is powered off (default: "
+        "%(default)g)",
+    )
     parsing.add_disk_inputs(parser)
 
 
@@ -73,9 +111,13 @@ async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:
     """Plan from one snapshot, show it, then (unless --dry-run) rebuild guest after guest."""
     if args.quiet and args.json:
         raise errors.UsageError("--quiet and --json do not go together")
-    request = mclu_rebuild.RebuildRequest(names=tuple(args.names), all=args.all,
-                                          older_than=args.older_than, if_newer=args.if_newer,
-                                          exclude=tuple(args.exclude))
+    request = mclu_rebuild.RebuildRequest(
+        names=tuple(args.names),
+        all=args.all,
+        older_than=args.older_than,
+        if_newer=args.if_newer,
+        exclude=tuple(args.exclude),
+    )
     if request.all == bool(request.names):
         raise errors.UsageError("name the guests to rebuild, or give --all (not both)")
     inv, hosts = commands.load_hosts(args, env)
@@ -91,18 +133,25 @@ async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:
     started = time.monotonic()
     async with mclu_snapshot.connected(hosts, env.open_session, limit=inv.parallel) as now:
         snap = await now.gather(mclu_snapshot.read_host)
-        chosen = mclu_rebuild.plan_rebuild(request, snap, resolve,
-                                           now=datetime.datetime.now(datetime.UTC))
+        chosen = mclu_rebuild.plan_rebuild(
+            request, snap, resolve, now=datetime.datetime.now(datetime.UTC)
+        )
         if args.dry_run:
             _show_plan(chosen, args, env)
             return exit_code([r.error for r in chosen.refused])
         reporter = _reporter(args, env)
         try:
             results = await mclu_rebuild.execute(
-                chosen, now.sessions, now.specs, inputs, cache.cache_dir(env.environ),
-                reporter, transport=args.transport or images.DEFAULT,
-                stop_timeout=args.stop_timeout, checks=mclu_rebuild.Checks(
-                    ready_timeout=args.ready_timeout, verify=args.verify))
+                chosen,
+                now.sessions,
+                now.specs,
+                inputs,
+                cache.cache_dir(env.environ),
+                reporter,
+                transport=args.transport or images.DEFAULT,
+                stop_timeout=args.stop_timeout,
+                checks=mclu_rebuild.Checks(ready_timeout=args.ready_timeout, verify=args.verify),
+            )
         finally:
             reporter.close()
     return _report(chosen, results, time.monotonic() - started, args, env)
@@ -118,8 +167,9 @@ def exit_code(failures: Sequence[errors.MCLUError]) -> int:
     return errors.EXIT_FAILED
 
 
-def _reporter(args: argparse.Namespace,
-              env: commands.Env) -> output.LineReporter | output.JsonReporter:
+def _reporter(
+    args: argparse.Namespace, env: commands.Env
+) -> output.LineReporter | output.JsonReporter:
     if args.quiet:
         return output.LineReporter(env.printer.err, bars=False)  # says nothing
     return commands.progress_reporter(args, env)
@@ -140,27 +190,38 @@ def _show_plan(chosen: RebuildPlan, args: argparse.Namespace, env: commands.Env)
 
 
 def plan_text(chosen: RebuildPlan) -> str:
-    lines = [f"{r.name} on {r.host}: would rebuild from {r.template.name} r{r.revision} "
-             f"(built from r{r.meta.revision or '?'} at {r.meta.built or 'an unknown time'})"
-             for r in chosen.rebuild]
+    lines = [
+        f"{r.name} on {r.host}: would rebuild from {r.template.name} r{r.revision} "
+        f"(built from r{r.meta.revision or '?'} at {r.meta.built or 'an unknown time'})"
+        for r in chosen.rebuild
+    ]
     lines += [_skipped_line(s) for s in chosen.skipped]
     return "\n".join(lines)
 
 
 def plan_json(chosen: RebuildPlan) -> dict[str, Any]:
     return {
-        "rebuild": [{"name": r.name, "host": r.host, "template": r.template.name,
-                     "revision": r.revision, "from_revision": r.meta.revision,
-                     "built": r.meta.built, "state": r.guest.state.value}
-                    for r in chosen.rebuild],
+        "rebuild": [
+            {
+                "name": r.name,
+                "host": r.host,
+                "template": r.template.name,
+                "revision": r.revision,
+                "from_revision": r.meta.revision,
+                "built": r.meta.built,
+                "state": r.guest.state.value,
+            }
+            for r in chosen.rebuild
+        ],
         "skipped": [_skipped_json(s) for s in chosen.skipped],
         "failed": [_failed_json(r) for r in chosen.refused],
     }
 
 
 def _skipped_line(skipped: Skipped) -> str:
-    where = (f"{skipped.name} on {skipped.host}" if skipped.name
-             else f"{skipped.host} (all its guests)")
+    where = (
+        f"{skipped.name} on {skipped.host}" if skipped.name else f"{skipped.host} (all its guests)"
+    )
     return f"{where}: skipped: {skipped.reason}"
 
 
@@ -169,30 +230,53 @@ def _skipped_json(skipped: Skipped) -> dict[str, Any]:
 
 
 def _failed_json(failed: Refused | Failed) -> dict[str, Any]:
-    return {"name": failed.name, "host": failed.host, "error": str(failed.error),
-            "locked": isinstance(failed.error, errors.GuestLocked)}
+    return {
+        "name": failed.name,
+        "host": failed.host,
+        "error": str(failed.error),
+        "locked": isinstance(failed.error, errors.GuestLocked),
+    }
 
 
 # --- the report ----------------------------------------------------------------------------
 
 
-def _report(chosen: RebuildPlan, results: Sequence[Rebuilt | Failed], seconds: float,
-            args: argparse.Namespace, env: commands.Env) -> int:
-    failed: list[Refused | Failed] = [*chosen.refused,
-                                      *(r for r in results if isinstance(r, Failed))]
+def _report(
+    chosen: RebuildPlan,
+    results: Sequence[Rebuilt | Failed],
+    seconds: float,
+    args: argparse.Namespace,
+    env: commands.Env,
+) -> int:
+    failed: list[Refused | Failed] = [
+        *chosen.refused,
+        *(r for r in results if isinstance(r, Failed)),
+    ]
     rebuilt = [r for r in results if isinstance(r, Rebuilt)]
     for failure in failed:
         env.printer.error(failure.error)
     if args.json:
-        env.printer.json_line({
-            "event": "done", "seconds": round(seconds, 3),
-            "rebuilt": [{"name": r.name, "host": r.host, "template": r.template,
-                         "revision": r.revision, "from_revision": r.previous,
-                         "running": r.running, "seconds": round(r.seconds, 3),
-                         "ready": r.ready or None}
-                        for r in rebuilt],
-            "skipped": [_skipped_json(s) for s in chosen.skipped],
-            "failed": [_failed_json(f) for f in failed]})
+        env.printer.json_line(
+            {
+                "event": "done",
+                "seconds": round(seconds, 3),
+                "rebuilt": [
+                    {
+                        "name": r.name,
+                        "host": r.host,
+                        "template": r.template,
+                        "revision": r.revision,
+                        "from_revision": r.previous,
+                        "running": r.running,
+                        "seconds": round(r.seconds, 3),
+                        "ready": r.ready or None,
+                    }
+                    for r in rebuilt
+                ],
+                "skipped": [_skipped_json(s) for s in chosen.skipped],
+                "failed": [_failed_json(f) for f in failed],
+            }
+        )
     elif not args.quiet:
         lines = [rebuilt_line(r) for r in rebuilt] + [_skipped_line(s) for s in chosen.skipped]
         if lines:
@@ -202,8 +286,9 @@ def _report(chosen: RebuildPlan, results: Sequence[Rebuilt | Failed], seconds: f
 
 def rebuilt_line(r: Rebuilt) -> str:
     """`web1 on ham0: rebuilt from tiny r3 (was r2), ready in 19.3 s by console:login:`"""
-    text = (f"{r.name} on {r.host}: rebuilt from {r.template} r{r.revision} "
-            f"(was r{r.previous or '?'})")
+    text = (
+        f"{r.name} on {r.host}: rebuilt from {r.template} r{r.revision} (was r{r.previous or '?'})"
+    )
     if r.running:
         return f"{text}, ready in {r.seconds:.1f} s by {r.ready}"
     if r.ready:

@@ -65,17 +65,22 @@ class FakeHost:
     def facts(self) -> HostFacts:
         """Facts as libvirt would give them; running guests' memory is not free."""
         held = sum(g.memory for g in self.guests.values() if g.state.active)
-        return HostFacts(hostname=self.name, arch=self.arch, cpus=self.cpus,
-                         memory_total=self.memory, memory_free=max(self.memory - held, 0),
-                         domain_types=self.domain_types, libvirt_version="9.0.0",
-                         host_uuid=self.host_uuid)
+        return HostFacts(
+            hostname=self.name,
+            arch=self.arch,
+            cpus=self.cpus,
+            memory_total=self.memory,
+            memory_free=max(self.memory - held, 0),
+            domain_types=self.domain_types,
+            libvirt_version="9.0.0",
+            host_uuid=self.host_uuid,
+        )
 
 
 class FakeSession:
     """A Session on a FakeHost; every call sees and changes the host's state."""
 
-    def __init__(self, fake_host: FakeHost, uri: str, cluster: FakeCluster | None = None
-                 ) -> None:
+    def __init__(self, fake_host: FakeHost, uri: str, cluster: FakeCluster | None = None) -> None:
         self.host = fake_host.name
         self.uri = uri
         self._fake = fake_host
@@ -147,9 +152,14 @@ class FakeSession:
         guest = self._guest(name)
         return guest.state.active and name in self._fake.agents
 
-    async def migrate(self, name: str, target: MigrationTarget, *,
-                      progress: MigrationProgressCallback | None = None,
-                      timeout: float | None = None) -> None:
+    async def migrate(
+        self,
+        name: str,
+        target: MigrationTarget,
+        *,
+        progress: MigrationProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> None:
         """Move the running guest to the cluster's host `target.host`, as libvirt would."""
         guest = self._guest(name)
         if not guest.state.active:
@@ -167,17 +177,25 @@ class FakeSession:
         else:
             why = dest.refuse_migration
         if why is not None or dest is None:
-            raise errors.LibvirtCallFailed(self.host, f"migrate {name} to {target.host}",
-                                           why or "")
+            raise errors.LibvirtCallFailed(self.host, f"migrate {name} to {target.host}", why or "")
         if progress is not None:
-            progress(MigrationProgress(processed=guest.memory, remaining=0, total=guest.memory,
-                                       elapsed=0.0))
+            progress(
+                MigrationProgress(
+                    processed=guest.memory, remaining=0, total=guest.memory, elapsed=0.0
+                )
+            )
         # libvirt defines it at the destination without its autostart flag.
         dest.guests[name] = dataclasses.replace(guest, persistent=True, autostart=False)
         del self._fake.guests[name]
 
-    async def run(self, argv: Sequence[str], *, input: Input = None, check: bool = True,
-                  timeout: float | None = None) -> CommandResult:
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: Input = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> CommandResult:
         self._check()
         self._fake.ran.append(tuple(argv))
         canned = self._console(argv) or self._fake.commands.get(tuple(argv))
@@ -210,8 +228,9 @@ class FakeSession:
         yield  # pragma: no cover (makes this a generator)
 
     @asynccontextmanager
-    async def open_terminal(self, argv: Sequence[str], *, term: str,
-                            size: tuple[int, int]) -> AsyncIterator[Terminal]:
+    async def open_terminal(
+        self, argv: Sequence[str], *, term: str, size: tuple[int, int]
+    ) -> AsyncIterator[Terminal]:
         self._check()
         raise errors.Unsupported(self.host, "interactive terminals", self.uri)
         yield  # pragma: no cover (makes this a generator)
@@ -244,7 +263,7 @@ class FakeSession:
         for name, text in self._fake.consoles.items():
             size = argv[2] if len(argv) == 5 else ""
             if size.isdigit() and list(argv) == lifecycle.console_tail_argv(name, int(size)):
-                return CommandResult(tuple(argv), 0, text.encode()[-int(size):])
+                return CommandResult(tuple(argv), 0, text.encode()[-int(size) :])
         return None
 
     def _check(self) -> None:
@@ -308,8 +327,10 @@ class FakeCluster:
     @classmethod
     def of(cls, *names: str) -> FakeCluster:
         """Hosts with distinct capacities: the i-th has 4·(i+1) CPUs and 8·(i+1) GiB."""
-        return cls(FakeHost(name, cpus=4 * (i + 1), memory=8 * (i + 1) * GIB)
-                   for i, name in enumerate(names))
+        return cls(
+            FakeHost(name, cpus=4 * (i + 1), memory=8 * (i + 1) * GIB)
+            for i, name in enumerate(names)
+        )
 
     def add(self, fake_host: FakeHost) -> FakeHost:
         self.hosts[fake_host.name] = fake_host
@@ -340,8 +361,8 @@ class FakeCluster:
             await session.close()
 
 
-def canned(argv: Sequence[str], stdout: bytes = b"", stderr: bytes = b"", exit_status: int = 0
-           ) -> tuple[tuple[str, ...], CommandResult]:
+def canned(
+    argv: Sequence[str], stdout: bytes = b"", stderr: bytes = b"", exit_status: int = 0
+) -> tuple[tuple[str, ...], CommandResult]:
     """One entry for FakeHost.commands: `dict([canned(["uname", "-n"], b"a\\n")])`."""
     return tuple(argv), CommandResult(tuple(argv), exit_status, stdout, stderr)
-

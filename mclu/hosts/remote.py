@@ -30,8 +30,13 @@ log = logging.getLogger(__name__)
 class SshSession:
     """A Session over ssh: commands over the connection, libvirt over its forwarded socket."""
 
-    def __init__(self, spec: HostSpec, connection: ssh.SshConnection, libvirt: virt.LibvirtSession,
-                 stack: AsyncExitStack) -> None:
+    def __init__(
+        self,
+        spec: HostSpec,
+        connection: ssh.SshConnection,
+        libvirt: virt.LibvirtSession,
+        stack: AsyncExitStack,
+    ) -> None:
         self.host = spec.name
         self.uri = display_uri(spec)
         self._ssh = connection
@@ -76,13 +81,24 @@ class SshSession:
     async def agent_ping(self, name: str, timeout: int) -> bool:
         return await self._libvirt.agent_ping(name, timeout)
 
-    async def migrate(self, name: str, target: MigrationTarget, *,
-                      progress: MigrationProgressCallback | None = None,
-                      timeout: float | None = None) -> None:
+    async def migrate(
+        self,
+        name: str,
+        target: MigrationTarget,
+        *,
+        progress: MigrationProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> None:
         await self._libvirt.migrate(name, target, progress=progress, timeout=timeout)
 
-    async def run(self, argv: Sequence[str], *, input: Input = None, check: bool = True,
-                  timeout: float | None = None) -> CommandResult:
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: Input = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> CommandResult:
         return await self._ssh.run(argv, input=input, check=check, timeout=timeout)
 
     def background(self, argv: Sequence[str]) -> AbstractAsyncContextManager[Background]:
@@ -91,8 +107,9 @@ class SshSession:
     def forward_socket(self, remote_path: str) -> AbstractAsyncContextManager[str]:
         return self._ssh.forward_unix_socket(remote_path)
 
-    def open_terminal(self, argv: Sequence[str], *, term: str,
-                      size: tuple[int, int]) -> AbstractAsyncContextManager[Terminal]:
+    def open_terminal(
+        self, argv: Sequence[str], *, term: str, size: tuple[int, int]
+    ) -> AbstractAsyncContextManager[Terminal]:
         return self._ssh.open_terminal(argv, term=term, size=size)
 
     def lock(self, path: str, holder: str) -> AbstractAsyncContextManager[None]:
@@ -133,11 +150,17 @@ async def open(spec: HostSpec) -> AsyncIterator[SshSession]:
     async with AsyncExitStack() as stack:
         connection = await stack.enter_async_context(ssh.connect(spec))
         socket_path = await stack.enter_async_context(
-            connection.forward_unix_socket(spec.libvirt_socket))
+            connection.forward_unix_socket(spec.libvirt_socket)
+        )
         try:
-            libvirt = await stack.enter_async_context(virt.open(
-                spec.name, libvirt_uri(socket_path), call_timeout=spec.command_timeout,
-                shown_as=display_uri(spec)))
+            libvirt = await stack.enter_async_context(
+                virt.open(
+                    spec.name,
+                    libvirt_uri(socket_path),
+                    call_timeout=spec.command_timeout,
+                    shown_as=display_uri(spec),
+                )
+            )
         except errors.LibvirtUnavailable as e:
             # Through a forward, a missing socket shows only as "End of file while reading".
             if not await _is_socket(connection, spec.libvirt_socket):

@@ -47,8 +47,11 @@ def command_line(argv: Sequence[str]) -> str:
 
 # How shells and env(1) say a program is missing: dash "sh: 1: zstd: not found", bash
 # "bash: line 1: zstd: command not found", env "env: 'zstd': No such file or directory".
-_NOT_FOUND = re.compile(r"^(?:.*?: )?'?([^\s:']+)'?: (?:command )?not found$"
-                        r"|^env: '([^']+)': No such file or directory$", re.MULTILINE)
+_NOT_FOUND = re.compile(
+    r"^(?:.*?: )?'?([^\s:']+)'?: (?:command )?not found$"
+    r"|^env: '([^']+)': No such file or directory$",
+    re.MULTILINE,
+)
 EXIT_NOT_FOUND = 127  # POSIX: the shell found no program of that name
 
 
@@ -197,9 +200,14 @@ class Session(Protocol):
         """
         ...
 
-    async def migrate(self, name: str, target: MigrationTarget, *,
-                      progress: MigrationProgressCallback | None = None,
-                      timeout: float | None = None) -> None:
+    async def migrate(
+        self,
+        name: str,
+        target: MigrationTarget,
+        *,
+        progress: MigrationProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> None:
         """Live-migrate the running guest `name` to `target`, peer to peer; returns once it
         runs there, defined there only (its definition, mclu's metadata included, travels).
 
@@ -249,8 +257,9 @@ class Session(Protocol):
         """
         ...
 
-    def open_terminal(self, argv: Sequence[str], *, term: str,
-                      size: tuple[int, int]) -> AbstractAsyncContextManager[Terminal]:
+    def open_terminal(
+        self, argv: Sequence[str], *, term: str, size: tuple[int, int]
+    ) -> AbstractAsyncContextManager[Terminal]:
         """Run argv on the host on a pseudo-terminal for the duration of the block.
 
         term is the terminal type (TERM), size (columns, rows). Over the session's own

@@ -43,10 +43,10 @@ OUTPUT_KEPT = 64 * 1024  # bytes of a background command's stdout and stderr kep
 BACKGROUND_SCRIPT = (
     # An asynchronous list's stdin is /dev/null unless redirected (POSIX): hand the channel
     # to the watcher as fd 3.
-    'exec 3<&0\n'
+    "exec 3<&0\n"
     '"$@" </dev/null 3<&- & p=$!\n'
     '{ cat <&3 >/dev/null; kill "$p"; } >/dev/null 2>&1 &\n'
-    'exec 3<&-\n'
+    "exec 3<&-\n"
     'wait "$p"\n'
 )
 
@@ -55,12 +55,12 @@ BACKGROUND_SCRIPT = (
 # locked descriptor and exits at that end. Prints "locked" once held; when another process
 # holds it, prints what that process wrote into the file ("$2", its holder) and exits 75.
 LOCK_SCRIPT = (
-    'umask 077\n'
+    "umask 077\n"
     'mkdir -p -- "${1%/*}" && exec 9>>"$1" || exit 70\n'
     'flock -n 9 || { cat -- "$1" >&2; exit 75; }\n'
     'printf "%s\\n" "$2" >"$1"\n'
-    'echo locked\n'
-    'exec cat >/dev/null\n'
+    "echo locked\n"
+    "exec cat >/dev/null\n"
 )
 LOCK_HELD = 75
 
@@ -73,8 +73,14 @@ class SshConnection:
         self.host = spec.name
         self._connection = connection
 
-    async def run(self, argv: Sequence[str], *, input: Input = None, check: bool = True,
-                  timeout: float | None = None) -> CommandResult:
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: Input = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> CommandResult:
         """Run argv on the host through its login shell, bounded by timeout.
 
         input: bytes, or an async iterable of chunks streamed with back-pressure (see
@@ -89,8 +95,9 @@ class SshConnection:
         log.debug("%s: $ %s", self.host, command)
         try:
             if input is None or isinstance(input, bytes):
-                completed = await self._connection.run(command, input=input, check=False,
-                                                       timeout=seconds, encoding=None)
+                completed = await self._connection.run(
+                    command, input=input, check=False, timeout=seconds, encoding=None
+                )
             else:
                 async with asyncio.timeout(seconds):
                     completed, input_error = await self._run_streaming(command, input)
@@ -106,14 +113,19 @@ class SshConnection:
             stdout=_as_bytes(completed.stdout),
             stderr=_as_bytes(completed.stderr),
         )
-        log.debug("%s: exit status %d (%.2f s)", self.host, result.exit_status,
-                  asyncio.get_running_loop().time() - started)
+        log.debug(
+            "%s: exit status %d (%.2f s)",
+            self.host,
+            result.exit_status,
+            asyncio.get_running_loop().time() - started,
+        )
         if check and result.exit_status != 0:
             raise command_failed(self.host, result)
         return result
 
-    async def _run_streaming(self, command: str, chunks: AsyncIterable[bytes]
-                             ) -> tuple[asyncssh.SSHCompletedProcess, BaseException | None]:
+    async def _run_streaming(
+        self, command: str, chunks: AsyncIterable[bytes]
+    ) -> tuple[asyncssh.SSHCompletedProcess, BaseException | None]:
         """Run command with chunks as its stdin; returns its end and the input's exception.
 
         On any exception here (cancellation included) the command sees the end of its input
@@ -164,14 +176,16 @@ class SshConnection:
                 await listener.wait_closed()
 
     @asynccontextmanager
-    async def open_terminal(self, argv: Sequence[str], *, term: str,
-                            size: tuple[int, int]) -> AsyncIterator[PtyCommand]:
+    async def open_terminal(
+        self, argv: Sequence[str], *, term: str, size: tuple[int, int]
+    ) -> AsyncIterator[PtyCommand]:
         """Run argv on a pseudo-terminal while the block runs; see Session.open_terminal."""
         command = command_line(argv)
         log.debug("%s: $ %s (on a terminal)", self.host, command)
         try:
             process = await self._connection.create_process(
-                command, term_type=term, term_size=size, encoding=None)
+                command, term_type=term, term_size=size, encoding=None
+            )
         except (asyncssh.Error, OSError) as e:
             raise errors.HostError(self.host, f"`{command}`: {_reason(e)}") from e
         try:
@@ -198,14 +212,15 @@ class SshConnection:
         finally:
             await uninterrupted(_release(process))
 
-    async def _until_locked(self, process: asyncssh.SSHClientProcess[bytes], path: str,
-                            argv: Sequence[str]) -> None:
+    async def _until_locked(
+        self, process: asyncssh.SSHClientProcess[bytes], path: str, argv: Sequence[str]
+    ) -> None:
         try:
-            line = await asyncio.wait_for(process.stdout.readline(),
-                                          self.spec.command_timeout)
+            line = await asyncio.wait_for(process.stdout.readline(), self.spec.command_timeout)
         except TimeoutError:
-            raise errors.HostTimeout(self.host, f"a lock on {path}",
-                                     self.spec.command_timeout) from None
+            raise errors.HostTimeout(
+                self.host, f"a lock on {path}", self.spec.command_timeout
+            ) from None
         except (asyncssh.Error, OSError) as e:
             raise errors.HostError(self.host, f"locking {path}: {_reason(e)}") from e
         if line == b"locked\n":
@@ -215,8 +230,9 @@ class SshConnection:
         status = process.returncode
         if status == LOCK_HELD:
             raise errors.LockHeld(self.host, path, stderr.decode(errors="replace").strip())
-        raise command_failed(self.host, CommandResult(
-            tuple(argv), -1 if status is None else status, line, stderr))
+        raise command_failed(
+            self.host, CommandResult(tuple(argv), -1 if status is None else status, line, stderr)
+        )
 
     async def close(self) -> None:
         self._connection.close()
@@ -261,27 +277,37 @@ async def connect(spec: HostSpec) -> AsyncIterator[SshConnection]:
         await session.close()
 
 
-async def _tcp_connect(spec: HostSpec, options: asyncssh.SSHClientConnectionOptions
-                       ) -> socket.socket | None:
+async def _tcp_connect(
+    spec: HostSpec, options: asyncssh.SSHClientConnectionOptions
+) -> socket.socket | None:
     """A TCP connection to the host's ssh port, made within spec.tcp_timeout.
 
     None where the ssh config makes the connection some other way (ProxyJump, ProxyCommand,
     BindAddress, hostname canonicalisation, `Match final`): asyncssh then makes it itself,
     all of it within connect_timeout. Raises HostUnreachable.
     """
-    if (options.tunnel or options.proxy_command or options.local_addr
-            or options.canonicalize_hostname or options.config.has_match_final()):
+    if (
+        options.tunnel
+        or options.proxy_command
+        or options.local_addr
+        or options.canonicalize_hostname
+        or options.config.has_match_final()
+    ):
         return None
     loop = asyncio.get_running_loop()
     address = options.host
     try:
         # Resolving a name is not the host's answer: it gets the longer bound.
         async with asyncio.timeout(spec.connect_timeout):
-            candidates = await loop.getaddrinfo(address, options.port, family=options.family,
-                                                type=socket.SOCK_STREAM)
+            candidates = await loop.getaddrinfo(
+                address, options.port, family=options.family, type=socket.SOCK_STREAM
+            )
     except TimeoutError:
-        raise errors.HostUnreachable(spec.name, address, "cannot resolve the name: no answer "
-                                     f"within {spec.connect_timeout:g} s") from None
+        raise errors.HostUnreachable(
+            spec.name,
+            address,
+            f"cannot resolve the name: no answer within {spec.connect_timeout:g} s",
+        ) from None
     except OSError as e:
         raise errors.HostUnreachable(spec.name, address, _reason(e)) from e
     seconds = min(spec.tcp_timeout, spec.connect_timeout)
@@ -289,15 +315,16 @@ async def _tcp_connect(spec: HostSpec, options: asyncssh.SSHClientConnectionOpti
         async with asyncio.timeout(seconds):
             return await _first_to_connect(loop, candidates, seconds)
     except TimeoutError:
-        raise errors.HostUnreachable(spec.name, address,
-                                     f"no answer within {seconds:g} s") from None
+        raise errors.HostUnreachable(
+            spec.name, address, f"no answer within {seconds:g} s"
+        ) from None
     except OSError as e:  # refused, no route to host, network unreachable
         raise errors.HostUnreachable(spec.name, address, _reason(e)) from e
 
 
-async def _first_to_connect(loop: asyncio.AbstractEventLoop,
-                            candidates: Sequence[tuple[Any, ...]], seconds: float
-                            ) -> socket.socket:
+async def _first_to_connect(
+    loop: asyncio.AbstractEventLoop, candidates: Sequence[tuple[Any, ...]], seconds: float
+) -> socket.socket:
     """A connected socket to the first of getaddrinfo's addresses to accept.
 
     Attempts start one after another, evenly over `seconds`, while none has connected: the
@@ -318,8 +345,11 @@ async def _first_to_connect(loop: asyncio.AbstractEventLoop,
                 if candidate[4] in failed:
                     continue
                 running[asyncio.create_task(_connect_once(loop, candidate))] = candidate[4]
-            done, _ = await asyncio.wait(set(running), timeout=interval if plan else None,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                set(running),
+                timeout=interval if plan else None,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
             for attempt in done:
                 address = running.pop(attempt)
                 error = attempt.exception()
@@ -338,8 +368,9 @@ async def _first_to_connect(loop: asyncio.AbstractEventLoop,
                 outcome.close()
 
 
-async def _connect_once(loop: asyncio.AbstractEventLoop, candidate: tuple[Any, ...]
-                        ) -> socket.socket:
+async def _connect_once(
+    loop: asyncio.AbstractEventLoop, candidate: tuple[Any, ...]
+) -> socket.socket:
     family, kind, protocol, _name, address = candidate
     sock = socket.socket(family, kind, protocol)
     try:
@@ -356,8 +387,7 @@ class PtyCommand:
 
     READ_SIZE = 64 * 1024
 
-    def __init__(self, host: str, command: str, process: asyncssh.SSHClientProcess[bytes]
-                 ) -> None:
+    def __init__(self, host: str, command: str, process: asyncssh.SSHClientProcess[bytes]) -> None:
         self.host = host
         self.command = command
         self._process = process
@@ -382,8 +412,9 @@ class PtyCommand:
 class RunningCommand:
     """A command started by `SshConnection.background`: a Background (mclu.hosts.session)."""
 
-    def __init__(self, host: str, argv: tuple[str, ...],
-                 process: asyncssh.SSHClientProcess[bytes]) -> None:
+    def __init__(
+        self, host: str, argv: tuple[str, ...], process: asyncssh.SSHClientProcess[bytes]
+    ) -> None:
         self.host = host
         self.argv = argv
         self._process = process
@@ -396,8 +427,9 @@ class RunningCommand:
         if not self._watch.done():
             return None
         status = self._process.returncode
-        return CommandResult(self.argv, -1 if status is None else status,
-                             bytes(self._stdout), bytes(self._stderr))
+        return CommandResult(
+            self.argv, -1 if status is None else status, bytes(self._stdout), bytes(self._stderr)
+        )
 
     def check(self) -> None:
         result = self.result()
@@ -413,15 +445,18 @@ class RunningCommand:
                 self._process.stdin.write_eof()
                 await asyncio.wait_for(asyncio.shield(self._watch), STOP_TIMEOUT)
             except (TimeoutError, OSError, asyncssh.Error) as e:
-                log.warning("%s: `%s` did not stop: %s", self.host, command_line(self.argv),
-                            _reason(e))
+                log.warning(
+                    "%s: `%s` did not stop: %s", self.host, command_line(self.argv), _reason(e)
+                )
         self._process.close()
         await self._watch
 
     async def _collect(self) -> None:
         """Keep the last OUTPUT_KEPT bytes of stdout and stderr until the channel closes."""
-        await asyncio.gather(_keep_tail(self._process.stdout, self._stdout),
-                             _keep_tail(self._process.stderr, self._stderr))
+        await asyncio.gather(
+            _keep_tail(self._process.stdout, self._stdout),
+            _keep_tail(self._process.stderr, self._stderr),
+        )
         await self._process.wait_closed()
 
 
@@ -453,8 +488,7 @@ async def _end(process: asyncssh.SSHClientProcess[bytes], feeder: asyncio.Task[N
     try:
         await asyncio.wait_for(process.wait_closed(), STOP_TIMEOUT)
     except TimeoutError:
-        log.warning("an aborted command did not end within %g s; closing its channel",
-                    STOP_TIMEOUT)
+        log.warning("an aborted command did not end within %g s; closing its channel", STOP_TIMEOUT)
     finally:
         process.close()
         await asyncio.gather(feeder, return_exceptions=True)
@@ -465,8 +499,9 @@ async def _options(spec: HostSpec) -> asyncssh.SSHClientConnectionOptions:
     loop = asyncio.get_running_loop()
     try:
         # Key files and the config are read here; a thread keeps 50 hosts from blocking the loop.
-        return await loop.run_in_executor(None, lambda: asyncssh.SSHClientConnectionOptions(
-            **_option_arguments(spec)))
+        return await loop.run_in_executor(
+            None, lambda: asyncssh.SSHClientConnectionOptions(**_option_arguments(spec))
+        )
     except (OSError, ValueError) as e:  # missing or bad key file, bad config, bad algorithm
         raise errors.HostError(spec.name, f"ssh settings: {e}") from e
 
@@ -531,8 +566,9 @@ def _encryption_algs() -> list[str]:
     return [*PREFERRED_CIPHERS, *(a for a in defaults if a not in PREFERRED_CIPHERS)]
 
 
-def _connect_error(spec: HostSpec, options: asyncssh.SSHClientConnectionOptions,
-                   error: BaseException) -> errors.HostError | None:
+def _connect_error(
+    spec: HostSpec, options: asyncssh.SSHClientConnectionOptions, error: BaseException
+) -> errors.HostError | None:
     """mclu's error for a failed connect, or None for errors that are not the host's."""
     address = options.host
     if isinstance(error, asyncssh.PermissionDenied):

@@ -65,8 +65,9 @@ def _ignore_libvirt_error(_context: object, _error: object) -> None:
 libvirt.registerErrorHandler(_ignore_libvirt_error, None)
 
 
-def translate(error: libvirt.libvirtError, host: str, what: str, name: str | None = None
-              ) -> errors.MCLUError:
+def translate(
+    error: libvirt.libvirtError, host: str, what: str, name: str | None = None
+) -> errors.MCLUError:
     """mclu's error for a libvirt error raised by `what` (on guest `name`, if any)."""
     code = error.get_error_code()
     reason = error.get_error_message() or str(error)
@@ -82,8 +83,15 @@ def translate(error: libvirt.libvirtError, host: str, what: str, name: str | Non
 class LibvirtSession:
     """A Session on one libvirt connection; open it with `open()`."""
 
-    def __init__(self, host: str, uri: str, connection: Any, executor: ThreadPoolExecutor,
-                 call_timeout: float, connect_uri: str | None = None) -> None:
+    def __init__(
+        self,
+        host: str,
+        uri: str,
+        connection: Any,
+        executor: ThreadPoolExecutor,
+        call_timeout: float,
+        connect_uri: str | None = None,
+    ) -> None:
         self.host = host
         self.uri = uri
         # What libvirt.open takes (uri may be only how it is shown): a migration opens a
@@ -106,8 +114,7 @@ class LibvirtSession:
             name = facts.parse_domain_name(xml)
         except facts.ParseError as e:
             raise errors.LibvirtCallFailed(self.host, "define", str(e)) from None
-        return await self._call(f"define {name}", functools.partial(self._define, name, xml),
-                                name)
+        return await self._call(f"define {name}", functools.partial(self._define, name, xml), name)
 
     async def start(self, name: str) -> None:
         await self._on_domain("start", name, lambda d: d.create())
@@ -132,15 +139,23 @@ class LibvirtSession:
 
     async def agent_ping(self, name: str, timeout: int) -> bool:
         answered: list[bool] = []
-        await self._on_domain("ping the guest agent of", name, functools.partial(
-            _agent_ping, timeout=timeout, answered=answered))
+        await self._on_domain(
+            "ping the guest agent of",
+            name,
+            functools.partial(_agent_ping, timeout=timeout, answered=answered),
+        )
         if not answered:  # libvirt's test driver: no agents
             raise errors.Unsupported(self.host, "guest agents", self.uri)
         return answered[0]
 
-    async def migrate(self, name: str, target: MigrationTarget, *,
-                      progress: MigrationProgressCallback | None = None,
-                      timeout: float | None = None) -> None:
+    async def migrate(
+        self,
+        name: str,
+        target: MigrationTarget,
+        *,
+        progress: MigrationProgressCallback | None = None,
+        timeout: float | None = None,
+    ) -> None:
         """See Session.migrate. The migration call blocks for its whole length, so it runs on
         a thread and connection of its own; this session's worker polls the job meanwhile."""
         what = f"migrate {name} to {target.host}"
@@ -149,8 +164,9 @@ class LibvirtSession:
             # The test driver cannot migrate, and a second connection to it is another host.
             raise errors.Unsupported(self.host, "migration", self.uri)
         loop = asyncio.get_running_loop()
-        migrating = loop.run_in_executor(None, functools.partial(
-            _migrate, self._connect_uri, name, target))
+        migrating = loop.run_in_executor(
+            None, functools.partial(_migrate, self._connect_uri, name, target)
+        )
         try:
             async with asyncio.timeout(timeout):
                 await self._follow_job(name, migrating, progress)
@@ -170,15 +186,17 @@ class LibvirtSession:
                 raise errors.LibvirtCallFailed(self.host, what, reason) from e
             raise
 
-    async def _follow_job(self, name: str, migrating: asyncio.Future[None],
-                          progress: MigrationProgressCallback | None) -> None:
+    async def _follow_job(
+        self, name: str, migrating: asyncio.Future[None], progress: MigrationProgressCallback | None
+    ) -> None:
         while not migrating.done():
             await asyncio.wait([migrating], timeout=MIGRATION_POLL)
             if progress is None or migrating.done():
                 continue
             try:
-                stats = await self._call(f"job of {name}", functools.partial(
-                    _job_stats, self._connection, name), name)
+                stats = await self._call(
+                    f"job of {name}", functools.partial(_job_stats, self._connection, name), name
+                )
             except errors.MCLUError as e:  # progress is nice to have; the migration goes on
                 log.debug("%s: reading the migration's progress: %s", self.host, e)
                 continue
@@ -196,8 +214,14 @@ class LibvirtSession:
         with contextlib.suppress(libvirt.libvirtError, TimeoutError):
             await asyncio.wait_for(asyncio.shield(migrating), ABORT_WAIT)
 
-    async def run(self, argv: Sequence[str], *, input: Input = None, check: bool = True,
-                  timeout: float | None = None) -> CommandResult:
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: Input = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> CommandResult:
         raise errors.Unsupported(self.host, "running commands", self.uri)
 
     @asynccontextmanager
@@ -211,8 +235,9 @@ class LibvirtSession:
         yield  # pragma: no cover (makes this a generator)
 
     @asynccontextmanager
-    async def open_terminal(self, argv: Sequence[str], *, term: str,
-                            size: tuple[int, int]) -> AsyncIterator[Terminal]:
+    async def open_terminal(
+        self, argv: Sequence[str], *, term: str, size: tuple[int, int]
+    ) -> AsyncIterator[Terminal]:
         raise errors.Unsupported(self.host, "interactive terminals", self.uri)
         yield  # pragma: no cover (makes this a generator)
 
@@ -304,8 +329,9 @@ class LibvirtSession:
 
 
 @asynccontextmanager
-async def open(host: str, uri: str, *, call_timeout: float = DEFAULT_CALL_TIMEOUT,
-               shown_as: str | None = None) -> AsyncIterator[LibvirtSession]:
+async def open(
+    host: str, uri: str, *, call_timeout: float = DEFAULT_CALL_TIMEOUT, shown_as: str | None = None
+) -> AsyncIterator[LibvirtSession]:
     """Connect to libvirt at uri (read-write) for the host named `host`, closed on exit.
 
     shown_as names the connection in messages and as the session's uri (default: uri).
@@ -324,8 +350,9 @@ async def open(host: str, uri: str, *, call_timeout: float = DEFAULT_CALL_TIMEOU
             reason = e.get_error_message() or str(e)
             raise errors.LibvirtUnavailable(host, f"{shown_as}: {reason}") from e
         if isinstance(e, TimeoutError):
-            raise errors.HostTimeout(host, f"connecting to libvirt at {shown_as}",
-                                     call_timeout) from e
+            raise errors.HostTimeout(
+                host, f"connecting to libvirt at {shown_as}", call_timeout
+            ) from e
         raise
     session = LibvirtSession(host, shown_as, connection, executor, call_timeout, connect_uri=uri)
     try:
@@ -352,8 +379,10 @@ def _node_memory(connection: Any) -> facts.Memory:
 def _guests_of(connection: Any) -> tuple[Guest, ...]:
     guests = []
     # One call for every guest's autostart flag instead of one per guest.
-    autostart = {d.UUIDString()
-                 for d in connection.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)}
+    autostart = {
+        d.UUIDString()
+        for d in connection.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_AUTOSTART)
+    }
     for domain in connection.listAllDomains(0):
         try:
             guests.append(_guest_of(domain, domain.UUIDString() in autostart))
@@ -368,15 +397,24 @@ def _guest_of(domain: Any, autostart: bool | None = None) -> Guest:
     state, _reason = domain.state()
     if autostart is None:
         autostart = bool(domain.autostart())
-    return facts.parse_guest(domain.XMLDesc(0), _STATES.get(state, GuestState.NOSTATE),
-                             persistent=bool(domain.isPersistent()), autostart=autostart)
+    return facts.parse_guest(
+        domain.XMLDesc(0),
+        _STATES.get(state, GuestState.NOSTATE),
+        persistent=bool(domain.isPersistent()),
+        autostart=autostart,
+    )
 
 
 # Why an agent gives no answer: not installed or not up yet, no channel, guest not running.
-_NO_AGENT_CODES = frozenset({
-    libvirt.VIR_ERR_AGENT_UNRESPONSIVE, libvirt.VIR_ERR_AGENT_UNSYNCED,
-    libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED, libvirt.VIR_ERR_OPERATION_INVALID,
-    libvirt.VIR_ERR_OPERATION_FAILED})
+_NO_AGENT_CODES = frozenset(
+    {
+        libvirt.VIR_ERR_AGENT_UNRESPONSIVE,
+        libvirt.VIR_ERR_AGENT_UNSYNCED,
+        libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED,
+        libvirt.VIR_ERR_OPERATION_INVALID,
+        libvirt.VIR_ERR_OPERATION_FAILED,
+    }
+)
 
 
 def _agent_ping(domain: Any, *, timeout: int, answered: list[bool]) -> None:
@@ -399,14 +437,22 @@ def _set_metadata(domain: Any, *, meta: GuestMeta) -> None:
     flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG if domain.isPersistent() else 0
     if domain.isActive():
         flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
-    domain.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT,
-                       metadata.render_for_set_metadata(meta), metadata.PREFIX,
-                       metadata.NAMESPACE, flags)
+    domain.setMetadata(
+        libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+        metadata.render_for_set_metadata(meta),
+        metadata.PREFIX,
+        metadata.NAMESPACE,
+        flags,
+    )
 
 
 # Live migration, peer to peer: the source's libvirtd connects to the destination itself.
-_MIGRATE_FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER
-                  | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
+_MIGRATE_FLAGS = (
+    libvirt.VIR_MIGRATE_LIVE
+    | libvirt.VIR_MIGRATE_PEER2PEER
+    | libvirt.VIR_MIGRATE_PERSIST_DEST
+    | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+)
 _UNSUPPORTED_CODES = frozenset({libvirt.VIR_ERR_NO_SUPPORT, libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED})
 
 
@@ -418,8 +464,11 @@ def migration_flags(target: MigrationTarget) -> int:
 
 def _check_active(host: str, domain: Any) -> None:
     if not domain.isActive():
-        raise errors.LibvirtCallFailed(host, f"migrate {domain.name()}",
-                                       "Requested operation is not valid: domain is not running")
+        raise errors.LibvirtCallFailed(
+            host,
+            f"migrate {domain.name()}",
+            "Requested operation is not valid: domain is not running",
+        )
 
 
 def _migrate(uri: str, name: str, target: MigrationTarget) -> None:
@@ -448,7 +497,9 @@ def _job_stats(connection: Any, name: str) -> MigrationProgress | None:
     stats = connection.lookupByName(name).jobStats()
     if stats.get("type", libvirt.VIR_DOMAIN_JOB_NONE) == libvirt.VIR_DOMAIN_JOB_NONE:
         return None
-    return MigrationProgress(processed=int(stats.get("data_processed", 0)),
-                             remaining=int(stats.get("data_remaining", 0)),
-                             total=int(stats.get("data_total", 0)),
-                             elapsed=int(stats.get("time_elapsed", 0)) / 1000)
+    return MigrationProgress(
+        processed=int(stats.get("data_processed", 0)),
+        remaining=int(stats.get("data_remaining", 0)),
+        total=int(stats.get("data_total", 0)),
+        elapsed=int(stats.get("time_elapsed", 0)) / 1000,
+    )

@@ -39,8 +39,15 @@ class Transport(Protocol):
     @property
     def name(self) -> str: ...
 
-    async def send(self, session: Session, source: Path, dest: str, size: int, *,
-                   progress: Progress | None = None) -> None:
+    async def send(
+        self,
+        session: Session,
+        source: Path,
+        dest: str,
+        size: int,
+        *,
+        progress: Progress | None = None,
+    ) -> None:
         """Write source to exactly `dest` on the host, `size` bytes long (holes kept).
 
         dest is created or replaced; on failure or cancellation its content is undefined
@@ -76,9 +83,16 @@ def partial_name(dest: str, owner: str | None = None) -> str:
 _COMMIT = 'sync -- "$1" && mv -f -T -- "$1" "$2" && sync -- "$3"'
 
 
-async def send_atomically(transport: Transport, session: Session, source: Path, dest: str,
-                          size: int, *, progress: Progress | None = None,
-                          owner: str | None = None) -> None:
+async def send_atomically(
+    transport: Transport,
+    session: Session,
+    source: Path,
+    dest: str,
+    size: int,
+    *,
+    progress: Progress | None = None,
+    owner: str | None = None,
+) -> None:
     """Send source to dest through a partial file, renamed into place once written and synced.
 
     An existing dest is replaced. On any failure or cancellation the partial file is deleted

@@ -54,8 +54,9 @@ def cached(template: model.ResolvedTemplate, directory: Path) -> LocalBase | Non
     return _local(path) if path.is_file() else None
 
 
-def ensure(template: model.ResolvedTemplate, directory: Path,
-           progress: Progress | None = None) -> LocalBase:
+def ensure(
+    template: model.ResolvedTemplate, directory: Path, progress: Progress | None = None
+) -> LocalBase:
     """The template's base in the cache, fetching, checking and unpacking it if needed."""
     private_dir(directory)
     with _locked(directory):
@@ -135,8 +136,9 @@ def _unpack(source: Path, dest: Path, size: int) -> None:
         with open(source, "rb") as data:
             _write_sparse(data, dest, size)
         return
-    with subprocess.Popen([*argv, str(source)], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as proc:
+    with subprocess.Popen(
+        [*argv, str(source)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
         assert proc.stdout is not None
         _write_sparse(proc.stdout, dest, size)
         stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""

@@ -33,8 +33,15 @@ from mclu import errors, model, runtmp
 from mclu.images import guest_text, guestfs_edit
 from mclu.images.guestfs_inspect import GuestFS, Inspector, OSRoot
 
-__all__ = ["DEFAULT_MEMSIZE", "DEFAULT_SMP", "DEFAULT_TIMEOUT", "Drive", "Personalization",
-           "Watchdog", "personalize"]
+__all__ = [
+    "DEFAULT_MEMSIZE",
+    "DEFAULT_SMP",
+    "DEFAULT_TIMEOUT",
+    "Drive",
+    "Personalization",
+    "Watchdog",
+    "personalize",
+]
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +114,14 @@ class Watchdog:
                 return
             if self.seconds is not None:
                 left = max(0.0, self.seconds - (time.monotonic() - started))
-                self._timer = threading.Timer(left, self.kill, (
-                    f"the libguestfs appliance did not finish within {self.seconds:g} s "
-                    "and was killed",))
+                self._timer = threading.Timer(
+                    left,
+                    self.kill,
+                    (
+                        f"the libguestfs appliance did not finish within {self.seconds:g} s "
+                        "and was killed",
+                    ),
+                )
                 self._timer.daemon = True
                 self._timer.start()
 
@@ -132,10 +144,14 @@ class Watchdog:
                 os.kill(self._pid, signal.SIGKILL)
 
 
-def personalize(drives: Sequence[tuple[str | Drive, Personalization]], *,
-                progress: Progress | None = None, memsize: int = DEFAULT_MEMSIZE,
-                smp: int = DEFAULT_SMP, watchdog: Watchdog | None = None
-                ) -> list[model.GuestTraits]:
+def personalize(
+    drives: Sequence[tuple[str | Drive, Personalization]],
+    *,
+    progress: Progress | None = None,
+    memsize: int = DEFAULT_MEMSIZE,
+    smp: int = DEFAULT_SMP,
+    watchdog: Watchdog | None = None,
+) -> list[model.GuestTraits]:
     """Personalise every disk in one libguestfs launch; returns what each disk's guest
     supports for showing that it booted (`mclu.readiness`), in the order of `drives`.
 
@@ -151,15 +167,20 @@ def personalize(drives: Sequence[tuple[str | Drive, Personalization]], *,
     except errors.PersonalizationFailed as error:
         if watchdog.reason is None:
             raise
-        raise errors.PersonalizationFailed(error.guest, error.step, watchdog.reason,
-                                           error.drive) from error
+        raise errors.PersonalizationFailed(
+            error.guest, error.step, watchdog.reason, error.drive
+        ) from error
     finally:
         watchdog.stop()
 
 
-def _personalize(drives: Sequence[tuple[str | Drive, Personalization]],
-                 progress: Progress | None, memsize: int, smp: int,
-                 watchdog: Watchdog) -> list[model.GuestTraits]:
+def _personalize(
+    drives: Sequence[tuple[str | Drive, Personalization]],
+    progress: Progress | None,
+    memsize: int,
+    smp: int,
+    watchdog: Watchdog,
+) -> list[model.GuestTraits]:
     say = progress or (lambda message: None)
     jobs = [_Job(Drive(nbd_socket=d) if isinstance(d, str) else d, p) for d, p in drives]
     if not jobs:
@@ -174,10 +195,19 @@ def _personalize(drives: Sequence[tuple[str | Drive, Personalization]],
     started = time.monotonic()
     # The private host keys live in this run's private directory (mclu.runtmp), which goes
     # with the run even when it is killed (the next run removes it).
-    with runtmp.tempdir(runtmp.HOSTKEYS_PREFIX) as keydir, \
-            _HostKeys(jobs, Path(keydir)) as host_keys, \
-            _appliance([job.drive for job in jobs], guests=names, network=network,
-                       memsize=memsize, smp=smp, watchdog=watchdog, started=started) as g:
+    with (
+        runtmp.tempdir(runtmp.HOSTKEYS_PREFIX) as keydir,
+        _HostKeys(jobs, Path(keydir)) as host_keys,
+        _appliance(
+            [job.drive for job in jobs],
+            guests=names,
+            network=network,
+            memsize=memsize,
+            smp=smp,
+            watchdog=watchdog,
+            started=started,
+        ) as g,
+    ):
         log.info("libguestfs appliance up in %.1f s", time.monotonic() - started)
         # libguestfs names the drives in the order added; list_devices would cost ~1 s.
         devices = [guest_text.drive_device(index) for index in range(len(jobs))]
@@ -186,10 +216,13 @@ def _personalize(drives: Sequence[tuple[str | Drive, Personalization]],
             say(f"{job.hostname}: personalising {job.drive.label}")
             with _step(job.hostname, "inspect", job.drive.label):
                 found = inspector.inspect(
-                    index, job.hostname,
-                    keep_root_mounted=not job.personalization.grow_partition)
-            traits.append(_personalize_drive(g, job, found, devices[index], hashes[index],
-                                             host_keys.get(index)))
+                    index, job.hostname, keep_root_mounted=not job.personalization.grow_partition
+                )
+            traits.append(
+                _personalize_drive(
+                    g, job, found, devices[index], hashes[index], host_keys.get(index)
+                )
+            )
             say(f"{job.hostname}: personalised")
     return traits
 
@@ -198,8 +231,16 @@ def _personalize(drives: Sequence[tuple[str | Drive, Personalization]],
 
 
 @contextlib.contextmanager
-def _appliance(drives: Sequence[Drive], *, guests: str, network: bool, memsize: int,
-               smp: int, watchdog: Watchdog, started: float) -> Iterator[GuestFS]:
+def _appliance(
+    drives: Sequence[Drive],
+    *,
+    guests: str,
+    network: bool,
+    memsize: int,
+    smp: int,
+    watchdog: Watchdog,
+    started: float,
+) -> Iterator[GuestFS]:
     """A launched appliance with `drives` as /dev/sda, /dev/sdb, ... in order, watched by
     `watchdog` from its launch on (libguestfs bounds the launch itself).
 
@@ -218,8 +259,9 @@ def _appliance(drives: Sequence[Drive], *, guests: str, network: bool, memsize: 
         with _step(guests, "launch the libguestfs appliance", ""):
             for drive in drives:
                 if drive.nbd_socket:
-                    g.add_drive_opts("", format="raw", protocol="nbd",
-                                     server=[f"unix:{drive.nbd_socket}"])
+                    g.add_drive_opts(
+                        "", format="raw", protocol="nbd", server=[f"unix:{drive.nbd_socket}"]
+                    )
                 else:
                     g.add_drive_opts(str(drive.path), format=drive.format)
             g.launch()
@@ -249,7 +291,7 @@ def _record_sockdir(g: GuestFS) -> None:
     for arg in cmdline.decode(errors="replace").split("\0"):
         for part in arg.split(","):
             if part.startswith("path=/") and part.endswith("/guestfsd.sock"):
-                sockdir = os.path.dirname(part[len("path="):])
+                sockdir = os.path.dirname(part[len("path=") :])
                 if not sockdir.startswith(f"{run.path}/"):
                     run.record_outside(sockdir)
                 return
@@ -314,8 +356,13 @@ def _root_password_hash(job: _Job) -> str | None:
             password = file.readline().rstrip("\r\n")
         if not password:
             raise ValueError(f"the first line of the password file {path} is empty")
-        result = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=password + "\n",
-                                capture_output=True, text=True, check=False)
+        result = subprocess.run(
+            ["openssl", "passwd", "-6", "-stdin"],
+            input=password + "\n",
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         del password
         if result.returncode != 0 or not result.stdout.startswith("$6$"):
             raise ValueError(f"openssl passwd failed: {result.stderr.strip()}")
@@ -336,16 +383,31 @@ class _HostKeys:
                 (self._dir / str(index)).mkdir(mode=0o700)
                 self._procs.append([])
                 for kind in HOST_KEY_TYPES:
-                    self._procs[-1].append(subprocess.Popen(
-                        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"root@{job.hostname}",
-                         "-f", str(self._key(index, kind))],
-                        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                        stderr=subprocess.PIPE))
+                    self._procs[-1].append(
+                        subprocess.Popen(
+                            [
+                                "ssh-keygen",
+                                "-q",
+                                "-t",
+                                kind,
+                                "-N",
+                                "",
+                                "-C",
+                                f"root@{job.hostname}",
+                                "-f",
+                                str(self._key(index, kind)),
+                            ],
+                            stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE,
+                        )
+                    )
         except OSError as error:
             self.__exit__()
             names = ", ".join(job.hostname for job in self._jobs)
-            raise errors.PersonalizationFailed(names, "generate ssh host keys",
-                                               str(error)) from error
+            raise errors.PersonalizationFailed(
+                names, "generate ssh host keys", str(error)
+            ) from error
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -365,8 +427,10 @@ class _HostKeys:
             _, stderr = proc.communicate()
             if proc.returncode != 0:
                 raise errors.PersonalizationFailed(
-                    self._jobs[index].hostname, "generate ssh host keys",
-                    f"ssh-keygen failed: {stderr.decode(errors='replace')}")
+                    self._jobs[index].hostname,
+                    "generate ssh host keys",
+                    f"ssh-keygen failed: {stderr.decode(errors='replace')}",
+                )
         keys: dict[str, bytes] = {}
         for kind in HOST_KEY_TYPES:
             private = self._key(index, kind)
@@ -375,9 +439,14 @@ class _HostKeys:
         return keys
 
 
-def _personalize_drive(g: GuestFS, job: _Job, found: OSRoot, device: str,
-                       password_hash: str | None, host_keys: dict[str, bytes]
-                       ) -> model.GuestTraits:
+def _personalize_drive(
+    g: GuestFS,
+    job: _Job,
+    found: OSRoot,
+    device: str,
+    password_hash: str | None,
+    host_keys: dict[str, bytes],
+) -> model.GuestTraits:
     """Every step for one inspected disk, each failure named by its step; returns how the
     guest can show it booted."""
     p, c = job.personalization, job.personalization.customization
@@ -385,8 +454,9 @@ def _personalize_drive(g: GuestFS, job: _Job, found: OSRoot, device: str,
     grow_mounted: Callable[[], None] | None = None
     if p.grow_partition:
         with step(f"grow {p.grow_partition}"):
-            grow_mounted = guestfs_edit.grow(g, device,
-                                             guest_text.partition_number(p.grow_partition))
+            grow_mounted = guestfs_edit.grow(
+                g, device, guest_text.partition_number(p.grow_partition)
+            )
     with step("mount filesystems"):
         guestfs_edit.mount(g, found.mountpoints, root_mounted=found.mounted)
     if grow_mounted:

@@ -123,7 +123,7 @@ def mount_order(mountpoints: Mapping[str, str]) -> list[tuple[str, str]]:
 
 _INSTALLERS = {
     "apt": "export DEBIAN_FRONTEND=noninteractive; apt-get -q update && "
-           "apt-get -q -y install --no-install-recommends {}",
+    "apt-get -q -y install --no-install-recommends {}",
     "dnf": "dnf -y install {}",
     "yum": "yum -y install {}",
     "zypper": "zypper -n install {}",
@@ -247,10 +247,37 @@ class FstabEntry:
 
 
 # Not block-device filesystems, or not to be mounted by an offline edit.
-_SKIPPED_TYPES = {"swap", "none", "tmpfs", "proc", "sysfs", "devpts", "devtmpfs", "cgroup",
-                  "cgroup2", "securityfs", "debugfs", "tracefs", "configfs", "fusectl",
-                  "hugetlbfs", "mqueue", "pstore", "efivarfs", "binfmt_misc", "autofs",
-                  "nfs", "nfs4", "cifs", "smbfs", "sshfs", "fuse", "9p", "virtiofs", "bind"}
+_SKIPPED_TYPES = {
+    "swap",
+    "none",
+    "tmpfs",
+    "proc",
+    "sysfs",
+    "devpts",
+    "devtmpfs",
+    "cgroup",
+    "cgroup2",
+    "securityfs",
+    "debugfs",
+    "tracefs",
+    "configfs",
+    "fusectl",
+    "hugetlbfs",
+    "mqueue",
+    "pstore",
+    "efivarfs",
+    "binfmt_misc",
+    "autofs",
+    "nfs",
+    "nfs4",
+    "cifs",
+    "smbfs",
+    "sshfs",
+    "fuse",
+    "9p",
+    "virtiofs",
+    "bind",
+}
 # libguestfs's inspection ignores these mount points too.
 _SKIPPED_UNDER = ("/dev", "/proc", "/sys", "/media", "/selinux", "/run")
 _REMOVABLE = re.compile(r"^/dev/(fd\d*|floppy|cdrom\d*|sr\d+|dvd\d*)$")
@@ -271,11 +298,15 @@ def parse_fstab(text: str) -> list[FstabEntry]:
         spec, mountpoint = _unescape(fields[0]), _canonical(_unescape(fields[1]))
         vfstype = fields[2] if len(fields) > 2 else "auto"
         options = tuple(fields[3].split(",")) if len(fields) > 3 else ("defaults",)
-        if (vfstype in _SKIPPED_TYPES or "bind" in options or "rbind" in options
-                or not mountpoint.startswith("/") or _REMOVABLE.match(spec)
-                or not (spec.startswith("/dev/") or "=" in spec)
-                or any(mountpoint == d or mountpoint.startswith(d + "/")
-                       for d in _SKIPPED_UNDER)):
+        if (
+            vfstype in _SKIPPED_TYPES
+            or "bind" in options
+            or "rbind" in options
+            or not mountpoint.startswith("/")
+            or _REMOVABLE.match(spec)
+            or not (spec.startswith("/dev/") or "=" in spec)
+            or any(mountpoint == d or mountpoint.startswith(d + "/") for d in _SKIPPED_UNDER)
+        ):
             continue
         entries.append(FstabEntry(spec, mountpoint, vfstype, options))
     return entries
@@ -287,7 +318,7 @@ def _unescape(field: str) -> str:
 
 
 def _canonical(path: str) -> str:
-    """"///usr//local//" → "/usr/local"; "/" stays "/"."""
+    """ "///usr//local//" → "/usr/local"; "/" stays "/"."""
     if not path.startswith("/"):
         return path
     return "/" + "/".join(part for part in path.split("/") if part)
@@ -298,15 +329,24 @@ class CannotDecide(Exception):
 
 
 _GUEST_DISK = re.compile(r"^/dev/(?:[hsv]d|xvd)([a-z]+)(\d+)$")
-_BY_TAG = {"/dev/disk/by-uuid/": "UUID", "/dev/disk/by-label/": "LABEL",
-           "/dev/disk/by-partuuid/": "PARTUUID", "/dev/disk/by-partlabel/": "PARTLABEL"}
+_BY_TAG = {
+    "/dev/disk/by-uuid/": "UUID",
+    "/dev/disk/by-label/": "LABEL",
+    "/dev/disk/by-partuuid/": "PARTUUID",
+    "/dev/disk/by-partlabel/": "PARTLABEL",
+}
 # fstab's tag → blkid's name for it (`blkid -p` reports partition tags as PART_ENTRY_*).
-_BLKID_TAG = {"UUID": "UUID", "LABEL": "LABEL", "PARTUUID": "PART_ENTRY_UUID",
-              "PARTLABEL": "PART_ENTRY_NAME"}
+_BLKID_TAG = {
+    "UUID": "UUID",
+    "LABEL": "LABEL",
+    "PARTUUID": "PART_ENTRY_UUID",
+    "PARTLABEL": "PART_ENTRY_NAME",
+}
 
 
-def resolve_fstab(entries: Sequence[FstabEntry], root: str, disk: str,
-                  devices: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+def resolve_fstab(
+    entries: Sequence[FstabEntry], root: str, disk: str, devices: Mapping[str, Mapping[str, str]]
+) -> dict[str, str]:
     """{mountpoint: device} for the entries, on the guest's own disk.
 
     `devices` holds blkid's tags of each filesystem on `disk` (the appliance's name of this
@@ -319,8 +359,9 @@ def resolve_fstab(entries: Sequence[FstabEntry], root: str, disk: str,
     """
     mountpoints = {"/": root}
     for entry in entries:
-        if entry.vfstype == "btrfs" and any(o.startswith(("subvol=", "subvolid="))
-                                            for o in entry.options):
+        if entry.vfstype == "btrfs" and any(
+            o.startswith(("subvol=", "subvolid=")) for o in entry.options
+        ):
             raise CannotDecide(f"btrfs subvolume for {entry.mountpoint}")
         device = _resolve_spec(entry.spec, root, disk, devices)
         if entry.mountpoint == "/":
@@ -331,17 +372,21 @@ def resolve_fstab(entries: Sequence[FstabEntry], root: str, disk: str,
     return mountpoints
 
 
-def _resolve_spec(spec: str, root: str, disk: str,
-                  devices: Mapping[str, Mapping[str, str]]) -> str | None:
+def _resolve_spec(
+    spec: str, root: str, disk: str, devices: Mapping[str, Mapping[str, str]]
+) -> str | None:
     for prefix, tag in _BY_TAG.items():
         if spec.startswith(prefix):
-            spec = f"{tag}={spec[len(prefix):]}"
+            spec = f"{tag}={spec[len(prefix) :]}"
     tag, sep, value = spec.partition("=")
     if sep and tag in _BLKID_TAG:
         value = value.strip("\"'")
         fold = str.lower if tag in ("UUID", "PARTUUID") else str
-        found = [dev for dev, tags in devices.items()
-                 if fold(tags.get(_BLKID_TAG[tag], "\0")) == fold(value)]
+        found = [
+            dev
+            for dev, tags in devices.items()
+            if fold(tags.get(_BLKID_TAG[tag], "\0")) == fold(value)
+        ]
         if len(found) > 1:
             raise CannotDecide(f"{spec} names {len(found)} filesystems on {disk}")
         return found[0] if found else None
@@ -374,20 +419,27 @@ def choose_root(roots: Sequence[str]) -> str:
 # Where the QEMU guest agent is installed (Debian, Fedora, ...).
 AGENT_PATHS = ("/usr/bin/qemu-ga", "/usr/sbin/qemu-ga")
 # Boot loader and init configurations that say what runs on the serial console.
-BOOT_CONFIGS = ("/boot/extlinux/extlinux.conf", "/boot/syslinux/syslinux.cfg",
-                "/extlinux.conf", "/boot/grub/grub.cfg", "/boot/grub2/grub.cfg",
-                "/etc/default/grub")
+BOOT_CONFIGS = (
+    "/boot/extlinux/extlinux.conf",
+    "/boot/syslinux/syslinux.cfg",
+    "/extlinux.conf",
+    "/boot/grub/grub.cfg",
+    "/boot/grub2/grub.cfg",
+    "/etc/default/grub",
+)
 INITTAB = "/etc/inittab"
 SYSTEMD_PATHS = ("/lib/systemd/systemd", "/usr/lib/systemd/systemd")
 SERIAL_GETTY_WANTS = "/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
 
-_INITTAB_SERIAL_GETTY = re.compile(r"^[^#\n]*\bttyS0\b[^\n]*getty|^[^#\n]*getty[^\n]*\bttyS0\b",
-                                   re.MULTILINE)
+_INITTAB_SERIAL_GETTY = re.compile(
+    r"^[^#\n]*\bttyS0\b[^\n]*getty|^[^#\n]*getty[^\n]*\bttyS0\b", re.MULTILINE
+)
 _SERIAL_CONSOLE_ARG = re.compile(r"(?:^|\s)console=ttyS0\b", re.MULTILINE)
 
 
-def serial_login(*, inittab: str, boot_configs: Sequence[str], systemd: bool,
-                 serial_getty_enabled: bool) -> bool:
+def serial_login(
+    *, inittab: str, boot_configs: Sequence[str], systemd: bool, serial_getty_enabled: bool
+) -> bool:
     """Whether the guest prints a login prompt on its serial console (ttyS0).
 
     SysV and busybox init: a getty on ttyS0 in /etc/inittab. systemd: serial-getty@ttyS0

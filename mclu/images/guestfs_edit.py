@@ -129,8 +129,9 @@ def replace_host_keys(g: GuestFS, keys: Mapping[str, bytes]) -> None:
 
 def set_root_password(g: GuestFS, password_hash: str) -> None:
     today = int(time.time() // 86400)
-    shadow = guest_text.shadow_with_root_password(_read_text(g, "/etc/shadow"),
-                                                  password_hash, today)
+    shadow = guest_text.shadow_with_root_password(
+        _read_text(g, "/etc/shadow"), password_hash, today
+    )
     _write_text(g, "/etc/shadow", shadow)
 
 
@@ -140,8 +141,10 @@ def install_packages(g: GuestFS, manager: str, packages: Sequence[str]) -> None:
     try:
         g.sh(command)
     except RuntimeError as error:
-        raise ValueError(f"{manager} failed; installing packages needs network access from "
-                         f"the libguestfs appliance on the controller: {error}") from error
+        raise ValueError(
+            f"{manager} failed; installing packages needs network access from "
+            f"the libguestfs appliance on the controller: {error}"
+        ) from error
 
 
 def write_file(g: GuestFS, path: str, content: str) -> None:
@@ -178,4 +181,6 @@ def read_traits(g: GuestFS) -> model.GuestTraits:
             inittab=_read_text(g, guest_text.INITTAB),
             boot_configs=[_read_text(g, p) for p in guest_text.BOOT_CONFIGS],
             systemd=any(g.exists(p) for p in guest_text.SYSTEMD_PATHS),
-            serial_getty_enabled=g.exists(guest_text.SERIAL_GETTY_WANTS)))
+            serial_getty_enabled=g.exists(guest_text.SERIAL_GETTY_WANTS),
+        ),
+    )

@@ -26,8 +26,14 @@ log = logging.getLogger(__name__)
 
 ROOT_TYPES = ("ext2", "ext3", "ext4", "xfs", "btrfs")
 # Filesystem types that hold other filesystems the light path cannot open.
-_CONTAINERS = {"LVM2_member": "LVM", "linux_raid_member": "MD RAID", "crypto_LUKS": "LUKS",
-               "zfs_member": "ZFS", "isw_raid_member": "fake RAID", "ddf_raid_member": "fake RAID"}
+_CONTAINERS = {
+    "LVM2_member": "LVM",
+    "linux_raid_member": "MD RAID",
+    "crypto_LUKS": "LUKS",
+    "zfs_member": "ZFS",
+    "isw_raid_member": "fake RAID",
+    "ddf_raid_member": "fake RAID",
+}
 
 
 class GuestFS(Protocol):
@@ -38,8 +44,14 @@ class GuestFS(Protocol):
     def set_smp(self, smp: int) -> None: ...
     def set_network(self, network: bool) -> None: ...
     def set_tmpdir(self, tmpdir: str | None) -> None: ...
-    def add_drive_opts(self, filename: str, *, format: str | None = None,
-                       protocol: str | None = None, server: list[str] | None = None) -> None: ...
+    def add_drive_opts(
+        self,
+        filename: str,
+        *,
+        format: str | None = None,
+        protocol: str | None = None,
+        server: list[str] | None = None,
+    ) -> None: ...
     def launch(self) -> None: ...
     def get_pid(self) -> int: ...
     def shutdown(self) -> None: ...
@@ -139,13 +151,23 @@ class Inspector:
         found: OSRoot | None
         try:
             found = self._light(device, keep_root_mounted)
-            log.info("%s: light inspection of %s: root %s, package manager %s (%.1f s)",
-                     guest, device, found.root, found.package_management,
-                     time.monotonic() - started)
+            log.info(
+                "%s: light inspection of %s: root %s, package manager %s (%.1f s)",
+                guest,
+                device,
+                found.root,
+                found.package_management,
+                time.monotonic() - started,
+            )
         except guest_text.CannotDecide as why:
             self._unmount()
-            log.info("%s: light inspection cannot decide on %s (%s): falling back to "
-                     "libguestfs inspect_os", guest, device, why)
+            log.info(
+                "%s: light inspection cannot decide on %s (%s): falling back to "
+                "libguestfs inspect_os",
+                guest,
+                device,
+                why,
+            )
             found = self._full_inspection()[index]
         except BaseException:
             with contextlib.suppress(RuntimeError):
@@ -163,19 +185,26 @@ class Inspector:
         for dev, tag in tags.items():
             if tag.get("TYPE") in _CONTAINERS:
                 raise guest_text.CannotDecide(f"{_CONTAINERS[tag['TYPE']]} on {dev}")
-        probes = {dev: self._probe(dev, keep) for dev, tag in tags.items()
-                  if tag.get("TYPE") in ROOT_TYPES}
+        probes = {
+            dev: self._probe(dev, keep)
+            for dev, tag in tags.items()
+            if tag.get("TYPE") in ROOT_TYPES
+        }
         root = guest_text.choose_root([dev for dev, probe in probes.items() if probe])
         os_release, fstab = probes[root] or ("", "")
         fields = guest_text.parse_os_release(os_release)
         if not fields.get("ID"):
             raise guest_text.CannotDecide(f"no ID in the os-release of {root}")
-        mountpoints = guest_text.resolve_fstab(guest_text.parse_fstab(fstab), root, device,
-                                               tags)
+        mountpoints = guest_text.resolve_fstab(guest_text.parse_fstab(fstab), root, device, tags)
         if self._mounted != root or not keep:
             self._unmount()
-        return OSRoot(root, mountpoints, guest_text.package_management(fields), light=True,
-                      mounted=self._mounted == root)
+        return OSRoot(
+            root,
+            mountpoints,
+            guest_text.package_management(fields),
+            light=True,
+            mounted=self._mounted == root,
+        )
 
     def _blkid(self, device: str) -> dict[str, str]:
         try:
@@ -202,8 +231,10 @@ class Inspector:
         if not guest_text.is_os_root(etc):
             self._unmount()
             return None
-        found = (self._read(["/etc/os-release", "/usr/lib/os-release"]),
-                 self._read(["/etc/fstab"] if "fstab" in etc else []))
+        found = (
+            self._read(["/etc/os-release", "/usr/lib/os-release"]),
+            self._read(["/etc/fstab"] if "fstab" in etc else []),
+        )
         if not keep:
             self._unmount()
         return found
@@ -227,11 +258,19 @@ class Inspector:
         if self._full is None:
             g = self._g
             self._full = [
-                None if root is None else OSRoot(
-                    root, {mountpoint: guest_text.on_disk_of(dev, root)
-                           for mountpoint, dev in g.inspect_get_mountpoints(root).items()},
-                    g.inspect_get_package_management(root), light=False)
-                for root in roots_by_drive(g.inspect_os(), self._devices)]
+                None
+                if root is None
+                else OSRoot(
+                    root,
+                    {
+                        mountpoint: guest_text.on_disk_of(dev, root)
+                        for mountpoint, dev in g.inspect_get_mountpoints(root).items()
+                    },
+                    g.inspect_get_package_management(root),
+                    light=False,
+                )
+                for root in roots_by_drive(g.inspect_os(), self._devices)
+            ]
         return self._full
 
 

@@ -43,8 +43,15 @@ class Nbd:
     connections: int = 4  # nbdcopy's NBD connections (qemu-nbd serves them with --shared=0)
     name: str = "nbd"
 
-    async def send(self, session: Session, source: Path, dest: str, size: int, *,
-                   progress: Callable[[int], None] | None = None) -> None:
+    async def send(
+        self,
+        session: Session,
+        source: Path,
+        dest: str,
+        size: int,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         """Write source to dest on the host (see mclu.images.Transport.send)."""
         source_size = check_size(source, size)
         nbdcopy = shutil.which(self.nbdcopy)
@@ -53,14 +60,27 @@ class Nbd:
         await session.run(["sh", "-c", _CREATE, "sh", dest, str(size)])
         async with _private_directory(session) as directory:
             socket = f"{directory}/nbd.sock"
-            server_argv = [self.qemu_nbd, "--format=raw", "--persistent", "--shared=0",
-                           "--cache=writeback", "--socket", socket, dest]
+            server_argv = [
+                self.qemu_nbd,
+                "--format=raw",
+                "--persistent",
+                "--shared=0",
+                "--cache=writeback",
+                "--socket",
+                socket,
+                dest,
+            ]
             async with session.background(server_argv) as server:
                 await _wait_for_socket(session, server, socket)
                 async with session.forward_socket(socket) as local:
-                    copy = [nbdcopy, "--target-is-zero", "--flush",
-                            f"--connections={self.connections}", str(source),
-                            nbd_uri(local)]
+                    copy = [
+                        nbdcopy,
+                        "--target-is-zero",
+                        "--flush",
+                        f"--connections={self.connections}",
+                        str(source),
+                        nbd_uri(local),
+                    ]
                     try:
                         await run_nbdcopy(copy, source_size, progress, session.host)
                     except errors.HostCommandFailed:
@@ -99,13 +119,15 @@ async def _wait_for_socket(session: Session, server: Background, socket: str) ->
         if server.result() is not None:
             raise errors.HostError(session.host, f"`{command_line(server.argv)}` ended at once")
         if loop.time() > deadline:
-            raise errors.HostTimeout(session.host, f"`{command_line(server.argv)}` to listen",
-                                     SERVER_START_TIMEOUT)
+            raise errors.HostTimeout(
+                session.host, f"`{command_line(server.argv)}` to listen", SERVER_START_TIMEOUT
+            )
         await asyncio.sleep(POLL)
 
 
-async def run_nbdcopy(argv: list[str], size: int, progress: Callable[[int], None] | None,
-                      host: str) -> None:
+async def run_nbdcopy(
+    argv: list[str], size: int, progress: Callable[[int], None] | None, host: str
+) -> None:
     """Run nbdcopy (argv) here, turning its "N/100" progress lines into bytes of size.
 
     Killed and waited for on any exception, cancellation included. A failure is the host's
@@ -115,15 +137,21 @@ async def run_nbdcopy(argv: list[str], size: int, progress: Callable[[int], None
     progress_read, progress_write = os.pipe()
     try:
         process = await asyncio.create_subprocess_exec(
-            *argv[:1], f"--progress={progress_write}", *argv[1:], pass_fds=(progress_write,),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE)
+            *argv[:1],
+            f"--progress={progress_write}",
+            *argv[1:],
+            pass_fds=(progress_write,),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
     finally:
         os.close(progress_write)
     try:
         async with asyncio.timeout(transfer_timeout(size)):
-            _, (_, stderr) = await asyncio.gather(_follow(progress_read, size, progress),
-                                                  process.communicate())
+            _, (_, stderr) = await asyncio.gather(
+                _follow(progress_read, size, progress), process.communicate()
+            )
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
@@ -133,8 +161,9 @@ async def run_nbdcopy(argv: list[str], size: int, progress: Callable[[int], None
         with contextlib.suppress(OSError):
             os.close(progress_read)
     if process.returncode != 0:
-        raise errors.HostCommandFailed(host, command_line(argv), process.returncode,
-                                       stderr.decode(errors="replace"))
+        raise errors.HostCommandFailed(
+            host, command_line(argv), process.returncode, stderr.decode(errors="replace")
+        )
 
 
 async def _follow(fd: int, size: int, progress: Callable[[int], None] | None) -> None:
@@ -142,7 +171,8 @@ async def _follow(fd: int, size: int, progress: Callable[[int], None] | None) ->
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(fd), "rb", buffering=0))
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(os.dup(fd), "rb", buffering=0)
+    )
     try:
         async for line in reader:
             percent, _, _ = line.decode().strip().partition("/")

@@ -35,13 +35,23 @@ class Stream:
     zstd: str = "zstd"  # the host's zstd; a parameter so tests can name a missing one
     name: str = "stream"
 
-    async def send(self, session: Session, source: Path, dest: str, size: int, *,
-                   progress: Callable[[int], None] | None = None) -> None:
+    async def send(
+        self,
+        session: Session,
+        source: Path,
+        dest: str,
+        size: int,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         """Write source to dest on the host (see mclu.images.Transport.send)."""
         source_size = check_size(source, size)
         async with contextlib.aclosing(compressed(source, self.level, progress)) as chunks:
-            await session.run([self.zstd, "-d", "-q", "-f", "--sparse", "-o", dest],
-                              input=chunks, timeout=transfer_timeout(source_size))
+            await session.run(
+                [self.zstd, "-d", "-q", "-f", "--sparse", "-o", dest],
+                input=chunks,
+                timeout=transfer_timeout(source_size),
+            )
         await session.run(["truncate", "-s", str(size), "--", dest])
 
 
@@ -88,8 +98,9 @@ class _Frames:
         return out
 
 
-async def compressed(source: Path, level: int, progress: Callable[[int], None] | None = None
-                     ) -> AsyncGenerator[bytes, None]:
+async def compressed(
+    source: Path, level: int, progress: Callable[[int], None] | None = None
+) -> AsyncGenerator[bytes, None]:
     """source as zstd frames, in chunks; progress gets the bytes of source consumed so far.
 
     Holes are skipped (SEEK_DATA) and all-zero chunks sent as a ready-made frame: 2 cores

@@ -502,8 +502,11 @@ def boot(paths: Paths, host: HostSpec) -> subprocess.Popen[bytes]:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # the anchor outlives this command
-            env={**clean_env(), "MCLU_MACHINE_NETNS": os.readlink("/proc/self/ns/net"),
-                 "MCLU_ANCHOR_NAME": f"{ANCHOR_PREFIX}{host.name}"},
+            env={
+                **clean_env(),
+                "MCLU_MACHINE_NETNS": os.readlink("/proc/self/ns/net"),
+                "MCLU_ANCHOR_NAME": f"{ANCHOR_PREFIX}{host.name}",
+            },
             cwd="/",
         )
     # ip netns exec and unshare exec (no fork): this PID ends up being the anchor.
@@ -555,8 +558,17 @@ WOL_START_TIMEOUT = 10.0
 
 def wol_listener_argv(paths: Paths) -> list[str]:
     """The listener's command line; `--bridge` tells this instance's listener from others'."""
-    return [sys.executable, "-m", WOL_MODULE, "--state", str(paths.state),
-            "--bridge", config.BRIDGE, "--port", str(config.WOL_PORT)]
+    return [
+        sys.executable,
+        "-m",
+        WOL_MODULE,
+        "--state",
+        str(paths.state),
+        "--bridge",
+        config.BRIDGE,
+        "--port",
+        str(config.WOL_PORT),
+    ]
 
 
 def wol_listener_pids() -> list[int]:
@@ -580,8 +592,12 @@ def start_wol_listener(paths: Paths) -> int:
     paths.wol_pidfile.unlink(missing_ok=True)
     with open(paths.wol_log, "ab") as log:
         proc = subprocess.Popen(
-            wol_listener_argv(paths), stdin=subprocess.DEVNULL, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True, cwd="/",
+            wol_listener_argv(paths),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd="/",
             env={**os.environ, config.INSTANCE_ENV: str(config.INSTANCE)},
         )
 
@@ -607,8 +623,9 @@ def stop_wol_listener(paths: Paths) -> bool:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + KILL_TIMEOUT
-    while alive := [p for p in pids if Path(f"/proc/{p}/cmdline").exists()
-                    and p in wol_listener_pids()]:
+    while alive := [
+        p for p in pids if Path(f"/proc/{p}/cmdline").exists() and p in wol_listener_pids()
+    ]:
         if time.monotonic() > deadline + KILL_TIMEOUT:
             raise SandboxError(f"wake-on-LAN listener survives SIGKILL: {alive}")
         if time.monotonic() > deadline:
@@ -855,6 +872,9 @@ def leftovers() -> list[str]:
                 name = cmdline.split(b"\0")[0].decode()
                 found.append(f"process {entry} {name}")
     with open("/proc/self/mountinfo") as mounts:
-        found += [f"mount {line.split()[4]}" for line in mounts
-                  if f"/{config.NETNS_PREFIX}" in line or str(config.DEFAULT_STATE_DIR) in line]
+        found += [
+            f"mount {line.split()[4]}"
+            for line in mounts
+            if f"/{config.NETNS_PREFIX}" in line or str(config.DEFAULT_STATE_DIR) in line
+        ]
     return found

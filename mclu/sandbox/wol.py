@@ -44,8 +44,8 @@ def parse_magic_packet(data: bytes) -> str | None:
     """
     if len(data) - PACKET_LENGTH not in PASSWORD_LENGTHS or not data.startswith(SYNC):
         return None
-    mac = data[len(SYNC):len(SYNC) + MAC_LENGTH]
-    if data[len(SYNC):PACKET_LENGTH] != mac * MAC_REPEATS:
+    mac = data[len(SYNC) : len(SYNC) + MAC_LENGTH]
+    if data[len(SYNC) : PACKET_LENGTH] != mac * MAC_REPEATS:
         return None
     return ":".join(f"{b:02x}" for b in mac)
 
@@ -116,17 +116,23 @@ def serve(paths: Paths, bridge: str, port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mclu.sandbox.wol",
-                                     description="the mclu sandbox's wake-on-LAN listener")
+    parser = argparse.ArgumentParser(
+        prog="python -m mclu.sandbox.wol", description="the mclu sandbox's wake-on-LAN listener"
+    )
     parser.add_argument("--state", type=Path, required=True, help="the sandbox's state dir")
     parser.add_argument("--bridge", required=True, help="the sandbox's bridge (mclubrN)")
     parser.add_argument("--port", type=int, default=config.WOL_PORT)
     args = parser.parse_args(argv)
     if args.bridge != config.BRIDGE:
-        parser.error(f"--bridge {args.bridge} is not this instance's bridge {config.BRIDGE} "
-                     f"(set {config.INSTANCE_ENV})")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s wol-listener %(levelname)s %(message)s")
+        parser.error(
+            f"--bridge {args.bridge} is not this instance's bridge {config.BRIDGE} "
+            f"(set {config.INSTANCE_ENV})"
+        )
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s wol-listener %(levelname)s %(message)s",
+    )
     try:
         serve(Paths(args.state), args.bridge, args.port)
     except OSError as e:

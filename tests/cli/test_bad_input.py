@@ -72,11 +72,27 @@ class Mclu:
         self.tmp = tmp_path
         self.cluster = fake.FakeCluster.of("a", "b")
         for host in self.cluster.hosts.values():
-            host.commands = dict([
-                fake.canned(["df", "--output=avail", "-B1", IMAGE_DIR], b"Avail\n99999999999\n"),
-                fake.canned(["find", f"{IMAGE_DIR}/mclu-templates", "-maxdepth", "1", "-type",
-                             "f", "-name", "*.raw", "-printf", "%f\\n"]),
-            ])
+            host.commands = dict(
+                [
+                    fake.canned(
+                        ["df", "--output=avail", "-B1", IMAGE_DIR], b"Avail\n99999999999\n"
+                    ),
+                    fake.canned(
+                        [
+                            "find",
+                            f"{IMAGE_DIR}/mclu-templates",
+                            "-maxdepth",
+                            "1",
+                            "-type",
+                            "f",
+                            "-name",
+                            "*.raw",
+                            "-printf",
+                            "%f\\n",
+                        ]
+                    ),
+                ]
+            )
         repo = tmp_path / "repo"
         repo.mkdir()
         (repo / "index").write_text(INDEX)
@@ -97,10 +113,17 @@ class Mclu:
 
     def __call__(self, *argv: str, capsys: pytest.CaptureFixture[str]) -> Result:
         out, err = io.StringIO(), io.StringIO()
-        environ = {"MCLU_CONFIG": str(self.inventory), "MCLU_TEMPLATES": str(self.templates),
-                   "HOME": str(self.home), "MCLU_CACHE": str(self.tmp / "cache")}
-        env = commands.Env(environ=environ, printer=output.Printer(out=out, err=err),
-                           open_session=self.cluster.open)
+        environ = {
+            "MCLU_CONFIG": str(self.inventory),
+            "MCLU_TEMPLATES": str(self.templates),
+            "HOME": str(self.home),
+            "MCLU_CACHE": str(self.tmp / "cache"),
+        }
+        env = commands.Env(
+            environ=environ,
+            printer=output.Printer(out=out, err=err),
+            open_session=self.cluster.open,
+        )
         capsys.readouterr()
         code = main.run(list(argv), env)
         assert self.cluster.open_sessions == 0
@@ -145,8 +168,7 @@ def test_bad_template(mclu: Mclu, path: Path, capsys: pytest.CaptureFixture[str]
 
 
 @pytest.mark.parametrize("path", corpus("repos.d"), ids=lambda p: p.stem)
-def test_bad_repository_source(mclu: Mclu, path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_repository_source(mclu: Mclu, path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     mclu.inventory = mclu.write_inventory(str(path), "with-source.toml")
     result = mclu("templates", capsys=capsys)
     line = result.one_error_line()
@@ -177,8 +199,9 @@ def test_missing_and_unreadable_inventory(mclu: Mclu, capsys: pytest.CaptureFixt
     missing = mclu.tmp / "nowhere.toml"
     result = mclu("-c", str(missing), "list", capsys=capsys)
     assert result.code == 2
-    assert result.one_error_line() == (f"mclu: error: {missing}: no inventory here (use -c FILE "
-                                       "or set MCLU_CONFIG)")
+    assert result.one_error_line() == (
+        f"mclu: error: {missing}: no inventory here (use -c FILE or set MCLU_CONFIG)"
+    )
     result = mclu("-c", str(mclu.tmp), "list", capsys=capsys)
     assert result.code == 2
     assert result.one_error_line().startswith(f"mclu: error: {mclu.tmp}: cannot read: ")
@@ -189,10 +212,27 @@ def test_missing_and_unreadable_inventory(mclu: Mclu, capsys: pytest.CaptureFixt
 NAME_RULE = "use 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
-@pytest.mark.parametrize("name", [
-    "a;rm -rf /", "$(x)", "`x`", "a b", "../x", "a/b", "", "x" * 64, ".x", "a\nb", "a'b",
-    "a|b", "a>b", "*", "wëb", "a\x00b",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "a;rm -rf /",
+        "$(x)",
+        "`x`",
+        "a b",
+        "../x",
+        "a/b",
+        "",
+        "x" * 64,
+        ".x",
+        "a\nb",
+        "a'b",
+        "a|b",
+        "a>b",
+        "*",
+        "wëb",
+        "a\x00b",
+    ],
+)
 def test_bad_guest_names(mclu: Mclu, name: str, capsys: pytest.CaptureFixture[str]) -> None:
     result = mclu("build", "tiny", "--", name, capsys=capsys)
     assert result.code == 2
@@ -202,57 +242,89 @@ def test_bad_guest_names(mclu: Mclu, name: str, capsys: pytest.CaptureFixture[st
     assert not any(g for h in mclu.cluster.hosts.values() for g in h.guests)
 
 
-@pytest.mark.parametrize(("argv", "code", "fragment"), [
-    # names the shell or argparse would misread
-    (["build", "tiny", "-x"], 2, "the following arguments are required: [HOST:]NAME"),
-    (["build", "tiny", "--", "-x"], 2, "invalid guest name '-x'"),
-    (["build", "tiny", "web1", "web1"], 2, "guest name 'web1' is given more than once"),
-    (["build", "tiny", "a:"], 2, "invalid guest name '"),
-    # sizes and counts
-    (["build", "tiny", "web1", "--size", "-1"], 2, "argument --size: must be a size like"),
-    (["build", "tiny", "web1", "--size", "1Q"], 2, "argument --size: must be a size like"),
-    (["build", "tiny", "web1", "--size", "1e3"], 2, "argument --size: must be a size like"),
-    (["build", "tiny", "web1", "--size", "9" * 400], 2, "argument --size: must be a size like"),
-    (["build", "tiny", "web1", "--size", "99999999 TiB"], 2, "argument --size: size out of range"),
-    (["build", "tiny", "web1", "--size", "1M"], 2, "--size 1 MiB: smaller than the template's"),
-    (["build", "tiny", "web1", "--size", "100T"], 2, "--size 100 TiB: larger than 64 TiB"),
-    (["build", "tiny", "web1", "--memory", "0"], 2, "--memory 0 B: must be from 16 MiB to 16 TiB"),
-    (["build", "tiny", "web1", "--memory", "17T"], 2, "--memory 17 TiB: must be from 16 MiB"),
-    (["build", "tiny", "web1", "--memory", "-1"], 2, "argument --memory: must be a size like"),
-    (["build", "tiny", "web1", "--memory", "lots"], 2, "argument --memory: must be a size like"),
-    (["build", "tiny", "web1", "--vcpus", "0"], 2, "--vcpus 0: must be from 1 to 512"),
-    (["build", "tiny", "web1", "--vcpus", "-3"], 2, "--vcpus -3: must be from 1 to 512"),
-    (["build", "tiny", "web1", "--vcpus", "9999"], 2, "--vcpus 9999: must be from 1 to 512"),
-    (["build", "tiny", "web1", "--vcpus", "two"], 2, "argument --vcpus: invalid int value"),
-    (["build", "tiny", "web1", "--transport", "scp"], 2, "argument --transport: invalid choice"),
-    # A size in range that no host can hold is not a usage error: no host has room.
-    (["build", "tiny", "web1", "--memory", "10T"], 1, "no host has room for web1"),
-    # hosts and templates
-    (["build", "tiny", "web1", "--on", "nosuch"], 2, "unknown host 'nosuch' (the inventory"),
-    (["build", "tiny", "nosuch:web1"], 2, "unknown host 'nosuch' (the inventory"),
-    (["build", "nosuch", "web1"], 2, "unknown template 'nosuch' (known: tiny)"),
-    (["build", "../tiny", "web1"], 2, "unknown template '../tiny'"),
-    (["templates", "info", "nosuch"], 2, "unknown template 'nosuch'"),
-    (["status", "--host", "nosuch"], 2, "unknown host 'nosuch'"),
-    (["list", "--host", "a;b"], 2, "unknown host 'a;b'"),
-    (["info", "nosuch:web1"], 2, "unknown host 'nosuch'"),
-    # files named on the command line
-    (["build", "tiny", "web1", "--ssh-key", "/nonexistent/id.pub"], 2,
-     "cannot read ssh key /nonexistent/id.pub"),
-    (["build", "tiny", "web1", "--root-password-file", "/nonexistent/pw"], 2,
-     "no root password file /nonexistent/pw"),
-    (["build", "tiny", "web1", "--ssh-key", "/dev/null"], 2, "ssh key /dev/null holds no key"),
-    (["build", "tiny", "web1", "--no-login", "--ssh-key", "/dev/null"], 2,
-     "--no-login and --ssh-key do not go together"),
-    (["rebuild", "web1", "--no-login", "--root-password-file", "/dev/null"], 2,
-     "--no-login and --root-password-file do not go together"),
-    # options of the other commands
-    (["templates", "prune", "--min-age", "soon"], 2, "argument --min-age: invalid float value"),
-    (["bogus"], 2, "invalid choice: 'bogus'"),
-    ([], 2, "the following arguments are required: COMMAND"),
-])
-def test_bad_command_line(mclu: Mclu, argv: list[str], code: int, fragment: str,
-                          capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "code", "fragment"),
+    [
+        # names the shell or argparse would misread
+        (["build", "tiny", "-x"], 2, "the following arguments are required: [HOST:]NAME"),
+        (["build", "tiny", "--", "-x"], 2, "invalid guest name '-x'"),
+        (["build", "tiny", "web1", "web1"], 2, "guest name 'web1' is given more than once"),
+        (["build", "tiny", "a:"], 2, "invalid guest name '"),
+        # sizes and counts
+        (["build", "tiny", "web1", "--size", "-1"], 2, "argument --size: must be a size like"),
+        (["build", "tiny", "web1", "--size", "1Q"], 2, "argument --size: must be a size like"),
+        (["build", "tiny", "web1", "--size", "1e3"], 2, "argument --size: must be a size like"),
+        (["build", "tiny", "web1", "--size", "9" * 400], 2, "argument --size: must be a size like"),
+        (
+            ["build", "tiny", "web1", "--size", "99999999 TiB"],
+            2,
+            "argument --size: size out of range",
+        ),
+        (["build", "tiny", "web1", "--size", "1M"], 2, "--size 1 MiB: smaller than the template's"),
+        (["build", "tiny", "web1", "--size", "100T"], 2, "--size 100 TiB: larger than 64 TiB"),
+        (
+            ["build", "tiny", "web1", "--memory", "0"],
+            2,
+            "--memory 0 B: must be from 16 MiB to 16 TiB",
+        ),
+        (["build", "tiny", "web1", "--memory", "17T"], 2, "--memory 17 TiB: must be from 16 MiB"),
+        (["build", "tiny", "web1", "--memory", "-1"], 2, "argument --memory: must be a size like"),
+        (
+            ["build", "tiny", "web1", "--memory", "lots"],
+            2,
+            "argument --memory: must be a size like",
+        ),
+        (["build", "tiny", "web1", "--vcpus", "0"], 2, "--vcpus 0: must be from 1 to 512"),
+        (["build", "tiny", "web1", "--vcpus", "-3"], 2, "--vcpus -3: must be from 1 to 512"),
+        (["build", "tiny", "web1", "--vcpus", "9999"], 2, "--vcpus 9999: must be from 1 to 512"),
+        (["build", "tiny", "web1", "--vcpus", "two"], 2, "argument --vcpus: invalid int value"),
+        (
+            ["build", "tiny", "web1", "--transport", "scp"],
+            2,
+            "argument --transport: invalid choice",
+        ),
+        # A size in range that no host can hold is not a usage error: no host has room.
+        (["build", "tiny", "web1", "--memory", "10T"], 1, "no host has room for web1"),
+        # hosts and templates
+        (["build", "tiny", "web1", "--on", "nosuch"], 2, "unknown host 'nosuch' (the inventory"),
+        (["build", "tiny", "nosuch:web1"], 2, "unknown host 'nosuch' (the inventory"),
+        (["build", "nosuch", "web1"], 2, "unknown template 'nosuch' (known: tiny)"),
+        (["build", "../tiny", "web1"], 2, "unknown template '../tiny'"),
+        (["templates", "info", "nosuch"], 2, "unknown template 'nosuch'"),
+        (["status", "--host", "nosuch"], 2, "unknown host 'nosuch'"),
+        (["list", "--host", "a;b"], 2, "unknown host 'a;b'"),
+        (["info", "nosuch:web1"], 2, "unknown host 'nosuch'"),
+        # files named on the command line
+        (
+            ["build", "tiny", "web1", "--ssh-key", "/nonexistent/id.pub"],
+            2,
+            "cannot read ssh key /nonexistent/id.pub",
+        ),
+        (
+            ["build", "tiny", "web1", "--root-password-file", "/nonexistent/pw"],
+            2,
+            "no root password file /nonexistent/pw",
+        ),
+        (["build", "tiny", "web1", "--ssh-key", "/dev/null"], 2, "ssh key /dev/null holds no key"),
+        (
+            ["build", "tiny", "web1", "--no-login", "--ssh-key", "/dev/null"],
+            2,
+            "--no-login and --ssh-key do not go together",
+        ),
+        (
+            ["rebuild", "web1", "--no-login", "--root-password-file", "/dev/null"],
+            2,
+            "--no-login and --root-password-file do not go together",
+        ),
+        # options of the other commands
+        (["templates", "prune", "--min-age", "soon"], 2, "argument --min-age: invalid float value"),
+        (["bogus"], 2, "invalid choice: 'bogus'"),
+        ([], 2, "the following arguments are required: COMMAND"),
+    ],
+)
+def test_bad_command_line(
+    mclu: Mclu, argv: list[str], code: int, fragment: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     result = mclu(*argv, capsys=capsys)
     line = result.one_error_line()
     assert result.code == code
@@ -261,10 +333,17 @@ def test_bad_command_line(mclu: Mclu, argv: list[str], code: int, fragment: str,
     assert not any(g for h in mclu.cluster.hosts.values() for g in h.guests)
 
 
-@pytest.mark.parametrize("argv", [["build", "tiny", "web1"], ["build", "tiny", "web1", "--dry-run"],
-                                  ["rebuild", "--all", "--dry-run"]])
-def test_no_ssh_key_anywhere_is_refused(mclu: Mclu, argv: list[str],
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["build", "tiny", "web1"],
+        ["build", "tiny", "web1", "--dry-run"],
+        ["rebuild", "--all", "--dry-run"],
+    ],
+)
+def test_no_ssh_key_anywhere_is_refused(
+    mclu: Mclu, argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     """An empty ~/.ssh and no --ssh-key would make guests nobody can log in to."""
     (mclu.home / ".ssh" / "id_ed25519.pub").unlink()
     result = mclu(*argv, capsys=capsys)
@@ -272,44 +351,68 @@ def test_no_ssh_key_anywhere_is_refused(mclu: Mclu, argv: list[str],
     assert result.one_error_line() == (
         f"mclu: error: no ssh key for the guests' root: {mclu.home}/.ssh has no id_*.pub; "
         "give --ssh-key FILE (or --root-password-file FILE), or --no-login for guests nobody "
-        "logs in to")
+        "logs in to"
+    )
     assert result.stdout == ""
     assert not any(h.ran for h in mclu.cluster.hosts.values())  # refused before any host
     assert not any(g for h in mclu.cluster.hosts.values() for g in h.guests)
 
 
-def test_a_private_key_is_not_given_to_guests(mclu: Mclu,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_private_key_is_not_given_to_guests(
+    mclu: Mclu, capsys: pytest.CaptureFixture[str]
+) -> None:
     private = mclu.home / ".ssh" / "id_ed25519"
-    private.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n"
-                       "-----END OPENSSH PRIVATE KEY-----\n")
+    private.write_text(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
     result = mclu("build", "tiny", "web1", "--ssh-key", str(private), capsys=capsys)
     assert result.code == 2
-    assert result.one_error_line() == (f"mclu: error: ssh key {private} is a private key: "
-                                       "give its .pub file")
+    assert result.one_error_line() == (
+        f"mclu: error: ssh key {private} is a private key: give its .pub file"
+    )
 
 
 def test_argparse_errors_name_the_command_and_point_to_help(
-        mclu: Mclu, capsys: pytest.CaptureFixture[str]) -> None:
+    mclu: Mclu, capsys: pytest.CaptureFixture[str]
+) -> None:
     result = mclu("build", "tiny", "web1", "--vcpus", "two", capsys=capsys)
-    assert result.one_error_line() == ("mclu: error: mclu build: argument --vcpus: invalid int "
-                                       "value: 'two' (see `mclu build --help`)")
+    assert result.one_error_line() == (
+        "mclu: error: mclu build: argument --vcpus: invalid int "
+        "value: 'two' (see `mclu build --help`)"
+    )
 
 
 # --- as a process ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv", [
-    ["-c", str(BAD / "hosts" / "not-toml.toml"), "status"],
-    ["-c", str(BAD / "hosts" / "not-utf8.toml"), "list"],
-    ["-c", str(BAD / "hosts" / "deeply-nested.toml"), "status"],
-    ["-c", str(BAD / "hosts" / "bad-port-string.toml"), "build", "tiny", "web1", "--size", "1Q"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-c", str(BAD / "hosts" / "not-toml.toml"), "status"],
+        ["-c", str(BAD / "hosts" / "not-utf8.toml"), "list"],
+        ["-c", str(BAD / "hosts" / "deeply-nested.toml"), "status"],
+        [
+            "-c",
+            str(BAD / "hosts" / "bad-port-string.toml"),
+            "build",
+            "tiny",
+            "web1",
+            "--size",
+            "1Q",
+        ],
+    ],
+)
 def test_as_a_process(argv: list[str], tmp_path: Path) -> None:
     environ = {**os.environ, "HOME": str(tmp_path), "MCLU_CACHE": str(tmp_path / "cache")}
     environ.pop("MCLU_CONFIG", None)
-    done = subprocess.run([sys.executable, "-m", "mclu", *argv], capture_output=True,
-                          text=True, env=environ, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "mclu", *argv],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert len(done.stderr.splitlines()) == 1 and done.stderr.startswith("mclu: error: ")

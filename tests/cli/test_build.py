@@ -17,9 +17,10 @@ from tests.cli.test_rebuild import RebuildCli
 
 IMAGES = "/var/lib/libvirt/images"
 # The one storage command of a build's read pass: lots of room, nothing cached, no leftovers.
-STORAGE = fake.canned(["sh", "-c", storage.SCAN_SCRIPT, "sh", IMAGES, "storage"],
-                      b"@now 1\n@df\nAvail\n99999999999\n@dfstatus 0\n@cache\n@partial\n"
-                      b"@locks\n@proclocks\n")
+STORAGE = fake.canned(
+    ["sh", "-c", storage.SCAN_SCRIPT, "sh", IMAGES, "storage"],
+    b"@now 1\n@df\nAvail\n99999999999\n@dfstatus 0\n@cache\n@partial\n@locks\n@proclocks\n",
+)
 
 
 class BuildCli(RebuildCli):
@@ -47,15 +48,18 @@ def test_an_empty_ssh_dir_is_refused_before_any_host_is_asked(cli: BuildCli) -> 
     assert cli.stderr == (
         f"mclu: error: no ssh key for the guests' root: {cli.home}/.ssh has no id_*.pub; give "
         "--ssh-key FILE (or --root-password-file FILE), or --no-login for guests nobody logs "
-        "in to\n")
+        "in to\n"
+    )
     assert cli.stdout == ""
     assert not any(h.ran or h.guests for h in cli.cluster.hosts.values())
 
 
-@pytest.mark.parametrize("way_in", [["--no-login"], ["--ssh-key", "KEY"],
-                                    ["--root-password-file", "PASSWORD"], []])
-def test_a_key_a_password_or_no_login_lets_the_build_plan(cli: BuildCli, tmp_path: Path,
-                                                          way_in: list[str]) -> None:
+@pytest.mark.parametrize(
+    "way_in", [["--no-login"], ["--ssh-key", "KEY"], ["--root-password-file", "PASSWORD"], []]
+)
+def test_a_key_a_password_or_no_login_lets_the_build_plan(
+    cli: BuildCli, tmp_path: Path, way_in: list[str]
+) -> None:
     (tmp_path / "KEY").write_text("ssh-ed25519 AAAA other@ctl\n")
     (tmp_path / "PASSWORD").write_text("secret\n")
     if not way_in:
@@ -70,8 +74,10 @@ def test_a_host_that_did_not_answer_is_a_warning(cli: BuildCli) -> None:
     """mclu keeps no state: the off host may hold a guest of the new name (issue: two nu-h)."""
     cli.give_key()
     cli.cluster.fail("c", errors.HostUnreachable("c", "c", "no route to host"))
-    warning = ("c did not answer (off): the name nu-h could not be checked there; a guest there "
-               "of that name would make two (`mclu list` flags them)")
+    warning = (
+        "c did not answer (off): the name nu-h could not be checked there; a guest there "
+        "of that name would make two (`mclu list` flags them)"
+    )
     assert cli("build", "tiny", "nu-h", "--dry-run") == 0, cli.stderr
     assert cli.stdout.splitlines()[-1] == f"warning: {warning}"
     assert cli("build", "tiny", "nu-h", "--dry-run", "--json") == 0
@@ -84,9 +90,15 @@ def test_list_flags_one_name_on_two_hosts(cli: BuildCli) -> None:
     cli.cluster.hosts["b"].guests["db"] = guest("db")
     assert cli("list") == 0
     assert [line.split()[:2] for line in cli.stdout.splitlines()[1:]] == [
-        ["db", "b"], ["nu-h", "a"], ["nu-h", "c"]]
+        ["db", "b"],
+        ["nu-h", "a"],
+        ["nu-h", "c"],
+    ]
     assert cli.stderr == "mclu: two guests named nu-h, on a and c: name them as HOST:nu-h\n"
     assert cli("list", "--json") == 0
     assert [(g["name"], g["host"], g["duplicate"]) for g in json.loads(cli.stdout)["guests"]] == [
-        ("db", "b", False), ("nu-h", "a", True), ("nu-h", "c", True)]
+        ("db", "b", False),
+        ("nu-h", "a", True),
+        ("nu-h", "c", True),
+    ]
     assert cli.stderr == ""  # --json: the field says it

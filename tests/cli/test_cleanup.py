@@ -20,12 +20,18 @@ from tests.cli.test_read_commands import Cli, guest
 
 IMAGES = "/var/lib/libvirt/images"
 CACHE = f"{IMAGES}/mclu-templates"
-BUILDING = model.GuestMeta(template="tiny", revision="1", built="2026-11-21T02:00:00Z",
-                           state="building")
+BUILDING = model.GuestMeta(
+    template="tiny", revision="1", built="2026-11-21T02:00:00Z", state="building"
+)
 BUILT = int(datetime.datetime(2026, 11, 21, 2, 0, tzinfo=datetime.UTC).timestamp())
 PARTIAL = f"{CACHE}/tiny.x86_64.r1.raw.partial-0a1b2c3d-web9"
-STAT_ARGV = ["sh", "-c", 'for f; do [ -e "$f" ] && stat -c "%Z %n" -- "$f"; done; true', "sh",
-             f"{IMAGES}/web9.qcow2"]
+STAT_ARGV = [
+    "sh",
+    "-c",
+    'for f; do [ -e "$f" ] && stat -c "%Z %n" -- "$f"; done; true',
+    "sh",
+    f"{IMAGES}/web9.qcow2",
+]
 
 
 def scan_argv() -> list[str]:
@@ -44,9 +50,16 @@ def scan_output(partial: bool = True, locked: bool = False) -> bytes:
 
 def building(name: str) -> model.Guest:
     g = guest(name, state=model.GuestState.SHUTOFF, meta=BUILDING)
-    return model.Guest(name=g.name, uuid=g.uuid, state=g.state, vcpus=g.vcpus,
-                       memory=g.memory, max_memory=g.max_memory,
-                       disks=(f"{IMAGES}/{name}.qcow2",), mclu=g.mclu)
+    return model.Guest(
+        name=g.name,
+        uuid=g.uuid,
+        state=g.state,
+        vcpus=g.vcpus,
+        memory=g.memory,
+        max_memory=g.max_memory,
+        disks=(f"{IMAGES}/{name}.qcow2",),
+        mclu=g.mclu,
+    )
 
 
 @pytest.fixture
@@ -65,8 +78,9 @@ def test_list_marks_the_interrupted_build_and_notes_the_leftovers(cli: Cli) -> N
     assert cli("list") == 0
     row = next(line for line in cli.stdout.splitlines() if line.startswith("web9"))
     assert "shut off, interrupted build" in row
-    assert cli.stderr == ("mclu: note: 2 leftovers of interrupted runs on b "
-                          "(mclu cleanup removes them)\n")
+    assert cli.stderr == (
+        "mclu: note: 2 leftovers of interrupted runs on b (mclu cleanup removes them)\n"
+    )
 
 
 def test_a_build_under_way_is_no_leftover(cli: Cli) -> None:
@@ -96,26 +110,34 @@ def test_cleanup_dry_run_changes_nothing(cli: Cli) -> None:
     assert cli("cleanup", "--dry-run") == 0
     assert cli.stdout.splitlines() == [
         "b: would remove guest web9 (left by an interrupted build)",
-        f"b: would remove {PARTIAL} (partial file of an interrupted run for web9)"]
+        f"b: would remove {PARTIAL} (partial file of an interrupted run for web9)",
+    ]
     assert "web9" in cli.cluster.hosts["b"].guests
 
 
 def test_cleanup_removes_the_guest_its_disk_and_the_partial_file(cli: Cli) -> None:
     b = cli.cluster.hosts["b"]
-    b.commands.update([
-        fake.canned(STAT_ARGV, f"{BUILT + 10} {IMAGES}/web9.qcow2\n".encode()),
-        fake.canned(["rm", "-f", "--", f"{IMAGES}/web9.qcow2",
-                     "/var/log/libvirt/qemu/web9-console.log"]),
-        fake.canned(["sh", "-c", mclu_cleanup.REMOVE_UNUSED], f"{PARTIAL}\n".encode()),
-    ])
+    b.commands.update(
+        [
+            fake.canned(STAT_ARGV, f"{BUILT + 10} {IMAGES}/web9.qcow2\n".encode()),
+            fake.canned(
+                ["rm", "-f", "--", f"{IMAGES}/web9.qcow2", "/var/log/libvirt/qemu/web9-console.log"]
+            ),
+            fake.canned(["sh", "-c", mclu_cleanup.REMOVE_UNUSED], f"{PARTIAL}\n".encode()),
+        ]
+    )
     assert cli("cleanup", "--json") == 0, cli.stdout
     doc = cli.json()
     (host_b,) = [h for h in doc["hosts"] if h["name"] == "b"]
     assert host_b["removed"] == [
-        {"kind": "guest", "name": "web9", "reason": "left by an interrupted build",
-         "files": [f"{IMAGES}/web9.qcow2"]},
-        {"kind": "file", "path": PARTIAL,
-         "reason": "partial file of an interrupted run for web9"}]
+        {
+            "kind": "guest",
+            "name": "web9",
+            "reason": "left by an interrupted build",
+            "files": [f"{IMAGES}/web9.qcow2"],
+        },
+        {"kind": "file", "path": PARTIAL, "reason": "partial file of an interrupted run for web9"},
+    ]
     assert host_b["kept"] == [] and host_b["failed"] == []
     assert "web9" not in b.guests
     assert b.locks == {}  # every lock cleanup took is released
@@ -127,14 +149,14 @@ def test_cleanup_keeps_what_a_run_has_locked_meanwhile(cli: Cli) -> None:
     assert cli("cleanup") == 0
     assert cli.stdout.splitlines() == [
         "b: kept guest web9 (a run is at it: locked by root@ctl pid 7 (mclu build, since now))",
-        f"b: kept {PARTIAL} (a run is at it: locked by root@ctl pid 7 (mclu build, since now))"]
+        f"b: kept {PARTIAL} (a run is at it: locked by root@ctl pid 7 (mclu build, since now))",
+    ]
     assert "web9" in b.guests
 
 
 def test_cleanup_with_nothing_to_do(cli: Cli) -> None:
     cli.cluster.hosts["b"].guests.clear()
-    cli.cluster.hosts["b"].commands.update([fake.canned(scan_argv(),
-                                                        scan_output(partial=False))])
+    cli.cluster.hosts["b"].commands.update([fake.canned(scan_argv(), scan_output(partial=False))])
     assert cli("cleanup") == 0
     assert cli.stdout == "nothing to clean up on any host\n"
 
@@ -142,8 +164,9 @@ def test_cleanup_with_nothing_to_do(cli: Cli) -> None:
 # --- the controller's side: run directories of mclu runs that are gone -------------------------
 
 
-def test_cleanup_removes_the_run_directories_of_dead_runs_only(cli: Cli,
-                                                               controller_tmp: Path) -> None:
+def test_cleanup_removes_the_run_directories_of_dead_runs_only(
+    cli: Cli, controller_tmp: Path
+) -> None:
     dead = subprocess.Popen(["true"])
     dead.wait()
     stale = controller_tmp / f"{runtmp.PREFIX}{dead.pid}-abcdefgh"
@@ -156,6 +179,7 @@ def test_cleanup_removes_the_run_directories_of_dead_runs_only(cli: Cli,
     assert cli.json()["controller"] == {"removed": [str(stale)]}
     assert stale.exists()
     assert cli("cleanup", "--host", "a") == 0, cli.stderr  # a has nothing of its own
-    assert cli.stdout.splitlines() == [(
-        f"controller: removed {stale} (temporary files of an mclu run that is gone)")]
+    assert cli.stdout.splitlines() == [
+        (f"controller: removed {stale} (temporary files of an mclu run that is gone)")
+    ]
     assert not stale.exists() and live.exists()

@@ -49,12 +49,18 @@ class Shell:
 
     def __call__(self, line: str, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         environ = {"MCLU_CONFIG": str(self.inventory), "_ARGCOMPLETE": "1"}
-        for key, value in {**environ, "COMP_LINE": line, "COMP_POINT": str(len(line)),
-                           "_ARGCOMPLETE_IFS": IFS}.items():
+        for key, value in {
+            **environ,
+            "COMP_LINE": line,
+            "COMP_POINT": str(len(line)),
+            "_ARGCOMPLETE_IFS": IFS,
+        }.items():
             monkeypatch.setenv(key, value)
-        env = commands.Env(environ=environ,
-                           printer=output.Printer(out=io.StringIO(), err=io.StringIO()),
-                           open_session=self.open)
+        env = commands.Env(
+            environ=environ,
+            printer=output.Printer(out=io.StringIO(), err=io.StringIO()),
+            open_session=self.open,
+        )
         parser = main.build_parser()
         completion.attach(parser, env)
         out = io.StringIO()
@@ -84,25 +90,27 @@ def test_guest_names_from_the_hosts(shell: Shell, monkeypatch: pytest.MonkeyPatc
     assert shell("mclu info --host b ", monkeypatch) == ["db", "web2"]
 
 
-def test_host_colon_completes_that_hosts_guests(shell: Shell,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_colon_completes_that_hosts_guests(
+    shell: Shell, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert sorted(shell("mclu start b:", monkeypatch)) == ["b:db", "b:web2"]
 
 
-def test_new_names_of_build_are_not_completed(shell: Shell,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_new_names_of_build_are_not_completed(
+    shell: Shell, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert shell("mclu build tiny ", monkeypatch) == []
 
 
 def test_a_host_that_does_not_answer_does_not_hang_the_shell(
-        shell: Shell, monkeypatch: pytest.MonkeyPatch) -> None:
+    shell: Shell, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(completion, "GUEST_LOOKUP_SECONDS", 0.2)
     shell.hanging = True
     assert shell("mclu stop ", monkeypatch) == ["db", "web1", "web2"]  # a's and b's
 
 
-def test_a_bad_inventory_completes_nothing(shell: Shell,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bad_inventory_completes_nothing(shell: Shell, monkeypatch: pytest.MonkeyPatch) -> None:
     shell.inventory.write_text("[hosts.a\n")
     assert shell("mclu stop ", monkeypatch) == []
     assert shell("mclu off ", monkeypatch) == []

@@ -41,7 +41,7 @@ def blocks() -> list[Block]:
             section = lines[i]
         if lines[i].strip() == "```json":
             end = lines.index("```", i + 1)
-            found.append(Block(section, lines[i - 1], i + 1, "\n".join(lines[i + 1:end])))
+            found.append(Block(section, lines[i - 1], i + 1, "\n".join(lines[i + 1 : end])))
             i = end
         i += 1
     return found
@@ -58,11 +58,13 @@ def cluster(tmp_path: Path) -> Cli:
     return c
 
 
-def ran(*argv: str, code: int = 0, part: Callable[[Any], Any] = lambda doc: doc
-        ) -> Callable[[Cli], Any]:
+def ran(
+    *argv: str, code: int = 0, part: Callable[[Any], Any] = lambda doc: doc
+) -> Callable[[Cli], Any]:
     def run(cli: Cli) -> Any:
         assert cli(*argv) == code, cli.stderr
         return part(json.loads(cli.stdout))
+
     return run
 
 
@@ -129,8 +131,10 @@ def shape_errors(doc: Any, real: Any, where: str = "$") -> list[str]:
             if not isinstance(item, (dict, list)):
                 continue
             if not real:
-                problems.append(f"{where}: mclu's list is empty here; make the test's cluster "
-                                 "give an item to compare")
+                problems.append(
+                    f"{where}: mclu's list is empty here; make the test's cluster "
+                    "give an item to compare"
+                )
                 continue
             tries = [shape_errors(item, r, f"{where}[{i}]") for r in real]
             if all(tries):
@@ -145,8 +149,9 @@ DOCUMENTED = [b for b in blocks() if not b.section.startswith(SKIPPED_SECTIONS)]
 
 def test_every_example_is_known() -> None:
     assert DOCUMENTED, "no ```json blocks found in docs/cli.md"
-    unknown = [f"docs/cli.md:{b.line} after {b.lead_in!r}" for b in DOCUMENTED
-               if lead_in_key(b) is None]
+    unknown = [
+        f"docs/cli.md:{b.line} after {b.lead_in!r}" for b in DOCUMENTED if lead_in_key(b) is None
+    ]
     assert unknown == [], "add these examples to EXAMPLES"
     assert len({lead_in_key(b) for b in DOCUMENTED}) == len(EXAMPLES)  # none went missing
 
@@ -164,9 +169,14 @@ def test_shape_errors_sees_missing_extra_and_nested_keys() -> None:
     real = {"a": 1, "b": [{"x": 1}, {"y": None}], "c": {"d": 1}}
     assert shape_errors({"a": 2, "b": [{"y": 3}], "c": {"d": 0}}, real) == []
     assert shape_errors({"a": 2, "b": [], "c": {"d": 0, "e": 1}}, real) == [
-        "$.c: mclu has no ['e']"]
+        "$.c: mclu has no ['e']"
+    ]
     assert shape_errors({"b": [{"z": 1}], "c": {}}, real) == [
-        "$: the docs lack ['a']", "$.b[0]: the docs lack ['x']", "$.b[0]: mclu has no ['z']",
-        "$.c: the docs lack ['d']"]
+        "$: the docs lack ['a']",
+        "$.b[0]: the docs lack ['x']",
+        "$.b[0]: mclu has no ['z']",
+        "$.c: the docs lack ['d']",
+    ]
     assert shape_errors({"b": [{"x": 1}]}, {"b": []}) == [
-        "$.b: mclu's list is empty here; make the test's cluster give an item to compare"]
+        "$.b: mclu's list is empty here; make the test's cluster give an item to compare"
+    ]

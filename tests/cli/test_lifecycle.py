@@ -25,9 +25,16 @@ BASE = f"{IMAGES}/mclu-templates/tiny.x86_64.r1.raw"
 
 
 def with_disks(g: model.Guest, *disks: str) -> model.Guest:
-    return model.Guest(name=g.name, uuid=g.uuid, state=g.state, vcpus=g.vcpus,
-                       memory=g.memory, max_memory=g.max_memory, disks=disks,
-                       persistent=g.persistent)
+    return model.Guest(
+        name=g.name,
+        uuid=g.uuid,
+        state=g.state,
+        vcpus=g.vcpus,
+        memory=g.memory,
+        max_memory=g.max_memory,
+        disks=disks,
+        persistent=g.persistent,
+    )
 
 
 class LifecycleCli(Cli):
@@ -39,9 +46,11 @@ class LifecycleCli(Cli):
 
     def __call__(self, *argv: str) -> int:
         self.out, self.err = io.StringIO(), io.StringIO()
-        env = commands.Env(environ={"MCLU_CONFIG": str(self.inventory), **self.environ},
-                           printer=output.Printer(out=self.out, err=self.err),
-                           open_session=self.cluster.open)
+        env = commands.Env(
+            environ={"MCLU_CONFIG": str(self.inventory), **self.environ},
+            printer=output.Printer(out=self.out, err=self.err),
+            open_session=self.cluster.open,
+        )
         code = main.run(list(argv), env)
         assert self.cluster.open_sessions == 0
         return code
@@ -74,8 +83,14 @@ def test_start_a_shut_off_guest(cli: LifecycleCli) -> None:
 
 def test_start_a_running_guest_is_a_noop_note(cli: LifecycleCli) -> None:
     assert cli("start", "web1", "--json") == 0
-    assert cli.json() == {"version": 1, "guest": "web1", "host": "a", "action": "start",
-                          "changed": False, "state": "running"}
+    assert cli.json() == {
+        "version": 1,
+        "guest": "web1",
+        "host": "a",
+        "action": "start",
+        "changed": False,
+        "state": "running",
+    }
     assert cli("start", "web1") == 0
     assert cli.stdout == "web1 on a: already running, nothing to do\n"
 
@@ -88,8 +103,15 @@ def test_stop_waits_for_the_acpi_shutdown(cli: LifecycleCli) -> None:
     doc = cli.json()
     assert doc["seconds"] < 5
     del doc["seconds"]
-    assert doc == {"version": 1, "guest": "web1", "host": "a", "action": "stop",
-                   "changed": True, "state": "shut off", "forced": False}
+    assert doc == {
+        "version": 1,
+        "guest": "web1",
+        "host": "a",
+        "action": "stop",
+        "changed": True,
+        "state": "shut off",
+        "forced": False,
+    }
     assert cli.state("a", "web1") == SHUTOFF
 
 
@@ -101,8 +123,10 @@ def test_stop_a_shut_off_guest_is_a_noop_note(cli: LifecycleCli) -> None:
 def test_stop_timeout_without_force_fails_and_says_to_use_force(cli: LifecycleCli) -> None:
     cli.host("a").ignores_acpi.add("web1")
     assert cli("stop", "web1", "--timeout", "0.3") == 1
-    assert cli.stderr == ("mclu: error: a: web1 did not shut off within 0.3 s of the ACPI "
-                          "request; use --force to power it off\n")
+    assert cli.stderr == (
+        "mclu: error: a: web1 did not shut off within 0.3 s of the ACPI "
+        "request; use --force to power it off\n"
+    )
     assert cli.state("a", "web1") == RUNNING
 
 
@@ -124,7 +148,8 @@ def quick_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_stop_repeats_the_acpi_request_a_booting_guest_ignored(
-        cli: LifecycleCli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: LifecycleCli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     requests = 0
     original = fake.FakeSession.shutdown
 
@@ -141,7 +166,8 @@ def test_stop_repeats_the_acpi_request_a_booting_guest_ignored(
 
 
 def test_stop_a_guest_that_goes_off_just_before_the_repeated_request(
-        cli: LifecycleCli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: LifecycleCli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     requests = 0
     original = fake.FakeSession.shutdown
 
@@ -159,7 +185,8 @@ def test_stop_a_guest_that_goes_off_just_before_the_repeated_request(
 
 
 def test_stop_a_repeated_request_refused_while_running_fails(
-        cli: LifecycleCli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: LifecycleCli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     requests = 0
 
     async def shutdown(self: fake.FakeSession, name: str) -> None:
@@ -184,15 +211,22 @@ def test_stop_rejects_a_negative_timeout(cli: LifecycleCli) -> None:
 
 def test_reboot_a_running_guest(cli: LifecycleCli) -> None:
     assert cli("reboot", "db", "--json") == 0
-    assert cli.json() == {"version": 1, "guest": "db", "host": "b", "action": "reboot",
-                          "changed": True, "state": "running"}
+    assert cli.json() == {
+        "version": 1,
+        "guest": "db",
+        "host": "b",
+        "action": "reboot",
+        "changed": True,
+        "state": "running",
+    }
     assert cli.state("b", "db") == RUNNING
 
 
 def test_reboot_a_shut_off_guest_fails(cli: LifecycleCli) -> None:
     assert cli("reboot", "old") == 1
-    assert cli.stderr == ("mclu: error: b: old is not running (shut off); "
-                          "start it with `mclu start old`\n")
+    assert cli.stderr == (
+        "mclu: error: b: old is not running (shut off); start it with `mclu start old`\n"
+    )
 
 
 def test_destroy(cli: LifecycleCli) -> None:
@@ -200,14 +234,21 @@ def test_destroy(cli: LifecycleCli) -> None:
     assert cli.stdout == "web1 on a: powered off\n"
     assert cli.state("a", "web1") == SHUTOFF
     assert cli("destroy", "web1", "--json") == 0
-    assert cli.json() == {"version": 1, "guest": "web1", "host": "a", "action": "destroy",
-                          "changed": False, "state": "shut off"}
+    assert cli.json() == {
+        "version": 1,
+        "guest": "web1",
+        "host": "a",
+        "action": "destroy",
+        "changed": False,
+        "state": "shut off",
+    }
 
 
 def test_destroy_a_transient_guest_leaves_nothing(cli: LifecycleCli) -> None:
     transient = guest("tmp")
     cli.host("c").guests["tmp"] = model.Guest(
-        name="tmp", uuid=transient.uuid, state=RUNNING, vcpus=1, memory=1, persistent=False)
+        name="tmp", uuid=transient.uuid, state=RUNNING, vcpus=1, memory=1, persistent=False
+    )
     assert cli("destroy", "tmp", "--json") == 0
     assert cli.json()["state"] == "gone"
     assert cli.state("c", "tmp") is None
@@ -216,8 +257,9 @@ def test_destroy_a_transient_guest_leaves_nothing(cli: LifecycleCli) -> None:
 # --- finding the guest: not found, ambiguous, hosts down ------------------------------------------
 
 
-@pytest.mark.parametrize("verb", ["start", "stop", "reboot", "destroy", "delete", "console",
-                                  "viewer"])
+@pytest.mark.parametrize(
+    "verb", ["start", "stop", "reboot", "destroy", "delete", "console", "viewer"]
+)
 def test_a_guest_that_is_nowhere(cli: LifecycleCli, verb: str) -> None:
     cli.environ["PATH"] = str(fake_viewer(cli.inventory.parent))
     assert cli(verb, "nope") == 1
@@ -259,8 +301,13 @@ def test_a_host_failing_during_the_action(cli: LifecycleCli) -> None:
 
 def backing_argv(*disks: str) -> list[str]:
     """The qemu-img check delete runs on the other guests' disks (mclu.storage.backing_files)."""
-    return ["sh", "-c", 'for f; do qemu-img info -U --output=json -- "$f" || true; done', "sh",
-            *disks]
+    return [
+        "sh",
+        "-c",
+        'for f; do qemu-img info -U --output=json -- "$f" || true; done',
+        "sh",
+        *disks,
+    ]
 
 
 def rm_argv(*files: str) -> list[str]:
@@ -275,30 +322,52 @@ def console_log(name: str) -> str:
 def sharing(cli: LifecycleCli) -> fake.FakeHost:
     """Host c: `app` (its own overlay, a cached base, a disk shared with `peer`), and `peer`."""
     c = cli.host("c")
-    c.guests["app"] = with_disks(guest("app", state=SHUTOFF), f"{IMAGES}/app.qcow2", BASE,
-                                 f"{IMAGES}/shared.img", "/dev/sdb", "pool/vol")
+    c.guests["app"] = with_disks(
+        guest("app", state=SHUTOFF),
+        f"{IMAGES}/app.qcow2",
+        BASE,
+        f"{IMAGES}/shared.img",
+        "/dev/sdb",
+        "pool/vol",
+    )
     c.guests["peer"] = with_disks(guest("peer"), f"{IMAGES}/peer.qcow2", f"{IMAGES}/shared.img")
     return c
 
 
-def test_delete_removes_only_the_guests_own_disk(cli: LifecycleCli,
-                                                 sharing: fake.FakeHost) -> None:
+def test_delete_removes_only_the_guests_own_disk(cli: LifecycleCli, sharing: fake.FakeHost) -> None:
     own = [f"{IMAGES}/app.qcow2", console_log("app")]
-    sharing.commands.update([
-        fake.canned(backing_argv(f"{IMAGES}/peer.qcow2", f"{IMAGES}/shared.img"),
-                    b'{"filename": "peer.qcow2", "backing-filename": "%s"}' % BASE.encode()),
-        fake.canned(rm_argv(*own)),
-    ])
+    sharing.commands.update(
+        [
+            fake.canned(
+                backing_argv(f"{IMAGES}/peer.qcow2", f"{IMAGES}/shared.img"),
+                b'{"filename": "peer.qcow2", "backing-filename": "%s"}' % BASE.encode(),
+            ),
+            fake.canned(rm_argv(*own)),
+        ]
+    )
     assert cli("delete", "app", "--json") == 0
     assert cli.json() == {
-        "version": 1, "guest": "app", "host": "c", "action": "delete", "changed": True,
-        "state": "deleted", "destroyed": False, "removed": own,
-        "kept": [{"path": BASE, "reason": "a cached template base"},
-                 {"path": f"{IMAGES}/shared.img", "reason": "also a disk of peer"},
-                 {"path": "/dev/sdb",
-                  "reason": "not a file (a device, a pool volume or a network disk)"},
-                 {"path": "pool/vol",
-                  "reason": "not a file (a device, a pool volume or a network disk)"}]}
+        "version": 1,
+        "guest": "app",
+        "host": "c",
+        "action": "delete",
+        "changed": True,
+        "state": "deleted",
+        "destroyed": False,
+        "removed": own,
+        "kept": [
+            {"path": BASE, "reason": "a cached template base"},
+            {"path": f"{IMAGES}/shared.img", "reason": "also a disk of peer"},
+            {
+                "path": "/dev/sdb",
+                "reason": "not a file (a device, a pool volume or a network disk)",
+            },
+            {
+                "path": "pool/vol",
+                "reason": "not a file (a device, a pool volume or a network disk)",
+            },
+        ],
+    }
     assert sharing.ran[-1] == tuple(rm_argv(*own))
     assert set(sharing.guests) == {"peer"}
 
@@ -307,20 +376,28 @@ def test_delete_keeps_a_disk_another_guests_disk_is_an_overlay_on(cli: Lifecycle
     c = cli.host("c")
     c.guests["gold"] = with_disks(guest("gold", state=SHUTOFF), f"{IMAGES}/gold.img")
     c.guests["child"] = with_disks(guest("child"), f"{IMAGES}/child.qcow2")
-    c.commands.update([
-        fake.canned(backing_argv(f"{IMAGES}/child.qcow2"),
-                    b'{"full-backing-filename": "%s/gold.img"}' % IMAGES.encode()),
-        fake.canned(rm_argv(console_log("gold"))),
-    ])
+    c.commands.update(
+        [
+            fake.canned(
+                backing_argv(f"{IMAGES}/child.qcow2"),
+                b'{"full-backing-filename": "%s/gold.img"}' % IMAGES.encode(),
+            ),
+            fake.canned(rm_argv(console_log("gold"))),
+        ]
+    )
     assert cli("delete", "gold") == 0
-    assert cli.stdout == (f"gold on c: deleted; removed {console_log('gold')}; kept "
-                          f"{IMAGES}/gold.img (the backing file of another guest's disk)\n")
+    assert cli.stdout == (
+        f"gold on c: deleted; removed {console_log('gold')}; kept "
+        f"{IMAGES}/gold.img (the backing file of another guest's disk)\n"
+    )
 
 
 def test_delete_refuses_a_running_guest_without_force(cli: LifecycleCli) -> None:
     assert cli("delete", "web1") == 1
-    assert cli.stderr == ("mclu: error: a: web1 is running; stop it first, or use --force to "
-                          "power it off and delete it\n")
+    assert cli.stderr == (
+        "mclu: error: a: web1 is running; stop it first, or use --force to "
+        "power it off and delete it\n"
+    )
     assert cli.state("a", "web1") == RUNNING
     assert cli.host("a").ran == []  # nothing was even looked at on the host
 
@@ -329,29 +406,40 @@ def test_delete_with_force_powers_off_first(cli: LifecycleCli) -> None:
     a = cli.host("a")
     a.commands.update([fake.canned(rm_argv(f"{IMAGES}/web1.qcow2", console_log("web1")))])
     assert cli("delete", "web1", "--force") == 0
-    assert cli.stdout == (f"web1 on a: powered off and deleted; removed {IMAGES}/web1.qcow2, "
-                          f"{console_log('web1')}\n")
+    assert cli.stdout == (
+        f"web1 on a: powered off and deleted; removed {IMAGES}/web1.qcow2, {console_log('web1')}\n"
+    )
     assert a.guests == {}
 
 
 def test_delete_when_removing_files_fails_names_the_host(cli: LifecycleCli) -> None:
-    cli.host("b").commands.update([fake.canned(rm_argv(console_log("old")), exit_status=1,
-                                               stderr=b"rm: cannot remove: Read-only\n")])
+    cli.host("b").commands.update(
+        [
+            fake.canned(
+                rm_argv(console_log("old")), exit_status=1, stderr=b"rm: cannot remove: Read-only\n"
+            )
+        ]
+    )
     assert cli("delete", "old") == 1
-    assert cli.stderr.startswith("mclu: error: b: `rm -f -- /var/log/libvirt/qemu/old-console.log`"
-                                 " failed with exit status 1: rm: cannot remove: Read-only")
+    assert cli.stderr.startswith(
+        "mclu: error: b: `rm -f -- /var/log/libvirt/qemu/old-console.log`"
+        " failed with exit status 1: rm: cannot remove: Read-only"
+    )
 
 
 def test_delete_dry_run_changes_nothing(cli: LifecycleCli, sharing: fake.FakeHost) -> None:
-    sharing.commands.update([fake.canned(backing_argv(f"{IMAGES}/peer.qcow2",
-                                                      f"{IMAGES}/shared.img"))])
+    sharing.commands.update(
+        [fake.canned(backing_argv(f"{IMAGES}/peer.qcow2", f"{IMAGES}/shared.img"))]
+    )
     assert cli("delete", "app", "--dry-run") == 0
-    assert cli.stdout == (f"app on c: would delete; would remove {IMAGES}/app.qcow2, "
-                          f"{console_log('app')}; would keep {BASE} (a cached template base); "
-                          f"would keep {IMAGES}/shared.img (also a disk of peer); would keep "
-                          "/dev/sdb (not a file (a device, a pool volume or a network disk)); "
-                          "would keep pool/vol (not a file (a device, a pool volume or a "
-                          "network disk))\n")
+    assert cli.stdout == (
+        f"app on c: would delete; would remove {IMAGES}/app.qcow2, "
+        f"{console_log('app')}; would keep {BASE} (a cached template base); "
+        f"would keep {IMAGES}/shared.img (also a disk of peer); would keep "
+        "/dev/sdb (not a file (a device, a pool volume or a network disk)); "
+        "would keep pool/vol (not a file (a device, a pool volume or a "
+        "network disk))\n"
+    )
     assert set(sharing.guests) == {"app", "peer"}
     assert not any(argv[0] == "rm" for argv in sharing.ran)
     assert sharing.locks == {}
@@ -361,10 +449,18 @@ def test_delete_dry_run_of_a_running_guest(cli: LifecycleCli) -> None:
     assert cli("delete", "web1", "--dry-run") == 1  # it would be refused
     assert "web1 is running" in cli.stderr
     assert cli("delete", "web1", "--dry-run", "--force", "--json") == 0
-    assert cli.json() == {"version": 1, "guest": "web1", "host": "a", "action": "delete",
-                          "changed": False, "state": "running", "dry_run": True,
-                          "destroyed": True, "kept": [],
-                          "removed": [f"{IMAGES}/web1.qcow2", console_log("web1")]}
+    assert cli.json() == {
+        "version": 1,
+        "guest": "web1",
+        "host": "a",
+        "action": "delete",
+        "changed": False,
+        "state": "running",
+        "dry_run": True,
+        "destroyed": True,
+        "kept": [],
+        "removed": [f"{IMAGES}/web1.qcow2", console_log("web1")],
+    }
     assert cli.state("a", "web1") == RUNNING and cli.host("a").ran == []
 
 
@@ -374,9 +470,9 @@ def test_delete_dry_run_of_a_running_guest(cli: LifecycleCli) -> None:
 def test_start_several_guests_one_line_each(cli: LifecycleCli) -> None:
     cli.host("c").guests["app"] = guest("app", state=SHUTOFF)
     assert cli("start", "old", "web1", "c:app") == 0
-    assert cli.stdout == ("old on b: started\n"
-                          "web1 on a: already running, nothing to do\n"
-                          "app on c: started\n")
+    assert cli.stdout == (
+        "old on b: started\nweb1 on a: already running, nothing to do\napp on c: started\n"
+    )
     assert cli.state("b", "old") == RUNNING and cli.state("c", "app") == RUNNING
 
 
@@ -384,9 +480,11 @@ def test_one_failure_among_several_the_others_still_done(cli: LifecycleCli) -> N
     cli.host("a").ignores_acpi.add("web1")
     assert cli("stop", "web1", "nope", "db", "--timeout", "0") == 1
     assert cli.stdout.startswith("db on b: shut off (")
-    assert cli.stderr == ("mclu: error: a: web1 did not shut off within 0 s of the ACPI "
-                          "request; use --force to power it off\n"
-                          "mclu: error: no guest named 'nope'\n")
+    assert cli.stderr == (
+        "mclu: error: a: web1 did not shut off within 0 s of the ACPI "
+        "request; use --force to power it off\n"
+        "mclu: error: no guest named 'nope'\n"
+    )
     assert cli.state("b", "db") == SHUTOFF and cli.state("a", "web1") == RUNNING
 
 
@@ -394,12 +492,32 @@ def test_several_guests_json_lines(cli: LifecycleCli) -> None:
     assert cli("destroy", "web1", "nope", "db", "--json") == 1
     lines = [json.loads(line) for line in cli.stdout.splitlines()]
     assert lines == [
-        {"version": 1, "guest": "web1", "host": "a", "action": "destroy", "changed": True,
-         "state": "shut off"},
-        {"version": 1, "guest": "nope", "host": None, "action": "destroy", "changed": False,
-         "error": "no guest named 'nope'", "exit_status": 1},
-        {"version": 1, "guest": "db", "host": "b", "action": "destroy", "changed": True,
-         "state": "shut off"}]
+        {
+            "version": 1,
+            "guest": "web1",
+            "host": "a",
+            "action": "destroy",
+            "changed": True,
+            "state": "shut off",
+        },
+        {
+            "version": 1,
+            "guest": "nope",
+            "host": None,
+            "action": "destroy",
+            "changed": False,
+            "error": "no guest named 'nope'",
+            "exit_status": 1,
+        },
+        {
+            "version": 1,
+            "guest": "db",
+            "host": "b",
+            "action": "destroy",
+            "changed": True,
+            "state": "shut off",
+        },
+    ]
 
 
 def test_several_guests_all_locked_is_exit_75(cli: LifecycleCli) -> None:
@@ -414,15 +532,18 @@ def test_several_guests_all_locked_is_exit_75(cli: LifecycleCli) -> None:
     assert cli.state("b", "db") == SHUTOFF
 
 
-def test_delete_two_guests_sharing_a_disk_removes_it_with_the_second(
-        cli: LifecycleCli) -> None:
+def test_delete_two_guests_sharing_a_disk_removes_it_with_the_second(cli: LifecycleCli) -> None:
     c = cli.host("c")
     c.guests["x"] = with_disks(guest("x", state=SHUTOFF), f"{IMAGES}/shared.img")
     c.guests["y"] = with_disks(guest("y", state=SHUTOFF), f"{IMAGES}/shared.img")
-    c.commands.update([fake.canned(backing_argv(f"{IMAGES}/shared.img")),
-                       fake.canned(backing_argv()),
-                       fake.canned(rm_argv(console_log("x"))),
-                       fake.canned(rm_argv(f"{IMAGES}/shared.img", console_log("y")))])
+    c.commands.update(
+        [
+            fake.canned(backing_argv(f"{IMAGES}/shared.img")),
+            fake.canned(backing_argv()),
+            fake.canned(rm_argv(console_log("x"))),
+            fake.canned(rm_argv(f"{IMAGES}/shared.img", console_log("y"))),
+        ]
+    )
     assert cli("delete", "x", "y") == 0
     assert c.guests == {}
     assert c.ran[-1] == tuple(rm_argv(f"{IMAGES}/shared.img", console_log("y")))
@@ -438,8 +559,9 @@ def test_a_name_given_twice_is_done_once(cli: LifecycleCli) -> None:
 
 def test_console_of_a_shut_off_guest(cli: LifecycleCli) -> None:
     assert cli("console", "old") == 1
-    assert cli.stderr == ("mclu: error: b: old is not running (shut off); "
-                          "start it with `mclu start old`\n")
+    assert cli.stderr == (
+        "mclu: error: b: old is not running (shut off); start it with `mclu start old`\n"
+    )
 
 
 def test_console_needs_a_terminal(cli: LifecycleCli) -> None:
@@ -448,14 +570,22 @@ def test_console_needs_a_terminal(cli: LifecycleCli) -> None:
 
 
 def test_console_log_prints_the_saved_log(cli: LifecycleCli) -> None:
-    cli.host("a").commands.update([fake.canned(["cat", "--", console_log("web1")],
-                                               b"Booting\r\nweb1 login: ")])
+    cli.host("a").commands.update(
+        [fake.canned(["cat", "--", console_log("web1")], b"Booting\r\nweb1 login: ")]
+    )
     assert cli("console", "web1", "--log") == 0
     assert cli.stdout == "Booting\r\nweb1 login: \n"  # a last line without end gets one
     assert cli("console", "web1", "--log", "--json") == 0
-    assert cli.json() == {"version": 1, "guest": "web1", "host": "a", "action": "console",
-                          "changed": False, "state": "running", "path": console_log("web1"),
-                          "log": "Booting\r\nweb1 login: "}
+    assert cli.json() == {
+        "version": 1,
+        "guest": "web1",
+        "host": "a",
+        "action": "console",
+        "changed": False,
+        "state": "running",
+        "path": console_log("web1"),
+        "log": "Booting\r\nweb1 login: ",
+    }
 
 
 def test_console_log_of_a_shut_off_guest_is_its_last_boots(cli: LifecycleCli) -> None:
@@ -465,21 +595,33 @@ def test_console_log_of_a_shut_off_guest_is_its_last_boots(cli: LifecycleCli) ->
 
 
 def test_console_log_that_does_not_exist(cli: LifecycleCli) -> None:
-    cli.host("b").commands.update([
-        fake.canned(["cat", "--", console_log("old")], exit_status=1,
-                    stderr=b"cat: No such file or directory\n"),
-        fake.canned(["test", "-e", console_log("old")], exit_status=1)])
+    cli.host("b").commands.update(
+        [
+            fake.canned(
+                ["cat", "--", console_log("old")],
+                exit_status=1,
+                stderr=b"cat: No such file or directory\n",
+            ),
+            fake.canned(["test", "-e", console_log("old")], exit_status=1),
+        ]
+    )
     assert cli("console", "old", "--log") == 1
-    assert cli.stderr == (f"mclu: error: b: old has no console log ({console_log('old')}): it "
-                          "has not run since it was defined, or its definition logs no "
-                          "console\n")
+    assert cli.stderr == (
+        f"mclu: error: b: old has no console log ({console_log('old')}): it "
+        "has not run since it was defined, or its definition logs no "
+        "console\n"
+    )
 
 
 def test_console_log_unreadable_is_the_hosts_error(cli: LifecycleCli) -> None:
-    cli.host("b").commands.update([
-        fake.canned(["cat", "--", console_log("old")], exit_status=1,
-                    stderr=b"cat: Permission denied\n"),
-        fake.canned(["test", "-e", console_log("old")])])
+    cli.host("b").commands.update(
+        [
+            fake.canned(
+                ["cat", "--", console_log("old")], exit_status=1, stderr=b"cat: Permission denied\n"
+            ),
+            fake.canned(["test", "-e", console_log("old")]),
+        ]
+    )
     assert cli("console", "old", "--log") == 1
     assert "failed with exit status 1: cat: Permission denied" in cli.stderr
 
@@ -500,23 +642,27 @@ def fake_viewer(directory: Path) -> Path:
 def test_viewer_runs_virt_viewer_over_qemu_ssh(cli: LifecycleCli, tmp_path: Path) -> None:
     cli.inventory.write_text(
         '[hosts.a]\naddress = "10.0.0.5"\nuser = "root"\nport = 2222\n'
-        'identity_file = "/keys/id_ed25519"\nknown_hosts = "/keys/known hosts"\n')
+        'identity_file = "/keys/id_ed25519"\nknown_hosts = "/keys/known hosts"\n'
+    )
     bin_dir = fake_viewer(tmp_path)
     cli.environ["PATH"] = str(bin_dir)
     assert cli("viewer", "web1", "--json") == 0
     argv = (bin_dir / "argv.txt").read_text().splitlines()
-    uri = ("qemu+ssh://root@10.0.0.5:2222/system?keyfile=/keys/id_ed25519"
-           "&known_hosts=/keys/known%20hosts&no_verify=0")
+    uri = (
+        "qemu+ssh://root@10.0.0.5:2222/system?keyfile=/keys/id_ed25519"
+        "&known_hosts=/keys/known%20hosts&no_verify=0"
+    )
     assert argv == ["--connect", uri, "web1"]
     assert cli.json()["argv"] == [str(bin_dir / "virt-viewer"), "--connect", uri, "web1"]
 
 
-def test_viewer_without_virt_viewer_says_what_to_install(cli: LifecycleCli,
-                                                         tmp_path: Path) -> None:
+def test_viewer_without_virt_viewer_says_what_to_install(cli: LifecycleCli, tmp_path: Path) -> None:
     cli.environ["PATH"] = str(tmp_path)
     assert cli("viewer", "web1") == 1
-    assert cli.stderr == ("mclu: error: `virt-viewer` is not installed on this machine (needed "
-                          "for the graphical console; install the virt-viewer package)\n")
+    assert cli.stderr == (
+        "mclu: error: `virt-viewer` is not installed on this machine (needed "
+        "for the graphical console; install the virt-viewer package)\n"
+    )
 
 
 def test_viewer_that_fails(cli: LifecycleCli, tmp_path: Path) -> None:

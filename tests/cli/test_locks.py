@@ -38,8 +38,9 @@ def test_a_locked_guest_is_left_alone(cli: LifecycleCli, verb: str) -> None:
     hold(spec, cli.host("a").locks, "web1")
     before = cli.host("a").guests["web1"]
     assert cli(verb, "web1", "--force" if verb == "delete" else "--json") == errors.EXIT_LOCKED
-    assert cli.stderr == (f"mclu: error: a: guest 'web1' is locked by {HOLDER}; "
-                          "try again when that run has ended\n")
+    assert cli.stderr == (
+        f"mclu: error: a: guest 'web1' is locked by {HOLDER}; try again when that run has ended\n"
+    )
     assert cli.host("a").guests["web1"] == before
 
 
@@ -110,16 +111,14 @@ def attempts(monkeypatch: pytest.MonkeyPatch) -> Attempts:
     return tried
 
 
-def test_wait_lock_waits_for_the_other_run_to_end(cli: LifecycleCli,
-                                                  attempts: Attempts) -> None:
+def test_wait_lock_waits_for_the_other_run_to_end(cli: LifecycleCli, attempts: Attempts) -> None:
     hold(cli.cluster.spec("a"), cli.host("a").locks, "web1")
     assert cli("--wait-lock", "30", "destroy", "web1") == 0
     assert cli.stdout == "web1 on a: powered off\n"
     assert len(attempts) == 3 and cli.host("a").locks == {}
 
 
-def test_wait_lock_gives_up_when_its_time_is_up(cli: LifecycleCli,
-                                                attempts: Attempts) -> None:
+def test_wait_lock_gives_up_when_its_time_is_up(cli: LifecycleCli, attempts: Attempts) -> None:
     attempts.release_at = None  # the other run goes on
     hold(cli.cluster.spec("a"), cli.host("a").locks, "web1")
     assert cli("destroy", "web1", "--wait-lock", "0.05") == errors.EXIT_LOCKED
@@ -127,8 +126,7 @@ def test_wait_lock_gives_up_when_its_time_is_up(cli: LifecycleCli,
     assert cli.state("a", "web1") == model.GuestState.RUNNING
 
 
-def test_without_wait_lock_a_held_lock_fails_at_once(cli: LifecycleCli,
-                                                     attempts: Attempts) -> None:
+def test_without_wait_lock_a_held_lock_fails_at_once(cli: LifecycleCli, attempts: Attempts) -> None:
     hold(cli.cluster.spec("a"), cli.host("a").locks, "web1")
     assert cli("destroy", "web1") == errors.EXIT_LOCKED
     assert len(attempts) == 1

@@ -30,15 +30,19 @@ def cli(tmp_path: Path) -> Cli:
 
 def test_a_misspelt_command_is_one_line_with_one_prefix_and_a_suggestion(cli: Cli) -> None:
     assert cli("stauts") == 2
-    assert cli.stderr == ("mclu: error: argument COMMAND: invalid choice: 'stauts'; "
-                          "did you mean status? (see `mclu --help`)\n")
+    assert cli.stderr == (
+        "mclu: error: argument COMMAND: invalid choice: 'stauts'; "
+        "did you mean status? (see `mclu --help`)\n"
+    )
     assert cli.stdout == ""
 
 
 def test_a_misspelt_option_is_reported_by_its_command_with_a_suggestion(cli: Cli) -> None:
     assert cli("list", "--hots", "a") == 2
-    assert cli.stderr == ("mclu: error: mclu list: unrecognized arguments: --hots a; "
-                          "did you mean --host? (see `mclu list --help`)\n")
+    assert cli.stderr == (
+        "mclu: error: mclu list: unrecognized arguments: --hots a; "
+        "did you mean --host? (see `mclu list --help`)\n"
+    )
 
 
 def test_a_misspelt_choice_gets_a_suggestion(cli: Cli) -> None:
@@ -51,8 +55,9 @@ def test_nothing_near_is_no_suggestion(cli: Cli) -> None:
     assert "did you mean" not in cli.stderr
     assert "invalid choice: 'zzz' (choose from 'status', 'list'," in cli.stderr
     assert cli("status", "--bogus") == 2
-    assert cli.stderr == ("mclu: error: mclu status: unrecognized arguments: --bogus "
-                          "(see `mclu status --help`)\n")
+    assert cli.stderr == (
+        "mclu: error: mclu status: unrecognized arguments: --bogus (see `mclu status --help`)\n"
+    )
 
 
 # --- --json errors ----------------------------------------------------------------------------
@@ -63,9 +68,17 @@ def test_with_json_an_error_is_also_a_document_on_stdout(cli: Cli) -> None:
     assert cli("info", "nope", "--json") == 1
     message = "no guest named 'nope' (c did not answer: it may be there)"
     assert cli.stderr == f"mclu: error: {message}\n"
-    assert cli.json() == {"version": 1, "error": {
-        "type": "GuestNotFound", "message": message, "exit_status": 1, "name": "nope",
-        "host": None, "unreachable": ["c"]}}
+    assert cli.json() == {
+        "version": 1,
+        "error": {
+            "type": "GuestNotFound",
+            "message": message,
+            "exit_status": 1,
+            "name": "nope",
+            "host": None,
+            "unreachable": ["c"],
+        },
+    }
 
 
 def test_with_json_a_usage_error_is_also_a_document_on_stdout(cli: Cli) -> None:
@@ -97,14 +110,18 @@ def test_ctrl_c_is_one_line_exit_130(cli: Cli, monkeypatch: pytest.MonkeyPatch) 
     assert cli("list") == 130
     assert cli.stderr == "mclu: error: interrupted\n"
     assert cli("list", "--json") == 130
-    assert cli.json() == {"version": 1, "error": {"type": "Interrupted",
-                                                  "message": "interrupted", "exit_status": 130}}
+    assert cli.json() == {
+        "version": 1,
+        "error": {"type": "Interrupted", "message": "interrupted", "exit_status": 130},
+    }
 
 
 def test_killing_the_appliance_on_ctrl_c_adds_no_line() -> None:
     """The build's own error says why the appliance went; its watchdog logs only for -v."""
-    for verbosity, expected in ((0, ""), (1, "killing the libguestfs appliance: the build was "
-                                             "interrupted")):
+    for verbosity, expected in (
+        (0, ""),
+        (1, "killing the libguestfs appliance: the build was interrupted"),
+    ):
         err = io.StringIO()
         with main.logging_to(err, verbosity):
             customize.Watchdog(seconds=None).kill("the build was interrupted")
@@ -135,15 +152,17 @@ def chatty_library(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_v_says_what_mclu_does_and_not_what_the_libraries_do(
-        cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     chatty_library(monkeypatch)
     assert cli("status") == 0
     assert cli.stderr == ""  # no -v: nothing
     assert cli("-v", "status") == 0
     lines = cli.stderr.splitlines()
     assert all(line.startswith("mclu ") for line in lines), lines
-    assert any(" fanout: read on 3 hosts " in line and line.endswith("at once): a, b, c")
-               for line in lines), lines
+    assert any(
+        " fanout: read on 3 hosts " in line and line.endswith("at once): a, b, c") for line in lines
+    ), lines
     for host in "abc":
         assert any(f"fanout: {host}: read done in " in line for line in lines), lines
     assert "Connected to SSH server" not in cli.stderr

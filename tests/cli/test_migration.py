@@ -29,10 +29,18 @@ shared_storage = true
 GIB = 1 << 30
 
 
-def guest(name: str, state: model.GuestState = model.GuestState.RUNNING, vcpus: int = 1,
-          memory: int = GIB) -> model.Guest:
-    return model.Guest(name=name, uuid=f"uuid-{name}", state=state, vcpus=vcpus, memory=memory,
-                       max_memory=memory, mclu=model.GuestMeta(template="tiny", revision="1"))
+def guest(
+    name: str, state: model.GuestState = model.GuestState.RUNNING, vcpus: int = 1, memory: int = GIB
+) -> model.Guest:
+    return model.Guest(
+        name=name,
+        uuid=f"uuid-{name}",
+        state=state,
+        vcpus=vcpus,
+        memory=memory,
+        max_memory=memory,
+        mclu=model.GuestMeta(template="tiny", revision="1"),
+    )
 
 
 class Cli:
@@ -47,9 +55,11 @@ class Cli:
 
     def __call__(self, *argv: str) -> int:
         self.out, self.err = io.StringIO(), io.StringIO()
-        env = commands.Env(environ={"MCLU_CONFIG": str(self.inventory)},
-                           printer=output.Printer(out=self.out, err=self.err),
-                           open_session=self.cluster.open)
+        env = commands.Env(
+            environ={"MCLU_CONFIG": str(self.inventory)},
+            printer=output.Printer(out=self.out, err=self.err),
+            open_session=self.cluster.open,
+        )
         code = main.run(list(argv), env)
         assert self.cluster.open_sessions == 0
         return code
@@ -113,8 +123,9 @@ def test_migrate_removes_the_console_log_left_at_the_source(cli: Cli) -> None:
 
 
 def test_a_console_log_that_cannot_be_removed_is_reported_not_failed(cli: Cli) -> None:
-    cli.cluster.hosts["a"].commands.update([fake.canned(rm_console_log("web1"), exit_status=1,
-                                                        stderr=b"rm: Read-only file system\n")])
+    cli.cluster.hosts["a"].commands.update(
+        [fake.canned(rm_console_log("web1"), exit_status=1, stderr=b"rm: Read-only file system\n")]
+    )
     assert cli("migrate", "web1", "--to", "b", "--json") == 0
     assert cli.where("web1") == ["b"]
     steps = [line["text"] for line in cli.json_lines() if line["event"] == "step"]
@@ -132,7 +143,8 @@ def test_migrate_a_shut_off_guest(cli: Cli) -> None:
     cli.cluster.hosts["a"].guests["off1"] = guest("off1", model.GuestState.SHUTOFF)
     assert cli("migrate", "off1") == 1
     assert cli.err.getvalue() == (
-        "mclu: error: a: off1 is shut off: only a running guest can be live-migrated\n")
+        "mclu: error: a: off1 is shut off: only a running guest can be live-migrated\n"
+    )
 
 
 def test_migrate_to_its_own_host(cli: Cli) -> None:
@@ -174,7 +186,8 @@ def test_migrate_refused_by_the_destination(cli: Cli) -> None:
     assert cli("migrate", "web1", "--to", "b") == 1
     assert cli.err.getvalue() == (
         "mclu: error: migration of web1 from a to b failed at 'migrate': a: migrate web1 to b: "
-        "Storage pool not found (web1 runs on a)\n")
+        "Storage pool not found (web1 runs on a)\n"
+    )
     assert cli.where("web1") == ["a"]
 
 

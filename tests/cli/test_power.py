@@ -16,10 +16,12 @@ from mclu.cli import commands, main, output
 from mclu.hosts import fake
 from mclu.hosts.session import CommandResult
 
-RUNNING = model.Guest(name="web1", uuid="u1", state=model.GuestState.RUNNING, vcpus=1,
-                      memory=1 << 30)
-STOPPED = model.Guest(name="old", uuid="u2", state=model.GuestState.SHUTOFF, vcpus=1,
-                      memory=1 << 30)
+RUNNING = model.Guest(
+    name="web1", uuid="u1", state=model.GuestState.RUNNING, vcpus=1, memory=1 << 30
+)
+STOPPED = model.Guest(
+    name="old", uuid="u2", state=model.GuestState.SHUTOFF, vcpus=1, memory=1 << 30
+)
 
 
 class DroppingSession(fake.FakeSession):
@@ -38,7 +40,8 @@ class Cli:
         self.inventory.write_text(
             f'[defaults]\nwol_address = "127.0.0.1"\nwol_port = {port}\n'
             '[hosts.a]\nmac = "52:54:00:12:34:56"\npower_off_command = ["poweroff", "--now"]\n'
-            '[hosts.b]\n')
+            "[hosts.b]\n"
+        )
         self.dropping = False
         self.opened: list[str] = []
         self.out = self.err = io.StringIO()
@@ -54,9 +57,11 @@ class Cli:
 
     def __call__(self, *argv: str) -> int:
         self.out, self.err = io.StringIO(), io.StringIO()
-        env = commands.Env(environ={"MCLU_CONFIG": str(self.inventory)},
-                           printer=output.Printer(out=self.out, err=self.err),
-                           open_session=self.open)
+        env = commands.Env(
+            environ={"MCLU_CONFIG": str(self.inventory)},
+            printer=output.Printer(out=self.out, err=self.err),
+            open_session=self.open,
+        )
         code = main.run(list(argv), env)
         assert self.cluster.open_sessions == 0
         return code
@@ -64,11 +69,13 @@ class Cli:
     def shared_storage(self) -> None:
         text = self.inventory.read_text()
         self.inventory.write_text(
-            text.replace("[defaults]\n", "[defaults]\nshared_storage = true\n"))
+            text.replace("[defaults]\n", "[defaults]\nshared_storage = true\n")
+        )
 
     def power_off_does(self, exit_status: int, stderr: bytes = b"") -> None:
         self.cluster.hosts["a"].commands.update(
-            [fake.canned(["poweroff", "--now"], stderr=stderr, exit_status=exit_status)])
+            [fake.canned(["poweroff", "--now"], stderr=stderr, exit_status=exit_status)]
+        )
 
 
 @pytest.fixture
@@ -94,12 +101,12 @@ def test_on_sends_the_magic_packet_for_the_hosts_mac(cli: Cli, listener: socket.
     assert data == b"\xff" * 6 + bytes.fromhex("525400123456") * 16
     port = listener.getsockname()[1]
     assert cli.out.getvalue().startswith(
-        f"a: wake-on-LAN packet for 52:54:00:12:34:56 sent to 127.0.0.1:{port}")
+        f"a: wake-on-LAN packet for 52:54:00:12:34:56 sent to 127.0.0.1:{port}"
+    )
     assert cli.opened == []  # without --wait mclu does not wait for the host
 
 
-def test_on_a_host_without_mac_is_a_one_line_usage_error(cli: Cli,
-                                                         listener: socket.socket) -> None:
+def test_on_a_host_without_mac_is_a_one_line_usage_error(cli: Cli, listener: socket.socket) -> None:
     assert cli("on", "b") == 2
     assert cli.err.getvalue().count("\n") == 1
     assert "mclu: error: b: no `mac` in " in cli.err.getvalue()
@@ -137,8 +144,10 @@ def test_on_wait_times_out_with_a_clear_error(cli: Cli, listener: socket.socket)
     cli.cluster.fail("a", errors.HostUnreachable("a", "a.fake", "no route to host"))
     assert cli("on", "a", "--wait", "--timeout", "0.3") == 1
     last = cli.err.getvalue().splitlines()[-1]
-    assert last == ("mclu: error: a: not answering ssh after 0.3 s "
-                    "(last: a: unreachable at a.fake: no route to host)")
+    assert last == (
+        "mclu: error: a: not answering ssh after 0.3 s "
+        "(last: a: unreachable at a.fake: no route to host)"
+    )
 
 
 # --- off -----------------------------------------------------------------------------------
@@ -150,7 +159,8 @@ def test_off_is_refused_while_guests_run(cli: Cli) -> None:
     assert cli("off", "a") == 1
     assert cli.err.getvalue() == (
         "mclu: error: a: refusing to power off: 1 running guest (web1); move them with "
-        "--drain, or power off anyway with --force\n")
+        "--drain, or power off anyway with --force\n"
+    )
 
 
 def test_off_runs_the_power_off_command_when_no_guest_runs(cli: Cli) -> None:
@@ -182,8 +192,9 @@ def test_off_counts_a_dropped_connection_as_success(cli: Cli, how: str) -> None:
 def test_off_whose_command_fails_says_why(cli: Cli) -> None:
     cli.power_off_does(1, b"poweroff: must be superuser.\n")
     assert cli("off", "a") == 1
-    assert cli.err.getvalue() == ("mclu: error: a: `poweroff --now` failed with exit status 1: "
-                                  "poweroff: must be superuser.\n")
+    assert cli.err.getvalue() == (
+        "mclu: error: a: `poweroff --now` failed with exit status 1: poweroff: must be superuser.\n"
+    )
 
 
 def test_off_wait_waits_until_the_host_is_unreachable(cli: Cli) -> None:
@@ -249,8 +260,10 @@ def test_off_dry_run_is_refused_as_the_real_run_would_be(cli: Cli) -> None:
     assert cli("off", "a", "--dry-run") == 1
     assert "a: refusing to power off: 1 running guest (web1)" in cli.err.getvalue()
     assert cli("off", "a", "--dry-run", "--force") == 0
-    assert cli.out.getvalue() == ("a: would power off with `poweroff --now`; running guests "
-                                  "would die with it (--force): web1\n")
+    assert cli.out.getvalue() == (
+        "a: would power off with `poweroff --now`; running guests "
+        "would die with it (--force): web1\n"
+    )
     assert cli.cluster.hosts["a"].ran == []
 
 
@@ -260,10 +273,17 @@ def test_off_drain_dry_run_prints_the_plan_and_moves_nothing(cli: Cli) -> None:
     assert cli("off", "a", "--drain", "--dry-run") == 0, cli.err.getvalue()
     out = cli.out.getvalue()
     assert out.startswith("web1: a → b (")
-    assert out.endswith("a: would power off with `poweroff --now` once its running guests "
-                        "are moved away: web1\n")
+    assert out.endswith(
+        "a: would power off with `poweroff --now` once its running guests are moved away: web1\n"
+    )
     assert "web1" in cli.cluster.hosts["a"].guests and cli.cluster.hosts["a"].ran == []
     assert cli("off", "a", "--drain", "--dry-run", "--json") == 0
     assert json.loads(cli.out.getvalue()) == {
-        "version": 1, "host": "a", "action": "off", "dry_run": True,
-        "command": ["poweroff", "--now"], "running": ["web1"], "drain": True}
+        "version": 1,
+        "host": "a",
+        "action": "off",
+        "dry_run": True,
+        "command": ["poweroff", "--now"],
+        "running": ["web1"],
+        "drain": True,
+    }

@@ -29,15 +29,30 @@ tags = ["rack2"]
 """
 
 
-def guest(name: str, state: model.GuestState = model.GuestState.RUNNING, vcpus: int = 2,
-          memory: int = 1 << 30, meta: model.GuestMeta | None = None) -> model.Guest:
-    return model.Guest(name=name, uuid=f"uuid-{name}", state=state, vcpus=vcpus, memory=memory,
-                       max_memory=memory, mclu=meta)
+def guest(
+    name: str,
+    state: model.GuestState = model.GuestState.RUNNING,
+    vcpus: int = 2,
+    memory: int = 1 << 30,
+    meta: model.GuestMeta | None = None,
+) -> model.Guest:
+    return model.Guest(
+        name=name,
+        uuid=f"uuid-{name}",
+        state=state,
+        vcpus=vcpus,
+        memory=memory,
+        max_memory=memory,
+        mclu=meta,
+    )
 
 
-WEB1 = guest("web1", meta=model.GuestMeta(template="tiny", revision="3",
-                                           built="2026-11-20T10:00:00Z",
-                                           options=(("memory", "1G"),)))
+WEB1 = guest(
+    "web1",
+    meta=model.GuestMeta(
+        template="tiny", revision="3", built="2026-11-20T10:00:00Z", options=(("memory", "1G"),)
+    ),
+)
 
 
 SHA = "0" * 128
@@ -94,9 +109,11 @@ class Cli:
     def __call__(self, *argv: str) -> int:
         self.out = io.StringIO()
         self.err = io.StringIO()
-        env = commands.Env(environ={"MCLU_CONFIG": str(self.inventory)},
-                           printer=output.Printer(out=self.out, err=self.err),
-                           open_session=self.cluster.open)
+        env = commands.Env(
+            environ={"MCLU_CONFIG": str(self.inventory)},
+            printer=output.Printer(out=self.out, err=self.err),
+            open_session=self.cluster.open,
+        )
         code = main.run(list(argv), env)
         assert self.cluster.open_sessions == 0  # every session closed, whatever happened
         return code
@@ -142,10 +159,21 @@ def test_status_json_schema(cli: Cli) -> None:
     assert doc["version"] == 1
     a = doc["hosts"][0]
     assert a == {
-        "name": "a", "state": "on", "error": None, "address": "a", "tags": ["rack1"],
-        "hostname": "a", "cpus": 4, "vcpus_allocated": 2, "vcpus_free": 14,  # 4 CPUs x 4 - 2
-        "memory_total": 8 << 30, "memory_allocated": 1 << 30, "memory_free": 6 << 30,
-        "memory_reserved": 1 << 30, "guests": 1, "guests_running": 1,
+        "name": "a",
+        "state": "on",
+        "error": None,
+        "address": "a",
+        "tags": ["rack1"],
+        "hostname": "a",
+        "cpus": 4,
+        "vcpus_allocated": 2,
+        "vcpus_free": 14,  # 4 CPUs x 4 - 2
+        "memory_total": 8 << 30,
+        "memory_allocated": 1 << 30,
+        "memory_free": 6 << 30,
+        "memory_reserved": 1 << 30,
+        "guests": 1,
+        "guests_running": 1,
     }
 
 
@@ -156,8 +184,11 @@ def test_off_host_is_shown_and_is_not_a_failure(cli: Cli) -> None:
     assert row.split()[:2] == ["c", "off"]
     assert row.endswith("unreachable at c: connection timed out")
     assert cli("status", "--json") == 0
-    assert cli.json()["hosts"][2] == {"name": "c", "state": "off",
-                                      "error": "c: unreachable at c: connection timed out"}
+    assert cli.json()["hosts"][2] == {
+        "name": "c",
+        "state": "off",
+        "error": "c: unreachable at c: connection timed out",
+    }
 
 
 @pytest.mark.parametrize(
@@ -169,8 +200,9 @@ def test_off_host_is_shown_and_is_not_a_failure(cli: Cli) -> None:
         (errors.HostKeyUnknown("b", "b", 22, "/k"), "host key unknown"),
     ],
 )
-def test_failing_host_is_shown_and_fails_the_command(cli: Cli, error: errors.HostError,
-                                                     state: str) -> None:
+def test_failing_host_is_shown_and_fails_the_command(
+    cli: Cli, error: errors.HostError, state: str
+) -> None:
     cli.cluster.fail("b", error)
     assert cli("status", "--json") == 1
     hosts = {h["name"]: h for h in cli.json()["hosts"]}
@@ -184,9 +216,11 @@ def test_one_machine_under_two_entries_is_one_line_and_counted_once(cli: Cli) ->
     assert cli("status", "--json") == 1
     hosts = {h["name"]: h for h in cli.json()["hosts"]}
     assert hosts["c"] == {
-        "name": "c", "state": "duplicate",
+        "name": "c",
+        "state": "duplicate",
         "error": f"c: the same machine as a (libvirt host UUID {cli.cluster.hosts['a'].host_uuid})"
-                 ": one inventory entry per host"}
+        ": one inventory entry per host",
+    }
     assert hosts["a"]["state"] == hosts["b"]["state"] == "on"
 
 
@@ -232,8 +266,7 @@ def test_info_finds_the_guest_and_shows_mclu_metadata(cli: Cli) -> None:
 def test_info_ambiguous_names_both_hosts_and_host_prefix_chooses(cli: Cli) -> None:
     cli.cluster.hosts["c"].guests["web1"] = guest("web1")
     assert cli("info", "web1") == 1
-    assert cli.stderr == ("mclu: error: guest 'web1' exists on a and c; "
-                          "name it as HOST:web1\n")
+    assert cli.stderr == ("mclu: error: guest 'web1' exists on a and c; name it as HOST:web1\n")
     assert cli.stdout == ""
     assert cli("info", "c:web1", "--json") == 0
     assert cli.json()["guest"]["mclu"] is None
@@ -260,17 +293,24 @@ def test_info_on_a_pinned_host_that_is_down(cli: Cli) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["status", "--host", "zz"], "mclu: error: unknown host 'zz' (the inventory {inv} has: "
-                                     "a, b, c)\n"),
+        (
+            ["status", "--host", "zz"],
+            "mclu: error: unknown host 'zz' (the inventory {inv} has: a, b, c)\n",
+        ),
         (["info", ":x"], "mclu: error: bad guest name ':x': use NAME or HOST:NAME\n"),
-        (["info", "zz:x"], "mclu: error: unknown host 'zz' (the inventory {inv} has: "
-                           "a, b, c)\n"),
-        (["status", "--tag", "nope"], "mclu: error: unknown tag 'nope' (the hosts of {inv} "
-                                      "have: rack1, rack2)\n"),
-        (["list", "--tag", "rack1", "--tag", "rack3"], "mclu: error: unknown tag 'rack3' (the "
-                                                       "hosts of {inv} have: rack1, rack2)\n"),
-        (["list", "--tag", "nope", "--json"], "mclu: error: unknown tag 'nope' (the hosts of "
-                                              "{inv} have: rack1, rack2)\n"),
+        (["info", "zz:x"], "mclu: error: unknown host 'zz' (the inventory {inv} has: a, b, c)\n"),
+        (
+            ["status", "--tag", "nope"],
+            "mclu: error: unknown tag 'nope' (the hosts of {inv} have: rack1, rack2)\n",
+        ),
+        (
+            ["list", "--tag", "rack1", "--tag", "rack3"],
+            "mclu: error: unknown tag 'rack3' (the hosts of {inv} have: rack1, rack2)\n",
+        ),
+        (
+            ["list", "--tag", "nope", "--json"],
+            "mclu: error: unknown tag 'nope' (the hosts of {inv} have: rack1, rack2)\n",
+        ),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(cli: Cli, argv: list[str], message: str) -> None:
@@ -281,8 +321,9 @@ def test_usage_errors_exit_2_with_one_line(cli: Cli, argv: list[str], message: s
 def test_bad_inventory_is_one_line_naming_file_and_key(cli: Cli) -> None:
     cli.inventory.write_text("[hosts.a]\nport = 'ssh'\n")
     assert cli("status") == 2
-    assert cli.stderr == (f"mclu: error: {cli.inventory}: hosts.a.port: "
-                          "must be a port number 1-65535, got 'ssh'\n")
+    assert cli.stderr == (
+        f"mclu: error: {cli.inventory}: hosts.a.port: must be a port number 1-65535, got 'ssh'\n"
+    )
 
 
 def test_config_option_is_accepted_after_the_command(cli: Cli, tmp_path: Path) -> None:
@@ -302,8 +343,12 @@ def test_templates_lists_mclu_and_repository_templates(cli: Cli) -> None:
     rows = [line.split() for line in cli.stdout.splitlines()[1:]]
     names = [(r[0], r[1]) for r in rows]
     # mclu's own templates first (over their bases), then the repository's, newest revisions
-    assert names == [("debian-12", "mclu:"), ("tiny", "mclu:"), ("debian-12", "local"),
-                     ("tiny", "local")]
+    assert names == [
+        ("debian-12", "mclu:"),
+        ("tiny", "mclu:"),
+        ("debian-12", "local"),
+        ("tiny", "local"),
+    ]
     assert rows[1][:4] == ["tiny", "mclu:", "tiny", "3"]
     assert rows[2][2] == "2"  # hidden "secret" is not listed
     assert cli("templates", "--json") == 0

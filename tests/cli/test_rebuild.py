@@ -32,15 +32,24 @@ BASE = f"{IMAGES}/mclu-templates/tiny.x86_64.r3.raw"  # the fake repository's ne
 OLD_BASE = f"{IMAGES}/mclu-templates/tiny.x86_64.r2.raw"
 LOCK = f"{IMAGES}/.mclu-locks/web1.lock"
 RESTORE = ("sh", "-c", rebuild._RESTORE, "sh", OLD, DISK)  # the old disk back, as it must be
-META = model.GuestMeta(template="tiny", revision="2", built="2026-11-01T10:00:00Z",
-                       options=(("memory", "256 MiB"),))
+META = model.GuestMeta(
+    template="tiny", revision="2", built="2026-11-01T10:00:00Z", options=(("memory", "256 MiB"),)
+)
 
 
-def mclu_guest(name: str, meta: model.GuestMeta | None = META,
-               state: model.GuestState = RUNNING) -> model.Guest:
-    return model.Guest(name=name, uuid=f"uuid-{name}", state=state, vcpus=1,
-                       memory=256 << 20, max_memory=256 << 20,
-                       disks=(f"{IMAGES}/{name}.qcow2",), mclu=meta)
+def mclu_guest(
+    name: str, meta: model.GuestMeta | None = META, state: model.GuestState = RUNNING
+) -> model.Guest:
+    return model.Guest(
+        name=name,
+        uuid=f"uuid-{name}",
+        state=state,
+        vcpus=1,
+        memory=256 << 20,
+        max_memory=256 << 20,
+        disks=(f"{IMAGES}/{name}.qcow2",),
+        mclu=meta,
+    )
 
 
 class RebuildCli(Cli):
@@ -50,14 +59,19 @@ class RebuildCli(Cli):
         super().__init__(tmp_path)
         self.key = tmp_path / "id.pub"
         self.key.write_text("ssh-ed25519 AAAA test\n")
-        self.environ = {"MCLU_CONFIG": str(self.inventory), "HOME": str(tmp_path),
-                        "MCLU_CACHE": str(tmp_path / "cache")}
+        self.environ = {
+            "MCLU_CONFIG": str(self.inventory),
+            "HOME": str(tmp_path),
+            "MCLU_CACHE": str(tmp_path / "cache"),
+        }
 
     def __call__(self, *argv: str) -> int:
         self.out, self.err = io.StringIO(), io.StringIO()
-        env = commands.Env(environ=self.environ,
-                           printer=output.Printer(out=self.out, err=self.err),
-                           open_session=self.cluster.open)
+        env = commands.Env(
+            environ=self.environ,
+            printer=output.Printer(out=self.out, err=self.err),
+            open_session=self.cluster.open,
+        )
         code = main.run(list(argv), env)
         assert self.cluster.open_sessions == 0
         return code
@@ -86,15 +100,26 @@ class Shell(dict[tuple[str, ...], CommandResult]):
 
 def disk_commands(host: fake.FakeHost, *, base_cached: bool = True) -> None:
     """The commands of rebuilding web1 whose answers matter."""
-    info = json.dumps([{"format": "qcow2", "virtual-size": 1 << 30, "actual-size": 1 << 20,
-                        "backing-filename": OLD_BASE, "backing-filename-format": "raw"},
-                       {"format": "raw", "virtual-size": 128 << 20, "actual-size": 17 << 20}])
+    info = json.dumps(
+        [
+            {
+                "format": "qcow2",
+                "virtual-size": 1 << 30,
+                "actual-size": 1 << 20,
+                "backing-filename": OLD_BASE,
+                "backing-filename-format": "raw",
+            },
+            {"format": "raw", "virtual-size": 128 << 20, "actual-size": 17 << 20},
+        ]
+    )
     host.commands = Shell(host.commands)
-    host.commands.update([
-        fake.canned(["sh", "-c", migrate._INFO, "sh", DISK], info.encode()),
-        fake.canned(["test", "-e", OLD], exit_status=1),
-        fake.canned(["test", "-f", BASE], exit_status=0 if base_cached else 1),
-    ])
+    host.commands.update(
+        [
+            fake.canned(["sh", "-c", migrate._INFO, "sh", DISK], info.encode()),
+            fake.canned(["test", "-e", OLD], exit_status=1),
+            fake.canned(["test", "-f", BASE], exit_status=0 if base_cached else 1),
+        ]
+    )
 
 
 @pytest.fixture
@@ -123,14 +148,17 @@ def no_libguestfs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 @pytest.fixture
 def serial_login(monkeypatch: pytest.MonkeyPatch) -> None:
     """Personalisation replaced; it finds a getty on the serial console (as in tiny)."""
+
     async def personalize(self: Any, work: Any, inputs: Any) -> model.GuestTraits:
         return model.GuestTraits(serial_login=True)
 
     monkeypatch.setattr(rebuild._Run, "_personalize", personalize)
 
 
-PANIC = ("[    2.1] Run /init as init process\r\nswitch_root: can't execute '/sbin/init'\r\n"
-         "[    2.3] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\r\n")
+PANIC = (
+    "[    2.1] Run /init as init process\r\nswitch_root: can't execute '/sbin/init'\r\n"
+    "[    2.3] Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100\r\n"
+)
 
 
 # --- planning: --dry-run, skips, refusals ------------------------------------------------------
@@ -150,18 +178,36 @@ def test_dry_run_says_what_would_be_rebuilt_and_skipped(cli: RebuildCli) -> None
 def test_dry_run_json(cli: RebuildCli) -> None:
     assert cli.rebuild("--all", "--dry-run", "--json", "--host", "a") == 0
     doc = cli.json()
-    assert doc == {"version": 1, "rebuild": [
-        {"name": "web1", "host": "a", "template": "tiny", "revision": "3",
-         "from_revision": "2", "built": "2026-11-01T10:00:00Z", "state": "running"}],
-        "skipped": [{"name": "pet", "host": "a", "reason": "not built by mclu (no mclu "
-                     "metadata): a pet, never rebuilt"}], "failed": []}
+    assert doc == {
+        "version": 1,
+        "rebuild": [
+            {
+                "name": "web1",
+                "host": "a",
+                "template": "tiny",
+                "revision": "3",
+                "from_revision": "2",
+                "built": "2026-11-01T10:00:00Z",
+                "state": "running",
+            }
+        ],
+        "skipped": [
+            {
+                "name": "pet",
+                "host": "a",
+                "reason": "not built by mclu (no mclu metadata): a pet, never rebuilt",
+            }
+        ],
+        "failed": [],
+    }
 
 
 def test_all_skips_the_pet_and_says_so_quiet_says_nothing(cli: RebuildCli) -> None:
     cli.host("a").guests.pop("web1")
     assert cli.rebuild("--all", "--host", "a") == 0
-    assert cli.stdout == ("pet on a: skipped: not built by mclu (no mclu metadata): a pet, "
-                          "never rebuilt\n")
+    assert cli.stdout == (
+        "pet on a: skipped: not built by mclu (no mclu metadata): a pet, never rebuilt\n"
+    )
     assert cli.rebuild("--all", "--host", "a", "--quiet") == 0
     assert (cli.stdout, cli.stderr) == ("", "")
     assert cli.guest("a", "pet").state == RUNNING
@@ -170,8 +216,10 @@ def test_all_skips_the_pet_and_says_so_quiet_says_nothing(cli: RebuildCli) -> No
 def test_a_named_pet_is_a_failure_of_one_line(cli: RebuildCli) -> None:
     assert cli.rebuild("pet", "--quiet") == 1
     assert cli.stdout == ""
-    assert cli.stderr == ("mclu: error: a: pet cannot be rebuilt: not built by mclu (no mclu "
-                          "metadata): a pet, never rebuilt\n")
+    assert cli.stderr == (
+        "mclu: error: a: pet cannot be rebuilt: not built by mclu (no mclu "
+        "metadata): a pet, never rebuilt\n"
+    )
 
 
 def test_if_older_than_skips_young_guests_quietly(cli: RebuildCli) -> None:
@@ -182,12 +230,19 @@ def test_if_older_than_skips_young_guests_quietly(cli: RebuildCli) -> None:
     assert cli.host("a").ran == []
 
 
-@pytest.mark.parametrize("argv", [
-    ("rebuild",), ("rebuild", "web1", "--all"), ("rebuild", "web1", "--if-older-than", "7"),
-    ("rebuild", "web1", "--quiet", "--json"), ("rebuild", "web1", "--stop-timeout", "-1"),
-])
-def test_usage_errors_exit_2(cli: RebuildCli, argv: tuple[str, ...],
-                             capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("rebuild",),
+        ("rebuild", "web1", "--all"),
+        ("rebuild", "web1", "--if-older-than", "7"),
+        ("rebuild", "web1", "--quiet", "--json"),
+        ("rebuild", "web1", "--stop-timeout", "-1"),
+    ],
+)
+def test_usage_errors_exit_2(
+    cli: RebuildCli, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli(*argv) == 2
     assert cli.host("a").ran == []
 
@@ -196,8 +251,9 @@ def test_a_tag_no_host_has_is_refused_not_an_empty_run(cli: RebuildCli) -> None:
     """A typo in a cron line's --tag must not rebuild nothing and exit 0, night after night."""
     for argv in (("--all", "--tag", "nope", "--dry-run"), ("--all", "--tag", "nope", "--quiet")):
         assert cli.rebuild(*argv) == 2
-        assert cli.stderr == (f"mclu: error: unknown tag 'nope' (the hosts of {cli.inventory} "
-                              "have: rack1, rack2)\n")
+        assert cli.stderr == (
+            f"mclu: error: unknown tag 'nope' (the hosts of {cli.inventory} have: rack1, rack2)\n"
+        )
         assert cli.stdout == ""
     assert cli.host("a").ran == []
     assert cli.rebuild("--all", "--tag", "rack2", "--dry-run") == 0  # c: no guests to rebuild
@@ -220,13 +276,15 @@ def test_a_guest_not_found_fails(cli: RebuildCli) -> None:
 
 
 def test_a_guest_locked_by_another_run_fails_fast_with_75_naming_the_holder(
-        cli: RebuildCli) -> None:
+    cli: RebuildCli,
+) -> None:
     holder = "alice@ctl2 pid 4242 (mclu rebuild, since 2026-11-21T02:00:00Z)"
     cli.host("a").locks[LOCK] = holder
     assert cli.rebuild("web1", "--quiet") == errors.EXIT_LOCKED == 75
     assert cli.stdout == ""
-    assert cli.stderr == (f"mclu: error: a: guest 'web1' is locked by {holder}; try again when "
-                          "that run has ended\n")
+    assert cli.stderr == (
+        f"mclu: error: a: guest 'web1' is locked by {holder}; try again when that run has ended\n"
+    )
     assert cli.guest("a", "web1") == mclu_guest("web1")  # untouched
     assert cli.host("a").ran == []
     assert cli.host("a").locks == {LOCK: holder}  # the other run's lock is not ours to drop
@@ -241,40 +299,55 @@ def test_locked_and_failed_together_exit_1(cli: RebuildCli) -> None:
 # --- the rebuild itself ------------------------------------------------------------------------
 
 
-def test_rebuild_swaps_the_disk_and_keeps_the_domain(cli: RebuildCli,
-                                                     no_libguestfs: list[str]) -> None:
+def test_rebuild_swaps_the_disk_and_keeps_the_domain(
+    cli: RebuildCli, no_libguestfs: list[str]
+) -> None:
     before = cli.guest("a", "web1")
     assert cli.rebuild("web1") == 0, cli.stderr
     # The fake repository's tiny declares no readiness rule and its disk was not looked at
     # (no libguestfs here): "started" is all that can be checked.
-    assert re.fullmatch(r"web1 on a: rebuilt from tiny r3 \(was r2\), ready in [\d.]+ s by "
-                        r"started\n", cli.stdout)
+    assert re.fullmatch(
+        r"web1 on a: rebuilt from tiny r3 \(was r2\), ready in [\d.]+ s by "
+        r"started\n",
+        cli.stdout,
+    )
     assert cli.stderr == ""
     after = cli.guest("a", "web1")
     assert after.state == RUNNING
     assert (after.uuid, after.disks, after.memory) == (before.uuid, before.disks, before.memory)
     assert after.mclu is not None
-    assert (after.mclu.template, after.mclu.revision, after.mclu.state,
-            after.mclu.options) == ("tiny", "3", "ready", META.options)
+    assert (after.mclu.template, after.mclu.revision, after.mclu.state, after.mclu.options) == (
+        "tiny",
+        "3",
+        "ready",
+        META.options,
+    )
     assert after.mclu.built > META.built
     assert no_libguestfs == ["web1"]
     ran = cli.host("a").ran
-    swap = [ran.index(tuple(a)) for a in (["ln", "--", DISK, OLD],
-                                          ["mv", "-f", "-T", "--", NEW, DISK],
-                                          ["rm", "-f", "--", OLD])]
+    swap = [
+        ran.index(tuple(a))
+        for a in (
+            ["ln", "--", DISK, OLD],
+            ["mv", "-f", "-T", "--", NEW, DISK],
+            ["rm", "-f", "--", OLD],
+        )
+    ]
     assert swap == sorted(swap)
     assert RESTORE not in ran  # nothing undone
     assert cli.host("a").locks == {}  # released
 
 
-def test_a_shut_off_guest_is_rebuilt_and_stays_off(cli: RebuildCli,
-                                                   no_libguestfs: list[str]) -> None:
+def test_a_shut_off_guest_is_rebuilt_and_stays_off(
+    cli: RebuildCli, no_libguestfs: list[str]
+) -> None:
     cli.host("a").guests["web1"] = mclu_guest("web1", state=SHUTOFF)
     assert cli.rebuild("web1", "--json") == 0, cli.stderr
     done = cli.json_lines()[-1]
     assert done["event"] == "done"
-    assert [(r["name"], r["running"], r["revision"], r["from_revision"])
-            for r in done["rebuilt"]] == [("web1", False, "3", "2")]
+    assert [
+        (r["name"], r["running"], r["revision"], r["from_revision"]) for r in done["rebuilt"]
+    ] == [("web1", False, "3", "2")]
     assert cli.guest("a", "web1").state == SHUTOFF
 
 
@@ -308,7 +381,8 @@ def test_a_failed_download_leaves_the_old_guest_alone(cli: RebuildCli) -> None:
 
 
 def test_a_new_guest_that_does_not_start_gets_its_old_disk_back(
-        cli: RebuildCli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: RebuildCli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     starts: list[str] = []
     real_start = fake.FakeSession.start
 
@@ -320,9 +394,11 @@ def test_a_new_guest_that_does_not_start_gets_its_old_disk_back(
 
     monkeypatch.setattr(fake.FakeSession, "start", start)
     assert cli.rebuild("web1") == 1
-    assert cli.stderr == ("mclu: error: rebuild of web1 on a failed at 'start': a: start "
-                          "web1: no bootable device; the old disk is back and web1 runs "
-                          "again\n")
+    assert cli.stderr == (
+        "mclu: error: rebuild of web1 on a failed at 'start': a: start "
+        "web1: no bootable device; the old disk is back and web1 runs "
+        "again\n"
+    )
     assert starts == ["web1", "web1"]
     assert cli.guest("a", "web1") == mclu_guest("web1")  # old metadata, running
     ran = cli.host("a").ran
@@ -332,34 +408,46 @@ def test_a_new_guest_that_does_not_start_gets_its_old_disk_back(
 
 
 def test_restoring_that_fails_is_said_in_the_one_line(
-        cli: RebuildCli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: RebuildCli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def start(self: fake.FakeSession, name: str) -> None:
         raise errors.LibvirtCallFailed(self.host, f"start {name}", "broken")
 
     monkeypatch.setattr(fake.FakeSession, "start", start)
     assert cli.rebuild("web1") == 1
     (line,) = cli.stderr.splitlines()
-    assert f"restoring web1 failed (could not start web1 again on a: a: start web1: broken)" \
-           f"; its old disk may be {OLD}: check it" in line
+    assert (
+        f"restoring web1 failed (could not start web1 again on a: a: start web1: broken)"
+        f"; its old disk may be {OLD}: check it" in line
+    )
 
 
-def test_an_interrupted_earlier_rebuild_is_not_overwritten(cli: RebuildCli,
-                                                           no_libguestfs: list[str]) -> None:
-    cli.host("a").commands.update([fake.canned(["test", "-e", OLD]),
-                                   fake.canned(["test", OLD, "-ef", DISK], exit_status=1)])
+def test_an_interrupted_earlier_rebuild_is_not_overwritten(
+    cli: RebuildCli, no_libguestfs: list[str]
+) -> None:
+    cli.host("a").commands.update(
+        [fake.canned(["test", "-e", OLD]), fake.canned(["test", OLD, "-ef", DISK], exit_status=1)]
+    )
     assert cli.rebuild("web1") == 1
-    assert cli.stderr == (f"mclu: error: a: web1 cannot be rebuilt: {OLD} is left from an "
-                          f"interrupted rebuild and is the disk from before it: move it back "
-                          f"over {DISK} or remove it\n")
+    assert cli.stderr == (
+        f"mclu: error: a: web1 cannot be rebuilt: {OLD} is left from an "
+        f"interrupted rebuild and is the disk from before it: move it back "
+        f"over {DISK} or remove it\n"
+    )
     assert cli.guest("a", "web1") == mclu_guest("web1")
 
 
-def test_one_failure_does_not_stop_the_others(cli: RebuildCli, no_libguestfs: list[str]
-                                              ) -> None:
+def test_one_failure_does_not_stop_the_others(cli: RebuildCli, no_libguestfs: list[str]) -> None:
     cli.host("a").guests["web2"] = mclu_guest("web2")
-    cli.host("a").commands.update([fake.canned(
-        ["sh", "-c", migrate._INFO, "sh", f"{IMAGES}/web2.qcow2"], exit_status=1,
-        stderr=b"qemu-img: Could not open 'web2.qcow2': No such file or directory")])
+    cli.host("a").commands.update(
+        [
+            fake.canned(
+                ["sh", "-c", migrate._INFO, "sh", f"{IMAGES}/web2.qcow2"],
+                exit_status=1,
+                stderr=b"qemu-img: Could not open 'web2.qcow2': No such file or directory",
+            )
+        ]
+    )
     assert cli.rebuild("web2", "web1") == 1
     assert "rebuild of web2 on a failed at 'read disk'" in cli.stderr
     assert cli.stdout.startswith("web1 on a: rebuilt")
@@ -370,7 +458,8 @@ def test_one_failure_does_not_stop_the_others(cli: RebuildCli, no_libguestfs: li
 
 
 def test_cancelled_while_personalising_leaves_the_old_guest(
-        cli: RebuildCli, monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: RebuildCli, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def personalize(self: Any, work: Any, inputs: Any) -> None:
         raise asyncio.CancelledError
 
@@ -383,7 +472,8 @@ def test_cancelled_while_personalising_leaves_the_old_guest(
 
 
 def test_cancelled_after_the_swap_puts_the_old_guest_back(
-        cli: RebuildCli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    cli: RebuildCli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[model.GuestMeta] = []
     real = fake.FakeSession.set_metadata
 
@@ -404,15 +494,15 @@ def test_cancelled_after_the_swap_puts_the_old_guest_back(
 # --- readiness: the new guest must show it booted -----------------------------------------------
 
 
-def test_a_new_disk_that_does_not_boot_is_rolled_back(cli: RebuildCli,
-                                                      serial_login: None) -> None:
+def test_a_new_disk_that_does_not_boot_is_rolled_back(cli: RebuildCli, serial_login: None) -> None:
     cli.host("a").consoles["web1"] = PANIC
     assert cli.rebuild("web1") == 1
     (line,) = cli.stderr.splitlines()
     assert line.startswith(
         "mclu: error: rebuild of web1 on a failed at 'ready': tiny r3 did not become ready "
         "(console:login:): its kernel panicked (Kernel panic - not syncing: Attempted to kill "
-        "init! exitcode=0x00000100); its console ends: ")
+        "init! exitcode=0x00000100); its console ends: "
+    )
     assert "switch_root: can't execute '/sbin/init'" in line  # the console, quoted
     assert line.endswith("; the old disk is back and web1 runs again")
     after = cli.guest("a", "web1")
@@ -423,20 +513,24 @@ def test_a_new_disk_that_does_not_boot_is_rolled_back(cli: RebuildCli,
     assert cli.host("a").locks == {}
 
 
-def test_a_rule_that_never_matches_is_rolled_back_in_time(cli: RebuildCli,
-                                                          serial_login: None) -> None:
+def test_a_rule_that_never_matches_is_rolled_back_in_time(
+    cli: RebuildCli, serial_login: None
+) -> None:
     cli.host("a").consoles["web1"] = "Welcome\r\n"
     assert cli.rebuild("web1", "--ready-timeout", "0", "--json") == 1
     done = cli.json_lines()[-1]
     (failed,) = done["failed"]
-    assert "did not become ready (console:login:): not ready within 0 s; its console ends: " \
-           "Welcome;" in failed["error"]
+    assert (
+        "did not become ready (console:login:): not ready within 0 s; its console ends: "
+        "Welcome;" in failed["error"]
+    )
     assert done["rebuilt"] == []
     assert cli.guest("a", "web1").mclu == META
 
 
-def test_all_stops_using_a_revision_that_did_not_become_ready(cli: RebuildCli,
-                                                              serial_login: None) -> None:
+def test_all_stops_using_a_revision_that_did_not_become_ready(
+    cli: RebuildCli, serial_login: None
+) -> None:
     cli.host("a").guests["web2"] = mclu_guest("web2")
     cli.host("a").consoles["web1"] = PANIC
     assert cli.rebuild("--all", "--host", "a", "--quiet") == 1
@@ -446,20 +540,25 @@ def test_all_stops_using_a_revision_that_did_not_become_ready(cli: RebuildCli,
     assert cli.guest("a", "web2") == mclu_guest("web2")  # not touched
 
 
-def test_a_shut_off_guest_is_booted_once_to_check_it_then_shut_off(cli: RebuildCli,
-                                                                  serial_login: None) -> None:
+def test_a_shut_off_guest_is_booted_once_to_check_it_then_shut_off(
+    cli: RebuildCli, serial_login: None
+) -> None:
     cli.host("a").guests["web1"] = mclu_guest("web1", state=SHUTOFF)
     cli.host("a").consoles["web1"] = "Debian GNU/Linux 12\r\n\r\nweb1 login: "
     assert cli.rebuild("web1") == 0, cli.stderr
-    assert re.fullmatch(r"web1 on a: rebuilt from tiny r3 \(was r2\) in [\d.]+ s; booted once, "
-                        r"ready by console:login:, shut off again\n", cli.stdout)
+    assert re.fullmatch(
+        r"web1 on a: rebuilt from tiny r3 \(was r2\) in [\d.]+ s; booted once, "
+        r"ready by console:login:, shut off again\n",
+        cli.stdout,
+    )
     after = cli.guest("a", "web1")
     assert after.state == SHUTOFF
     assert after.mclu is not None and after.mclu.ready == "console:login:"
 
 
 def test_a_shut_off_guest_that_does_not_boot_gets_its_old_disk_and_stays_off(
-        cli: RebuildCli, serial_login: None) -> None:
+    cli: RebuildCli, serial_login: None
+) -> None:
     cli.host("a").guests["web1"] = mclu_guest("web1", state=SHUTOFF)
     cli.host("a").consoles["web1"] = PANIC
     assert cli.rebuild("web1") == 1
@@ -467,37 +566,41 @@ def test_a_shut_off_guest_that_does_not_boot_gets_its_old_disk_and_stays_off(
     assert cli.guest("a", "web1") == mclu_guest("web1", state=SHUTOFF)
 
 
-def test_no_verify_leaves_a_shut_off_guest_unbooted_and_says_so(cli: RebuildCli,
-                                                                serial_login: None) -> None:
+def test_no_verify_leaves_a_shut_off_guest_unbooted_and_says_so(
+    cli: RebuildCli, serial_login: None
+) -> None:
     cli.host("a").guests["web1"] = mclu_guest("web1", state=SHUTOFF)
     assert cli.rebuild("web1", "--no-verify") == 0, cli.stderr
     assert cli.stdout.endswith("; shut off, as it was, not checked (--no-verify)\n")
     assert cli.guest("a", "web1").state == SHUTOFF
 
 
-def test_if_newer_skips_guests_already_at_the_newest_revision(cli: RebuildCli,
-                                                              no_libguestfs: list[str]) -> None:
-    cli.host("a").guests["web2"] = mclu_guest("web2", meta=dataclasses.replace(META,
-                                                                               revision="3"))
+def test_if_newer_skips_guests_already_at_the_newest_revision(
+    cli: RebuildCli, no_libguestfs: list[str]
+) -> None:
+    cli.host("a").guests["web2"] = mclu_guest("web2", meta=dataclasses.replace(META, revision="3"))
     assert cli.rebuild("web1", "web2", "--if-newer") == 0, cli.stderr
     assert no_libguestfs == ["web1"]
-    assert "web2 on a: skipped: built from tiny r3, which is the newest (--if-newer)" \
-        in cli.stdout
+    assert "web2 on a: skipped: built from tiny r3, which is the newest (--if-newer)" in cli.stdout
 
 
 def test_exclude_leaves_a_guest_out_and_a_name_no_host_has_is_a_usage_error(
-        cli: RebuildCli, no_libguestfs: list[str]) -> None:
+    cli: RebuildCli, no_libguestfs: list[str]
+) -> None:
     assert cli.rebuild("--all", "--host", "a", "--exclude", "web1", "--dry-run") == 0
     assert "web1 on a: skipped: left out (--exclude)" in cli.stdout
     assert cli.rebuild("--all", "--exclude", "web9", "--dry-run") == 2
     assert cli.stderr == "mclu: error: --exclude web9: no guest of that name on the hosts asked\n"
 
 
-def test_revision_rebuilds_from_the_revision_named(cli: RebuildCli,
-                                                   no_libguestfs: list[str]) -> None:
+def test_revision_rebuilds_from_the_revision_named(
+    cli: RebuildCli, no_libguestfs: list[str]
+) -> None:
     assert cli.rebuild("web1", "--revision", "3", "--dry-run") == 0
     assert cli.stdout.startswith("web1 on a: would rebuild from tiny r3 ")
     assert cli.rebuild("web1", "--revision", "2", "--dry-run") == 1
-    assert cli.stderr.startswith("mclu: error: a: web1 cannot be rebuilt: its template 'tiny' "
-                                 "cannot be resolved: template tiny has no revision 2 "
-                                 "(listed: r3)")
+    assert cli.stderr.startswith(
+        "mclu: error: a: web1 cannot be rebuilt: its template 'tiny' "
+        "cannot be resolved: template tiny has no revision 2 "
+        "(listed: r3)"
+    )

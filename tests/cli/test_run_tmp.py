@@ -16,7 +16,10 @@ from tests.cli.test_rebuild import NEW, RebuildCli, cli, mclu_guest  # noqa: F40
 
 
 def test_sighup_undoes_the_rebuild_and_removes_the_run_directory(
-        cli: RebuildCli, monkeypatch: pytest.MonkeyPatch, controller_tmp: Path) -> None:  # noqa: F811
+    cli: RebuildCli,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    controller_tmp: Path,
+) -> None:
     made: list[Path] = []
 
     async def personalize(self: Any, work: Any, inputs: Any) -> None:

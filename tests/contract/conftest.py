@@ -39,8 +39,9 @@ Reopen = Callable[[], AbstractAsyncContextManager[Session]]
 
 
 @contextlib.asynccontextmanager
-async def _open(request: pytest.FixtureRequest, kind: str, testdriver_uri: str
-                ) -> AsyncIterator[tuple[Session, HostSpec, Reopen]]:
+async def _open(
+    request: pytest.FixtureRequest, kind: str, testdriver_uri: str
+) -> AsyncIterator[tuple[Session, HostSpec, Reopen]]:
     if kind == "fake":
         cluster = fake.FakeCluster([fake_host_a()])
         spec = cluster.spec("host-a")

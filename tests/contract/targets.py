@@ -22,12 +22,24 @@ MISSING = "mclu-no-such-program"  # a program no host has
 GUEST_MEMORY = 32 * MIB  # small enough for a TCG guest sitting in its BIOS on the sandbox
 
 # The guests of tests/data/testdriver/host-a.xml, which the fake host is loaded with too.
-WEB1 = Guest(name="web1", uuid="0b3c5a8e-7f2d-4b6a-9c1e-3d5f7a9b1c2d", state=GuestState.RUNNING,
-             vcpus=2, memory=GIB, max_memory=GIB,
-             disks=("/var/lib/libvirt/images/web1.qcow2",))
-DB1 = Guest(name="db1", uuid="5e2a9c4f-1b3d-4e6f-8a0c-2d4f6b8d0e1f", state=GuestState.SHUTOFF,
-            vcpus=1, memory=2 * GIB, max_memory=2 * GIB,
-            mclu=GuestMeta(template="debian-12", revision="2", built="2024-05-01T10:00:00Z"))
+WEB1 = Guest(
+    name="web1",
+    uuid="0b3c5a8e-7f2d-4b6a-9c1e-3d5f7a9b1c2d",
+    state=GuestState.RUNNING,
+    vcpus=2,
+    memory=GIB,
+    max_memory=GIB,
+    disks=("/var/lib/libvirt/images/web1.qcow2",),
+)
+DB1 = Guest(
+    name="db1",
+    uuid="5e2a9c4f-1b3d-4e6f-8a0c-2d4f6b8d0e1f",
+    state=GuestState.SHUTOFF,
+    vcpus=1,
+    memory=2 * GIB,
+    max_memory=2 * GIB,
+    mclu=GuestMeta(template="debian-12", revision="2", built="2024-05-01T10:00:00Z"),
+)
 
 
 @dataclass
@@ -54,9 +66,11 @@ class Target:
         extra = f"<uuid>{uuid}</uuid>" if uuid else ""
         if meta is not None:
             extra += f"<metadata>{metadata.render(meta)}</metadata>"
-        return (f"<domain type='{self.domain_type}'><name>{name}</name>{extra}"
-                f"<memory unit='KiB'>{GUEST_MEMORY // 1024}</memory><vcpu>1</vcpu>"
-                "<os><type>hvm</type></os></domain>")
+        return (
+            f"<domain type='{self.domain_type}'><name>{name}</name>{extra}"
+            f"<memory unit='KiB'>{GUEST_MEMORY // 1024}</memory><vcpu>1</vcpu>"
+            "<os><type>hvm</type></os></domain>"
+        )
 
     async def define(self, meta: GuestMeta | None = None) -> Guest:
         return await self.session.define(self.domain_xml(self.new_name(), meta))
@@ -87,13 +101,24 @@ class Target:
 def fake_host_a() -> fake.FakeHost:
     """The fake twin of host-a.xml, with canned commands for the run() contract."""
     return fake.FakeHost(
-        name="host-a", cpus=8, memory=16 * GIB, guests={"web1": WEB1, "db1": DB1},
-        commands=dict([
-            fake.canned(["uname", "-n"], b"host-a\n"),
-            fake.canned(["sh", "-c", "echo one >&2; echo two >&2; exit 3"],
-                        stderr=b"one\ntwo\n", exit_status=3),
-            fake.canned(["cat"], b"hello"),
-            fake.canned([MISSING], stderr=f"bash: line 1: {MISSING}: command not found\n".encode(),
-                        exit_status=127),
-        ]),
+        name="host-a",
+        cpus=8,
+        memory=16 * GIB,
+        guests={"web1": WEB1, "db1": DB1},
+        commands=dict(
+            [
+                fake.canned(["uname", "-n"], b"host-a\n"),
+                fake.canned(
+                    ["sh", "-c", "echo one >&2; echo two >&2; exit 3"],
+                    stderr=b"one\ntwo\n",
+                    exit_status=3,
+                ),
+                fake.canned(["cat"], b"hello"),
+                fake.canned(
+                    [MISSING],
+                    stderr=f"bash: line 1: {MISSING}: command not found\n".encode(),
+                    exit_status=127,
+                ),
+            ]
+        ),
     )

@@ -17,7 +17,9 @@ async def test_hosts_have_distinct_capacities() -> None:
         async with cluster.open(cluster.spec(name)) as session:
             facts.append(await session.facts())
     assert [(f.hostname, f.cpus, f.memory_total) for f in facts] == [
-        ("a", 4, 8 * fake.GIB), ("b", 8, 16 * fake.GIB)]
+        ("a", 4, 8 * fake.GIB),
+        ("b", 8, 16 * fake.GIB),
+    ]
 
 
 async def test_a_failing_host_refuses_to_open_until_healed() -> None:
@@ -60,13 +62,15 @@ async def test_commands_not_in_the_table_are_unsupported() -> None:
 
 async def test_migration_moves_a_running_guest_between_fake_hosts() -> None:
     cluster = fake.FakeCluster.of("a", "b")
-    running = Guest(name="web1", uuid="u1", state=GuestState.RUNNING, vcpus=1, memory=fake.GIB,
-                    persistent=True)
+    running = Guest(
+        name="web1", uuid="u1", state=GuestState.RUNNING, vcpus=1, memory=fake.GIB, persistent=True
+    )
     cluster.hosts["a"].guests["web1"] = running
     seen: list[MigrationProgress] = []
     async with cluster.open(cluster.spec("a")) as session:
-        await session.migrate("web1", MigrationTarget("b", "qemu+ssh://b.fake/system"),
-                              progress=seen.append)
+        await session.migrate(
+            "web1", MigrationTarget("b", "qemu+ssh://b.fake/system"), progress=seen.append
+        )
     assert cluster.hosts["a"].guests == {}
     assert cluster.hosts["b"].guests == {"web1": running}
     assert seen and seen[-1].remaining == 0

@@ -38,7 +38,8 @@ async def test_a_missing_test_driver_file(tmp_path: Path) -> None:
 
 def test_libvirt_uri_of_a_forwarded_socket() -> None:
     assert remote.libvirt_uri("/tmp/mclu-a b/sock") == (
-        "qemu+unix:///system?socket=%2Ftmp%2Fmclu-a+b%2Fsock")
+        "qemu+unix:///system?socket=%2Ftmp%2Fmclu-a+b%2Fsock"
+    )
 
 
 @pytest.mark.sandbox

@@ -19,8 +19,13 @@ from mclu.hosts.session import MigrationProgress, MigrationTarget, Terminal
 from mclu.model import GuestMeta, GuestState
 from tests.contract.targets import GUEST_MEMORY, MISSING, Target
 
-META = GuestMeta(template="tiny", revision="7", built="2024-05-01T10:00:00Z", state="building",
-                 options=(("memory", "32M"), ("note", "a <b> & 'c'")))
+META = GuestMeta(
+    template="tiny",
+    revision="7",
+    built="2024-05-01T10:00:00Z",
+    state="building",
+    options=(("memory", "32M"), ("note", "a <b> & 'c'")),
+)
 
 
 # --- facts and listing ------------------------------------------------------------------------
@@ -58,7 +63,11 @@ async def test_define(target: Target) -> None:
     guest = await target.define()
     assert (guest.state, guest.persistent, guest.vcpus) == (GuestState.SHUTOFF, True, 1)
     assert (guest.memory, guest.max_memory, guest.disks, guest.mclu) == (
-        GUEST_MEMORY, GUEST_MEMORY, (), None)
+        GUEST_MEMORY,
+        GUEST_MEMORY,
+        (),
+        None,
+    )
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", guest.uuid)
     assert await target.guest(guest.name) == guest
 
@@ -121,7 +130,10 @@ async def test_shutdown_asks_and_returns(target: Target) -> None:
     await target.session.shutdown(guest.name)
     # The test driver and the fake obey at once; a real guest with no OS to hear ACPI runs on.
     assert await target.state_of(guest.name) in (
-        GuestState.RUNNING, GuestState.SHUTDOWN, GuestState.SHUTOFF)
+        GuestState.RUNNING,
+        GuestState.SHUTDOWN,
+        GuestState.SHUTOFF,
+    )
 
 
 async def test_reboot_asks_and_returns(target: Target) -> None:
@@ -142,8 +154,9 @@ async def test_stopping_a_shut_off_guest(target: Target, verb: str) -> None:
     assert await target.state_of(guest.name) == GuestState.SHUTOFF
 
 
-@pytest.mark.parametrize("verb", ["start", "shutdown", "reboot", "destroy", "undefine",
-                                  "set_metadata"])
+@pytest.mark.parametrize(
+    "verb", ["start", "shutdown", "reboot", "destroy", "undefine", "set_metadata"]
+)
 async def test_missing_guest(target: Target, verb: str) -> None:
     name = target.new_name()
     call = getattr(target.session, verb)
@@ -171,8 +184,7 @@ async def test_set_metadata_replaces_it(target: Target) -> None:
     assert listed.mclu == META
 
 
-async def test_set_metadata_of_a_running_guest_shows_now_and_after_it_stops(target: Target
-                                                                            ) -> None:
+async def test_set_metadata_of_a_running_guest_shows_now_and_after_it_stops(target: Target) -> None:
     guest = await target.define()
     await target.session.start(guest.name)
     await target.session.set_metadata(guest.name, META)
@@ -223,7 +235,10 @@ async def test_run(target: Target) -> None:
         return
     result = await target.session.run(["uname", "-n"])
     assert (result.exit_status, result.stdout, result.argv) == (
-        0, f"{target.session.host}\n".encode(), ("uname", "-n"))
+        0,
+        f"{target.session.host}\n".encode(),
+        ("uname", "-n"),
+    )
 
 
 async def test_run_failing_command(target: Target) -> None:
@@ -290,7 +305,10 @@ async def test_a_missing_program(target: Target) -> None:
     with pytest.raises(errors.ToolMissing) as raised:
         await target.session.run([MISSING])
     assert (raised.value.host, raised.value.tool, raised.value.exit_status) == (
-        target.session.host, MISSING, 127)
+        target.session.host,
+        MISSING,
+        127,
+    )
     assert isinstance(raised.value, errors.HostCommandFailed)
 
 
@@ -351,7 +369,10 @@ async def test_background_command_that_fails(target: Target) -> None:
         with pytest.raises(errors.HostCommandFailed) as raised:
             running.check()
     assert (raised.value.host, raised.value.exit_status, raised.value.stderr) == (
-        target.session.host, 3, "one / two")
+        target.session.host,
+        3,
+        "one / two",
+    )
 
 
 async def test_background_of_a_missing_program(target: Target) -> None:
@@ -405,8 +426,11 @@ async def _read_until(terminal: Terminal, text: bytes, seconds: float = 10.0) ->
 
 
 async def test_open_terminal(target: Target) -> None:
-    argv = ["sh", "-c", 'echo "$TERM $(stty size)"; read line; echo "got $line"; '
-                        'read line; stty size; exit 7']
+    argv = [
+        "sh",
+        "-c",
+        'echo "$TERM $(stty size)"; read line; echo "got $line"; read line; stty size; exit 7',
+    ]
     if target.fake_host is not None or not target.has_shell:
         with pytest.raises(errors.Unsupported):
             async with target.session.open_terminal(argv, term="vt100", size=(100, 30)):
@@ -464,7 +488,8 @@ async def test_a_failed_migration_leaves_the_guest_running_here(target: Target) 
     await target.session.start(guest.name)
     seen: list[MigrationProgress] = []
     expected: type[errors.HostError] = (
-        errors.Unsupported if target.domain_type == "test" else errors.LibvirtCallFailed)
+        errors.Unsupported if target.domain_type == "test" else errors.LibvirtCallFailed
+    )
     with pytest.raises(expected) as raised:
         await target.session.migrate(guest.name, NOWHERE, progress=seen.append, timeout=60)
     assert raised.value.host == target.session.host
@@ -488,7 +513,10 @@ async def test_a_held_lock_refuses_another_session_and_names_its_holder(target: 
             async with other.lock(path, "run two"):
                 pytest.fail("two sessions held one lock")
         assert (raised.value.host, raised.value.path, raised.value.holder) == (
-            target.session.host, path, "run one")
+            target.session.host,
+            path,
+            "run one",
+        )
         assert raised.value.exit_code == errors.EXIT_LOCKED
 
 

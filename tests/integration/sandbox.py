@@ -33,8 +33,9 @@ def unavailable_reason() -> str | None:
 
 
 def sandbox(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "mclu-sandbox"), *args], check=check,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(BIN / "mclu-sandbox"), *args], check=check, capture_output=True, text=True, timeout=300
+    )
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,18 @@ class Sandbox:
     def address(self, host: str) -> str:
         return str(self.doc["hosts"][host]["address"])
 
-    def exec(self, host: str, argv: Sequence[str], check: bool = True,
-             input: str | None = None) -> subprocess.CompletedProcess[str]:
+    def exec(
+        self, host: str, argv: Sequence[str], check: bool = True, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         """Run argv inside a fake host (its mount, UTS and network namespaces)."""
-        return subprocess.run([str(BIN / "mclu-sandbox"), "exec", host, "--", *argv],
-                              check=check, capture_output=True, text=True, timeout=120,
-                              input=input)
+        return subprocess.run(
+            [str(BIN / "mclu-sandbox"), "exec", host, "--", *argv],
+            check=check,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            input=input,
+        )
 
     def variant(self, path: Path, top: dict[str, Any] | None = None, **defaults: Any) -> Path:
         """A copy of the sandbox inventory with some [defaults] (and top-level keys) changed."""
@@ -78,8 +85,7 @@ class Sandbox:
         """The guest gone from `host`, whatever state it is in: domain, disk, rebuild files."""
         self.exec(host, ["virsh", "-q", "destroy", name], check=False)
         self.exec(host, ["virsh", "-q", "undefine", name], check=False)
-        self.exec(host, ["sh", "-c", f"rm -f /var/lib/libvirt/images/{name}.qcow2*"],
-                  check=False)
+        self.exec(host, ["sh", "-c", f"rm -f /var/lib/libvirt/images/{name}.qcow2*"], check=False)
 
     def with_tiny_at(self, revision: int, directory: Path) -> Path:
         """A copy of the inventory (in `directory`) whose template sources also list the
@@ -88,8 +94,11 @@ class Sandbox:
         repo = directory / "repo"
         (repo / "repos.d").mkdir(parents=True)
         source = self.state / "repo"
-        index, count = re.subn(r"(\[tiny\]\n(?:[^\[].*\n)*?)revision=\d+\n",
-                               rf"\g<1>revision={revision}\n", (source / "index").read_text())
+        index, count = re.subn(
+            r"(\[tiny\]\n(?:[^\[].*\n)*?)revision=\d+\n",
+            rf"\g<1>revision={revision}\n",
+            (source / "index").read_text(),
+        )
         assert count == 1
         (repo / "index").write_text(index)
         (repo / "tiny.xz").symlink_to(source / "tiny.xz")
@@ -113,8 +122,20 @@ class Sandbox:
 
 def new_ssh_key(path: Path, comment: str | None = None) -> Path:
     """A fresh ed25519 key pair without passphrase at `path` (and `path`.pub); returns path."""
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "",
-                    *(["-C", comment] if comment else []), "-f", str(path)], check=True)
+    subprocess.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            *(["-C", comment] if comment else []),
+            "-f",
+            str(path),
+        ],
+        check=True,
+    )
     return path
 
 
@@ -132,12 +153,17 @@ def libvirtd_stopped(host: str, *, kill: bool = False) -> Iterator[None]:
         sandbox("daemon", host, "libvirtd", "start")
 
 
-def mclu(*args: str, inventory: Path, env: dict[str, str] | None = None,
-         timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def mclu(
+    *args: str, inventory: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """Run the real `mclu` command line, as a user would."""
-    return subprocess.run([str(BIN / "mclu"), "-c", str(inventory), *args],
-                          capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **GUESTFS_ENV, **(env or {})})
+    return subprocess.run(
+        [str(BIN / "mclu"), "-c", str(inventory), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **GUESTFS_ENV, **(env or {})},
+    )
 
 
 def mclu_json(*args: str, inventory: Path) -> tuple[int, dict[str, Any]]:

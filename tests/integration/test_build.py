@@ -52,19 +52,34 @@ class Builds:
         self.names.append(name)
         return name
 
-    def run(self, *args: str, inventory: Path | None = None,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return sb.mclu("build", *args, "--ssh-key", str(self.ssh_key),
-                       inventory=inventory or self.sandbox.inventory,
-                       env={**self.env, **(env or {})}, timeout=900)
+    def run(
+        self, *args: str, inventory: Path | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return sb.mclu(
+            "build",
+            *args,
+            "--ssh-key",
+            str(self.ssh_key),
+            inventory=inventory or self.sandbox.inventory,
+            env={**self.env, **(env or {})},
+            timeout=900,
+        )
 
     def cleanup(self) -> None:
         for host in self.sandbox.up_hosts:
             for name in self.names:
                 self.sandbox.exec(host, ["virsh", "-q", "destroy", name], check=False)
                 self.sandbox.exec(host, ["virsh", "-q", "undefine", name], check=False)
-                self.sandbox.exec(host, ["rm", "-f", f"/var/lib/libvirt/images/{name}.qcow2",
-                                         f"/var/lib/libvirt/images/{name}.img"], check=False)
+                self.sandbox.exec(
+                    host,
+                    [
+                        "rm",
+                        "-f",
+                        f"/var/lib/libvirt/images/{name}.qcow2",
+                        f"/var/lib/libvirt/images/{name}.img",
+                    ],
+                    check=False,
+                )
 
 
 @pytest.fixture
@@ -74,14 +89,16 @@ def builds(sandbox: sb.Sandbox, repo: Path, cache_dir: Path, ssh_key: Path) -> I
     made.cleanup()
 
 
-def console_shows(sandbox: sb.Sandbox, host: str, name: str, text: str,
-                  seconds: float = BOOT_SECONDS) -> str:
+def console_shows(
+    sandbox: sb.Sandbox, host: str, name: str, text: str, seconds: float = BOOT_SECONDS
+) -> str:
     """Wait until the guest's serial console log (on its host) holds `text`; return the log."""
     deadline = time.monotonic() + seconds
     log = ""
     while time.monotonic() < deadline:
-        log = sandbox.exec(host, ["cat", f"/var/log/libvirt/qemu/{name}-console.log"],
-                           check=False).stdout
+        log = sandbox.exec(
+            host, ["cat", f"/var/log/libvirt/qemu/{name}-console.log"], check=False
+        ).stdout
         if text in log:
             return log
         time.sleep(2)
@@ -94,12 +111,21 @@ def leftovers(sandbox: sb.Sandbox, name: str) -> list[str]:
     for host in sandbox.up_hosts:
         if sandbox.exec(host, ["virsh", "-q", "dominfo", name], check=False).returncode == 0:
             found.append(f"{host}: domain {name}")
-        files = sandbox.exec(host, ["sh", "-c", "ls -a /var/lib/libvirt/images "
-                                    "/var/lib/libvirt/images/mclu-templates 2>/dev/null"],
-                             check=False).stdout.split()
+        files = sandbox.exec(
+            host,
+            [
+                "sh",
+                "-c",
+                "ls -a /var/lib/libvirt/images /var/lib/libvirt/images/mclu-templates 2>/dev/null",
+            ],
+            check=False,
+        ).stdout.split()
         found += [f"{host}: file {f}" for f in files if name in f or ".partial" in f]
-        nbd = sandbox.exec(host, ["sh", "-c", f"ps -eo args | grep -F {name} | "
-                                  "grep qemu-nbd | grep -v grep"], check=False).stdout
+        nbd = sandbox.exec(
+            host,
+            ["sh", "-c", f"ps -eo args | grep -F {name} | grep qemu-nbd | grep -v grep"],
+            check=False,
+        ).stdout
         found += [f"{host}: {line}" for line in nbd.splitlines()]
     return found
 
@@ -109,8 +135,9 @@ def test_tiny_guest_streamed_boots_with_its_hostname(sandbox: sb.Sandbox, builds
     name = builds.name()
     done = builds.run("tiny", name, "--on", host, "--transport", "stream")
     assert done.returncode == 0, done.stderr
-    assert re.fullmatch(rf"{name} runs on {host} \(ready in [\d.]+ s, by console:login:\)\n",
-                        done.stdout)
+    assert re.fullmatch(
+        rf"{name} runs on {host} \(ready in [\d.]+ s, by console:login:\)\n", done.stdout
+    )
     console_shows(sandbox, host, name, f"{name} login:")
     code, doc = sb.mclu_json("info", name, inventory=sandbox.inventory)
     assert code == 0
@@ -119,8 +146,7 @@ def test_tiny_guest_streamed_boots_with_its_hostname(sandbox: sb.Sandbox, builds
     assert guest["mclu"]["template"] == "tiny" and guest["mclu"]["state"] == "ready"
     disk = guest["disks"][0]
     assert disk == f"/var/lib/libvirt/images/{name}.qcow2"
-    info = json.loads(sandbox.exec(host, ["qemu-img", "info", "--output=json", "-U", disk]
-                                   ).stdout)
+    info = json.loads(sandbox.exec(host, ["qemu-img", "info", "--output=json", "-U", disk]).stdout)
     assert info["backing-filename"].startswith("/var/lib/libvirt/images/mclu-templates/tiny.")
 
 
@@ -145,8 +171,9 @@ def test_second_build_reuses_the_hosts_cached_base(sandbox: sb.Sandbox, builds: 
     assert doc["send_bytes"] == 0
 
 
-def test_prune_removes_only_bases_no_guest_uses(sandbox: sb.Sandbox, builds: Builds,
-                                                tmp_path: Path) -> None:
+def test_prune_removes_only_bases_no_guest_uses(
+    sandbox: sb.Sandbox, builds: Builds, tmp_path: Path
+) -> None:
     host = sandbox.up_hosts[0]
     name = builds.name()
     # A revision of its own: other guests on the host (`make demo`'s web1) use the published one.
@@ -154,8 +181,12 @@ def test_prune_removes_only_bases_no_guest_uses(sandbox: sb.Sandbox, builds: Bui
     done = builds.run("tiny", name, "--on", host, inventory=own)
     assert done.returncode == 0, done.stderr
     # The guest's own base; the cache may hold others (older revisions, earlier runs).
-    info = json.loads(sandbox.exec(host, ["qemu-img", "info", "--output=json", "-U",
-                                          f"/var/lib/libvirt/images/{name}.qcow2"]).stdout)
+    info = json.loads(
+        sandbox.exec(
+            host,
+            ["qemu-img", "info", "--output=json", "-U", f"/var/lib/libvirt/images/{name}.qcow2"],
+        ).stdout
+    )
     base = posixpath.basename(info["backing-filename"])
     prune = ["templates", "prune", "--host", host, "--min-age", "0", "--json"]
     code, doc = sb.mclu_json(*prune, "--dry-run", inventory=sandbox.inventory)
@@ -183,17 +214,24 @@ def test_dry_run_changes_nothing(sandbox: sb.Sandbox, builds: Builds) -> None:
 def test_a_name_taken_anywhere_is_refused(sandbox: sb.Sandbox, builds: Builds) -> None:
     host = sandbox.up_hosts[0]
     name = builds.name()
-    sandbox.exec(host, ["sh", "-c", 'f=$(mktemp) && cat > "$f" && virsh -q define "$f"; '
-                                    'r=$?; rm -f "$f"; exit $r'],
-                 input=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>32"
-                       "</memory><os><type arch='x86_64'>hvm</type></os></domain>")
+    sandbox.exec(
+        host,
+        [
+            "sh",
+            "-c",
+            'f=$(mktemp) && cat > "$f" && virsh -q define "$f"; r=$?; rm -f "$f"; exit $r',
+        ],
+        input=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>32"
+        "</memory><os><type arch='x86_64'>hvm</type></os></domain>",
+    )
     done = builds.run("tiny", name, "--on", sandbox.up_hosts[1])
     assert done.returncode == 1
     assert done.stderr == f"mclu: error: {host}: a guest named {name!r} already exists\n"
 
 
-def test_failed_build_leaves_nothing_behind(sandbox: sb.Sandbox, builds: Builds,
-                                            tmp_path: Path) -> None:
+def test_failed_build_leaves_nothing_behind(
+    sandbox: sb.Sandbox, builds: Builds, tmp_path: Path
+) -> None:
     templates = tmp_path / "templates"
     templates.mkdir()
     (templates / "broken.toml").write_text('base = "tiny"\n[customize]\nrun = ["exit 3"]\n')
@@ -209,10 +247,26 @@ def test_failed_build_leaves_nothing_behind(sandbox: sb.Sandbox, builds: Builds,
 def test_interrupted_build_leaves_nothing_behind(sandbox: sb.Sandbox, builds: Builds) -> None:
     name = builds.name()
     host = sandbox.up_hosts[1]
-    argv = [str(sb.BIN / "mclu"), "-c", str(sandbox.inventory), "build", "tiny", name,
-            "--on", host, "--json", "--ssh-key", str(builds.ssh_key)]
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, **sb.GUESTFS_ENV, **builds.env}) as proc:
+    argv = [
+        str(sb.BIN / "mclu"),
+        "-c",
+        str(sandbox.inventory),
+        "build",
+        "tiny",
+        name,
+        "--on",
+        host,
+        "--json",
+        "--ssh-key",
+        str(builds.ssh_key),
+    ]
+    with subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **sb.GUESTFS_ENV, **builds.env},
+    ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:  # interrupt once the guest's disk exists on the host
             if json.loads(line).get("text", "").startswith("personalising"):
@@ -232,13 +286,15 @@ def http_repo(repo: Path, tmp_path: Path) -> Iterator[Path]:
             pass
 
     server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(repo)))
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(repo))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     repos_d = tmp_path / "repos.d"
     repos_d.mkdir()
-    (repos_d / "http.conf").write_text(f"[sandbox-http]\nuri={url}/index.asc\n"
-                                       f"gpgkey={url}/key.asc\n")
+    (repos_d / "http.conf").write_text(
+        f"[sandbox-http]\nuri={url}/index.asc\ngpgkey={url}/key.asc\n"
+    )
     try:
         yield repos_d
     finally:
@@ -246,45 +302,75 @@ def http_repo(repo: Path, tmp_path: Path) -> Iterator[Path]:
         server.server_close()
 
 
-def test_build_from_a_repository_over_http(sandbox: sb.Sandbox, builds: Builds,
-                                           http_repo: Path, tmp_path: Path) -> None:
+def test_build_from_a_repository_over_http(
+    sandbox: sb.Sandbox, builds: Builds, http_repo: Path, tmp_path: Path
+) -> None:
     inventory = sandbox.variant(tmp_path / "hosts.toml", top={"template_repos": [str(http_repo)]})
     name = builds.name()
     host = sandbox.up_hosts[2]
-    done = builds.run("tiny", name, "--on", host, inventory=inventory,
-                      env={"MCLU_CACHE": str(tmp_path / "fresh-cache")})  # download over http
+    done = builds.run(
+        "tiny",
+        name,
+        "--on",
+        host,
+        inventory=inventory,
+        env={"MCLU_CACHE": str(tmp_path / "fresh-cache")},
+    )  # download over http
     assert done.returncode == 0, done.stderr
     console_shows(sandbox, host, name, f"{name} login:")
 
 
 @pytest.mark.parametrize("transport", ["stream", "nbd"])
-def test_debian_guest_has_the_users_key_and_password(sandbox: sb.Sandbox, builds: Builds,
-                                                     tmp_path: Path, transport: str) -> None:
+def test_debian_guest_has_the_users_key_and_password(
+    sandbox: sb.Sandbox, builds: Builds, tmp_path: Path, transport: str
+) -> None:
     password = tmp_path / "root-password"
     password.write_text(f"pw-{uuid.uuid4().hex[:12]}\n")
     password.chmod(0o600)
     name = builds.name()
     host = sandbox.up_hosts[1]
     sandbox.exec(host, ["sh", "-c", "rm -f /var/lib/libvirt/images/mclu-templates/debian-12.*"])
-    done = builds.run("debian-12", name, "--on", host, "--root-password-file", str(password),
-                      "--transport", transport)
+    done = builds.run(
+        "debian-12",
+        name,
+        "--on",
+        host,
+        "--root-password-file",
+        str(password),
+        "--transport",
+        transport,
+    )
     assert done.returncode == 0, done.stderr
     assert password.read_text().strip() not in done.stdout + done.stderr
     console_shows(sandbox, host, name, f"{name} login:")
-    shown = console_command(sandbox, host, name, "cat /root/.ssh/authorized_keys; hostname",
-                            password=password.read_text().strip())
+    shown = console_command(
+        sandbox,
+        host,
+        name,
+        "cat /root/.ssh/authorized_keys; hostname",
+        password=password.read_text().strip(),
+    )
     assert builds.ssh_key.read_text().split()[1] in shown
     assert name in shown
 
 
-def console_command(sandbox: sb.Sandbox, host: str, name: str, command: str, *,
-                    password: str | None = None) -> str:
+def console_command(
+    sandbox: sb.Sandbox, host: str, name: str, command: str, *, password: str | None = None
+) -> str:
     """Log in as root on the guest's serial console (virsh console over ssh), run a command.
 
     With `password`, root must be asked for it; without, an empty one is given if asked.
     """
-    ssh = ["-F", str(sandbox.state / "client" / "ssh_config"), "-tt", sandbox.address(host),
-           "virsh", "console", "--force", name]
+    ssh = [
+        "-F",
+        str(sandbox.state / "client" / "ssh_config"),
+        "-tt",
+        sandbox.address(host),
+        "virsh",
+        "console",
+        "--force",
+        name,
+    ]
     child = pexpect.spawn("ssh", ssh, encoding="utf-8", timeout=120)
     try:
         child.expect("Escape character")

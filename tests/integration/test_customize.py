@@ -41,8 +41,11 @@ def _libguestfs_env() -> Iterator[None]:
         pytest.skip("personalising disks needs root (qemu-nbd sockets, libguestfs appliance)")
     if importlib.util.find_spec("guestfs") is None:
         pytest.skip("python3-guestfs is not importable in this environment")
-    missing = [tool for tool in ("qemu-img", "qemu-nbd", "ssh-keygen", "openssl", "xz")
-               if shutil.which(tool) is None]
+    missing = [
+        tool
+        for tool in ("qemu-img", "qemu-nbd", "ssh-keygen", "openssl", "xz")
+        if shutil.which(tool) is None
+    ]
     if missing:
         pytest.skip(f"missing tools: {', '.join(missing)}")
     with pytest.MonkeyPatch.context() as patch:
@@ -84,8 +87,11 @@ def nbd_exports(overlays: list[Path]) -> Iterator[list[str]]:
     sockets = [str(o.with_suffix(".sock")) for o in overlays]
     try:
         for image, sock in zip(overlays, sockets, strict=True):
-            servers.append(subprocess.Popen(["qemu-nbd", "--persistent", f"--socket={sock}",
-                                             "-f", "qcow2", str(image)]))
+            servers.append(
+                subprocess.Popen(
+                    ["qemu-nbd", "--persistent", f"--socket={sock}", "-f", "qcow2", str(image)]
+                )
+            )
         deadline = time.monotonic() + 20
         while not all(Path(s).exists() for s in sockets):
             assert time.monotonic() < deadline, "qemu-nbd did not create its socket"
@@ -118,8 +124,9 @@ class Disk:
     root_size: int  # bytes of the / filesystem
 
 
-def read_back(images: list[Path], files: list[str], modes: list[str],
-              links: list[str]) -> list[Disk]:
+def read_back(
+    images: list[Path], files: list[str], modes: list[str], links: list[str]
+) -> list[Disk]:
     """Read files, modes and symlinks of each image's OS, in one read-only launch."""
     import guestfs
 
@@ -137,8 +144,7 @@ def read_back(images: list[Path], files: list[str], modes: list[str],
         g.close()
 
 
-def _read_disk(g: Any, root: str, files: list[str], modes: list[str],
-               links: list[str]) -> Disk:
+def _read_disk(g: Any, root: str, files: list[str], modes: list[str], links: list[str]) -> Disk:
     g.mount_ro(root, "/")
     try:
         statvfs = g.statvfs("/")
@@ -146,7 +152,8 @@ def _read_disk(g: Any, root: str, files: list[str], modes: list[str],
             files={f: g.read_file(f).decode() for f in files if g.is_file(f)},
             modes={m: int(g.statns(m)["st_mode"]) & 0o7777 for m in modes if g.exists(m)},
             links={k: str(g.readlink(k)) for k in links if g.is_symlink(k)},
-            root_size=int(statvfs["blocks"]) * int(statvfs["bsize"]))
+            root_size=int(statvfs["blocks"]) * int(statvfs["bsize"]),
+        )
     finally:
         g.umount_all()
 
@@ -175,16 +182,22 @@ def password_file(tmp_path: Path) -> str:
     return str(path)
 
 
-def test_two_tiny_guests_in_one_launch(tiny: Path, tmp_path: Path, password_file: str,
-                                       caplog: pytest.LogCaptureFixture,
-                                       capfd: pytest.CaptureFixture[str]) -> None:
+def test_two_tiny_guests_in_one_launch(
+    tiny: Path,
+    tmp_path: Path,
+    password_file: str,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     caplog.set_level(logging.DEBUG)
     images = [overlay(tiny, tmp_path / "a.qcow2", 512 * MiB), overlay(tiny, tmp_path / "b.qcow2")]
-    extra = model.Customization(files=(("/etc/mclu/motd", "built by mclu\n"),),
-                                run=("echo ran > /etc/mclu/ran",))
+    extra = model.Customization(
+        files=(("/etc/mclu/motd", "built by mclu\n"),), run=("echo ran > /etc/mclu/ran",)
+    )
     people = [
-        customize.Personalization("alpha.example.org", (KEY_A, KEY_B), password_file,
-                                  "/dev/sda1", extra),
+        customize.Personalization(
+            "alpha.example.org", (KEY_A, KEY_B), password_file, "/dev/sda1", extra
+        ),
         customize.Personalization("beta", (KEY_B,), None, "/dev/sda1"),
     ]
     said: list[str] = []
@@ -193,10 +206,18 @@ def test_two_tiny_guests_in_one_launch(tiny: Path, tmp_path: Path, password_file
     assert any("2 disk(s)" in line for line in said)
     assert inspections(caplog) == {"alpha.example.org": "light", "beta": "light"}
 
-    wanted = ["/etc/hostname", "/etc/hosts", "/root/.ssh/authorized_keys", "/etc/machine-id",
-              "/etc/shadow", "/etc/mclu/motd", "/etc/mclu/ran"]
-    a, b = read_back(images, wanted, ["/root/.ssh", "/root/.ssh/authorized_keys",
-                                      "/etc/mclu/motd"], [])
+    wanted = [
+        "/etc/hostname",
+        "/etc/hosts",
+        "/root/.ssh/authorized_keys",
+        "/etc/machine-id",
+        "/etc/shadow",
+        "/etc/mclu/motd",
+        "/etc/mclu/ran",
+    ]
+    a, b = read_back(
+        images, wanted, ["/root/.ssh", "/root/.ssh/authorized_keys", "/etc/mclu/motd"], []
+    )
     assert a.files["/etc/hostname"] == "alpha.example.org\n"
     assert "127.0.1.1\talpha.example.org alpha\n" in a.files["/etc/hosts"]
     assert b.files["/etc/hostname"] == "beta\n"
@@ -217,16 +238,27 @@ def test_two_tiny_guests_in_one_launch(tiny: Path, tmp_path: Path, password_file
 
 
 def test_failing_step_names_it_and_closes_the_appliance(
-        tiny: Path, tmp_path: Path, password_file: str, caplog: pytest.LogCaptureFixture,
-        capfd: pytest.CaptureFixture[str]) -> None:
+    tiny: Path,
+    tmp_path: Path,
+    password_file: str,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     caplog.set_level(logging.DEBUG)
     image = overlay(tiny, tmp_path / "bad.qcow2")
     failing = model.Customization(run=("true", "echo going wrong >&2; exit 1"))
     before = child_pids()
-    with nbd_exports([image]) as sockets, \
-            pytest.raises(errors.PersonalizationFailed) as caught:
-        customize.personalize([(sockets[0], customize.Personalization(
-            "gamma", root_password_file=password_file, customization=failing))])
+    with nbd_exports([image]) as sockets, pytest.raises(errors.PersonalizationFailed) as caught:
+        customize.personalize(
+            [
+                (
+                    sockets[0],
+                    customize.Personalization(
+                        "gamma", root_password_file=password_file, customization=failing
+                    ),
+                )
+            ]
+        )
     assert caught.value.guest == "gamma"
     assert caught.value.step.startswith("run command 2")
     assert "exit 1" in caught.value.step and "going wrong" in str(caught.value)
@@ -249,7 +281,8 @@ class _KillAfterStep(logging.Handler):
 
 
 def test_appliance_stuck_in_a_step_is_killed_and_the_step_named(
-        tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger=customize.__name__)
     image = overlay(tiny, tmp_path / "stuck.qcow2")
     watchdog = customize.Watchdog(None)
@@ -257,60 +290,82 @@ def test_appliance_stuck_in_a_step_is_killed_and_the_step_named(
     logging.getLogger(customize.__name__).addHandler(killer)
     before = child_pids()
     try:
-        with nbd_exports([image]) as sockets, \
-                pytest.raises(errors.PersonalizationFailed) as caught:
-            customize.personalize([(sockets[0], customize.Personalization(
-                "stuck", customization=model.Customization(run=("true", "sleep 600"))))],
-                watchdog=watchdog)
+        with nbd_exports([image]) as sockets, pytest.raises(errors.PersonalizationFailed) as caught:
+            customize.personalize(
+                [
+                    (
+                        sockets[0],
+                        customize.Personalization(
+                            "stuck", customization=model.Customization(run=("true", "sleep 600"))
+                        ),
+                    )
+                ],
+                watchdog=watchdog,
+            )
     finally:
         logging.getLogger(customize.__name__).removeHandler(killer)
     assert caught.value.step == "run command 2 (sleep 600)"
-    assert str(caught.value) == ("stuck: personalising the disk failed at run command 2 "
-                                 "(sleep 600): killed by the test")
+    assert str(caught.value) == (
+        "stuck: personalising the disk failed at run command 2 (sleep 600): killed by the test"
+    )
     assert child_pids() <= before  # the appliance is gone
 
 
 def test_appliance_that_outlives_its_time_is_killed(tiny: Path, tmp_path: Path) -> None:
     image = overlay(tiny, tmp_path / "slow.qcow2")
     before = child_pids()
-    with nbd_exports([image]) as sockets, \
-            pytest.raises(errors.PersonalizationFailed) as caught:
+    with nbd_exports([image]) as sockets, pytest.raises(errors.PersonalizationFailed) as caught:
         # The time counts from the call, launch included: the launch alone outlives it.
-        customize.personalize([(sockets[0], customize.Personalization("slow"))],
-                              watchdog=customize.Watchdog(1))
-    assert caught.value.reason == ("the libguestfs appliance did not finish within 1 s "
-                                   "and was killed")
+        customize.personalize(
+            [(sockets[0], customize.Personalization("slow"))], watchdog=customize.Watchdog(1)
+        )
+    assert caught.value.reason == (
+        "the libguestfs appliance did not finish within 1 s and was killed"
+    )
     assert child_pids() <= before
 
 
 def test_firstboot_on_a_guest_without_systemd_is_refused(tiny: Path, tmp_path: Path) -> None:
     image = overlay(tiny, tmp_path / "fb.qcow2")
     with pytest.raises(errors.PersonalizationFailed, match="need systemd") as caught:
-        customize.personalize([(customize.Drive(path=str(image), format="qcow2"),
-                                customize.Personalization("delta", customization=(
-                                    model.Customization(firstboot=("echo hi",)))))])
+        customize.personalize(
+            [
+                (
+                    customize.Drive(path=str(image), format="qcow2"),
+                    customize.Personalization(
+                        "delta", customization=(model.Customization(firstboot=("echo hi",)))
+                    ),
+                )
+            ]
+        )
     assert caught.value.step == "firstboot"
 
 
-def test_two_debian_guests(debian: Path, tmp_path: Path, password_file: str,
-                           caplog: pytest.LogCaptureFixture) -> None:
+def test_two_debian_guests(
+    debian: Path, tmp_path: Path, password_file: str, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     images = [overlay(debian, tmp_path / f"{n}.qcow2", 2 << 30) for n in "ab"]
     firstboot = model.Customization(firstboot=("touch /root/first-boot-ran",))
-    people = [customize.Personalization(name, (KEY_A,), password_file, "/dev/sda1", firstboot)
-              for name in ("deb-a", "deb-b")]
+    people = [
+        customize.Personalization(name, (KEY_A,), password_file, "/dev/sda1", firstboot)
+        for name in ("deb-a", "deb-b")
+    ]
     keys = [f"/etc/ssh/ssh_host_{kind}_key" for kind in customize.HOST_KEY_TYPES]
     keys += [f"{key}.pub" for key in keys]
-    base, = read_back([debian], keys, [], [])
+    (base,) = read_back([debian], keys, [], [])
     with nbd_exports(images) as sockets:
         customize.personalize(list(zip(sockets, people, strict=True)))
     assert inspections(caplog) == {"deb-a": "light", "deb-b": "light"}
 
     unit = f"/etc/systemd/system/{customize.FIRSTBOOT_UNIT}"
     wants = f"/etc/systemd/system/multi-user.target.wants/{customize.FIRSTBOOT_UNIT}"
-    a, b = read_back(images, [*keys, "/etc/hostname", "/etc/shadow", unit,
-                              f"{customize.FIRSTBOOT_DIR}/scripts/0001.sh"],
-                     keys, [wants])
+    a, b = read_back(
+        images,
+        [*keys, "/etc/hostname", "/etc/shadow", unit, f"{customize.FIRSTBOOT_DIR}/scripts/0001.sh"],
+        keys,
+        [wants],
+    )
     for disk, name in ((a, "deb-a"), (b, "deb-b")):
         assert disk.files["/etc/hostname"] == f"{name}\n"
         assert shadow_root(disk.files["/etc/shadow"]).startswith("$6$")
@@ -318,24 +373,35 @@ def test_two_debian_guests(debian: Path, tmp_path: Path, password_file: str,
         assert all(disk.modes[k] == (0o644 if k.endswith(".pub") else 0o600) for k in keys)
         assert disk.files[unit] == guest_text.firstboot_unit()
         assert disk.links[wants] == unit
-        assert "touch /root/first-boot-ran" in disk.files[
-            f"{customize.FIRSTBOOT_DIR}/scripts/0001.sh"]
+        assert (
+            "touch /root/first-boot-ran" in disk.files[f"{customize.FIRSTBOOT_DIR}/scripts/0001.sh"]
+        )
         assert disk.root_size > (3 << 30) // 2  # grown from 1 GiB to 2 GiB
     assert all(a.files[k] != b.files[k] for k in keys)
 
 
 def test_a_disk_without_an_os_falls_back_to_inspect_os_and_fails(
-        tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.INFO)
     blank = tmp_path / "blank.raw"  # a whole-disk ext4 with no /etc: no OS root to find
     with blank.open("wb") as file:
         file.truncate(32 * MiB)
     subprocess.run(["mkfs.ext4", "-q", "-F", str(blank)], check=True)
-    drives = [customize.Drive(path=str(overlay(tiny, tmp_path / "ok.qcow2")), format="qcow2"),
-              customize.Drive(path=str(blank), format="raw")]
+    drives = [
+        customize.Drive(path=str(overlay(tiny, tmp_path / "ok.qcow2")), format="qcow2"),
+        customize.Drive(path=str(blank), format="raw"),
+    ]
     with pytest.raises(errors.PersonalizationFailed, match="no operating system") as caught:
-        customize.personalize([(drives[0], customize.Personalization("epsilon")),
-                               (drives[1], customize.Personalization("zeta"))])
+        customize.personalize(
+            [
+                (drives[0], customize.Personalization("epsilon")),
+                (drives[1], customize.Personalization("zeta")),
+            ]
+        )
     assert (caught.value.guest, caught.value.step, caught.value.drive) == (
-        "zeta", "inspect", str(blank))
+        "zeta",
+        "inspect",
+        str(blank),
+    )
     assert inspections(caplog) == {"epsilon": "light", "zeta": "fallback"}

@@ -35,14 +35,21 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(600)]
 
 IMAGES = "/var/lib/libvirt/images"
 CACHE = f"{IMAGES}/mclu-templates"
-BUILD_STEPS = ["defining", "sending", "creating disk", "personalising", "starting",
-               "waiting until ready"]
+BUILD_STEPS = [
+    "defining",
+    "sending",
+    "creating disk",
+    "personalising",
+    "starting",
+    "waiting until ready",
+]
 EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
 WORD = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated", signal.SIGHUP: "hangup"}
 # Each is undone, at each step: Ctrl-C, SIGTERM (kill, a stopped service), SIGHUP (the
 # terminal or ssh session mclu ran in went away).
-SIGNALS = pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP],
-                                  ids=["SIGINT", "SIGTERM", "SIGHUP"])
+SIGNALS = pytest.mark.parametrize(
+    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+)
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +60,13 @@ def repo(sandbox: sb.Sandbox) -> Path:
 
 def define_xml(name: str, state: str = "ready") -> str:
     """A diskless shut-off guest with mclu's metadata: a bystander no fault may touch."""
-    meta = model.GuestMeta(template="tiny", revision="1", built="2020-01-01T00:00:00Z",
-                           state=state)
-    return (f"<domain type='qemu'><name>{name}</name><uuid>{uuid.uuid4()}</uuid>"
-            f"<memory unit='MiB'>32</memory><vcpu>1</vcpu>"
-            f"<metadata>{metadata.render(meta)}</metadata>"
-            "<os><type arch='x86_64'>hvm</type></os></domain>")
+    meta = model.GuestMeta(template="tiny", revision="1", built="2020-01-01T00:00:00Z", state=state)
+    return (
+        f"<domain type='qemu'><name>{name}</name><uuid>{uuid.uuid4()}</uuid>"
+        f"<memory unit='MiB'>32</memory><vcpu>1</vcpu>"
+        f"<metadata>{metadata.render(meta)}</metadata>"
+        "<os><type arch='x86_64'>hvm</type></os></domain>"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +75,15 @@ def bystanders(sandbox: sb.Sandbox, repo: Path) -> Iterator[dict[str, str]]:
     made = {}
     for host in sandbox.up_hosts:
         name = f"keep{uuid.uuid4().hex[:6]}"
-        sandbox.exec(host, ["sh", "-c", 'f=$(mktemp) && cat > "$f" && virsh -q define "$f"; '
-                                        'r=$?; rm -f "$f"; exit $r'], input=define_xml(name))
+        sandbox.exec(
+            host,
+            [
+                "sh",
+                "-c",
+                'f=$(mktemp) && cat > "$f" && virsh -q define "$f"; r=$?; rm -f "$f"; exit $r',
+            ],
+            input=define_xml(name),
+        )
         sandbox.exec(host, ["sh", "-c", f"mkdir -p {IMAGES} && echo pet > {IMAGES}/{name}.img"])
         made[host] = name
     yield made
@@ -80,16 +95,22 @@ def bystanders(sandbox: sb.Sandbox, repo: Path) -> Iterator[dict[str, str]]:
 class Faults:
     """Runs mclu as a user would and looks at the hosts; removes every guest it names."""
 
-    def __init__(self, sandbox: sb.Sandbox, cache_dir: Path, ssh_key: Path,
-                 bystanders: dict[str, str]) -> None:
+    def __init__(
+        self, sandbox: sb.Sandbox, cache_dir: Path, ssh_key: Path, bystanders: dict[str, str]
+    ) -> None:
         self.sandbox = sandbox
         # The controller's $TMPDIR, mclu's alone: what a run keeps there (host keys, sockets,
         # libguestfs's tmpdir) must be gone once it has ended, however it ended. Short, as a
         # user's /tmp is: socket paths in it must fit in 107 bytes.
         self.tmp = Path(tempfile.mkdtemp(prefix="mclu-faults-", dir="/tmp"))
         # libguestfs keeps its appliance cache in $TMPDIR unless told: where it is without one.
-        self.env = {**os.environ, **sb.GUESTFS_ENV, "MCLU_CACHE": str(cache_dir),
-                    "TMPDIR": str(self.tmp), "LIBGUESTFS_CACHEDIR": "/var/tmp"}
+        self.env = {
+            **os.environ,
+            **sb.GUESTFS_ENV,
+            "MCLU_CACHE": str(cache_dir),
+            "TMPDIR": str(self.tmp),
+            "LIBGUESTFS_CACHEDIR": "/var/tmp",
+        }
         self.ssh_key = ssh_key
         self.bystanders = bystanders
         self.names: list[str] = []
@@ -101,22 +122,48 @@ class Faults:
 
     def start(self, *args: str, inventory: Path | None = None) -> subprocess.Popen[str]:
         """`mclu ARGS --json` in the background; its stdout is JSON lines."""
-        argv = [str(sb.BIN / "mclu"), "-c", str(inventory or self.sandbox.inventory), *args,
-                "--json"]
+        argv = [
+            str(sb.BIN / "mclu"),
+            "-c",
+            str(inventory or self.sandbox.inventory),
+            *args,
+            "--json",
+        ]
         # Its own process group: a test can pause it with its children (nbdcopy, zstd).
-        return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=self.env, start_new_session=True)
+        return subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env,
+            start_new_session=True,
+        )
 
-    def build(self, name: str, host: str, *extra: str,
-              inventory: Path | None = None) -> subprocess.Popen[str]:
-        return self.start("build", "tiny", name, "--on", host, "--ssh-key", str(self.ssh_key),
-                          *extra, inventory=inventory)
+    def build(
+        self, name: str, host: str, *extra: str, inventory: Path | None = None
+    ) -> subprocess.Popen[str]:
+        return self.start(
+            "build",
+            "tiny",
+            name,
+            "--on",
+            host,
+            "--ssh-key",
+            str(self.ssh_key),
+            *extra,
+            inventory=inventory,
+        )
 
-    def mclu(self, *args: str, inventory: Path | None = None,
-             timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(sb.BIN / "mclu"), "-c",
-                               str(inventory or self.sandbox.inventory), *args],
-                              capture_output=True, text=True, timeout=timeout, env=self.env)
+    def mclu(
+        self, *args: str, inventory: Path | None = None, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(sb.BIN / "mclu"), "-c", str(inventory or self.sandbox.inventory), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env,
+        )
 
     def hosts_args(self) -> list[str]:
         return [arg for host in self.sandbox.up_hosts for arg in ("--host", host)]
@@ -131,8 +178,11 @@ class Faults:
             for name in self.names:
                 self.sandbox.exec(host, ["virsh", "-q", "destroy", name], check=False)
                 self.sandbox.exec(host, ["virsh", "-q", "undefine", name], check=False)
-                self.sandbox.exec(host, ["sh", "-c", f"rm -f {IMAGES}/{name}.* "
-                                         f"{CACHE}/*.partial-*-{name}"], check=False)
+                self.sandbox.exec(
+                    host,
+                    ["sh", "-c", f"rm -f {IMAGES}/{name}.* {CACHE}/*.partial-*-{name}"],
+                    check=False,
+                )
 
     def assert_bystanders_untouched(self) -> None:
         for host, name in self.bystanders.items():
@@ -149,29 +199,33 @@ class Faults:
         """The leftover note of `mclu list` (stderr), '' when there is none."""
         done = self.mclu("list", *self.hosts_args())
         assert done.returncode == 0, done.stderr
-        return "".join(line for line in done.stderr.splitlines(keepends=True)
-                       if "leftover" in line)
+        return "".join(line for line in done.stderr.splitlines(keepends=True) if "leftover" in line)
 
     def reported(self, name: str) -> list[str]:
         """What `mclu cleanup --dry-run` would remove of a run for guest `name`."""
         done = self.mclu("cleanup", "--dry-run", "--json", *self.hosts_args())
         assert done.returncode == 0, done.stderr
-        return [f"{h['name']}: {i.get('name') or i.get('path')}"
-                for h in json.loads(done.stdout)["hosts"] for i in h["removed"]
-                if name in (i.get("name") or i.get("path") or "")]
+        return [
+            f"{h['name']}: {i.get('name') or i.get('path')}"
+            for h in json.loads(done.stdout)["hosts"]
+            for i in h["removed"]
+            if name in (i.get("name") or i.get("path") or "")
+        ]
 
 
 @pytest.fixture
-def faults(sandbox: sb.Sandbox, repo: Path, cache_dir: Path, ssh_key: Path,
-           bystanders: dict[str, str]) -> Iterator[Faults]:
+def faults(
+    sandbox: sb.Sandbox, repo: Path, cache_dir: Path, ssh_key: Path, bystanders: dict[str, str]
+) -> Iterator[Faults]:
     made = Faults(sandbox, cache_dir, ssh_key, bystanders)
     yield made
     made.cleanup()
     made.assert_bystanders_untouched()
 
 
-def until(proc: subprocess.Popen[str], matches: Callable[[dict[str, object]], bool]
-          ) -> dict[str, object]:
+def until(
+    proc: subprocess.Popen[str], matches: Callable[[dict[str, object]], bool]
+) -> dict[str, object]:
     """Read the JSON lines of proc until one matches; fails if it ends first."""
     assert proc.stdout is not None
     for line in proc.stdout:
@@ -221,8 +275,9 @@ def settled(sandbox: sb.Sandbox, name: str, seconds: float = 15) -> list[str]:
 
 @SIGNALS
 @pytest.mark.parametrize("at", BUILD_STEPS)
-def test_signal_at_a_build_step_undoes_everything(sandbox: sb.Sandbox, faults: Faults, at: str,
-                                                  sig: signal.Signals) -> None:
+def test_signal_at_a_build_step_undoes_everything(
+    sandbox: sb.Sandbox, faults: Faults, at: str, sig: signal.Signals
+) -> None:
     host = sandbox.up_hosts[1]
     if at == "sending":
         faults.forget_base(host)
@@ -243,8 +298,18 @@ def test_a_closed_terminal_undoes_the_build(sandbox: sb.Sandbox, faults: Faults)
     connection drops): the kernel sends SIGHUP and mclu's output now fails with EIO; the
     build is undone all the same, with nothing left on the host or the controller."""
     host, name = sandbox.up_hosts[1], faults.name()
-    argv = [str(sb.BIN / "mclu"), "-c", str(faults.sandbox.inventory), "build", "tiny", name,
-            "--on", host, "--ssh-key", str(faults.ssh_key)]
+    argv = [
+        str(sb.BIN / "mclu"),
+        "-c",
+        str(faults.sandbox.inventory),
+        "build",
+        "tiny",
+        name,
+        "--on",
+        host,
+        "--ssh-key",
+        str(faults.ssh_key),
+    ]
     pid, master = pty.fork()
     if pid == 0:  # the child: a session leader on the pty, as a login shell's command is
         os.execve(argv[0], argv, faults.env)
@@ -269,7 +334,8 @@ def test_a_closed_terminal_undoes_the_build(sandbox: sb.Sandbox, faults: Faults)
 
 @pytest.mark.parametrize("at", BUILD_STEPS)
 def test_sigkill_at_a_build_step_leaves_marked_leftovers_cleanup_removes(
-        sandbox: sb.Sandbox, faults: Faults, at: str) -> None:
+    sandbox: sb.Sandbox, faults: Faults, at: str
+) -> None:
     host = sandbox.up_hosts[2]
     if at == "sending":
         faults.forget_base(host)
@@ -281,10 +347,15 @@ def test_sigkill_at_a_build_step_leaves_marked_leftovers_cleanup_removes(
     proc.kill()
     proc.communicate(timeout=60)
     left = settled(sandbox, name)
-    tree = subprocess.run(["ps", "-eo", "pid,ppid,stat,etime,args"], capture_output=True,
-                          text=True).stdout
-    assert not any("qemu-nbd" in f for f in left), (left, [  # ended with the ssh connection
-        line for line in tree.splitlines() if name in line or " cat" in line])
+    tree = subprocess.run(
+        ["ps", "-eo", "pid,ppid,stat,etime,args"], capture_output=True, text=True
+    ).stdout
+    assert not any("qemu-nbd" in f for f in left), (
+        left,
+        [  # ended with the ssh connection
+            line for line in tree.splitlines() if name in line or " cat" in line
+        ],
+    )
     if at != "defining":  # defined before anything else: from here on it is marked
         assert f"{host}: domain {name}" in left
     # On the controller, the killed run's private directory stays (nothing else of it);
@@ -295,15 +366,17 @@ def test_sigkill_at_a_build_step_leaves_marked_leftovers_cleanup_removes(
         assert len(run_dirs) == 1, run_dirs
     dry = faults.mclu("cleanup", "--dry-run", "--json", *faults.hosts_args())
     assert json.loads(dry.stdout)["controller"] == {
-        "removed": [str(faults.tmp / d) for d in run_dirs]}, dry.stdout
+        "removed": [str(faults.tmp / d) for d in run_dirs]
+    }, dry.stdout
     assert faults.controller_tmp() == run_dirs  # a dry run
     note = faults.leftover_note()
     assert faults.controller_tmp() == []  # removed by the next run (`mclu list`)
     if left:
         assert faults.reported(name), left
         assert note.startswith("mclu: note: ") and host in note, note
-        assert note.rstrip().endswith("(mclu cleanup removes them)") or \
-            note.rstrip().endswith("(mclu cleanup removes it)"), note
+        assert note.rstrip().endswith("(mclu cleanup removes them)") or note.rstrip().endswith(
+            "(mclu cleanup removes it)"
+        ), note
         listed = faults.mclu("list", "--host", host)
         row = next(line for line in listed.stdout.splitlines() if line.startswith(name))
         assert "interrupted build" in row
@@ -316,7 +389,8 @@ def test_sigkill_at_a_build_step_leaves_marked_leftovers_cleanup_removes(
 
 
 def test_cleanup_after_a_sigkill_removes_the_run_directory_on_the_controller(
-        sandbox: sb.Sandbox, faults: Faults) -> None:
+    sandbox: sb.Sandbox, faults: Faults
+) -> None:
     """The killed build's private directory (the new guest's private host keys, its
     sockets) is removed by the next `mclu cleanup`, with what the build left on its host."""
     host, name = sandbox.up_hosts[2], faults.name()
@@ -330,8 +404,9 @@ def test_cleanup_after_a_sigkill_removes_the_run_directory_on_the_controller(
     settled(sandbox, name)
     done = faults.mclu("cleanup", *faults.hosts_args())
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines()[0] == (f"controller: removed {faults.tmp / run_dir} "
-                                           "(temporary files of an mclu run that is gone)")
+    assert done.stdout.splitlines()[0] == (
+        f"controller: removed {faults.tmp / run_dir} (temporary files of an mclu run that is gone)"
+    )
     assert f"{host}: removed guest {name}" in done.stdout, done.stdout
     assert faults.controller_tmp() == []
     assert leftovers(sandbox, name) == []
@@ -375,8 +450,9 @@ def test_network_cut_mid_transfer(sandbox: sb.Sandbox, faults: Faults, tmp_path:
         sandbox.exec(host, ["ip", "link", "set", "eth0", "up"])
     assert code == 1, err
     line = one_error_line(err)
-    assert line.startswith(f"mclu: error: build of {name} failed at step 'send template' on "
-                           f"{host}: "), line
+    assert line.startswith(
+        f"mclu: error: build of {name} failed at step 'send template' on {host}: "
+    ), line
     assert "mclu cleanup" in line  # what could not be undone on the cut-off host
     assert seconds < 90, seconds  # ssh keepalive: 3 x 15 s without an answer
     # The host lets go of the dead run's lock once sshd drops its session (ClientAlive*:
@@ -400,8 +476,10 @@ def test_libvirtd_stopped_mid_build(sandbox: sb.Sandbox, faults: Faults) -> None
         code, err = finish(proc)
     assert code == 1, err
     line = one_error_line(err)
-    assert line.startswith(f"mclu: error: build of {name} failed at step 'start' on {host}: "
-                           f"{host}: libvirt is not answering"), line
+    assert line.startswith(
+        f"mclu: error: build of {name} failed at step 'start' on {host}: "
+        f"{host}: libvirt is not answering"
+    ), line
     # The disk went (ssh still worked); the definition could not: marked, and removable now.
     assert leftovers(sandbox, name) == [f"{host}: domain {name}"]
     assert f"on {host}" in faults.leftover_note()
@@ -428,8 +506,9 @@ def small_image_dir(sandbox: sb.Sandbox) -> Iterator[str]:
             time.sleep(0.5)
 
 
-def test_image_dir_full_mid_transfer(sandbox: sb.Sandbox, faults: Faults,
-                                     small_image_dir: str) -> None:
+def test_image_dir_full_mid_transfer(
+    sandbox: sb.Sandbox, faults: Faults, small_image_dir: str
+) -> None:
     host = small_image_dir
     name = faults.name()
     proc = faults.build(name, host)
@@ -445,8 +524,9 @@ def test_image_dir_full_mid_transfer(sandbox: sb.Sandbox, faults: Faults,
     code, err = finish(proc)
     assert code == 1, err
     line = one_error_line(err)
-    assert line.startswith(f"mclu: error: build of {name} failed at step 'send template' on "
-                           f"{host}"), line
+    assert line.startswith(
+        f"mclu: error: build of {name} failed at step 'send template' on {host}"
+    ), line
     assert "No space left on device" in line or "no space" in line.lower(), line
     files = sandbox.exec(host, ["ls", "-A", IMAGES]).stdout.split()
     assert sorted(files) == [".mclu-locks", "filler", "mclu-templates"], files
@@ -460,24 +540,28 @@ def test_build_on_a_host_that_is_off(sandbox: sb.Sandbox, faults: Faults) -> Non
     code, err = finish(faults.build(name, sandbox.off_host))
     assert code == 1, err
     assert one_error_line(err).startswith(
-        f"mclu: error: {sandbox.off_host}: unreachable at {sandbox.address(sandbox.off_host)}")
+        f"mclu: error: {sandbox.off_host}: unreachable at {sandbox.address(sandbox.off_host)}"
+    )
     assert time.monotonic() - started < 20  # the connect timeout (3 s), not more
     assert leftovers(sandbox, name) == []
 
 
-def test_build_on_a_host_whose_sshd_rejects_the_key(sandbox: sb.Sandbox, faults: Faults,
-                                                    tmp_path: Path) -> None:
+def test_build_on_a_host_whose_sshd_rejects_the_key(
+    sandbox: sb.Sandbox, faults: Faults, tmp_path: Path
+) -> None:
     inventory = sandbox.with_stranger_key(tmp_path)
     host, name = sandbox.up_hosts[0], faults.name()
     code, err = finish(faults.build(name, host, inventory=inventory))
     assert code == 1, err
     assert one_error_line(err).startswith(
-        f"mclu: error: {host}: ssh refused root@{sandbox.address(host)}")
+        f"mclu: error: {host}: ssh refused root@{sandbox.address(host)}"
+    )
     assert leftovers(sandbox, name) == []
 
 
-def test_build_on_a_host_whose_host_key_changed(sandbox: sb.Sandbox, faults: Faults,
-                                                tmp_path: Path) -> None:
+def test_build_on_a_host_whose_host_key_changed(
+    sandbox: sb.Sandbox, faults: Faults, tmp_path: Path
+) -> None:
     host = sandbox.up_hosts[0]
     inventory, known = sandbox.with_changed_host_key(host, tmp_path)
     name = faults.name()
@@ -493,8 +577,9 @@ def test_build_on_a_host_whose_host_key_changed(sandbox: sb.Sandbox, faults: Fau
 
 
 @pytest.mark.parametrize("where", ["same host", "two hosts"])
-def test_concurrent_builds_of_one_name_exactly_one_wins(sandbox: sb.Sandbox, faults: Faults,
-                                                        where: str) -> None:
+def test_concurrent_builds_of_one_name_exactly_one_wins(
+    sandbox: sb.Sandbox, faults: Faults, where: str
+) -> None:
     first = sandbox.up_hosts[1]
     second = first if where == "same host" else sandbox.up_hosts[2]
     name = faults.name()
@@ -531,8 +616,9 @@ def where(sandbox: sb.Sandbox, name: str) -> dict[str, str]:
     return found
 
 
-def test_migration_whose_destination_libvirtd_dies(sandbox: sb.Sandbox, faults: Faults,
-                                                   running: str) -> None:
+def test_migration_whose_destination_libvirtd_dies(
+    sandbox: sb.Sandbox, faults: Faults, running: str
+) -> None:
     source, dest = sandbox.up_hosts[0], sandbox.up_hosts[1]
     # Slow enough to be caught mid-way: 1 MiB/s for the guest's memory.
     sandbox.exec(source, ["virsh", "migrate-setspeed", running, "1"])
@@ -542,8 +628,9 @@ def test_migration_whose_destination_libvirtd_dies(sandbox: sb.Sandbox, faults: 
         code, err = finish(proc)
     assert code == 1, err
     line = one_error_line(err)
-    assert line.startswith(f"mclu: error: migration of {running} from {source} to {dest} "
-                           "failed at 'migrate'"), line
+    assert line.startswith(
+        f"mclu: error: migration of {running} from {source} to {dest} failed at 'migrate'"
+    ), line
     assert line.endswith(f"({running} runs on {source})"), line
     deadline = time.monotonic() + 30  # the restarted libvirtd drops the incoming half
     while where(sandbox, running) != {source: "running"} and time.monotonic() < deadline:
@@ -555,8 +642,9 @@ def test_migration_whose_destination_libvirtd_dies(sandbox: sb.Sandbox, faults: 
 
 @SIGNALS
 @pytest.mark.parametrize("at", ["sending", "creating", "migrating"])
-def test_signal_at_a_migration_step(sandbox: sb.Sandbox, faults: Faults, running: str, at: str,
-                                    sig: signal.Signals) -> None:
+def test_signal_at_a_migration_step(
+    sandbox: sb.Sandbox, faults: Faults, running: str, at: str, sig: signal.Signals
+) -> None:
     source, dest = sandbox.up_hosts[0], sandbox.up_hosts[2]
     if at == "sending":
         faults.forget_base(dest)
@@ -577,22 +665,41 @@ def test_signal_at_a_migration_step(sandbox: sb.Sandbox, faults: Faults, running
 # --- rebuild -------------------------------------------------------------------------------------
 
 REBUILD_STEPS = [
-    "creating the new disk", "personalising the new disk",
+    "creating the new disk",
+    "personalising the new disk",
     "stopping the old guest",
-    "starting the new guest", "waiting until ready"]
+    "starting the new guest",
+    "waiting until ready",
+]
 
 
 @pytest.fixture(scope="module")
-def pet(sandbox: sb.Sandbox, repo: Path, cache_dir: Path, ssh_key: Path,
-        tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def pet(
+    sandbox: sb.Sandbox,
+    repo: Path,
+    cache_dir: Path,
+    ssh_key: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, Path]]:
     """A running guest built from the template `flaky` (tiny, as yet harmless), and the
     templates directory that has it; rebuilt, and interrupted, by the tests below."""
     templates = tmp_path_factory.mktemp("templates")
     (templates / "flaky.toml").write_text('base = "tiny"\n')
     faults = Faults(sandbox, cache_dir, ssh_key, {})
     name = faults.name()
-    code, err = finish(faults.start("build", "flaky", name, "--on", sandbox.up_hosts[1],
-                                    "--templates", str(templates), "--ssh-key", str(ssh_key)))
+    code, err = finish(
+        faults.start(
+            "build",
+            "flaky",
+            name,
+            "--on",
+            sandbox.up_hosts[1],
+            "--templates",
+            str(templates),
+            "--ssh-key",
+            str(ssh_key),
+        )
+    )
     assert code == 0, err
     yield name, templates
     faults.cleanup()
@@ -602,8 +709,13 @@ def guest_record(faults: Faults, name: str) -> dict[str, object]:
     done = faults.mclu("info", name, "--json", *faults.hosts_args())
     assert done.returncode == 0, done.stderr
     guest = json.loads(done.stdout)["guest"]
-    return {"host": guest["host"], "uuid": guest["uuid"], "state": guest["state"],
-            "disks": guest["disks"], "mclu": guest["mclu"]}
+    return {
+        "host": guest["host"],
+        "uuid": guest["uuid"],
+        "state": guest["state"],
+        "disks": guest["disks"],
+        "mclu": guest["mclu"],
+    }
 
 
 def rebuild_files(sandbox: sb.Sandbox, host: str, name: str) -> list[str]:
@@ -612,13 +724,21 @@ def rebuild_files(sandbox: sb.Sandbox, host: str, name: str) -> list[str]:
 
 
 def test_rebuild_whose_new_build_fails_leaves_the_old_guest(
-        sandbox: sb.Sandbox, faults: Faults, pet: tuple[str, Path]) -> None:
+    sandbox: sb.Sandbox, faults: Faults, pet: tuple[str, Path]
+) -> None:
     name, templates = pet
     before = guest_record(faults, name)
     (templates / "flaky.toml").write_text('base = "tiny"\n[customize]\nrun = ["exit 3"]\n')
     try:
-        done = faults.mclu("rebuild", name, "--templates", str(templates), "--ssh-key",
-                           str(faults.ssh_key), *faults.hosts_args())
+        done = faults.mclu(
+            "rebuild",
+            name,
+            "--templates",
+            str(templates),
+            "--ssh-key",
+            str(faults.ssh_key),
+            *faults.hosts_args(),
+        )
     finally:
         (templates / "flaky.toml").write_text('base = "tiny"\n')
     assert done.returncode == 1, done.stderr
@@ -631,15 +751,24 @@ def test_rebuild_whose_new_build_fails_leaves_the_old_guest(
 @SIGNALS
 @pytest.mark.parametrize("at", REBUILD_STEPS)
 def test_signal_at_a_rebuild_step_leaves_the_old_guest(
-        sandbox: sb.Sandbox, faults: Faults, pet: tuple[str, Path], at: str,
-        sig: signal.Signals) -> None:
+    sandbox: sb.Sandbox, faults: Faults, pet: tuple[str, Path], at: str, sig: signal.Signals
+) -> None:
     name, templates = pet
     host = sandbox.up_hosts[1]
     sandbox.exec(host, ["virsh", "-q", "start", name], check=False)  # running, whatever before
     before = guest_record(faults, name)
     assert before["state"] == "running"
-    proc = faults.start("rebuild", name, "--templates", str(templates), "--ssh-key",
-                        str(faults.ssh_key), "--stop-timeout", "3", *faults.hosts_args())
+    proc = faults.start(
+        "rebuild",
+        name,
+        "--templates",
+        str(templates),
+        "--ssh-key",
+        str(faults.ssh_key),
+        "--stop-timeout",
+        "3",
+        *faults.hosts_args(),
+    )
     until(proc, step(at))
     proc.send_signal(sig)
     code, err = finish(proc)

@@ -40,14 +40,25 @@ class Guests:
     def build(self) -> str:
         name = f"lc{uuid.uuid4().hex[:8]}"
         self.names.append(name)
-        done = sb.mclu("build", "tiny", name, "--on", self.host, "--ssh-key", str(self.key),
-                       inventory=self.sandbox.inventory, env=self.env, timeout=900)
+        done = sb.mclu(
+            "build",
+            "tiny",
+            name,
+            "--on",
+            self.host,
+            "--ssh-key",
+            str(self.key),
+            inventory=self.sandbox.inventory,
+            env=self.env,
+            timeout=900,
+        )
         assert done.returncode == 0, done.stderr
         console_shows(self.sandbox, self.host, name, f"{name} login:")
         return name
 
-    def mclu(self, *args: str, env: dict[str, str] | None = None
-             ) -> subprocess.CompletedProcess[str]:
+    def mclu(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return sb.mclu(*args, inventory=self.sandbox.inventory, env=env, timeout=300)
 
     def state(self, name: str) -> str:
@@ -85,7 +96,11 @@ def test_stop_by_acpi_then_start(guests: Guests, guest: str) -> None:
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     assert (doc["host"], doc["changed"], doc["forced"], doc["state"]) == (
-        guests.host, True, False, "shut off")  # tiny's acpid powered it off
+        guests.host,
+        True,
+        False,
+        "shut off",
+    )  # tiny's acpid powered it off
     assert guests.state(guest) == "shut off"
     done = guests.mclu("start", guest)
     assert done.returncode == 0, done.stderr
@@ -94,7 +109,9 @@ def test_stop_by_acpi_then_start(guests: Guests, guest: str) -> None:
     console_shows(guests.sandbox, guests.host, guest, f"{guest} login:")
     again = guests.mclu("start", guest)
     assert (again.returncode, again.stdout) == (
-        0, f"{guest} on {guests.host}: already running, nothing to do\n")
+        0,
+        f"{guest} on {guests.host}: already running, nothing to do\n",
+    )
 
 
 def test_stop_right_after_start_is_heard(guests: Guests, guest: str) -> None:
@@ -129,8 +146,9 @@ def shows_prompt_twice(guests: Guests, name: str, seconds: float = 240) -> None:
     deadline = time.monotonic() + seconds
     log = ""
     while time.monotonic() < deadline:
-        log = guests.sandbox.exec(guests.host, ["cat", f"/var/log/libvirt/qemu/{name}-console.log"],
-                                  check=False).stdout
+        log = guests.sandbox.exec(
+            guests.host, ["cat", f"/var/log/libvirt/qemu/{name}-console.log"], check=False
+        ).stdout
         if log.count(f"{name} login:") >= 2:
             return
         time.sleep(2)
@@ -138,9 +156,13 @@ def shows_prompt_twice(guests: Guests, name: str, seconds: float = 240) -> None:
 
 
 def test_console_logs_in_and_leaves_with_ctrl_bracket(guests: Guests, guest: str) -> None:
-    child = pexpect.spawn(str(sb.BIN / "mclu"), ["-c", str(guests.sandbox.inventory), "console",
-                                                 guest], encoding="utf-8", timeout=120,
-                          dimensions=(30, 100))
+    child = pexpect.spawn(
+        str(sb.BIN / "mclu"),
+        ["-c", str(guests.sandbox.inventory), "console", guest],
+        encoding="utf-8",
+        timeout=120,
+        dimensions=(30, 100),
+    )
     try:
         child.expect_exact("Escape character is ^]")
         child.sendline("")
@@ -157,8 +179,9 @@ def test_console_logs_in_and_leaves_with_ctrl_bracket(guests: Guests, guest: str
     assert (child.exitstatus, child.signalstatus) == (0, None)
 
 
-def test_viewer_runs_virt_viewer_for_the_guests_host(guests: Guests, guest: str,
-                                                     tmp_path: Path) -> None:
+def test_viewer_runs_virt_viewer_for_the_guests_host(
+    guests: Guests, guest: str, tmp_path: Path
+) -> None:
     script = tmp_path / "virt-viewer"
     script.write_text(f'#!/bin/sh\nfor a; do printf "%s\\n" "$a"; done > {tmp_path}/argv\n')
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
@@ -167,8 +190,11 @@ def test_viewer_runs_virt_viewer_for_the_guests_host(guests: Guests, guest: str,
     client = guests.sandbox.state / "client"
     address = guests.sandbox.address(guests.host)
     assert (tmp_path / "argv").read_text().splitlines() == [
-        "--connect", f"qemu+ssh://root@{address}:22/system?keyfile={client}/id_ed25519"
-                     f"&known_hosts={client}/known_hosts&no_verify=0", guest]
+        "--connect",
+        f"qemu+ssh://root@{address}:22/system?keyfile={client}/id_ed25519"
+        f"&known_hosts={client}/known_hosts&no_verify=0",
+        guest,
+    ]
     missing = guests.mclu("viewer", guest, env={"PATH": str(tmp_path / "nowhere")})
     assert missing.returncode == 1
     assert "install the virt-viewer package" in missing.stderr
@@ -180,24 +206,29 @@ def test_destroy_powers_off_at_once(guests: Guests, guest: str) -> None:
     assert guests.state(guest) == "shut off"
 
 
-def test_delete_removes_the_guests_disk_and_keeps_the_shared_base(guests: Guests,
-                                                                  guest: str) -> None:
+def test_delete_removes_the_guests_disk_and_keeps_the_shared_base(
+    guests: Guests, guest: str
+) -> None:
     other = guests.build()  # an overlay on the same cached base
     base = [f for f in guests.files(f"{IMAGES}/mclu-templates") if f.startswith("tiny.")]
     assert base
     done = guests.mclu("delete", guest, "--json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    assert doc["removed"] == [f"{IMAGES}/{guest}.qcow2",
-                              f"/var/log/libvirt/qemu/{guest}-console.log"]
+    assert doc["removed"] == [
+        f"{IMAGES}/{guest}.qcow2",
+        f"/var/log/libvirt/qemu/{guest}-console.log",
+    ]
     assert guests.state(guest) == "undefined"
     assert f"{guest}.qcow2" not in guests.files(IMAGES)
     assert f"{other}.qcow2" in guests.files(IMAGES)
     assert set(base) <= set(guests.files(f"{IMAGES}/mclu-templates"))
     refused = guests.mclu("delete", other)
     assert refused.returncode == 1
-    assert refused.stderr == (f"mclu: error: {guests.host}: {other} is running; stop it first, "
-                              "or use --force to power it off and delete it\n")
+    assert refused.stderr == (
+        f"mclu: error: {guests.host}: {other} is running; stop it first, "
+        "or use --force to power it off and delete it\n"
+    )
     forced = guests.mclu("delete", other, "--force")
     assert forced.returncode == 0, forced.stderr
     assert guests.state(other) == "undefined"

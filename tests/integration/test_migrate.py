@@ -39,8 +39,9 @@ def defined_on(sandbox: sb.Sandbox, name: str) -> dict[str, str]:
 
 
 def files_of(sandbox: sb.Sandbox, host: str, name: str) -> list[str]:
-    listing = sandbox.exec(host, ["ls", "-a", IMAGES, f"{IMAGES}/mclu-templates"],
-                           check=False).stdout.split()
+    listing = sandbox.exec(
+        host, ["ls", "-a", IMAGES, f"{IMAGES}/mclu-templates"], check=False
+    ).stdout.split()
     return [f for f in listing if name in f or ".partial" in f or ".mclu-new" in f]
 
 
@@ -62,8 +63,9 @@ def guest(sandbox: sb.Sandbox, builds: Builds) -> str:
 def test_migrate_a_running_guest(sandbox: sb.Sandbox, builds: Builds, guest: str) -> None:
     source, dest = sandbox.up_hosts[0], sandbox.up_hosts[1]
     _, before = sb.mclu_json("info", guest, inventory=sandbox.inventory)
-    done = sb.mclu("migrate", guest, "--to", dest, inventory=sandbox.inventory,
-                   env=builds.env, timeout=600)
+    done = sb.mclu(
+        "migrate", guest, "--to", dest, inventory=sandbox.inventory, env=builds.env, timeout=600
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{guest} moved {source} → {dest} in ")
     assert defined_on(sandbox, guest) == {dest: "running persistent"}
@@ -94,24 +96,37 @@ def distrust(sandbox: sb.Sandbox) -> Iterator[tuple[str, str]]:
 
 
 def test_a_failed_migration_leaves_the_guest_at_its_source_and_nothing_behind(
-        sandbox: sb.Sandbox, builds: Builds, guest: str, distrust: tuple[str, str],
-        tmp_path: Path) -> None:
+    sandbox: sb.Sandbox, builds: Builds, guest: str, distrust: tuple[str, str], tmp_path: Path
+) -> None:
     source, dest = distrust
     # The destination lacks the base and the controller's cache is empty: the base is
     # copied host to host for this migration, and must go again when it fails.
     sandbox.exec(dest, ["sh", "-c", f"rm -f {IMAGES}/mclu-templates/tiny.*"])
-    done = sb.mclu("migrate", guest, "--to", dest, "--json", inventory=sandbox.inventory,
-                   env={"MCLU_CACHE": str(tmp_path / "empty-cache")}, timeout=600)
+    done = sb.mclu(
+        "migrate",
+        guest,
+        "--to",
+        dest,
+        "--json",
+        inventory=sandbox.inventory,
+        env={"MCLU_CACHE": str(tmp_path / "empty-cache")},
+        timeout=600,
+    )
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"mclu: error: migration of {guest} from {source} to {dest} failed "
-                           "at 'migrate'"), done.stderr
+    assert last.startswith(
+        f"mclu: error: migration of {guest} from {source} to {dest} failed at 'migrate'"
+    ), done.stderr
     steps = [json.loads(line).get("text", "") for line in done.stdout.splitlines()]
     assert any(s.startswith("sending tiny.") for s in steps)  # the base did travel
     assert defined_on(sandbox, guest) == {source: "running persistent"}
     assert files_of(sandbox, dest, guest) == []
-    assert sandbox.exec(dest, ["sh", "-c", f"ls {IMAGES}/mclu-templates/ | grep tiny"],
-                        check=False).stdout == ""
+    assert (
+        sandbox.exec(
+            dest, ["sh", "-c", f"ls {IMAGES}/mclu-templates/ | grep tiny"], check=False
+        ).stdout
+        == ""
+    )
     assert guest in console_command(sandbox, source, guest, "hostname")
 
 
@@ -122,8 +137,9 @@ def test_drain_moves_both_guests(sandbox: sb.Sandbox, builds: Builds) -> None:
     assert done.returncode == 0, done.stderr
     for name in names:
         console_shows(sandbox, source, name, f"{name} login:")
-    drained = sb.mclu("drain", source, "--json", inventory=sandbox.inventory, env=builds.env,
-                      timeout=900)
+    drained = sb.mclu(
+        "drain", source, "--json", inventory=sandbox.inventory, env=builds.env, timeout=900
+    )
     assert drained.returncode == 0, drained.stderr
     report = json.loads(drained.stdout.splitlines()[-1])
     mine = [g for g in report["guests"] if g["name"] in names]

@@ -30,8 +30,14 @@ def states(sandbox: sb.Sandbox) -> dict[str, str]:
 
 def stand_in_verified(sandbox: sb.Sandbox, host: str) -> None:
     """The host's `poweroff` is the sandbox's stand-in (docs/sandbox.md), checked read-only."""
-    done = sandbox.exec(host, ["sh", "-c", 'head -3 "$(PATH=/usr/local/sbin:$PATH '
-                                           'command -v poweroff)"; cat /run/mclu-host'])
+    done = sandbox.exec(
+        host,
+        [
+            "sh",
+            "-c",
+            'head -3 "$(PATH=/usr/local/sbin:$PATH command -v poweroff)"; cat /run/mclu-host',
+        ],
+    )
     assert "mclu-sandbox power stand-in" in done.stdout and done.stdout.split()[-1] == host
 
 
@@ -48,11 +54,20 @@ def layout(sandbox: sb.Sandbox) -> Iterator[None]:
 def running_guest(sandbox: sb.Sandbox) -> Iterator[tuple[str, str]]:
     """A diskless TCG guest running on the second up host; removed afterwards."""
     host, name = sandbox.up_hosts[1], f"pw-{uuid.uuid4().hex[:6]}"
-    xml = (f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory>"
-           "<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>")
-    sandbox.exec(host, ["sh", "-c", 'f=$(mktemp) && cat > "$f" && virsh -q define "$f" && '
-                                    'virsh -q start ' + name + '; r=$?; rm -f "$f"; exit $r'],
-                 input=xml)
+    xml = (
+        f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory>"
+        "<vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>"
+    )
+    sandbox.exec(
+        host,
+        [
+            "sh",
+            "-c",
+            'f=$(mktemp) && cat > "$f" && virsh -q define "$f" && '
+            "virsh -q start " + name + '; r=$?; rm -f "$f"; exit $r',
+        ],
+        input=xml,
+    )
     yield host, name
     sandbox.exec(host, ["virsh", "-q", "destroy", name], check=False)
     sandbox.exec(host, ["virsh", "-q", "undefine", name], check=False)
@@ -62,8 +77,9 @@ def running_guest(sandbox: sb.Sandbox) -> Iterator[tuple[str, str]]:
 def test_on_wakes_the_powered_off_host_through_the_listener(sandbox: sb.Sandbox) -> None:
     spare = sandbox.off_host
     assert states(sandbox)[spare] == "off"
-    done = sb.mclu("on", spare, "--wait", "--timeout", WAIT, inventory=sandbox.inventory,
-                   timeout=300)
+    done = sb.mclu(
+        "on", spare, "--wait", "--timeout", WAIT, inventory=sandbox.inventory, timeout=300
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"{spare}: on, answering ssh after ")
     assert states(sandbox)[spare] == "on"
@@ -72,25 +88,37 @@ def test_on_wakes_the_powered_off_host_through_the_listener(sandbox: sb.Sandbox)
 
 
 @pytest.mark.usefixtures("layout")
-def test_off_is_refused_while_a_guest_runs_then_forced(sandbox: sb.Sandbox,
-                                                        running_guest: tuple[str, str]) -> None:
+def test_off_is_refused_while_a_guest_runs_then_forced(
+    sandbox: sb.Sandbox, running_guest: tuple[str, str]
+) -> None:
     host, guest = running_guest
     refused = sb.mclu("off", host, inventory=sandbox.inventory)
     assert refused.returncode == 1
-    assert refused.stderr == (f"mclu: error: {host}: refusing to power off: 1 running guest "
-                              f"({guest}); move them with --drain, or power off anyway with "
-                              "--force\n")
+    assert refused.stderr == (
+        f"mclu: error: {host}: refusing to power off: 1 running guest "
+        f"({guest}); move them with --drain, or power off anyway with "
+        "--force\n"
+    )
     assert states(sandbox)[host] == "on"
 
     stand_in_verified(sandbox, host)
-    forced = sb.mclu("off", host, "--force", "--wait", "--timeout", WAIT,
-                     inventory=sandbox.inventory, timeout=300)
+    forced = sb.mclu(
+        "off",
+        host,
+        "--force",
+        "--wait",
+        "--timeout",
+        WAIT,
+        inventory=sandbox.inventory,
+        timeout=300,
+    )
     assert forced.returncode == 0, forced.stderr
     assert f"{host}: off, no longer answering after " in forced.stdout
     assert states(sandbox)[host] == "off"
 
-    back = sb.mclu("on", host, "--wait", "--timeout", WAIT, inventory=sandbox.inventory,
-                   timeout=300)
+    back = sb.mclu(
+        "on", host, "--wait", "--timeout", WAIT, inventory=sandbox.inventory, timeout=300
+    )
     assert back.returncode == 0, back.stderr
     assert states(sandbox)[host] == "on"
 
@@ -99,14 +127,14 @@ def test_off_is_refused_while_a_guest_runs_then_forced(sandbox: sb.Sandbox,
 def test_off_a_host_without_guests_then_on_again(sandbox: sb.Sandbox) -> None:
     host = sandbox.up_hosts[2]
     stand_in_verified(sandbox, host)
-    off = sb.mclu("off", host, "--wait", "--timeout", WAIT, "--json",
-                  inventory=sandbox.inventory, timeout=300)
+    off = sb.mclu(
+        "off", host, "--wait", "--timeout", WAIT, "--json", inventory=sandbox.inventory, timeout=300
+    )
     assert off.returncode == 0, off.stderr
     assert states(sandbox)[host] == "off"
     assert sb.sandbox("status", check=False).stdout.count(" off") == 2  # it and the spare
 
-    on = sb.mclu("on", host, "--wait", "--timeout", WAIT, inventory=sandbox.inventory,
-                 timeout=300)
+    on = sb.mclu("on", host, "--wait", "--timeout", WAIT, inventory=sandbox.inventory, timeout=300)
     assert on.returncode == 0, on.stderr
     assert states(sandbox)[host] == "on"
 

@@ -27,9 +27,11 @@ def states(doc: dict[str, object]) -> dict[str, str]:
 def guest_xml(name: str, meta: model.GuestMeta | None) -> str:
     """A diskless TCG guest: enough for libvirt to define and list it."""
     record = f"<metadata>{metadata.render(meta)}</metadata>" if meta else ""
-    return (f"<domain type='qemu'><name>{name}</name><uuid>{uuid.uuid4()}</uuid>"
-            f"<memory unit='MiB'>32</memory><vcpu>1</vcpu>{record}"
-            "<os><type arch='x86_64'>hvm</type></os></domain>")
+    return (
+        f"<domain type='qemu'><name>{name}</name><uuid>{uuid.uuid4()}</uuid>"
+        f"<memory unit='MiB'>32</memory><vcpu>1</vcpu>{record}"
+        "<os><type arch='x86_64'>hvm</type></os></domain>"
+    )
 
 
 @pytest.fixture
@@ -38,9 +40,15 @@ def define(sandbox: sb.Sandbox) -> Iterator[object]:
     made: list[tuple[str, str]] = []
 
     def make(host: str, name: str, meta: model.GuestMeta | None = None) -> None:
-        sandbox.exec(host, ["sh", "-c", 'f=$(mktemp) && cat > "$f" && virsh -q define "$f"; '
-                                        'r=$?; rm -f "$f"; exit $r'],
-                     input=guest_xml(name, meta))
+        sandbox.exec(
+            host,
+            [
+                "sh",
+                "-c",
+                'f=$(mktemp) && cat > "$f" && virsh -q define "$f"; r=$?; rm -f "$f"; exit $r',
+            ],
+            input=guest_xml(name, meta),
+        )
         made.append((host, name))
 
     yield make
@@ -99,8 +107,9 @@ def test_changed_host_key_is_refused_with_the_fix(sandbox: sb.Sandbox, tmp_path:
     assert "ssh-keygen" in doc["hosts"][0]["error"] and str(known) in doc["hosts"][0]["error"]
 
 
-def test_unknown_host_key_is_refused_with_how_to_accept(sandbox: sb.Sandbox,
-                                                        tmp_path: Path) -> None:
+def test_unknown_host_key_is_refused_with_how_to_accept(
+    sandbox: sb.Sandbox, tmp_path: Path
+) -> None:
     known = tmp_path / "known_hosts"
     known.write_text("")
     inventory = sandbox.variant(tmp_path / "hosts.toml", known_hosts=str(known))
@@ -109,13 +118,15 @@ def test_unknown_host_key_is_refused_with_how_to_accept(sandbox: sb.Sandbox,
     assert "accept" in doc["hosts"][0]["error"]
 
 
-def test_list_and_info_find_guests_and_read_mclu_metadata(sandbox: sb.Sandbox,
-                                                          define: object) -> None:
+def test_list_and_info_find_guests_and_read_mclu_metadata(
+    sandbox: sb.Sandbox, define: object
+) -> None:
     assert callable(define)
     a, b = sandbox.up_hosts[0], sandbox.up_hosts[1]
     name = f"t-{uuid.uuid4().hex[:8]}"
-    meta = model.GuestMeta(template="tiny", revision="3", built="2026-11-20T10:00:00Z",
-                           options=(("memory", "32M"),))
+    meta = model.GuestMeta(
+        template="tiny", revision="3", built="2026-11-20T10:00:00Z", options=(("memory", "32M"),)
+    )
     define(a, name, meta)
     define(b, f"{name}-pet")
     code, doc = sb.mclu_json("list", inventory=sandbox.inventory)
@@ -133,8 +144,10 @@ def test_list_and_info_find_guests_and_read_mclu_metadata(sandbox: sb.Sandbox,
     define(b, name)  # now two hosts have it
     listed = sb.mclu("list", inventory=sandbox.inventory)
     assert listed.returncode == 0
-    assert (f"mclu: two guests named {name}, on {a} and {b}: name them as HOST:{name}"
-            in listed.stderr.splitlines())
+    assert (
+        f"mclu: two guests named {name}, on {a} and {b}: name them as HOST:{name}"
+        in listed.stderr.splitlines()
+    )
     code, doc = sb.mclu_json("list", inventory=sandbox.inventory)
     assert [g["duplicate"] for g in doc["guests"] if g["name"] == name] == [True, True]
     done = sb.mclu("info", name, inventory=sandbox.inventory)
@@ -145,5 +158,7 @@ def test_list_and_info_find_guests_and_read_mclu_metadata(sandbox: sb.Sandbox,
 
     done = sb.mclu("info", "no-such-guest", inventory=sandbox.inventory)
     assert done.returncode == 1
-    assert done.stderr.strip() == (f"mclu: error: no guest named 'no-such-guest' "
-                                   f"({sandbox.off_host} did not answer: it may be there)")
+    assert done.stderr.strip() == (
+        f"mclu: error: no guest named 'no-such-guest' "
+        f"({sandbox.off_host} did not answer: it may be there)"
+    )

@@ -48,12 +48,19 @@ class Guests:
         self.made.append((host, name))
         return name
 
-    def mclu(self, *args: str, inventory: Path | None = None,
-             templates: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return sb.mclu(*args, "--ssh-key", str(self.key), "--templates",
-                       str(templates or self.templates),
-                       inventory=inventory or self.sandbox.inventory, env=self.env,
-                       timeout=900)
+    def mclu(
+        self, *args: str, inventory: Path | None = None, templates: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return sb.mclu(
+            *args,
+            "--ssh-key",
+            str(self.key),
+            "--templates",
+            str(templates or self.templates),
+            inventory=inventory or self.sandbox.inventory,
+            env=self.env,
+            timeout=900,
+        )
 
     def build(self, host: str, template: str = "tiny", *extra: str) -> str:
         name = self.name(host)
@@ -70,12 +77,17 @@ class Guests:
         assert code == 0, doc
         inode = self.sandbox.exec(host, ["stat", "-c", "%i", f"{IMAGES}/{name}.qcow2"]).stdout
         guest = doc["guest"]
-        return {"uuid": guest["uuid"], "state": guest["state"], "mclu": guest["mclu"],
-                "inode": inode.strip()}
+        return {
+            "uuid": guest["uuid"],
+            "state": guest["state"],
+            "mclu": guest["mclu"],
+            "inode": inode.strip(),
+        }
 
     def console(self, host: str, name: str) -> str:
-        return self.sandbox.exec(host, ["cat", f"/var/log/libvirt/qemu/{name}-console.log"],
-                                 check=False).stdout
+        return self.sandbox.exec(
+            host, ["cat", f"/var/log/libvirt/qemu/{name}-console.log"], check=False
+        ).stdout
 
     def wait_console(self, host: str, name: str, text: str, seconds: float = 180) -> None:
         deadline = time.monotonic() + seconds
@@ -95,14 +107,16 @@ class Guests:
 
 
 @pytest.fixture(scope="module")
-def guests(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory, ssh_key: Path,
-           cache_dir: Path) -> Iterator[Guests]:
+def guests(
+    sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory, ssh_key: Path, cache_dir: Path
+) -> Iterator[Guests]:
     sandbox_images.build_repository(sandbox.state, names=["tiny"])
     templates = tmp_path_factory.mktemp("templates")
     (templates / "tiny.toml").write_text('base = "tiny"\nmemory = "128 MiB"\n')
     (templates / "flaky.toml").write_text('base = "tiny"\nmemory = "128 MiB"\n')
     (templates / "never.toml").write_text(
-        f'base = "tiny"\nmemory = "128 MiB"\nready = "{NEVER}"\nready_timeout = 20\n')
+        f'base = "tiny"\nmemory = "128 MiB"\nready = "{NEVER}"\nready_timeout = 20\n'
+    )
     made = Guests(sandbox, ssh_key, cache_dir, templates)
     try:
         yield made
@@ -127,20 +141,23 @@ def broken_revision(sandbox: sb.Sandbox, revision: int, directory: Path) -> Path
     source = sandbox.state / "repo"
     image, raw = repo / "tiny.xz", repo / "tiny.raw"
     subprocess.run(f"xz -dc {source / 'tiny.xz'} > {raw}", shell=True, check=True)
-    subprocess.run(["debugfs", "-w", "-R", "rm /sbin/init", f"{raw}?offset={ROOT_OFFSET}"],
-                   check=True, capture_output=True)
-    subprocess.run(f"xz -0 -T0 --block-size=16777216 -c {raw} > {image}", shell=True,
-                   check=True)
+    subprocess.run(
+        ["debugfs", "-w", "-R", "rm /sbin/init", f"{raw}?offset={ROOT_OFFSET}"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(f"xz -0 -T0 --block-size=16777216 -c {raw} > {image}", shell=True, check=True)
     raw.unlink()
-    fields = {"revision": str(revision),
-              "checksum[sha512]": hashlib.sha512(image.read_bytes()).hexdigest(),
-              "compressed_size": str(image.stat().st_size)}
+    fields = {
+        "revision": str(revision),
+        "checksum[sha512]": hashlib.sha512(image.read_bytes()).hexdigest(),
+        "compressed_size": str(image.stat().st_size),
+    }
     section = re.search(r"\[tiny\]\n(?:[^\[].*\n)*", (source / "index").read_text())
     assert section is not None
     text = section.group(0)
     for key, value in fields.items():
-        text, count = re.subn(rf"^{re.escape(key)}=.*$", f"{key}={value}", text,
-                              flags=re.MULTILINE)
+        text, count = re.subn(rf"^{re.escape(key)}=.*$", f"{key}={value}", text, flags=re.MULTILINE)
         assert count == 1, key
     (repo / "index").write_text(text)
     (repo / "repos.d" / "next.conf").write_text(f"[next]\nuri=file://{repo}/index\n")
@@ -156,15 +173,17 @@ def error_lines(err: str) -> list[str]:
 # --- build ------------------------------------------------------------------------------------
 
 
-def test_build_ends_once_the_guest_shows_its_login_prompt(sandbox: sb.Sandbox,
-                                                          guests: Guests) -> None:
+def test_build_ends_once_the_guest_shows_its_login_prompt(
+    sandbox: sb.Sandbox, guests: Guests
+) -> None:
     host = sandbox.up_hosts[0]
     name = guests.name(host)
     done = guests.mclu("build", "tiny", name, "--on", host)
     assert done.returncode == 0, done.stderr
     # tiny declares no rule: its disk has a getty on the serial console, so mclu waits for it.
-    assert re.fullmatch(rf"{name} runs on {host} \(ready in [\d.]+ s, by console:login:\)\n",
-                        done.stdout)
+    assert re.fullmatch(
+        rf"{name} runs on {host} \(ready in [\d.]+ s, by console:login:\)\n", done.stdout
+    )
     assert f"{name} login:" in guests.console(host, name)  # there when mclu said ready
     record = guests.record(host, name)
     assert record["mclu"]["state"] == "ready" and record["mclu"]["ready"] == "console:login:"
@@ -172,26 +191,29 @@ def test_build_ends_once_the_guest_shows_its_login_prompt(sandbox: sb.Sandbox,
     assert code == 0 and doc["guest"]["autostart"] is True
 
 
-def test_a_build_that_never_becomes_ready_is_undone(sandbox: sb.Sandbox,
-                                                    guests: Guests) -> None:
+def test_a_build_that_never_becomes_ready_is_undone(sandbox: sb.Sandbox, guests: Guests) -> None:
     host = sandbox.up_hosts[1]
     name = guests.name(host)
     done = guests.mclu("build", "never", name, "--on", host)
     assert done.returncode == 1
     (line,) = error_lines(done.stderr)
-    assert line.startswith(f"mclu: error: build of {name} failed at step 'ready' on {host}: "
-                           f"{host}: {name} did not become ready ({NEVER}): not ready within "
-                           "20 s; its console ends: "), line
+    assert line.startswith(
+        f"mclu: error: build of {name} failed at step 'ready' on {host}: "
+        f"{host}: {name} did not become ready ({NEVER}): not ready within "
+        "20 s; its console ends: "
+    ), line
     assert f"{name} login:" in line  # its console's last lines, quoted
     assert guests.left_of(host, name) == []
 
 
 def test_keep_failed_keeps_the_guest_for_a_look_and_cleanup_removes_it(
-        sandbox: sb.Sandbox, guests: Guests) -> None:
+    sandbox: sb.Sandbox, guests: Guests
+) -> None:
     host = sandbox.up_hosts[1]
     name = guests.name(host)
-    done = guests.mclu("build", "never", name, "--on", host, "--keep-failed",
-                       "--ready-timeout", "5")
+    done = guests.mclu(
+        "build", "never", name, "--on", host, "--keep-failed", "--ready-timeout", "5"
+    )
     assert done.returncode == 1
     (line,) = error_lines(done.stderr)
     assert line.endswith(f"kept for a look, as asked (mclu delete {name} removes it)"), line
@@ -209,7 +231,8 @@ def test_keep_failed_keeps_the_guest_for_a_look_and_cleanup_removes_it(
 
 
 def test_rebuild_to_a_revision_that_does_not_boot_is_rolled_back_and_not_tried_again(
-        sandbox: sb.Sandbox, guests: Guests, tmp_path: Path) -> None:
+    sandbox: sb.Sandbox, guests: Guests, tmp_path: Path
+) -> None:
     host = sandbox.up_hosts[2]
     first, second = sorted([guests.build(host), guests.build(host)])
     before = {n: guests.record(host, n) for n in (first, second)}
@@ -224,11 +247,13 @@ def test_rebuild_to_a_revision_that_does_not_boot_is_rolled_back_and_not_tried_a
     assert lines[0].startswith(
         f"mclu: error: rebuild of {first} on {host} failed at 'ready': tiny r{bad} did "
         "not become ready (console:login:): its kernel panicked (Kernel panic - not syncing: "
-        "Attempted to kill init!"), lines
+        "Attempted to kill init!"
+    ), lines
     assert "its console ends: " in lines[0]
     assert lines[0].endswith(f"; the old disk is back and {first} runs again"), lines[0]
-    assert (f"mclu: error: {host}: {second} not rebuilt: tiny r{bad} did not become "
-            f"ready on {first}") in lines
+    assert (
+        f"mclu: error: {host}: {second} not rebuilt: tiny r{bad} did not become ready on {first}"
+    ) in lines
     for name in (first, second):
         assert guests.record(host, name) == before[name]  # old disk, old record, running
         assert guests.left_of(host, name) == [f"domain {name}", f"{name}.qcow2"]
@@ -236,7 +261,8 @@ def test_rebuild_to_a_revision_that_does_not_boot_is_rolled_back_and_not_tried_a
 
 
 def test_rebuild_whose_template_rule_never_matches_is_rolled_back(
-        sandbox: sb.Sandbox, guests: Guests, tmp_path: Path) -> None:
+    sandbox: sb.Sandbox, guests: Guests, tmp_path: Path
+) -> None:
     host = sandbox.up_hosts[0]
     name = guests.build(host, "flaky")
     before = guests.record(host, name)
@@ -244,18 +270,22 @@ def test_rebuild_whose_template_rule_never_matches_is_rolled_back(
     changed = tmp_path / "templates"
     changed.mkdir()
     (changed / "flaky.toml").write_text(
-        f'base = "tiny"\nmemory = "128 MiB"\nready = "{NEVER}"\nready_timeout = 15\n')
+        f'base = "tiny"\nmemory = "128 MiB"\nready = "{NEVER}"\nready_timeout = 15\n'
+    )
     done = guests.mclu("rebuild", name, templates=changed)
     assert done.returncode == 1
     (line,) = error_lines(done.stderr)
-    assert f"failed at 'ready': flaky r{published_revision(sandbox)} did not become ready " \
-           f"({NEVER}): not ready within 15 s; its console ends: " in line, line
+    assert (
+        f"failed at 'ready': flaky r{published_revision(sandbox)} did not become ready "
+        f"({NEVER}): not ready within 15 s; its console ends: " in line
+    ), line
     assert line.endswith(f"the old disk is back and {name} runs again"), line
     assert guests.record(host, name) == before
 
 
 def test_a_shut_off_guest_is_booted_once_to_check_it_and_left_off(
-        sandbox: sb.Sandbox, guests: Guests, tmp_path: Path) -> None:
+    sandbox: sb.Sandbox, guests: Guests, tmp_path: Path
+) -> None:
     host = sandbox.up_hosts[1]
     name = guests.build(host)
     guests.virsh(host, "destroy", name)
@@ -263,9 +293,11 @@ def test_a_shut_off_guest_is_booted_once_to_check_it_and_left_off(
     newer = sandbox.with_tiny_at(old + 1, tmp_path)
     done = guests.mclu("rebuild", name, inventory=newer)
     assert done.returncode == 0, done.stderr
-    assert re.fullmatch(rf"{name} on {host}: rebuilt from tiny r{old + 1} \(was r{old}\) in "
-                        r"[\d.]+ s; booted once, ready by console:login:, shut off again\n",
-                        done.stdout)
+    assert re.fullmatch(
+        rf"{name} on {host}: rebuilt from tiny r{old + 1} \(was r{old}\) in "
+        r"[\d.]+ s; booted once, ready by console:login:, shut off again\n",
+        done.stdout,
+    )
     after = guests.record(host, name)
     assert after["state"] == "shut off" and after["mclu"]["revision"] == str(old + 1)
     assert f"{name} login:" in guests.console(host, name)  # the check's boot
@@ -275,7 +307,8 @@ def test_a_shut_off_guest_is_booted_once_to_check_it_and_left_off(
 
 
 def test_guests_come_back_when_their_host_restarts_unless_built_with_no_autostart(
-        sandbox: sb.Sandbox, guests: Guests) -> None:
+    sandbox: sb.Sandbox, guests: Guests
+) -> None:
     host = sandbox.up_hosts[2]
     name = guests.build(host)
     stays_off = guests.build(host, "tiny", "--no-autostart")

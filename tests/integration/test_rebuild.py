@@ -44,22 +44,51 @@ class Guests:
     def build(self, host: str, template: str = "tiny") -> str:
         name = f"rb{uuid.uuid4().hex[:8]}"
         self.made.append((host, name))
-        done = sb.mclu("build", template, name, "--on", host, "--ssh-key", str(self.key),
-                       "--templates", str(self.templates), inventory=self.sandbox.inventory,
-                       env=self.env, timeout=900)
+        done = sb.mclu(
+            "build",
+            template,
+            name,
+            "--on",
+            host,
+            "--ssh-key",
+            str(self.key),
+            "--templates",
+            str(self.templates),
+            inventory=self.sandbox.inventory,
+            env=self.env,
+            timeout=900,
+        )
         assert done.returncode == 0, done.stderr
         console_shows(self.sandbox, host, name, f"{name} login:")
         return name
 
-    def rebuild(self, *args: str, inventory: Path | None = None
-                ) -> subprocess.CompletedProcess[str]:
-        return sb.mclu("rebuild", *args, "--ssh-key", str(self.key), "--templates",
-                       str(self.templates), inventory=inventory or self.sandbox.inventory,
-                       env=self.env, timeout=900)
+    def rebuild(
+        self, *args: str, inventory: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return sb.mclu(
+            "rebuild",
+            *args,
+            "--ssh-key",
+            str(self.key),
+            "--templates",
+            str(self.templates),
+            inventory=inventory or self.sandbox.inventory,
+            env=self.env,
+            timeout=900,
+        )
 
     def rebuild_argv(self, *args: str) -> list[str]:
-        return [str(sb.BIN / "mclu"), "-c", str(self.sandbox.inventory), "rebuild", *args,
-                "--ssh-key", str(self.key), "--templates", str(self.templates)]
+        return [
+            str(sb.BIN / "mclu"),
+            "-c",
+            str(self.sandbox.inventory),
+            "rebuild",
+            *args,
+            "--ssh-key",
+            str(self.key),
+            "--templates",
+            str(self.templates),
+        ]
 
     def virsh(self, host: str, *args: str) -> str:
         return self.sandbox.exec(host, ["virsh", *args], check=False).stdout.strip()
@@ -68,8 +97,9 @@ class Guests:
         """What must survive a rebuild, and what must change."""
         xml = self.virsh(host, "dumpxml", name)
         meta = re.search(r"<mclu:guest [^>]*>", xml)
-        stat = self.sandbox.exec(host, ["stat", "-c", "%i", f"{IMAGES}/{name}.qcow2"],
-                                 check=False).stdout.strip()
+        stat = self.sandbox.exec(
+            host, ["stat", "-c", "%i", f"{IMAGES}/{name}.qcow2"], check=False
+        ).stdout.strip()
         return {
             "uuid": self.virsh(host, "domuuid", name),
             "mac": re.findall(r"<mac address='([^']+)'", xml),
@@ -89,8 +119,9 @@ class Guests:
 
 
 @pytest.fixture(scope="module")
-def guests(sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory, ssh_key: Path,
-           cache_dir: Path) -> Iterator[Guests]:
+def guests(
+    sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory, ssh_key: Path, cache_dir: Path
+) -> Iterator[Guests]:
     sandbox_images.build_repository(sandbox.state, names=["tiny"])
     templates = tmp_path_factory.mktemp("templates")
     (templates / "tiny.toml").write_text('base = "tiny"\nmemory = "128 MiB"\n')
@@ -115,7 +146,8 @@ def newer_revision(sandbox: sb.Sandbox, tmp_path: Path) -> Path:
 
 
 def test_rebuild_keeps_the_guest_and_gives_it_a_fresh_disk_of_the_newest_revision(
-        sandbox: sb.Sandbox, guests: Guests, tmp_path: Path) -> None:
+    sandbox: sb.Sandbox, guests: Guests, tmp_path: Path
+) -> None:
     host = sandbox.up_hosts[0]
     name = guests.build(host)
     before = guests.identity(host, name)
@@ -127,10 +159,14 @@ def test_rebuild_keeps_the_guest_and_gives_it_a_fresh_disk_of_the_newest_revisio
     assert re.fullmatch(
         rf"{name} on {host}: rebuilt from tiny r{old + 1} \(was r{old}\), ready in [\d.]+ s "
         r"by console:login:\n",
-        done.stdout)
+        done.stdout,
+    )
     after = guests.identity(host, name)
     assert (after["uuid"], after["mac"], after["state"]) == (
-        before["uuid"], before["mac"], "running")
+        before["uuid"],
+        before["mac"],
+        "running",
+    )
     assert after["mac"]  # the guest has a NIC, and kept its address
     assert after["inode"] != before["inode"]  # a new disk file
     assert after["meta"]["revision"] == str(old + 1) and after["meta"]["state"] == "ready"
@@ -138,8 +174,11 @@ def test_rebuild_keeps_the_guest_and_gives_it_a_fresh_disk_of_the_newest_revisio
     assert after["meta"]["built"] > before["meta"]["built"]
     assert guests.leftovers(host) == []
     console_shows(sandbox, host, name, f"{name} login:")  # the new disk boots, named as before
-    backing = json.loads(sandbox.exec(host, ["qemu-img", "info", "--output=json", "-U",
-                                             f"{IMAGES}/{name}.qcow2"]).stdout)
+    backing = json.loads(
+        sandbox.exec(
+            host, ["qemu-img", "info", "--output=json", "-U", f"{IMAGES}/{name}.qcow2"]
+        ).stdout
+    )
     assert backing["backing-filename"] == f"{IMAGES}/mclu-templates/tiny.x86_64.r{old + 1}.raw"
     cached = sandbox.exec(host, ["ls", f"{IMAGES}/mclu-templates"]).stdout.split()
     assert f"tiny.x86_64.r{old}.raw" in cached  # the old base stays cached (prune decides)
@@ -148,14 +187,16 @@ def test_rebuild_keeps_the_guest_and_gives_it_a_fresh_disk_of_the_newest_revisio
 
 
 def test_a_failed_new_build_leaves_the_old_guest_unchanged_and_running(
-        sandbox: sb.Sandbox, guests: Guests, tmp_path: Path) -> None:
+    sandbox: sb.Sandbox, guests: Guests, tmp_path: Path
+) -> None:
     host = sandbox.up_hosts[1]
     (guests.templates / "flaky.toml").write_text('base = "tiny"\nmemory = "128 MiB"\n')
     name = guests.build(host, "flaky")
     before = guests.identity(host, name)
     # The template changed since: its customisation now fails, so the new disk cannot be made.
     (guests.templates / "flaky.toml").write_text(
-        'base = "tiny"\nmemory = "128 MiB"\n[customize]\nrun = ["exit 3"]\n')
+        'base = "tiny"\nmemory = "128 MiB"\n[customize]\nrun = ["exit 3"]\n'
+    )
     done = guests.rebuild(name, "--quiet")
     assert done.returncode == 1
     assert done.stdout == ""
@@ -164,8 +205,9 @@ def test_a_failed_new_build_leaves_the_old_guest_unchanged_and_running(
     assert line.endswith(f"; {name} is unchanged and running")
     assert guests.identity(host, name) == before
     assert guests.leftovers(host) == []
-    nbd = sandbox.exec(host, ["sh", "-c", "ps -eo args | grep qemu-nbd | grep -v grep"],
-                       check=False).stdout
+    nbd = sandbox.exec(
+        host, ["sh", "-c", "ps -eo args | grep qemu-nbd | grep -v grep"], check=False
+    ).stdout
     assert nbd == ""
 
 
@@ -173,8 +215,13 @@ def test_a_second_run_fails_fast_naming_the_first(sandbox: sb.Sandbox, guests: G
     host = sandbox.up_hosts[0]
     name = guests.build(host)
     argv = guests.rebuild_argv(name, "--json")
-    with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, **sb.GUESTFS_ENV, **guests.env}) as first:
+    with subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **sb.GUESTFS_ENV, **guests.env},
+    ) as first:
         assert first.stdout is not None
         for line in first.stdout:  # the first run holds the lock once it works on the disk
             if json.loads(line).get("event") == "step":
@@ -199,20 +246,29 @@ def test_all_skips_a_pet_and_says_so(sandbox: sb.Sandbox, guests: Guests) -> Non
     host = sandbox.up_hosts[2]
     pet = f"pet{uuid.uuid4().hex[:6]}"
     guests.made.append((host, pet))
-    sandbox.exec(host, ["sh", "-c", 'f=$(mktemp) && cat > "$f" && virsh -q define "$f"; '
-                                    'r=$?; rm -f "$f"; exit $r'],
-                 input=f"<domain type='qemu'><name>{pet}</name><memory unit='MiB'>32"
-                       "</memory><os><type arch='x86_64'>hvm</type></os></domain>")
+    sandbox.exec(
+        host,
+        [
+            "sh",
+            "-c",
+            'f=$(mktemp) && cat > "$f" && virsh -q define "$f"; r=$?; rm -f "$f"; exit $r',
+        ],
+        input=f"<domain type='qemu'><name>{pet}</name><memory unit='MiB'>32"
+        "</memory><os><type arch='x86_64'>hvm</type></os></domain>",
+    )
     done = guests.rebuild("--all", "--host", host)
     assert done.returncode == 0, done.stderr
-    assert (f"{pet} on {host}: skipped: not built by mclu (no mclu metadata): a pet, never "
-            "rebuilt\n") in done.stdout
+    assert (
+        f"{pet} on {host}: skipped: not built by mclu (no mclu metadata): a pet, never rebuilt\n"
+    ) in done.stdout
     quiet = guests.rebuild("--all", "--host", host, "--quiet")
     assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
     named = guests.rebuild(pet, "--quiet")
     assert named.returncode == 1
-    assert named.stderr == (f"mclu: error: {host}: {pet} cannot be rebuilt: not built by mclu "
-                            "(no mclu metadata): a pet, never rebuilt\n")
+    assert named.stderr == (
+        f"mclu: error: {host}: {pet} cannot be rebuilt: not built by mclu "
+        "(no mclu metadata): a pet, never rebuilt\n"
+    )
     assert guests.virsh(host, "dominfo", pet) != ""  # still there, untouched
 
 

@@ -42,8 +42,9 @@ def index_entries(repo: Path) -> dict[str, index.IndexEntry]:
 def test_index_parses_and_names_every_template(repo: Path) -> None:
     entries = index_entries(repo)
     assert set(entries) == {"tiny", "debian-12"}
-    assert all(e.arch == "x86_64" and e.format == "raw" and e.revision >= 1
-               for e in entries.values())
+    assert all(
+        e.arch == "x86_64" and e.format == "raw" and e.revision >= 1 for e in entries.values()
+    )
     # mclu's own reader of virt-builder indexes agrees, through the signature wrapper.
     signed = repo_index.strip_signature((repo / "index.asc").read_text())
     read = {e.name: e for e in repo_index.parse_index(signed, (repo / "index.asc").as_uri())}
@@ -68,10 +69,12 @@ def test_checksums_and_sizes_match_the_files(repo: Path) -> None:
         path = repo / entry.file
         assert path.stat().st_size == entry.compressed_size
         assert build.sha512_file(path) == entry.checksum
-        listing = subprocess.run(["xz", "--robot", "--list", str(path)], check=True,
-                                 capture_output=True, text=True).stdout
-        totals = next(line.split("\t") for line in listing.splitlines()
-                      if line.startswith("totals"))
+        listing = subprocess.run(
+            ["xz", "--robot", "--list", str(path)], check=True, capture_output=True, text=True
+        ).stdout
+        totals = next(
+            line.split("\t") for line in listing.splitlines() if line.startswith("totals")
+        )
         assert int(totals[4]) == entry.size  # uncompressed bytes
         assert int(totals[2]) > 1, "16 MiB xz blocks (seekable), not one stream block"
 
@@ -95,8 +98,9 @@ def test_a_second_build_is_a_cached_no_op(repo: Path) -> None:
 def unpacked(repo: Path, name: str, tmp_path: Path) -> Path:
     disk = tmp_path / f"{name}.img"
     with disk.open("wb") as out:
-        subprocess.run(["xz", "--decompress", "--stdout", str(repo / f"{name}.xz")],
-                       stdout=out, check=True)
+        subprocess.run(
+            ["xz", "--decompress", "--stdout", str(repo / f"{name}.xz")], stdout=out, check=True
+        )
     return disk
 
 

@@ -38,9 +38,16 @@ def _write_image(path: Path, size: int, regions: list[tuple[int, bytes]]) -> Pat
 @pytest.fixture(scope="module")
 def image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """64 MiB, sparse: random data, text, written zeros, holes between and at the end."""
-    return _write_image(tmp_path_factory.mktemp("img") / "small.raw", 64 * MIB, [
-        (0, os.urandom(8 * MIB)), (16 * MIB, b"mclu image " * MIB),
-        (40 * MIB, bytes(4 * MIB)), (48 * MIB, os.urandom(MIB + 12345))])
+    return _write_image(
+        tmp_path_factory.mktemp("img") / "small.raw",
+        64 * MIB,
+        [
+            (0, os.urandom(8 * MIB)),
+            (16 * MIB, b"mclu image " * MIB),
+            (40 * MIB, bytes(4 * MIB)),
+            (48 * MIB, os.urandom(MIB + 12345)),
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -78,19 +85,26 @@ async def _remote_facts(session: Session, path: str) -> tuple[str, int, int]:
 
 async def _leftovers(session: Session, dest: str) -> list[str]:
     """Partial files of dest and processes still serving or writing one."""
-    found = await session.run(["sh", "-c", 'ls -d -- "$1".partial-* 2>/dev/null; '
-                               'pgrep -a -f -- "$1".partial- | grep -v pgrep', "sh", dest],
-                              check=False)
+    found = await session.run(
+        [
+            "sh",
+            "-c",
+            'ls -d -- "$1".partial-* 2>/dev/null; pgrep -a -f -- "$1".partial- | grep -v pgrep',
+            "sh",
+            dest,
+        ],
+        check=False,
+    )
     return found.stdout.decode().split("\n")[:-1]
 
 
 @pytest.mark.parametrize("name", ["stream", "nbd"])
-async def test_copy_is_exact_and_sparse(session: Session, dest: str, image: Path, name: str
-                                        ) -> None:
+async def test_copy_is_exact_and_sparse(
+    session: Session, dest: str, image: Path, name: str
+) -> None:
     seen: list[int] = []
     size = image.stat().st_size
-    await images.send_atomically(images.get(name), session, image, dest, size,
-                                 progress=seen.append)
+    await images.send_atomically(images.get(name), session, image, dest, size, progress=seen.append)
     sha, remote_size, allocated = await _remote_facts(session, dest)
     assert sha == hashlib.sha256(image.read_bytes()).hexdigest()
     assert remote_size == size
@@ -100,8 +114,9 @@ async def test_copy_is_exact_and_sparse(session: Session, dest: str, image: Path
 
 
 @pytest.mark.parametrize("name", ["stream", "nbd"])
-async def test_size_beyond_the_source_is_a_hole(session: Session, dest: str, image: Path,
-                                                name: str) -> None:
+async def test_size_beyond_the_source_is_a_hole(
+    session: Session, dest: str, image: Path, name: str
+) -> None:
     size = image.stat().st_size + 16 * MIB
     await images.get(name).send(session, image, dest, size)
     _, remote_size, allocated = await _remote_facts(session, dest)
@@ -110,8 +125,9 @@ async def test_size_beyond_the_source_is_a_hole(session: Session, dest: str, ima
 
 
 @pytest.mark.parametrize("name", ["stream", "nbd"])
-async def test_cancelled_half_way_leaves_nothing(session: Session, dest: str, big_image: Path,
-                                                 name: str) -> None:
+async def test_cancelled_half_way_leaves_nothing(
+    session: Session, dest: str, big_image: Path, name: str
+) -> None:
     size = big_image.stat().st_size
     under_way = asyncio.Event()
 
@@ -119,10 +135,14 @@ async def test_cancelled_half_way_leaves_nothing(session: Session, dest: str, bi
         if done > 0:
             under_way.set()
 
-    task = asyncio.create_task(images.send_atomically(
-        images.get(name), session, big_image, dest, size, progress=progress))
-    await asyncio.wait([asyncio.create_task(under_way.wait()), task],
-                       return_when=asyncio.FIRST_COMPLETED, timeout=60)
+    task = asyncio.create_task(
+        images.send_atomically(images.get(name), session, big_image, dest, size, progress=progress)
+    )
+    await asyncio.wait(
+        [asyncio.create_task(under_way.wait()), task],
+        return_when=asyncio.FIRST_COMPLETED,
+        timeout=60,
+    )
     assert not task.done(), "finished before it could be cancelled"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -132,12 +152,16 @@ async def test_cancelled_half_way_leaves_nothing(session: Session, dest: str, bi
     assert (await session.run(["uname", "-n"])).stdout == f"{HOST}\n".encode()  # still usable
 
 
-@pytest.mark.parametrize(("transport", "tool"), [
-    (stream.Stream(zstd="mclu-no-such-zstd"), "mclu-no-such-zstd"),
-    (nbd.Nbd(qemu_nbd="mclu-no-such-qemu-nbd"), "mclu-no-such-qemu-nbd"),
-])
-async def test_a_missing_program_on_the_host(session: Session, dest: str, image: Path,
-                                             transport: images.Transport, tool: str) -> None:
+@pytest.mark.parametrize(
+    ("transport", "tool"),
+    [
+        (stream.Stream(zstd="mclu-no-such-zstd"), "mclu-no-such-zstd"),
+        (nbd.Nbd(qemu_nbd="mclu-no-such-qemu-nbd"), "mclu-no-such-qemu-nbd"),
+    ],
+)
+async def test_a_missing_program_on_the_host(
+    session: Session, dest: str, image: Path, transport: images.Transport, tool: str
+) -> None:
     with pytest.raises(errors.ToolMissing) as raised:
         await images.send_atomically(transport, session, image, dest, image.stat().st_size)
     assert (raised.value.host, raised.value.tool) == (HOST, tool)
@@ -167,7 +191,6 @@ def small_disk(sandbox: sb.Sandbox) -> Iterator[str]:
 async def test_a_full_disk(session: Session, small_disk: str, image: Path, name: str) -> None:
     dest = f"{small_disk}/base.raw"
     with pytest.raises(errors.HostCommandFailed, match="No space left on device") as raised:
-        await images.send_atomically(images.get(name), session, image, dest,
-                                     image.stat().st_size)
+        await images.send_atomically(images.get(name), session, image, dest, image.stat().st_size)
     assert raised.value.host == HOST
     assert (await session.run(["ls", "-A", small_disk])).stdout == b""

@@ -11,8 +11,9 @@ from mclu import cleanup, fanout, images, model, storage
 
 IMAGES = "/var/lib/libvirt/images"
 CACHE = f"{IMAGES}/mclu-templates"
-BUILDING = model.GuestMeta(template="tiny", revision="1", built="2026-11-21T02:00:00Z",
-                           state="building")
+BUILDING = model.GuestMeta(
+    template="tiny", revision="1", built="2026-11-21T02:00:00Z", state="building"
+)
 READY = model.GuestMeta(template="tiny", revision="1", built="2026-11-21T02:00:00Z")
 
 SCAN = f"""@now 1000
@@ -38,10 +39,18 @@ tiny.x86_64.r1.raw
 """
 
 
-def guest(name: str, meta: model.GuestMeta | None,
-          state: model.GuestState = model.GuestState.SHUTOFF) -> model.Guest:
-    return model.Guest(name=name, uuid=f"uuid-{name}", state=state, vcpus=1, memory=1 << 28,
-                       disks=(f"{IMAGES}/{name}.qcow2",), mclu=meta)
+def guest(
+    name: str, meta: model.GuestMeta | None, state: model.GuestState = model.GuestState.SHUTOFF
+) -> model.Guest:
+    return model.Guest(
+        name=name,
+        uuid=f"uuid-{name}",
+        state=state,
+        vcpus=1,
+        memory=1 << 28,
+        disks=(f"{IMAGES}/{name}.qcow2",),
+        mclu=meta,
+    )
 
 
 def scan() -> model.LeftoverScan:
@@ -53,7 +62,8 @@ def test_the_scan_gives_ages_use_owners_and_the_locks_held() -> None:
     assert found.locked == ("web3",)  # web1's lock has only a waiter: not held
     by_path = {f.path: f for f in found.partial_files}
     assert by_path[f"{CACHE}/tiny.x86_64.r1.raw.partial-0a1b2c3d-web1"] == model.PartialFile(
-        f"{CACHE}/tiny.x86_64.r1.raw.partial-0a1b2c3d-web1", 9.5, False, "web1")
+        f"{CACHE}/tiny.x86_64.r1.raw.partial-0a1b2c3d-web1", 9.5, False, "web1"
+    )
     assert by_path[f"{IMAGES}/web2.qcow2.mclu-new"].in_use
     assert by_path[f"{IMAGES}/web2.qcow2.mclu-new"].owner == "web2"
     assert by_path[f"{CACHE}/tiny.x86_64.r1.raw.partial-deadbeef"].owner is None
@@ -67,15 +77,18 @@ def test_the_storage_sections_hold_free_space_and_cached_bases() -> None:
     assert sections["dfstatus"] == ["0"]
 
 
-@pytest.mark.parametrize(("path", "owner"), [
-    (f"{CACHE}/tiny.x86_64.r1.raw.partial-0a1b2c3d-web.1", "web.1"),
-    (f"{CACHE}/tiny.x86_64.r1.raw.partial-0a1b2c3d", None),
-    (f"{IMAGES}/db-2.img.mclu-new", "db-2"),
-    (f"{IMAGES}/db.qcow2.mclu-rebuild", "db"),
-    (f"{IMAGES}/db.qcow2.mclu-rebuild.mclu-new", "db"),
-    (f"{IMAGES}/odd name.qcow2.mclu-new", None),  # not a guest name: no lock covers it
-    (f"{IMAGES}/web1.qcow2", None),
-])
+@pytest.mark.parametrize(
+    ("path", "owner"),
+    [
+        (f"{CACHE}/tiny.x86_64.r1.raw.partial-0a1b2c3d-web.1", "web.1"),
+        (f"{CACHE}/tiny.x86_64.r1.raw.partial-0a1b2c3d", None),
+        (f"{IMAGES}/db-2.img.mclu-new", "db-2"),
+        (f"{IMAGES}/db.qcow2.mclu-rebuild", "db"),
+        (f"{IMAGES}/db.qcow2.mclu-rebuild.mclu-new", "db"),
+        (f"{IMAGES}/odd name.qcow2.mclu-new", None),  # not a guest name: no lock covers it
+        (f"{IMAGES}/web1.qcow2", None),
+    ],
+)
 def test_owner_of_a_partial_file(path: str, owner: str | None) -> None:
     assert storage.owner_of(path) == owner
 
@@ -88,8 +101,12 @@ def test_partial_names_carry_their_owner() -> None:
 
 
 def test_plan_removes_what_no_run_is_at_and_says_why_it_keeps_the_rest() -> None:
-    guests = [guest("web1", BUILDING), guest("web3", BUILDING), guest("db", READY),
-              guest("pet", None)]
+    guests = [
+        guest("web1", BUILDING),
+        guest("web3", BUILDING),
+        guest("db", READY),
+        guest("pet", None),
+    ]
     items = {i.name: i for i in cleanup.plan(guests, scan())}
     assert items["web1"].remove and items["web1"].reason == "left by an interrupted build"
     assert not items["web3"].remove and "under way" in items["web3"].reason
@@ -102,36 +119,58 @@ def test_plan_removes_what_no_run_is_at_and_says_why_it_keeps_the_rest() -> None
 
 
 def test_a_partial_file_of_a_run_under_way_is_kept() -> None:
-    found = model.LeftoverScan(partial_files=(model.PartialFile(
-        f"{IMAGES}/web3.qcow2.mclu-new", age=1000, in_use=False, owner="web3"),),
-        locked=("web3",))
+    found = model.LeftoverScan(
+        partial_files=(
+            model.PartialFile(
+                f"{IMAGES}/web3.qcow2.mclu-new", age=1000, in_use=False, owner="web3"
+            ),
+        ),
+        locked=("web3",),
+    )
     (item,) = cleanup.plan([], found)
     assert not item.remove and item.reason == "its run is under way (the lock of web3 is held)"
 
 
-def snapshot_of(**hosts: tuple[list[model.Guest], model.LeftoverScan | None]
-                ) -> fanout.HostResults[model.HostSnapshot]:
-    facts = model.HostFacts(hostname="h", arch="x86_64", cpus=2, memory_total=1 << 32,
-                            memory_free=1 << 32)
-    return fanout.HostResults(ok={
-        name: model.HostSnapshot(spec=model.HostSpec(name=name, address=name), facts=facts,
-                                 guests=tuple(gs), leftovers=found)
-        for name, (gs, found) in hosts.items()}, failed={}, order=list(hosts))
+def snapshot_of(
+    **hosts: tuple[list[model.Guest], model.LeftoverScan | None],
+) -> fanout.HostResults[model.HostSnapshot]:
+    facts = model.HostFacts(
+        hostname="h", arch="x86_64", cpus=2, memory_total=1 << 32, memory_free=1 << 32
+    )
+    return fanout.HostResults(
+        ok={
+            name: model.HostSnapshot(
+                spec=model.HostSpec(name=name, address=name),
+                facts=facts,
+                guests=tuple(gs),
+                leftovers=found,
+            )
+            for name, (gs, found) in hosts.items()
+        },
+        failed={},
+        order=list(hosts),
+    )
 
 
 def test_count_and_note() -> None:
-    snap = snapshot_of(a=([guest("web1", BUILDING)], scan()), b=([], None),
-                       c=([guest("x", BUILDING)], model.LeftoverScan()))
+    snap = snapshot_of(
+        a=([guest("web1", BUILDING)], scan()),
+        b=([], None),
+        c=([guest("x", BUILDING)], model.LeftoverScan()),
+    )
     counts = cleanup.count(snap)
     assert counts == {"a": 3, "c": 1}  # a: web1, its partial base, the old partial base
-    assert cleanup.note(counts) == ("note: 4 leftovers of interrupted runs on a (3), c (1) "
-                                    "(mclu cleanup removes them)")
-    assert cleanup.note({"c": 1}) == ("note: 1 leftover of interrupted runs on c "
-                                      "(mclu cleanup removes it)")
+    assert cleanup.note(counts) == (
+        "note: 4 leftovers of interrupted runs on a (3), c (1) (mclu cleanup removes them)"
+    )
+    assert cleanup.note({"c": 1}) == (
+        "note: 1 leftover of interrupted runs on c (mclu cleanup removes it)"
+    )
     assert cleanup.note({}) is None
     # A build reads the scan with the storage facts instead.
-    assert cleanup.count(snapshot_of(b=([guest("y", BUILDING)], None)),
-                         {"b": model.LeftoverScan()}) == {"b": 1}
+    assert cleanup.count(
+        snapshot_of(b=([guest("y", BUILDING)], None)), {"b": model.LeftoverScan()}
+    ) == {"b": 1}
 
 
 def test_only_a_disk_made_since_the_build_began_is_its_own() -> None:

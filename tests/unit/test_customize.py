@@ -22,7 +22,8 @@ DEBIAN_HOSTS = "127.0.0.1\tlocalhost\n127.0.1.1\ttemplate\n\n::1\tlocalhost ip6-
 
 def test_hosts_line_is_replaced_in_place() -> None:
     assert guest_text.hosts_with_hostname(DEBIAN_HOSTS, "web1") == (
-        "127.0.0.1\tlocalhost\n127.0.1.1\tweb1\n\n::1\tlocalhost ip6-localhost\n")
+        "127.0.0.1\tlocalhost\n127.0.1.1\tweb1\n\n::1\tlocalhost ip6-localhost\n"
+    )
 
 
 def test_hosts_line_names_fqdn_and_short_name() -> None:
@@ -33,7 +34,8 @@ def test_hosts_line_names_fqdn_and_short_name() -> None:
 def test_hosts_line_is_added_after_localhost_and_duplicates_go() -> None:
     hosts = "# comment\n127.0.0.1 localhost\n10.0.0.1 gw\n"
     assert guest_text.hosts_with_hostname(hosts, "db") == (
-        "# comment\n127.0.0.1 localhost\n127.0.1.1\tdb\n10.0.0.1 gw\n")
+        "# comment\n127.0.0.1 localhost\n127.0.1.1\tdb\n10.0.0.1 gw\n"
+    )
     twice = "127.0.1.1 a\n127.0.0.1 localhost\n127.0.1.1 b\n"
     assert guest_text.hosts_with_hostname(twice, "c") == "127.0.0.1 localhost\n127.0.1.1\tc\n"
     assert guest_text.hosts_with_hostname("", "c") == "127.0.1.1\tc\n"
@@ -69,8 +71,9 @@ def test_shadow_without_root_or_with_a_bad_hash_is_refused() -> None:
 
 def test_authorized_keys_keep_existing_and_skip_duplicates() -> None:
     existing = "ssh-ed25519 AAAA old@x\n"
-    merged = guest_text.authorized_keys_with(existing, ["ssh-rsa BBBB new@y",
-                                                       "ssh-ed25519 AAAA old@x "])
+    merged = guest_text.authorized_keys_with(
+        existing, ["ssh-rsa BBBB new@y", "ssh-ed25519 AAAA old@x "]
+    )
     assert merged == "ssh-ed25519 AAAA old@x\nssh-rsa BBBB new@y\n"
     assert guest_text.authorized_keys_with("", ["k1", "k1"]) == "k1\n"
     assert guest_text.authorized_keys_with("", []) == ""
@@ -166,40 +169,55 @@ def fstab(name: str) -> str:
 def test_os_release_unquotes_and_skips_comments() -> None:
     text = '# c\nNAME="Debian GNU/Linux"\nID=debian\nVERSION_ID="12"\nbroken line\nX=\'a b\'\n'
     assert guest_text.parse_os_release(text) == {
-        "NAME": "Debian GNU/Linux", "ID": "debian", "VERSION_ID": "12", "X": "a b"}
+        "NAME": "Debian GNU/Linux",
+        "ID": "debian",
+        "VERSION_ID": "12",
+        "X": "a b",
+    }
 
 
-@pytest.mark.parametrize(("os_release", "manager"), [
-    ({"ID": "debian", "VERSION_ID": "12"}, "apt"),
-    ({"ID": "ubuntu", "ID_LIKE": "debian"}, "apt"),
-    ({"ID": "fedora", "VERSION_ID": "39"}, "dnf"),
-    ({"ID": "fedora", "VERSION_ID": "21"}, "yum"),
-    ({"ID": "rocky", "ID_LIKE": "rhel centos fedora", "VERSION_ID": "9.3"}, "dnf"),
-    ({"ID": "centos", "VERSION_ID": "7"}, "yum"),
-    ({"ID": "opensuse-leap", "ID_LIKE": "suse opensuse"}, "zypper"),
-    ({"ID": "alpine"}, "apk"),
-    ({"ID": "arch"}, "pacman"),
-    ({"ID": "mint-like", "ID_LIKE": "ubuntu debian"}, "apt"),
-    ({"ID": "gentoo"}, "unknown"),
-])
+@pytest.mark.parametrize(
+    ("os_release", "manager"),
+    [
+        ({"ID": "debian", "VERSION_ID": "12"}, "apt"),
+        ({"ID": "ubuntu", "ID_LIKE": "debian"}, "apt"),
+        ({"ID": "fedora", "VERSION_ID": "39"}, "dnf"),
+        ({"ID": "fedora", "VERSION_ID": "21"}, "yum"),
+        ({"ID": "rocky", "ID_LIKE": "rhel centos fedora", "VERSION_ID": "9.3"}, "dnf"),
+        ({"ID": "centos", "VERSION_ID": "7"}, "yum"),
+        ({"ID": "opensuse-leap", "ID_LIKE": "suse opensuse"}, "zypper"),
+        ({"ID": "alpine"}, "apk"),
+        ({"ID": "arch"}, "pacman"),
+        ({"ID": "mint-like", "ID_LIKE": "ubuntu debian"}, "apt"),
+        ({"ID": "gentoo"}, "unknown"),
+    ],
+)
 def test_package_management_from_os_release(os_release: dict[str, str], manager: str) -> None:
     assert guest_text.package_management(os_release) == manager
 
 
 def test_fstab_of_the_templates() -> None:
-    assert guest_text.parse_fstab(fstab("tiny")) == [guest_text.FstabEntry(
-        "UUID=d7c6a66a-d9ee-4765-af46-dd556f16ff36", "/", "ext4", ("defaults",))]
-    entry, = guest_text.parse_fstab(fstab("debian-12"))
+    assert guest_text.parse_fstab(fstab("tiny")) == [
+        guest_text.FstabEntry(
+            "UUID=d7c6a66a-d9ee-4765-af46-dd556f16ff36", "/", "ext4", ("defaults",)
+        )
+    ]
+    (entry,) = guest_text.parse_fstab(fstab("debian-12"))
     assert (entry.mountpoint, entry.options) == ("/", ("errors=remount-ro",))
 
 
 def test_fstab_skips_swap_pseudo_network_bind_and_removable() -> None:
     entries = guest_text.parse_fstab(fstab("classic"))
     assert [(e.spec, e.mountpoint) for e in entries] == [
-        ("/dev/vda1", "/"), ("/dev/vda2", "/boot"), ("/dev/disk/by-uuid/1111-2222", "/boot/efi"),
-        ("/dev/vda4", "/srv/my data")]
+        ("/dev/vda1", "/"),
+        ("/dev/vda2", "/boot"),
+        ("/dev/disk/by-uuid/1111-2222", "/boot/efi"),
+        ("/dev/vda4", "/srv/my data"),
+    ]
     assert [e.mountpoint for e in guest_text.parse_fstab(fstab("ubuntu-cloud"))] == [
-        "/", "/boot/efi"]
+        "/",
+        "/boot/efi",
+    ]
     assert guest_text.parse_fstab("UUID=x ///usr//local// ext4\n")[0].mountpoint == "/usr/local"
 
 
@@ -210,38 +228,45 @@ def _disk(*tags: dict[str, str]) -> dict[str, dict[str, str]]:
 def test_fstab_resolves_uuid_label_and_partuuid_on_this_disk_only() -> None:
     devices = _disk({"TYPE": "ext4", "UUID": "7dfded66-1fe6-48d5-a1eb-96ae02ce54e8"})
     entries = guest_text.parse_fstab(fstab("debian-12"))
-    assert guest_text.resolve_fstab(entries, "/dev/sdb1", "/dev/sdb", devices) == {
-        "/": "/dev/sdb1"}
+    assert guest_text.resolve_fstab(entries, "/dev/sdb1", "/dev/sdb", devices) == {"/": "/dev/sdb1"}
     ubuntu = _disk({"TYPE": "ext4", "LABEL": "cloudimg-rootfs"}, {"TYPE": "vfat", "LABEL": "UEFI"})
-    assert guest_text.resolve_fstab(guest_text.parse_fstab(fstab("ubuntu-cloud")), "/dev/sdb1",
-                                    "/dev/sdb", ubuntu) == {"/": "/dev/sdb1",
-                                                            "/boot/efi": "/dev/sdb2"}
-    pi = _disk({"TYPE": "vfat", "PART_ENTRY_UUID": "5e3da3da-01"},
-               {"TYPE": "ext4", "PART_ENTRY_UUID": "5E3DA3DA-02"})
-    assert guest_text.resolve_fstab(guest_text.parse_fstab(fstab("raspios")), "/dev/sdb2",
-                                    "/dev/sdb", pi) == {"/": "/dev/sdb2",
-                                                        "/boot/firmware": "/dev/sdb1"}
+    assert guest_text.resolve_fstab(
+        guest_text.parse_fstab(fstab("ubuntu-cloud")), "/dev/sdb1", "/dev/sdb", ubuntu
+    ) == {"/": "/dev/sdb1", "/boot/efi": "/dev/sdb2"}
+    pi = _disk(
+        {"TYPE": "vfat", "PART_ENTRY_UUID": "5e3da3da-01"},
+        {"TYPE": "ext4", "PART_ENTRY_UUID": "5E3DA3DA-02"},
+    )
+    assert guest_text.resolve_fstab(
+        guest_text.parse_fstab(fstab("raspios")), "/dev/sdb2", "/dev/sdb", pi
+    ) == {"/": "/dev/sdb2", "/boot/firmware": "/dev/sdb1"}
 
 
 def test_fstab_guest_device_names_map_onto_this_disk() -> None:
     devices = _disk({"TYPE": "ext4"}, {"TYPE": "ext2"}, {"TYPE": "swap"}, {"TYPE": "xfs"})
-    mountpoints = guest_text.resolve_fstab(guest_text.parse_fstab(fstab("classic")),
-                                           "/dev/sdb1", "/dev/sdb", devices)
+    mountpoints = guest_text.resolve_fstab(
+        guest_text.parse_fstab(fstab("classic")), "/dev/sdb1", "/dev/sdb", devices
+    )
     # /boot/efi's UUID is on no filesystem of this disk: left out, as inspect_os leaves it.
     assert mountpoints == {"/": "/dev/sdb1", "/boot": "/dev/sdb2", "/srv/my data": "/dev/sdb4"}
 
 
-@pytest.mark.parametrize(("text", "why"), [
-    (fstab("rhel-lvm"), "/dev/mapper/rhel-root"),
-    (fstab("fedora-btrfs"), "btrfs subvolume"),
-    ("/dev/vdb1 /data ext4 defaults 0 2\n", "/dev/vdb1"),
-    ("/dev/md0 /data ext4 defaults 0 2\n", "/dev/md0"),
-    ("UUID=other / ext4 defaults 0 1\nUUID=same /data ext4 defaults 0 2\n", "on /"),
-    ("LABEL=twice /data ext4 defaults 0 2\n", "2 filesystems"),
-])
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        (fstab("rhel-lvm"), "/dev/mapper/rhel-root"),
+        (fstab("fedora-btrfs"), "btrfs subvolume"),
+        ("/dev/vdb1 /data ext4 defaults 0 2\n", "/dev/vdb1"),
+        ("/dev/md0 /data ext4 defaults 0 2\n", "/dev/md0"),
+        ("UUID=other / ext4 defaults 0 1\nUUID=same /data ext4 defaults 0 2\n", "on /"),
+        ("LABEL=twice /data ext4 defaults 0 2\n", "2 filesystems"),
+    ],
+)
 def test_fstab_the_light_path_cannot_read(text: str, why: str) -> None:
-    devices = _disk({"TYPE": "ext4", "UUID": "root", "LABEL": "twice"},
-                    {"TYPE": "ext4", "UUID": "other", "LABEL": "twice"})
+    devices = _disk(
+        {"TYPE": "ext4", "UUID": "root", "LABEL": "twice"},
+        {"TYPE": "ext4", "UUID": "other", "LABEL": "twice"},
+    )
     with pytest.raises(guest_text.CannotDecide, match=why):
         guest_text.resolve_fstab(guest_text.parse_fstab(text), "/dev/sdb1", "/dev/sdb", devices)
 
@@ -297,7 +322,7 @@ class FakeHandle:
         assert self.mounted
         if path not in self.filesystems[self.mounted][1]:
             raise RuntimeError(f"{path}: No such file or directory")
-        return self.filesystems[self.mounted][1][path].encode()[offset:offset + count]
+        return self.filesystems[self.mounted][1][path].encode()[offset : offset + count]
 
     def inspect_os(self) -> list[str]:
         self.calls.append("inspect_os")
@@ -310,28 +335,37 @@ class FakeHandle:
         return "apt"
 
 
-DEBIAN_ROOT = {"/etc/os-release": 'ID=debian\nVERSION_ID="12"\n', "/etc/fstab": fstab("tiny"),
-               "/etc/passwd": ""}
+DEBIAN_ROOT = {
+    "/etc/os-release": 'ID=debian\nVERSION_ID="12"\n',
+    "/etc/fstab": fstab("tiny"),
+    "/etc/passwd": "",
+}
 
 
 def inspector(fake: FakeHandle, devices: list[str]) -> guestfs_inspect.Inspector:
     return guestfs_inspect.Inspector(cast(guestfs_inspect.GuestFS, fake), devices)
 
 
-def test_light_inspection_finds_the_root_among_partitions(
-        caplog: pytest.LogCaptureFixture) -> None:
+def test_light_inspection_finds_the_root_among_partitions(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    fake = FakeHandle({
-        "/dev/sda1": ({"TYPE": "ext4", "UUID": "d7c6a66a-d9ee-4765-af46-dd556f16ff36"},
-                      DEBIAN_ROOT),
-        "/dev/sdb1": ({"TYPE": "ext4", "UUID": "boot"}, {"/grub/grub.cfg": ""}),
-        "/dev/sdb2": ({"TYPE": "swap"}, {}),
-        "/dev/sdb3": ({"TYPE": "xfs", "UUID": "d7c6a66a-d9ee-4765-af46-dd556f16ff36"},
-                      {**DEBIAN_ROOT, "/etc/fstab": "UUID=boot /boot ext4 defaults 0 2\n"}),
-    })
+    fake = FakeHandle(
+        {
+            "/dev/sda1": (
+                {"TYPE": "ext4", "UUID": "d7c6a66a-d9ee-4765-af46-dd556f16ff36"},
+                DEBIAN_ROOT,
+            ),
+            "/dev/sdb1": ({"TYPE": "ext4", "UUID": "boot"}, {"/grub/grub.cfg": ""}),
+            "/dev/sdb2": ({"TYPE": "swap"}, {}),
+            "/dev/sdb3": (
+                {"TYPE": "xfs", "UUID": "d7c6a66a-d9ee-4765-af46-dd556f16ff36"},
+                {**DEBIAN_ROOT, "/etc/fstab": "UUID=boot /boot ext4 defaults 0 2\n"},
+            ),
+        }
+    )
     found = inspector(fake, ["/dev/sda", "/dev/sdb"]).inspect(1, "web1")
     assert found == guestfs_inspect.OSRoot(
-        "/dev/sdb3", {"/": "/dev/sdb3", "/boot": "/dev/sdb1"}, "apt", light=True)
+        "/dev/sdb3", {"/": "/dev/sdb3", "/boot": "/dev/sdb1"}, "apt", light=True
+    )
     assert fake.calls == [] and fake.mounted is None
     assert "web1: light inspection of /dev/sdb: root /dev/sdb3" in caplog.text
 
@@ -342,19 +376,35 @@ def test_light_inspection_of_a_whole_disk_filesystem() -> None:
     assert (found.root, found.light, fake.calls) == ("/dev/sda", True, [])
 
 
-@pytest.mark.parametrize(("filesystems", "why"), [
-    ({"/dev/sda1": ({"TYPE": "ext4"}, {"/data": ""})}, "0 OS roots"),
-    ({"/dev/sda1": ({"TYPE": "ext4"}, DEBIAN_ROOT), "/dev/sda2": ({"TYPE": "ext4"}, DEBIAN_ROOT)},
-     "2 OS roots"),
-    ({"/dev/sda1": ({"TYPE": "ext4"}, {}), "/dev/sda2": ({"TYPE": "LVM2_member"}, {})}, "LVM"),
-    ({"/dev/sda1": ({"TYPE": "ext4"}, {**DEBIAN_ROOT,
-                                        "/etc/fstab": "/dev/mapper/vg-root / ext4\n"})},
-     "mapper"),
-    ({"/dev/sda1": ({"TYPE": "ext4"}, {"/etc/fstab": ""})}, "no ID in the os-release"),
-])
+@pytest.mark.parametrize(
+    ("filesystems", "why"),
+    [
+        ({"/dev/sda1": ({"TYPE": "ext4"}, {"/data": ""})}, "0 OS roots"),
+        (
+            {
+                "/dev/sda1": ({"TYPE": "ext4"}, DEBIAN_ROOT),
+                "/dev/sda2": ({"TYPE": "ext4"}, DEBIAN_ROOT),
+            },
+            "2 OS roots",
+        ),
+        ({"/dev/sda1": ({"TYPE": "ext4"}, {}), "/dev/sda2": ({"TYPE": "LVM2_member"}, {})}, "LVM"),
+        (
+            {
+                "/dev/sda1": (
+                    {"TYPE": "ext4"},
+                    {**DEBIAN_ROOT, "/etc/fstab": "/dev/mapper/vg-root / ext4\n"},
+                )
+            },
+            "mapper",
+        ),
+        ({"/dev/sda1": ({"TYPE": "ext4"}, {"/etc/fstab": ""})}, "no ID in the os-release"),
+    ],
+)
 def test_light_inspection_falls_back_to_inspect_os(
-        filesystems: dict[str, tuple[dict[str, str], dict[str, str]]], why: str,
-        caplog: pytest.LogCaptureFixture) -> None:
+    filesystems: dict[str, tuple[dict[str, str], dict[str, str]]],
+    why: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     caplog.set_level(logging.INFO)
     fake = FakeHandle(filesystems)
     found = inspector(fake, ["/dev/sda"]).inspect(0, "web1")
@@ -375,21 +425,38 @@ def test_full_inspection_runs_once_for_all_drives() -> None:
 def test_inspect_os_roots_by_drive() -> None:
     devices = ["/dev/sda", "/dev/sdb"]
     assert guestfs_inspect.roots_by_drive(["/dev/sdb1", "/dev/sda2"], devices) == [
-        "/dev/sda2", "/dev/sdb1"]
+        "/dev/sda2",
+        "/dev/sdb1",
+    ]
     assert guestfs_inspect.roots_by_drive(["/dev/sda1", "/dev/sda2"], devices) == [
-        "/dev/sda1", None]
+        "/dev/sda1",
+        None,
+    ]
     assert guestfs_inspect.roots_by_drive(["/dev/vg/root"], ["/dev/sda"]) == ["/dev/vg/root"]
 
 
 def test_drive_devices_follow_libguestfs_naming() -> None:
     names = [guest_text.drive_device(i) for i in (0, 1, 25, 26, 27, 51, 52, 701, 702)]
-    assert names == ["/dev/sda", "/dev/sdb", "/dev/sdz", "/dev/sdaa", "/dev/sdab", "/dev/sdaz",
-                     "/dev/sdba", "/dev/sdzz", "/dev/sdaaa"]
+    assert names == [
+        "/dev/sda",
+        "/dev/sdb",
+        "/dev/sdz",
+        "/dev/sdaa",
+        "/dev/sdab",
+        "/dev/sdaz",
+        "/dev/sdba",
+        "/dev/sdzz",
+        "/dev/sdaaa",
+    ]
 
 
 def test_keeping_the_root_mounted_saves_the_remount() -> None:
-    fake = FakeHandle({"/dev/sda1": ({"TYPE": "ext4"}, {"/boot.cfg": ""}),
-                       "/dev/sda2": ({"TYPE": "ext4"}, {**DEBIAN_ROOT, "/etc/fstab": ""})})
+    fake = FakeHandle(
+        {
+            "/dev/sda1": ({"TYPE": "ext4"}, {"/boot.cfg": ""}),
+            "/dev/sda2": ({"TYPE": "ext4"}, {**DEBIAN_ROOT, "/etc/fstab": ""}),
+        }
+    )
     found = inspector(fake, ["/dev/sda"]).inspect(0, "web1", keep_root_mounted=True)
     assert (found.root, found.mounted, fake.mounted) == ("/dev/sda2", True, "/dev/sda2")
 
@@ -416,12 +483,14 @@ def appliance() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def test_watchdog_kills_the_appliance_when_its_time_is_up(
-        appliance: subprocess.Popen[bytes]) -> None:
+    appliance: subprocess.Popen[bytes],
+) -> None:
     watchdog = customize.Watchdog(0.2)
     watchdog.watch(appliance.pid, time.monotonic())
     assert appliance.wait(timeout=30) == -signal.SIGKILL
-    assert watchdog.reason == ("the libguestfs appliance did not finish within 0.2 s "
-                               "and was killed")
+    assert watchdog.reason == (
+        "the libguestfs appliance did not finish within 0.2 s and was killed"
+    )
 
 
 def test_watchdog_counts_the_launch_in_its_time(appliance: subprocess.Popen[bytes]) -> None:
@@ -431,7 +500,8 @@ def test_watchdog_counts_the_launch_in_its_time(appliance: subprocess.Popen[byte
 
 
 def test_watchdog_kill_before_the_launch_kills_the_appliance_once_up(
-        appliance: subprocess.Popen[bytes]) -> None:
+    appliance: subprocess.Popen[bytes],
+) -> None:
     watchdog = customize.Watchdog(None)
     watchdog.kill("the build was interrupted")
     assert appliance.poll() is None
@@ -440,8 +510,7 @@ def test_watchdog_kill_before_the_launch_kills_the_appliance_once_up(
     assert watchdog.reason == "the build was interrupted"
 
 
-def test_stopped_watchdog_leaves_the_appliance_alone(
-        appliance: subprocess.Popen[bytes]) -> None:
+def test_stopped_watchdog_leaves_the_appliance_alone(appliance: subprocess.Popen[bytes]) -> None:
     watchdog = customize.Watchdog(0.1)
     watchdog.watch(appliance.pid, time.monotonic())
     watchdog.stop()

@@ -20,36 +20,70 @@ from mclu.model import GuestMeta, GuestSpec, GuestState
 DATA = Path(__file__).parent.parent / "data" / "domxml"
 IMAGES = "/var/lib/libvirt/images"
 
-META = GuestMeta(template="tiny", revision="3", built="2024-05-01T10:00:00Z", state="building",
-                 options=(("memory", "512 MiB"),))
+META = GuestMeta(
+    template="tiny",
+    revision="3",
+    built="2024-05-01T10:00:00Z",
+    state="building",
+    options=(("memory", "512 MiB"),),
+)
 KVM_BRIDGE = GuestSpec(
-    name="app1", domain_type="kvm", memory=1 << 30, vcpus=2, disk_path=f"{IMAGES}/app1.qcow2",
-    meta=META, network="bridge:br0", mac="52:54:00:12:34:56",
+    name="app1",
+    domain_type="kvm",
+    memory=1 << 30,
+    vcpus=2,
+    disk_path=f"{IMAGES}/app1.qcow2",
+    meta=META,
+    network="bridge:br0",
+    mac="52:54:00:12:34:56",
     uuid="5f0e6a2c-1b7d-4c3e-8a9f-2d4b6c8e0a1f",
 )
-QEMU_USER = GuestSpec(name="tiny1", domain_type="qemu", memory=256 << 20, vcpus=1,
-                      disk_path=f"{IMAGES}/tiny1.qcow2", meta=GuestMeta(template="tiny"))
+QEMU_USER = GuestSpec(
+    name="tiny1",
+    domain_type="qemu",
+    memory=256 << 20,
+    vcpus=1,
+    disk_path=f"{IMAGES}/tiny1.qcow2",
+    meta=GuestMeta(template="tiny"),
+)
 
 CASES = {
     "kvm-bridge": KVM_BRIDGE,
     "qemu-user": QEMU_USER,
-    "qemu-network": replace(QEMU_USER, name="net1", disk_path=f"{IMAGES}/net1.qcow2",
-                            network="network:default"),
-    "none-network": replace(QEMU_USER, name="quiet1", disk_path=f"{IMAGES}/quiet1.qcow2",
-                            network="none"),
-    "sata-bus": replace(QEMU_USER, name="old1", disk_path=f"{IMAGES}/old1.qcow2",
-                        disk_bus="sata"),
-    "scsi-bus": replace(QEMU_USER, name="scsi1", disk_path=f"{IMAGES}/scsi1.qcow2",
-                        disk_bus="scsi"),
-    "full-copy-raw": replace(KVM_BRIDGE, name="data1", disk_path=f"{IMAGES}/data1.img",
-                             disk_format="raw", uuid=None, mac=None,
-                             meta=replace(META, options=(("full_copy", "true"),))),
+    "qemu-network": replace(
+        QEMU_USER, name="net1", disk_path=f"{IMAGES}/net1.qcow2", network="network:default"
+    ),
+    "none-network": replace(
+        QEMU_USER, name="quiet1", disk_path=f"{IMAGES}/quiet1.qcow2", network="none"
+    ),
+    "sata-bus": replace(QEMU_USER, name="old1", disk_path=f"{IMAGES}/old1.qcow2", disk_bus="sata"),
+    "scsi-bus": replace(
+        QEMU_USER, name="scsi1", disk_path=f"{IMAGES}/scsi1.qcow2", disk_bus="scsi"
+    ),
+    "full-copy-raw": replace(
+        KVM_BRIDGE,
+        name="data1",
+        disk_path=f"{IMAGES}/data1.img",
+        disk_format="raw",
+        uuid=None,
+        mac=None,
+        meta=replace(META, options=(("full_copy", "true"),)),
+    ),
     # Every XML metacharacter in every user value: escaped by the serializer, never markup.
     "metacharacters": GuestSpec(
-        name="a&b<c>\"d'e", domain_type="qemu", memory=128 << 20, vcpus=1,
-        disk_path=f"{IMAGES}/it's&<x>.qcow2", network="network:n\"/><x",
-        meta=GuestMeta(template="t<1>", revision="3", built="2024-05-01T10:00:00Z",
-                       state="building", options=(("note", "</mclu:guest><evil/>"),)),
+        name="a&b<c>\"d'e",
+        domain_type="qemu",
+        memory=128 << 20,
+        vcpus=1,
+        disk_path=f"{IMAGES}/it's&<x>.qcow2",
+        network='network:n"/><x',
+        meta=GuestMeta(
+            template="t<1>",
+            revision="3",
+            built="2024-05-01T10:00:00Z",
+            state="building",
+            options=(("note", "</mclu:guest><evil/>"),),
+        ),
     ),
 }
 
@@ -70,8 +104,13 @@ def test_golden_is_valid_for_libvirts_schema(name: str) -> None:
     # virt-xml-validate needs xmllint, and says nothing useful when it is missing.
     if not (shutil.which("virt-xml-validate") and shutil.which("xmllint")):
         pytest.skip("virt-xml-validate or xmllint not installed (libvirt-clients, libxml2-utils)")
-    result = subprocess.run(["virt-xml-validate", str(golden_path(name)), "domain"],
-                            capture_output=True, text=True, check=False, timeout=30)
+    result = subprocess.run(
+        ["virt-xml-validate", str(golden_path(name)), "domain"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stderr + result.stdout
 
 
@@ -99,7 +138,11 @@ def test_parse_guest_reads_back_what_render_wrote(name: str) -> None:
 def assert_round_trip(spec: GuestSpec, xml: str) -> None:
     guest = facts.parse_guest(xml, GuestState.SHUTOFF, persistent=True)
     assert (guest.name, guest.vcpus, guest.memory, guest.max_memory) == (
-        spec.name, spec.vcpus, spec.memory, spec.memory)
+        spec.name,
+        spec.vcpus,
+        spec.memory,
+        spec.memory,
+    )
     assert guest.disks == (spec.disk_path,)
     assert guest.mclu == spec.meta
     if spec.uuid:
@@ -146,8 +189,9 @@ def test_none_network_has_no_nic_and_user_network_has_one() -> None:
     assert nic.find("mac") is None  # libvirt generates one
 
 
-@pytest.mark.parametrize(("bus", "dev"), [("virtio", "vda"), ("sata", "sda"), ("scsi", "sda"),
-                                          ("ide", "hda")])
+@pytest.mark.parametrize(
+    ("bus", "dev"), [("virtio", "vda"), ("sata", "sda"), ("scsi", "sda"), ("ide", "hda")]
+)
 def test_disk_target_follows_the_bus(bus: str, dev: str) -> None:
     target = parsed(replace(QEMU_USER, disk_bus=bus)).find("devices/disk/target")
     assert target is not None and target.attrib == {"dev": dev, "bus": bus}
@@ -158,13 +202,16 @@ def test_memory_is_rounded_up_to_whole_kib() -> None:
     assert root.findtext("memory") == root.findtext("currentMemory") == str(256 * 1024 + 1)
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"disk_bus": "usb"}, "unknown disk bus 'usb'"),
-    ({"network": "bridge:"}, "unknown network 'bridge:'"),
-    ({"network": "vde:x"}, "unknown network 'vde:x'"),
-    ({"name": "../etc/x"}, "cannot be used in a path"),
-    ({"name": ""}, "cannot be used in a path"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"disk_bus": "usb"}, "unknown disk bus 'usb'"),
+        ({"network": "bridge:"}, "unknown network 'bridge:'"),
+        ({"network": "vde:x"}, "unknown network 'vde:x'"),
+        ({"name": "../etc/x"}, "cannot be used in a path"),
+        ({"name": ""}, "cannot be used in a path"),
+    ],
+)
 def test_refuses_what_it_cannot_render(change: dict[str, str], message: str) -> None:
     with pytest.raises(domxml.SpecError, match=message):
         domxml.render(replace(QEMU_USER, **change))  # type: ignore[arg-type]

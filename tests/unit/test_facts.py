@@ -33,7 +33,9 @@ def expected_path(path: Path, suffix: str) -> Path:
 def test_capabilities(path: Path, expected: dict[str, Any]) -> None:
     parsed = facts.parse_capabilities(path.read_text())
     assert parsed == facts.Capabilities(
-        arch=expected["arch"], cpus=expected["cpus"], domain_types=tuple(expected["domain_types"]),
+        arch=expected["arch"],
+        cpus=expected["cpus"],
+        domain_types=tuple(expected["domain_types"]),
         host_uuid=expected.get("host_uuid", ""),  # the test driver's capabilities have none
     )
 
@@ -46,17 +48,23 @@ def test_node_memory_stats(path: Path, expected: dict[str, int]) -> None:
 
 @pytest.mark.parametrize(("path", "expected"), cases("domain", "*.xml"))
 def test_guest(path: Path, expected: dict[str, Any]) -> None:
-    guest = facts.parse_guest(path.read_text(), GuestState(expected["state"]),
-                              persistent=expected["persistent"])
+    guest = facts.parse_guest(
+        path.read_text(), GuestState(expected["state"]), persistent=expected["persistent"]
+    )
     assert guest == guest_from_json(expected["guest"])
 
 
 def guest_from_json(data: dict[str, Any]) -> Guest:
     meta = data["mclu"]
     return Guest(
-        **{**data, "state": GuestState(data["state"]), "disks": tuple(data["disks"]),
-           "mclu": None if meta is None else GuestMeta(
-               **{**meta, "options": tuple(tuple(o) for o in meta["options"])})},
+        **{
+            **data,
+            "state": GuestState(data["state"]),
+            "disks": tuple(data["disks"]),
+            "mclu": None
+            if meta is None
+            else GuestMeta(**{**meta, "options": tuple(tuple(o) for o in meta["options"])}),
+        },
     )
 
 
@@ -91,9 +99,11 @@ def test_guest_disk_from_a_storage_pool_volume() -> None:
         ("<domain><memory>1</memory></domain>", "no <name>"),
         ("<domain><name>x</name></domain>", "no <memory>"),
         ("<domain><name>x</name><memory unit='parsec'>1</memory></domain>", "unknown memory unit"),
-        ("<domain><name>x</name><memory>1</memory><metadata>"
-         "<g:guest xmlns:g='https://mclu.dev/xmlns/guest/1'/></metadata></domain>",
-         "guest x: mclu metadata has no template"),
+        (
+            "<domain><name>x</name><memory>1</memory><metadata>"
+            "<g:guest xmlns:g='https://mclu.dev/xmlns/guest/1'/></metadata></domain>",
+            "guest x: mclu metadata has no template",
+        ),
     ],
 )
 def test_guest_refuses_what_libvirt_would_not_write(xml: str, message: str) -> None:

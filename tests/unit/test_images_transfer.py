@@ -44,8 +44,14 @@ class Recorder:
     def __init__(self) -> None:
         self.commands: list[tuple[str, ...]] = []
 
-    async def run(self, argv: Sequence[str], *, input: Input = None, check: bool = True,
-                  timeout: float | None = None) -> CommandResult:
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: Input = None,
+        check: bool = True,
+        timeout: float | None = None,
+    ) -> CommandResult:
         self.commands.append(tuple(argv))
         return CommandResult(tuple(argv), 0)
 
@@ -59,8 +65,15 @@ class Writes:
         self.dest = ""
         self.then = then
 
-    async def send(self, session: Session, source: Path, dest: str, size: int, *,
-                   progress: Callable[[int], None] | None = None) -> None:
+    async def send(
+        self,
+        session: Session,
+        source: Path,
+        dest: str,
+        size: int,
+        *,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
         self.dest = dest
         result = self.then()
         if asyncio.iscoroutine(result):
@@ -69,8 +82,9 @@ class Writes:
 
 async def test_send_atomically_renames_the_synced_partial_file() -> None:
     session, transport = Recorder(), Writes()
-    await images.send_atomically(transport, cast(Session, session), Path("/src"),
-                                 "/images/base.raw", 10)
+    await images.send_atomically(
+        transport, cast(Session, session), Path("/src"), "/images/base.raw", 10
+    )
     assert transport.dest.startswith("/images/base.raw.partial-")
     [commit] = session.commands
     assert commit[:2] == ("sh", "-c")
@@ -89,15 +103,19 @@ async def _hang() -> None:
 async def test_send_atomically_removes_the_partial_file_on_failure() -> None:
     session, transport = Recorder(), Writes(_fail)
     with pytest.raises(errors.HostCommandFailed, match="No space left"):
-        await images.send_atomically(transport, cast(Session, session), Path("/src"),
-                                     "/images/base.raw", 10)
+        await images.send_atomically(
+            transport, cast(Session, session), Path("/src"), "/images/base.raw", 10
+        )
     assert session.commands == [("rm", "-f", "--", transport.dest)]
 
 
 async def test_send_atomically_removes_the_partial_file_when_cancelled() -> None:
     session, transport = Recorder(), Writes(_hang)
-    task = asyncio.create_task(images.send_atomically(
-        transport, cast(Session, session), Path("/src"), "/images/base.raw", 10))
+    task = asyncio.create_task(
+        images.send_atomically(
+            transport, cast(Session, session), Path("/src"), "/images/base.raw", 10
+        )
+    )
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -154,12 +172,15 @@ def test_nbd_uri() -> None:
     assert nbd.nbd_uri("/tmp/x/sock") == "nbd+unix:///?socket=/tmp/x/sock"
 
 
-@pytest.mark.parametrize(("stderr", "tool"), [
-    ("sh: 1: qemu-nbd: not found\n", "qemu-nbd"),
-    ("bash: line 1: zstd: command not found\n", "zstd"),
-    ("bash: zstd: command not found\n", "zstd"),
-    ("env: 'nbdkit': No such file or directory\n", "nbdkit"),
-])
+@pytest.mark.parametrize(
+    ("stderr", "tool"),
+    [
+        ("sh: 1: qemu-nbd: not found\n", "qemu-nbd"),
+        ("bash: line 1: zstd: command not found\n", "zstd"),
+        ("bash: zstd: command not found\n", "zstd"),
+        ("env: 'nbdkit': No such file or directory\n", "nbdkit"),
+    ],
+)
 def test_a_missing_program_is_recognised(stderr: str, tool: str) -> None:
     error = command_failed("h", CommandResult(("x", "y"), 127, b"", stderr.encode()))
     assert isinstance(error, errors.ToolMissing)
@@ -167,10 +188,13 @@ def test_a_missing_program_is_recognised(stderr: str, tool: str) -> None:
     assert str(error) == f"h: `{tool}` is not installed on the host (needed by `x y`)"
 
 
-@pytest.mark.parametrize(("status", "stderr"), [
-    (127, "something else entirely\n"),
-    (1, "sh: 1: zstd: not found\n"),
-])
+@pytest.mark.parametrize(
+    ("status", "stderr"),
+    [
+        (127, "something else entirely\n"),
+        (1, "sh: 1: zstd: not found\n"),
+    ],
+)
 def test_other_failures_are_not_missing_programs(status: int, stderr: str) -> None:
     error = command_failed("h", CommandResult(("x",), status, b"", stderr.encode()))
     assert type(error) is errors.HostCommandFailed

@@ -54,8 +54,11 @@ def test_paths_are_expanded(monkeypatch: pytest.MonkeyPatch) -> None:
         ("[hosts.a]\nimage_dir = 'images'\n", "hosts.a.image_dir", "absolute path"),
         ("[hosts.a]\nconnect_timeout = 0\n", "hosts.a.connect_timeout", "seconds"),
         ("[hosts.a]\ntcp_timeout = 'soon'\n", "hosts.a.tcp_timeout", "seconds"),
-        ("[hosts.a]\naddress = '10.0.0.1'\n[hosts.b]\naddress = '10.0.0.1'\n",
-         "hosts.b.address", "the same machine as hosts.a (address 10.0.0.1, port 22)"),
+        (
+            "[hosts.a]\naddress = '10.0.0.1'\n[hosts.b]\naddress = '10.0.0.1'\n",
+            "hosts.b.address",
+            "the same machine as hosts.a (address 10.0.0.1, port 22)",
+        ),
         ("[hosts.a]\nport = 22\n[hosts.A]\n", "hosts.A", "the same machine as hosts.a"),
         ("[hosts.a]\ncolour = 'red'\n", "hosts.a.colour", "unknown key"),
         ("[defaults]\naddress = 'x'\n[hosts.a]\n", "defaults.address", "unknown key"),
@@ -109,8 +112,9 @@ def test_a_tag_no_host_has_is_an_error_naming_the_known_tags() -> None:
     inv = inventory.load(ROOT / "hosts.toml")
     with pytest.raises(errors.UnknownTag) as raised:
         inventory.select(inv, tags=["rack1", "nope"])
-    assert str(raised.value) == (f"unknown tag 'nope' (the hosts of {ROOT / 'hosts.toml'} have: "
-                                 "big, rack1, rack2, ssd)")
+    assert str(raised.value) == (
+        f"unknown tag 'nope' (the hosts of {ROOT / 'hosts.toml'} have: big, rack1, rack2, ssd)"
+    )
     assert raised.value.exit_code == errors.EXIT_USAGE
     # Known tags that no host has together select nothing: that is an answer, not a typo.
     assert inventory.select(inv, tags=["ssd", "big"]) == []
@@ -122,13 +126,16 @@ def test_a_tag_no_host_has_is_an_error_naming_the_known_tags() -> None:
 def test_one_machine_by_address_and_port_only() -> None:
     """The same address on another port is another sshd (another machine's, forwarded), and
     entries reached by a libvirt URI have no ssh address to compare."""
-    inv = parse("[hosts.a]\naddress = '10.0.0.1'\n[hosts.b]\naddress = '10.0.0.1'\nport = 2222\n"
-                "[hosts.c]\nuri = 'test:///default'\n[hosts.d]\nuri = 'test:///default'\n"
-                "address = 'c'\n")
+    inv = parse(
+        "[hosts.a]\naddress = '10.0.0.1'\n[hosts.b]\naddress = '10.0.0.1'\nport = 2222\n"
+        "[hosts.c]\nuri = 'test:///default'\n[hosts.d]\nuri = 'test:///default'\n"
+        "address = 'c'\n"
+    )
     assert inv.names() == ["a", "b", "c", "d"]
 
 
 def test_an_ipv6_address_is_compared_in_its_canonical_form() -> None:
-    with pytest.raises(errors.ConfigError,
-                       match=r"the same machine as hosts\.a \(address fd00::1, port 22\)"):
+    with pytest.raises(
+        errors.ConfigError, match=r"the same machine as hosts\.a \(address fd00::1, port 22\)"
+    ):
         parse("[hosts.a]\naddress = 'fd00::1'\n[hosts.b]\naddress = 'fd00:0::0:1'\n")

@@ -14,8 +14,13 @@ from mclu.model import GuestMeta
 
 DATA = Path(__file__).parent.parent / "data" / "facts" / "metadata"
 
-FULL = GuestMeta(template="debian-12", revision="3", built="2024-05-01T10:00:00Z",
-                 state="building", options=(("disk", "10G"), ("note", "a <b> & 'c'")))
+FULL = GuestMeta(
+    template="debian-12",
+    revision="3",
+    built="2024-05-01T10:00:00Z",
+    state="building",
+    options=(("disk", "10G"), ("note", "a <b> & 'c'")),
+)
 
 
 def meta_from_json(path: Path) -> GuestMeta:
@@ -33,8 +38,10 @@ def test_parse_what_libvirt_get_metadata_returns() -> None:
     assert metadata.parse(text) == meta_from_json(DATA / "get-metadata-building.json")
 
 
-@pytest.mark.parametrize("meta", [FULL, GuestMeta(template="alpine"),
-                                  GuestMeta(template="x", options=(("a", ""), ("a", "2")))])
+@pytest.mark.parametrize(
+    "meta",
+    [FULL, GuestMeta(template="alpine"), GuestMeta(template="x", options=(("a", ""), ("a", "2")))],
+)
 @pytest.mark.parametrize("render", [metadata.render, metadata.render_for_set_metadata])
 def test_round_trip(meta: GuestMeta, render: Any) -> None:
     assert metadata.parse(render(meta)) == meta
@@ -52,8 +59,9 @@ def test_for_set_metadata_has_no_prefix() -> None:
 
 
 def test_find_in_domain() -> None:
-    domain = ET.fromstring(f"<domain><metadata><other xmlns='urn:x'/>{metadata.render(FULL)}"
-                           "</metadata></domain>")
+    domain = ET.fromstring(
+        f"<domain><metadata><other xmlns='urn:x'/>{metadata.render(FULL)}</metadata></domain>"
+    )
     assert metadata.find_in_domain(domain) == FULL
 
 

@@ -13,30 +13,53 @@ MIB = 1 << 20
 BASE = "/var/lib/libvirt/images/mclu-templates/tiny.x86_64.r1.raw"
 
 
-def host(name: str, *guests: model.Guest, shared: bool = False,
-         memory: int = 4 * GIB) -> model.HostSnapshot:
-    spec = model.HostSpec(name=name, address=f"10.0.0.{ord(name[-1])}", user="root",
-                          shared_storage=shared, reserve_memory=0, memory=memory, cpus=2)
-    facts = model.HostFacts(hostname=name, arch="x86_64", cpus=2, memory_total=memory,
-                            memory_free=memory)
+def host(
+    name: str, *guests: model.Guest, shared: bool = False, memory: int = 4 * GIB
+) -> model.HostSnapshot:
+    spec = model.HostSpec(
+        name=name,
+        address=f"10.0.0.{ord(name[-1])}",
+        user="root",
+        shared_storage=shared,
+        reserve_memory=0,
+        memory=memory,
+        cpus=2,
+    )
+    facts = model.HostFacts(
+        hostname=name, arch="x86_64", cpus=2, memory_total=memory, memory_free=memory
+    )
     return model.HostSnapshot(spec=spec, facts=facts, guests=guests)
 
 
-def guest(name: str, memory: int = GIB, state: model.GuestState = model.GuestState.RUNNING
-          ) -> model.Guest:
-    return model.Guest(name=name, uuid=name, state=state, vcpus=1, memory=memory,
-                       disks=(f"/var/lib/libvirt/images/{name}.qcow2",))
+def guest(
+    name: str, memory: int = GIB, state: model.GuestState = model.GuestState.RUNNING
+) -> model.Guest:
+    return model.Guest(
+        name=name,
+        uuid=name,
+        state=state,
+        vcpus=1,
+        memory=memory,
+        disks=(f"/var/lib/libvirt/images/{name}.qcow2",),
+    )
 
 
 def disk(name: str, data: int = 10 * MIB) -> migrate.Disk:
-    return migrate.Disk(path=f"/var/lib/libvirt/images/{name}.qcow2", format="qcow2",
-                        virtual_size=GIB, data_bytes=data, backing=BASE, backing_format="raw",
-                        backing_bytes=100 * MIB)
+    return migrate.Disk(
+        path=f"/var/lib/libvirt/images/{name}.qcow2",
+        format="qcow2",
+        virtual_size=GIB,
+        data_bytes=data,
+        backing=BASE,
+        backing_format="raw",
+        backing_bytes=100 * MIB,
+    )
 
 
 def snapshot(*hosts: model.HostSnapshot) -> fanout.HostResults[model.HostSnapshot]:
-    return fanout.HostResults(ok={h.spec.name: h for h in hosts}, failed={},
-                              order=[h.spec.name for h in hosts])
+    return fanout.HostResults(
+        ok={h.spec.name: h for h in hosts}, failed={}, order=[h.spec.name for h in hosts]
+    )
 
 
 def storage(free: int = 10 * GIB, cached: tuple[str, ...] = ()) -> model.StorageFacts:
@@ -44,15 +67,29 @@ def storage(free: int = 10 * GIB, cached: tuple[str, ...] = ()) -> model.Storage
 
 
 def test_parse_disk_info_of_an_overlay() -> None:
-    text = json.dumps([
-        {"filename": "/i/web1.qcow2", "format": "qcow2", "virtual-size": GIB,
-         "actual-size": 2 * MIB, "backing-filename": BASE, "full-backing-filename": BASE,
-         "backing-filename-format": "raw"},
-        {"filename": BASE, "format": "raw", "virtual-size": 128 * MIB, "actual-size": 17 * MIB},
-    ])
+    text = json.dumps(
+        [
+            {
+                "filename": "/i/web1.qcow2",
+                "format": "qcow2",
+                "virtual-size": GIB,
+                "actual-size": 2 * MIB,
+                "backing-filename": BASE,
+                "full-backing-filename": BASE,
+                "backing-filename-format": "raw",
+            },
+            {"filename": BASE, "format": "raw", "virtual-size": 128 * MIB, "actual-size": 17 * MIB},
+        ]
+    )
     assert migrate.parse_disk_info("/i/web1.qcow2", text) == migrate.Disk(
-        path="/i/web1.qcow2", format="qcow2", virtual_size=GIB, data_bytes=2 * MIB,
-        backing=BASE, backing_format="raw", backing_bytes=17 * MIB)
+        path="/i/web1.qcow2",
+        format="qcow2",
+        virtual_size=GIB,
+        data_bytes=2 * MIB,
+        backing=BASE,
+        backing_format="raw",
+        backing_bytes=17 * MIB,
+    )
 
 
 def test_parse_disk_info_of_a_full_copy() -> None:
@@ -93,7 +130,10 @@ def test_drain_sends_a_base_once_per_host_and_spreads() -> None:
     facts = {"b": storage(free=300 * MIB), "c": storage(free=300 * MIB)}
     plan = migrate.plan_drain("a", snap, facts, {g.name: [disk(g.name)] for g in guests})
     assert [(m.guest.name, getattr(m, "dest", None)) for m in plan] == [
-        ("g1", "b"), ("g2", "c"), ("g3", "b")]
+        ("g1", "b"),
+        ("g2", "c"),
+        ("g3", "b"),
+    ]
 
 
 def test_drain_leaves_what_does_not_fit_or_does_not_run() -> None:

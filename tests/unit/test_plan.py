@@ -29,13 +29,29 @@ NOW = "2024-05-01T10:00:00Z"
 IMAGES = "/var/lib/libvirt/images"
 MiB, GiB = 1 << 20, 1 << 30
 
-HOST_DEFAULTS: dict[str, Any] = {"memory": "8 GiB", "cpus": 4, "disk_free": "50 GiB",
-                                 "cached": False, "domain_type": "qemu", "network": "user",
-                                 "reserve_memory": 0, "guests": [], "cpu_ratio": 1.0}
-TEMPLATE_DEFAULTS: dict[str, Any] = {"name": "tiny", "revision": 3, "size": "128 MiB",
-                                     "data": "17 MiB", "memory": "256 MiB", "vcpus": 1,
-                                     "network": None, "full_copy": False, "disk_bus": "virtio",
-                                     "disk_size": None}
+HOST_DEFAULTS: dict[str, Any] = {
+    "memory": "8 GiB",
+    "cpus": 4,
+    "disk_free": "50 GiB",
+    "cached": False,
+    "domain_type": "qemu",
+    "network": "user",
+    "reserve_memory": 0,
+    "guests": [],
+    "cpu_ratio": 1.0,
+}
+TEMPLATE_DEFAULTS: dict[str, Any] = {
+    "name": "tiny",
+    "revision": 3,
+    "size": "128 MiB",
+    "data": "17 MiB",
+    "memory": "256 MiB",
+    "vcpus": 1,
+    "network": None,
+    "full_copy": False,
+    "disk_bus": "virtio",
+    "disk_size": None,
+}
 SIZE_KEYS = ("size", "memory", "disk_size", "send_bytes", "disk_free", "data")
 
 
@@ -48,30 +64,59 @@ def size(value: Any) -> Any:
 
 def template_from(data: dict[str, Any]) -> ResolvedTemplate:
     t = {**TEMPLATE_DEFAULTS, **data}
-    base = BaseImage(template=t["name"], revision=t["revision"], arch="x86_64",
-                     size=size(t["size"]), data_bytes=size(t["data"]))
-    return ResolvedTemplate(name=t["name"], base=base, source_uri=f"file:///repo/{t['name']}.xz",
-                            sha512="0" * 128, memory=size(t["memory"]), vcpus=t["vcpus"],
-                            disk_bus=t["disk_bus"], network=t["network"],
-                            full_copy=t["full_copy"], disk_size=size(t["disk_size"]))
+    base = BaseImage(
+        template=t["name"],
+        revision=t["revision"],
+        arch="x86_64",
+        size=size(t["size"]),
+        data_bytes=size(t["data"]),
+    )
+    return ResolvedTemplate(
+        name=t["name"],
+        base=base,
+        source_uri=f"file:///repo/{t['name']}.xz",
+        sha512="0" * 128,
+        memory=size(t["memory"]),
+        vcpus=t["vcpus"],
+        disk_bus=t["disk_bus"],
+        network=t["network"],
+        full_copy=t["full_copy"],
+        disk_size=size(t["disk_size"]),
+    )
 
 
-def host_from(name: str, data: dict[str, Any], base: BaseImage) -> tuple[HostSnapshot,
-                                                                         StorageFacts]:
+def host_from(
+    name: str, data: dict[str, Any], base: BaseImage
+) -> tuple[HostSnapshot, StorageFacts]:
     h = {**HOST_DEFAULTS, **data}
-    spec = HostSpec(name=name, address=name, domain_type=h["domain_type"], network=h["network"],
-                    memory=size(h["memory"]), cpus=h["cpus"],
-                    reserve_memory=size(h["reserve_memory"]), cpu_ratio=h["cpu_ratio"])
-    facts = HostFacts(hostname=name, arch="x86_64", cpus=h["cpus"], memory_total=spec.memory or 0,
-                      memory_free=spec.memory or 0)
-    guests = tuple(Guest(name=g, uuid=f"uuid-{g}", state=GuestState(state), vcpus=vcpus,
-                         memory=size(memory)) for g, memory, vcpus, state in h["guests"])
+    spec = HostSpec(
+        name=name,
+        address=name,
+        domain_type=h["domain_type"],
+        network=h["network"],
+        memory=size(h["memory"]),
+        cpus=h["cpus"],
+        reserve_memory=size(h["reserve_memory"]),
+        cpu_ratio=h["cpu_ratio"],
+    )
+    facts = HostFacts(
+        hostname=name,
+        arch="x86_64",
+        cpus=h["cpus"],
+        memory_total=spec.memory or 0,
+        memory_free=spec.memory or 0,
+    )
+    guests = tuple(
+        Guest(name=g, uuid=f"uuid-{g}", state=GuestState(state), vcpus=vcpus, memory=size(memory))
+        for g, memory, vcpus, state in h["guests"]
+    )
     cached = (base.cache_name,) if h["cached"] else ()
     return HostSnapshot(spec, facts, guests), StorageFacts(IMAGES, size(h["disk_free"]), cached)
 
 
-def cluster(hosts: dict[str, Any], base: BaseImage
-            ) -> tuple[plan.Snapshot, dict[str, StorageFacts]]:
+def cluster(
+    hosts: dict[str, Any], base: BaseImage
+) -> tuple[plan.Snapshot, dict[str, StorageFacts]]:
     snapshot: plan.Snapshot = fanout.HostResults(order=list(hosts))
     storage = {}
     for name, data in hosts.items():
@@ -90,16 +135,32 @@ def request_from(data: dict[str, Any]) -> plan.BuildRequest:
 def run_case(case: dict[str, Any]) -> plan.BuildPlan:
     template = template_from(case.get("template", {}))
     snapshot, storage = cluster(case["hosts"], template.base)
-    return plan.plan_build(request_from(case["request"]), snapshot, storage, template, now=NOW,
-                           inventory_path="hosts.toml")
+    return plan.plan_build(
+        request_from(case["request"]),
+        snapshot,
+        storage,
+        template,
+        now=NOW,
+        inventory_path="hosts.toml",
+    )
 
 
 def guest_fields(g: plan.GuestPlan) -> dict[str, Any]:
-    return {"name": g.name, "host": g.host, "reason": g.reason, "base_cached": g.base_cached,
-            "send_bytes": g.send_bytes, "disk_path": g.disk_path, "disk_size": g.disk_size,
-            "disk_format": g.spec.disk_format, "memory": g.spec.memory, "vcpus": g.spec.vcpus,
-            "domain_type": g.spec.domain_type, "network": g.spec.network,
-            "options": [list(o) for o in g.spec.meta.options]}
+    return {
+        "name": g.name,
+        "host": g.host,
+        "reason": g.reason,
+        "base_cached": g.base_cached,
+        "send_bytes": g.send_bytes,
+        "disk_path": g.disk_path,
+        "disk_size": g.disk_size,
+        "disk_format": g.spec.disk_format,
+        "memory": g.spec.memory,
+        "vcpus": g.spec.vcpus,
+        "domain_type": g.spec.domain_type,
+        "network": g.spec.network,
+        "options": [list(o) for o in g.spec.meta.options],
+    }
 
 
 def expected_guest(data: dict[str, Any]) -> dict[str, Any]:
@@ -128,8 +189,9 @@ def test_build_case(case: dict[str, Any]) -> None:
     built = run_case(case)
     wanted = [expected_guest(g) for g in expected["guests"]]
     # Each expected guest lists the fields the case is about; name and host always.
-    assert [{k: guest_fields(g)[k] for k in w} for g, w in zip(built.guests, wanted,
-                                                                strict=True)] == wanted
+    assert [
+        {k: guest_fields(g)[k] for k in w} for g, w in zip(built.guests, wanted, strict=True)
+    ] == wanted
     assert built.send_bytes == size(expected.get("send_bytes", 0))
     assert list(built.hosts_needing_base) == expected.get("hosts_needing_base", [])
     assert list(built.warnings) == expected.get("warnings", [])
@@ -140,16 +202,40 @@ def test_build_case(case: dict[str, Any]) -> None:
 TEMPLATE = template_from({})
 
 
-def build(names: tuple[str, ...], hosts: dict[str, Any] | None = None,
-          **request: Any) -> plan.BuildPlan:
+def build(
+    names: tuple[str, ...], hosts: dict[str, Any] | None = None, **request: Any
+) -> plan.BuildPlan:
     snapshot, storage = cluster(hosts or {"ham0": {}, "ham1": {}}, TEMPLATE.base)
-    return plan.plan_build(plan.BuildRequest("tiny", names, **request), snapshot, storage,
-                           TEMPLATE, now=NOW, inventory_path="hosts.toml")
+    return plan.plan_build(
+        plan.BuildRequest("tiny", names, **request),
+        snapshot,
+        storage,
+        TEMPLATE,
+        now=NOW,
+        inventory_path="hosts.toml",
+    )
 
 
-@pytest.mark.parametrize("name", ["", "-web", ".web", "web 1", "web/1", "we$b", "a;b", "x" * 64,
-                                  "ham0:", ":web1", "ham0:web:1", "../web", "web\n1", "web1\n",
-                                  "wëb"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        "-web",
+        ".web",
+        "web 1",
+        "web/1",
+        "we$b",
+        "a;b",
+        "x" * 64,
+        "ham0:",
+        ":web1",
+        "ham0:web:1",
+        "../web",
+        "web\n1",
+        "web1\n",
+        "wëb",
+    ],
+)
 def test_invalid_guest_names(name: str) -> None:
     with pytest.raises(errors.InvalidGuestName) as raised:
         build((name,))
@@ -185,7 +271,9 @@ def test_a_host_that_did_not_answer_is_a_warning_naming_the_unchecked_names() ->
     built = build(("web1", "web2"), hosts)
     assert built.warnings == tuple(
         f"{h} did not answer (off): the names web1, web2 could not be checked there; a guest "
-        "there of that name would make two (`mclu list` flags them)" for h in ("ham1", "ham2"))
+        "there of that name would make two (`mclu list` flags them)"
+        for h in ("ham1", "ham2")
+    )
     assert output.plan_text(built).splitlines()[-2:] == [f"warning: {w}" for w in built.warnings]
     assert output.plan_json(built)["warnings"] == list(built.warnings)
     assert build(("web1",)).warnings == ()  # every host answered
@@ -193,8 +281,12 @@ def test_a_host_that_did_not_answer_is_a_warning_naming_the_unchecked_names() ->
     # A host whose guests answered but whose image directory did not: its names were checked.
     snapshot, storage = cluster({"ham0": {}, "ham1": {}}, TEMPLATE.base)
     del storage["ham1"]
-    assert plan.plan_build(plan.BuildRequest("tiny", ("web1",)), snapshot, storage, TEMPLATE,
-                           now=NOW).warnings == ()
+    assert (
+        plan.plan_build(
+            plan.BuildRequest("tiny", ("web1",)), snapshot, storage, TEMPLATE, now=NOW
+        ).warnings
+        == ()
+    )
 
 
 def test_unreachable_pinned_host_raises_its_own_error() -> None:
@@ -202,15 +294,18 @@ def test_unreachable_pinned_host_raises_its_own_error() -> None:
         build(("ham1:web1",), {"ham0": {}, "ham1": {"unreachable": True}})
 
 
-@pytest.mark.parametrize(("request_", "message"), [
-    ({"size": 64 * MiB}, "--size 64 MiB: smaller than the template's 128 MiB disk"),
-    ({"size": 65 << 40}, "--size 65 TiB: larger than 64 TiB"),
-    ({"memory": 8 * MiB}, "--memory 8 MiB: must be from 16 MiB to 16 TiB"),
-    ({"memory": 17 << 40}, "--memory 17 TiB: must be from 16 MiB"),
-    ({"vcpus": 0}, "--vcpus 0: must be from 1 to 512"),
-    ({"vcpus": 513}, "--vcpus 513: must be from 1 to 512"),
-    ({"transport": "scp"}, "--transport scp: use one of stream, nbd"),
-])
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ({"size": 64 * MiB}, "--size 64 MiB: smaller than the template's 128 MiB disk"),
+        ({"size": 65 << 40}, "--size 65 TiB: larger than 64 TiB"),
+        ({"memory": 8 * MiB}, "--memory 8 MiB: must be from 16 MiB to 16 TiB"),
+        ({"memory": 17 << 40}, "--memory 17 TiB: must be from 16 MiB"),
+        ({"vcpus": 0}, "--vcpus 0: must be from 1 to 512"),
+        ({"vcpus": 513}, "--vcpus 513: must be from 1 to 512"),
+        ({"transport": "scp"}, "--transport scp: use one of stream, nbd"),
+    ],
+)
 def test_options_out_of_range(request_: dict[str, Any], message: str) -> None:
     with pytest.raises(errors.InvalidBuildOption) as raised:
         build(("web1",), **request_)
@@ -224,8 +319,13 @@ def test_option_checks_come_before_name_checks() -> None:
 
 
 def test_boundaries_are_allowed() -> None:
-    built = build(("web1",), {"ham0": {"cpus": 512, "memory": "1 TiB"}}, memory=16 * MiB,
-                  vcpus=512, size=128 * MiB)
+    built = build(
+        ("web1",),
+        {"ham0": {"cpus": 512, "memory": "1 TiB"}},
+        memory=16 * MiB,
+        vcpus=512,
+        size=128 * MiB,
+    )
     assert (built.guests[0].spec.memory, built.guests[0].spec.vcpus) == (16 * MiB, 512)
 
 
@@ -235,18 +335,25 @@ def test_no_capacity_names_every_host_and_the_unreachable() -> None:
         build(("web1",), hosts, memory=1 * GiB)
     assert str(raised.value) == (
         "no host has room for web1 (1 GiB memory, 1 vCPU, 17 MiB disk): "
-        "ham0: needs 1 GiB memory, 512 MiB free (not asked: ham1 did not answer)")
+        "ham0: needs 1 GiB memory, 512 MiB free (not asked: ham1 did not answer)"
+    )
 
 
 def test_a_host_without_storage_facts_is_not_a_candidate() -> None:
     snapshot, storage = cluster({"ham0": {}, "ham1": {"memory": "1 GiB"}}, TEMPLATE.base)
     del storage["ham0"]
     with pytest.raises(errors.NoCapacity, match=r"ham1: needs .*\(not asked: ham0 did not answer"):
-        plan.plan_build(plan.BuildRequest("tiny", ("web1",), memory=2 * GiB), snapshot, storage,
-                        TEMPLATE, now=NOW)
+        plan.plan_build(
+            plan.BuildRequest("tiny", ("web1",), memory=2 * GiB),
+            snapshot,
+            storage,
+            TEMPLATE,
+            now=NOW,
+        )
     with pytest.raises(errors.HostError, match="ham0: its image directory could not be read"):
-        plan.plan_build(plan.BuildRequest("tiny", ("web1",), on="ham0"), snapshot, storage,
-                        TEMPLATE, now=NOW)
+        plan.plan_build(
+            plan.BuildRequest("tiny", ("web1",), on="ham0"), snapshot, storage, TEMPLATE, now=NOW
+        )
 
 
 # --- what a guest plan holds ---------------------------------------------------------------
@@ -255,9 +362,17 @@ def test_a_host_without_storage_facts_is_not_a_candidate() -> None:
 def test_guest_metadata_records_template_time_and_the_users_options() -> None:
     built = build(("web1",), size=GiB + 1, memory=512 * MiB, vcpus=2, full_copy=True)
     assert built.guests[0].spec.meta == GuestMeta(
-        template="tiny", revision="3", built=NOW, state="building",
-        options=(("size", str(GiB + 1)), ("memory", "512 MiB"), ("vcpus", "2"),
-                 ("full_copy", "true")))
+        template="tiny",
+        revision="3",
+        built=NOW,
+        state="building",
+        options=(
+            ("size", str(GiB + 1)),
+            ("memory", "512 MiB"),
+            ("vcpus", "2"),
+            ("full_copy", "true"),
+        ),
+    )
     assert build(("web2",)).guests[0].spec.meta.options == ()
 
 
@@ -270,8 +385,9 @@ def test_paths_on_the_host() -> None:
 def test_template_network_and_bus_override_the_host() -> None:
     template = replace(TEMPLATE, network="bridge:br0", disk_bus="sata")
     snapshot, storage = cluster({"ham0": {"network": "network:default"}}, template.base)
-    g = plan.plan_build(plan.BuildRequest("tiny", ("web1",)), snapshot, storage, template,
-                        now=NOW).guests[0]
+    g = plan.plan_build(
+        plan.BuildRequest("tiny", ("web1",)), snapshot, storage, template, now=NOW
+    ).guests[0]
     assert (g.spec.network, g.spec.disk_bus, g.spec.arch) == ("bridge:br0", "sata", "x86_64")
 
 
@@ -287,16 +403,18 @@ def test_split_name() -> None:
 def test_plan_text() -> None:
     hosts = {"ham0": {"cached": True, "memory": "4 GiB"}, "ham1": {"memory": "4 GiB"}}
     built = build(("web1", "web2", "web3"), hosts)
-    assert output.plan_text(built) == "\n".join([
-        "build 3 guests from tiny r3:",
-        "  web1 → ham0 (most free memory: 3.75 GiB after; tiny r3 cached there): 1 vCPU, "
-        f"256 MiB memory, 128 MiB overlay {IMAGES}/web1.qcow2",
-        "  web2 → ham1 (most free memory: 3.75 GiB after; tiny r3 sent there): 1 vCPU, "
-        f"256 MiB memory, 128 MiB overlay {IMAGES}/web2.qcow2",
-        "  web3 → ham0 (most free memory: 3.5 GiB after; tiny r3 cached there): 1 vCPU, "
-        f"256 MiB memory, 128 MiB overlay {IMAGES}/web3.qcow2",
-        "send tiny r3 to ham1: 17 MiB",
-    ])
+    assert output.plan_text(built) == "\n".join(
+        [
+            "build 3 guests from tiny r3:",
+            "  web1 → ham0 (most free memory: 3.75 GiB after; tiny r3 cached there): 1 vCPU, "
+            f"256 MiB memory, 128 MiB overlay {IMAGES}/web1.qcow2",
+            "  web2 → ham1 (most free memory: 3.75 GiB after; tiny r3 sent there): 1 vCPU, "
+            f"256 MiB memory, 128 MiB overlay {IMAGES}/web2.qcow2",
+            "  web3 → ham0 (most free memory: 3.5 GiB after; tiny r3 cached there): 1 vCPU, "
+            f"256 MiB memory, 128 MiB overlay {IMAGES}/web3.qcow2",
+            "send tiny r3 to ham1: 17 MiB",
+        ]
+    )
 
 
 def test_plan_text_base_shared_and_nothing_to_send() -> None:
@@ -326,9 +444,18 @@ def test_plan_json() -> None:
     assert document["send_bytes"] == 17 * MiB and document["transport"] == "nbd"
     assert document["hosts_needing_base"] == ["ham0"]
     assert document["guests"][0] == {
-        "name": "web1", "host": "ham0", "reason": "most free memory: 7.75 GiB after",
-        "domain_type": "qemu", "memory": 256 * MiB, "vcpus": 1, "network": "user",
-        "disk_path": f"{IMAGES}/web1.qcow2", "disk_format": "qcow2", "disk_size": 128 * MiB,
-        "full_copy": False, "base_path": f"{IMAGES}/mclu-templates/tiny.x86_64.r3.raw",
-        "base_cached": False, "send_bytes": 17 * MiB,
+        "name": "web1",
+        "host": "ham0",
+        "reason": "most free memory: 7.75 GiB after",
+        "domain_type": "qemu",
+        "memory": 256 * MiB,
+        "vcpus": 1,
+        "network": "user",
+        "disk_path": f"{IMAGES}/web1.qcow2",
+        "disk_format": "qcow2",
+        "disk_size": 128 * MiB,
+        "full_copy": False,
+        "base_path": f"{IMAGES}/mclu-templates/tiny.x86_64.r3.raw",
+        "base_cached": False,
+        "send_bytes": 17 * MiB,
     }

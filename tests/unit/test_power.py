@@ -28,8 +28,18 @@ def test_any_mac_in_any_spelling_parses_to_its_bytes(raw: bytes, sep: str, upper
     assert power.format_mac(raw) == spaced(raw, ":")
 
 
-@pytest.mark.parametrize("text", ["", "52:54:00:12:34", "52:54:00:12:34:56:78", "52:54-00:12:34:56",
-                                  "5254.0012.3456", "52:54:00:12:34:5g", "52:54:00:12:34:5"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "52:54:00:12:34",
+        "52:54:00:12:34:56:78",
+        "52:54-00:12:34:56",
+        "5254.0012.3456",
+        "52:54:00:12:34:5g",
+        "52:54:00:12:34:5",
+    ],
+)
 def test_what_is_not_a_mac_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="not a MAC address"):
         power.parse_mac(text)
@@ -46,7 +56,7 @@ def test_magic_packet_is_six_ff_then_the_mac_sixteen_times() -> None:
 def test_magic_packet_property(raw: bytes) -> None:
     packet = power.magic_packet(raw)
     assert packet[:6] == b"\xff" * 6
-    assert [packet[6 + 6 * i:12 + 6 * i] for i in range(16)] == [raw] * 16
+    assert [packet[6 + 6 * i : 12 + 6 * i] for i in range(16)] == [raw] * 16
     assert len(packet) == power.PACKET_LENGTH
 
 
@@ -67,8 +77,9 @@ def test_wake_sends_the_packet_by_udp() -> None:
 
 def test_wake_that_cannot_send_names_host_and_address() -> None:
     # Port 0 is refused by the kernel before anything leaves: no packet goes anywhere.
-    with pytest.raises(errors.WakeFailed,
-                       match=r"ham3: cannot send .* to 127\.0\.0\.1:0: invalid argument"):
+    with pytest.raises(
+        errors.WakeFailed, match=r"ham3: cannot send .* to 127\.0\.0\.1:0: invalid argument"
+    ):
         power.wake("ham3", "52:54:00:12:34:56", "127.0.0.1", 0)
 
 
@@ -81,21 +92,29 @@ def test_wol_keys_default_to_the_limited_broadcast_and_port_9() -> None:
 
 
 def test_wol_keys_from_defaults_and_per_host() -> None:
-    inv = inventory.parse('[defaults]\nwol_address = "192.168.1.255"\nwol_port = 7\n'
-                          '[hosts.a]\n[hosts.b]\nwol_address = "10.0.0.255"\n', "hosts.toml")
+    inv = inventory.parse(
+        '[defaults]\nwol_address = "192.168.1.255"\nwol_port = 7\n'
+        '[hosts.a]\n[hosts.b]\nwol_address = "10.0.0.255"\n',
+        "hosts.toml",
+    )
     assert [(h.wol_address, h.wol_port) for h in inv.hosts] == [
-        ("192.168.1.255", 7), ("10.0.0.255", 7)]
+        ("192.168.1.255", 7),
+        ("10.0.0.255", 7),
+    ]
 
 
-@pytest.mark.parametrize(("line", "key", "problem"), [
-    ('wol_address = "10.0.0"', "hosts.a.wol_address", "IPv4 address"),
-    ('wol_address = "ff02::1"', "hosts.a.wol_address", "IPv4 address"),
-    ('wol_address = "bcast.example"', "hosts.a.wol_address", "IPv4 address"),
-    ("wol_address = 167772415", "hosts.a.wol_address", "IPv4 address"),
-    ("wol_port = 0", "hosts.a.wol_port", "port number"),
-    ("wol_port = 65536", "hosts.a.wol_port", "port number"),
-    ('wol_port = "9"', "hosts.a.wol_port", "port number"),
-])
+@pytest.mark.parametrize(
+    ("line", "key", "problem"),
+    [
+        ('wol_address = "10.0.0"', "hosts.a.wol_address", "IPv4 address"),
+        ('wol_address = "ff02::1"', "hosts.a.wol_address", "IPv4 address"),
+        ('wol_address = "bcast.example"', "hosts.a.wol_address", "IPv4 address"),
+        ("wol_address = 167772415", "hosts.a.wol_address", "IPv4 address"),
+        ("wol_port = 0", "hosts.a.wol_port", "port number"),
+        ("wol_port = 65536", "hosts.a.wol_port", "port number"),
+        ('wol_port = "9"', "hosts.a.wol_port", "port number"),
+    ],
+)
 def test_bad_wol_keys_are_one_clear_error(line: str, key: str, problem: str) -> None:
     with pytest.raises(errors.ConfigError) as caught:
         inventory.parse(f"[hosts.a]\n{line}\n", "hosts.toml")
@@ -120,8 +139,10 @@ SPEC = model.HostSpec(name="a", address="a.fake", power_off_command=("poweroff",
 
 
 def canned_session(exit_status: int, stderr: bytes = b"") -> fake.FakeSession:
-    host = fake.FakeHost("a", commands=dict([fake.canned(["poweroff", "-f"], stderr=stderr,
-                                                         exit_status=exit_status)]))
+    host = fake.FakeHost(
+        "a",
+        commands=dict([fake.canned(["poweroff", "-f"], stderr=stderr, exit_status=exit_status)]),
+    )
     return fake.FakeSession(host, "fake:///a")
 
 
@@ -134,12 +155,16 @@ async def test_channel_closed_without_status_or_killed_is_a_disconnect(status: i
     assert await power.power_off(canned_session(status), SPEC) is power.Ended.DISCONNECTED
 
 
-@pytest.mark.parametrize("error", [
-    errors.HostError("a", "`poweroff -f`: Connection lost"),
-    errors.HostTimeout("a", "`poweroff -f`", 30),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.HostError("a", "`poweroff -f`: Connection lost"),
+        errors.HostTimeout("a", "`poweroff -f`", 30),
+    ],
+)
 async def test_dropped_connection_or_silence_after_the_command_is_a_disconnect(
-        error: errors.HostError) -> None:
+    error: errors.HostError,
+) -> None:
     assert await power.power_off(Dropping(error), SPEC) is power.Ended.DISCONNECTED
 
 
@@ -189,8 +214,11 @@ async def test_wait_until_on_reports_each_attempt_until_it_answers() -> None:
 
 async def test_wait_until_on_times_out_with_the_last_answer() -> None:
     flaky = Flaky(*[OFF] * 100)
-    with pytest.raises(errors.PowerTimeout, match=r"a: not answering ssh after 0.3 s \(last: "
-                                                  r"a: unreachable at a.fake: no route to host\)"):
+    with pytest.raises(
+        errors.PowerTimeout,
+        match=r"a: not answering ssh after 0.3 s \(last: "
+        r"a: unreachable at a.fake: no route to host\)",
+    ):
         await power.wait_until_on(A, flaky.open, 0.3, lambda _a: None)
 
 

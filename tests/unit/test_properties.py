@@ -35,16 +35,33 @@ def attempt(call: Callable[[], T], error: type[E]) -> T | E:
         return e
 
 
-FAST = settings(max_examples=200, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FAST = settings(
+    max_examples=200,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 SURROGATES: tuple[Literal["Cs"], ...] = ("Cs",)  # not text: no file or argv holds them
 TEXT = st.text(alphabet=st.characters(blacklist_categories=SURROGATES), max_size=40)
 
 # --- sizes ----------------------------------------------------------------------------------
 
-UNITS = {"": 1, "B": 1, "k": 1 << 10, "K": 1 << 10, "KiB": 1 << 10, "kB": 1000,
-         "M": 1 << 20, "MiB": 1 << 20, "MB": 1000**2, "G": 1 << 30, "GiB": 1 << 30,
-         "GB": 1000**3, "T": 1 << 40, "TiB": 1 << 40, "TB": 1000**4}
+UNITS = {
+    "": 1,
+    "B": 1,
+    "k": 1 << 10,
+    "K": 1 << 10,
+    "KiB": 1 << 10,
+    "kB": 1000,
+    "M": 1 << 20,
+    "MiB": 1 << 20,
+    "MB": 1000**2,
+    "G": 1 << 30,
+    "GiB": 1 << 30,
+    "GB": 1000**3,
+    "T": 1 << 40,
+    "TiB": 1 << 40,
+    "TB": 1000**4,
+}
 
 
 @FAST
@@ -56,8 +73,11 @@ def test_sizes_bytes_round_trip(n: int) -> None:
 
 
 @FAST
-@given(st.integers(min_value=0, max_value=1 << 20), st.sampled_from(sorted(UNITS)),
-       st.sampled_from(["", " ", "  "]))
+@given(
+    st.integers(min_value=0, max_value=1 << 20),
+    st.sampled_from(sorted(UNITS)),
+    st.sampled_from(["", " ", "  "]),
+)
 def test_sizes_with_units_are_exact(number: int, unit: str, gap: str) -> None:
     expected = number * UNITS[unit]
     text = f"{number}{gap}{unit}"
@@ -79,8 +99,17 @@ def test_sizes_human_reads_back_within_its_rounding(n: int) -> None:
 
 
 @FAST
-@given(st.one_of(TEXT, st.text(alphabet="0123456789.-+eE kKmMgGtTiIbB_\t\n", max_size=40),
-                 st.integers(), st.floats(), st.booleans(), st.none(), st.lists(st.integers())))
+@given(
+    st.one_of(
+        TEXT,
+        st.text(alphabet="0123456789.-+eE kKmMgGtTiIbB_\t\n", max_size=40),
+        st.integers(),
+        st.floats(),
+        st.booleans(),
+        st.none(),
+        st.lists(st.integers()),
+    )
+)
 def test_sizes_garbage_raises_only_value_error(value: object) -> None:
     n = attempt(lambda: sizes.parse(value), ValueError)
     if isinstance(n, ValueError):
@@ -97,8 +126,7 @@ NAME_REST = NAME_FIRST + "._-"
 
 def documented_name(text: str) -> bool:
     """docs: 1 to 63 ASCII letters, digits, '.', '_' or '-', starting with a letter or digit."""
-    return (1 <= len(text) <= 63 and text[0] in NAME_FIRST
-            and all(c in NAME_REST for c in text[1:]))
+    return 1 <= len(text) <= 63 and text[0] in NAME_FIRST and all(c in NAME_REST for c in text[1:])
 
 
 NEAR_NAMES = st.one_of(
@@ -129,31 +157,82 @@ def test_build_refuses_every_name_outside_the_grammar(text: str) -> None:
     if documented_name(name) and (host is None or documented_name(host)):
         return
     with pytest.raises(errors.InvalidGuestName):
-        plan.plan_build(plan.BuildRequest("t", (text,)), _EMPTY_SNAPSHOT, {}, _TEMPLATE,
-                        now="2026-01-01T00:00:00Z")
+        plan.plan_build(
+            plan.BuildRequest("t", (text,)),
+            _EMPTY_SNAPSHOT,
+            {},
+            _TEMPLATE,
+            now="2026-01-01T00:00:00Z",
+        )
 
 
 # --- the inventory --------------------------------------------------------------------------
 
-KNOWN_HOST_KEYS = ["address", "user", "port", "mac", "tags", "domain_type", "image_dir",
-                   "reserve_memory", "cpus", "cpu_ratio", "tcp_timeout", "connect_timeout",
-                   "identity_file", "known_hosts", "power_off_command", "wol_address",
-                   "wol_port", "network", "shared_storage", "uri", "libvirt_socket"]
+KNOWN_HOST_KEYS = [
+    "address",
+    "user",
+    "port",
+    "mac",
+    "tags",
+    "domain_type",
+    "image_dir",
+    "reserve_memory",
+    "cpus",
+    "cpu_ratio",
+    "tcp_timeout",
+    "connect_timeout",
+    "identity_file",
+    "known_hosts",
+    "power_off_command",
+    "wol_address",
+    "wol_port",
+    "network",
+    "shared_storage",
+    "uri",
+    "libvirt_socket",
+]
 SCALARS = st.one_of(
-    TEXT, st.sampled_from(["", "ham0", "10.0.0.1", "2 GiB", "kvm", "user", "/srv/images",
-                           "52:54:00:12:34:56", "-oProxyCommand=x", "a\nb"]),
-    st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1), st.floats(), st.booleans())
-VALUES = st.recursive(SCALARS, lambda inner: st.one_of(
-    st.lists(inner, max_size=3), st.dictionaries(TEXT, inner, max_size=3)), max_leaves=8)
-HOST_TABLE = st.dictionaries(st.one_of(st.sampled_from(KNOWN_HOST_KEYS), TEXT), VALUES,
-                             max_size=5)
-DOCUMENTS = st.fixed_dictionaries({}, optional={
-    "hosts": st.one_of(st.dictionaries(st.one_of(st.sampled_from(["ham0", "a.b", "-x"]), TEXT),
-                                       st.one_of(HOST_TABLE, VALUES), max_size=3), VALUES),
-    "defaults": st.one_of(HOST_TABLE, VALUES),
-    "parallel": VALUES,
-    "template_repos": VALUES,
-}).flatmap(lambda doc: st.dictionaries(TEXT, VALUES, max_size=2).map(lambda x: {**x, **doc}))
+    TEXT,
+    st.sampled_from(
+        [
+            "",
+            "ham0",
+            "10.0.0.1",
+            "2 GiB",
+            "kvm",
+            "user",
+            "/srv/images",
+            "52:54:00:12:34:56",
+            "-oProxyCommand=x",
+            "a\nb",
+        ]
+    ),
+    st.integers(min_value=-(1 << 63), max_value=(1 << 63) - 1),
+    st.floats(),
+    st.booleans(),
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(TEXT, inner, max_size=3)),
+    max_leaves=8,
+)
+HOST_TABLE = st.dictionaries(st.one_of(st.sampled_from(KNOWN_HOST_KEYS), TEXT), VALUES, max_size=5)
+DOCUMENTS = st.fixed_dictionaries(
+    {},
+    optional={
+        "hosts": st.one_of(
+            st.dictionaries(
+                st.one_of(st.sampled_from(["ham0", "a.b", "-x"]), TEXT),
+                st.one_of(HOST_TABLE, VALUES),
+                max_size=3,
+            ),
+            VALUES,
+        ),
+        "defaults": st.one_of(HOST_TABLE, VALUES),
+        "parallel": VALUES,
+        "template_repos": VALUES,
+    },
+).flatmap(lambda doc: st.dictionaries(TEXT, VALUES, max_size=2).map(lambda x: {**x, **doc}))
 
 
 def toml(value: Any) -> str:
@@ -196,8 +275,17 @@ def test_inventory_of_any_toml_document_raises_only_config_error(doc: dict[str, 
     check_inventory(toml_document(doc))
 
 
-TOML_BITS = [*"[]{}=\"'.,#\n abcdhost01:-\\", "[hosts.a]\n", "port = ", "[defaults]\n",
-             '"""', "'''", "tags = [", "inf", "1979-05-27T07:32:00Z"]
+TOML_BITS = [
+    *"[]{}=\"'.,#\n abcdhost01:-\\",
+    "[hosts.a]\n",
+    "port = ",
+    "[defaults]\n",
+    '"""',
+    "'''",
+    "tags = [",
+    "inf",
+    "1979-05-27T07:32:00Z",
+]
 
 
 @FAST
@@ -213,8 +301,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @FAST
 @given(data=st.binary(max_size=200))
-def test_inventory_file_of_any_bytes_raises_only_config_error(scratch: Path,
-                                                              data: bytes) -> None:
+def test_inventory_file_of_any_bytes_raises_only_config_error(scratch: Path, data: bytes) -> None:
     path = scratch / "hosts.toml"
     path.write_bytes(data)
     inv = attempt(lambda: inventory.load(path), errors.ConfigError)
@@ -226,22 +313,56 @@ def test_inventory_file_of_any_bytes_raises_only_config_error(scratch: Path,
 
 # --- virt-builder indexes and sources --------------------------------------------------------
 
-INDEX_LINES = st.lists(st.one_of(
-    st.sampled_from(["[a]", "[b c]", "[../x]", "[a]]", "#", "# c", "", " ", " cont",
-                     "-----BEGIN PGP SIGNED MESSAGE-----", "-----BEGIN PGP SIGNATURE-----",
-                     "file=a.xz", "file=", "file=http://[::1", "size=1", "size=-1", "size=x",
-                     "revision=2", "arch=x86_64", "arch=../x", "format=qcow2", "format=vmdk",
-                     "checksum[sha512]=" + "0" * 128, "checksum[sha512]=00", "hidden=true",
-                     "compressed_size=10", "uri=file:///srv/index", "gpgkey=x", "format=native",
-                     "==", "a[b]=c", "x[=y"]),
-    TEXT.map(lambda t: t.replace("\n", " "))), max_size=12).map("\n".join)
+INDEX_LINES = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                "[a]",
+                "[b c]",
+                "[../x]",
+                "[a]]",
+                "#",
+                "# c",
+                "",
+                " ",
+                " cont",
+                "-----BEGIN PGP SIGNED MESSAGE-----",
+                "-----BEGIN PGP SIGNATURE-----",
+                "file=a.xz",
+                "file=",
+                "file=http://[::1",
+                "size=1",
+                "size=-1",
+                "size=x",
+                "revision=2",
+                "arch=x86_64",
+                "arch=../x",
+                "format=qcow2",
+                "format=vmdk",
+                "checksum[sha512]=" + "0" * 128,
+                "checksum[sha512]=00",
+                "hidden=true",
+                "compressed_size=10",
+                "uri=file:///srv/index",
+                "gpgkey=x",
+                "format=native",
+                "==",
+                "a[b]=c",
+                "x[=y",
+            ]
+        ),
+        TEXT.map(lambda t: t.replace("\n", " ")),
+    ),
+    max_size=12,
+).map("\n".join)
 
 
 @FAST
 @given(st.one_of(INDEX_LINES, TEXT))
 def test_index_parser_raises_only_config_error(text: str) -> None:
-    entries = attempt(lambda: repo_index.parse_index(text, "https://example.org/index.asc"),
-                      errors.ConfigError)
+    entries = attempt(
+        lambda: repo_index.parse_index(text, "https://example.org/index.asc"), errors.ConfigError
+    )
     if isinstance(entries, errors.ConfigError):
         assert "\n" not in str(entries)
         return
@@ -253,8 +374,7 @@ def test_index_parser_raises_only_config_error(text: str) -> None:
 @FAST
 @given(st.one_of(INDEX_LINES, TEXT))
 def test_sources_parser_raises_only_config_error(text: str) -> None:
-    sources = attempt(lambda: repo_index.parse_sources(text, "repos.d/x.conf"),
-                      errors.ConfigError)
+    sources = attempt(lambda: repo_index.parse_sources(text, "repos.d/x.conf"), errors.ConfigError)
     if isinstance(sources, errors.ConfigError):
         assert str(sources).startswith("repos.d/x.conf: ") and "\n" not in str(sources)
         return
@@ -264,23 +384,44 @@ def test_sources_parser_raises_only_config_error(text: str) -> None:
 # --- mclu's metadata in domain XML ------------------------------------------------------------
 
 NOT_XML: tuple[Literal["Cs", "Cc"], ...] = ("Cs", "Cc")
-XML_TEXT = st.text(alphabet=st.characters(blacklist_categories=NOT_XML,
-                                          blacklist_characters="\ufffe\uffff"), max_size=20)
+XML_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=NOT_XML, blacklist_characters="\ufffe\uffff"),
+    max_size=20,
+)
 
 
 @FAST
-@given(st.one_of(TEXT, st.text(alphabet='<>/="\' guestmplaionrvsd:x', max_size=60),
-                 st.sampled_from(['<guest template="t"/>', "<guest/>", "<x/>", "<guest",
-                                  '<m:guest xmlns:m="urn:x" template="t"/>'])))
+@given(
+    st.one_of(
+        TEXT,
+        st.text(alphabet="<>/=\"' guestmplaionrvsd:x", max_size=60),
+        st.sampled_from(
+            [
+                '<guest template="t"/>',
+                "<guest/>",
+                "<x/>",
+                "<guest",
+                '<m:guest xmlns:m="urn:x" template="t"/>',
+            ]
+        ),
+    )
+)
 def test_metadata_parse_raises_only_metadata_error(text: str) -> None:
     meta = attempt(lambda: metadata.parse(text), metadata.MetadataError)
     assert isinstance(meta, metadata.MetadataError) or meta.template
 
 
 @FAST
-@given(st.builds(GuestMeta, template=XML_TEXT.filter(bool), revision=XML_TEXT,
-                 built=XML_TEXT, state=XML_TEXT.filter(bool),
-                 options=st.lists(st.tuples(XML_TEXT, XML_TEXT), max_size=3).map(tuple)))
+@given(
+    st.builds(
+        GuestMeta,
+        template=XML_TEXT.filter(bool),
+        revision=XML_TEXT,
+        built=XML_TEXT,
+        state=XML_TEXT.filter(bool),
+        options=st.lists(st.tuples(XML_TEXT, XML_TEXT), max_size=3).map(tuple),
+    )
+)
 def test_metadata_round_trips(meta: GuestMeta) -> None:
     assert metadata.parse(metadata.render(meta)) == meta
     assert metadata.parse(metadata.render_for_set_metadata(meta)) == meta
@@ -289,10 +430,15 @@ def test_metadata_round_trips(meta: GuestMeta) -> None:
 # --- the one place argv becomes a remote command line ----------------------------------------
 
 
-SHELL_TEXT = st.text(alphabet=st.characters(blacklist_categories=SURROGATES,
-                                            blacklist_characters="\x00"), max_size=12)
-ARGVS = st.lists(st.one_of(SHELL_TEXT, st.text(alphabet=" \t\n'\"\\$`;|&<>(){}*?!#~-=%",
-                                               max_size=12)), min_size=1, max_size=8)
+SHELL_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=SURROGATES, blacklist_characters="\x00"),
+    max_size=12,
+)
+ARGVS = st.lists(
+    st.one_of(SHELL_TEXT, st.text(alphabet=" \t\n'\"\\$`;|&<>(){}*?!#~-=%", max_size=12)),
+    min_size=1,
+    max_size=8,
+)
 
 
 @FAST
@@ -305,8 +451,9 @@ def test_command_line_quotes_every_argv(argv: list[str]) -> None:
 @given(ARGVS)
 def test_a_real_shell_runs_exactly_argv(argv: list[str]) -> None:
     """What sshd does with the line: `sh -c LINE`; printf shows the words the shell made."""
-    done = subprocess.run(["sh", "-c", command_line(["printf", "%s\\0", *argv])],
-                          capture_output=True, check=True)
+    done = subprocess.run(
+        ["sh", "-c", command_line(["printf", "%s\\0", *argv])], capture_output=True, check=True
+    )
     assert done.stdout.decode("utf-8", "surrogateescape").split("\0")[:-1] == argv
 
 
@@ -315,13 +462,19 @@ def test_a_real_shell_runs_exactly_argv(argv: list[str]) -> None:
 
 def _template() -> Any:
     from mclu.model import BaseImage, ResolvedTemplate
-    return ResolvedTemplate(name="t", base=BaseImage(template="t", revision=1, arch="x86_64",
-                                                     size=1 << 20),
-                            source_uri="file:///t.raw", sha512="0" * 128, memory=64 << 20)
+
+    return ResolvedTemplate(
+        name="t",
+        base=BaseImage(template="t", revision=1, arch="x86_64", size=1 << 20),
+        source_uri="file:///t.raw",
+        sha512="0" * 128,
+        memory=64 << 20,
+    )
 
 
 def _empty_snapshot() -> Any:
     from mclu import fanout
+
     return fanout.HostResults[Any]()
 
 

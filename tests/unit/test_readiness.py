@@ -14,38 +14,50 @@ RUNNING = model.GuestState.RUNNING
 
 # A busybox guest's console log as virtlogd writes it: CRLF, a colour sequence, the prompt
 # without a newline at its end.
-TINY_BOOT = ("\x1b[0;32m[    0.000000] Linux version 6.1.0-28-amd64\r\n"
-             "[    1.2] Run /init as init process\r\n\r\nweb1 login: ")
-PANIC = ("[    1.9] Run /init as init process\r\nswitch_root: can't execute '/sbin/init': "
-         "No such file or directory\r\n[    2.0] Kernel panic - not syncing: Attempted to "
-         "kill init! exitcode=0x00000100\r\n[    2.0] ---[ end Kernel panic - not syncing: "
-         "Attempted to kill init! exitcode=0x00000100 ]---\r\n")
+TINY_BOOT = (
+    "\x1b[0;32m[    0.000000] Linux version 6.1.0-28-amd64\r\n"
+    "[    1.2] Run /init as init process\r\n\r\nweb1 login: "
+)
+PANIC = (
+    "[    1.9] Run /init as init process\r\nswitch_root: can't execute '/sbin/init': "
+    "No such file or directory\r\n[    2.0] Kernel panic - not syncing: Attempted to "
+    "kill init! exitcode=0x00000100\r\n[    2.0] ---[ end Kernel panic - not syncing: "
+    "Attempted to kill init! exitcode=0x00000100 ]---\r\n"
+)
 
 
 # --- rules ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "rule"), [
-    ("started", readiness.STARTED),
-    ("agent", readiness.AGENT),
-    ("console:login:", readiness.Rule(readiness.Kind.CONSOLE, "login:")),
-    ("console:Reached target .*Multi-User", readiness.Rule(readiness.Kind.CONSOLE,
-                                                           "Reached target .*Multi-User")),
-    ("console:a:b", readiness.Rule(readiness.Kind.CONSOLE, "a:b")),  # the first colon splits
-])
+@pytest.mark.parametrize(
+    ("text", "rule"),
+    [
+        ("started", readiness.STARTED),
+        ("agent", readiness.AGENT),
+        ("console:login:", readiness.Rule(readiness.Kind.CONSOLE, "login:")),
+        (
+            "console:Reached target .*Multi-User",
+            readiness.Rule(readiness.Kind.CONSOLE, "Reached target .*Multi-User"),
+        ),
+        ("console:a:b", readiness.Rule(readiness.Kind.CONSOLE, "a:b")),  # the first colon splits
+    ],
+)
 def test_rules_parse_and_print_back(text: str, rule: readiness.Rule) -> None:
     assert readiness.parse(text) == rule
     assert str(rule) == text
 
 
-@pytest.mark.parametrize(("text", "says"), [
-    ("console:", "needs a regular expression"),
-    ("console:(", "is not a regular expression"),
-    ("ssh", "unknown readiness rule 'ssh'"),
-    ("agent:x", "unknown readiness rule"),
-    ("", "unknown readiness rule"),
-    ("Console:login:", "unknown readiness rule"),
-])
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("console:", "needs a regular expression"),
+        ("console:(", "is not a regular expression"),
+        ("ssh", "unknown readiness rule 'ssh'"),
+        ("agent:x", "unknown readiness rule"),
+        ("", "unknown readiness rule"),
+        ("Console:login:", "unknown readiness rule"),
+    ],
+)
 def test_bad_rules_say_what_is_wrong(text: str, says: str) -> None:
     with pytest.raises(ValueError, match=says):
         readiness.parse(text)
@@ -68,7 +80,8 @@ def test_without_a_rule_the_strongest_check_the_guest_supports_is_chosen() -> No
 def test_a_declared_rule_is_never_replaced_by_a_detected_one() -> None:
     both = model.GuestTraits(agent=True, serial_login=True)
     assert readiness.choose("console:ready$", both) == readiness.Choice(
-        readiness.Rule(readiness.Kind.CONSOLE, "ready$"), declared=True)
+        readiness.Rule(readiness.Kind.CONSOLE, "ready$"), declared=True
+    )
     assert readiness.choose("started", both).rule == readiness.STARTED
     assert readiness.STARTED.strength < readiness.LOGIN.strength < readiness.AGENT.strength
 
@@ -78,8 +91,10 @@ def test_a_declared_rule_is_never_replaced_by_a_detected_one() -> None:
 
 def test_console_lines_are_what_a_person_reads() -> None:
     assert readiness.console_lines(TINY_BOOT) == [
-        "[    0.000000] Linux version 6.1.0-28-amd64", "[    1.2] Run /init as init process",
-        "web1 login:"]
+        "[    0.000000] Linux version 6.1.0-28-amd64",
+        "[    1.2] Run /init as init process",
+        "web1 login:",
+    ]
 
 
 def test_the_login_rule_matches_a_prompt_and_nothing_before_it() -> None:
@@ -90,30 +105,44 @@ def test_the_login_rule_matches_a_prompt_and_nothing_before_it() -> None:
 
 
 def test_a_kernel_panic_is_found_with_its_reason() -> None:
-    assert readiness.panicked(PANIC) == ("Kernel panic - not syncing: Attempted to kill init! "
-                                         "exitcode=0x00000100")
+    assert readiness.panicked(PANIC) == (
+        "Kernel panic - not syncing: Attempted to kill init! exitcode=0x00000100"
+    )
     assert readiness.panicked(TINY_BOOT) is None
 
 
 # --- what the disk says (guest_text) ----------------------------------------------------------
 
 
-@pytest.mark.parametrize(("inittab", "configs", "systemd", "enabled", "expected"), [
-    ("ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100\n", [], False, False, True),  # busybox
-    ("T0:23:respawn:/sbin/getty -L ttyS0 9600 vt100\n", [], False, False, True),  # sysvinit
-    ("#T0:23:respawn:/sbin/getty -L ttyS0 9600 vt100\n", [], False, False, False),  # off
-    ("tty1::respawn:/sbin/getty 38400 tty1\n", [], False, False, False),
-    ("", ["APPEND root=UUID=x ro console=tty0 console=ttyS0,115200n8 quiet\n"], True, False,
-     True),  # systemd's getty generator follows the kernel's console
-    ("", ["APPEND root=UUID=x ro console=tty0 console=ttyS0,115200n8\n"], False, False, False),
-    ("", ['GRUB_CMDLINE_LINUX="console=ttyS10"\n'], True, False, False),
-    ("", [], True, True, True),  # serial-getty@ttyS0 enabled by hand
-    ("", [], True, False, False),
-])
+@pytest.mark.parametrize(
+    ("inittab", "configs", "systemd", "enabled", "expected"),
+    [
+        ("ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100\n", [], False, False, True),  # busybox
+        ("T0:23:respawn:/sbin/getty -L ttyS0 9600 vt100\n", [], False, False, True),  # sysvinit
+        ("#T0:23:respawn:/sbin/getty -L ttyS0 9600 vt100\n", [], False, False, False),  # off
+        ("tty1::respawn:/sbin/getty 38400 tty1\n", [], False, False, False),
+        (
+            "",
+            ["APPEND root=UUID=x ro console=tty0 console=ttyS0,115200n8 quiet\n"],
+            True,
+            False,
+            True,
+        ),  # systemd's getty generator follows the kernel's console
+        ("", ["APPEND root=UUID=x ro console=tty0 console=ttyS0,115200n8\n"], False, False, False),
+        ("", ['GRUB_CMDLINE_LINUX="console=ttyS10"\n'], True, False, False),
+        ("", [], True, True, True),  # serial-getty@ttyS0 enabled by hand
+        ("", [], True, False, False),
+    ],
+)
 def test_a_serial_login_prompt_is_found_from_init_and_boot_configuration(
-        inittab: str, configs: list[str], systemd: bool, enabled: bool, expected: bool) -> None:
-    assert guest_text.serial_login(inittab=inittab, boot_configs=configs, systemd=systemd,
-                                   serial_getty_enabled=enabled) is expected
+    inittab: str, configs: list[str], systemd: bool, enabled: bool, expected: bool
+) -> None:
+    assert (
+        guest_text.serial_login(
+            inittab=inittab, boot_configs=configs, systemd=systemd, serial_getty_enabled=enabled
+        )
+        is expected
+    )
 
 
 # --- waiting, on a fake host ------------------------------------------------------------------
@@ -129,6 +158,7 @@ def wait(host: fake.FakeHost, rule: readiness.Rule, timeout: float = 0) -> waiti
     async def run() -> waiting.Ready:
         async with cluster.open(cluster.spec(host.name)) as session:
             return await waiting.wait(session, "web1", rule, timeout, poll=0)
+
     return asyncio.run(run())
 
 
@@ -145,8 +175,9 @@ def test_a_guest_whose_agent_answers_is_ready_and_one_without_is_not() -> None:
         wait(host, readiness.AGENT)
     assert caught.value.reason == "not ready within 0 s"
     assert caught.value.console == ()
-    assert str(caught.value) == ("a: web1 did not become ready (agent): not ready within 0 s; "
-                                 "its console showed nothing")
+    assert str(caught.value) == (
+        "a: web1 did not become ready (agent): not ready within 0 s; its console showed nothing"
+    )
 
 
 def test_a_panic_fails_at_once_quoting_the_console() -> None:
@@ -159,10 +190,16 @@ def test_a_panic_fails_at_once_quoting_the_console() -> None:
 
 
 def test_a_guest_that_stopped_will_not_become_ready() -> None:
-    host = fake.FakeHost("a", guests={"web1": guest(state=model.GuestState.SHUTOFF)},
-                         consoles={"web1": "booting\r\n"})
-    with pytest.raises(errors.NotReady, match=r"\(started\): it stopped \(shut off\); its "
-                                              r"console ends: booting$"):
+    host = fake.FakeHost(
+        "a",
+        guests={"web1": guest(state=model.GuestState.SHUTOFF)},
+        consoles={"web1": "booting\r\n"},
+    )
+    with pytest.raises(
+        errors.NotReady,
+        match=r"\(started\): it stopped \(shut off\); its "
+        r"console ends: booting$",
+    ):
         wait(host, readiness.STARTED, timeout=3600)
 
 

@@ -32,10 +32,21 @@ HOUR, DAY = 3600, 86400
 # --- AGE ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "seconds"), [
-    ("7d", 7 * DAY), ("12h", 12 * HOUR), ("30m", 1800), ("90s", 90), ("2w", 14 * DAY),
-    ("1d12h", 36 * HOUR), ("1.5h", 5400), (" 7D ", 7 * DAY), ("1h 30m", 5400), ("0s", 0),
-])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("7d", 7 * DAY),
+        ("12h", 12 * HOUR),
+        ("30m", 1800),
+        ("90s", 90),
+        ("2w", 14 * DAY),
+        ("1d12h", 36 * HOUR),
+        ("1.5h", 5400),
+        (" 7D ", 7 * DAY),
+        ("1h 30m", 5400),
+        ("0s", 0),
+    ],
+)
 def test_parse_age(text: str, seconds: float) -> None:
     assert rebuild.parse_age(text) == seconds
 
@@ -46,15 +57,18 @@ def test_parse_age_refuses(text: str) -> None:
         rebuild.parse_age(text)
 
 
-@given(st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from("smhdw")), min_size=1,
-                max_size=4))
+@given(
+    st.lists(st.tuples(st.integers(0, 10_000), st.sampled_from("smhdw")), min_size=1, max_size=4)
+)
 def test_parse_age_sums_its_parts(parts: list[tuple[int, str]]) -> None:
     text = "".join(f"{n}{unit}" for n, unit in parts)
     assert rebuild.parse_age(text) == sum(n * rebuild.AGE_UNITS[u] for n, u in parts)
 
 
-@pytest.mark.parametrize(("seconds", "text"), [
-    (5, "5 s"), (600, "10 min"), (5400, "1.5 h"), (3 * DAY, "3 d"), (HOUR, "1 h")])
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(5, "5 s"), (600, "10 min"), (5400, "1.5 h"), (3 * DAY, "3 d"), (HOUR, "1 h")],
+)
 def test_age_text(seconds: float, text: str) -> None:
     assert rebuild.age_text(seconds) == text
 
@@ -69,37 +83,69 @@ def test_parse_built() -> None:
 # --- planning --------------------------------------------------------------------------------
 
 
-def meta(built: str = "2026-11-01T00:00:00Z", template: str = "tiny", revision: str = "1",
-         state: str = "ready") -> GuestMeta:
-    return GuestMeta(template=template, revision=revision, built=built, state=state,
-                     options=(("memory", "256 MiB"),))
+def meta(
+    built: str = "2026-11-01T00:00:00Z",
+    template: str = "tiny",
+    revision: str = "1",
+    state: str = "ready",
+) -> GuestMeta:
+    return GuestMeta(
+        template=template,
+        revision=revision,
+        built=built,
+        state=state,
+        options=(("memory", "256 MiB"),),
+    )
 
 
-def guest(name: str, m: GuestMeta | None = None, *, state: GuestState = GuestState.RUNNING,
-          disks: tuple[str, ...] | None = None, persistent: bool = True) -> Guest:
-    return Guest(name=name, uuid=f"uuid-{name}", state=state, vcpus=1, memory=256 << 20,
-                 disks=(f"{IMAGES}/{name}.qcow2",) if disks is None else disks, mclu=m,
-                 persistent=persistent)
+def guest(
+    name: str,
+    m: GuestMeta | None = None,
+    *,
+    state: GuestState = GuestState.RUNNING,
+    disks: tuple[str, ...] | None = None,
+    persistent: bool = True,
+) -> Guest:
+    return Guest(
+        name=name,
+        uuid=f"uuid-{name}",
+        state=state,
+        vcpus=1,
+        memory=256 << 20,
+        disks=(f"{IMAGES}/{name}.qcow2",) if disks is None else disks,
+        mclu=m,
+        persistent=persistent,
+    )
 
 
 def host(name: str, *guests: Guest) -> HostSnapshot:
-    return HostSnapshot(spec=HostSpec(name=name, address=f"{name}.test"),
-                        facts=HostFacts(hostname=name, arch="x86_64", cpus=4,
-                                        memory_total=8 << 30, memory_free=8 << 30),
-                        guests=guests)
+    return HostSnapshot(
+        spec=HostSpec(name=name, address=f"{name}.test"),
+        facts=HostFacts(
+            hostname=name, arch="x86_64", cpus=4, memory_total=8 << 30, memory_free=8 << 30
+        ),
+        guests=guests,
+    )
 
 
-def snap(*hosts: HostSnapshot, failed: dict[str, errors.HostError] | None = None
-         ) -> fanout.HostResults[HostSnapshot]:
+def snap(
+    *hosts: HostSnapshot, failed: dict[str, errors.HostError] | None = None
+) -> fanout.HostResults[HostSnapshot]:
     failed = failed or {}
-    return fanout.HostResults(ok={h.spec.name: h for h in hosts}, failed=dict(failed),
-                              order=[*(h.spec.name for h in hosts), *failed])
+    return fanout.HostResults(
+        ok={h.spec.name: h for h in hosts},
+        failed=dict(failed),
+        order=[*(h.spec.name for h in hosts), *failed],
+    )
 
 
 def template(name: str = "tiny", revision: int = 2) -> ResolvedTemplate:
-    return ResolvedTemplate(name=name, base=BaseImage(template="tiny", revision=revision,
-                                                      arch="x86_64", size=128 << 20),
-                            source_uri="file:///repo/tiny.xz", sha512="0" * 128)
+    return ResolvedTemplate(
+        name=name,
+        base=BaseImage(template="tiny", revision=revision, arch="x86_64", size=128 << 20),
+        source_uri="file:///repo/tiny.xz",
+        sha512="0" * 128,
+    )
 
 
 def resolve(name: str) -> ResolvedTemplate:
@@ -108,17 +154,23 @@ def resolve(name: str) -> ResolvedTemplate:
     return template(name)
 
 
-def plan(*names: str, all: bool = False, older_than: float | None = None,
-         hosts: fanout.HostResults[HostSnapshot] | None = None) -> rebuild.RebuildPlan:
+def plan(
+    *names: str,
+    all: bool = False,
+    older_than: float | None = None,
+    hosts: fanout.HostResults[HostSnapshot] | None = None,
+) -> rebuild.RebuildPlan:
     request = rebuild.RebuildRequest(names=names, all=all, older_than=older_than)
-    return rebuild.plan_rebuild(request, hosts if hosts is not None else CLUSTER, resolve,
-                                now=NOW)
+    return rebuild.plan_rebuild(request, hosts if hosts is not None else CLUSTER, resolve, now=NOW)
 
 
 CLUSTER = snap(
     host("a", guest("web1", meta()), guest("pet"), guest("young", meta("2026-11-21T11:00:00Z"))),
-    host("b", guest("db", meta(revision="2"), state=GuestState.SHUTOFF),
-         guest("half", meta(state="building"))),
+    host(
+        "b",
+        guest("db", meta(revision="2"), state=GuestState.SHUTOFF),
+        guest("half", meta(state="building")),
+    ),
 )
 
 
@@ -153,16 +205,20 @@ def test_a_named_pet_is_refused_never_rebuilt() -> None:
     assert names(chosen.rebuild) == [("a", "web1")]
     (refused,) = chosen.refused
     assert isinstance(refused.error, errors.NotRebuildable)
-    assert str(refused.error) == ("a: pet cannot be rebuilt: not built by mclu (no mclu "
-                                  "metadata): a pet, never rebuilt")
+    assert str(refused.error) == (
+        "a: pet cannot be rebuilt: not built by mclu (no mclu metadata): a pet, never rebuilt"
+    )
 
 
-@pytest.mark.parametrize(("g", "why"), [
-    (guest("t", meta(), persistent=False), "transient"),
-    (guest("t", meta(), disks=()), "no disk"),
-    (guest("t", meta(), disks=("pool/vol",)), "not a file"),
-    (guest("t", meta(), disks=("/dev/sdb",)), "not a file"),
-])
+@pytest.mark.parametrize(
+    ("g", "why"),
+    [
+        (guest("t", meta(), persistent=False), "transient"),
+        (guest("t", meta(), disks=()), "no disk"),
+        (guest("t", meta(), disks=("pool/vol",)), "not a file"),
+        (guest("t", meta(), disks=("/dev/sdb",)), "not a file"),
+    ],
+)
 def test_guests_that_cannot_be_rebuilt(g: Guest, why: str) -> None:
     assert why in (rebuild.cannot_rebuild(g) or "")
     (refused,) = plan("t", hosts=snap(host("a", g))).refused
@@ -188,13 +244,17 @@ def test_a_template_that_cannot_be_resolved_refuses_that_guest_only() -> None:
     chosen = plan("x", "y", hosts=hosts)
     assert names(chosen.rebuild) == [("a", "y")]
     assert "its template 'gone' cannot be resolved: unknown template" in str(
-        chosen.refused[0].error)
+        chosen.refused[0].error
+    )
 
 
 def test_names_not_found_or_ambiguous_or_on_a_failed_host_are_refused() -> None:
     down = errors.HostUnreachable("c", "c.test", "timed out")
-    hosts = snap(host("a", guest("web1", meta()), guest("twin", meta())),
-                 host("b", guest("twin", meta())), failed={"c": down})
+    hosts = snap(
+        host("a", guest("web1", meta()), guest("twin", meta())),
+        host("b", guest("twin", meta())),
+        failed={"c": down},
+    )
     chosen = plan("nope", "twin", "c:web9", "web1", hosts=hosts)
     assert names(chosen.rebuild) == [("a", "web1")]
     kinds = [type(r.error) for r in chosen.refused]
@@ -205,8 +265,9 @@ def test_names_not_found_or_ambiguous_or_on_a_failed_host_are_refused() -> None:
 def test_all_skips_a_host_that_is_off_and_refuses_one_that_failed() -> None:
     off = errors.HostUnreachable("c", "c.test", "timed out")
     auth = errors.HostAuthFailed("d", "root", "d.test", "denied")
-    chosen = plan(all=True, hosts=snap(host("a", guest("web1", meta())),
-                                       failed={"c": off, "d": auth}))
+    chosen = plan(
+        all=True, hosts=snap(host("a", guest("web1", meta())), failed={"c": off, "d": auth})
+    )
     assert names(chosen.rebuild) == [("a", "web1")]
     assert [(s.host, s.name) for s in chosen.skipped] == [("c", None)]
     assert chosen.skipped[0].reason.startswith("host is off: c: unreachable")
@@ -223,8 +284,13 @@ def test_names_or_all_not_both_nor_neither(names_: tuple[str, ...], all_: bool) 
 
 
 def disk(fmt: str = "qcow2", size: int = 1 << 30) -> migrate.Disk:
-    return migrate.Disk(path=f"{IMAGES}/web1.qcow2", format=fmt, virtual_size=size,
-                        data_bytes=0, backing=f"{IMAGES}/mclu-templates/tiny.x86_64.r1.raw")
+    return migrate.Disk(
+        path=f"{IMAGES}/web1.qcow2",
+        format=fmt,
+        virtual_size=size,
+        data_bytes=0,
+        backing=f"{IMAGES}/mclu-templates/tiny.x86_64.r1.raw",
+    )
 
 
 def test_new_disk_is_made_beside_the_old_on_the_newest_base() -> None:
@@ -236,29 +302,51 @@ def test_new_disk_is_made_beside_the_old_on_the_newest_base() -> None:
     assert work.spec.disk_format == "qcow2" and not work.full_copy
     assert work.disk_size == 1 << 30  # the old disk's size: a grown guest stays grown
     assert work.name == "web1"  # its hostname
-    assert work.spec.meta == GuestMeta(template="tiny", revision="2",
-                                       built="2026-11-21T12:00:00Z", state="ready",
-                                       options=(("memory", "256 MiB"),))
+    assert work.spec.meta == GuestMeta(
+        template="tiny",
+        revision="2",
+        built="2026-11-21T12:00:00Z",
+        state="ready",
+        options=(("memory", "256 MiB"),),
+    )
     raw = rebuild.new_disk(item, spec, disk("raw", size=1), "t")
     assert raw.full_copy and raw.disk_size == 128 << 20  # never below the base
     with pytest.raises(errors.NotRebuildable, match="vmdk"):
         rebuild.new_disk(item, spec, disk("vmdk"), "t")
 
 
-@pytest.mark.parametrize(("stopped", "swapped", "running", "problems", "text"), [
-    (False, False, True, [], "web1 is unchanged and running"),
-    (False, False, False, [], "web1 is unchanged"),
-    (True, False, True, [], "web1 is unchanged and was started again"),
-    (True, True, True, [], "the old disk is back and web1 runs again"),
-    (False, True, False, [], "the old disk is back; web1 is shut off, as it was"),
-    (True, True, True, ["could not x: y"],
-     f"restoring web1 failed (could not x: y); its old disk may be {IMAGES}/web1.qcow2"
-     ".mclu-old: check it"),
-])
-def test_outcome(stopped: bool, swapped: bool, running: bool, problems: list[str],
-                 text: str) -> None:
-    assert rebuild.outcome("web1", stopped=stopped, swapped=swapped, was_running=running,
-                           problems=problems, old_disk=f"{IMAGES}/web1.qcow2") == text
+@pytest.mark.parametrize(
+    ("stopped", "swapped", "running", "problems", "text"),
+    [
+        (False, False, True, [], "web1 is unchanged and running"),
+        (False, False, False, [], "web1 is unchanged"),
+        (True, False, True, [], "web1 is unchanged and was started again"),
+        (True, True, True, [], "the old disk is back and web1 runs again"),
+        (False, True, False, [], "the old disk is back; web1 is shut off, as it was"),
+        (
+            True,
+            True,
+            True,
+            ["could not x: y"],
+            f"restoring web1 failed (could not x: y); its old disk may be {IMAGES}/web1.qcow2"
+            ".mclu-old: check it",
+        ),
+    ],
+)
+def test_outcome(
+    stopped: bool, swapped: bool, running: bool, problems: list[str], text: str
+) -> None:
+    assert (
+        rebuild.outcome(
+            "web1",
+            stopped=stopped,
+            swapped=swapped,
+            was_running=running,
+            problems=problems,
+            old_disk=f"{IMAGES}/web1.qcow2",
+        )
+        == text
+    )
 
 
 # --- the shell that puts the old disk back, in each state the swap can be in ------------------

@@ -25,8 +25,9 @@ def test_index_fields_are_read_as_virt_builder_writes_them() -> None:
     assert first.file_uri == "https://builder.example.org/fedora-29.xz"
     assert first.size == 6 << 30 and first.compressed_size == 690305364
     assert first.expand == "/dev/sda4" and first.compressed and first.aliases == ("fedora29",)
-    assert first.notes == ("Fedora Server 29.\n\n"
-                           "This Fedora image contains only unmodified @Core group packages.")
+    assert first.notes == (
+        "Fedora Server 29.\n\nThis Fedora image contains only unmodified @Core group packages."
+    )
     assert len(first.sha512) == 128
 
 
@@ -52,8 +53,11 @@ def test_newest_revision_for_the_arch_and_aliases() -> None:
 def test_clear_signed_index_is_unwrapped_including_dash_escapes() -> None:
     body = (DATA / "index").read_text()
     escaped = "\n".join("- " + line if line.startswith("-") else line for line in body.split("\n"))
-    signed = ("-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n" + escaped +
-              "-----BEGIN PGP SIGNATURE-----\n\nxyz\n-----END PGP SIGNATURE-----\n")
+    signed = (
+        "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\n"
+        + escaped
+        + "-----BEGIN PGP SIGNATURE-----\n\nxyz\n-----END PGP SIGNATURE-----\n"
+    )
     assert repo_index.parse_index(signed, URI) == entries()
 
 
@@ -62,11 +66,17 @@ def test_clear_signed_index_is_unwrapped_including_dash_escapes() -> None:
     [
         ("size=1\n", "line 1", "before any [section]"),
         ("[a]\nfile=a.xz\nsize=1\n", "[a] (line 1)", "missing checksum[sha512]="),
-        ("[a]\nfile=a.xz\nsize=big\nchecksum[sha512]=" + "0" * 128 + "\n", "[a].size",
-         "not a number"),
+        (
+            "[a]\nfile=a.xz\nsize=big\nchecksum[sha512]=" + "0" * 128 + "\n",
+            "[a].size",
+            "not a number",
+        ),
         ("[a]\nfile=a\nsize=1\nchecksum[sha512]=abc\n", "[a].checksum[sha512]", "sha512"),
-        ("[a]\nfile=a\nsize=1\nformat=vmdk\nchecksum[sha512]=" + "0" * 128 + "\n", "[a].format",
-         "vmdk"),
+        (
+            "[a]\nfile=a\nsize=1\nformat=vmdk\nchecksum[sha512]=" + "0" * 128 + "\n",
+            "[a].format",
+            "vmdk",
+        ),
         ("[a]\n== nonsense\n", "line 2", "cannot parse"),
     ],
 )
@@ -78,9 +88,11 @@ def test_bad_index_names_the_entry_and_field(text: str, where: str, problem: str
 
 
 def test_sources_from_a_repos_d_file() -> None:
-    text = ("[libguestfs.org]\nuri=http://builder.libguestfs.org/index.asc\n"
-            "gpgkey=file:///etc/virt-builder/repos.d/libguestfs.gpg\n\n"
-            "[local]\nuri=file:///srv/repo/index\nproxy=off\n")
+    text = (
+        "[libguestfs.org]\nuri=http://builder.libguestfs.org/index.asc\n"
+        "gpgkey=file:///etc/virt-builder/repos.d/libguestfs.gpg\n\n"
+        "[local]\nuri=file:///srv/repo/index\nproxy=off\n"
+    )
     first, second = repo_index.parse_sources(text, "repos.d/x.conf")
     assert first.gpgkey == "file:///etc/virt-builder/repos.d/libguestfs.gpg"
     assert second == repo_index.Source(name="local", uri="file:///srv/repo/index", proxy="off")
@@ -93,6 +105,7 @@ def test_sources_from_a_repos_d_file() -> None:
 def test_recorded_index_is_valid_for_virt_builder_itself() -> None:
     if shutil.which("virt-index-validate") is None:
         pytest.skip("virt-index-validate is not installed (libguestfs-tools)")
-    validate = subprocess.run(["virt-index-validate", str(DATA / "index")],
-                              capture_output=True, text=True, check=False)
+    validate = subprocess.run(
+        ["virt-index-validate", str(DATA / "index")], capture_output=True, text=True, check=False
+    )
     assert validate.returncode == 0, validate.stderr

@@ -124,18 +124,28 @@ def test_other_names_and_files_are_not_touched(tmp_path: Path) -> None:
     (tmp_path / f"{runtmp.PREFIX}link").symlink_to(elsewhere, target_is_directory=True)
     assert runtmp.sweep() == []
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "elsewhere", "mclu-locks-0", f"{runtmp.PREFIX}file", f"{runtmp.PREFIX}link"]
+        "elsewhere",
+        "mclu-locks-0",
+        f"{runtmp.PREFIX}file",
+        f"{runtmp.PREFIX}link",
+    ]
 
 
 def test_the_next_run_removes_a_killed_runs_directory(tmp_path: Path) -> None:
     """A process killed with SIGKILL leaves its directory; the next one to make one sweeps it."""
-    code = ("import sys, time; from mclu import runtmp\n"
-            "with runtmp.scope() as run:\n"
-            "    run.mkdtemp(runtmp.HOSTKEYS_PREFIX)\n"
-            "    print(run.path, flush=True)\n"
-            "    time.sleep(60)\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
-                            env={**os.environ, "TMPDIR": str(tmp_path)})
+    code = (
+        "import sys, time; from mclu import runtmp\n"
+        "with runtmp.scope() as run:\n"
+        "    run.mkdtemp(runtmp.HOSTKEYS_PREFIX)\n"
+        "    print(run.path, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
     assert proc.stdout is not None
     left = Path(proc.stdout.readline().strip())
     assert left.parent == tmp_path
@@ -157,7 +167,8 @@ def test_a_socket_path_is_in_the_run_directory_and_goes_with_its_block(tmp_path:
 
 
 def test_a_socket_path_too_long_for_tmpdir_goes_to_tmp_and_with_the_run(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     deep = tmp_path / ("d" * 100)
     deep.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(deep))

@@ -11,8 +11,14 @@ from mclu.errors import UsageError
 from mclu.sandbox.images import index, recipes, repository
 
 ENTRY = index.IndexEntry(
-    name="tiny", title="mclu tiny", osinfo="debian12", file="tiny.xz", revision=3,
-    checksum="ab" * 64, size=128 << 20, compressed_size=11181512,
+    name="tiny",
+    title="mclu tiny",
+    osinfo="debian12",
+    file="tiny.xz",
+    revision=3,
+    checksum="ab" * 64,
+    size=128 << 20,
+    compressed_size=11181512,
     notes="First line.\n\nAfter a blank line.",
 )
 
@@ -70,14 +76,18 @@ SCRIPTS = {"tiny-root.sh": b"echo root\n", "disk.sh": b"echo disk\n"}
 INPUTS = {"kernel": "6.1.0-56-amd64", "package:busybox-static": "1:1.35.0-4"}
 
 
-def key(recipe: recipes.Recipe = recipes.TINY, scripts: dict[str, bytes] = SCRIPTS,
-        inputs: dict[str, str] = INPUTS) -> str:
+def key(
+    recipe: recipes.Recipe = recipes.TINY,
+    scripts: dict[str, bytes] = SCRIPTS,
+    inputs: dict[str, str] = INPUTS,
+) -> str:
     return recipes.build_key(recipe, scripts, inputs)
 
 
 def test_build_key_is_stable_and_ignores_mapping_order() -> None:
-    assert key() == key(scripts=dict(reversed(SCRIPTS.items())),
-                        inputs=dict(reversed(INPUTS.items())))
+    assert key() == key(
+        scripts=dict(reversed(SCRIPTS.items())), inputs=dict(reversed(INPUTS.items()))
+    )
     assert len(key()) == 64
 
 
@@ -107,15 +117,21 @@ def test_recipes_name_their_packaged_scripts() -> None:
 def test_parse_dpkg_versions() -> None:
     text = "busybox-static\t1:1.35.0-4+deb12u1+b1\nextlinux\t3:6.04~git\nbroken line\n"
     assert recipes.parse_dpkg_versions(text) == {
-        "busybox-static": "1:1.35.0-4+deb12u1+b1", "extlinux": "3:6.04~git"}
+        "busybox-static": "1:1.35.0-4+deb12u1+b1",
+        "extlinux": "3:6.04~git",
+    }
 
 
 def test_parse_apt_show_takes_the_first_record_of_each_package() -> None:
-    text = ("Package: libc6\nVersion: 2.36-9+deb12u14\nDescription: x\n multi\n\n"
-            "Package: base-files\nArchitecture: amd64\nVersion: 12.4+deb12u15\n\n"
-            "Package: libc6\nVersion: 2.36-9\n")
-    assert recipes.parse_apt_show(text) == {"libc6": "2.36-9+deb12u14",
-                                            "base-files": "12.4+deb12u15"}
+    text = (
+        "Package: libc6\nVersion: 2.36-9+deb12u14\nDescription: x\n multi\n\n"
+        "Package: base-files\nArchitecture: amd64\nVersion: 12.4+deb12u15\n\n"
+        "Package: libc6\nVersion: 2.36-9\n"
+    )
+    assert recipes.parse_apt_show(text) == {
+        "libc6": "2.36-9+deb12u14",
+        "base-files": "12.4+deb12u15",
+    }
 
 
 @pytest.mark.parametrize(
@@ -123,8 +139,10 @@ def test_parse_apt_show_takes_the_first_record_of_each_package() -> None:
     [
         ("linux-image-6.1.0-56-amd64 (= 6.1.192-2)", "6.1.0-56-amd64"),
         ("linux-image-6.12.9-amd64", "6.12.9-amd64"),
-        ("linux-image-6.1.0-56-amd64-unsigned (= 6.1.192-2) | linux-image-6.1.0-56-amd64",
-         "6.1.0-56-amd64-unsigned"),
+        (
+            "linux-image-6.1.0-56-amd64-unsigned (= 6.1.192-2) | linux-image-6.1.0-56-amd64",
+            "6.1.0-56-amd64-unsigned",
+        ),
         ("", None),
     ],
 )
@@ -155,17 +173,23 @@ deb [arch=amd64 signed-by=/k.gpg] http://one.example.org/debian bookworm main
 
 def test_mirrors_from_deb822_sources() -> None:
     assert recipes.mirrors_from_sources([ONE_LINE.splitlines()[0], DEB822]) == (
-        "http://mirror.example.org/debian", "http://security.example.org/debian-security")
+        "http://mirror.example.org/debian",
+        "http://security.example.org/debian-security",
+    )
 
 
 def test_mirrors_from_one_line_sources_with_options() -> None:
     assert recipes.mirrors_from_sources([ONE_LINE]) == (
-        "http://one.example.org/debian", recipes.DEFAULT_SECURITY_MIRROR)
+        "http://one.example.org/debian",
+        recipes.DEFAULT_SECURITY_MIRROR,
+    )
 
 
 def test_mirrors_fall_back_to_deb_debian_org() -> None:
-    assert recipes.mirrors_from_sources([]) == (recipes.DEFAULT_MIRROR,
-                                                recipes.DEFAULT_SECURITY_MIRROR)
+    assert recipes.mirrors_from_sources([]) == (
+        recipes.DEFAULT_MIRROR,
+        recipes.DEFAULT_SECURITY_MIRROR,
+    )
 
 
 # --- repository helpers -------------------------------------------------------------------
@@ -188,8 +212,11 @@ def test_virt_builder_env_and_conf_path() -> None:
     repo = Path("/s/repo")
     assert repository.repo_conf(repo) == Path("/s/repo/virt-builder/repos.d/mclu-sandbox.conf")
     env = repository.virt_builder_env(repo, Path("/c"))
-    assert env == {"VIRT_BUILDER_DIRS": "/s/repo", "XDG_CONFIG_HOME": "/c/config",
-                   "XDG_CACHE_HOME": "/c/cache"}
+    assert env == {
+        "VIRT_BUILDER_DIRS": "/s/repo",
+        "XDG_CONFIG_HOME": "/c/config",
+        "XDG_CACHE_HOME": "/c/cache",
+    }
 
 
 def test_manifest_missing_or_damaged_reads_as_empty(tmp_path: Path) -> None:

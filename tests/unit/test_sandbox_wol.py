@@ -28,13 +28,16 @@ def test_packet_with_a_secureon_password_is_valid(password: bytes) -> None:
     assert wol.parse_magic_packet(power.magic_packet(MAC) + password) == "52:54:00:d5:00:03"
 
 
-@pytest.mark.parametrize("data", [
-    power.magic_packet(MAC)[:-1],  # one byte short
-    power.magic_packet(MAC) + b"\x00",  # one byte long
-    power.magic_packet(MAC) + b"\x00" * 8,
-    power.magic_packet(MAC)[:6 + 6 * 15],  # 15 repetitions
-    b"",
-])
+@pytest.mark.parametrize(
+    "data",
+    [
+        power.magic_packet(MAC)[:-1],  # one byte short
+        power.magic_packet(MAC) + b"\x00",  # one byte long
+        power.magic_packet(MAC) + b"\x00" * 8,
+        power.magic_packet(MAC)[: 6 + 6 * 15],  # 15 repetitions
+        b"",
+    ],
+)
 def test_wrong_length_is_not_a_packet(data: bytes) -> None:
     assert wol.parse_magic_packet(data) is None
 

@@ -50,9 +50,11 @@ class FakeGuestFS:
     """Enough of a libguestfs handle for personalisation: files in memory, every call kept."""
 
     def __init__(self, **_: Any) -> None:
-        self.files: dict[str, bytes] = {"/etc/shadow": SHADOW.encode(),
-                                        "/etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n",
-                                        "/etc/hosts": b"127.0.0.1 localhost\n"}
+        self.files: dict[str, bytes] = {
+            "/etc/shadow": SHADOW.encode(),
+            "/etc/passwd": b"root:x:0:0:root:/root:/bin/sh\n",
+            "/etc/hosts": b"127.0.0.1 localhost\n",
+        }
         self.dirs = {"/etc", "/etc/ssh", "/root"}
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
         HANDLES.append(self)
@@ -61,6 +63,7 @@ class FakeGuestFS:
         def call(*args: Any, **kwargs: Any) -> Any:
             self.calls.append((name, args + tuple(kwargs.values())))
             return _ANSWERS.get(name)
+
         return call
 
     def exists(self, path: str) -> bool:
@@ -73,7 +76,7 @@ class FakeGuestFS:
         return path in self.dirs
 
     def pread(self, path: str, count: int, offset: int) -> bytes:
-        return self.files[path][offset:offset + count]
+        return self.files[path][offset : offset + count]
 
     def write(self, path: str, content: bytes) -> None:
         self.calls.append(("write", (path, content)))
@@ -91,10 +94,12 @@ class StubInspector:
     def __init__(self, g: Any, devices: Sequence[str]) -> None:
         pass
 
-    def inspect(self, index: int, hostname: str, *, keep_root_mounted: bool
-                ) -> guestfs_inspect.OSRoot:
-        return guestfs_inspect.OSRoot("/dev/sda1", {"/": "/dev/sda1"}, "apt", light=True,
-                                      mounted=True)
+    def inspect(
+        self, index: int, hostname: str, *, keep_root_mounted: bool
+    ) -> guestfs_inspect.OSRoot:
+        return guestfs_inspect.OSRoot(
+            "/dev/sda1", {"/": "/dev/sda1"}, "apt", light=True, mounted=True
+        )
 
 
 @pytest.fixture
@@ -117,8 +122,11 @@ def recorded_argv(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 def test_the_password_reaches_only_the_shadow_hash(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
-        recorded_argv: list[list[str]]) -> None:
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    recorded_argv: list[list[str]],
+) -> None:
     HANDLES.clear()
     monkeypatch.setitem(sys.modules, "guestfs", types.SimpleNamespace(GuestFS=FakeGuestFS))
     monkeypatch.setattr(customize, "Inspector", StubInspector)
@@ -129,29 +137,39 @@ def test_the_password_reaches_only_the_shadow_hash(
     disk.write_bytes(b"")
     caplog.set_level(logging.DEBUG)  # as -v
     personalization = customize.Personalization(
-        hostname="web1", ssh_authorized_keys=("ssh-ed25519 AAAA user@x",),
-        root_password_file=str(password_file))
-    customize.personalize([(customize.Drive(path=str(disk)), personalization)],
-                          progress=said.append)
+        hostname="web1",
+        ssh_authorized_keys=("ssh-ed25519 AAAA user@x",),
+        root_password_file=str(password_file),
+    )
+    customize.personalize(
+        [(customize.Drive(path=str(disk)), personalization)], progress=said.append
+    )
     (g,) = HANDLES
     shadow = g.files["/etc/shadow"].decode()
     root_hash = shadow.split("\n")[0].split(":")[1]
     assert root_hash.startswith("$6$")  # openssl made it; the password went on its stdin
     assert ("set_trace", (False,)) in g.calls  # libguestfs's trace would print the hash
     assert caplog.records  # the -v path logged something
-    everything = "\n".join([*said, *(r.getMessage() for r in caplog.records),
-                            *(" ".join(a) for a in recorded_argv),
-                            *(repr(c) for c in g.calls if c[0] != "write")])
+    everything = "\n".join(
+        [
+            *said,
+            *(r.getMessage() for r in caplog.records),
+            *(" ".join(a) for a in recorded_argv),
+            *(repr(c) for c in g.calls if c[0] != "write"),
+        ]
+    )
     for secret in (PASSWORD, PASSWORD.split()[0] + " horse", root_hash):
         assert secret not in everything
-    assert [c for c in g.calls if root_hash in repr(c)] == [("write", ("/etc/shadow",
-                                                                        shadow.encode()))]
+    assert [c for c in g.calls if root_hash in repr(c)] == [
+        ("write", ("/etc/shadow", shadow.encode()))
+    ]
     assert not any(PASSWORD in repr(c) for c in g.calls)
     assert ["openssl", "passwd", "-6", "-stdin"] in recorded_argv
 
 
 def test_a_failing_password_step_keeps_the_password_out_of_the_error(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(sys.modules, "guestfs", types.SimpleNamespace(GuestFS=FakeGuestFS))
     monkeypatch.setattr(customize, "Inspector", StubInspector)
 
@@ -168,8 +186,8 @@ def test_a_failing_password_step_keeps_the_password_out_of_the_error(
 
 
 def test_build_with_a_password_file_logs_no_password(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str],
-        caplog: pytest.LogCaptureFixture) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
     """`mclu -v build --root-password-file` to the plan: the password file is named, its
     content never shown (the CLI takes the password only as a file: no option takes it)."""
     password_file = tmp_path / "pw"
@@ -177,11 +195,18 @@ def test_build_with_a_password_file_logs_no_password(
     inventory = tmp_path / "hosts.toml"
     inventory.write_text("[hosts.a]\n")
     out, err = io.StringIO(), io.StringIO()
-    env = commands.Env(environ={"MCLU_CONFIG": str(inventory), "HOME": str(tmp_path),
-                                "MCLU_TEMPLATES": str(tmp_path), "MCLU_CACHE": str(tmp_path),
-                                "XDG_CONFIG_HOME": str(tmp_path), "XDG_CONFIG_DIRS": "/none"},
-                       printer=output.Printer(out=out, err=err),
-                       open_session=fake.FakeCluster.of("a").open)
+    env = commands.Env(
+        environ={
+            "MCLU_CONFIG": str(inventory),
+            "HOME": str(tmp_path),
+            "MCLU_TEMPLATES": str(tmp_path),
+            "MCLU_CACHE": str(tmp_path),
+            "XDG_CONFIG_HOME": str(tmp_path),
+            "XDG_CONFIG_DIRS": "/none",
+        },
+        printer=output.Printer(out=out, err=err),
+        open_session=fake.FakeCluster.of("a").open,
+    )
     caplog.set_level(logging.DEBUG)
     main.run(["-v", "build", "nosuch", "web1", "--root-password-file", str(password_file)], env)
     shown = out.getvalue() + err.getvalue() + capsys.readouterr().err + caplog.text
@@ -197,9 +222,11 @@ def local_template(tmp_path: Path) -> model.ResolvedTemplate:
     source = tmp_path / "tiny.raw"
     source.write_bytes(b"\x01" * 4096 + bytes(8192))
     return model.ResolvedTemplate(
-        name="tiny", base=model.BaseImage(template="tiny", revision=3, arch="x86_64",
-                                          size=1 << 20),
-        source_uri=str(source), sha512=hashlib.sha512(source.read_bytes()).hexdigest())
+        name="tiny",
+        base=model.BaseImage(template="tiny", revision=3, arch="x86_64", size=1 << 20),
+        source_uri=str(source),
+        sha512=hashlib.sha512(source.read_bytes()).hexdigest(),
+    )
 
 
 @pytest.mark.parametrize("mask", [0o000, 0o022])
@@ -290,13 +317,27 @@ class RecordingSession:
 def test_a_new_guest_disk_is_made_private_before_it_is_linked(disk_format: str) -> None:
     base = model.BaseImage(template="tiny", revision=3, arch="x86_64", size=1 << 20)
     disk = f"/var/lib/libvirt/images/web1.{'qcow2' if disk_format == 'qcow2' else 'img'}"
-    spec = model.GuestSpec(name="web1", domain_type="qemu", memory=64 << 20, vcpus=1,
-                           disk_path=disk, meta=model.GuestMeta(template="tiny"),
-                           disk_format=disk_format)
-    guest = plan.GuestPlan(name="web1", host="ham0", reason="", spec=spec, base=base,
-                           base_cached=True, base_path=plan.base_path("/var/lib/libvirt/images",
-                                                                      base),
-                           disk_path=disk, disk_size=1 << 20, send_bytes=0)
+    spec = model.GuestSpec(
+        name="web1",
+        domain_type="qemu",
+        memory=64 << 20,
+        vcpus=1,
+        disk_path=disk,
+        meta=model.GuestMeta(template="tiny"),
+        disk_format=disk_format,
+    )
+    guest = plan.GuestPlan(
+        name="web1",
+        host="ham0",
+        reason="",
+        spec=spec,
+        base=base,
+        base_cached=True,
+        base_path=plan.base_path("/var/lib/libvirt/images", base),
+        disk_path=disk,
+        disk_size=1 << 20,
+        send_bytes=0,
+    )
     session = RecordingSession()
     asyncio.run(build._create_disk(cast(Session, session), guest, build.Undo()))
     made = next(i for i, argv in enumerate(session.ran) if argv[0] in ("qemu-img", "sh"))
@@ -311,17 +352,24 @@ def test_a_new_guest_disk_is_made_private_before_it_is_linked(disk_format: str) 
 
 @pytest.mark.parametrize("known_hosts", ["missing", "present", "unset"])
 def test_ssh_options_always_carry_a_known_hosts_list(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, known_hosts: str) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, known_hosts: str
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     config = tmp_path / "ssh_config"
     # A config that would turn checking off, were asyncssh left to follow it.
     config.write_text("Host *\n  UserKnownHostsFile none\n  StrictHostKeyChecking no\n")
     path = tmp_path / "known_hosts"
     if known_hosts == "present":
-        path.write_text("10.0.0.10 ssh-ed25519 "
-                        "AAAAC3NzaC1lZDI1NTE5AAAAIBiQ0e7IXH1n3JbGmOKpY9s6cPWwWcJwSbQ3tYb9YB0X\n")
-    spec = model.HostSpec(name="ham0", address="10.0.0.10", ssh_config=str(config),
-                          known_hosts=None if known_hosts == "unset" else str(path))
+        path.write_text(
+            "10.0.0.10 ssh-ed25519 "
+            "AAAAC3NzaC1lZDI1NTE5AAAAIBiQ0e7IXH1n3JbGmOKpY9s6cPWwWcJwSbQ3tYb9YB0X\n"
+        )
+    spec = model.HostSpec(
+        name="ham0",
+        address="10.0.0.10",
+        ssh_config=str(config),
+        known_hosts=None if known_hosts == "unset" else str(path),
+    )
     arguments = ssh._option_arguments(spec)
     assert isinstance(arguments["known_hosts"], asyncssh.SSHKnownHosts)
     options = asyncssh.SSHClientConnectionOptions(**arguments)
@@ -334,8 +382,13 @@ def test_no_code_turns_host_key_checking_off() -> None:
     offenders = []
     for source in root.rglob("*.py"):
         text = source.read_text(encoding="utf-8").replace(" ", "")
-        for bad in ("known_hosts=None", '"known_hosts":None', "no_verify=1",
-                    "StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null"):
+        for bad in (
+            "known_hosts=None",
+            '"known_hosts":None',
+            "no_verify=1",
+            "StrictHostKeyChecking=no",
+            "UserKnownHostsFile=/dev/null",
+        ):
             if bad in text:
                 offenders.append(f"{source.relative_to(root)}: {bad}")
     assert offenders == []

@@ -11,8 +11,16 @@ from mclu import sizes
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("2 GiB", 2 << 30), ("512M", 512 << 20), ("1.5G", 3 << 29), ("4096", 4096),
-     ("10 kB", 10_000), ("1 TiB", 1 << 40), (1234, 1234), ("0", 0)],
+    [
+        ("2 GiB", 2 << 30),
+        ("512M", 512 << 20),
+        ("1.5G", 3 << 29),
+        ("4096", 4096),
+        ("10 kB", 10_000),
+        ("1 TiB", 1 << 40),
+        (1234, 1234),
+        ("0", 0),
+    ],
 )
 def test_parse(text: object, expected: int) -> None:
     assert sizes.parse(text) == expected
@@ -26,9 +34,16 @@ def test_parse_rejects(bad: object) -> None:
 
 @pytest.mark.parametrize(
     ("n", "text"),
-    [(0, "0 B"), (1023, "1023 B"), (1024, "1 KiB"), (3 << 29, "1.5 GiB"),
-     ((1 << 30) - (1 << 19), "1 GiB"),  # 1023.5 MiB would print as "1024 MiB"
-     (200 << 20, "200 MiB"), (1023 << 20, "1023 MiB"), (5 << 40, "5 TiB")],
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1 KiB"),
+        (3 << 29, "1.5 GiB"),
+        ((1 << 30) - (1 << 19), "1 GiB"),  # 1023.5 MiB would print as "1024 MiB"
+        (200 << 20, "200 MiB"),
+        (1023 << 20, "1023 MiB"),
+        (5 << 40, "5 TiB"),
+    ],
 )
 def test_human(n: int, text: str) -> None:
     assert sizes.human(n) == text

@@ -10,13 +10,15 @@ import pytest
 from mclu import errors, fanout, model, snapshot
 from mclu.hosts import fake
 
-FACTS = model.HostFacts(hostname="h", arch="x86_64", cpus=4, memory_total=8 << 30,
-                        memory_free=6 << 30)
+FACTS = model.HostFacts(
+    hostname="h", arch="x86_64", cpus=4, memory_total=8 << 30, memory_free=6 << 30
+)
 
 
 def guest(name: str) -> model.Guest:
-    return model.Guest(name=name, uuid=f"uuid-{name}", state=model.GuestState.RUNNING,
-                       vcpus=1, memory=256 << 20)
+    return model.Guest(
+        name=name, uuid=f"uuid-{name}", state=model.GuestState.RUNNING, vcpus=1, memory=256 << 20
+    )
 
 
 def snap(hosts: dict[str, list[str]], failed: tuple[str, ...] = ()) -> snapshot.Snapshot:
@@ -67,19 +69,22 @@ def with_uuids(result: snapshot.Snapshot, uuids: dict[str, str]) -> snapshot.Sna
     for name, uuid in uuids.items():
         found = result.ok[name]
         result.ok[name] = dataclasses.replace(
-            found, facts=dataclasses.replace(found.facts, host_uuid=uuid))
+            found, facts=dataclasses.replace(found.facts, host_uuid=uuid)
+        )
     return result
 
 
 def test_a_host_uuid_seen_before_fails_the_later_entry_naming_both() -> None:
-    before = with_uuids(snap({"a": ["x"], "b": [], "c": ["x"]}, failed=("d",)),
-                        {"a": "u1", "b": "u2", "c": "u1"})
+    before = with_uuids(
+        snap({"a": ["x"], "b": [], "c": ["x"]}, failed=("d",)), {"a": "u1", "b": "u2", "c": "u1"}
+    )
     after = snapshot.one_per_machine(before)
     assert list(after.ok) == ["a", "b"] and after.order == ["a", "b", "c", "d"]
     error = after.failed["c"]
     assert isinstance(error, errors.SameMachine) and error.state == "duplicate"
-    assert str(error) == ("c: the same machine as a (libvirt host UUID u1): "
-                          "one inventory entry per host")
+    assert str(error) == (
+        "c: the same machine as a (libvirt host UUID u1): one inventory entry per host"
+    )
     assert isinstance(after.failed["d"], errors.HostUnreachable)
     # its guests are not counted twice either: "x" is found once, on the first entry
     assert snapshot.find_guest(after, snapshot.GuestRef("x")).host.spec.name == "a"

@@ -38,8 +38,12 @@ class Repo:
 
 
 def gpg(home: Path, *args: str, data: bytes | None = None) -> bytes:
-    return subprocess.run(["gpg", "--batch", "--quiet", "--homedir", str(home), *args],
-                          input=data, capture_output=True, check=True).stdout
+    return subprocess.run(
+        ["gpg", "--batch", "--quiet", "--homedir", str(home), *args],
+        input=data,
+        capture_output=True,
+        check=True,
+    ).stdout
 
 
 def make_key(home: Path, who: str) -> bytes:
@@ -54,10 +58,12 @@ def raw_image() -> bytes:
 
 
 def index_text(image_xz: bytes, revision: int) -> str:
-    return (f"[tiny]\nname=Tiny test\nosinfo=debian12\narch=x86_64\nfile=tiny.img.xz\n"
-            f"revision={revision}\nchecksum[sha512]={hashlib.sha512(image_xz).hexdigest()}\n"
-            f"format=raw\nsize={IMAGE_SIZE}\ncompressed_size={len(image_xz)}\n"
-            "expand=/dev/sda1\n")
+    return (
+        f"[tiny]\nname=Tiny test\nosinfo=debian12\narch=x86_64\nfile=tiny.img.xz\n"
+        f"revision={revision}\nchecksum[sha512]={hashlib.sha512(image_xz).hexdigest()}\n"
+        f"format=raw\nsize={IMAGE_SIZE}\ncompressed_size={len(image_xz)}\n"
+        "expand=/dev/sda1\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +90,8 @@ def repo(tmp_path: Path, gnupg: tuple[Path, bytes]) -> Repo:
     conf_dir = tmp_path / "repos.d"
     conf_dir.mkdir()
     (conf_dir / "test.conf").write_text(
-        f"[test]\nuri=file://{root}/index.asc\ngpgkey=file://{root}/key.asc\n")
+        f"[test]\nuri=file://{root}/index.asc\ngpgkey=file://{root}/key.asc\n"
+    )
     return Repo(root=root, conf_dir=conf_dir, image=image)
 
 
@@ -159,15 +166,24 @@ def test_http_repository_index_and_image(repo: Repo, http_root: str, tmp_path: P
 
 def test_resolve_mclu_template_takes_newest_base_and_its_defaults(repo: Repo) -> None:
     found = sources.find_templates([repo.source()])
-    older = repo_index.Entry(name="tiny", arch="x86_64", file_uri="file:///old.xz", revision=2,
-                             sha512="0" * 128, size=1)
+    older = repo_index.Entry(
+        name="tiny", arch="x86_64", file_uri="file:///old.xz", revision=2, sha512="0" * 128, size=1
+    )
     available = [*found.templates, sources.RepoTemplate(repo.source(), older)]
-    mine = {"web": catalogue.Template(name="web", path="web.toml", base="tiny",
-                                      memory=256 << 20, vcpus=2, size=16 << 20)}
+    mine = {
+        "web": catalogue.Template(
+            name="web", path="web.toml", base="tiny", memory=256 << 20, vcpus=2, size=16 << 20
+        )
+    }
     web = sources.resolve("web", mine, available)
-    assert web.base == model.BaseImage(template="tiny", revision=3, arch="x86_64",
-                                       size=IMAGE_SIZE, data_bytes=IMAGE_SIZE,
-                                       expand="/dev/sda1")
+    assert web.base == model.BaseImage(
+        template="tiny",
+        revision=3,
+        arch="x86_64",
+        size=IMAGE_SIZE,
+        data_bytes=IMAGE_SIZE,
+        expand="/dev/sda1",
+    )
     assert (web.memory, web.vcpus, web.disk_size) == (256 << 20, 2, 16 << 20)
     plain = sources.resolve("tiny", mine, available)
     assert plain.name == "tiny" and plain.memory == 1 << 30 and plain.disk_size is None
@@ -204,5 +220,9 @@ def test_cache_refuses_a_corrupt_download_and_keeps_nothing(repo: Repo, tmp_path
 
 def test_repos_d_locations_follow_virt_builder() -> None:
     dirs = sources.default_repo_dirs({"XDG_CONFIG_HOME": "/h", "XDG_CONFIG_DIRS": "/a:/b"})
-    assert dirs == [Path("/h/virt-builder/repos.d"), Path("/a/virt-builder/repos.d"),
-                    Path("/b/virt-builder/repos.d"), Path("/etc/virt-builder/repos.d")]
+    assert dirs == [
+        Path("/h/virt-builder/repos.d"),
+        Path("/a/virt-builder/repos.d"),
+        Path("/b/virt-builder/repos.d"),
+        Path("/etc/virt-builder/repos.d"),
+    ]

@@ -73,19 +73,30 @@ async def server(tmp_path: Path) -> AsyncIterator[SshServer]:
     host_key = asyncssh.generate_private_key("ssh-ed25519")
     client_key = asyncssh.generate_private_key("ssh-ed25519")
     listener = await asyncssh.listen(
-        host="127.0.0.1", port=0, server_factory=_Server, server_host_keys=[host_key],
+        host="127.0.0.1",
+        port=0,
+        server_factory=_Server,
+        server_host_keys=[host_key],
         authorized_client_keys=asyncssh.import_authorized_keys(
-            client_key.export_public_key().decode()),
-        process_factory=_answer, encoding=None,
+            client_key.export_public_key().decode()
+        ),
+        process_factory=_answer,
+        encoding=None,
     )
     try:
         port = listener.sockets[0].getsockname()[1]
         server = SshServer(port=port, spec=HostSpec(name="h1", address="x"), tmp_path=tmp_path)
         server.spec = HostSpec(
-            name="h1", address="127.0.0.1", port=port, user="mclu",
-            identity_files=(server.write_key("client_key", client_key),), identities_only=True,
-            known_hosts=server.known_hosts("known_hosts", host_key), ssh_config="none",
-            connect_timeout=5.0, command_timeout=5.0,
+            name="h1",
+            address="127.0.0.1",
+            port=port,
+            user="mclu",
+            identity_files=(server.write_key("client_key", client_key),),
+            identities_only=True,
+            known_hosts=server.known_hosts("known_hosts", host_key),
+            ssh_config="none",
+            connect_timeout=5.0,
+            command_timeout=5.0,
         )
         yield server
     finally:
@@ -93,8 +104,9 @@ async def server(tmp_path: Path) -> AsyncIterator[SshServer]:
         await listener.wait_closed()
 
 
-async def run(spec: HostSpec, argv: list[str], *, input: bytes | None = None,
-              timeout: float | None = None) -> bytes:
+async def run(
+    spec: HostSpec, argv: list[str], *, input: bytes | None = None, timeout: float | None = None
+) -> bytes:
     """Connect, run argv, return its stdout."""
     async with ssh.connect(spec) as connection:
         result = await connection.run(argv, input=input, timeout=timeout)
@@ -111,7 +123,8 @@ async def test_connects_and_runs(server: SshServer) -> None:
 async def test_ssh_config_decides_what_the_spec_leaves_unset(server: SshServer) -> None:
     config = server.tmp_path / "ssh_config"
     config.write_text(
-        f"Host h1-alias\n  HostName 127.0.0.1\n  Port {server.port}\n  User fromconfig\n")
+        f"Host h1-alias\n  HostName 127.0.0.1\n  Port {server.port}\n  User fromconfig\n"
+    )
     # The known_hosts entry is for the real address, as OpenSSH writes it for a HostName.
     spec = replace(server.spec, address="h1-alias", port=None, user=None, ssh_config=str(config))
     assert await run(spec, ["whoami"]) == b"fromconfig\n"
@@ -122,7 +135,10 @@ async def test_wrong_client_key(server: SshServer) -> None:
     with pytest.raises(errors.HostAuthFailed) as raised:
         await run(replace(server.spec, identity_files=(other,)), ["true"])
     assert (raised.value.host, raised.value.user, raised.value.address) == (
-        "h1", "mclu", "127.0.0.1")
+        "h1",
+        "mclu",
+        "127.0.0.1",
+    )
 
 
 async def test_unknown_host_key(server: SshServer) -> None:
@@ -170,6 +186,7 @@ async def test_silent_port_times_out(server: SshServer) -> None:
 async def _delaying_proxy(port: int, delay: float) -> AsyncIterator[int]:
     """A TCP port that accepts at once and passes the connection on to `port` after `delay`
     seconds: a live host whose ssh handshake is slow (a loaded machine)."""
+
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
@@ -197,10 +214,14 @@ async def test_slow_handshake_gets_the_whole_connect_timeout(server: SshServer) 
     answer in ssh is waited for up to connect_timeout, not reported off."""
     async with _delaying_proxy(server.port, 0.5) as port:
         known = server.tmp_path / "proxy_known_hosts"
-        known.write_text(Path(server.spec.known_hosts or "").read_text().replace(
-            f"[127.0.0.1]:{server.port}", f"[127.0.0.1]:{port}"))
-        spec = replace(server.spec, port=port, known_hosts=str(known), tcp_timeout=0.1,
-                       connect_timeout=5.0)
+        known.write_text(
+            Path(server.spec.known_hosts or "")
+            .read_text()
+            .replace(f"[127.0.0.1]:{server.port}", f"[127.0.0.1]:{port}")
+        )
+        spec = replace(
+            server.spec, port=port, known_hosts=str(known), tcp_timeout=0.1, connect_timeout=5.0
+        )
         assert await run(spec, ["uname", "-n"]) == b"sshtest\n"
 
 
@@ -224,8 +245,9 @@ def _port_dropping_syns() -> Iterator[int]:
 async def test_no_tcp_answer_is_off_after_tcp_timeout(server: SshServer) -> None:
     with _port_dropping_syns() as port:
         spec = replace(server.spec, port=port, tcp_timeout=0.2, connect_timeout=30.0)
-        with pytest.raises(errors.HostUnreachable, match=r"at 127.0.0.1: no answer within 0.2 s"
-                           ) as raised:
+        with pytest.raises(
+            errors.HostUnreachable, match=r"at 127.0.0.1: no answer within 0.2 s"
+        ) as raised:
             await asyncio.wait_for(run(spec, ["true"]), 5)  # not connect_timeout's 30 s
     assert raised.value.state == "off"
 
@@ -275,7 +297,8 @@ async def test_failed_command(server: SshServer) -> None:
         await run(server.spec, ["sh", "-c", "echo one >&2; echo two >&2; exit 3"])
     assert (raised.value.exit_status, raised.value.stderr) == (3, "one / two")
     assert str(raised.value) == (
-        "h1: `sh -c 'echo one >&2; echo two >&2; exit 3'` failed with exit status 3: one / two")
+        "h1: `sh -c 'echo one >&2; echo two >&2; exit 3'` failed with exit status 3: one / two"
+    )
 
 
 async def test_unchecked_command_returns_its_status(server: SshServer) -> None:
@@ -305,8 +328,10 @@ async def test_forward_unix_socket(server: SshServer) -> None:
 
     remote = await asyncio.start_unix_server(echo, str(server.tmp_path / "remote.sock"))
     try:
-        async with ssh.connect(server.spec) as connection, \
-                connection.forward_unix_socket(str(server.tmp_path / "remote.sock")) as local:
+        async with (
+            ssh.connect(server.spec) as connection,
+            connection.forward_unix_socket(str(server.tmp_path / "remote.sock")) as local,
+        ):
             directory = os.path.dirname(local)
             assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
             reader, writer = await asyncio.open_unix_connection(local)

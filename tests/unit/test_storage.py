@@ -19,7 +19,9 @@ def test_df_avail_rejects(bad: str) -> None:
 
 def test_names_sorted_without_blanks() -> None:
     assert storage.parse_names("tiny.x86_64.r3.raw\n\ndebian-12.x86_64.r2.raw\n") == (
-        "debian-12.x86_64.r2.raw", "tiny.x86_64.r3.raw")
+        "debian-12.x86_64.r2.raw",
+        "tiny.x86_64.r3.raw",
+    )
 
 
 def test_cache_dir_is_inside_the_image_dir() -> None:
@@ -28,14 +30,18 @@ def test_cache_dir_is_inside_the_image_dir() -> None:
 
 def test_ages_from_the_hosts_clock() -> None:
     assert storage.parse_ages("1000\ntiny.x86_64.r1.raw 400.5\nd e.raw 999\n") == {
-        "tiny.x86_64.r1.raw": 599.5, "d e.raw": 1.0}
+        "tiny.x86_64.r1.raw": 599.5,
+        "d e.raw": 1.0,
+    }
     assert storage.parse_ages("") == {}
 
 
 def test_backing_files_from_concatenated_qemu_img_json() -> None:
-    text = ('{"filename": "a.qcow2", "full-backing-filename": "/i/mclu-templates/t.raw"}\n'
-            '{"filename": "b.img", "format": "raw"}\n'
-            '{"filename": "c.qcow2", "backing-filename": "/i/mclu-templates/u.raw"}\n')
+    text = (
+        '{"filename": "a.qcow2", "full-backing-filename": "/i/mclu-templates/t.raw"}\n'
+        '{"filename": "b.img", "format": "raw"}\n'
+        '{"filename": "c.qcow2", "backing-filename": "/i/mclu-templates/u.raw"}\n'
+    )
     assert storage.parse_backing(text) == {"/i/mclu-templates/t.raw", "/i/mclu-templates/u.raw"}
 
 

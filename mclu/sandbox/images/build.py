@@ -49,8 +49,14 @@ class BuiltImage:
     seconds: float
 
 
-def build_template(recipe: recipes.Recipe, inputs: dict[str, str], out_dir: Path,
-                   work_dir: Path, log_path: Path, keep_fds: tuple[int, ...] = ()) -> BuiltImage:
+def build_template(
+    recipe: recipes.Recipe,
+    inputs: dict[str, str],
+    out_dir: Path,
+    work_dir: Path,
+    log_path: Path,
+    keep_fds: tuple[int, ...] = (),
+) -> BuiltImage:
     """Build `recipe` into `out_dir/NAME.xz`, using `work_dir` for the root tree and disk.
 
     `keep_fds` are passed on to every step (the repository lock).
@@ -62,8 +68,17 @@ def build_template(recipe: recipes.Recipe, inputs: dict[str, str], out_dir: Path
     disk = work_dir / f"{recipe.name}.img"
     root.mkdir(mode=0o755)
     runner.run("root tree", _root_argv(recipe, inputs, root, fs_uuid))
-    runner.run("disk", ["sh", str(recipes.script_path("disk.sh")), str(root), str(disk),
-                        str(recipe.size_mib), fs_uuid])
+    runner.run(
+        "disk",
+        [
+            "sh",
+            str(recipes.script_path("disk.sh")),
+            str(root),
+            str(disk),
+            str(recipe.size_mib),
+            fs_uuid,
+        ],
+    )
     remove_tree(root)
     allocated = disk.stat().st_blocks * 512
     xz_path = out_dir / f"{recipe.name}.xz"
@@ -72,25 +87,48 @@ def build_template(recipe: recipes.Recipe, inputs: dict[str, str], out_dir: Path
     size = disk.stat().st_size
     disk.unlink()
     return BuiltImage(
-        file=xz_path.name, size=size, allocated=allocated,
-        compressed_size=xz_path.stat().st_size, checksum=sha512_file(xz_path),
+        file=xz_path.name,
+        size=size,
+        allocated=allocated,
+        compressed_size=xz_path.stat().st_size,
+        checksum=sha512_file(xz_path),
         seconds=time.monotonic() - started,
     )
 
 
-def _root_argv(recipe: recipes.Recipe, inputs: dict[str, str], root: Path,
-               fs_uuid: str) -> list[str]:
+def _root_argv(
+    recipe: recipes.Recipe, inputs: dict[str, str], root: Path, fs_uuid: str
+) -> list[str]:
     if recipe.name == recipes.TINY.name:
-        return ["sh", str(recipes.script_path("tiny-root.sh")), str(root), inputs["kernel"],
-                fs_uuid]
+        return [
+            "sh",
+            str(recipes.script_path("tiny-root.sh")),
+            str(root),
+            inputs["kernel"],
+            fs_uuid,
+        ]
     if recipe.name == recipes.DEBIAN_12.name:
         # Private namespaces: debootstrap's /proc and /sys mounts in the target, the hostname
         # and any daemon a package script starts all stay inside, and die with it.
-        return ["unshare", "--mount", "--uts", "--ipc", "--pid", "--fork", "--kill-child",
-                "--propagation", "private",
-                "sh", str(recipes.script_path("debian-root.sh")), str(root),
-                recipe.params["suite"], inputs["mirror"], inputs["security_mirror"],
-                recipe.params["include"], fs_uuid]
+        return [
+            "unshare",
+            "--mount",
+            "--uts",
+            "--ipc",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--propagation",
+            "private",
+            "sh",
+            str(recipes.script_path("debian-root.sh")),
+            str(root),
+            recipe.params["suite"],
+            inputs["mirror"],
+            inputs["security_mirror"],
+            recipe.params["include"],
+            fs_uuid,
+        ]
     raise ValueError(f"no build steps for template {recipe.name!r}")
 
 
@@ -109,15 +147,26 @@ class _Runner:
             log_file.write(f"\n=== {step}: {' '.join(argv)}\n")
             log_file.flush()
             try:
-                result = subprocess.run(argv, stdout=stdout or log_file, stderr=log_file,
-                                        stdin=subprocess.DEVNULL, timeout=STEP_TIMEOUT,
-                                        pass_fds=self.keep_fds, check=False)
+                result = subprocess.run(
+                    argv,
+                    stdout=stdout or log_file,
+                    stderr=log_file,
+                    stdin=subprocess.DEVNULL,
+                    timeout=STEP_TIMEOUT,
+                    pass_fds=self.keep_fds,
+                    check=False,
+                )
             except subprocess.TimeoutExpired:
-                raise TemplateBuildError(self.name, step, f"timed out after {STEP_TIMEOUT:.0f} s",
-                                         self.log_path) from None
+                raise TemplateBuildError(
+                    self.name, step, f"timed out after {STEP_TIMEOUT:.0f} s", self.log_path
+                ) from None
         if result.returncode != 0:
-            raise TemplateBuildError(self.name, step, f"exit status {result.returncode}: "
-                                     f"{_tail(self.log_path)}", self.log_path)
+            raise TemplateBuildError(
+                self.name,
+                step,
+                f"exit status {result.returncode}: {_tail(self.log_path)}",
+                self.log_path,
+            )
         log.info("%s: %s done in %.1f s", self.name, step, time.monotonic() - started)
 
 

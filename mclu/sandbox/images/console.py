@@ -26,8 +26,9 @@ class ConsoleTimeout(Exception):
     """The console did not show the expected text in time; `seen` is its recent output."""
 
     def __init__(self, pattern: str, timeout: float, seen: str) -> None:
-        super().__init__(f"no {pattern!r} on the console within {timeout:.0f} s; last output:\n"
-                         f"{seen[-2000:]}")
+        super().__init__(
+            f"no {pattern!r} on the console within {timeout:.0f} s; last output:\n{seen[-2000:]}"
+        )
         self.pattern = pattern
         self.seen = seen
 
@@ -105,9 +106,18 @@ class Console:
 def qemu_argv(disk: Path, *, memory_mib: int, qmp_path: Path, network: bool) -> list[str]:
     """The qemu command line: TCG, serial console on stdio, disk on virtio."""
     argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-m", str(memory_mib), "-nographic",
-        "-monitor", "none", "-qmp", f"unix:{qmp_path},server=on,wait=off",
-        "-drive", f"file={disk},if=virtio,format=raw,snapshot=on",
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        str(memory_mib),
+        "-nographic",
+        "-monitor",
+        "none",
+        "-qmp",
+        f"unix:{qmp_path},server=on,wait=off",
+        "-drive",
+        f"file={disk},if=virtio,format=raw,snapshot=on",
     ]
     if network:
         argv += ["-nic", "user,model=virtio-net-pci,restrict=on"]
@@ -125,8 +135,9 @@ def boot(disk: Path, *, memory_mib: int = 256, network: bool = False) -> Iterato
     with tempfile.TemporaryDirectory(prefix="mclu-console-") as tmp:
         qmp_path = Path(tmp) / "qmp.sock"
         argv = qemu_argv(disk, memory_mib=memory_mib, qmp_path=qmp_path, network=network)
-        process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
         try:
             yield Console(process, qmp_path)
         finally:

@@ -30,8 +30,15 @@ SUITE = "bookworm"
 # Packages debootstrap adds to minbase for the debian-12 template (debian-root.sh installs
 # linux-image-amd64 after them, from the updated suites).
 DEBIAN_INCLUDE = (
-    "systemd-sysv", "udev", "ifupdown", "isc-dhcp-client",
-    "openssh-server", "iproute2", "ca-certificates", "less", "procps",
+    "systemd-sysv",
+    "udev",
+    "ifupdown",
+    "isc-dhcp-client",
+    "openssh-server",
+    "iproute2",
+    "ca-certificates",
+    "less",
+    "procps",
     # systemd-logind needs D-Bus, and logind is what powers off on the ACPI power button.
     "dbus",
 )
@@ -188,7 +195,9 @@ def installed_versions(packages: Iterable[str]) -> dict[str, str]:
     """Versions of installed Debian packages (dpkg); missing ones are left out."""
     result = subprocess.run(
         ["dpkg-query", "-W", "-f", "${Package}\t${Version}\n", *packages],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return parse_dpkg_versions(result.stdout)
 

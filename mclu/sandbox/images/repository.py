@@ -101,8 +101,9 @@ def read_manifest(repo: Path) -> dict[str, Built]:
         return {}
 
 
-def build_repository(state_dir: Path, *, names: Iterable[str] | None = None,
-                     force: bool = False) -> Path:
+def build_repository(
+    state_dir: Path, *, names: Iterable[str] | None = None, force: bool = False
+) -> Path:
     """Make sure the repository holds the named templates (default: all), built from their
     current inputs; return its path (``STATE_DIR/repo``).
 
@@ -132,13 +133,15 @@ def _check_names(names: Iterable[str] | None) -> list[recipes.Recipe]:
     names = list(names)
     unknown = sorted(set(names) - set(recipes.RECIPES))
     if unknown:
-        raise UsageError(f"unknown template(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(recipes.RECIPES)}")
+        raise UsageError(
+            f"unknown template(s) {', '.join(unknown)}; known: {', '.join(recipes.RECIPES)}"
+        )
     return [recipes.RECIPES[n] for n in dict.fromkeys(names)]
 
 
-def _plan(recipe: recipes.Recipe, current: Built | None, force: bool,
-          repo: Path) -> tuple[recipes.Recipe, dict[str, str], str] | None:
+def _plan(
+    recipe: recipes.Recipe, current: Built | None, force: bool, repo: Path
+) -> tuple[recipes.Recipe, dict[str, str], str] | None:
     """(recipe, inputs, key) when the template must be built, None when it is current."""
     inputs = recipes.recipe_inputs(recipe)
     key = recipes.build_key(recipe, recipes.recipe_scripts(recipe), inputs)
@@ -146,8 +149,15 @@ def _plan(recipe: recipes.Recipe, current: Built | None, force: bool,
     if current is not None and present and current.build_key == key and not force:
         log.info("%s: cached (revision %d, key %s)", recipe.name, current.revision, key[:12])
         return None
-    reason = ("forced" if force else "new" if current is None
-              else "file missing" if not present else "inputs changed")
+    reason = (
+        "forced"
+        if force
+        else "new"
+        if current is None
+        else "file missing"
+        if not present
+        else "inputs changed"
+    )
     log.info("%s: building (%s, key %s)", recipe.name, reason, key[:12])
     return recipe, inputs, key
 
@@ -157,8 +167,12 @@ def _complete(repo: Path, live: dict[str, Built]) -> bool:
     return repo_conf(repo).is_file() and all((repo / f).is_file() for f in files)
 
 
-def _publish(state_dir: Path, live: dict[str, Built],
-             todo: dict[str, tuple[recipes.Recipe, dict[str, str], str]], lock_fd: int) -> None:
+def _publish(
+    state_dir: Path,
+    live: dict[str, Built],
+    todo: dict[str, tuple[recipes.Recipe, dict[str, str], str]],
+    lock_fd: int,
+) -> None:
     """Assemble a new generation with `todo` rebuilt, sign it, and make it the live one.
 
     The build steps inherit the lock (`lock_fd`): should this process be killed, the next
@@ -175,15 +189,26 @@ def _publish(state_dir: Path, live: dict[str, Built],
         for name, (recipe, inputs, key) in todo.items():
             log_path = state_dir / "logs" / f"{name}.log"
             log_path.write_text("")
-            image = build.build_template(recipe, inputs, staging, work, log_path,
-                                         keep_fds=(lock_fd,))
+            image = build.build_template(
+                recipe, inputs, staging, work, log_path, keep_fds=(lock_fd,)
+            )
             previous = live.get(name)
             manifest[name] = Built(
-                name=name, build_key=key, revision=previous.revision + 1 if previous else 1,
-                inputs=inputs, built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **asdict(image))
-            log.info("%s: built in %.1f s: %d MiB virtual, %.1f MiB data, %.1f MiB xz",
-                     name, image.seconds, image.size >> 20, image.allocated / 2**20,
-                     image.compressed_size / 2**20)
+                name=name,
+                build_key=key,
+                revision=previous.revision + 1 if previous else 1,
+                inputs=inputs,
+                built_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                **asdict(image),
+            )
+            log.info(
+                "%s: built in %.1f s: %d MiB virtual, %.1f MiB data, %.1f MiB xz",
+                name,
+                image.seconds,
+                image.size >> 20,
+                image.allocated / 2**20,
+                image.compressed_size / 2**20,
+            )
         build.remove_tree(work)
         for name, built in list(manifest.items()):
             if name in todo:
@@ -208,14 +233,22 @@ def _publish(state_dir: Path, live: dict[str, Built],
         build.remove_tree(old)
 
 
-def _write_metadata(state_dir: Path, staging: Path, repo: Path,
-                    manifest: dict[str, Built]) -> None:
+def _write_metadata(state_dir: Path, staging: Path, repo: Path, manifest: dict[str, Built]) -> None:
     """index, index.asc, key.asc, the repos.d conf and the manifest of a new generation."""
     entries = [
-        index.IndexEntry(name=b.name, title=r.title, osinfo=r.osinfo, file=b.file,
-                         revision=b.revision, checksum=b.checksum, size=b.size,
-                         compressed_size=b.compressed_size, notes=r.notes)
-        for b in manifest.values() if (r := recipes.RECIPES.get(b.name))
+        index.IndexEntry(
+            name=b.name,
+            title=r.title,
+            osinfo=r.osinfo,
+            file=b.file,
+            revision=b.revision,
+            checksum=b.checksum,
+            size=b.size,
+            compressed_size=b.compressed_size,
+            notes=r.notes,
+        )
+        for b in manifest.values()
+        if (r := recipes.RECIPES.get(b.name))
     ]
     (staging / "index").write_text(index.render_index(entries))
     with signing.gnupg(state_dir / "repo-gnupg") as gpg:
@@ -225,10 +258,16 @@ def _write_metadata(state_dir: Path, staging: Path, repo: Path,
     conf = repo_conf(staging)
     conf.parent.mkdir(parents=True)
     # The conf names the stable path `repo`, not this generation's directory.
-    conf.write_text(index.render_repo_conf(
-        REPO_ID, (repo / "index.asc").absolute().as_uri(), (repo / "key.asc").absolute().as_uri()))
-    (staging / MANIFEST).write_text(json.dumps(
-        {name: asdict(b) for name, b in sorted(manifest.items())}, indent=2) + "\n")
+    conf.write_text(
+        index.render_repo_conf(
+            REPO_ID,
+            (repo / "index.asc").absolute().as_uri(),
+            (repo / "key.asc").absolute().as_uri(),
+        )
+    )
+    (staging / MANIFEST).write_text(
+        json.dumps({name: asdict(b) for name, b in sorted(manifest.items())}, indent=2) + "\n"
+    )
 
 
 @contextmanager

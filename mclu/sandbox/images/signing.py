@@ -21,8 +21,18 @@ class GnuPG:
         self.home = home
 
     def run(self, *args: str) -> str:
-        argv = ["gpg", "--homedir", str(self.home), "--batch", "--no-tty",
-                "--pinentry-mode", "loopback", "--passphrase", "", *args]
+        argv = [
+            "gpg",
+            "--homedir",
+            str(self.home),
+            "--batch",
+            "--no-tty",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            *args,
+        ]
         return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 
     def fingerprint(self) -> str | None:
@@ -55,8 +65,11 @@ class GnuPG:
 
     def stop_agent(self) -> None:
         """Stop the gpg-agent that gpg started for this home (it would linger otherwise)."""
-        subprocess.run(["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
-                       check=False, capture_output=True)
+        subprocess.run(
+            ["gpgconf", "--homedir", str(self.home), "--kill", "gpg-agent"],
+            check=False,
+            capture_output=True,
+        )
 
 
 @contextmanager
