@@ -44,6 +44,7 @@ lint: setup
 	$(BIN)/ruff format --check mclu tests bench
 	$(BIN)/ruff check mclu tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 unit: setup
 	$(BIN)/pytest -m 'not sandbox' $(PYTEST_ARGS)

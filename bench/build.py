@@ -31,7 +31,8 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from mclu import domxml, model
+from mclu import hostpaths, model
+from mclu.decide import domxml
 from mclu.sandbox import images as sandbox_images
 
 BIN = Path(sys.executable).parent
@@ -128,7 +129,7 @@ def virt_builder(template: str, host: str, name: str, *, ready: bool) -> None:
     )
     on_host(host, "virsh", "-q", "start", name)
     if ready:
-        log = domxml.console_log(name)
+        log = hostpaths.console_log(name)
         on_host(
             host,
             "timeout",

@@ -582,7 +582,7 @@ class BuildFailed(MCLUError):
 
 
 class NotReady(MCLUError):
-    """A started guest did not show it booted (`mclu.readiness`) in time, or stopped trying."""
+    """A started guest did not show it booted (`mclu.decide.readiness`) in time, or gave up."""
 
     msg = "{self.host}: {self.name} did not become ready ({self.rule}): {self.reason}{self.quoted}"
     QUOTED = 4  # console lines quoted in the message; `console` keeps more

@@ -7,6 +7,11 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from mclu import errors
+
+T = TypeVar("T")
 
 DEFAULT_LIBVIRT_SOCKET = "/var/run/libvirt/libvirt-sock"
 # Hosts talked to at once: the 50 hosts mclu is made for, in one wave.
@@ -128,7 +133,7 @@ class GuestMeta:
     revision: str = ""
     built: str = ""  # ISO 8601 UTC
     # "building" while its disk is made, "started" while it boots, "ready" once it has shown
-    # it booted (`mclu.readiness`). A guest left "building" or "started" by a killed run is a
+    # it booted (`mclu.decide.readiness`). A guest left "building" or "started" by a killed run is a
     # leftover (`mclu cleanup`).
     state: str = "ready"
     options: tuple[tuple[str, str], ...] = ()
@@ -304,3 +309,19 @@ class GuestTraits:
 
     agent: bool = False  # the QEMU guest agent is installed
     serial_login: bool = False  # a login prompt (getty) on the serial console
+
+
+@dataclass
+class HostResults(Generic[T]):
+    """Per host, in inventory order: the value, or the HostError that stopped it."""
+
+    ok: dict[str, T] = field(default_factory=dict)
+    failed: dict[str, errors.HostError] = field(default_factory=dict)
+    order: list[str] = field(default_factory=list)
+
+    def items(self) -> list[tuple[str, T | errors.HostError]]:
+        return [(h, self.ok[h] if h in self.ok else self.failed[h]) for h in self.order]
+
+
+# Every host's snapshot, or the error that stopped its read: what planners decide on.
+Snapshot = HostResults[HostSnapshot]

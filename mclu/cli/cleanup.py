@@ -1,4 +1,4 @@
-"""`mclu cleanup`: remove what interrupted runs of mclu left on the hosts (mclu.cleanup)."""
+"""`mclu cleanup`: remove what interrupted runs of mclu left on the hosts (mclu.act.cleanup)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mclu import cleanup, errors, fanout, model, runtmp, snapshot, storage
+from mclu import errors, model, runtmp
+from mclu.act import cleanup
 from mclu.cli import commands, parsing
 from mclu.hosts.session import Session
+from mclu.read import snapshot, storage
 
 
 def register(sub: parsing.Subparsers) -> None:
@@ -59,7 +61,7 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
 
 
 def cleanup_text(
-    results: fanout.HostResults[HostCleanup], *, dry_run: bool, controller: Sequence[str] = ()
+    results: model.HostResults[HostCleanup], *, dry_run: bool, controller: Sequence[str] = ()
 ) -> str:
     verb = "would remove" if dry_run else "removed"
     lines = [
@@ -84,7 +86,7 @@ def cleanup_text(
 
 
 def cleanup_json(
-    results: fanout.HostResults[HostCleanup], *, dry_run: bool, controller: Sequence[str] = ()
+    results: model.HostResults[HostCleanup], *, dry_run: bool, controller: Sequence[str] = ()
 ) -> dict[str, Any]:
     hosts = []
     for host, result in results.ok.items():

@@ -16,24 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mclu import build as mclu_build
-from mclu import (
-    catalogue,
-    cleanup,
-    errors,
-    fanout,
-    images,
-    inventory,
-    locks,
-    model,
-    plan,
-    snapshot,
-    sources,
-    storage,
-)
+from mclu import errors, hostpaths, images, model
+from mclu.act import build as mclu_build
+from mclu.act import cleanup, locks
 from mclu.cli import output
+from mclu.config import catalogue, inventory, sources
+from mclu.decide import build as plan
 from mclu.hosts.session import Session
 from mclu.images import cache
+from mclu.read import snapshot, storage
 
 
 @dataclass
@@ -140,7 +131,7 @@ async def templates_prune(args: argparse.Namespace, env: Env) -> int:
             *(d for g in guests for d in g.disks),
         }
         used = await storage.backing_files(session, sorted(disks))
-        cache = storage.cache_dir(spec.image_dir)
+        cache = hostpaths.cache_dir(spec.image_dir)
         removable, too_new = storage.unused_bases(ages, used, cache, args.min_age)
         if not args.dry_run:
             for name in removable:
@@ -323,7 +314,7 @@ def progress_reporter(
 
 
 def note_leftovers(
-    snap: snapshot.Snapshot, env: Env, scans: Mapping[str, model.LeftoverScan | None] | None = None
+    snap: model.Snapshot, env: Env, scans: Mapping[str, model.LeftoverScan | None] | None = None
 ) -> None:
     """One stderr line when interrupted runs left something that `mclu cleanup` removes."""
     text = cleanup.note(cleanup.count(snap, scans))
@@ -331,12 +322,12 @@ def note_leftovers(
         env.printer.note(text)
 
 
-def note_failed_hosts(snap: fanout.HostResults[Any], env: Env) -> None:
+def note_failed_hosts(snap: model.HostResults[Any], env: Env) -> None:
     for error in snap.failed.values():
         env.printer.note(str(error))
 
 
-def exit_code(snap: fanout.HostResults[Any]) -> int:
+def exit_code(snap: model.HostResults[Any]) -> int:
     """1 when a host failed; a host that is merely off is an answer, not a failure."""
     failed = [e for e in snap.failed.values() if e.state != "off"]
     return errors.EXIT_FAILED if failed else errors.EXIT_OK

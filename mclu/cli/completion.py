@@ -15,8 +15,10 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from mclu import fanout, inventory, model
+from mclu import model
 from mclu.cli import commands
+from mclu.config import inventory
+from mclu.read import fanout
 
 GUEST_LOOKUP_SECONDS = 2.0  # the whole look at the hosts: a shell must not hang on Tab
 GUEST_METAVAR = "[HOST:]NAME"  # the positional of commands that take existing guests

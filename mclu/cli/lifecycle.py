@@ -19,10 +19,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from mclu import console, domxml, errors, inventory, lifecycle, locks, model, snapshot
+from mclu import errors, hostpaths, model
+from mclu.act import console, lifecycle, locks
 from mclu.cli import commands, output, parsing
+from mclu.config import inventory
 from mclu.hosts.session import Session, command_line
-from mclu.snapshot import GuestRef
+from mclu.read import snapshot
+from mclu.read.snapshot import GuestRef
 
 
 def register(sub: parsing.Subparsers) -> None:
@@ -92,7 +95,7 @@ class Target:
     session: Session
     host: model.HostSnapshot
     guest: model.Guest
-    snapshot: snapshot.Snapshot
+    snapshot: model.Snapshot
     # (host, guest) this run has deleted already: the view's set, shared by its targets
     deleted: set[tuple[str, str]] = field(default_factory=set)
 
@@ -106,13 +109,13 @@ class View:
     """The hosts' sessions and what one read pass saw, for finding guests by name."""
 
     sessions: dict[str, Session]
-    snapshot: snapshot.Snapshot
+    snapshot: model.Snapshot
     deleted: set[tuple[str, str]] = field(default_factory=set)  # (host, guest) this run deleted
 
     @contextlib.asynccontextmanager
     async def target(self, ref: GuestRef, *, lock: str | None = None) -> AsyncIterator[Target]:
         """The guest `ref` names. With `lock` (the command's name), the block holds the
-        guest's lock (mclu.locks), so that no other mclu run changes the guest meanwhile.
+        guest's lock (mclu.act.locks), so that no other mclu run changes the guest meanwhile.
         Raises GuestNotFound, GuestAmbiguous, GuestLocked, or the pinned host's HostError."""
         found = snapshot.find_guest(self.snapshot, ref)
         session = self.sessions[found.host.spec.name]
@@ -488,7 +491,7 @@ async def _console_log(args: argparse.Namespace, env: commands.Env) -> int:
             changed=False,
             state=target.guest.state.value,
             text="",
-            path=domxml.console_log(target.name),
+            path=hostpaths.console_log(target.name),
             log=text,
         )
     env.printer.out.write(text if not text or text.endswith("\n") else text + "\n")

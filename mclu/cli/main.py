@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import select
 import signal
 import sys
@@ -15,7 +16,8 @@ import time
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TextIO
 
-from mclu import __version__, errors, locks, runtmp, sizes, storage
+from mclu import __version__, errors, runtmp, sizes
+from mclu.act import locks
 from mclu.cli import (
     cleanup,
     commands,
@@ -27,6 +29,7 @@ from mclu.cli import (
     power,
     rebuild,
 )
+from mclu.read import storage
 
 EXIT_INTERRUPTED = errors.EXIT_INTERRUPTED
 EXIT_TERMINATED = errors.EXIT_TERMINATED
@@ -111,10 +114,13 @@ def logging_to(stream: TextIO, verbosity: int) -> Iterator[None]:
         own.setLevel(saved[1])
 
 
+_LAYER = re.compile(r"^(config|read|decide|act)\.")
+
+
 class VerboseFormatter(logging.Formatter):
     """`mclu   0.153 fanout: a: read done in 0.04 s`: seconds since the command began, the
-    module (without `mclu.`) and the message, on one line (a command's script has newlines:
-    shown as \\n); WARNING and ERROR say so."""
+    module (without `mclu.` and its layer: `fanout`, not `read.fanout`) and the message, on
+    one line (a command's script has newlines: shown as \\n); WARNING and ERROR say so."""
 
     def __init__(self) -> None:
         super().__init__("mclu %(elapsed)7.3f %(where)s: %(level)s%(message)s")
@@ -122,7 +128,7 @@ class VerboseFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         record.elapsed = record.created - self.started
-        record.where = record.name.removeprefix("mclu.")
+        record.where = _LAYER.sub("", record.name.removeprefix("mclu."))
         record.level = f"{record.levelname}: " if record.levelno >= logging.WARNING else ""
         return super().format(record).replace("\n", "\\n")
 

@@ -6,10 +6,13 @@ import argparse
 import time
 from collections.abc import Mapping
 
-from mclu import build, errors, inventory, migrate, model, snapshot, storage
+from mclu import errors, model
+from mclu.act import build, migrate
 from mclu.cli import commands, output, parsing
+from mclu.config import inventory
 from mclu.hosts.session import Session
 from mclu.images import cache
+from mclu.read import snapshot, storage
 
 
 def register(sub: parsing.Subparsers) -> None:
@@ -130,7 +133,7 @@ async def _carry_out(
 
 async def _disks_and_storage(
     now: snapshot.Connected,
-    snap: snapshot.Snapshot,
+    snap: model.Snapshot,
     source: str,
     guests: list[model.Guest],
 ) -> tuple[dict[str, tuple[migrate.Disk, ...]], dict[str, model.StorageFacts]]:

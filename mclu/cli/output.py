@@ -18,9 +18,12 @@ from typing import Any, TextIO
 from tabulate import tabulate
 from tqdm import tqdm
 
-from mclu import errors, fanout, migrate, model, power, sizes, sources
-from mclu.plan import BuildPlan, GuestPlan
-from mclu.snapshot import Found, Snapshot
+from mclu import errors, model, sizes
+from mclu.act import migrate, power
+from mclu.config import sources
+from mclu.decide.build import BuildPlan, GuestPlan
+from mclu.model import Snapshot
+from mclu.read.snapshot import Found
 
 JSON_VERSION = 1
 log = logging.getLogger(__name__)
@@ -341,7 +344,7 @@ def template_info_text(template: model.ResolvedTemplate, listed: sources.Listed)
     return tabulate([(f"{k}:", v) for k, v in rows], tablefmt="plain", disable_numparse=True)
 
 
-def pruned_text(results: fanout.HostResults[Any], *, dry_run: bool) -> str:
+def pruned_text(results: model.HostResults[Any], *, dry_run: bool) -> str:
     verb = "would remove" if dry_run else "removed"
     lines = []
     for host, pruned in results.ok.items():
@@ -354,7 +357,7 @@ def pruned_text(results: fanout.HostResults[Any], *, dry_run: bool) -> str:
     return "\n".join(lines) if lines else "no cached templates on any host"
 
 
-def pruned_json(results: fanout.HostResults[Any], *, dry_run: bool) -> dict[str, Any]:
+def pruned_json(results: model.HostResults[Any], *, dry_run: bool) -> dict[str, Any]:
     return {
         "dry_run": dry_run,
         "hosts": [{"name": h, **dataclasses.asdict(p)} for h, p in results.ok.items()],

@@ -8,8 +8,10 @@ import difflib
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TypeAlias
 
-from mclu import errors, plan, readiness
+from mclu import errors
 from mclu.cli import commands
+from mclu.decide import build as plan
+from mclu.decide import readiness
 
 Command = Callable[[argparse.Namespace, commands.Env], Coroutine[Any, Any, int]]
 

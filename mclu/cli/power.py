@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from mclu import errors, inventory, model, power
+from mclu import errors, model
+from mclu.act import power
 from mclu.cli import commands, migration, output, parsing
+from mclu.config import inventory
 from mclu.hosts.session import command_line
 
 DEFAULT_TIMEOUT = 300.0  # seconds --wait waits by default

@@ -1,6 +1,6 @@
 """`mclu rebuild`: guests made again in place from the newest revision of their template.
 
-Gather (the hosts, the templates) → plan (pure, `mclu.rebuild.plan_rebuild`) → show
+Gather (the hosts, the templates) → plan (pure, `mclu.act.rebuild.plan_rebuild`) → show
 (`--dry-run` stops here) → execute (one guest at a time, each under its lock) → report: a line
 per guest on stdout (none with `--quiet`), one line per failure on stderr, and an exit code a
 cron job can act on.
@@ -14,12 +14,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from mclu import errors, images, lifecycle, model, sources
-from mclu import rebuild as mclu_rebuild
-from mclu import snapshot as mclu_snapshot
+from mclu import errors, images, model
+from mclu.act import lifecycle
+from mclu.act import rebuild as mclu_rebuild
+from mclu.act.rebuild import Failed, RebuildPlan, Rebuilt, Refused, Skipped
 from mclu.cli import commands, output, parsing
+from mclu.config import sources
 from mclu.images import cache
-from mclu.rebuild import Failed, RebuildPlan, Rebuilt, Refused, Skipped
+from mclu.read import snapshot as mclu_snapshot
 
 
 def register(sub: parsing.Subparsers) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from mclu.hosts import remote, virt
 from mclu.hosts.session import CommandResult, Session
 from mclu.model import HostSpec
 
@@ -25,6 +24,10 @@ async def open_session(spec: HostSpec) -> AsyncIterator[Session]:
     ssh, so `run()` raises Unsupported. Raises the HostError subclasses for hosts that cannot
     be reached.
     """
+    # Imported here, not above: importing the package (for `session`, `commands`, `fake`)
+    # must not load asyncssh and libvirt, which only a real session needs.
+    from mclu.hosts import remote, virt
+
     if spec.uri is None:
         async with remote.open(spec) as ssh_session:
             yield ssh_session

@@ -16,7 +16,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from mclu import errors, facts, lifecycle
+from mclu import errors
+from mclu.hosts import commands
 from mclu.hosts.session import (
     CommandResult,
     Input,
@@ -28,6 +29,7 @@ from mclu.hosts.session import (
     command_line,
 )
 from mclu.model import Guest, GuestMeta, GuestState, HostFacts, HostSpec
+from mclu.read import facts
 
 GIB = 1 << 30
 _NOT_VALID = "Requested operation is not valid"  # libvirt's words for VIR_ERR_OPERATION_INVALID
@@ -258,11 +260,11 @@ class FakeSession:
         self._closed = True
 
     def _console(self, argv: Sequence[str]) -> CommandResult | None:
-        """`tail -c N -- LOG` of a guest's console log (`lifecycle.console_tail_argv`), as
+        """`tail -c N -- LOG` of a guest's console log (`commands.console_tail`), as
         `consoles` has it."""
         for name, text in self._fake.consoles.items():
             size = argv[2] if len(argv) == 5 else ""
-            if size.isdigit() and list(argv) == lifecycle.console_tail_argv(name, int(size)):
+            if size.isdigit() and list(argv) == commands.console_tail(name, int(size)):
                 return CommandResult(tuple(argv), 0, text.encode()[-int(size) :])
         return None
 

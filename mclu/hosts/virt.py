@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import libvirt
 
-from mclu import errors, facts, metadata
+from mclu import errors
 from mclu.hosts import locallock
 from mclu.hosts.session import (
     Background,
@@ -31,6 +31,7 @@ from mclu.hosts.session import (
     Terminal,
 )
 from mclu.model import Guest, GuestMeta, GuestState, HostFacts
+from mclu.read import facts, metadata
 
 log = logging.getLogger(__name__)
 

@@ -153,7 +153,7 @@ def personalize(
     watchdog: Watchdog | None = None,
 ) -> list[model.GuestTraits]:
     """Personalise every disk in one libguestfs launch; returns what each disk's guest
-    supports for showing that it booted (`mclu.readiness`), in the order of `drives`.
+    supports for showing that it booted (`mclu.decide.readiness`), in the order of `drives`.
 
     A plain string is an NBD unix socket path. Stops at the first failure: then no disk of
     the call should be taken as personalised. The appliance is killed after `watchdog`'s

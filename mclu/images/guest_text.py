@@ -414,7 +414,7 @@ def choose_root(roots: Sequence[str]) -> str:
     return roots[0]
 
 
-# --- how a guest can show it booted (`mclu.readiness`) ------------------------------------
+# --- how a guest can show it booted (`mclu.decide.readiness`) ------------------------------------
 
 # Where the QEMU guest agent is installed (Debian, Fedora, ...).
 AGENT_PATHS = ("/usr/bin/qemu-ga", "/usr/sbin/qemu-ga")

@@ -190,7 +190,7 @@ def render_sshd_config(host: HostSpec, host_key: Path) -> str:
             "MaxStartups 100",
             "MaxSessions 100",
             # A controller that vanished (network cut, killed host) is dropped within 15 s,
-            # and with it the guest locks its runs held (mclu.locks): cf. docs/faults.md.
+            # and with it the guest locks its runs held (mclu.act.locks): cf. docs/faults.md.
             "ClientAliveInterval 5",
             "ClientAliveCountMax 3",
             "UseDNS no",

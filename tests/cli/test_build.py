@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from mclu import errors, storage
+from mclu import errors
 from mclu.hosts import fake
+from mclu.read import storage
 from tests.cli.test_read_commands import guest
 from tests.cli.test_rebuild import RebuildCli
 

@@ -1,6 +1,6 @@
 """`mclu cleanup`, and the leftover note and states of `list` and `status`, on fake hosts.
 
-The fake hosts answer the one scan command (mclu.storage.SCAN_SCRIPT) with canned output, as a
+The fake hosts answer the one scan command (mclu.read.storage.SCAN_SCRIPT) with canned output, as a
 real host's shell would.
 """
 
@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from mclu import cleanup as mclu_cleanup
-from mclu import model, runtmp, storage
+from mclu import model, runtmp
+from mclu.act import cleanup as mclu_cleanup
 from mclu.hosts import fake
+from mclu.read import storage
 from tests.cli.test_read_commands import Cli, guest
 
 IMAGES = "/var/lib/libvirt/images"

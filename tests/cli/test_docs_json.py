@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from mclu import errors, model, rebuild
+from mclu import errors, model
+from mclu.act import rebuild
 from tests.cli import test_rebuild as rb
 from tests.cli.test_read_commands import WEB1, Cli, guest
 

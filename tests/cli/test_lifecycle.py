@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mclu import errors, lifecycle, model
+from mclu import errors, model
+from mclu.act import lifecycle
 from mclu.cli import commands, main, output
 from mclu.hosts import fake
 from tests.cli.test_read_commands import Cli, guest
@@ -300,7 +301,7 @@ def test_a_host_failing_during_the_action(cli: LifecycleCli) -> None:
 
 
 def backing_argv(*disks: str) -> list[str]:
-    """The qemu-img check delete runs on the other guests' disks (mclu.storage.backing_files)."""
+    """The qemu-img check delete runs on the other guests' disks (read.storage.backing_files)."""
     return [
         "sh",
         "-c",

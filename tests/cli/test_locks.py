@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from mclu import errors, locks, model
+from mclu import errors, model
+from mclu.act import locks
 from mclu.hosts import fake
 from tests.cli.test_lifecycle import IMAGES, LifecycleCli, with_disks
 from tests.cli.test_migration import Cli as MigrationCli

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mclu import errors, model, power
+from mclu import errors, model
+from mclu.act import power
 from mclu.cli import commands, main, output
 from mclu.hosts import fake
 from mclu.hosts.session import CommandResult

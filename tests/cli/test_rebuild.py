@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from mclu import errors, migrate, model, rebuild
+from mclu import errors, model
+from mclu.act import migrate, rebuild
 from mclu.cli import commands, main, output
 from mclu.hosts import fake
 from mclu.hosts.session import CommandResult

@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from mclu import rebuild, runtmp
+from mclu import runtmp
+from mclu.act import rebuild
 from tests.cli.test_rebuild import NEW, RebuildCli, cli, mclu_guest  # noqa: F401
 
 

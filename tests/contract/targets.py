@@ -11,10 +11,11 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 
-from mclu import errors, metadata
+from mclu import errors
 from mclu.hosts import fake
 from mclu.hosts.session import Session, command_line
 from mclu.model import Guest, GuestMeta, GuestState
+from mclu.read import metadata
 
 GIB = 1 << 30
 MIB = 1 << 20

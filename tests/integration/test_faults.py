@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from mclu import metadata, model
+from mclu import model
+from mclu.read import metadata
 from mclu.sandbox import images as sandbox_images
 from tests.integration import sandbox as sb
 from tests.integration.test_build import leftovers

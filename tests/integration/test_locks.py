@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(600)]
 
 HOLD = textwrap.dedent("""
     import asyncio, sys
-    from mclu import locks
+    from mclu.act import locks
     from mclu.hosts import open_session
     from tests.conftest import sandbox_spec
 

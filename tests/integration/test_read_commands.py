@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mclu import metadata, model
+from mclu import model
+from mclu.read import metadata
 from tests.integration import sandbox as sb
 
 pytestmark = pytest.mark.sandbox

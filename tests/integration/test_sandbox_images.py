@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mclu import repo_index
+from mclu.config import repo_index
 from mclu.sandbox.images import build, console, index, repository
 
 pytestmark = pytest.mark.sandbox

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mclu import catalogue, errors
+from mclu import errors
+from mclu.config import catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,5 +1,5 @@
-"""Leftovers of interrupted runs: reading the host's scan (mclu.storage) and deciding what
-`mclu cleanup` removes (mclu.cleanup), all pure."""
+"""Leftovers of interrupted runs: reading the host's scan (mclu.read.storage) and deciding what
+`mclu cleanup` removes (mclu.act.cleanup), all pure."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import datetime
 
 import pytest
 
-from mclu import cleanup, fanout, images, model, storage
+from mclu import images, model
+from mclu.act import cleanup
+from mclu.read import storage
 
 IMAGES = "/var/lib/libvirt/images"
 CACHE = f"{IMAGES}/mclu-templates"
@@ -133,11 +135,11 @@ def test_a_partial_file_of_a_run_under_way_is_kept() -> None:
 
 def snapshot_of(
     **hosts: tuple[list[model.Guest], model.LeftoverScan | None],
-) -> fanout.HostResults[model.HostSnapshot]:
+) -> model.HostResults[model.HostSnapshot]:
     facts = model.HostFacts(
         hostname="h", arch="x86_64", cpus=2, memory_total=1 << 32, memory_free=1 << 32
     )
-    return fanout.HostResults(
+    return model.HostResults(
         ok={
             name: model.HostSnapshot(
                 spec=model.HostSpec(name=name, address=name),

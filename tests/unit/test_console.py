@@ -1,4 +1,4 @@
-"""mclu.console's relay between a local pseudo-terminal and a fake remote Terminal."""
+"""mclu.act.console's relay between a local pseudo-terminal and a fake remote Terminal."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from mclu import console, lifecycle, model
+from mclu import model
+from mclu.act import console, lifecycle
 
 
 class FakeTerminal:

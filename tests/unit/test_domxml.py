@@ -1,4 +1,5 @@
-"""mclu.domxml: golden domain XML, checked by libvirt's schema, its test driver and our parser.
+"""mclu.decide.domxml: golden domain XML, checked by libvirt's schema, its test driver and
+our parser.
 
 Rewrite the golden files after an intended change with `pytest --regenerate-output`.
 """
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from mclu import domxml, facts, metadata
+from mclu import hostpaths
+from mclu.decide import domxml
 from mclu.model import GuestMeta, GuestSpec, GuestState
+from mclu.read import facts, metadata
 
 DATA = Path(__file__).parent.parent / "data" / "domxml"
 IMAGES = "/var/lib/libvirt/images"
@@ -179,7 +182,7 @@ def test_serial_console_is_logged_per_guest() -> None:
     log = parsed(QEMU_USER).find("devices/serial/log")
     assert log is not None
     assert log.attrib == {"file": "/var/log/libvirt/qemu/tiny1-console.log", "append": "off"}
-    assert domxml.console_log("tiny1") == log.get("file")
+    assert hostpaths.console_log("tiny1") == log.get("file")
 
 
 def test_none_network_has_no_nic_and_user_network_has_one() -> None:

@@ -1,4 +1,4 @@
-"""mclu.facts on recorded libvirt and kernel output (tests/data/facts/, see its README)."""
+"""mclu.read.facts on recorded libvirt and kernel output (tests/data/facts/, see its README)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from mclu import facts
 from mclu.model import Guest, GuestMeta, GuestState
+from mclu.read import facts
 
 DATA = Path(__file__).parent.parent / "data" / "facts"
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mclu import errors, inventory, model
+from mclu import errors, model
+from mclu.config import inventory
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""mclu.metadata: the <mclu:guest> element, rendered and read back."""
+"""mclu.read.metadata: the <mclu:guest> element, rendered and read back."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from mclu import metadata
 from mclu.model import GuestMeta
+from mclu.read import metadata
 
 DATA = Path(__file__).parent.parent / "data" / "facts" / "metadata"
 

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from mclu import errors, fanout, migrate, model
+from mclu import errors, model
+from mclu.act import migrate
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -56,8 +57,8 @@ def disk(name: str, data: int = 10 * MIB) -> migrate.Disk:
     )
 
 
-def snapshot(*hosts: model.HostSnapshot) -> fanout.HostResults[model.HostSnapshot]:
-    return fanout.HostResults(
+def snapshot(*hosts: model.HostSnapshot) -> model.HostResults[model.HostSnapshot]:
+    return model.HostResults(
         ok={h.spec.name: h for h in hosts}, failed={}, order=[h.spec.name for h in hosts]
     )
 

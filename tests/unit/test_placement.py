@@ -1,4 +1,5 @@
-"""mclu.placement: fit, spread, pinning and the words of its errors; properties with hypothesis."""
+"""mclu.decide.placement: fit, spread, pinning and the words of its errors; properties with
+hypothesis."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mclu import errors, placement
+from mclu import errors
+from mclu.decide import placement
+from mclu.decide.placement import Candidate, Need
 from mclu.model import Guest, GuestState, HostFacts, HostSnapshot, HostSpec, StorageFacts
-from mclu.placement import Candidate, Need
 
 GiB = 1 << 30
 MiB = 1 << 20

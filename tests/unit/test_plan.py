@@ -1,4 +1,5 @@
-"""mclu.plan: recorded cases (tests/data/plans/build/*.json, see its README) and each error."""
+"""mclu.decide.build: recorded cases (tests/data/plans/build/*.json, see its README)
+and each error."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from mclu import errors, fanout, plan, sizes
+from mclu import errors, model, sizes
 from mclu.cli import main, output
+from mclu.decide import build as plan
 from mclu.model import (
     BaseImage,
     Guest,
@@ -116,8 +118,8 @@ def host_from(
 
 def cluster(
     hosts: dict[str, Any], base: BaseImage
-) -> tuple[plan.Snapshot, dict[str, StorageFacts]]:
-    snapshot: plan.Snapshot = fanout.HostResults(order=list(hosts))
+) -> tuple[model.Snapshot, dict[str, StorageFacts]]:
+    snapshot: model.Snapshot = model.HostResults(order=list(hosts))
     storage = {}
     for name, data in hosts.items():
         if data.get("unreachable"):

@@ -1,4 +1,4 @@
-"""mclu.power: MACs, the magic packet, the power-off command's endings, and the waits."""
+"""mclu.act.power: MACs, the magic packet, the power-off command's endings, and the waits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mclu import errors, inventory, model, power
+from mclu import errors, model
+from mclu.act import power
+from mclu.config import inventory
 from mclu.hosts import fake
 from mclu.hosts.session import CommandResult
 

@@ -19,9 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mclu import errors, inventory, metadata, plan, repo_index, sizes
+from mclu import errors, model, sizes
+from mclu.config import fields, inventory, repo_index
+from mclu.decide import build as plan
 from mclu.hosts.session import command_line
 from mclu.model import GuestMeta
+from mclu.read import metadata
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Exception)
@@ -140,7 +143,7 @@ NEAR_NAMES = st.one_of(
 @FAST
 @given(NEAR_NAMES)
 def test_guest_name_grammar_is_exactly_the_documented_one(text: str) -> None:
-    accepted = plan.GUEST_NAME.fullmatch(text) is not None
+    accepted = fields.GUEST_NAME.fullmatch(text) is not None
     assert accepted == documented_name(text)
     if accepted:
         # a path component: never empty, "." or "..", no separator, no NUL, no option
@@ -473,9 +476,8 @@ def _template() -> Any:
 
 
 def _empty_snapshot() -> Any:
-    from mclu import fanout
 
-    return fanout.HostResults[Any]()
+    return model.HostResults[Any]()
 
 
 _TEMPLATE = _template()

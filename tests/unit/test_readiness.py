@@ -1,4 +1,5 @@
-"""mclu.readiness (pure: rules, the choice, console logs) and mclu.waiting on fake hosts."""
+"""mclu.decide.readiness (pure: rules, the choice, console logs) and mclu.act.waiting on
+fake hosts."""
 
 from __future__ import annotations
 
@@ -6,7 +7,9 @@ import asyncio
 
 import pytest
 
-from mclu import errors, model, readiness, waiting
+from mclu import errors, model
+from mclu.act import waiting
+from mclu.decide import readiness
 from mclu.hosts import fake
 from mclu.images import guest_text
 

@@ -1,4 +1,4 @@
-"""mclu.rebuild's pure parts: AGE, which guests a rebuild takes or skips and why, the new disk,
+"""mclu.act.rebuild's pure parts: AGE, which guests a rebuild takes or skips and why, the new disk,
 and what a failed rebuild says it left."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mclu import errors, fanout, migrate, rebuild
+from mclu import errors, model
+from mclu.act import migrate, rebuild
 from mclu.model import (
     BaseImage,
     Guest,
@@ -130,9 +131,9 @@ def host(name: str, *guests: Guest) -> HostSnapshot:
 
 def snap(
     *hosts: HostSnapshot, failed: dict[str, errors.HostError] | None = None
-) -> fanout.HostResults[HostSnapshot]:
+) -> model.HostResults[HostSnapshot]:
     failed = failed or {}
-    return fanout.HostResults(
+    return model.HostResults(
         ok={h.spec.name: h for h in hosts},
         failed=dict(failed),
         order=[*(h.spec.name for h in hosts), *failed],
@@ -158,7 +159,7 @@ def plan(
     *names: str,
     all: bool = False,
     older_than: float | None = None,
-    hosts: fanout.HostResults[HostSnapshot] | None = None,
+    hosts: model.HostResults[HostSnapshot] | None = None,
 ) -> rebuild.RebuildPlan:
     request = rebuild.RebuildRequest(names=names, all=all, older_than=older_than)
     return rebuild.plan_rebuild(request, hosts if hosts is not None else CLUSTER, resolve, now=NOW)

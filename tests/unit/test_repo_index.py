@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mclu import errors, repo_index
+from mclu import errors
+from mclu.config import repo_index
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "repo"
 URI = "https://builder.example.org/index.asc"

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mclu import inventory, power
+from mclu.act import power
+from mclu.config import inventory
 from mclu.sandbox import cluster, config, wol
 
 MAC = bytes.fromhex("525400d50003")

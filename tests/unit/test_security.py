@@ -20,8 +20,10 @@ from typing import Any, cast
 import asyncssh
 import pytest
 
-from mclu import build, errors, model, plan
+from mclu import errors, hostpaths, model
+from mclu.act import build
 from mclu.cli import commands, main, output
+from mclu.decide import build as plan
 from mclu.hosts import fake, ssh
 from mclu.hosts.session import CommandResult, Session
 from mclu.images import cache, customize, guestfs_inspect
@@ -333,7 +335,7 @@ def test_a_new_guest_disk_is_made_private_before_it_is_linked(disk_format: str) 
         spec=spec,
         base=base,
         base_cached=True,
-        base_path=plan.base_path("/var/lib/libvirt/images", base),
+        base_path=hostpaths.base_path("/var/lib/libvirt/images", base),
         disk_path=disk,
         disk_size=1 << 20,
         send_bytes=0,

@@ -7,8 +7,9 @@ import dataclasses
 
 import pytest
 
-from mclu import errors, fanout, model, snapshot
+from mclu import errors, model
 from mclu.hosts import fake
+from mclu.read import snapshot
 
 FACTS = model.HostFacts(
     hostname="h", arch="x86_64", cpus=4, memory_total=8 << 30, memory_free=6 << 30
@@ -21,8 +22,8 @@ def guest(name: str) -> model.Guest:
     )
 
 
-def snap(hosts: dict[str, list[str]], failed: tuple[str, ...] = ()) -> snapshot.Snapshot:
-    result: snapshot.Snapshot = fanout.HostResults(order=[*hosts, *failed])
+def snap(hosts: dict[str, list[str]], failed: tuple[str, ...] = ()) -> model.Snapshot:
+    result: model.Snapshot = model.HostResults(order=[*hosts, *failed])
     for name, guests in hosts.items():
         spec = model.HostSpec(name=name, address=name)
         result.ok[name] = model.HostSnapshot(spec, FACTS, tuple(guest(g) for g in guests))
@@ -65,7 +66,7 @@ def test_pinned_host_that_failed_raises_its_error() -> None:
 # --- one machine under two inventory entries -------------------------------------------------
 
 
-def with_uuids(result: snapshot.Snapshot, uuids: dict[str, str]) -> snapshot.Snapshot:
+def with_uuids(result: model.Snapshot, uuids: dict[str, str]) -> model.Snapshot:
     for name, uuid in uuids.items():
         found = result.ok[name]
         result.ok[name] = dataclasses.replace(

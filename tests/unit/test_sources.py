@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from mclu import catalogue, errors, model, repo_index, sources
+from mclu import errors, model
+from mclu.config import catalogue, repo_index, sources
 from mclu.images import cache
 from mclu.sandbox.images import signing
 

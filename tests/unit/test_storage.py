@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mclu import storage
+from mclu import hostpaths
+from mclu.read import storage
 
 
 def test_df_avail() -> None:
@@ -25,7 +26,9 @@ def test_names_sorted_without_blanks() -> None:
 
 
 def test_cache_dir_is_inside_the_image_dir() -> None:
-    assert storage.cache_dir("/var/lib/libvirt/images") == "/var/lib/libvirt/images/mclu-templates"
+    assert (
+        hostpaths.cache_dir("/var/lib/libvirt/images") == "/var/lib/libvirt/images/mclu-templates"
+    )
 
 
 def test_ages_from_the_hosts_clock() -> None:

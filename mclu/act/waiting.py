@@ -1,4 +1,4 @@
-"""Waiting until a started guest is ready by its rule (`mclu.readiness`).
+"""Waiting until a started guest is ready by its rule (`mclu.decide.readiness`).
 
 It looks at the guest's host about once a second: the guest's state (a guest that stopped or
 crashed will not become ready), then its console log's end or its guest agent.
@@ -10,9 +10,11 @@ import asyncio
 import time
 from dataclasses import dataclass
 
-from mclu import errors, lifecycle
+from mclu import errors
+from mclu.act import lifecycle
+from mclu.decide.readiness import Kind, Rule, console_lines, console_matches, panicked
+from mclu.hosts import commands
 from mclu.hosts.session import Session
-from mclu.readiness import Kind, Rule, console_lines, console_matches, panicked
 
 POLL = 0.5  # seconds between two looks: one command and one libvirt call each
 CONSOLE_BYTES = 64 * 1024  # of the log's end read per look: a boot's last screens
@@ -59,7 +61,7 @@ async def wait(
 
 async def read_console(session: Session, name: str) -> str:
     """The end of the guest's console log on its host; "" where there is none (yet)."""
-    result = await session.run(lifecycle.console_tail_argv(name, CONSOLE_BYTES), check=False)
+    result = await session.run(commands.console_tail(name, CONSOLE_BYTES), check=False)
     return result.stdout.decode("utf-8", errors="replace") if result.exit_status == 0 else ""
 
 

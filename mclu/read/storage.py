@@ -13,18 +13,11 @@ import posixpath
 import re
 from collections.abc import Mapping
 
-from mclu import errors, model, plan
+from mclu import errors, hostpaths, model
+from mclu.config import fields
 from mclu.hosts.session import Session
 
 log = logging.getLogger(__name__)
-
-CACHE_SUBDIR = "mclu-templates"
-LOCK_SUBDIR = ".mclu-locks"  # mclu.locks keeps the guests' lock files here
-
-
-def cache_dir(image_dir: str) -> str:
-    """Where a host keeps template bases: a directory of mclu's own inside the image dir."""
-    return posixpath.join(image_dir, CACHE_SUBDIR)
 
 
 async def read(session: Session, spec: model.HostSpec) -> model.StorageFacts:
@@ -190,7 +183,7 @@ def owner_of(path: str) -> str | None:
         owner = stem if ext in _DISK_EXTENSIONS else owner
     else:
         return None
-    return owner if plan.GUEST_NAME.fullmatch(owner) else None
+    return owner if fields.GUEST_NAME.fullmatch(owner) else None
 
 
 def parse_df_avail(text: str) -> int:
@@ -220,7 +213,7 @@ async def cached_bases_with_age(session: Session, spec: model.HostSpec) -> dict[
             "-c",
             'date +%s; find "$1" -maxdepth 1 -type f -name "*.raw" -printf "%f %T@\\n"',
             "sh",
-            cache_dir(spec.image_dir),
+            hostpaths.cache_dir(spec.image_dir),
         ],
         check=False,
     )

@@ -3,7 +3,7 @@
 A guest's own mclu metadata is the only record of what it was built from (template, options,
 build time), so that is what a rebuild reads. The decisions are pure (`parse_age`,
 `plan_rebuild`, `new_disk`, `outcome`); `execute` carries a plan out, one guest at a time,
-each under the guest's lock on its host (`mclu.locks`), held for the whole of its rebuild:
+each under the guest's lock on its host (`mclu.act.locks`), held for the whole of its rebuild:
 
     under the lock: re-read the guest (it may have changed since the snapshot), its disk
     base of the newest revision → the host's cache (unless cached there)
@@ -13,7 +13,7 @@ each under the guest's lock on its host (`mclu.locks`), held for the whole of it
     <disk>.mclu-old: a hard link to the old disk; the new disk renamed over <disk>
     metadata: newest revision, new build time, state ready (the domain XML is not redefined:
     same UUID, MAC, devices)
-    start; wait until it is ready by its rule (`mclu.readiness`); a guest that was shut off
+    start; wait until it is ready by its rule (`mclu.decide.readiness`); a guest that was shut off
     is booted only for this check (unless --no-verify), then shut off again
     success → <disk>.mclu-old removed
 
@@ -39,23 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from mclu import (
-    build,
-    errors,
-    fanout,
-    lifecycle,
-    locks,
-    migrate,
-    model,
-    plan,
-    readiness,
-    snapshot,
-    waiting,
-)
+from mclu import errors, hostpaths, model
+from mclu.act import build, lifecycle, locks, migrate, waiting
+from mclu.decide import build as plan
+from mclu.decide import readiness
 from mclu.hosts.session import Session
 from mclu.images import cache, customize
+from mclu.model import Snapshot
+from mclu.read import snapshot
 
-Snapshot = fanout.HostResults[model.HostSnapshot]
 Resolver = Callable[[str], model.ResolvedTemplate]  # template name → its newest revision
 Locker = Callable[[Session, model.HostSpec, str, str], AbstractAsyncContextManager[None]]
 
@@ -347,7 +339,7 @@ def new_disk(item: Rebuild, spec: model.HostSpec, disk: migrate.Disk, built: str
         spec=guest_spec,
         base=base,
         base_cached=False,
-        base_path=plan.base_path(spec.image_dir, base),
+        base_path=hostpaths.base_path(spec.image_dir, base),
         disk_path=path,
         disk_size=max(disk.virtual_size, base.size),
         send_bytes=base.data_bytes,

@@ -16,16 +16,15 @@ import contextvars
 import datetime
 import getpass
 import os
-import posixpath
 import socket
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 
-from mclu import errors, plan
+from mclu import errors, hostpaths
+from mclu.config import fields
 from mclu.hosts.session import Session
 from mclu.model import HostSpec
 
-LOCK_DIR = ".mclu-locks"
 RETRY_INTERVAL = 2.0  # seconds between attempts at a held lock, while waiting for it
 
 # How long a held lock is waited for: 0, fail at once (the default). A context variable, set
@@ -47,9 +46,9 @@ def waiting(seconds: float) -> Iterator[None]:
 
 def lock_path(spec: HostSpec, name: str) -> str:
     """The lock file of guest `name` on the host; the name must be a valid guest name."""
-    if not plan.GUEST_NAME.fullmatch(name):  # it becomes a path component on the host
+    if not fields.GUEST_NAME.fullmatch(name):  # it becomes a path component on the host
         raise errors.InvalidGuestName(name)
-    return posixpath.join(spec.image_dir, LOCK_DIR, f"{name}.lock")
+    return hostpaths.lock_file(spec.image_dir, name)
 
 
 def holder(purpose: str) -> str:

@@ -2,7 +2,7 @@
 
 A run that is stopped by Ctrl-C, SIGTERM or an error undoes what it made. One that is killed
 outright (SIGKILL, a crash, the controller's power) cannot, so what it makes is marked from
-the start (see `mclu.build`):
+the start (see `mclu.act.build`):
 
 - a guest whose mclu metadata state is "building" (defined first, before its disk) or
   "started" (started, its run killed while it waited for the guest to be ready);
@@ -11,7 +11,7 @@ the start (see `mclu.build`):
   migration: it names no guest).
 
 Each is a leftover only when no run is at it: a guest's, or a file's owner guest's, lock
-(`mclu.locks`) is free (a run holds it through its ssh connection, so it ends with the run),
+(`mclu.act.locks`) is free (a run holds it through its ssh connection, so it ends with the run),
 no process on the host names the file on its command line, and a file that names no guest
 has not changed for `UNOWNED_MIN_AGE` seconds. `plan` decides from one scan (pure);
 `execute` takes each guest's lock before it touches anything, re-reads the guest under it,
@@ -26,8 +26,10 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mclu import domxml, errors, fanout, lifecycle, locks, model, storage
+from mclu import errors, hostpaths, model
+from mclu.act import lifecycle, locks
 from mclu.hosts.session import Session
+from mclu.read import storage
 
 # A partial file no guest's lock covers (a base copied for a migration) is left alone until
 # it has not changed for this long: its run may be between two commands.
@@ -106,7 +108,7 @@ def removable(items: Sequence[Item]) -> list[Item]:
 
 
 def count(
-    snapshot: fanout.HostResults[model.HostSnapshot],
+    snapshot: model.HostResults[model.HostSnapshot],
     scans: Mapping[str, model.LeftoverScan | None] | None = None,
 ) -> dict[str, int]:
     """Host → how many leftovers `mclu cleanup` would remove there (hosts with none left out).
@@ -209,7 +211,7 @@ async def _remove_guest(
     others = [g for g in guests if g.name != name]
     other_files = sorted({d for g in others for d in g.disks if lifecycle.is_file_path(d)})
     backing = await storage.backing_files(session, other_files)
-    choice = lifecycle.disks_to_remove(guest, others, storage.cache_dir(spec.image_dir), backing)
+    choice = lifecycle.disks_to_remove(guest, others, hostpaths.cache_dir(spec.image_dir), backing)
     disks = await _made_by_build(session, choice.remove, guest.mclu.built)
     if guest.state.active:
         with contextlib.suppress(errors.LibvirtCallFailed):  # stopped meanwhile
@@ -217,7 +219,7 @@ async def _remove_guest(
     if guest.persistent:
         with contextlib.suppress(errors.GuestNotFound):
             await session.undefine(name)
-    files = (*disks, domxml.console_log(name))
+    files = (*disks, hostpaths.console_log(name))
     await session.run(["rm", "-f", "--", *files])
     return tuple(disks)
 

@@ -13,7 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mclu import errors, inventory, model, plan, readiness, sizes
+from mclu import errors, model, sizes
+from mclu.config import fields, inventory
+from mclu.decide import readiness
 
 ENV_VAR = "MCLU_TEMPLATES"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -50,7 +52,7 @@ class Template:
     network: str | None = None  # None: the host's network
     full_copy: bool = False
     customization: model.Customization = field(default_factory=model.Customization)
-    ready: str | None = None  # a readiness rule (`mclu.readiness`); None: detected
+    ready: str | None = None  # a readiness rule (`mclu.decide.readiness`); None: detected
     ready_timeout: float | None = None  # seconds; None: mclu's default
     autostart: bool = True
 
@@ -64,7 +66,7 @@ def locate(explicit: str | None, environ: Mapping[str, str]) -> Path:
     user_dir = Path("~/.config/mclu/templates").expanduser()
     if user_dir.is_dir():
         return user_dir
-    return Path(__file__).resolve().parent.parent / "templates"
+    return Path(__file__).resolve().parents[2] / "templates"
 
 
 def load(directory: Path) -> dict[str, Template]:
@@ -138,19 +140,19 @@ def _base(value: Any) -> str:
 
 def _memory(value: Any) -> int:
     memory = sizes.parse(value)
-    if not plan.MIN_MEMORY <= memory <= plan.MAX_MEMORY:
+    if not fields.MIN_MEMORY <= memory <= fields.MAX_MEMORY:
         raise ValueError(
-            f"must be from {sizes.human(plan.MIN_MEMORY)} to "
-            f"{sizes.human(plan.MAX_MEMORY)}, got {value!r}"
+            f"must be from {sizes.human(fields.MIN_MEMORY)} to "
+            f"{sizes.human(fields.MAX_MEMORY)}, got {value!r}"
         )
     return memory
 
 
 def _disk_size(value: Any) -> int:
     size = sizes.parse(value)
-    if not 0 < size <= plan.MAX_DISK:
+    if not 0 < size <= fields.MAX_DISK:
         raise ValueError(
-            f"must be more than 0 and at most {sizes.human(plan.MAX_DISK)}, got {value!r}"
+            f"must be more than 0 and at most {sizes.human(fields.MAX_DISK)}, got {value!r}"
         )
     return size
 

@@ -11,25 +11,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TypeVar
 
 from mclu import errors, model
+from mclu.model import HostResults
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class HostResults(Generic[T]):
-    """Per host, in inventory order: the value, or the HostError that stopped it."""
-
-    ok: dict[str, T] = field(default_factory=dict)
-    failed: dict[str, errors.HostError] = field(default_factory=dict)
-    order: list[str] = field(default_factory=list)
-
-    def items(self) -> list[tuple[str, T | errors.HostError]]:
-        return [(h, self.ok[h] if h in self.ok else self.failed[h]) for h in self.order]
 
 
 async def gather(

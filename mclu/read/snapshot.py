@@ -13,11 +13,12 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import TypeVar, cast
 
-from mclu import errors, fanout, model, storage
+from mclu import errors, model
 from mclu.hosts import session
+from mclu.model import Snapshot
+from mclu.read import fanout, storage
 
 Opener = Callable[[model.HostSpec], AbstractAsyncContextManager[session.Session]]
-Snapshot = fanout.HostResults[model.HostSnapshot]
 T = TypeVar("T")
 
 
@@ -45,7 +46,7 @@ def one_per_machine(snap: Snapshot) -> Snapshot:
     inventory order) failed as errors.SameMachine: one machine under two inventory entries
     (two names or addresses for it) would be counted twice by placement. Pure."""
     first: dict[str, str] = {}  # host UUID -> the first entry that reached it
-    result: Snapshot = fanout.HostResults(failed=dict(snap.failed), order=list(snap.order))
+    result: Snapshot = model.HostResults(failed=dict(snap.failed), order=list(snap.order))
     for name in snap.order:
         if name not in snap.ok:
             continue
@@ -75,7 +76,7 @@ class Connected:
 
     async def gather(
         self, work: Callable[[session.Session, model.HostSpec], Awaitable[T]]
-    ) -> fanout.HostResults[T]:
+    ) -> model.HostResults[T]:
         """`work` on every connected host at once; the hosts that did not connect stay failed."""
         reachable = [spec for name, spec in self.specs.items() if name in self.sessions]
         results = await fanout.gather(
@@ -87,7 +88,7 @@ class Connected:
         results.failed.update(self.failed)
         results.order = list(self.specs)
         if work is read_host:  # a read pass: one machine is counted once (one_per_machine)
-            return cast(fanout.HostResults[T], one_per_machine(cast(Snapshot, results)))
+            return cast(model.HostResults[T], one_per_machine(cast(Snapshot, results)))
         return results
 
 

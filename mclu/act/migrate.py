@@ -23,13 +23,15 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mclu import domxml, errors, fanout, images, locks, placement, sizes, storage
-from mclu.build import Reporter, Undo
+from mclu import errors, hostpaths, images, sizes
+from mclu.act import locks
+from mclu.act.build import Reporter, Undo
+from mclu.decide import placement
 from mclu.hosts.session import MigrationProgress, MigrationTarget, Session
 from mclu.images import nbd
-from mclu.model import Guest, HostSnapshot, HostSpec, StorageFacts
+from mclu.model import Guest, HostSpec, Snapshot, StorageFacts
+from mclu.read import storage
 
-Snapshot = fanout.HostResults[HostSnapshot]
 MIN_RATE = 1 << 20  # bytes per second below which a migration counts as hung
 SERVER_START_TIMEOUT = 10.0  # seconds for qemu-nbd to listen
 
@@ -384,7 +386,7 @@ async def _remove_source_disks(move: Move, source: Session, reporter: Reporter) 
     leaves them, the guest now writes to the destination's, and `delete` (which finds the
     guest on the destination) could never reach them. Bases stay cached. A failure here is
     only reported: the migration itself has succeeded."""
-    for path in (*(d.path for d in move.disks), domxml.console_log(move.guest.name)):
+    for path in (*(d.path for d in move.disks), hostpaths.console_log(move.guest.name)):
         try:
             await _remove(source, path)
         except errors.MCLUError as e:

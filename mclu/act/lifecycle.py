@@ -16,8 +16,9 @@ import urllib.parse
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
-from mclu import domxml, errors, model, storage
+from mclu import errors, hostpaths, model
 from mclu.hosts.session import Session, command_failed
+from mclu.read import storage
 
 STOP_TIMEOUT = 60.0  # seconds a guest's OS gets to power off after the ACPI request
 POLL_INTERVAL = 0.5  # seconds between looks at a stopping guest's state
@@ -199,8 +200,8 @@ async def delete(
         raise errors.GuestIsRunning(session.host, guest.name)
     other_files = sorted({d for g in others for d in g.disks if is_file_path(d)})
     backing = await storage.backing_files(session, other_files)
-    choice = disks_to_remove(guest, others, storage.cache_dir(spec.image_dir), backing)
-    files = (*choice.remove, domxml.console_log(guest.name))
+    choice = disks_to_remove(guest, others, hostpaths.cache_dir(spec.image_dir), backing)
+    files = (*choice.remove, hostpaths.console_log(guest.name))
     if dry_run:
         return Deleted(destroyed=guest.state.active, removed=files, kept=choice.keep)
     if guest.state.active:
@@ -227,19 +228,13 @@ async def console_log(session: Session, name: str) -> bytes:
     """The guest's saved console log on its host: the output of its current boot (or of the
     last one, when it is off), as libvirt starts the file anew at each start. Raises
     NoConsoleLog when there is none."""
-    path = domxml.console_log(name)
+    path = hostpaths.console_log(name)
     done = await session.run(["cat", "--", path], check=False)
     if done.exit_status == 0:
         return done.stdout
     if (await session.run(["test", "-e", path], check=False)).exit_status != 0:
         raise errors.NoConsoleLog(session.host, name, path)
     raise command_failed(session.host, done)
-
-
-def console_tail_argv(name: str, size: int) -> list[str]:
-    """The command that prints the last `size` bytes of the guest's console log (this boot's:
-    the log starts empty at each boot)."""
-    return ["tail", "-c", str(size), "--", domxml.console_log(name)]
 
 
 def viewer_uri(spec: model.HostSpec) -> str:

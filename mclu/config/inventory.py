@@ -106,7 +106,7 @@ def _one_entry_per_machine(
     """Two entries that ssh to the same address and port are one machine, which placement
     would count twice: an error naming both. (Entries reached by a libvirt `uri` have no
     address of their own; the same libvirt host under two names is caught after connecting,
-    by its host UUID: `mclu.snapshot`.)"""
+    by its host UUID: `mclu.read.snapshot`.)"""
     seen: dict[tuple[str, int], str] = {}
     for spec in specs:
         if spec.uri is not None:

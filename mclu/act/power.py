@@ -14,8 +14,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from mclu import errors, model, snapshot
+from mclu import errors, model
 from mclu.hosts import session
+from mclu.read import snapshot
 
 MAC_LENGTH = 6  # bytes
 SYNC = b"\xff" * 6  # the synchronisation stream a wake-on-LAN packet starts with

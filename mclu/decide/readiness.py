@@ -12,7 +12,7 @@ Without a rule, the strongest check the guest supports, as personalisation found
 disk (`model.GuestTraits`): the agent, else a serial login prompt, else `started`. A rule the
 template declares is used as it is: nothing weaker replaces it.
 
-Pure: rules and the reading of a console log. `mclu.waiting` looks at the hosts.
+Pure: rules and the reading of a console log. `mclu.act.waiting` looks at the hosts.
 """
 
 from __future__ import annotations

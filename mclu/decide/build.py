@@ -1,30 +1,27 @@
 """Planning `mclu build`: which host gets each new guest, its domain, its disk, what travels.
 
 Pure: a request, a snapshot of the hosts, their storage facts and a resolved template in;
-a BuildPlan out, or the error that stops the build before anything is touched. No libvirt
-or asyncssh import (so not `mclu.snapshot` either, whose package imports the sessions).
+a BuildPlan out, or the error that stops the build before anything is touched.
 """
 
 from __future__ import annotations
 
-import posixpath
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from mclu import errors, fanout, placement, sizes
-from mclu.model import BaseImage, GuestMeta, GuestSpec, HostSnapshot, ResolvedTemplate, StorageFacts
+from mclu import errors, hostpaths, sizes
+from mclu.config import fields
+from mclu.decide import placement
+from mclu.model import (
+    BaseImage,
+    GuestMeta,
+    GuestSpec,
+    ResolvedTemplate,
+    Snapshot,
+    StorageFacts,
+)
 
-# The same rule as host names: safe as a libvirt name, a file name and a shell word.
-GUEST_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
-CACHE_DIR = "mclu-templates"  # under a host's image directory: one file per base and revision
 TRANSPORTS = ("stream", "nbd")
-MIN_MEMORY = 16 << 20  # below this no Linux kernel boots
-MAX_MEMORY = 16 << 40
-MAX_VCPUS = 512  # as the catalogue allows
-MAX_DISK = 64 << 40  # larger is a typing mistake on hosts of this size
-
-Snapshot = fanout.HostResults[HostSnapshot]
 
 
 @dataclass(frozen=True)
@@ -148,16 +145,6 @@ def split_name(text: str) -> tuple[str, str | None]:
     return name, host if sep else None
 
 
-def base_path(image_dir: str, base: BaseImage) -> str:
-    """Where a host caches `base`."""
-    return posixpath.join(image_dir, CACHE_DIR, base.cache_name)
-
-
-def disk_path(image_dir: str, name: str, *, full_copy: bool) -> str:
-    """A guest's disk: a qcow2 overlay on the cached base, or a raw full copy."""
-    return posixpath.join(image_dir, f"{name}.img" if full_copy else f"{name}.qcow2")
-
-
 # --- checks --------------------------------------------------------------------------------
 
 
@@ -167,15 +154,17 @@ def _check_options(request: BuildRequest, template: ResolvedTemplate) -> _Sizing
             "transport", request.transport, f"use one of {', '.join(TRANSPORTS)}"
         )
     memory = template.memory if request.memory is None else request.memory
-    if not MIN_MEMORY <= memory <= MAX_MEMORY:
+    if not fields.MIN_MEMORY <= memory <= fields.MAX_MEMORY:
         raise errors.InvalidBuildOption(
             "memory",
             sizes.human(memory),
-            (f"must be from {sizes.human(MIN_MEMORY)} to {sizes.human(MAX_MEMORY)}"),
+            (f"must be from {sizes.human(fields.MIN_MEMORY)} to {sizes.human(fields.MAX_MEMORY)}"),
         )
     vcpus = template.vcpus if request.vcpus is None else request.vcpus
-    if not 1 <= vcpus <= MAX_VCPUS:
-        raise errors.InvalidBuildOption("vcpus", str(vcpus), f"must be from 1 to {MAX_VCPUS}")
+    if not 1 <= vcpus <= fields.MAX_VCPUS:
+        raise errors.InvalidBuildOption(
+            "vcpus", str(vcpus), f"must be from 1 to {fields.MAX_VCPUS}"
+        )
     default_size = template.disk_size or template.base.size
     disk_size = default_size if request.size is None else request.size
     if disk_size < template.base.size:
@@ -187,9 +176,9 @@ def _check_options(request: BuildRequest, template: ResolvedTemplate) -> _Sizing
                 "(disks can grow, not shrink)"
             ),
         )
-    if disk_size > MAX_DISK:
+    if disk_size > fields.MAX_DISK:
         raise errors.InvalidBuildOption(
-            "size", sizes.human(disk_size), f"larger than {sizes.human(MAX_DISK)}"
+            "size", sizes.human(disk_size), f"larger than {sizes.human(fields.MAX_DISK)}"
         )
     return _Sizing(memory, vcpus, disk_size, request.full_copy or template.full_copy)
 
@@ -204,7 +193,9 @@ def _check_names(
     targets = []
     for text in request.names:
         name, host = split_name(text)
-        if not GUEST_NAME.fullmatch(name) or (host is not None and not GUEST_NAME.fullmatch(host)):
+        if not fields.GUEST_NAME.fullmatch(name) or (
+            host is not None and not fields.GUEST_NAME.fullmatch(host)
+        ):
             raise errors.InvalidGuestName(text)
         targets.append((name, host or request.on))
     seen: set[str] = set()
@@ -294,7 +285,7 @@ def _guest_plan(
     base, image_dir = template.base, host.storage.image_dir
     cached = base.cache_name in host.storage.cached_bases
     sent_before = any(g.host == host.name for g in earlier)
-    path = disk_path(image_dir, name, full_copy=sizing.full_copy)
+    path = hostpaths.disk_path(image_dir, name, full_copy=sizing.full_copy)
     spec = GuestSpec(
         name=name,
         domain_type=host.snapshot.spec.domain_type,
@@ -314,7 +305,7 @@ def _guest_plan(
         spec=spec,
         base=base,
         base_cached=cached,
-        base_path=base_path(image_dir, base),
+        base_path=hostpaths.base_path(image_dir, base),
         disk_path=path,
         disk_size=sizing.disk_size,
         send_bytes=0 if cached or sent_before else base.data_bytes,

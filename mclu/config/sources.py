@@ -16,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mclu import catalogue, errors, model, repo_index
+from mclu import errors, model
+from mclu.config import catalogue, repo_index
 
 FETCH_TIMEOUT = 30.0
 

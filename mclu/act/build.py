@@ -9,7 +9,7 @@ since the snapshot, the failing step says so and the user runs the command again
 
 Killed outright (SIGKILL, a crash) no undo runs, so each guest is defined first, with mclu's
 metadata state "building", and every partial file carries its guest's name: what is left is
-marked, the guest's lock (`mclu.locks`) dies with the connection, and `mclu cleanup` knows
+marked, the guest's lock (`mclu.act.locks`) dies with the connection, and `mclu cleanup` knows
 it for a leftover. qemu-nbd and its socket directory end with the connection too.
 """
 
@@ -36,8 +36,11 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mclu import domxml, errors, images, model, plan, readiness, waiting
+from mclu import errors, images, model
+from mclu.act import waiting
 from mclu.cancellation import uninterrupted
+from mclu.decide import build as plan
+from mclu.decide import domxml, readiness
 from mclu.hosts.session import Background, Session
 from mclu.images import cache, customize
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from mclu import metadata
+from mclu import hostpaths
 from mclu.model import GuestSpec
-
-# Where the serial console is logged on the host: `mclu console` and tests read it to see
-# the guest boot. libvirt's own qemu log directory, which virtlogd may write to.
-CONSOLE_LOG = "/var/log/libvirt/qemu/{name}-console.log"
+from mclu.read import metadata
 
 # The first disk's device name per bus (libvirt derives the controller from the bus).
 _TARGET_DEV = {"virtio": "vda", "scsi": "sda", "sata": "sda", "ide": "hda"}
@@ -57,11 +54,6 @@ def render(spec: GuestSpec) -> str:
     domain.append(_devices(spec))
     ET.indent(domain, space="  ")
     return ET.tostring(domain, encoding="unicode") + "\n"
-
-
-def console_log(name: str) -> str:
-    """The host path of a guest's serial console log."""
-    return CONSOLE_LOG.format(name=name)
 
 
 def _check_name(name: str) -> None:
@@ -130,7 +122,7 @@ def _interface(network: str, mac: str | None) -> ET.Element | None:
 def _add_console(devices: ET.Element, name: str) -> None:
     serial = ET.SubElement(devices, "serial", type="pty")
     # append=off: each boot's log starts empty, so a reader sees only the current boot.
-    ET.SubElement(serial, "log", file=console_log(name), append="off")
+    ET.SubElement(serial, "log", file=hostpaths.console_log(name), append="off")
     ET.SubElement(serial, "target", port="0")
     console = ET.SubElement(devices, "console", type="pty")
     ET.SubElement(console, "target", type="serial", port="0")

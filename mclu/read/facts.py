@@ -10,8 +10,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from mclu import metadata
 from mclu.model import Guest, GuestState
+from mclu.read import metadata
 
 KIB = 1024
 
