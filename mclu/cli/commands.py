@@ -41,51 +41,6 @@ def load_hosts(args: argparse.Namespace, env: Env) -> tuple[model.Inventory, lis
     return inv, inventory.select(inv, names=args.host or None, tags=args.tag or None)
 
 
-async def status(args: argparse.Namespace, env: Env) -> int:
-    inv, hosts = load_hosts(args, env)
-    snap = await snapshot.take(hosts, env.open_session, limit=inv.parallel)
-    if args.json:
-        env.printer.json(output.status_json(snap))
-    else:
-        env.printer.text(output.status_table(snap))
-    note_leftovers(snap, env)
-    return exit_code(snap)
-
-
-async def list_guests(args: argparse.Namespace, env: Env) -> int:
-    inv, hosts = load_hosts(args, env)
-    snap = await snapshot.take(hosts, env.open_session, limit=inv.parallel)
-    if args.json:
-        env.printer.json(output.list_json(snap))
-    else:
-        env.printer.text(output.list_table(snap))
-        note_failed_hosts(snap, env)
-        for line in output.duplicates_notes(snap):
-            env.printer.note(line)
-    note_leftovers(snap, env)
-    return exit_code(snap)
-
-
-async def info(args: argparse.Namespace, env: Env) -> int:
-    ref = snapshot.split_ref(args.name)
-    inv, hosts = load_hosts(args, env)
-    if ref.host is not None:
-        hosts = inventory.select(inv, names=[ref.host])
-    snap = await snapshot.take(hosts, env.open_session, limit=inv.parallel)
-    found = snapshot.find_guest(snap, ref)
-    if args.json:
-        env.printer.json({"guest": output.guest_json(found.host.spec.name, found.guest)})
-    else:
-        env.printer.text(output.info_text(found))
-    if snap.failed:
-        # The name may also exist on a host that did not answer: say so, but the answer stands.
-        env.printer.note(
-            f"did not answer (a guest of that name may be there too): {', '.join(snap.failed)}"
-        )
-    note_leftovers(snap, env)
-    return errors.EXIT_OK
-
-
 async def templates(args: argparse.Namespace, env: Env) -> int:
     mine, found = await read_templates(args, env)
     if getattr(args, "name", None):

@@ -27,6 +27,7 @@ from mclu.cli import (
     output,
     parsing,
     power,
+    read_commands,
     rebuild,
 )
 from mclu.read import storage
@@ -189,13 +190,15 @@ def build_parser() -> parsing.Parser:
     sub = parser.add_subparsers(metavar="COMMAND", required=True)
 
     status = parsing.add_command(
-        sub, "status", commands.status, "each host: on or off, CPUs, memory, guests"
+        sub, "status", read_commands.status, "each host: on or off, CPUs, memory, guests"
     )
     parsing.add_host_filters(status)
-    listing = parsing.add_command(sub, "list", commands.list_guests, "every guest on every host")
+    listing = parsing.add_command(
+        sub, "list", read_commands.list_guests, "every guest on every host"
+    )
     parsing.add_host_filters(listing)
     info = parsing.add_command(
-        sub, "info", commands.info, "one guest, found on whichever host has it"
+        sub, "info", read_commands.info, "one guest, found on whichever host has it"
     )
     info.add_argument("name", metavar="[HOST:]NAME", help="the guest")
     parsing.add_host_filters(info)

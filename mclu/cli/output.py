@@ -10,7 +10,6 @@ import dataclasses
 import json
 import logging
 import time
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -22,8 +21,6 @@ from mclu import errors, model, sizes
 from mclu.act import migrate, power
 from mclu.config import sources
 from mclu.decide.build import BuildPlan, GuestPlan
-from mclu.model import Snapshot
-from mclu.read.snapshot import Found
 
 JSON_VERSION = 1
 log = logging.getLogger(__name__)
@@ -83,44 +80,8 @@ def _plain(value: object) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
-# --- status ------------------------------------------------------------------------------
-
-
-def status_table(snapshot: Snapshot) -> str:
-    rows = [_status_row(name, result) for name, result in snapshot.items()]
-    headers = ["HOST", "STATE", "CPUS", "vCPUS", "MEMORY (guests / total)", "FREE", "GUESTS", ""]
-    return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
-
-
-def _status_row(name: str, result: model.HostSnapshot | errors.HostError) -> list[str]:
-    if isinstance(result, errors.HostError):
-        return [name, result.state, "", "", "", "", "", _short(result)]
-    memory = (
-        f"{bar(result.memory_allocated, result.memory_total)} "
-        f"{sizes.human(result.memory_allocated)} / {sizes.human(result.memory_total)}"
-    )
-    guests = f"{len(result.active_guests)} running / {len(result.guests)}"
-    unfinished = Counter(_build_state(result, g) for g in result.guests)  # in guests' order
-    notes = [f"{count} {word}" for word, count in unfinished.items() if word is not None]
-    if notes:
-        guests += f" ({', '.join(notes)})"
-    return [
-        name,
-        "on",
-        str(result.cpus),
-        f"{result.vcpus_allocated} used",
-        memory,
-        sizes.human(result.memory_free),
-        guests,
-        "",
-    ]
-
-
-def status_json(snapshot: Snapshot) -> dict[str, Any]:
-    return {"hosts": [_host_json(name, result) for name, result in snapshot.items()]}
-
-
-def _host_json(name: str, result: model.HostSnapshot | errors.HostError) -> dict[str, Any]:
+def host_json(name: str, result: model.HostSnapshot | errors.HostError) -> dict[str, Any]:
+    """One host as `status --json` shows it; also each of `failed_hosts` in other commands."""
     if isinstance(result, errors.HostError):
         return {"name": name, "state": result.state, "error": str(result)}
     return {
@@ -140,153 +101,6 @@ def _host_json(name: str, result: model.HostSnapshot | errors.HostError) -> dict
         "guests": len(result.guests),
         "guests_running": len(result.active_guests),
     }
-
-
-INTERRUPTED = "interrupted build"
-
-
-def _build_state(host: model.HostSnapshot, guest: model.Guest) -> str | None:
-    """For a guest whose build has not finished, the word `list` and `status` both show: its
-    metadata state while a run holds its lock, else "interrupted build" (a leftover that
-    `mclu cleanup` removes); None for any other guest."""
-    if guest.mclu is None or guest.mclu.state not in model.UNFINISHED:
-        return None
-    interrupted = host.leftovers is not None and guest.name not in host.leftovers.locked
-    return INTERRUPTED if interrupted else str(guest.mclu.state)
-
-
-def bar(used: int, total: int, width: int = 10) -> str:
-    """A capacity bar like `[###.......]`; full when over capacity."""
-    filled = width if total <= 0 else min(width, round(width * used / total))
-    return "[" + "#" * filled + "." * (width - filled) + "]"
-
-
-# --- list and info -----------------------------------------------------------------------
-
-
-def guest_rows(snapshot: Snapshot) -> list[tuple[str, model.Guest]]:
-    """Every guest of every host that answered, sorted by name then host."""
-    pairs = [(host, g) for host, snap in snapshot.ok.items() for g in snap.guests]
-    return sorted(pairs, key=lambda p: (p[1].name, p[0]))
-
-
-def list_table(snapshot: Snapshot) -> str:
-    rows = [
-        [
-            g.name,
-            host,
-            _guest_state(snapshot.ok[host], g),
-            str(g.vcpus),
-            sizes.human(g.memory),
-            _template(g),
-            g.mclu.built if g.mclu else "",
-        ]
-        for host, g in guest_rows(snapshot)
-    ]
-    headers = ["NAME", "HOST", "STATE", "vCPUS", "MEMORY", "TEMPLATE", "BUILT"]
-    return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
-
-
-def _guest_state(host: model.HostSnapshot, guest: model.Guest) -> str:
-    """The run state, and for a guest whose build has not finished, the build's (_build_state)."""
-    build = _build_state(host, guest)
-    return guest.state.value if build is None else f"{guest.state.value}, {build}"
-
-
-def list_json(snapshot: Snapshot) -> dict[str, Any]:
-    twice = duplicate_names(snapshot)
-    return {
-        "guests": [
-            {**guest_json(host, g), "duplicate": g.name in twice}
-            for host, g in guest_rows(snapshot)
-        ],
-        "failed_hosts": [_host_json(n, e) for n, e in snapshot.failed.items()],
-    }
-
-
-def duplicate_names(snapshot: Snapshot) -> dict[str, list[str]]:
-    """Names that more than one host has a guest of, each with those hosts (sorted).
-
-    Names are meant to be unique in the cluster, and a build checks that, but only on the
-    hosts that answer: a host that was off may come back with a guest of a name since taken.
-    """
-    hosts: dict[str, list[str]] = {}
-    for host, g in guest_rows(snapshot):
-        hosts.setdefault(g.name, []).append(host)
-    return {name: on for name, on in hosts.items() if len(on) > 1}
-
-
-def duplicates_notes(snapshot: Snapshot) -> list[str]:
-    """One line per name two hosts have: commands need HOST:NAME for those guests."""
-    return [
-        f"{_count(len(on))} guests named {name}, on {_and(on)}: name them as HOST:{name}"
-        for name, on in duplicate_names(snapshot).items()
-    ]
-
-
-def _count(n: int) -> str:
-    return {2: "two", 3: "three"}.get(n, str(n))
-
-
-def _and(words: Sequence[str]) -> str:
-    return " and ".join(words) if len(words) < 3 else f"{', '.join(words[:-1])} and {words[-1]}"
-
-
-def guest_json(host: str, guest: model.Guest) -> dict[str, Any]:
-    meta = guest.mclu
-    return {
-        "name": guest.name,
-        "host": host,
-        "uuid": guest.uuid,
-        "state": guest.state.value,
-        "vcpus": guest.vcpus,
-        "memory": guest.memory,
-        "max_memory": guest.max_memory,
-        "disks": list(guest.disks),
-        "persistent": guest.persistent,
-        "autostart": guest.autostart,
-        "mclu": None
-        if meta is None
-        else {
-            "template": meta.template,
-            "revision": meta.revision,
-            "built": meta.built,
-            "state": meta.state,
-            "ready": meta.ready or None,
-            "options": dict(meta.options),
-        },
-    }
-
-
-def info_text(found: Found) -> str:
-    g, host = found.guest, found.host.spec.name
-    rows = [
-        ("Name", g.name),
-        ("Host", host),
-        ("State", g.state.value),
-        ("UUID", g.uuid),
-        ("vCPUs", str(g.vcpus)),
-        ("Memory", sizes.human(g.memory)),
-        ("Max memory", sizes.human(g.max_memory)),
-        ("Persistent", "yes" if g.persistent else "no"),
-        ("Autostart", "yes" if g.autostart else "no"),
-    ]
-    rows += [("Disk", d) for d in g.disks]
-    if g.mclu:
-        rows += [("Template", _template(g)), ("Built", g.mclu.built), ("Build state", g.mclu.state)]
-        if g.mclu.ready:
-            rows.append(("Ready by", g.mclu.ready))
-        rows += [(f"Option {k}", v) for k, v in g.mclu.options]
-    else:
-        rows.append(("Template", "(not built by mclu)"))
-    return tabulate([(f"{k}:", v) for k, v in rows], tablefmt="plain", disable_numparse=True)
-
-
-def _template(guest: model.Guest) -> str:
-    if guest.mclu is None:
-        return ""
-    rev = f" r{guest.mclu.revision}" if guest.mclu.revision else ""
-    return guest.mclu.template + rev
 
 
 # --- templates -----------------------------------------------------------------------------
@@ -361,19 +175,12 @@ def pruned_json(results: model.HostResults[Any], *, dry_run: bool) -> dict[str, 
     return {
         "dry_run": dry_run,
         "hosts": [{"name": h, **dataclasses.asdict(p)} for h, p in results.ok.items()],
-        "failed_hosts": [_host_json(n, e) for n, e in results.failed.items()],
+        "failed_hosts": [host_json(n, e) for n, e in results.failed.items()],
     }
 
 
 def template_info_json(template: model.ResolvedTemplate) -> dict[str, Any]:
     return {"template": dataclasses.asdict(template)}
-
-
-def _short(error: errors.HostError) -> str:
-    """The part of a host error that the HOST column does not already say."""
-    text = str(error)
-    prefix = f"{error.host}: "
-    return text[len(prefix) :] if text.startswith(prefix) else text
 
 
 # --- build plan (--dry-run, and before building) -------------------------------------------
