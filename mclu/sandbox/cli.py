@@ -12,8 +12,9 @@ import sys
 import time
 from collections.abc import Sequence
 
-from mclu.sandbox import cluster, config, images
-from mclu.sandbox.cluster import Paths, SandboxError
+from mclu.sandbox import anchors, cluster, commands, config, images, namespaces, state
+from mclu.sandbox.errors import SandboxError
+from mclu.sandbox.state import Paths
 
 
 def _say(line: str) -> None:
@@ -39,7 +40,7 @@ def _count(text: str) -> int:
 
 def cmd_up(paths: Paths, args: argparse.Namespace) -> int:
     started = time.monotonic()
-    with cluster.locked(paths):
+    with state.locked(paths):
         changed = cluster.up(paths, args.count, _say)
     total = time.monotonic() - started
     if not changed:
@@ -54,7 +55,7 @@ def cmd_up(paths: Paths, args: argparse.Namespace) -> int:
 
 def cmd_down(paths: Paths, args: argparse.Namespace) -> int:
     started = time.monotonic()
-    with cluster.locked(paths):
+    with state.locked(paths):
         cluster.down(paths, _say)
     if args.purge:
         cluster.purge(paths)
@@ -78,9 +79,9 @@ def cmd_env(paths: Paths, _args: argparse.Namespace) -> int:
 
 
 def cmd_status(paths: Paths, _args: argparse.Namespace) -> int:
-    hosts = cluster.known_hosts_of_record(paths)
+    hosts = state.known_hosts_of_record(paths)
     if not hosts:
-        names = cluster.sandbox_netns_names()
+        names = namespaces.sandbox_netns_names()
         if not names:
             _say("sandbox is down")
             return 1
@@ -93,14 +94,14 @@ def cmd_status(paths: Paths, _args: argparse.Namespace) -> int:
 
 
 def cmd_start(paths: Paths, args: argparse.Namespace) -> int:
-    with cluster.locked(paths):
+    with state.locked(paths):
         elapsed = cluster.start_host(paths, args.host)
     _say(f"{args.host.name} up ({elapsed:.1f} s)")
     return 0
 
 
 def cmd_stop(paths: Paths, args: argparse.Namespace) -> int:
-    with cluster.locked(paths):
+    with state.locked(paths):
         was_on = cluster.stop_host(paths, args.host)
     _say(f"{args.host.name} {'powered off' if was_on else 'was already off'}")
     return 0
@@ -124,10 +125,10 @@ def cmd_exec(paths: Paths, args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         raise SandboxError("exec needs a command: mclu-sandbox exec HOST -- ARGV...")
-    pid = cluster.require_anchor(paths, args.host)
+    pid = anchors.require_anchor(paths, args.host)
     sys.stdout.flush()
     # Replace this process: the command's exit status, signals and terminal are its own.
-    os.execvpe("nsenter", cluster.nsenter_argv(pid, argv), {**os.environ, **cluster.clean_env()})
+    os.execvpe("nsenter", commands.nsenter_argv(pid, argv), {**os.environ, **commands.clean_env()})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("mclu-sandbox: must run as root (namespaces, bridge, mounts)", file=sys.stderr)
         return 2
-    paths = Paths(cluster.state_dir_from_env())
+    paths = Paths(state.state_dir_from_env())
     try:
         result: int = args.func(paths, args)
     except SandboxError as exc:

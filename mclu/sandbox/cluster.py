@@ -13,8 +13,6 @@ PID after checking which network namespace they are in, never by name.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import os
 import shutil
 import signal
@@ -23,230 +21,41 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from mclu.sandbox import config
+from mclu.sandbox.anchors import (
+    ANCHOR_PREFIX,
+    anchor_pid,
+    anchor_processes,
+    orphan_anchor_netns,
+    require_anchor,
+)
+from mclu.sandbox.commands import clean_env, nsenter_argv, run
 from mclu.sandbox.config import HostSpec
+from mclu.sandbox.errors import SandboxError
+from mclu.sandbox.namespaces import (
+    KILL_TIMEOUT,
+    NETNS_DIR,
+    kill_netns,
+    netns_inode,
+    pids_in_netns,
+    proc_netns_inode,
+    sandbox_netns_names,
+)
+from mclu.sandbox.state import Paths, read_record, write_file, write_record
 
 Report = Callable[[str], None]
 
 DAEMONS = ("sshd", "libvirtd", "virtlogd")
 SSHD_TIMEOUT = 20.0
 LIBVIRTD_TIMEOUT = 90.0  # a cold capability probe on a loaded 2-core machine
-KILL_TIMEOUT = 10.0
-ANCHOR_PREFIX = config.ANCHOR_PREFIX
 REAL_ETC_LIBVIRT = Path("/etc/libvirt")
 REAL_VAR_LIB_LIBVIRT = Path("/var/lib/libvirt")
-NETNS_DIR = Path("/run/netns")
-
-
-class SandboxError(Exception):
-    """A failure with a one-line explanation for the user."""
-
-
-# --------------------------------------------------------------------------- state directory
-
-
-@dataclass(frozen=True)
-class Paths:
-    state: Path
-
-    @property
-    def client(self) -> Path:
-        return self.state / "client"
-
-    @property
-    def seed(self) -> Path:
-        """Warm copy of /var/cache/libvirt/qemu (libvirt's capability cache)."""
-        return self.state / "seed" / "qemu-cache"
-
-    @property
-    def bin(self) -> Path:
-        return self.state / "bin"
-
-    @property
-    def standin(self) -> Path:
-        return self.bin / "mclu-power-standin"
-
-    @property
-    def hostinit(self) -> Path:
-        return self.bin / "hostinit.sh"
-
-    @property
-    def inventory(self) -> Path:
-        return self.state / "hosts.toml"
-
-    @property
-    def record(self) -> Path:
-        """Written when `up` succeeded: how many hosts are meant to run."""
-        return self.state / "sandbox.json"
-
-    @property
-    def netns_marker(self) -> Path:
-        """Exists if we mounted /run/netns (so `down` unmounts it again)."""
-        return self.state / "netns-mounted-by-sandbox"
-
-    @property
-    def wol_pidfile(self) -> Path:
-        """Written by the wake-on-LAN listener once it listens."""
-        return self.state / "wol-listener.pid"
-
-    @property
-    def wol_log(self) -> Path:
-        return self.state / "wol-listener.log"
-
-    def host(self, host: HostSpec) -> Path:
-        return self.state / "hosts" / host.name
-
-    def anchor_file(self, host: HostSpec) -> Path:
-        return self.host(host) / "anchor.pid"
-
-
-def state_dir_from_env() -> Path:
-    return Path(os.environ.get(config.STATE_DIR_ENV) or config.DEFAULT_STATE_DIR)
-
-
-@contextlib.contextmanager
-def locked(paths: Paths) -> Iterator[None]:
-    """Serialise commands that change the sandbox."""
-    paths.state.mkdir(parents=True, exist_ok=True)
-    with open(paths.state / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SandboxError(
-                f"another mclu-sandbox command holds {paths.state / '.lock'}"
-            ) from None
-        yield
-
-
-def read_record(paths: Paths) -> int | None:
-    try:
-        count = json.loads(paths.record.read_text())["count"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return count if isinstance(count, int) else None
-
-
-def known_hosts_of_record(paths: Paths) -> list[HostSpec]:
-    """Hosts of the last successful `up`: ham0..ham{N}, the last one powered off."""
-    count = read_record(paths)
-    return [] if count is None else config.host_specs(count + 1)
-
-
-# --------------------------------------------------------------------------- commands
-
-
-def run(argv: Sequence[str | Path], *, timeout: float = 30.0, stdin: str | None = None) -> str:
-    """Run a command, return stdout; failures become a one-line SandboxError."""
-    args = [str(a) for a in argv]
-    try:
-        proc = subprocess.run(
-            args, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise SandboxError(f"timed out after {timeout:.0f} s: {' '.join(args)}") from None
-    if proc.returncode != 0:
-        detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()
-        raise SandboxError(
-            f"{' '.join(args)} failed (exit {proc.returncode}): {detail[-1] if detail else ''}"
-        )
-    return proc.stdout
-
-
-def clean_env() -> dict[str, str]:
-    """Environment for processes inside a host: no pyenv shims, stand-ins first on PATH."""
-    env = {"PATH": config.STD_PATH, "HOME": "/root", "LANG": "C.UTF-8"}
-    for key in ("TERM", "MCLU_SANDBOX_DIR"):
-        if key in os.environ:
-            env[key] = os.environ[key]
-    return env
-
-
-# --------------------------------------------------------------------------- processes
-
-
-def netns_inode(host: HostSpec) -> int | None:
-    try:
-        return (NETNS_DIR / host.netns).stat().st_ino
-    except OSError:
-        return None
-
-
-def proc_netns_inode(pid: int | str) -> int | None:
-    try:
-        return os.stat(f"/proc/{pid}/ns/net").st_ino
-    except OSError:
-        return None
-
-
-def _forbidden_netns() -> set[int]:
-    """Namespaces we must never empty: the kernel's initial one (kthreadd's: PID 1 may not be
-    readable) and this process's."""
-    pids = (1, 2, "self")
-    return {ino for ino in (proc_netns_inode(p) for p in pids) if ino is not None}
-
-
-def pids_in_netns(ino: int) -> list[int]:
-    me = os.getpid()
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and int(entry) != me and proc_netns_inode(entry) == ino:
-            pids.append(int(entry))
-    return pids
-
-
-def kill_netns(ino: int, what: str) -> None:
-    """SIGKILL every process in network namespace `ino` (a fake host's power cut)."""
-    if ino in _forbidden_netns():
-        raise SandboxError(f"refusing to kill processes of {what}: it is the machine's namespace")
-    deadline = time.monotonic() + KILL_TIMEOUT
-    while pids := pids_in_netns(ino):
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        if time.monotonic() > deadline:
-            raise SandboxError(f"processes of {what} survive SIGKILL: {pids}")
-        time.sleep(0.05)
-
-
-def anchor_pid(paths: Paths, host: HostSpec) -> int | None:
-    """The live anchor process of a host, or None if the host is powered off."""
-    try:
-        pid = int(paths.anchor_file(host).read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    if not cmdline.startswith(f"{ANCHOR_PREFIX}{host.name}\0".encode()):
-        return None  # the PID was reused by something else
-    ino = netns_inode(host)
-    if ino is None or proc_netns_inode(pid) != ino:
-        return None
-    return pid
-
-
-def require_anchor(paths: Paths, host: HostSpec) -> int:
-    pid = anchor_pid(paths, host)
-    if pid is None:
-        raise SandboxError(f"{host.name} is not running (mclu-sandbox start {host.name})")
-    return pid
-
-
-def nsenter_argv(pid: int, argv: Sequence[str | Path]) -> list[str]:
-    return [
-        "nsenter",
-        f"--target={pid}",
-        "--mount",
-        "--uts",
-        "--net",
-        "--wd=/",
-        "--",
-        *(str(a) for a in argv),
-    ]
 
 
 # --------------------------------------------------------------------------- files
@@ -273,14 +82,6 @@ def _keygen(path: Path, comment: str) -> str:
     return path.with_name(path.name + ".pub").read_text().strip()
 
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.chmod(mode)
-    tmp.replace(path)
-
-
 def _copy_dir_skeleton(src: Path, dst: Path) -> None:
     for dirpath, _dirs, _files in os.walk(src):
         (dst / Path(dirpath).relative_to(src)).mkdir(parents=True, exist_ok=True)
@@ -295,8 +96,8 @@ def prepare_files(paths: Paths, hosts: Sequence[HostSpec]) -> None:
     ]
     root_keys = [_keygen(paths.host(h) / "root/.ssh/id_ed25519", f"root@{h.name}") for h in hosts]
     known_hosts = config.render_known_hosts(host_keys)
-    _write(paths.client / "known_hosts", known_hosts)
-    _write(paths.client / "ssh_config", config.render_client_ssh_config(paths.state, hosts))
+    write_file(paths.client / "known_hosts", known_hosts)
+    write_file(paths.client / "ssh_config", config.render_client_ssh_config(paths.state, hosts))
     authorized = "\n".join([client_pub, *root_keys]) + "\n"
     etc_hosts = config.render_etc_hosts(hosts)
     for host in hosts:
@@ -316,7 +117,7 @@ def _prepare_host_dir(
         ("qemu.conf", config.qemu_settings(host)),
     ):
         original = (REAL_ETC_LIBVIRT / name).read_text()
-        _write(etc / name, config.edit_conf(original, settings), 0o600)
+        write_file(etc / name, config.edit_conf(original, settings), 0o600)
     # No dnsmasq or iptables here: the `default` network must not autostart.
     autostart = etc / "qemu" / "networks" / "autostart" / "default.xml"
     if autostart.is_symlink() or autostart.exists():
@@ -328,10 +129,10 @@ def _prepare_host_dir(
     root = hdir / "root"
     root.chmod(0o700)
     (root / ".ssh").chmod(0o700)
-    _write(root / ".ssh" / "authorized_keys", authorized, 0o600)
-    _write(root / ".ssh" / "known_hosts", known_hosts, 0o644)
-    _write(hdir / "hosts", etc_hosts)
-    _write(hdir / "sshd_config", config.render_sshd_config(host, hdir / "ssh_host_ed25519_key"))
+    write_file(root / ".ssh" / "authorized_keys", authorized, 0o600)
+    write_file(root / ".ssh" / "known_hosts", known_hosts, 0o644)
+    write_file(hdir / "hosts", etc_hosts)
+    write_file(hdir / "sshd_config", config.render_sshd_config(host, hdir / "ssh_host_ed25519_key"))
 
 
 def seed_capability_cache(paths: Paths, host: HostSpec) -> None:
@@ -510,7 +311,7 @@ def boot(paths: Paths, host: HostSpec) -> subprocess.Popen[bytes]:
             cwd="/",
         )
     # ip netns exec and unshare exec (no fork): this PID ends up being the anchor.
-    _write(paths.anchor_file(host), f"{proc.pid}\n")
+    write_file(paths.anchor_file(host), f"{proc.pid}\n")
     return proc
 
 
@@ -721,15 +522,6 @@ def statuses(paths: Paths, hosts: Sequence[HostSpec]) -> list[HostStatus]:
         return list(pool.map(lambda h: host_status(paths, h), hosts))
 
 
-def sandbox_netns_names() -> list[str]:
-    try:
-        names = os.listdir(NETNS_DIR)
-    except OSError:
-        return []
-    prefix = config.NETNS_PREFIX + config.HOST_PREFIX
-    return sorted(n for n in names if n.startswith(prefix))
-
-
 def is_healthy(paths: Paths, count: int) -> bool:
     """Is the sandbox fully up with `count` running hosts (plus the spare one)?"""
     if read_record(paths) != count or not _link_exists(config.BRIDGE):
@@ -749,7 +541,7 @@ def up(paths: Paths, count: int, report: Report) -> bool:
     running, spare = hosts[:-1], hosts[-1]
     if is_healthy(paths, count):
         # Still write the inventory: a newer mclu may write it differently.
-        _write(paths.inventory, config.render_inventory(paths.state, running, spare))
+        write_file(paths.inventory, config.render_inventory(paths.state, running, spare))
         if not wol_listener_pids():
             start_wol_listener(paths)
         return False
@@ -761,9 +553,9 @@ def up(paths: Paths, count: int, report: Report) -> bool:
         set_link(spare, up=False)
         _boot_all(paths, running, report)
         save_seed(paths, running[0])
-        _write(paths.inventory, config.render_inventory(paths.state, running, spare))
+        write_file(paths.inventory, config.render_inventory(paths.state, running, spare))
         report(f"{spare.name}  {spare.address:<12}  off (configured, powered off)")
-        _write(paths.record, json.dumps({"count": count}) + "\n")
+        write_record(paths, count)
         start_wol_listener(paths)
         report(f"wake-on-LAN listener on {config.BRIDGE} ({config.WOL_ADDRESS}:{config.WOL_PORT})")
     except BaseException:
@@ -806,7 +598,7 @@ def down(paths: Paths, report: Report) -> None:
             inodes[(NETNS_DIR / name).stat().st_ino] = name
     # Anchors whose namespace mount is already gone (a crash half way through `down`).
     for pidfile in (paths.state / "hosts").glob("*/anchor.pid"):
-        ino = _orphan_anchor_netns(pidfile)
+        ino = orphan_anchor_netns(pidfile)
         if ino is not None:
             inodes.setdefault(ino, pidfile.parent.name)
     for ino, name in inodes.items():
@@ -831,18 +623,6 @@ def down(paths: Paths, report: Report) -> None:
     paths.record.unlink(missing_ok=True)
 
 
-def _orphan_anchor_netns(pidfile: Path) -> int | None:
-    try:
-        pid = int(pidfile.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return None
-    if not cmdline.startswith(ANCHOR_PREFIX.encode()):
-        return None
-    ino = proc_netns_inode(pid)
-    return None if ino is None or ino in _forbidden_netns() else ino
-
-
 def _sandbox_links() -> list[str]:
     try:
         return sorted(n for n in os.listdir("/sys/class/net") if n.startswith(config.VETH_PREFIX))
@@ -863,14 +643,7 @@ def leftovers() -> list[str]:
     found += [f"process {pid} wake-on-LAN listener" for pid in wol_listener_pids()]
     if _link_exists(config.BRIDGE):
         found.append(f"bridge {config.BRIDGE}")
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
-            if cmdline.startswith(ANCHOR_PREFIX.encode()):
-                name = cmdline.split(b"\0")[0].decode()
-                found.append(f"process {entry} {name}")
+    found += [f"process {pid} {name}" for pid, name in anchor_processes()]
     with open("/proc/self/mountinfo") as mounts:
         found += [
             f"mount {line.split()[4]}"

@@ -22,8 +22,9 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from mclu.sandbox import cluster, config
-from mclu.sandbox.cluster import Paths, SandboxError
+from mclu.sandbox import anchors, cluster, config, state
+from mclu.sandbox.errors import SandboxError
+from mclu.sandbox.state import Paths
 
 log = logging.getLogger("mclu.sandbox.wol")
 
@@ -61,11 +62,11 @@ def handle(paths: Paths, data: bytes, sender: str) -> None:
     if mac is None:
         log.info("from %s: %d bytes, not a magic packet: ignored", sender, len(data))
         return
-    host = host_for_mac(mac, cluster.known_hosts_of_record(paths))
+    host = host_for_mac(mac, state.known_hosts_of_record(paths))
     if host is None:
         log.info("from %s: magic packet for %s: no sandbox host has that MAC", sender, mac)
         return
-    if cluster.anchor_pid(paths, host) is not None:
+    if anchors.anchor_pid(paths, host) is not None:
         log.info("from %s: magic packet for %s (%s): already on", sender, mac, host.name)
         return
     log.info("from %s: magic packet for %s (%s): powering on", sender, mac, host.name)
@@ -85,7 +86,7 @@ def _lock(paths: Paths) -> Iterator[None]:
     while True:
         entered = False
         try:
-            with cluster.locked(paths):
+            with state.locked(paths):
                 entered = True
                 yield
             return

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from mclu.sandbox import cluster, config
+from mclu.sandbox.state import Paths, read_record, state_dir_from_env
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -27,8 +28,8 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("libvirtd") is None, reason="libvirtd not installed"),
 ]
 
-STATE = cluster.state_dir_from_env()
-PATHS = cluster.Paths(STATE)
+STATE = state_dir_from_env()
+PATHS = Paths(STATE)
 STANDIN_MARK = "# mclu-sandbox power stand-in."
 
 
@@ -69,7 +70,7 @@ def answers(address: str) -> bool:
 @pytest.fixture(scope="module")
 def hosts() -> int:
     """Number of running hosts (3 unless a sandbox of another size was already up)."""
-    count = cluster.read_record(PATHS) or 3
+    count = read_record(PATHS) or 3
     ok("up", str(count))
     return count
 
