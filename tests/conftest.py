@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import pytest
+# The suite's own sandbox (instance 9: its namespaces, subnet 10.213.9.0/24 and state dir
+# /var/tmp/mclu-sandbox-9), so that it never touches a user's demo or work on the default
+# instance 0, and what they left there never breaks it. Set before mclu.sandbox.config reads
+# it; a caller's own MCLU_SANDBOX_INSTANCE wins.
+TEST_INSTANCE = "9"
+os.environ.setdefault("MCLU_SANDBOX_INSTANCE", TEST_INSTANCE)
 
-from mclu.model import HostSpec
-from tests.integration import sandbox as sb
+import pytest  # noqa: E402
+
+from mclu.model import HostSpec  # noqa: E402
+from mclu.sandbox import config as sandbox_config  # noqa: E402
+from tests.integration import sandbox as sb  # noqa: E402
 
 # A suite started as a background job of a non-interactive shell (`make test &`) inherits
 # SIGINT ignored, and so would every mclu it runs: Python then never raises
@@ -37,7 +46,7 @@ def testdriver_uri(tmp_path: Path) -> str:
     return f"test://{node}"
 
 
-def sandbox_spec(name: str = "ham0", address: str = "10.213.0.10") -> HostSpec:
+def sandbox_spec(name: str = "ham0", address: str = f"{sandbox_config.SUBNET}.10") -> HostSpec:
     """The HostSpec of a sandbox host (mclu-sandbox's client key and known_hosts)."""
     client = SANDBOX / "client"
     return HostSpec(

@@ -13,6 +13,7 @@ from mclu import errors
 from mclu.hosts import fake, open_session, remote, virt
 from mclu.hosts.session import Session
 from mclu.model import HostSpec
+from mclu.sandbox import config as sandbox_config
 
 
 def every_implementation_is_a_session(
@@ -46,7 +47,7 @@ def test_libvirt_uri_of_a_forwarded_socket() -> None:
 async def test_ssh_session_on_the_sandbox(sandbox_host: HostSpec) -> None:
     async with open_session(sandbox_host) as session:
         assert isinstance(session, remote.SshSession)
-        assert session.uri == "qemu+ssh://root@10.213.0.10:22/system"
+        assert session.uri == f"qemu+ssh://root@{sandbox_config.SUBNET}.10:22/system"
         facts = await session.facts()
     assert facts.hostname == sandbox_host.name
 
@@ -64,7 +65,9 @@ async def test_sandbox_host_without_libvirt(sandbox_host: HostSpec) -> None:
 
 @pytest.mark.sandbox
 async def test_sandbox_address_nobody_answers(sandbox_host: HostSpec) -> None:
-    spec = dataclasses.replace(sandbox_host, address="10.213.0.99", connect_timeout=1.0)
+    spec = dataclasses.replace(
+        sandbox_host, address=f"{sandbox_config.SUBNET}.99", connect_timeout=1.0
+    )
     with pytest.raises(errors.HostUnreachable) as raised:
         async with open_session(spec):
             pass

@@ -1,7 +1,8 @@
 """The sandbox for real: fake hosts with their own sshd and libvirtd in network namespaces.
 
-Needs root. Uses the sandbox in $MCLU_SANDBOX_DIR (default /var/tmp/mclu-sandbox): if one is
-already up it is reused, and the up/down test brings it back to its previous size afterwards.
+Needs root. Uses the sandbox in $MCLU_SANDBOX_DIR (default: the test instance's,
+/var/tmp/mclu-sandbox-9): if one is already up it is reused, and the up/down test brings it
+back to its previous size afterwards.
 Power commands are only ever run after checking, in the same shell inside the fake host,
 that they resolve to the sandbox's stand-in.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from mclu.sandbox import cluster, config
+from mclu.sandbox import config as sandbox_config
 from mclu.sandbox.state import Paths, read_record, state_dir_from_env
 
 pytestmark = [
@@ -31,6 +33,8 @@ pytestmark = [
 STATE = state_dir_from_env()
 PATHS = Paths(STATE)
 STANDIN_MARK = "# mclu-sandbox power stand-in."
+
+HAM0 = f"{sandbox_config.SUBNET}.10"  # ham0's address in the instance under test
 
 
 def sandbox(*args: str, timeout: float = 100) -> subprocess.CompletedProcess[str]:
@@ -77,7 +81,7 @@ def hosts() -> int:
 
 def test_ssh_reaches_the_hosts_own_libvirtd(hosts: int) -> None:
     proc = ssh(
-        "10.213.0.10",
+        HAM0,
         "hostname; virsh -c qemu:///system hostname; virsh -c qemu:///system list;"
         " ls -l /var/run/libvirt/libvirt-sock",
     )
@@ -151,7 +155,7 @@ def test_stand_in_powers_off_only_its_host(hosts: int) -> None:
         subprocess.run(["sleep", "0.1"], check=True)
     assert f"{spare.name:<6} {spare.address:<12} off" in status
     assert not answers(spare.address)
-    assert "ham0   10.213.0.10  up" in status
+    assert f"ham0   {HAM0:<12} up" in status
 
 
 def test_inventory_lists_running_hosts_and_one_powered_off(hosts: int) -> None:
@@ -164,9 +168,9 @@ def test_inventory_lists_running_hosts_and_one_powered_off(hosts: int) -> None:
 
 def test_stop_and_start_a_host(hosts: int) -> None:
     ok("stop", "ham0")
-    assert not answers("10.213.0.10")
+    assert not answers(HAM0)
     ok("start", "ham0")
-    assert answers("10.213.0.10")
+    assert answers(HAM0)
     assert ok("exec", "ham0", "--", "hostname").strip() == "ham0"
 
 

@@ -11,19 +11,19 @@ import pytest
 from mclu.sandbox import config
 from mclu.sandbox.config import HostSpec
 
-STATE = Path("/var/tmp/mclu-sandbox")
+STATE = config.DEFAULT_STATE_DIR
 
 
 def test_host_spec_derives_names_and_addresses() -> None:
     host = HostSpec(3)
     assert host.name == "ham3"
-    assert host.address == "10.213.0.13"
-    assert host.netns == "mclu-ham3"
-    assert host.veth == "mclv-ham3"
+    assert host.address == f"{config.SUBNET}.13"
+    assert host.netns == f"{config.NETNS_PREFIX}ham3"
+    assert host.veth == f"{config.VETH_PREFIX}ham3"
     assert len(host.veth) <= 15  # IFNAMSIZ
-    assert host.mac == "52:54:00:d5:00:03"
-    assert HostSpec(0).mac == "52:54:00:d5:00:00"
-    assert HostSpec(16).address == "10.213.0.26"
+    assert host.mac == f"{config.MAC_PREFIX}:00:03"
+    assert HostSpec(0).mac == f"{config.MAC_PREFIX}:00:00"
+    assert HostSpec(16).address == f"{config.SUBNET}.26"
 
 
 def test_host_uuids_are_distinct_and_stable() -> None:
@@ -46,8 +46,8 @@ def test_host_specs_rejects_bad_counts(count: int) -> None:
 def test_parse_host_name() -> None:
     assert config.parse_host_name("ham0") == HostSpec(0)
     assert config.parse_host_name("ham16") == HostSpec(16)
-    assert config.parse_host_name("10.213.0.12") == HostSpec(2)
-    for bad in ("ham", "ham01", "host1", "ham-1", "10.213.0.5", "ham999"):
+    assert config.parse_host_name(f"{config.SUBNET}.12") == HostSpec(2)
+    for bad in ("ham", "ham01", "host1", "ham-1", f"{config.SUBNET}.5", "ham999"):
         with pytest.raises(ValueError, match="not a sandbox host"):
             config.parse_host_name(bad)
 
@@ -94,14 +94,14 @@ def test_libvirtd_and_qemu_settings() -> None:
     assert qemu["cgroup_controllers"] == "[ ]"
     assert qemu["security_driver"] == '"none"'
     assert qemu["user"] == qemu["group"] == '"root"'
-    assert qemu["migration_address"] == qemu["migration_host"] == '"10.213.0.12"'
+    assert qemu["migration_address"] == qemu["migration_host"] == f'"{config.SUBNET}.12"'
 
 
 def test_sshd_config() -> None:
     key = STATE / "hosts/ham1/ssh_host_ed25519_key"
     lines = config.render_sshd_config(HostSpec(1), key).splitlines()
     for expected in (
-        "ListenAddress 10.213.0.11",
+        f"ListenAddress {config.SUBNET}.11",
         f"HostKey {key}",
         "UsePAM no",
         "PidFile /run/sshd.pid",
@@ -117,18 +117,18 @@ def test_etc_hosts_lists_every_host() -> None:
     text = config.render_etc_hosts(config.host_specs(4))
     assert "127.0.0.1\tlocalhost" in text
     for i in range(4):
-        assert f"10.213.0.{10 + i}\tham{i}\n" in text
+        assert f"{config.SUBNET}.{10 + i}\tham{i}\n" in text
 
 
 def test_known_hosts_by_name_and_address() -> None:
     text = config.render_known_hosts([(HostSpec(0), "ssh-ed25519 AAAAkey root@ham0")])
-    assert text == "ham0,10.213.0.10 ssh-ed25519 AAAAkey\n"
+    assert text == f"ham0,{config.SUBNET}.10 ssh-ed25519 AAAAkey\n"
 
 
 def test_client_ssh_config() -> None:
     text = config.render_client_ssh_config(STATE, config.host_specs(2))
-    assert "Host ham1\n    HostName 10.213.0.11\n" in text
-    assert "Host 10.213.0.* ham*\n" in text
+    assert f"Host ham1\n    HostName {config.SUBNET}.11\n" in text
+    assert f"Host {config.SUBNET}.* ham*\n" in text
     for expected in (
         "User root",
         f"IdentityFile {STATE}/client/id_ed25519",
@@ -157,8 +157,8 @@ def test_inventory_is_valid_toml_with_spare_host() -> None:
     assert d["memory"] == "4 GiB"
     assert list(inv["hosts"]) == ["ham0", "ham1", "ham2", "ham3"]
     assert inv["hosts"]["ham3"] == {
-        "address": "10.213.0.13",
-        "mac": "52:54:00:d5:00:03",
+        "address": f"{config.SUBNET}.13",
+        "mac": f"{config.MAC_PREFIX}:00:03",
         "tags": ["sandbox"],
     }
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from mclu.errors import UsageError
+from mclu.sandbox import config
 from mclu.sandbox.images import index, recipes, repository
 
 ENTRY = index.IndexEntry(
@@ -205,7 +206,7 @@ def test_state_dir_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MCLU_SANDBOX_DIR", "/srv/sb")
     assert repository.default_state_dir() == Path("/srv/sb")
     monkeypatch.delenv("MCLU_SANDBOX_DIR")
-    assert repository.default_state_dir() == Path("/var/tmp/mclu-sandbox")
+    assert repository.default_state_dir() == config.DEFAULT_STATE_DIR
 
 
 def test_virt_builder_env_and_conf_path() -> None:
