@@ -22,7 +22,6 @@ import datetime
 import functools
 import logging
 import posixpath
-import secrets
 import time
 from collections.abc import (
     AsyncIterator,
@@ -41,8 +40,9 @@ from mclu.act import waiting
 from mclu.cancellation import uninterrupted
 from mclu.decide import build as plan
 from mclu.decide import domxml, readiness
-from mclu.hosts.session import Background, Session
-from mclu.images import cache, customize
+from mclu.hosts import commands
+from mclu.hosts.session import Session
+from mclu.images import cache, customize, nbd
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +261,7 @@ async def _send_base(
     reporter: Reporter,
 ) -> None:
     # 0711: qemu's user may reach a base it is given, no one else may list the cache.
-    await session.run(["mkdir", "-p", "-m", "0711", "--", posixpath.dirname(guest.base_path)])
+    await session.run(commands.make_directory(posixpath.dirname(guest.base_path), "0711"))
     key = f"{session.host}:{guest.base.cache_name}"
 
     def progress(done: int) -> None:
@@ -287,43 +287,23 @@ async def _create_disk(session: Session, guest: plan.GuestPlan, undo: Undo) -> N
     """
     temp = f"{guest.disk_path}.mclu-new"
     if guest.spec.disk_format == "qcow2":
-        argv = [
-            "qemu-img",
-            "create",
-            "-q",
-            "-f",
-            "qcow2",
-            "-b",
-            guest.base_path,
-            "-F",
-            "raw",
-            temp,
-            str(guest.disk_size),
-        ]
+        argv = commands.image_create(temp, "qcow2", guest.disk_size, guest.base_path, "raw")
     else:
-        argv = [
-            "sh",
-            "-c",
-            'cp --sparse=always -- "$1" "$2" && truncate -s "$3" -- "$2"',
-            "sh",
-            guest.base_path,
-            temp,
-            str(guest.disk_size),
-        ]
+        argv = commands.sparse_copy(guest.base_path, temp, guest.disk_size)
     try:
         # Not interrupted: a command cancelled here runs on, on the host, and would make its
         # file after the `rm` below (a full copy's `cp` takes seconds; an overlay, none).
         await uninterrupted(session.run(argv))
         # Private before personalisation writes root's password hash and host keys into it.
-        await session.run(["chmod", "0600", "--", temp])
+        await session.run(commands.make_private(temp))
         await uninterrupted(_link(session, temp, guest, undo))
     finally:
-        await session.run(["rm", "-f", "--", temp], check=False)
+        await session.run(commands.remove(temp), check=False)
 
 
 async def _link(session: Session, temp: str, guest: plan.GuestPlan, undo: Undo) -> None:
     """The disk in place, and its undo registered: never one without the other."""
-    await session.run(["ln", "--", temp, guest.disk_path])
+    await session.run(commands.link(temp, guest.disk_path))
     undo.push(
         f"remove {guest.disk_path} on {session.host}",
         functools.partial(_remove, session, guest.disk_path),
@@ -331,7 +311,7 @@ async def _link(session: Session, temp: str, guest: plan.GuestPlan, undo: Undo) 
 
 
 async def _remove(session: Session, path: str) -> None:
-    await session.run(["rm", "-f", "--", path])
+    await session.run(commands.remove(path))
 
 
 # --- step 2: personalisation, every guest in one libguestfs launch ----------------------------
@@ -399,64 +379,18 @@ def _personalization(
     )
 
 
-# Runs "$@" (qemu-nbd) with its socket in the new private directory "$1", and removes that
-# directory when the server ends, by itself or stopped: `Session.background` stops it with
-# SIGTERM when its block ends and when the ssh connection dies (mclu killed outright), so
-# the directory never outlives the build.
-_NBD_SERVER = (
-    "d=$1; shift; p=\n"
-    'trap \'kill "$p" 2>/dev/null; wait "$p"; rm -rf -- "$d"; exit 143\' TERM HUP\n'
-    'mkdir -m 0700 -- "$d" || exit 1\n'
-    '"$@" & p=$!\n'
-    'wait "$p"; s=$?\n'
-    'rm -rf -- "$d"\n'
-    'exit "$s"\n'
-)
-
-
-def nbd_directory(guest: str) -> str:
-    """A fresh private directory on the host for the NBD socket of guest's disk."""
-    return f"/tmp/mclu-nbd-{guest}.{secrets.token_hex(4)}"
-
-
 @contextlib.asynccontextmanager
 async def _nbd_export(session: Session, guest: plan.GuestPlan) -> AsyncIterator[str]:
     """The guest's disk served by qemu-nbd on its host, as a local unix socket."""
-    directory = nbd_directory(guest.name)
-    socket = posixpath.join(directory, "nbd.sock")
-    argv = [
-        "sh",
-        "-c",
-        _NBD_SERVER,
-        "sh",
-        directory,
-        "qemu-nbd",
-        "--socket",
-        socket,
+    options = [
         "--format",
         guest.spec.disk_format,
         "--cache=unsafe",
         "--discard=unmap",
         "--shared=1",
-        guest.disk_path,
     ]
-    async with session.background(argv) as server:
-        await _wait_for_socket(session, server, socket)
-        async with session.forward_socket(socket) as local:
-            yield local
-
-
-async def _wait_for_socket(
-    session: Session, server: Background, path: str, seconds: float = 10.0
-) -> None:
-    deadline = time.monotonic() + seconds
-    while (await session.run(["test", "-S", path], check=False)).exit_status != 0:
-        server.check()
-        if server.result() is not None:
-            raise errors.HostError(session.host, f"qemu-nbd for {path} ended at once")
-        if time.monotonic() > deadline:
-            raise errors.HostTimeout(session.host, f"qemu-nbd to listen on {path}", seconds)
-        await asyncio.sleep(0.05)
+    async with nbd.serve(session, guest.disk_path, options, owner=guest.name) as served:
+        yield served.socket
 
 
 # --- define (first of all) and start (last) ---------------------------------------------------

@@ -22,6 +22,7 @@ from mclu.act import cleanup, locks
 from mclu.cli import output
 from mclu.config import catalogue, inventory, sources
 from mclu.decide import build as plan
+from mclu.hosts import commands as host_commands
 from mclu.hosts.session import Session
 from mclu.images import cache
 from mclu.read import snapshot, storage
@@ -90,7 +91,7 @@ async def templates_prune(args: argparse.Namespace, env: Env) -> int:
         removable, too_new = storage.unused_bases(ages, used, cache, args.min_age)
         if not args.dry_run:
             for name in removable:
-                await session.run(["rm", "-f", "--", posixpath.join(cache, name)])
+                await session.run(host_commands.remove(posixpath.join(cache, name)))
         in_use = sorted(set(ages) - set(removable) - set(too_new))
         return Pruned(removed=removable, in_use=in_use, too_new=too_new)
 

@@ -1,16 +1,184 @@
 """Every command line mclu runs on a host, in one place: argv lists, never shell text built
 from input (a script that needs a shell takes its values as positional parameters).
 
-The fake host (`mclu.hosts.fake`) answers these same lines, and the contract suite runs each
-against a real sandbox host, so the fake cannot drift from the truth.
+Each function returns the argv of one command; the caller runs it (`Session.run` or
+`Session.background`) and reads its result. The fake host (`mclu.hosts.fake`) answers these
+same lines by calling these same functions, and the contract suite
+(tests/contract/test_commands_contract.py) runs each against a real sandbox host and the fake
+with the same expectations, so the fake cannot drift from the truth.
+
+The general commands come first (files, directories, images, qemu-nbd), for every part of
+mclu to reuse; the commands of one part of mclu follow in sections of their own.
 """
 
 from __future__ import annotations
 
+import posixpath
+from collections.abc import Sequence
+
 from mclu import hostpaths
+
+
+def script(text: str, *args: str) -> list[str]:
+    """A shell script run with `args` as its positional parameters ("$1"...): the values
+    never become shell text."""
+    return ["sh", "-c", text, "sh", *args]
+
+
+# --- files and directories ---------------------------------------------------------------------
+
+
+def remove(*paths: str) -> list[str]:
+    """Delete files; a missing one is no error (exit 0)."""
+    return ["rm", "-f", "--", *paths]
+
+
+def remove_tree(path: str) -> list[str]:
+    """Delete a directory and everything in it; a missing one is no error."""
+    return ["rm", "-rf", "--", path]
+
+
+def make_directory(path: str, mode: str | None = None) -> list[str]:
+    """Create a directory and its parents; an existing one is no error. `mode` (octal, e.g.
+    "0711") is given to the directories it creates."""
+    return ["mkdir", "-p", *(["-m", mode] if mode else []), "--", path]
+
+
+def exists(path: str) -> list[str]:
+    """Exit 0 if `path` exists (any kind of file), 1 if not."""
+    return ["test", "-e", path]
+
+
+def is_file(path: str) -> list[str]:
+    """Exit 0 if `path` is a regular file, 1 if not."""
+    return ["test", "-f", path]
+
+
+def is_socket(path: str) -> list[str]:
+    """Exit 0 if `path` is a unix socket (a server listens there), 1 if not."""
+    return ["test", "-S", path]
+
+
+def read_file(path: str) -> list[str]:
+    """A file's content on stdout; exit 1 if it cannot be read."""
+    return ["cat", "--", path]
+
+
+def file_size(path: str) -> list[str]:
+    """A file's size in bytes, one line on stdout."""
+    return ["stat", "-c", "%s", "--", path]
+
+
+def make_private(path: str) -> list[str]:
+    """Only its owner may read or write the file (0600)."""
+    return ["chmod", "0600", "--", path]
+
+
+def link(path: str, new: str) -> list[str]:
+    """A second name `new` for the file `path` (a hard link). Refuses (exit 1) when `new`
+    exists, so a file that appeared meanwhile is never replaced."""
+    return ["ln", "--", path, new]
+
+
+def move_over(path: str, dest: str) -> list[str]:
+    """Rename `path` to `dest`, replacing a file `dest` (one rename: atomic)."""
+    return ["mv", "-f", "-T", "--", path, dest]
+
+
+# Flush the data, rename over dest, flush the directory: dest is the whole new file or the old one.
+COMMIT_SCRIPT = 'sync -- "$1" && mv -f -T -- "$1" "$2" && sync -- "$3"'
+
+
+def commit(partial: str, dest: str) -> list[str]:
+    """Put a fully written `partial` file in place as `dest`, durably: synced, renamed over
+    dest (atomic), and dest's directory synced."""
+    return script(COMMIT_SCRIPT, partial, dest, posixpath.dirname(dest) or ".")
+
+
+# DEST emptied (a replaced file keeps no old data) and given its size as one hole.
+EMPTY_FILE_SCRIPT = ': > "$1" && truncate -s "$2" -- "$1"'
+
+
+def empty_file(path: str, size: int) -> list[str]:
+    """Create or empty `path` and give it `size` bytes, all a hole (they read as zeros)."""
+    return script(EMPTY_FILE_SCRIPT, path, str(size))
+
+
+def set_size(path: str, size: int) -> list[str]:
+    """Cut or extend the file to `size` bytes (an extension is a hole)."""
+    return ["truncate", "-s", str(size), "--", path]
+
+
+def tail(path: str, size: int) -> list[str]:
+    """The last `size` bytes of a file; exit 1 if it cannot be read."""
+    return ["tail", "-c", str(size), "--", path]
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+def image_create(
+    path: str,
+    image_format: str,
+    size: int,
+    backing: str | None = None,
+    backing_format: str | None = None,
+) -> list[str]:
+    """A new image of `size` bytes; with `backing` an overlay on that file (qemu-img)."""
+    argv = ["qemu-img", "create", "-q", "-f", image_format]
+    if backing is not None:
+        argv += ["-b", backing, "-F", backing_format or "raw"]
+    return [*argv, path, str(size)]
+
+
+# The copy keeps the source's holes; then it is given its size (a bigger disk: a hole at its end).
+SPARSE_COPY_SCRIPT = 'cp --sparse=always -- "$1" "$2" && truncate -s "$3" -- "$2"'
+
+
+def sparse_copy(source: str, dest: str, size: int) -> list[str]:
+    """A full copy of the raw image `source` as `dest`, holes kept, `size` bytes long."""
+    return script(SPARSE_COPY_SCRIPT, source, dest, str(size))
+
+
+def zstd_receive(dest: str, zstd: str = "zstd") -> list[str]:
+    """Decompress zstd frames from stdin into `dest`, writing runs of zeros as holes."""
+    return [zstd, "-d", "-q", "-f", "--sparse", "-o", dest]
+
+
+# --- qemu-nbd ----------------------------------------------------------------------------------
+
+# Runs "$@" (qemu-nbd) with its socket in the new private directory "$1", and removes that
+# directory when the server ends, by itself or stopped: `Session.background` stops it with
+# SIGTERM when its block ends and when the ssh connection dies (mclu killed outright), so
+# the directory never outlives the run.
+NBD_SERVER_SCRIPT = (
+    "d=$1; shift; p=\n"
+    'trap \'kill "$p" 2>/dev/null; wait "$p"; rm -rf -- "$d"; exit 143\' TERM HUP\n'
+    'mkdir -m 0700 -- "$d" || exit 1\n'
+    '"$@" & p=$!\n'
+    'wait "$p"; s=$?\n'
+    'rm -rf -- "$d"\n'
+    'exit "$s"\n'
+)
+
+
+def qemu_nbd(
+    socket: str, image: str, options: Sequence[str], program: str = "qemu-nbd"
+) -> list[str]:
+    """qemu-nbd serving `image` on the unix socket `socket`, with its `options`."""
+    return [program, "--socket", socket, *options, image]
+
+
+def nbd_server(directory: str, server: Sequence[str]) -> list[str]:
+    """Run the `server` argv (qemu-nbd, its socket in `directory`) in the new private (0700)
+    directory `directory`, removed when the server ends (for `Session.background`)."""
+    return script(NBD_SERVER_SCRIPT, directory, *server)
+
+
+# --- guests' consoles --------------------------------------------------------------------------
 
 
 def console_tail(name: str, size: int) -> list[str]:
     """The last `size` bytes of the guest's console log (this boot's: the log starts empty at
     each boot)."""
-    return ["tail", "-c", str(size), "--", hostpaths.console_log(name)]
+    return tail(hostpaths.console_log(name), size)

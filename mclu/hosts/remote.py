@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from mclu import errors
-from mclu.hosts import ssh, virt
+from mclu.hosts import commands, ssh, virt
 from mclu.hosts.session import (
     Background,
     CommandResult,
@@ -135,7 +135,7 @@ def libvirt_uri(socket_path: str) -> str:
 async def _is_socket(connection: ssh.SshConnection, path: str) -> bool:
     """Whether path is a socket on the host (True when that cannot be told)."""
     try:
-        result = await connection.run(["test", "-S", path], check=False)
+        result = await connection.run(commands.is_socket(path), check=False)
     except errors.HostError:
         return True
     return result.exit_status == 0

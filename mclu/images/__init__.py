@@ -11,13 +11,13 @@ whole or not at all.
 from __future__ import annotations
 
 import logging
-import posixpath
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from mclu import errors
+from mclu.hosts import commands
 from mclu.hosts.session import Session
 from mclu.images import nbd as nbd
 from mclu.images import stream as stream
@@ -79,10 +79,6 @@ def partial_name(dest: str, owner: str | None = None) -> str:
     return f"{dest}.partial-{secrets.token_hex(4)}{suffix}"
 
 
-# Flush the data, rename over dest, flush the directory: dest is the whole image or the old one.
-_COMMIT = 'sync -- "$1" && mv -f -T -- "$1" "$2" && sync -- "$3"'
-
-
 async def send_atomically(
     transport: Transport,
     session: Session,
@@ -102,8 +98,7 @@ async def send_atomically(
     partial = partial_name(dest, owner)
     try:
         await transport.send(session, source, partial, size, progress=progress)
-        directory = posixpath.dirname(dest) or "."
-        await session.run(["sh", "-c", _COMMIT, "sh", partial, dest, directory])
+        await session.run(commands.commit(partial, dest))
     except BaseException:
         await _remove(session, partial)
         raise
@@ -112,6 +107,6 @@ async def send_atomically(
 async def _remove(session: Session, path: str) -> None:
     """Delete path on the host, best effort: the error being raised matters more."""
     try:
-        await session.run(["rm", "-f", "--", path], check=False)
+        await session.run(commands.remove(path), check=False)
     except errors.HostError as e:
         log.warning("%s: could not remove %s: %s", session.host, path, e)

@@ -7,31 +7,37 @@ block. Here: that socket is forwarded over the session's ssh connection and `nbd
 them), so the holes stay holes and only data crosses the wire, uncompressed. `--flush` makes
 the server sync before nbdcopy exits. The server is stopped and the directory removed on
 every way out, cancellation included.
+
+`serve` is the one way mclu serves an image with qemu-nbd and reaches it from here: this
+transport, a build's personalisation (the guests' disks) and a migration's host-to-host copy.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
+import dataclasses
 import os
+import posixpath
+import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from mclu import errors
-from mclu.hosts.session import Background, Session, command_line
+from mclu.hosts import commands
+from mclu.hosts.session import Background, Session, command_failed, command_line
 from mclu.images.stream import check_size, transfer_timeout
-
-log = logging.getLogger(__name__)
 
 SERVER_START_TIMEOUT = 10.0  # seconds for qemu-nbd to create its socket
 POLL = 0.02  # seconds between looks for the socket
 
-# DEST emptied (a replaced file keeps no old data: nbdcopy writes only the source's data) and
-# given its size as one hole.
-_CREATE = ': > "$1" && truncate -s "$2" -- "$1"'
+# qemu-nbd's options for a raw file one nbdcopy fills (`Nbd.send`; a migration's destination
+# copy) and for one nbdcopy reads (a migration's source copy): each served to a single client
+# (with several connections), kept serving between them.
+WRITE_RAW = ("--format=raw", "--persistent", "--shared=0", "--cache=writeback")
+READ_RAW = ("--format=raw", "--persistent", "--shared=0", "--read-only")
 
 
 @dataclass(frozen=True)
@@ -57,36 +63,22 @@ class Nbd:
         nbdcopy = shutil.which(self.nbdcopy)
         if nbdcopy is None:
             raise errors.LocalToolMissing(self.nbdcopy, "the nbd image transport")
-        await session.run(["sh", "-c", _CREATE, "sh", dest, str(size)])
-        async with _private_directory(session) as directory:
-            socket = f"{directory}/nbd.sock"
-            server_argv = [
-                self.qemu_nbd,
-                "--format=raw",
-                "--persistent",
-                "--shared=0",
-                "--cache=writeback",
-                "--socket",
-                socket,
-                dest,
+        await session.run(commands.empty_file(dest, size))
+        async with serve(session, dest, WRITE_RAW, program=self.qemu_nbd) as served:
+            copy = [
+                nbdcopy,
+                "--target-is-zero",
+                "--flush",
+                f"--connections={self.connections}",
+                str(source),
+                nbd_uri(served.socket),
             ]
-            async with session.background(server_argv) as server:
-                await _wait_for_socket(session, server, socket)
-                async with session.forward_socket(socket) as local:
-                    copy = [
-                        nbdcopy,
-                        "--target-is-zero",
-                        "--flush",
-                        f"--connections={self.connections}",
-                        str(source),
-                        nbd_uri(local),
-                    ]
-                    try:
-                        await run_nbdcopy(copy, source_size, progress, session.host)
-                    except errors.HostCommandFailed:
-                        server.check()  # a dead server says more than nbdcopy
-                        raise
-                server.check()
+            try:
+                await run_nbdcopy(copy, source_size, progress, session.host)
+            except errors.HostCommandFailed:
+                served.check()  # a dead server says more than nbdcopy
+                raise
+            served.check()
 
 
 def nbd_uri(socket: str) -> str:
@@ -94,33 +86,79 @@ def nbd_uri(socket: str) -> str:
     return f"nbd+unix:///?socket={socket}"
 
 
-@contextlib.asynccontextmanager
-async def _private_directory(session: Session) -> AsyncIterator[str]:
-    """A new 0700 directory on the host, removed with its content on exit."""
-    made = await session.run(["mktemp", "-d", "-t", "mclu-nbd.XXXXXXXX"])
-    directory = made.stdout.decode().strip()
+@dataclass(frozen=True)
+class Served:
+    """An image served by qemu-nbd on a host (`serve`)."""
+
+    host: str
+    socket: str  # here: the local unix socket forwarded to the server's
+    argv: tuple[str, ...]  # the qemu-nbd command line, for messages
+    server: Background
+
+    def check(self) -> None:
+        """Raise if the server has ended by itself with an error: HostCommandFailed (ToolMissing
+        when the host has no qemu-nbd) naming the qemu-nbd command line."""
+        _check(self.host, self.server, self.argv)
+
+
+def _check(host: str, server: Background, argv: tuple[str, ...]) -> None:
+    """server.check(), its error naming argv (qemu-nbd's) rather than its wrapper's script."""
     try:
-        yield directory
-    finally:
-        try:
-            await session.run(["rm", "-rf", "--", directory], check=False)
-        except errors.HostError as e:
-            log.warning("%s: could not remove %s: %s", session.host, directory, e)
+        server.check()
+    except errors.HostCommandFailed:
+        result = server.result()
+        assert result is not None
+        raise command_failed(host, dataclasses.replace(result, argv=argv)) from None
 
 
-async def _wait_for_socket(session: Session, server: Background, socket: str) -> None:
-    """Return once the server listens on socket; raise its error if it ended instead."""
+def socket_directory(owner: str | None = None) -> str:
+    """A fresh name for a private directory on the host to hold an NBD socket; with the name
+    of the guest whose lock the caller holds, if any."""
+    return f"/tmp/mclu-nbd{'-' + owner if owner else ''}.{secrets.token_hex(4)}"
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    session: Session,
+    image: str,
+    options: Sequence[str],
+    *,
+    owner: str | None = None,
+    program: str = "qemu-nbd",
+) -> AsyncIterator[Served]:
+    """`image` on the host served by qemu-nbd with `options`, for the duration of the block,
+    its socket forwarded here (`Served.socket`).
+
+    The socket lives in a new private (0700) directory under /tmp (named after `owner`, the
+    guest whose lock the caller holds, if any), which the host removes when the server ends:
+    on leaving the block, on error and on cancellation, and when the connection dies (mclu
+    killed outright). Raises HostCommandFailed / ToolMissing when qemu-nbd fails to start,
+    HostTimeout when it does not listen within SERVER_START_TIMEOUT seconds.
+    """
+    directory = socket_directory(owner)
+    socket = posixpath.join(directory, "nbd.sock")
+    argv = tuple(commands.qemu_nbd(socket, image, options, program))
+    async with session.background(commands.nbd_server(directory, argv)) as server:
+        await _wait_for_socket(session, server, argv, socket)
+        async with session.forward_socket(socket) as local:
+            yield Served(session.host, local, argv, server)
+
+
+async def _wait_for_socket(
+    session: Session, server: Background, argv: tuple[str, ...], socket: str
+) -> None:
+    """Return once the server (argv) listens on socket; raise its error if it ended instead."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SERVER_START_TIMEOUT
     while True:
-        if (await session.run(["test", "-S", socket], check=False)).exit_status == 0:
+        if (await session.run(commands.is_socket(socket), check=False)).exit_status == 0:
             return
-        server.check()
+        _check(session.host, server, argv)
         if server.result() is not None:
-            raise errors.HostError(session.host, f"`{command_line(server.argv)}` ended at once")
+            raise errors.HostError(session.host, f"`{command_line(argv)}` ended at once")
         if loop.time() > deadline:
             raise errors.HostTimeout(
-                session.host, f"`{command_line(server.argv)}` to listen", SERVER_START_TIMEOUT
+                session.host, f"`{command_line(argv)}` to listen", SERVER_START_TIMEOUT
             )
         await asyncio.sleep(POLL)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import zstandard
 
+from mclu.hosts import commands
 from mclu.hosts.session import Session
 
 CHUNK = 4 << 20  # bytes read and compressed per step; 256 progress calls per GiB
@@ -48,11 +49,11 @@ class Stream:
         source_size = check_size(source, size)
         async with contextlib.aclosing(compressed(source, self.level, progress)) as chunks:
             await session.run(
-                [self.zstd, "-d", "-q", "-f", "--sparse", "-o", dest],
+                commands.zstd_receive(dest, self.zstd),
                 input=chunks,
                 timeout=transfer_timeout(source_size),
             )
-        await session.run(["truncate", "-s", str(size), "--", dest])
+        await session.run(commands.set_size(dest, size))
 
 
 def check_size(source: Path, size: int) -> int:
