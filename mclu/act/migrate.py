@@ -1,13 +1,13 @@
-"""Live migration: where a running guest goes (pure), and moving it there (through sessions).
+"""Live migration carried out (the plan is `mclu.decide.migrate`'s): what the plan needs read
+from the hosts (`gather`), and one guest moved (`execute`).
 
-A guest's disks are local files unless both hosts say `shared_storage = true`. For local
-disks the destination gets, before libvirt is asked, what libvirt will not make itself:
-the template base the guest's qcow2 overlay is backed by (from the controller's cache, else
-copied from the source host through this machine, sparse, over NBD) and an empty overlay of
-the same path, size and backing file. libvirt then copies only the overlay's data
-(VIR_MIGRATE_NON_SHARED_INC) while the guest runs. Anything that fails undoes what this
-migration made, newest first: the overlay, a base sent only for it (if no other disk uses
-it). libvirt itself leaves the guest running at its source when a migration fails.
+For local disks the destination gets, before libvirt is asked, what libvirt will not make
+itself: the template base the guest's qcow2 overlay is backed by (from the controller's cache,
+else copied from the source host through this machine, sparse, over NBD, as the plan says)
+and an empty overlay of the same path, size and backing file. libvirt then copies only the
+overlay's data (VIR_MIGRATE_NON_SHARED_INC) while the guest runs. Anything that fails undoes
+what this migration made, newest first: the overlay, a base sent only for it (if no other disk
+uses it). libvirt itself leaves the guest running at its source when a migration fails.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import posixpath
 import shutil
 import time
@@ -23,60 +22,25 @@ from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mclu import errors, hostpaths, images, sizes
+from mclu import errors, hostpaths, images
 from mclu.act import locks
 from mclu.act.build import Reporter, Undo
-from mclu.decide import placement
+from mclu.decide.migrate import (
+    Disk,
+    Facts,
+    Move,
+    all_shared,
+    json_documents,
+    local_disk_problem,
+    parse_disk_info,
+    timeout_for,
+)
 from mclu.hosts.session import MigrationProgress, MigrationTarget, Session
 from mclu.images import nbd
 from mclu.model import Guest, HostSpec, Snapshot, StorageFacts
-from mclu.read import storage
+from mclu.read import snapshot, storage
 
-MIN_RATE = 1 << 20  # bytes per second below which a migration counts as hung
 SERVER_START_TIMEOUT = 10.0  # seconds for qemu-nbd to listen
-
-
-@dataclass(frozen=True)
-class Disk:
-    """One disk file of a guest, as `qemu-img info --backing-chain` on its host describes it."""
-
-    path: str
-    format: str  # "qcow2", "raw"
-    virtual_size: int
-    data_bytes: int  # allocated bytes of this file alone (what an incremental copy moves)
-    backing: str | None = None  # the backing file's absolute path
-    backing_format: str | None = None
-    backing_bytes: int = 0  # allocated bytes of the backing file
-
-
-@dataclass(frozen=True)
-class Move:
-    """One guest's planned migration."""
-
-    guest: Guest
-    source: str
-    dest: str
-    reason: str  # why this destination, for people
-    shared: bool  # both hosts share the guest's storage: no disk work, no storage copy
-    disks: tuple[Disk, ...] = ()  # empty when shared
-
-    @property
-    def bases(self) -> tuple[Disk, ...]:
-        """One disk per distinct backing file (what the destination must hold)."""
-        seen: dict[str, Disk] = {}
-        for disk in self.disks:
-            if disk.backing is not None:
-                seen.setdefault(disk.backing, disk)
-        return tuple(seen.values())
-
-
-@dataclass(frozen=True)
-class NotMoved:
-    """A guest a drain leaves where it is, and why."""
-
-    guest: Guest
-    source: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -85,181 +49,6 @@ class Moved:
     source: str
     dest: str
     seconds: float
-
-
-# --- pure: reading disks, choosing destinations ------------------------------------------------
-
-
-def parse_disk_info(path: str, text: str) -> Disk:
-    """`qemu-img info --backing-chain --output=json` (a JSON list, top image first) → Disk."""
-    chain = json.loads(text)
-    top = chain[0] if isinstance(chain, list) else chain
-    backing = top.get("full-backing-filename") or top.get("backing-filename")
-    below = chain[1] if isinstance(chain, list) and len(chain) > 1 else {}
-    return Disk(
-        path=path,
-        format=str(top["format"]),
-        virtual_size=int(top["virtual-size"]),
-        data_bytes=int(top.get("actual-size", 0)),
-        backing=str(backing) if backing else None,
-        backing_format=top.get("backing-filename-format"),
-        backing_bytes=int(below.get("actual-size", 0)),
-    )
-
-
-def shared(source: HostSpec, dest: HostSpec) -> bool:
-    """Whether a guest's disks stay where they are: both hosts see the same storage."""
-    return source.shared_storage and dest.shared_storage
-
-
-def need(guest: Guest, disks: Sequence[Disk], dest: placement.Candidate) -> placement.Need:
-    """What the guest takes from `dest`: its memory and vCPUs, its overlays' data, and the
-    data of each base `dest` does not have cached yet."""
-    cached = set(dest.storage.cached_bases)
-    bases = {
-        d.backing: d.backing_bytes
-        for d in disks
-        if d.backing is not None and posixpath.basename(d.backing) not in cached
-    }
-    return placement.Need(
-        memory=guest.memory,
-        vcpus=guest.vcpus,
-        disk=sum(d.data_bytes for d in disks) + sum(bases.values()),
-    )
-
-
-def candidates(
-    snapshot: Snapshot, storage_facts: Mapping[str, StorageFacts], source: str
-) -> list[placement.Candidate]:
-    """Every host that answered, except the source; a host sharing the source's storage needs
-    no storage facts (nothing is written to it)."""
-    found = []
-    src = snapshot.ok[source].spec
-    for name in snapshot.order:
-        host = snapshot.ok.get(name)
-        if name == source or host is None:
-            continue
-        facts = storage_facts.get(name)
-        if facts is None and shared(src, host.spec):
-            facts = StorageFacts(image_dir=host.spec.image_dir, free=0)
-        if facts is not None:
-            found.append(placement.Candidate(host, facts))
-    return found
-
-
-def choose(
-    guest: Guest,
-    source: str,
-    disks: Sequence[Disk],
-    snapshot: Snapshot,
-    storage_facts: Mapping[str, StorageFacts],
-    *,
-    to: str | None = None,
-    already: Mapping[str, placement.Need] | None = None,
-    inventory_path: str = "the inventory",
-) -> Move:
-    """The destination of one running guest: `to` if it has room, else the host with the most.
-
-    Raises GuestNotRunning, UnknownHost, BadDestination (to is the source), the destination's
-    HostError when it did not answer, HostTooSmall, NoCapacity.
-    """
-    if not guest.state.active:
-        raise errors.GuestNotRunning(source, guest.name, guest.state.value)
-    if to is not None:
-        if to not in snapshot.order:
-            raise errors.UnknownHost(to, inventory_path, snapshot.order)
-        if to == source:
-            raise errors.BadDestination(to, f"{guest.name} already runs on {to}")
-        if to in snapshot.failed:
-            raise snapshot.failed[to]
-    found = candidates(snapshot, storage_facts, source)
-    if to is not None and not any(c.name == to for c in found):
-        raise errors.HostError(to, "its image directory could not be read")
-    placed = dict(already or {})
-    # Each host's need differs (a base it lacks): fold that into what it already holds.
-    extra = {c.name: need(guest, disks, c) for c in found}
-    own = placement.Need(memory=guest.memory, vcpus=guest.vcpus, disk=0)
-    room = {
-        c.name: placed.get(c.name, placement.NOTHING)
-        + placement.Need(0, 0, extra[c.name].disk, guests=0)
-        for c in found
-    }
-    unasked = [h for h in snapshot.order if h != source and h not in {c.name for c in found}]
-    chosen = placement.place(
-        own, found, pinned=to, already=room, guest=guest.name, unreachable=unasked
-    )
-    src = snapshot.ok[source].spec
-    is_shared = shared(src, snapshot.ok[chosen.host].spec)
-    return Move(
-        guest=guest,
-        source=source,
-        dest=chosen.host,
-        reason=chosen.reason,
-        shared=is_shared,
-        disks=() if is_shared else tuple(disks),
-    )
-
-
-def plan_drain(
-    source: str,
-    snapshot: Snapshot,
-    storage_facts: Mapping[str, StorageFacts],
-    disks: Mapping[str, Sequence[Disk]],
-) -> list[Move | NotMoved]:
-    """Where each guest of `source` goes, by capacity, guests spread and never overcommitted.
-
-    Guests in the order of most memory first (the hardest to place go while there is most
-    room). A shut-off guest, or one that fits nowhere, is NotMoved with the reason.
-    """
-    host = snapshot.ok[source]
-    already: dict[str, placement.Need] = {}
-    bases_sent: dict[str, set[str]] = {}
-    plan: list[Move | NotMoved] = []
-    for guest in sorted(host.guests, key=lambda g: (-g.memory, g.name)):
-        if not guest.state.active:
-            plan.append(
-                NotMoved(
-                    guest,
-                    source,
-                    f"{guest.state.value}: only running guests "
-                    "are live-migrated; start it, or move its disk "
-                    "and definition by hand",
-                )
-            )
-            continue
-        if guest.name not in disks:
-            plan.append(NotMoved(guest, source, "its disks could not be read"))
-            continue
-        facts = _with_bases(storage_facts, bases_sent)
-        try:
-            move = choose(guest, source, disks[guest.name], snapshot, facts, already=already)
-        except errors.MCLUError as e:
-            plan.append(NotMoved(guest, source, str(e)))
-            continue
-        dest = next(c for c in candidates(snapshot, facts, source) if c.name == move.dest)
-        already[move.dest] = already.get(move.dest, placement.NOTHING) + need(
-            guest, move.disks, dest
-        )
-        bases_sent.setdefault(move.dest, set()).update(
-            posixpath.basename(d.backing) for d in move.bases if d.backing
-        )
-        plan.append(move)
-    return plan
-
-
-def _with_bases(
-    facts: Mapping[str, StorageFacts], sent: Mapping[str, set[str]]
-) -> dict[str, StorageFacts]:
-    """Storage facts as they will be once the bases this plan sends have arrived."""
-    return {
-        h: StorageFacts(f.image_dir, f.free, tuple(sorted({*f.cached_bases, *sent.get(h, set())})))
-        for h, f in facts.items()
-    }
-
-
-def timeout_for(move: Move) -> float:
-    """A bound on the migration: only a hung one takes longer."""
-    return 120.0 + (move.guest.memory + sum(d.data_bytes for d in move.disks)) / MIN_RATE
 
 
 def target(move: Move, dest: HostSpec) -> MigrationTarget:
@@ -281,33 +70,51 @@ _INFO = 'for f; do qemu-img info -U --backing-chain --output=json -- "$f" || exi
 async def read_disks(session: Session, guest: Guest) -> tuple[Disk, ...]:
     """Every disk of the guest, read on its host; raises HostError for a disk that is not a
     local file (it would need shared storage)."""
-    for path in guest.disks:
-        if not path.startswith("/"):
-            raise errors.HostError(
-                session.host,
-                f"{guest.name}: disk {path} is not a file: "
-                "live migration needs shared storage for it",
-            )
+    problem = local_disk_problem(guest)
+    if problem is not None:
+        raise errors.HostError(session.host, problem)
     if not guest.disks:
         return ()
     done = await session.run(["sh", "-c", _INFO, "sh", *guest.disks])
     return tuple(
         parse_disk_info(path, text)
-        for path, text in zip(guest.disks, _json_documents(done.stdout.decode()), strict=True)
+        for path, text in zip(guest.disks, json_documents(done.stdout.decode()), strict=True)
     )
 
 
-def _json_documents(text: str) -> list[str]:
-    """Concatenated JSON documents, each as its own text."""
-    decoder = json.JSONDecoder()
-    found, pos, text = [], 0, text.strip()
-    while pos < len(text):
-        _, end = decoder.raw_decode(text, pos)
-        found.append(text[pos:end])
-        pos = end
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-    return found
+async def gather(
+    now: snapshot.Connected,
+    snap: Snapshot,
+    source: str,
+    guests: Sequence[Guest],
+    cache_dir: Path,
+) -> Facts:
+    """What a plan to move `guests` off `source` is made from: their disks (read on the
+    source) and the other hosts' storage facts, unless every possible destination shares the
+    source's storage (then nothing is copied), and the bases in the controller's cache. A
+    host whose storage could not be read joins `snap.failed`."""
+    if all_shared(snap, source):
+        return Facts(snap, {g.name: () for g in guests})
+    session = now.sessions[source]
+    disks = {g.name: await read_disks(session, g) for g in guests}
+
+    async def read(host: Session, spec: HostSpec) -> StorageFacts:
+        if spec.name == source:
+            return StorageFacts(image_dir=spec.image_dir, free=0)
+        return await storage.read(host, spec)
+
+    facts = await now.gather(read)
+    snap.failed.update({h: e for h, e in facts.failed.items() if h != source})
+    others = {h: f for h, f in facts.ok.items() if h != source}
+    return Facts(snap, disks, others, _local_bases(cache_dir))
+
+
+def _local_bases(cache_dir: Path) -> frozenset[str]:
+    """The names of the template bases in the controller's cache (none when it has none)."""
+    try:
+        return frozenset(p.name for p in cache_dir.iterdir() if p.is_file())
+    except OSError:
+        return frozenset()
 
 
 # --- carrying out one move ----------------------------------------------------------------------
@@ -418,7 +225,11 @@ async def _prepare_destination(
         if disk.backing in present:
             continue
         reporter.step(move.dest, move.guest.name, f"sending {posixpath.basename(disk.backing)}")
-        await _step(move, "send template base", _send_base(source, dest, disk, cache_dir, reporter))
+        await _step(
+            move,
+            "send template base",
+            _send_base(source, dest, disk, move.from_cache, cache_dir, reporter),
+        )
         undo.push(
             f"remove {disk.backing} on {dest.host} if unused",
             functools.partial(_remove_base_if_unused, dest, spec, disk.backing),
@@ -483,13 +294,18 @@ async def _remove_base_if_unused(session: Session, spec: HostSpec, base: str) ->
 
 
 async def _send_base(
-    source: Session, dest: Session, disk: Disk, cache_dir: Path, reporter: Reporter
+    source: Session,
+    dest: Session,
+    disk: Disk,
+    from_cache: Sequence[str],
+    cache_dir: Path,
+    reporter: Reporter,
 ) -> None:
     assert disk.backing is not None
     await dest.run(["mkdir", "-p", "--", posixpath.dirname(disk.backing)])
     key = f"{dest.host}:{posixpath.basename(disk.backing)}"
-    local = cache_dir / posixpath.basename(disk.backing)
-    if local.is_file() and disk.backing_format in (None, "raw"):
+    if disk.backing in from_cache:
+        local = cache_dir / posixpath.basename(disk.backing)
         size = max(local.stat().st_size, 0)
 
         def progress(done: int) -> None:
@@ -570,10 +386,3 @@ async def _served(session: Session, args: Sequence[str]) -> AsyncIterator[str]:
     finally:
         with contextlib.suppress(errors.HostError):
             await session.run(["rm", "-rf", "--", tmp.strip()], check=False)
-
-
-def describe(move: Move) -> str:
-    """One line for people: where the guest goes and why."""
-    data = sum(d.data_bytes for d in move.disks)
-    disks = "shared storage" if move.shared else f"{sizes.human(data)} of disk data to copy"
-    return f"{move.guest.name}: {move.source} → {move.dest} ({move.reason}; {disks})"

@@ -43,6 +43,7 @@ from mclu import errors, hostpaths, model
 from mclu.act import build, lifecycle, locks, migrate, waiting
 from mclu.decide import build as plan
 from mclu.decide import readiness
+from mclu.decide.migrate import Disk
 from mclu.hosts.session import Session
 from mclu.images import cache, customize
 from mclu.model import Snapshot
@@ -310,7 +311,7 @@ def _too_young(
     )
 
 
-def new_disk(item: Rebuild, spec: model.HostSpec, disk: migrate.Disk, built: str) -> plan.GuestPlan:
+def new_disk(item: Rebuild, spec: model.HostSpec, disk: Disk, built: str) -> plan.GuestPlan:
     """The replacement disk as a build step sees a guest's disk: made at `<disk>.mclu-rebuild`
     next to the old one, in the old one's format (qcow2: an overlay on the newest base in the
     host's cache; raw: a full copy of it), at least as large as the old one."""
@@ -557,7 +558,7 @@ async def _reread(session: Session, item: Rebuild) -> model.Guest:
     return guest
 
 
-async def _system_disk(session: Session, guest: model.Guest) -> migrate.Disk:
+async def _system_disk(session: Session, guest: model.Guest) -> Disk:
     """The guest's first disk (the one its build made), as qemu-img on the host reads it."""
     single = dataclasses.replace(guest, disks=guest.disks[:1])
     try:

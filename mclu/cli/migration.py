@@ -1,18 +1,27 @@
-"""Live migration: migrate and drain."""
+"""Live migration: migrate and drain, and how their plans and results are shown.
+
+Read (one snapshot; the guests' disks and the other hosts' storage: `mclu.act.migrate.gather`)
+→ plan (pure, `mclu.decide.migrate`) → show (`--dry-run` stops here) → move, guest by guest.
+"""
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Mapping
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from mclu import errors, model
-from mclu.act import build, migrate
-from mclu.cli import commands, output, parsing
+from tabulate import tabulate
+
+from mclu import errors
+from mclu.act import migrate
+from mclu.act.build import Reporter
+from mclu.cli import commands, parsing
 from mclu.config import inventory
-from mclu.hosts.session import Session
+from mclu.decide import migrate as plan
 from mclu.images import cache
-from mclu.read import snapshot, storage
+from mclu.read import snapshot
 
 
 def register(sub: parsing.Subparsers) -> None:
@@ -43,39 +52,28 @@ async def migrate_guest(args: argparse.Namespace, env: commands.Env) -> int:
         if args.to is not None and inv.get(args.to) is not None:
             # Both ends named: no other host has a say (nor a slow answer to wait for).
             hosts = inventory.select(inv, names=sorted({ref.host, args.to}))
+    request = plan.MigrateRequest(args.name, to=args.to, inventory_path=inv.path)
+    cache_dir = cache.cache_dir(env.environ)
     async with snapshot.connected(hosts, env.open_session, limit=inv.parallel) as now:
         snap = await now.gather(snapshot.read_host)
         found = snapshot.find_guest(snap, ref)
         source = found.host.spec.name
-        if not found.guest.state.active:
-            raise errors.GuestNotRunning(source, found.guest.name, found.guest.state.value)
-        if args.to is not None and args.to != source and args.to in snap.failed:
-            raise snap.failed[args.to]
-        disks, facts = await _disks_and_storage(now, snap, source, [found.guest])
-        move = migrate.choose(
-            found.guest,
-            source,
-            disks.get(found.guest.name, ()),
-            snap,
-            facts,
-            to=args.to,
-            inventory_path=inv.path,
-        )
+        plan.check_source(found.guest, source, args.to, snap)
+        facts = await migrate.gather(now, snap, source, [found.guest], cache_dir)
+        move = plan.plan_migrate(request, source, found.guest, facts)
         if args.dry_run:
             _show_plan([move], args, env)
             return errors.EXIT_OK
         reporter = commands.progress_reporter(args, env)
-        reporter.step(None, None, migrate.describe(move))
+        reporter.step(None, None, plan.describe(move))
         try:
-            moved = await migrate.execute(
-                move, now.sessions, now.specs, cache.cache_dir(env.environ), reporter
-            )
+            moved = await migrate.execute(move, now.sessions, now.specs, cache_dir, reporter)
         finally:
             reporter.close()
     if args.json:
-        env.printer.json_line(output.moved_json([moved]))
+        env.printer.json_line(moved_json([moved]))
     else:
-        env.printer.text(output.moved_text(moved))
+        env.printer.text(moved_text(moved))
     return errors.EXIT_OK
 
 
@@ -84,88 +82,145 @@ async def drain_host(args: argparse.Namespace, env: commands.Env) -> int:
     inv, hosts = commands.load_hosts(args, env)
     inventory.select(inv, names=[args.source])  # UnknownHost for a host not in the inventory
     started = time.monotonic()
+    cache_dir = cache.cache_dir(env.environ)
     async with snapshot.connected(hosts, env.open_session, limit=inv.parallel) as now:
         snap = await now.gather(snapshot.read_host)
         if args.source in snap.failed:
             raise snap.failed[args.source]
         running = [g for g in snap.ok[args.source].guests if g.state.active]
-        disks, facts = await _disks_and_storage(now, snap, args.source, running)
-        plan = migrate.plan_drain(args.source, snap, facts, disks)
+        facts = await migrate.gather(now, snap, args.source, running, cache_dir)
+        drain = plan.plan_drain(args.source, facts)
         if args.dry_run:
-            _show_plan(plan, args, env)
+            _show_plan(drain.items, args, env)
             return errors.EXIT_OK
         reporter = commands.progress_reporter(args, env)
-        results: list[migrate.Moved | migrate.NotMoved] = []
+        results: list[migrate.Moved | plan.NotMoved] = []
         try:
-            for item in plan:
-                results.append(await _carry_out(item, now, env, reporter))
+            for item in drain.items:
+                results.append(await _carry_out(item, now, cache_dir, reporter))
         finally:
             reporter.close()
     seconds = time.monotonic() - started
     if args.json:
-        env.printer.json_line(output.drained_json(args.source, results, seconds))
+        env.printer.json_line(drained_json(args.source, results, seconds))
     else:
-        env.printer.text(output.drained_table(results))
-    failed = any(isinstance(r, migrate.NotMoved) for r in results)
+        env.printer.text(drained_table(results))
+    failed = any(isinstance(r, plan.NotMoved) for r in results)
     return errors.EXIT_FAILED if failed else errors.EXIT_OK
 
 
 async def _carry_out(
-    item: migrate.Move | migrate.NotMoved,
+    item: plan.Move | plan.NotMoved,
     now: snapshot.Connected,
-    env: commands.Env,
-    reporter: build.Reporter,
-) -> migrate.Moved | migrate.NotMoved:
-    if isinstance(item, migrate.NotMoved):
+    cache_dir: Path,
+    reporter: Reporter,
+) -> migrate.Moved | plan.NotMoved:
+    if isinstance(item, plan.NotMoved):
         return item
-    reporter.step(None, None, migrate.describe(item))
+    reporter.step(None, None, plan.describe(item))
     try:
-        return await migrate.execute(
-            item, now.sessions, now.specs, cache.cache_dir(env.environ), reporter
-        )
+        return await migrate.execute(item, now.sessions, now.specs, cache_dir, reporter)
     except errors.MigrationFailed as e:
-        return migrate.NotMoved(
+        return plan.NotMoved(
             item.guest, item.source, f"{e.step} on the way to {e.dest}: {e.reason}"
         )
     except errors.GuestLocked as e:
-        return migrate.NotMoved(item.guest, item.source, f"locked by {e.holder}")
-
-
-async def _disks_and_storage(
-    now: snapshot.Connected,
-    snap: model.Snapshot,
-    source: str,
-    guests: list[model.Guest],
-) -> tuple[dict[str, tuple[migrate.Disk, ...]], dict[str, model.StorageFacts]]:
-    """The guests' disks (read on the source) and the other hosts' storage facts, unless every
-    possible destination shares the source's storage (then nothing is copied)."""
-    src = snap.ok[source].spec
-    others = [h.spec for n, h in snap.ok.items() if n != source]
-    if all(migrate.shared(src, spec) for spec in others):
-        return {g.name: () for g in guests}, {}
-    session = now.sessions[source]
-    disks = {g.name: await migrate.read_disks(session, g) for g in guests}
-
-    async def read(host: Session, spec: model.HostSpec) -> model.StorageFacts:
-        if spec.name == source:
-            return model.StorageFacts(image_dir=spec.image_dir, free=0)
-        return await storage.read(host, spec)
-
-    facts = await now.gather(read)
-    snap.failed.update({h: e for h, e in facts.failed.items() if h != source})
-    return disks, dict(_without(facts.ok, source))
-
-
-def _without(facts: Mapping[str, model.StorageFacts], source: str) -> dict[str, model.StorageFacts]:
-    return {h: f for h, f in facts.items() if h != source}
+        return plan.NotMoved(item.guest, item.source, f"locked by {e.holder}")
 
 
 def _show_plan(
-    plan: list[migrate.Move] | list[migrate.Move | migrate.NotMoved],
-    args: argparse.Namespace,
-    env: commands.Env,
+    items: Sequence[plan.Move | plan.NotMoved], args: argparse.Namespace, env: commands.Env
 ) -> None:
     if args.json:
-        env.printer.json(output.migration_plan_json(plan))
+        env.printer.json(migration_plan_json(items))
     else:
-        env.printer.text(output.migration_plan_text(plan))
+        env.printer.text(migration_plan_text(items))
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def migration_plan_text(items: Sequence[plan.Move | plan.NotMoved]) -> str:
+    """One line per guest: where it goes and why, or why it stays."""
+    lines = [
+        plan.describe(item)
+        if isinstance(item, plan.Move)
+        else f"{item.guest.name}: stays on {item.source} ({item.reason})"
+        for item in items
+    ]
+    return "\n".join(lines) if lines else "no guests to move"
+
+
+def migration_plan_json(items: Sequence[plan.Move | plan.NotMoved]) -> dict[str, Any]:
+    return {"moves": [_move_json(item) for item in items]}
+
+
+def _move_json(item: plan.Move | plan.NotMoved) -> dict[str, Any]:
+    if isinstance(item, plan.NotMoved):
+        return {"name": item.guest.name, "from": item.source, "to": None, "reason": item.reason}
+    return {
+        "name": item.guest.name,
+        "from": item.source,
+        "to": item.dest,
+        "reason": item.reason,
+        "shared_storage": item.shared,
+        "disk_bytes": sum(d.data_bytes for d in item.disks),
+    }
+
+
+def moved_text(moved: migrate.Moved) -> str:
+    return f"{moved.name} moved {moved.source} → {moved.dest} in {moved.seconds:.1f} s"
+
+
+def moved_json(moved: Sequence[migrate.Moved]) -> dict[str, Any]:
+    return {
+        "event": "done",
+        "moved": [
+            {"name": m.name, "from": m.source, "to": m.dest, "seconds": round(m.seconds, 3)}
+            for m in moved
+        ],
+    }
+
+
+def drained_table(results: Sequence[migrate.Moved | plan.NotMoved]) -> str:
+    if not results:
+        return "no guests on the host"
+    rows = [
+        [r.name, r.source, r.dest, f"moved in {r.seconds:.1f} s"]
+        if isinstance(r, migrate.Moved)
+        else [r.guest.name, r.source, "", f"not moved: {r.reason}"]
+        for r in results
+    ]
+    return tabulate(
+        rows, headers=["GUEST", "FROM", "TO", "RESULT"], tablefmt="plain", disable_numparse=True
+    )
+
+
+def drained_json(
+    host: str, results: Sequence[migrate.Moved | plan.NotMoved], seconds: float
+) -> dict[str, Any]:
+    return {
+        "event": "done",
+        "host": host,
+        "seconds": round(seconds, 3),
+        "guests": [
+            {
+                "name": r.name,
+                "from": r.source,
+                "to": r.dest,
+                "result": "moved",
+                "reason": None,
+                "seconds": round(r.seconds, 3),
+            }
+            if isinstance(r, migrate.Moved)
+            else {
+                "name": r.guest.name,
+                "from": r.source,
+                "to": None,
+                "result": "not moved",
+                "reason": r.reason,
+                "seconds": None,
+            }
+            for r in results
+        ],
+    }

@@ -18,7 +18,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from mclu import errors, model, sizes
-from mclu.act import migrate, power
+from mclu.act import power
 from mclu.config import sources
 from mclu.decide.build import BuildPlan, GuestPlan
 
@@ -423,92 +423,3 @@ def _waited_json(waited: power.Waited | None) -> dict[str, Any]:
 
 def wait_attempt_text(spec: model.HostSpec, attempt: power.Attempt) -> str:
     return f"{spec.name}: attempt {attempt.number} ({attempt.elapsed:.0f} s): {attempt.answer}"
-
-
-# --- migrate and drain -------------------------------------------------------------------------
-
-
-def migration_plan_text(plan: Sequence[migrate.Move | migrate.NotMoved]) -> str:
-    """One line per guest: where it goes and why, or why it stays."""
-    lines = [
-        migrate.describe(item)
-        if isinstance(item, migrate.Move)
-        else f"{item.guest.name}: stays on {item.source} ({item.reason})"
-        for item in plan
-    ]
-    return "\n".join(lines) if lines else "no guests to move"
-
-
-def migration_plan_json(plan: Sequence[migrate.Move | migrate.NotMoved]) -> dict[str, Any]:
-    return {"moves": [_move_json(item) for item in plan]}
-
-
-def _move_json(item: migrate.Move | migrate.NotMoved) -> dict[str, Any]:
-    if isinstance(item, migrate.NotMoved):
-        return {"name": item.guest.name, "from": item.source, "to": None, "reason": item.reason}
-    return {
-        "name": item.guest.name,
-        "from": item.source,
-        "to": item.dest,
-        "reason": item.reason,
-        "shared_storage": item.shared,
-        "disk_bytes": sum(d.data_bytes for d in item.disks),
-    }
-
-
-def moved_text(moved: migrate.Moved) -> str:
-    return f"{moved.name} moved {moved.source} → {moved.dest} in {moved.seconds:.1f} s"
-
-
-def moved_json(moved: Sequence[migrate.Moved]) -> dict[str, Any]:
-    return {
-        "event": "done",
-        "moved": [
-            {"name": m.name, "from": m.source, "to": m.dest, "seconds": round(m.seconds, 3)}
-            for m in moved
-        ],
-    }
-
-
-def drained_table(results: Sequence[migrate.Moved | migrate.NotMoved]) -> str:
-    if not results:
-        return "no guests on the host"
-    rows = [
-        [r.name, r.source, r.dest, f"moved in {r.seconds:.1f} s"]
-        if isinstance(r, migrate.Moved)
-        else [r.guest.name, r.source, "", f"not moved: {r.reason}"]
-        for r in results
-    ]
-    return tabulate(
-        rows, headers=["GUEST", "FROM", "TO", "RESULT"], tablefmt="plain", disable_numparse=True
-    )
-
-
-def drained_json(
-    host: str, results: Sequence[migrate.Moved | migrate.NotMoved], seconds: float
-) -> dict[str, Any]:
-    return {
-        "event": "done",
-        "host": host,
-        "seconds": round(seconds, 3),
-        "guests": [
-            {
-                "name": r.name,
-                "from": r.source,
-                "to": r.dest,
-                "result": "moved",
-                "reason": None,
-                "seconds": round(r.seconds, 3),
-            }
-            if isinstance(r, migrate.Moved)
-            else {
-                "name": r.guest.name,
-                "from": r.source,
-                "to": None,
-                "result": "not moved",
-                "reason": r.reason,
-                "seconds": None,
-            }
-            for r in results
-        ],
-    }

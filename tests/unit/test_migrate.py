@@ -1,13 +1,18 @@
-"""The pure parts of live migration: disks as qemu-img describes them, destinations, drain plans."""
+"""mclu.decide.migrate: disks as qemu-img describes them, destinations, drain plans; and the
+recorded cases (tests/data/plans/migrate/ and drain/, see their README)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from mclu import errors, model
-from mclu.act import migrate
+from mclu import errors, model, sizes
+from mclu.act import migrate as act_migrate
+from mclu.decide import migrate
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -103,17 +108,17 @@ def test_a_base_the_destination_lacks_counts_as_disk_it_needs() -> None:
     snap = snapshot(host("a", guest("web1")), host("b"), host("c"))
     # c is the roomier in memory but has no disk room for the base it lacks.
     facts = {"b": storage(cached=("tiny.x86_64.r1.raw",)), "c": storage(free=50 * MIB)}
-    move = migrate.choose(guest("web1"), "a", [disk("web1")], snap, facts)
+    move = migrate.choose(guest("web1"), "a", migrate.Facts(snap, {"web1": [disk("web1")]}, facts))
     assert (move.dest, move.shared) == ("b", False)
     assert move.bases == (disk("web1"),)
 
 
 def test_shared_storage_needs_no_disks_and_no_storage_facts() -> None:
     snap = snapshot(host("a", guest("web1"), shared=True), host("b", shared=True))
-    move = migrate.choose(guest("web1"), "a", [], snap, {})
+    move = migrate.choose(guest("web1"), "a", migrate.Facts(snap, {"web1": []}))
     assert (move.dest, move.shared, move.disks) == ("b", True, ())
     spec = snap.ok["b"].spec
-    target = migrate.target(move, spec)
+    target = act_migrate.target(move, spec)
     assert (target.uri, target.copy_storage) == ("qemu+ssh://root@10.0.0.98/system", False)
 
 
@@ -122,14 +127,21 @@ def test_a_destination_that_did_not_answer() -> None:
     snap.failed["c"] = errors.HostUnreachable("c", "10.0.0.99", "no route to host")
     snap.order.append("c")
     with pytest.raises(errors.HostUnreachable):
-        migrate.choose(guest("web1"), "a", [disk("web1")], snap, {"b": storage()}, to="c")
+        migrate.choose(
+            guest("web1"),
+            "a",
+            migrate.Facts(snap, {"web1": [disk("web1")]}, {"b": storage()}),
+            to="c",
+        )
 
 
 def test_drain_sends_a_base_once_per_host_and_spreads() -> None:
     guests = [guest("g1", 2 * GIB), guest("g2", 2 * GIB), guest("g3", GIB)]
     snap = snapshot(host("a", *guests), host("b", memory=5 * GIB), host("c", memory=3 * GIB))
     facts = {"b": storage(free=300 * MIB), "c": storage(free=300 * MIB)}
-    plan = migrate.plan_drain("a", snap, facts, {g.name: [disk(g.name)] for g in guests})
+    plan = migrate.plan_drain(
+        "a", migrate.Facts(snap, {g.name: [disk(g.name)] for g in guests}, facts)
+    ).items
     assert [(m.guest.name, getattr(m, "dest", None)) for m in plan] == [
         ("g1", "b"),
         ("g2", "c"),
@@ -140,8 +152,160 @@ def test_drain_sends_a_base_once_per_host_and_spreads() -> None:
 def test_drain_leaves_what_does_not_fit_or_does_not_run() -> None:
     guests = [guest("big", 4 * GIB), guest("off", state=model.GuestState.SHUTOFF)]
     snap = snapshot(host("a", *guests), host("b", memory=3 * GIB))
-    plan = migrate.plan_drain("a", snap, {"b": storage()}, {"big": [disk("big")]})
+    plan = migrate.plan_drain(
+        "a", migrate.Facts(snap, {"big": [disk("big")]}, {"b": storage()})
+    ).items
     assert all(isinstance(item, migrate.NotMoved) for item in plan)
     reasons = {item.guest.name: item.reason for item in plan if isinstance(item, migrate.NotMoved)}
     assert reasons["big"].startswith("no host has room for big")
     assert reasons["off"].startswith("shut off: only running guests")
+
+
+# --- the recorded cases (tests/data/plans/migrate/ and drain/, see their README) ------------
+
+PLANS = Path(__file__).parent.parent / "data" / "plans"
+IMAGES = "/var/lib/libvirt/images"
+HOST_DEFAULTS: dict[str, Any] = {
+    "memory": "4 GiB",
+    "cpus": 2,
+    "disk_free": "10 GiB",
+    "cached": [],
+    "shared_storage": False,
+    "guests": [],
+}
+DISK_DEFAULTS: dict[str, Any] = {
+    "format": "qcow2",
+    "size": "1 GiB",
+    "data": "10 MiB",
+    "backing": "tiny.x86_64.r1.raw",
+    "backing_format": "raw",
+    "backing_data": "100 MiB",
+}
+
+
+def case_host(name: str, data: dict[str, Any]) -> tuple[model.HostSnapshot, model.StorageFacts]:
+    h = {**HOST_DEFAULTS, **data}
+    memory = sizes.parse(h["memory"])
+    spec = model.HostSpec(
+        name=name,
+        address=name,
+        user="root",
+        shared_storage=h["shared_storage"],
+        reserve_memory=0,
+        memory=memory,
+        cpus=h["cpus"],
+    )
+    facts = model.HostFacts(
+        hostname=name, arch="x86_64", cpus=h["cpus"], memory_total=memory, memory_free=memory
+    )
+    guests = tuple(
+        model.Guest(
+            name=g,
+            uuid=f"uuid-{g}",
+            state=model.GuestState(state),
+            vcpus=vcpus,
+            memory=sizes.parse(mem),
+            disks=(f"{IMAGES}/{g}.qcow2",),
+        )
+        for g, mem, vcpus, state in h["guests"]
+    )
+    storage_facts = model.StorageFacts(IMAGES, sizes.parse(h["disk_free"]), tuple(h["cached"]))
+    return model.HostSnapshot(spec, facts, guests), storage_facts
+
+
+def case_disk(guest_name: str, data: dict[str, Any]) -> migrate.Disk:
+    d = {**DISK_DEFAULTS, **data}
+    backing = d["backing"] and f"{IMAGES}/mclu-templates/{d['backing']}"
+    return migrate.Disk(
+        path=f"{IMAGES}/{guest_name}.qcow2",
+        format=d["format"],
+        virtual_size=sizes.parse(d["size"]),
+        data_bytes=sizes.parse(d["data"]),
+        backing=backing or None,
+        backing_format=d["backing_format"] if backing else None,
+        backing_bytes=sizes.parse(d["backing_data"]) if backing else 0,
+    )
+
+
+def case_facts(case: dict[str, Any]) -> migrate.Facts:
+    """The snapshot, the storage facts of every host that answered but the source, the
+    disks of every guest on the source (unless `disks` lists them), the controller's cache."""
+    snap: model.Snapshot = model.HostResults(order=list(case["hosts"]))
+    storage_facts = {}
+    for name, data in case["hosts"].items():
+        if data.get("unreachable"):
+            snap.failed[name] = errors.HostUnreachable(name, name, "connection refused")
+        else:
+            snap.ok[name], storage_facts[name] = case_host(name, data)
+    source = case["source"]
+    disks = case.get("disks")
+    if disks is None:
+        disks = {g.name: [{}] for g in snap.ok[source].guests}
+    return migrate.Facts(
+        snap,
+        {g: [case_disk(g, d) for d in ds] for g, ds in disks.items()},
+        {h: f for h, f in storage_facts.items() if h != source},
+        frozenset(case.get("local_bases", [])),
+    )
+
+
+def move_fields(item: migrate.Move | migrate.NotMoved) -> dict[str, Any]:
+    if isinstance(item, migrate.NotMoved):
+        return {"name": item.guest.name, "to": None, "reason": item.reason}
+    return {
+        "name": item.guest.name,
+        "to": item.dest,
+        "reason": item.reason,
+        "shared": item.shared,
+        "disk_bytes": sum(d.data_bytes for d in item.disks),
+        "bases": [d.backing for d in item.bases],
+        "from_cache": list(item.from_cache),
+        "steps": list(item.steps),
+    }
+
+
+def expected_move(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: sizes.parse(v) if k == "disk_bytes" else v for k, v in data.items()}
+
+
+def run_migrate(case: dict[str, Any]) -> list[migrate.Move | migrate.NotMoved]:
+    facts = case_facts(case)
+    request = migrate.MigrateRequest(**case["request"], inventory_path="hosts.toml")
+    guest = next(g for g in facts.snapshot.ok[case["source"]].guests if g.name == request.name)
+    migrate.check_source(guest, case["source"], request.to, facts.snapshot)
+    return [migrate.plan_migrate(request, case["source"], guest, facts)]
+
+
+def run_drain(case: dict[str, Any]) -> list[migrate.Move | migrate.NotMoved]:
+    return list(migrate.plan_drain(case["source"], case_facts(case)).items)
+
+
+def cases(command: str) -> list[Any]:
+    paths = sorted((PLANS / command).glob("*.json"))
+    assert paths, f"no cases in {PLANS / command}"
+    return [pytest.param(json.loads(p.read_text()), id=p.stem) for p in paths]
+
+
+def check_case(case: dict[str, Any], run: Callable[[dict[str, Any]], Any]) -> None:
+    expected = case["expected"]
+    if "error" in expected:
+        error_class = getattr(errors, expected["error"])
+        with pytest.raises(error_class) as raised:
+            run(case)
+        assert type(raised.value) is error_class
+        assert str(raised.value) == expected["message"]
+        return
+    moves = [move_fields(m) for m in run(case)]
+    wanted = [expected_move(m) for m in expected["moves"]]
+    # Each expected move lists the fields the case is about; name and to always.
+    assert [{k: m[k] for k in w} for m, w in zip(moves, wanted, strict=True)] == wanted
+
+
+@pytest.mark.parametrize("case", cases("migrate"))
+def test_migrate_case(case: dict[str, Any]) -> None:
+    check_case(case, run_migrate)
+
+
+@pytest.mark.parametrize("case", cases("drain"))
+def test_drain_case(case: dict[str, Any]) -> None:
+    check_case(case, run_drain)

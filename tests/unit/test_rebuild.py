@@ -13,7 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mclu import errors, model
-from mclu.act import migrate, rebuild
+from mclu.act import rebuild
+from mclu.decide import migrate
 from mclu.model import (
     BaseImage,
     Guest,
