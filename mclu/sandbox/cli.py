@@ -1,6 +1,6 @@
 """mclu-sandbox: fake KVM hosts (network namespaces + sshd + libvirtd) on this one machine.
 
-Argument parsing and printing only; the work is in mclu.sandbox.cluster.
+Argument parsing and printing only; the work is in the other modules of mclu.sandbox.
 """
 
 from __future__ import annotations
@@ -12,7 +12,18 @@ import sys
 import time
 from collections.abc import Sequence
 
-from mclu.sandbox import anchors, cluster, commands, config, images, namespaces, state
+from mclu.sandbox import (
+    anchors,
+    cluster,
+    commands,
+    config,
+    daemons,
+    images,
+    namespaces,
+    power,
+    state,
+    status,
+)
 from mclu.sandbox.errors import SandboxError
 from mclu.sandbox.state import Paths
 
@@ -60,7 +71,7 @@ def cmd_down(paths: Paths, args: argparse.Namespace) -> int:
     if args.purge:
         cluster.purge(paths)
         _say(f"removed {paths.state}")
-    left = cluster.leftovers()
+    left = status.leftovers()
     if left:
         raise SandboxError("left behind: " + ", ".join(left))
     _say(f"sandbox down in {time.monotonic() - started:.1f} s")
@@ -87,7 +98,7 @@ def cmd_status(paths: Paths, _args: argparse.Namespace) -> int:
             return 1
         hosts = [config.parse_host_name(n.removeprefix(config.NETNS_PREFIX)) for n in names]
         _say("sandbox is incomplete (no successful `up` recorded)")
-    result = cluster.statuses(paths, hosts)
+    result = status.statuses(paths, hosts)
     for st in result:
         _say(f"{st.host.name:<6} {st.host.address:<12} {st.state}")
     return 0 if all(st.state in ("up", "off") for st in result) else 1
@@ -95,14 +106,14 @@ def cmd_status(paths: Paths, _args: argparse.Namespace) -> int:
 
 def cmd_start(paths: Paths, args: argparse.Namespace) -> int:
     with state.locked(paths):
-        elapsed = cluster.start_host(paths, args.host)
+        elapsed = power.start_host(paths, args.host)
     _say(f"{args.host.name} up ({elapsed:.1f} s)")
     return 0
 
 
 def cmd_stop(paths: Paths, args: argparse.Namespace) -> int:
     with state.locked(paths):
-        was_on = cluster.stop_host(paths, args.host)
+        was_on = power.stop_host(paths, args.host)
     _say(f"{args.host.name} {'powered off' if was_on else 'was already off'}")
     return 0
 
@@ -111,10 +122,10 @@ def cmd_daemon(paths: Paths, args: argparse.Namespace) -> int:
     host = args.host
     if args.action == "stop":
         sig = signal.SIGKILL if args.kill else signal.SIGTERM
-        done = cluster.daemon_stop(paths, host, args.daemon, sig)
+        done = daemons.stop(paths, host, args.daemon, sig)
         _say(f"{host.name}: {args.daemon} {'stopped' if done else 'was not running'}")
     else:
-        done = cluster.daemon_start(paths, host, args.daemon)
+        done = daemons.start(paths, host, args.daemon)
         _say(f"{host.name}: {args.daemon} {'started' if done else 'was already running'}")
     return 0
 
@@ -167,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("daemon", help="stop or start one daemon of a host (fault injection)")
     p.add_argument("host", type=_host)
-    p.add_argument("daemon", choices=cluster.DAEMONS)
+    p.add_argument("daemon", choices=daemons.DAEMONS)
     p.add_argument("action", choices=("stop", "start"))
     p.add_argument("--kill", action="store_true", help="stop with SIGKILL instead of SIGTERM")
     p.set_defaults(func=cmd_daemon)

@@ -4,7 +4,7 @@
 in the machine's root network namespace, bound to the sandbox's bridge only (SO_BINDTODEVICE),
 so it hears the broadcasts `mclu on` sends to the bridge's broadcast address and nothing from
 any other network. On a valid magic packet for the MAC of a powered-off sandbox host it powers
-that host on (`cluster.start_host`). `down` stops it. Everything it does goes to
+that host on (`power.start_host`). `down` stops it. Everything it does goes to
 STATE/wol-listener.log.
 
 `parse_magic_packet` and `host_for_mac` are pure (tests/unit/test_sandbox_wol.py).
@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from mclu.sandbox import anchors, cluster, config, state
+from mclu.sandbox import anchors, config, power, state
 from mclu.sandbox.errors import SandboxError
 from mclu.sandbox.state import Paths
 
@@ -72,7 +72,7 @@ def handle(paths: Paths, data: bytes, sender: str) -> None:
     log.info("from %s: magic packet for %s (%s): powering on", sender, mac, host.name)
     try:
         with _lock(paths):
-            elapsed = cluster.start_host(paths, host)
+            elapsed = power.start_host(paths, host)
     except SandboxError as e:
         log.error("%s: power on failed: %s", host.name, e)
         return

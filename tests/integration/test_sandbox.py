@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from mclu.sandbox import cluster, config
+from mclu.sandbox import config
 from mclu.sandbox import config as sandbox_config
 from mclu.sandbox.state import Paths, read_record, state_dir_from_env
+from mclu.sandbox.status import leftovers
 
 pytestmark = [
     pytest.mark.sandbox,
@@ -213,7 +214,7 @@ def _processes_using_state_dir() -> list[str]:
 def test_down_leaves_nothing_then_up_again(hosts: int) -> None:
     try:
         ok("down")
-        assert cluster.leftovers() == []
+        assert leftovers() == []
         assert _processes_using_state_dir() == []
         assert not any(n.startswith("mclu-") for n in os.listdir("/sys/class/net"))
         assert "down" in sandbox("status").stdout

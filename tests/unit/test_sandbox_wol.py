@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from mclu.act import power
 from mclu.config import inventory
-from mclu.sandbox import cluster, config, state, wol
+from mclu.sandbox import config, state, wol, wol_listener
 
 MAC = bytes.fromhex("525400d50003")
 
@@ -77,7 +77,7 @@ def test_sandbox_inventory_wakes_through_the_bridge_broadcast_only() -> None:
 
 
 def test_listener_command_line_names_its_instance_bridge() -> None:
-    argv = cluster.wol_listener_argv(state.Paths(Path("/state")))
+    argv = wol_listener.command_line(state.Paths(Path("/state")))
     assert argv[1:3] == ["-m", "mclu.sandbox.wol"]
     assert argv[argv.index("--bridge") + 1] == config.BRIDGE
     assert argv[argv.index("--port") + 1] == str(config.WOL_PORT)
