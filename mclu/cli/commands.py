@@ -9,21 +9,18 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
-import posixpath
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mclu import errors, hostpaths, images, model
+from mclu import errors, images, model
 from mclu.act import build as mclu_build
 from mclu.act import cleanup, locks
 from mclu.cli import output
 from mclu.config import catalogue, inventory, sources
 from mclu.decide import build as plan
-from mclu.hosts import commands as host_commands
-from mclu.hosts.session import Session
 from mclu.images import cache
 from mclu.read import snapshot, storage
 
@@ -64,45 +61,6 @@ async def templates(args: argparse.Namespace, env: Env) -> int:
         for error in found.failed.values():
             env.printer.note(str(error))
     return errors.EXIT_FAILED if found.failed else errors.EXIT_OK
-
-
-@dataclass(frozen=True)
-class Pruned:
-    """What `templates prune` did (or would do) on one host."""
-
-    removed: list[str]
-    in_use: list[str]
-    too_new: list[str]
-
-
-async def templates_prune(args: argparse.Namespace, env: Env) -> int:
-    """Remove cached template bases that no guest disk on their host is an overlay on."""
-    inv, hosts = load_hosts(args, env)
-
-    async def prune(session: Session, spec: model.HostSpec) -> Pruned:
-        guests = await session.guests()
-        ages = await storage.cached_bases_with_age(session, spec)
-        disks = {
-            *await storage.overlay_candidates(session, spec),
-            *(d for g in guests for d in g.disks),
-        }
-        used = await storage.backing_files(session, sorted(disks))
-        cache = hostpaths.cache_dir(spec.image_dir)
-        removable, too_new = storage.unused_bases(ages, used, cache, args.min_age)
-        if not args.dry_run:
-            for name in removable:
-                await session.run(host_commands.remove(posixpath.join(cache, name)))
-        in_use = sorted(set(ages) - set(removable) - set(too_new))
-        return Pruned(removed=removable, in_use=in_use, too_new=too_new)
-
-    async with snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now:
-        results = await hosts_now.gather(prune)
-    if args.json:
-        env.printer.json(output.pruned_json(results, dry_run=args.dry_run))
-    else:
-        env.printer.text(output.pruned_text(results, dry_run=args.dry_run))
-        note_failed_hosts(results, env)
-    return exit_code(results)
 
 
 async def read_templates(

@@ -30,7 +30,8 @@ from mclu.cli import (
     read_commands,
     rebuild,
 )
-from mclu.read import storage
+from mclu.cli import prune as templates_prune
+from mclu.decide import prune as decide_prune
 
 EXIT_INTERRUPTED = errors.EXIT_INTERRUPTED
 EXIT_TERMINATED = errors.EXIT_TERMINATED
@@ -213,14 +214,14 @@ def build_parser() -> parsing.Parser:
     prune = parsing.add_command(
         templates_sub,
         "prune",
-        commands.templates_prune,
+        templates_prune.run,
         "remove template bases cached on hosts that no guest uses",
     )
     prune.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     prune.add_argument(
         "--min-age",
         type=float,
-        default=storage.PRUNE_MIN_AGE,
+        default=decide_prune.MIN_AGE,
         metavar="SECONDS",
         help="keep bases that arrived less than this long ago, for builds under "
         "way (default: %(default)g)",

@@ -158,27 +158,6 @@ def template_info_text(template: model.ResolvedTemplate, listed: sources.Listed)
     return tabulate([(f"{k}:", v) for k, v in rows], tablefmt="plain", disable_numparse=True)
 
 
-def pruned_text(results: model.HostResults[Any], *, dry_run: bool) -> str:
-    verb = "would remove" if dry_run else "removed"
-    lines = []
-    for host, pruned in results.ok.items():
-        lines += [f"{host}: {verb} {name}" for name in pruned.removed]
-        lines += [f"{host}: kept {name} (in use)" for name in pruned.in_use]
-        lines += [
-            f"{host}: kept {name} (arrived in the last minutes: a build may need it)"
-            for name in pruned.too_new
-        ]
-    return "\n".join(lines) if lines else "no cached templates on any host"
-
-
-def pruned_json(results: model.HostResults[Any], *, dry_run: bool) -> dict[str, Any]:
-    return {
-        "dry_run": dry_run,
-        "hosts": [{"name": h, **dataclasses.asdict(p)} for h, p in results.ok.items()],
-        "failed_hosts": [host_json(n, e) for n, e in results.failed.items()],
-    }
-
-
 def template_info_json(template: model.ResolvedTemplate) -> dict[str, Any]:
     return {"template": dataclasses.asdict(template)}
 

@@ -182,3 +182,88 @@ def console_tail(name: str, size: int) -> list[str]:
     """The last `size` bytes of the guest's console log (this boot's: the log starts empty at
     each boot)."""
     return tail(hostpaths.console_log(name), size)
+
+
+# --- cleanup, delete, prune, storage scan ------------------------------------------------------
+
+# One command: the host's clock; with "$2" the free space and the cached bases; mclu's
+# partial files in the image and cache directories, each with its modification time; which
+# of them a process names on its command line (a writer, a server: the candidate paths reach
+# grep on its stdin, so no command line here names them); the guests' lock files; and the
+# kernel's list of flocks held. /proc is read only when there are candidates; everything is
+# best effort (a missing directory is an empty one). `mclu.read.storage` parses its sections.
+SCAN_SCRIPT = r"""img=$1; cache=$img/mclu-templates
+printf '@now %s\n' "$(date +%s)"
+if [ -n "$2" ]; then
+  echo @df
+  df --output=avail -B1 -- "$img" 2>&1
+  printf '@dfstatus %s\n' "$?"
+  echo @cache
+  find "$cache" -maxdepth 1 -type f -name '*.raw' -printf '%f\n' 2>/dev/null
+fi
+found=$(find "$img" "$cache" -maxdepth 1 -type f \( -name '*.partial-*' \
+    -o -name '*.mclu-new' -o -name '*.mclu-rebuild' \) -printf '%T@ %p\n' 2>/dev/null)
+echo @partial
+if [ -n "$found" ]; then
+  printf '%s\n' "$found"
+  echo @inuse
+  printf '%s\n' "$found" | cut -d' ' -f2- | grep -aFoh -f - /proc/[0-9]*/cmdline 2>/dev/null \
+    | sort -u
+fi
+echo @locks
+find "$img/.mclu-locks" -maxdepth 1 -type f -name '*.lock' -printf '%D %i %f\n' 2>/dev/null
+echo @proclocks
+grep -F FLOCK /proc/locks 2>/dev/null
+true
+"""
+
+
+def storage_scan(image_dir: str) -> list[str]:
+    """The image directory's free bytes and cached bases, and the leftovers of interrupted
+    runs (partial files, which a process names, the locks held), in `@section` lines."""
+    return script(SCAN_SCRIPT, image_dir, "storage")
+
+
+def leftover_scan(image_dir: str) -> list[str]:
+    """`storage_scan` without the free bytes and cached bases: the leftovers only."""
+    return script(SCAN_SCRIPT, image_dir)
+
+
+def base_ages(cache_dir: str) -> list[str]:
+    """The host's clock (`date +%s`), then `NAME MTIME` of each base in the cache."""
+    return script(
+        'date +%s; find "$1" -maxdepth 1 -type f -name "*.raw" -printf "%f %T@\\n"', cache_dir
+    )
+
+
+def qcow2_files(image_dir: str) -> list[str]:
+    """The qcow2 files in the image directory, one path a line (overlays a base may be under)."""
+    return ["find", image_dir, "-maxdepth", "1", "-type", "f", "-name", "*.qcow2"]
+
+
+def backing_info(disks: Sequence[str]) -> list[str]:
+    """`qemu-img info --output=json` of each disk, concatenated (one that cannot be read is
+    skipped): their backing files. -U: a running guest's disk is read without its lock."""
+    return script('for f; do qemu-img info -U --output=json -- "$f" || true; done', *disks)
+
+
+def change_times(paths: Sequence[str]) -> list[str]:
+    """`CTIME PATH` (seconds, host clock) of each of `paths` that exists."""
+    return script('for f; do [ -e "$f" ] && stat -c "%Z %n" -- "$f"; done; true', *paths)
+
+
+# Removes each path read from stdin that no process names on its command line (the paths come
+# on stdin so that this script's own command line does not name them); prints those removed.
+REMOVE_UNUSED_SCRIPT = r"""while IFS= read -r f; do
+  [ -e "$f" ] || continue
+  if printf '%s\n' "$f" | grep -qaF -f - /proc/[0-9]*/cmdline 2>/dev/null; then continue; fi
+  rm -f -- "$f" && printf '%s\n' "$f"
+done
+true
+"""
+
+
+def remove_unused() -> list[str]:
+    """Remove the files named on stdin (one a line) that no process on the host names on its
+    command line at that moment; prints the paths removed."""
+    return ["sh", "-c", REMOVE_UNUSED_SCRIPT]

@@ -1,8 +1,9 @@
 """A host's image directory as a build sees it: free bytes, the template bases cached there,
 and what interrupted runs of mclu may have left (partial files, locks held).
 
-`read` and `scan_leftovers` ask the host (one command each over its session); the parsers
-are pure.
+`read` and `scan_leftovers` ask the host, one command each (its command lines are in
+`mclu.hosts.commands`); `cache_use` reads what `templates prune` decides on. The parsers are
+pure.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ import json
 import logging
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from mclu import errors, hostpaths, model
 from mclu.config import fields
+from mclu.decide import prune
+from mclu.hosts import commands
 from mclu.hosts.session import Session
 
 log = logging.getLogger(__name__)
@@ -23,9 +26,7 @@ log = logging.getLogger(__name__)
 async def read(session: Session, spec: model.HostSpec) -> model.StorageFacts:
     """Free space of the host's image directory, the bases in its cache, and the leftovers
     of interrupted runs (see `scan_leftovers`), all in one command."""
-    done = await session.run(
-        ["sh", "-c", SCAN_SCRIPT, "sh", spec.image_dir, "storage"], check=False
-    )
+    done = await session.run(commands.storage_scan(spec.image_dir), check=False)
     sections = parse_sections(done.stdout.decode(errors="replace"))
     status = sections.get("dfstatus", ["1"])
     df = "\n".join(sections.get("df", []))
@@ -46,41 +47,10 @@ async def read(session: Session, spec: model.HostSpec) -> model.StorageFacts:
 
 # --- leftovers of interrupted runs -------------------------------------------------------------
 
-# One command: the host's clock; with "$2" the free space and the cached bases; mclu's
-# partial files in the image and cache directories, each with its modification time; which
-# of them a process names on its command line (a writer, a server: the candidate paths reach
-# grep on its stdin, so no command line here names them); the guests' lock files; and the
-# kernel's list of flocks held. /proc is read only when there are candidates; everything is
-# best effort (a missing directory is an empty one).
-SCAN_SCRIPT = r"""img=$1; cache=$img/mclu-templates
-printf '@now %s\n' "$(date +%s)"
-if [ -n "$2" ]; then
-  echo @df
-  df --output=avail -B1 -- "$img" 2>&1
-  printf '@dfstatus %s\n' "$?"
-  echo @cache
-  find "$cache" -maxdepth 1 -type f -name '*.raw' -printf '%f\n' 2>/dev/null
-fi
-found=$(find "$img" "$cache" -maxdepth 1 -type f \( -name '*.partial-*' \
-    -o -name '*.mclu-new' -o -name '*.mclu-rebuild' \) -printf '%T@ %p\n' 2>/dev/null)
-echo @partial
-if [ -n "$found" ]; then
-  printf '%s\n' "$found"
-  echo @inuse
-  printf '%s\n' "$found" | cut -d' ' -f2- | grep -aFoh -f - /proc/[0-9]*/cmdline 2>/dev/null \
-    | sort -u
-fi
-echo @locks
-find "$img/.mclu-locks" -maxdepth 1 -type f -name '*.lock' -printf '%D %i %f\n' 2>/dev/null
-echo @proclocks
-grep -F FLOCK /proc/locks 2>/dev/null
-true
-"""
-
 
 async def scan_leftovers(session: Session, spec: model.HostSpec) -> model.LeftoverScan:
     """What interrupted runs may have left on the host, in one command (raises HostError)."""
-    done = await session.run(["sh", "-c", SCAN_SCRIPT, "sh", spec.image_dir], check=False)
+    done = await session.run(commands.leftover_scan(spec.image_dir), check=False)
     if done.exit_status != 0:
         raise errors.HostCommandFailed(
             spec.name, "scan for leftovers", done.exit_status, done.stderr.decode(errors="replace")
@@ -114,7 +84,7 @@ def parse_sections(text: str) -> dict[str, list[str]]:
 
 
 def parse_scan(sections: Mapping[str, list[str]]) -> model.LeftoverScan:
-    """The scan's sections (see SCAN_SCRIPT) → LeftoverScan: ages by the host's clock."""
+    """The scan's sections (see `commands.SCAN_SCRIPT`) → LeftoverScan: ages by the host's clock."""
     now_text = (sections.get("now") or ["0"])[0]
     now = float(now_text) if now_text.replace(".", "", 1).isdigit() else 0.0
     in_use = set(sections.get("inuse", []))
@@ -199,50 +169,57 @@ def parse_names(text: str) -> tuple[str, ...]:
     return tuple(sorted(line for line in text.splitlines() if line.strip()))
 
 
-# --- pruning the host's template cache ---------------------------------------------------------
+# --- what uses the host's template cache (`mclu templates prune`) ------------------------------
 
-# A base younger than this may have just arrived for a build still making its guests' disks.
-PRUNE_MIN_AGE = 600.0
+
+async def cache_use(session: Session, spec: model.HostSpec) -> prune.CacheUse:
+    """The bases in the host's cache with their ages, and the backing files of its disks:
+    its guests' and every qcow2 file in its image directory (a disk of no guest yet, such as
+    a build's, is an overlay too)."""
+    guests = await session.guests()
+    ages = await cached_bases_with_age(session, spec)
+    disks = {*await overlay_candidates(session, spec), *(d for g in guests for d in g.disks)}
+    used = await backing_files(session, sorted(disks))
+    return prune.CacheUse(hostpaths.cache_dir(spec.image_dir), ages, frozenset(used))
 
 
 async def cached_bases_with_age(session: Session, spec: model.HostSpec) -> dict[str, float]:
     """Cached base file name → seconds since it was last modified, by the host's clock."""
-    done = await session.run(
-        [
-            "sh",
-            "-c",
-            'date +%s; find "$1" -maxdepth 1 -type f -name "*.raw" -printf "%f %T@\\n"',
-            "sh",
-            hostpaths.cache_dir(spec.image_dir),
-        ],
-        check=False,
-    )
+    done = await session.run(commands.base_ages(hostpaths.cache_dir(spec.image_dir)), check=False)
     return parse_ages(done.stdout.decode())
 
 
-async def backing_files(session: Session, disks: list[str]) -> set[str]:
+async def backing_files(session: Session, disks: Sequence[str]) -> set[str]:
     """Every backing file (absolute) that any of `disks` is a qcow2 overlay on."""
     if not disks:
         return set()
-    done = await session.run(
-        [
-            "sh",
-            "-c",
-            'for f; do qemu-img info -U --output=json -- "$f" || true; done',
-            "sh",
-            *disks,
-        ],
-        check=False,
-    )
+    done = await session.run(commands.backing_info(disks), check=False)
     return parse_backing(done.stdout.decode())
 
 
 async def overlay_candidates(session: Session, spec: model.HostSpec) -> list[str]:
     """qcow2 files in the image directory: overlays a cached base may be under."""
-    done = await session.run(
-        ["find", spec.image_dir, "-maxdepth", "1", "-type", "f", "-name", "*.qcow2"], check=False
-    )
+    done = await session.run(commands.qcow2_files(spec.image_dir), check=False)
     return list(parse_names(done.stdout.decode()))
+
+
+async def change_times(session: Session, paths: Sequence[str]) -> dict[str, float]:
+    """Path → the time its inode last changed (seconds, host clock), for those that exist."""
+    if not paths:
+        return {}
+    done = await session.run(commands.change_times(paths))
+    return parse_change_times(done.stdout.decode(errors="replace"), paths)
+
+
+def parse_change_times(text: str, paths: Sequence[str]) -> dict[str, float]:
+    """`CTIME PATH` lines → path → ctime, for the paths asked about only."""
+    asked = set(paths)
+    found = {}
+    for line in text.splitlines():
+        ctime, _, path = line.partition(" ")
+        if ctime.isdigit() and path in asked:
+            found[path] = float(ctime)
+    return found
 
 
 def parse_ages(text: str) -> dict[str, float]:
@@ -273,11 +250,3 @@ def parse_backing(text: str) -> set[str]:
         while pos < len(text) and text[pos].isspace():
             pos += 1
     return found
-
-
-def unused_bases(
-    ages: dict[str, float], used: set[str], cache: str, min_age: float = PRUNE_MIN_AGE
-) -> tuple[list[str], list[str]]:
-    """(removable, kept because too new): cached bases no overlay uses."""
-    unused = sorted(n for n in ages if posixpath.join(cache, n) not in used)
-    return ([n for n in unused if ages[n] >= min_age], [n for n in unused if ages[n] < min_age])

@@ -11,15 +11,14 @@ from pathlib import Path
 import pytest
 
 from mclu import errors
-from mclu.hosts import fake
-from mclu.read import storage
+from mclu.hosts import commands, fake
 from tests.cli.test_read_commands import guest
 from tests.cli.test_rebuild import RebuildCli
 
 IMAGES = "/var/lib/libvirt/images"
 # The one storage command of a build's read pass: lots of room, nothing cached, no leftovers.
 STORAGE = fake.canned(
-    ["sh", "-c", storage.SCAN_SCRIPT, "sh", IMAGES, "storage"],
+    commands.storage_scan(IMAGES),
     b"@now 1\n@df\nAvail\n99999999999\n@dfstatus 0\n@cache\n@partial\n@locks\n@proclocks\n",
 )
 

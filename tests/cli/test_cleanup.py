@@ -1,7 +1,7 @@
 """`mclu cleanup`, and the leftover note and states of `list` and `status`, on fake hosts.
 
-The fake hosts answer the one scan command (mclu.read.storage.SCAN_SCRIPT) with canned output, as a
-real host's shell would.
+The fake hosts answer the one scan command (mclu.hosts.commands.leftover_scan) with canned
+output, as a real host's shell would.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ import pytest
 
 from mclu import model, runtmp
 from mclu.act import cleanup as mclu_cleanup
-from mclu.hosts import fake
-from mclu.read import storage
+from mclu.hosts import commands, fake
 from tests.cli.test_read_commands import Cli, guest
 
 IMAGES = "/var/lib/libvirt/images"
@@ -36,7 +35,7 @@ STAT_ARGV = [
 
 
 def scan_argv() -> list[str]:
-    return ["sh", "-c", storage.SCAN_SCRIPT, "sh", IMAGES]
+    return commands.leftover_scan(IMAGES)
 
 
 def scan_output(partial: bool = True, locked: bool = False) -> bytes:

@@ -48,8 +48,8 @@ def test_backing_files_from_concatenated_qemu_img_json() -> None:
     assert storage.parse_backing(text) == {"/i/mclu-templates/t.raw", "/i/mclu-templates/u.raw"}
 
 
-def test_unused_bases_keep_those_in_use_and_the_new_ones() -> None:
-    ages = {"used.raw": 9999.0, "old.raw": 9999.0, "new.raw": 5.0}
-    removable, too_new = storage.unused_bases(ages, {"/c/used.raw"}, "/c", min_age=600)
-    assert removable == ["old.raw"]
-    assert too_new == ["new.raw"]
+def test_change_times_of_the_paths_asked_about() -> None:
+    text = "1795199990 /i/web1.qcow2\n1795199991 /i/other.qcow2\nbad /i/web2.qcow2\n"
+    assert storage.parse_change_times(text, ["/i/web1.qcow2", "/i/web2.qcow2"]) == {
+        "/i/web1.qcow2": 1795199990.0
+    }

@@ -1,0 +1,91 @@
+"""`mclu templates prune` on fake hosts: read, decide, remove, report.
+
+Host a caches three bases: one its guest's disk is an overlay on, one no disk uses, and one
+that arrived a minute ago; host b caches nothing; c is off.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mclu import errors, model
+from mclu.hosts import commands, fake
+from tests.cli.test_read_commands import Cli
+
+IMAGES = "/var/lib/libvirt/images"
+CACHE = f"{IMAGES}/mclu-templates"
+OLD, USED, NEW = "tiny.x86_64.r1.raw", "tiny.x86_64.r3.raw", "debian-12.x86_64.r2.raw"
+
+
+WEB1 = model.Guest(
+    name="web1",
+    uuid="uuid-web1",
+    state=model.GuestState.RUNNING,
+    vcpus=1,
+    memory=1 << 30,
+    disks=(f"{IMAGES}/web1.qcow2",),
+)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    c = Cli(tmp_path)
+    a, b = c.cluster.hosts["a"], c.cluster.hosts["b"]
+    a.guests["web1"] = WEB1
+    a.commands.update(
+        [
+            fake.canned(
+                commands.base_ages(CACHE),
+                f"10000\n{OLD} 1000.5\n{USED} 2000\n{NEW} 9940\n".encode(),
+            ),
+            fake.canned(commands.qcow2_files(IMAGES), f"{IMAGES}/spare.qcow2\n".encode()),
+            fake.canned(
+                commands.backing_info([f"{IMAGES}/spare.qcow2", f"{IMAGES}/web1.qcow2"]),
+                b'{"filename": "%s/web1.qcow2", "full-backing-filename": "%s/%s"}\n'
+                % (IMAGES.encode(), CACHE.encode(), USED.encode()),
+            ),
+            fake.canned(commands.remove(f"{CACHE}/{OLD}")),
+            fake.canned(commands.remove(f"{CACHE}/{NEW}")),
+        ]
+    )
+    b.commands.update(
+        [
+            fake.canned(commands.base_ages(CACHE), b"10000\n"),
+            fake.canned(commands.qcow2_files(IMAGES)),
+        ]
+    )
+    c.cluster.fail("c", errors.HostUnreachable("c", "c", "connection timed out"))
+    return c
+
+
+def test_prune_dry_run_says_what_would_go_and_removes_nothing(cli: Cli) -> None:
+    assert cli("templates", "prune", "--dry-run") == 0
+    assert cli.stdout.splitlines() == [
+        f"a: would remove {OLD}",
+        f"a: kept {USED} (in use)",
+        f"a: kept {NEW} (arrived in the last minutes: a build may need it)",
+    ]
+    assert cli.stderr == "mclu: c: unreachable at c: connection timed out\n"
+    assert not any(argv[0] == "rm" for argv in cli.cluster.hosts["a"].ran)
+
+
+def test_prune_removes_the_unused_bases_only(cli: Cli) -> None:
+    assert cli("templates", "prune", "--json", "--min-age", "30") == 0
+    assert cli.json() == {
+        "version": 1,
+        "dry_run": False,
+        "hosts": [
+            {"name": "a", "removed": [NEW, OLD], "in_use": [USED], "too_new": []},
+            {"name": "b", "removed": [], "in_use": [], "too_new": []},
+        ],
+        "failed_hosts": [
+            {"name": "c", "state": "off", "error": "c: unreachable at c: connection timed out"}
+        ],
+    }
+    ran = cli.cluster.hosts["a"].ran
+    assert ran[-2:] == [
+        tuple(commands.remove(f"{CACHE}/{NEW}")),
+        tuple(commands.remove(f"{CACHE}/{OLD}")),
+    ]
