@@ -39,30 +39,6 @@ def load_hosts(args: argparse.Namespace, env: Env) -> tuple[model.Inventory, lis
     return inv, inventory.select(inv, names=args.host or None, tags=args.tag or None)
 
 
-async def templates(args: argparse.Namespace, env: Env) -> int:
-    mine, found = await read_templates(args, env)
-    if getattr(args, "name", None):
-        template = sources.resolve(args.name, mine, found.templates)
-        listed = next(
-            r
-            for r in sources.listing(mine, found.templates)
-            if r.name == args.name or r.base == template.base.template
-        )
-        if args.json:
-            env.printer.json(output.template_info_json(template))
-        else:
-            env.printer.text(output.template_info_text(template, listed))
-        return errors.EXIT_OK
-    rows = sources.listing(mine, found.templates)
-    if args.json:
-        env.printer.json(output.templates_json(rows, found.failed))
-    else:
-        env.printer.text(output.templates_table(rows))
-        for error in found.failed.values():
-            env.printer.note(str(error))
-    return errors.EXIT_FAILED if found.failed else errors.EXIT_OK
-
-
 async def read_templates(
     args: argparse.Namespace, env: Env
 ) -> tuple[dict[str, catalogue.Template], sources.Found]:

@@ -29,6 +29,7 @@ from mclu.cli import (
     power,
     read_commands,
     rebuild,
+    templates,
 )
 from mclu.cli import prune as templates_prune
 from mclu.decide import prune as decide_prune
@@ -203,12 +204,12 @@ def build_parser() -> parsing.Parser:
     )
     info.add_argument("name", metavar="[HOST:]NAME", help="the guest")
     parsing.add_host_filters(info)
-    templates = parsing.add_command(
-        sub, "templates", commands.templates, "the templates: mclu's own and the repositories'"
+    listing_t = parsing.add_command(
+        sub, "templates", templates.show, "the templates: mclu's own and the repositories'"
     )
-    parsing.add_templates_dir(templates)
-    templates_sub = templates.add_subparsers(metavar="ACTION", required=False)
-    info_t = parsing.add_command(templates_sub, "info", commands.templates, "one template in full")
+    parsing.add_templates_dir(listing_t)
+    templates_sub = listing_t.add_subparsers(metavar="ACTION", required=False)
+    info_t = parsing.add_command(templates_sub, "info", templates.show, "one template in full")
     info_t.add_argument("name", metavar="NAME")
     parsing.add_templates_dir(info_t, default=argparse.SUPPRESS)
     prune = parsing.add_command(

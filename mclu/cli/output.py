@@ -6,20 +6,16 @@ writes to the terminal. The JSON shapes are documented in docs/cli.md.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from tabulate import tabulate
 from tqdm import tqdm
 
 from mclu import errors, model, sizes
-from mclu.act import power
-from mclu.config import sources
 from mclu.decide.build import BuildPlan, GuestPlan
 
 JSON_VERSION = 1
@@ -101,65 +97,6 @@ def host_json(name: str, result: model.HostSnapshot | errors.HostError) -> dict[
         "guests": len(result.guests),
         "guests_running": len(result.active_guests),
     }
-
-
-# --- templates -----------------------------------------------------------------------------
-
-
-def templates_table(rows: Iterable[sources.Listed]) -> str:
-    table = [
-        [
-            r.name,
-            _from(r),
-            "" if r.revision is None else str(r.revision),
-            sizes.human(r.size) if r.size else "",
-            sizes.human(r.download) if r.download else "",
-            r.description,
-        ]
-        for r in rows
-    ]
-    headers = ["NAME", "FROM", "REVISION", "SIZE", "DOWNLOAD", "DESCRIPTION"]
-    return tabulate(table, headers=headers, tablefmt="plain", disable_numparse=True)
-
-
-def _from(row: sources.Listed) -> str:
-    if row.kind == "repository":
-        return row.source if row.arch == "x86_64" else f"{row.source} ({row.arch})"
-    missing = "" if row.revision is not None else " (base not found)"
-    return f"mclu: {row.base}{missing}"
-
-
-def templates_json(
-    rows: Iterable[sources.Listed], failed: Mapping[str, errors.MCLUError]
-) -> dict[str, Any]:
-    return {
-        "templates": [dataclasses.asdict(r) for r in rows],
-        "failed_sources": [{"name": n, "error": str(e)} for n, e in failed.items()],
-    }
-
-
-def template_info_text(template: model.ResolvedTemplate, listed: sources.Listed) -> str:
-    c = template.customization
-    rows = [
-        ("Name", template.name),
-        ("From", _from(listed)),
-        ("Description", listed.description),
-        ("Base", f"{template.base.template} r{template.base.revision} ({template.base.arch})"),
-        ("Image", template.source_uri),
-        ("Disk size", sizes.human(template.disk_size or template.base.size)),
-        ("Memory", sizes.human(template.memory)),
-        ("vCPUs", str(template.vcpus)),
-        ("Disk bus", template.disk_bus),
-        ("Network", template.network or "(the host's)"),
-        ("Disk", "full copy" if template.full_copy else "overlay on the cached base"),
-    ]
-    rows += [("Package", p) for p in c.packages] + [("File", f) for f, _ in c.files]
-    rows += [("Run", r) for r in c.run] + [("First boot", r) for r in c.firstboot]
-    return tabulate([(f"{k}:", v) for k, v in rows], tablefmt="plain", disable_numparse=True)
-
-
-def template_info_json(template: model.ResolvedTemplate) -> dict[str, Any]:
-    return {"template": dataclasses.asdict(template)}
 
 
 # --- build plan (--dry-run, and before building) -------------------------------------------
@@ -329,76 +266,3 @@ def built_json(built: Sequence[Any], seconds: float) -> dict[str, Any]:
         "built": [{"name": b.name, "host": b.host, "ready": b.ready or None} for b in built],
         "seconds": round(seconds, 3),
     }
-
-
-# --- host power (mclu on / mclu off) ---------------------------------------------------------
-
-
-def wake_sent_text(spec: model.HostSpec) -> str:
-    return (
-        f"{spec.name}: wake-on-LAN packet for {spec.mac} sent to {spec.wol_address}:{spec.wol_port}"
-    )
-
-
-def power_on_text(spec: model.HostSpec, waited: power.Waited | None) -> str:
-    if waited is None:
-        return wake_sent_text(spec) + " (mclu on --wait waits until it answers)"
-    return f"{spec.name}: on, answering ssh after {waited.seconds:.1f} s"
-
-
-def power_on_json(spec: model.HostSpec, waited: power.Waited | None) -> dict[str, Any]:
-    return {
-        "host": spec.name,
-        "action": "on",
-        "mac": spec.mac,
-        "sent_to": f"{spec.wol_address}:{spec.wol_port}",
-        **_waited_json(waited),
-    }
-
-
-def power_off_sent_text(spec: model.HostSpec, ended: power.Ended) -> str:
-    how = (
-        "the command ran"
-        if ended is power.Ended.COMPLETED
-        else "the connection dropped as it went down"
-    )
-    return f"{spec.name}: `{' '.join(spec.power_off_command)}` sent; {how}"
-
-
-def power_off_text(
-    spec: model.HostSpec, ended: power.Ended, killed: Sequence[str], waited: power.Waited | None
-) -> str:
-    lines = []
-    if killed:
-        lines.append(
-            f"{spec.name}: powered off with {len(killed)} running "
-            f"{'guest' if len(killed) == 1 else 'guests'} (--force): {', '.join(killed)}"
-        )
-    if waited is None:
-        lines.append(power_off_sent_text(spec, ended) + " (mclu off --wait waits until it is off)")
-    else:
-        lines.append(f"{spec.name}: off, no longer answering after {waited.seconds:.1f} s")
-    return "\n".join(lines)
-
-
-def power_off_json(
-    spec: model.HostSpec, ended: power.Ended, killed: Sequence[str], waited: power.Waited | None
-) -> dict[str, Any]:
-    return {
-        "host": spec.name,
-        "action": "off",
-        "command": list(spec.power_off_command),
-        "ended": ended.value,
-        "guests_killed": list(killed),
-        **_waited_json(waited),
-    }
-
-
-def _waited_json(waited: power.Waited | None) -> dict[str, Any]:
-    if waited is None:
-        return {"waited": False}
-    return {"waited": True, "attempts": waited.attempts, "seconds": round(waited.seconds, 3)}
-
-
-def wait_attempt_text(spec: model.HostSpec, attempt: power.Attempt) -> str:
-    return f"{spec.name}: attempt {attempt.number} ({attempt.elapsed:.0f} s): {attempt.answer}"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 from mclu import errors, model
 from mclu.act import power
@@ -75,14 +77,14 @@ async def power_on(args: argparse.Namespace, env: commands.Env) -> int:
     power.wake(spec.name, spec.mac, spec.wol_address, spec.wol_port)
     waited = None
     if args.wait:
-        env.printer.note(output.wake_sent_text(spec))
+        env.printer.note(wake_sent_text(spec))
         waited = await power.wait_until_on(
             spec, env.open_session, args.timeout, _reporter(spec, env)
         )
     if args.json:
-        env.printer.json(output.power_on_json(spec, waited))
+        env.printer.json(power_on_json(spec, waited))
     else:
-        env.printer.text(output.power_on_text(spec, waited))
+        env.printer.text(power_on_text(spec, waited))
     return errors.EXIT_OK
 
 
@@ -100,14 +102,14 @@ async def power_off(args: argparse.Namespace, env: commands.Env) -> int:
         ended = await power.power_off(host, spec)
     waited = None
     if args.wait:
-        env.printer.note(output.power_off_sent_text(spec, ended))
+        env.printer.note(power_off_sent_text(spec, ended))
         waited = await power.wait_until_off(
             spec, env.open_session, args.timeout, _reporter(spec, env)
         )
     if args.json:
-        env.printer.json(output.power_off_json(spec, ended, running, waited))
+        env.printer.json(power_off_json(spec, ended, running, waited))
     else:
-        env.printer.text(output.power_off_text(spec, ended, running, waited))
+        env.printer.text(power_off_text(spec, ended, running, waited))
     return errors.EXIT_OK
 
 
@@ -164,6 +166,79 @@ async def _drain(
 
 def _reporter(spec: model.HostSpec, env: commands.Env) -> power.Report:
     def report(attempt: power.Attempt) -> None:
-        env.printer.note(output.wait_attempt_text(spec, attempt))
+        env.printer.note(wait_attempt_text(spec, attempt))
 
     return report
+
+
+# --- rendering ---------------------------------------------------------------------------------
+
+
+def wake_sent_text(spec: model.HostSpec) -> str:
+    return (
+        f"{spec.name}: wake-on-LAN packet for {spec.mac} sent to {spec.wol_address}:{spec.wol_port}"
+    )
+
+
+def power_on_text(spec: model.HostSpec, waited: power.Waited | None) -> str:
+    if waited is None:
+        return wake_sent_text(spec) + " (mclu on --wait waits until it answers)"
+    return f"{spec.name}: on, answering ssh after {waited.seconds:.1f} s"
+
+
+def power_on_json(spec: model.HostSpec, waited: power.Waited | None) -> dict[str, Any]:
+    return {
+        "host": spec.name,
+        "action": "on",
+        "mac": spec.mac,
+        "sent_to": f"{spec.wol_address}:{spec.wol_port}",
+        **_waited_json(waited),
+    }
+
+
+def power_off_sent_text(spec: model.HostSpec, ended: power.Ended) -> str:
+    how = (
+        "the command ran"
+        if ended is power.Ended.COMPLETED
+        else "the connection dropped as it went down"
+    )
+    return f"{spec.name}: `{' '.join(spec.power_off_command)}` sent; {how}"
+
+
+def power_off_text(
+    spec: model.HostSpec, ended: power.Ended, killed: Sequence[str], waited: power.Waited | None
+) -> str:
+    lines = []
+    if killed:
+        lines.append(
+            f"{spec.name}: powered off with {len(killed)} running "
+            f"{'guest' if len(killed) == 1 else 'guests'} (--force): {', '.join(killed)}"
+        )
+    if waited is None:
+        lines.append(power_off_sent_text(spec, ended) + " (mclu off --wait waits until it is off)")
+    else:
+        lines.append(f"{spec.name}: off, no longer answering after {waited.seconds:.1f} s")
+    return "\n".join(lines)
+
+
+def power_off_json(
+    spec: model.HostSpec, ended: power.Ended, killed: Sequence[str], waited: power.Waited | None
+) -> dict[str, Any]:
+    return {
+        "host": spec.name,
+        "action": "off",
+        "command": list(spec.power_off_command),
+        "ended": ended.value,
+        "guests_killed": list(killed),
+        **_waited_json(waited),
+    }
+
+
+def _waited_json(waited: power.Waited | None) -> dict[str, Any]:
+    if waited is None:
+        return {"waited": False}
+    return {"waited": True, "attempts": waited.attempts, "seconds": round(waited.seconds, 3)}
+
+
+def wait_attempt_text(spec: model.HostSpec, attempt: power.Attempt) -> str:
+    return f"{spec.name}: attempt {attempt.number} ({attempt.elapsed:.0f} s): {attempt.answer}"
