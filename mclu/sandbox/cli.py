@@ -19,7 +19,6 @@ from mclu.sandbox import (
     config,
     daemons,
     images,
-    namespaces,
     power,
     state,
     status,
@@ -90,13 +89,11 @@ def cmd_env(paths: Paths, _args: argparse.Namespace) -> int:
 
 
 def cmd_status(paths: Paths, _args: argparse.Namespace) -> int:
-    hosts = state.known_hosts_of_record(paths)
+    hosts, recorded = status.hosts_to_show(paths)
     if not hosts:
-        names = namespaces.sandbox_netns_names()
-        if not names:
-            _say("sandbox is down")
-            return 1
-        hosts = [config.parse_host_name(n.removeprefix(config.NETNS_PREFIX)) for n in names]
+        _say("sandbox is down")
+        return 1
+    if not recorded:
         _say("sandbox is incomplete (no successful `up` recorded)")
     result = status.statuses(paths, hosts)
     for st in result:

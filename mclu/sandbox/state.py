@@ -6,6 +6,7 @@ import contextlib
 import fcntl
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,16 +76,22 @@ def state_dir_from_env() -> Path:
 
 
 @contextlib.contextmanager
-def locked(paths: Paths) -> Iterator[None]:
-    """Serialise commands that change the sandbox."""
+def locked(paths: Paths, wait: float = 0.0) -> Iterator[None]:
+    """Serialise commands that change the sandbox; if another holds the lock, wait up to
+    `wait` seconds for it, then fail."""
     paths.state.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait
     with open(paths.state / ".lock", "w") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SandboxError(
-                f"another mclu-sandbox command holds {paths.state / '.lock'}"
-            ) from None
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise SandboxError(
+                        f"another mclu-sandbox command holds {paths.state / '.lock'}"
+                    ) from None
+                time.sleep(0.2)
         yield
 
 

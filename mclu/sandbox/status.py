@@ -14,13 +14,23 @@ from mclu.sandbox.daemons import DAEMONS, daemon_pid
 from mclu.sandbox.namespaces import netns_inode, sandbox_netns_names
 from mclu.sandbox.network import link_exists, sandbox_links
 from mclu.sandbox.readiness import libvirtd_answers, sshd_answers
-from mclu.sandbox.state import Paths, read_record
+from mclu.sandbox.state import Paths, known_hosts_of_record, read_record
 
 
 @dataclass(frozen=True)
 class HostStatus:
     host: HostSpec
     state: str  # "up", "off", "degraded: ...", "missing"
+
+
+def hosts_to_show(paths: Paths) -> tuple[list[HostSpec], bool]:
+    """The hosts `status` reports on, and whether they are those of a successful `up`; if none
+    was recorded, the hosts whose namespaces exist (none: the sandbox is down)."""
+    hosts = known_hosts_of_record(paths)
+    if hosts:
+        return hosts, True
+    names = sandbox_netns_names()
+    return [config.parse_host_name(n.removeprefix(config.NETNS_PREFIX)) for n in names], False
 
 
 def host_status(paths: Paths, host: HostSpec) -> HostStatus:

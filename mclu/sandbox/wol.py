@@ -13,13 +13,11 @@ STATE/wol-listener.log.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import socket
 import sys
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mclu.sandbox import anchors, config, power, state
@@ -35,7 +33,8 @@ PACKET_LENGTH = len(SYNC) + MAC_LENGTH * MAC_REPEATS  # 102
 # A SecureOn password of 4 or 6 bytes may follow the 16 repetitions; the fake NICs have none
 # set, and real ones without a password ignore it too.
 PASSWORD_LENGTHS = (0, 4, 6)
-LOCK_WAIT = 60.0  # seconds to wait for another mclu-sandbox command to finish
+# Seconds to wait for the sandbox lock: an `up` or `start` may hold it for a few seconds.
+LOCK_WAIT = 60.0
 
 
 def parse_magic_packet(data: bytes) -> str | None:
@@ -71,29 +70,12 @@ def handle(paths: Paths, data: bytes, sender: str) -> None:
         return
     log.info("from %s: magic packet for %s (%s): powering on", sender, mac, host.name)
     try:
-        with _lock(paths):
+        with state.locked(paths, wait=LOCK_WAIT):
             elapsed = power.start_host(paths, host)
     except SandboxError as e:
         log.error("%s: power on failed: %s", host.name, e)
         return
     log.info("%s: on (%.1f s)", host.name, elapsed)
-
-
-@contextlib.contextmanager
-def _lock(paths: Paths) -> Iterator[None]:
-    """The sandbox's lock, waited for: an `up` or `start` may hold it for a few seconds."""
-    deadline = time.monotonic() + LOCK_WAIT
-    while True:
-        entered = False
-        try:
-            with state.locked(paths):
-                entered = True
-                yield
-            return
-        except SandboxError:
-            if entered or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def listen(bridge: str, port: int) -> socket.socket:
