@@ -1,28 +1,26 @@
-"""One function per subcommand: arguments in, snapshot, output, exit code out.
+"""What every command uses: the outside world (Env), the hosts and templates it names, the
+guests' login inputs, progress, and the notes and exit code a snapshot gives.
 
-Each reads as a paragraph: load the inventory, gather every host at once, render.
+The commands themselves live one family per module beside this one (read_commands, templates,
+prune, build, rebuild, lifecycle, migration, power, cleanup), each rendering its own output;
+each reads as a paragraph: load the inventory, gather every host at once, render.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import dataclasses
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mclu import errors, images, model
+from mclu import errors, model
 from mclu.act import build as mclu_build
-from mclu.act import cleanup, locks
+from mclu.act import cleanup
 from mclu.cli import output
 from mclu.config import catalogue, inventory, sources
-from mclu.decide import build as plan
-from mclu.images import cache
-from mclu.read import snapshot, storage
+from mclu.read import snapshot
 
 
 @dataclass
@@ -59,89 +57,6 @@ def template_repos(args: argparse.Namespace, env: Env) -> list[Path]:
         if configured is not None:
             return [Path(p) for p in configured]
     return sources.default_repo_dirs(env.environ)
-
-
-async def build(args: argparse.Namespace, env: Env) -> int:
-    """Plan the build from one snapshot, show it, then (unless --dry-run) carry it out."""
-    inv, hosts = load_hosts(args, env)
-    mine, found = await read_templates(args, env)
-    template = sources.resolve(args.template, mine, found.templates)
-    cache_dir = cache.cache_dir(env.environ)
-    template = with_cached_size(template, cache.cached(template, cache_dir))
-    request = plan.BuildRequest(
-        template=args.template,
-        names=tuple(args.names),
-        on=args.on,
-        size=args.size,
-        memory=args.memory,
-        vcpus=args.vcpus,
-        full_copy=args.full_copy,
-        transport=args.transport or images.DEFAULT,
-    )
-    inputs = build_inputs(args, env)
-    async with (
-        snapshot.connected(hosts, env.open_session, limit=inv.parallel) as hosts_now,
-        contextlib.AsyncExitStack() as stack,
-    ):
-        if not args.dry_run:
-            # The names are taken on every host before the snapshot: a concurrent build of
-            # the same name (here or on another host) fails now, or sees this one's guest.
-            names = [plan.split_name(text)[0] for text in args.names]
-            await stack.enter_async_context(
-                locks.everywhere(hosts_now.sessions, hosts_now.specs.values(), names, "build")
-            )
-        snap = await hosts_now.gather(snapshot.read_host)
-        disks = await hosts_now.gather(storage.read)
-        note_leftovers(snap, env, {h: d.leftovers for h, d in disks.ok.items()})
-        snap.failed.update(disks.failed)  # a host whose image dir cannot be read can't build
-        chosen = plan.plan_build(
-            request, snap, disks.ok, template, now=mclu_build.now(), inventory_path=inv.path
-        )
-        if args.dry_run:
-            show_plan(chosen, args, env)
-            return errors.EXIT_OK
-        reporter = progress_reporter(args, env)
-        for line in output.plan_text(chosen).splitlines():
-            reporter.step(None, None, line)
-        started = time.monotonic()
-        try:
-            local = await asyncio.to_thread(
-                cache.ensure,
-                template,
-                cache_dir,
-                lambda done, total: reporter.transfer(f"download {args.template}", done, total),
-            )
-            built = await mclu_build.execute(
-                chosen,
-                local,
-                hosts_now.sessions,
-                inputs,
-                reporter,
-                mclu_build.Readiness(
-                    wait=args.wait,
-                    timeout=args.ready_timeout,
-                    keep_failed=args.keep_failed,
-                    autostart=args.autostart,
-                ),
-            )
-        finally:
-            reporter.close()
-    seconds = time.monotonic() - started
-    if args.json:
-        env.printer.json_line(output.built_json(built, seconds))
-    else:
-        env.printer.text(output.built_text(built, seconds))
-    return errors.EXIT_OK
-
-
-def with_cached_size(
-    template: model.ResolvedTemplate, local: cache.LocalBase | None
-) -> model.ResolvedTemplate:
-    """The template with its base's real data size when the controller has it cached."""
-    if local is None:
-        return template
-    base = dataclasses.replace(template.base, data_bytes=local.data_bytes)
-    return dataclasses.replace(template, base=base)
 
 
 def build_inputs(args: argparse.Namespace, env: Env) -> mclu_build.Inputs:
@@ -186,13 +101,6 @@ def _key_lines(path: Path) -> list[str]:
     if not lines:
         raise errors.UsageError(f"ssh key {path} holds no key")
     return lines
-
-
-def show_plan(chosen: plan.BuildPlan, args: argparse.Namespace, env: Env) -> None:
-    if args.json:
-        env.printer.json(output.plan_json(chosen))
-    else:
-        env.printer.text(output.plan_text(chosen))
 
 
 def progress_reporter(

@@ -16,9 +16,10 @@ import time
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, TextIO
 
-from mclu import __version__, errors, runtmp, sizes
+from mclu import __version__, errors, runtmp
 from mclu.act import locks
 from mclu.cli import (
+    build,
     cleanup,
     commands,
     completion,
@@ -228,57 +229,10 @@ def build_parser() -> parsing.Parser:
         "way (default: %(default)g)",
     )
     parsing.add_host_filters(prune)
-    _build_command(sub)
+    build.register(sub)
     lifecycle.register(sub)
     migration.register(sub)
     power.register(sub)
     rebuild.register(sub)
     cleanup.register(sub)
     return parser
-
-
-def _build_command(sub: parsing.Subparsers) -> None:
-    build = parsing.add_command(sub, "build", commands.build, "make running guests from a template")
-    build.add_argument("template", metavar="TEMPLATE")
-    build.add_argument("names", metavar="[HOST:]NAME", nargs="+", help="the new guests")
-    build.add_argument(
-        "--on", metavar="HOST", help="build on this host (else: the one with the most room)"
-    )
-    build.add_argument("--size", type=_size, help="disk size, e.g. 10G (at least the template's)")
-    build.add_argument("--memory", type=_size, help="memory, e.g. 2G")
-    build.add_argument("--vcpus", type=int, help="virtual CPUs")
-    build.add_argument(
-        "--full-copy",
-        action="store_true",
-        help="an independent copy of the template's disk, not an overlay",
-    )
-    parsing.add_disk_inputs(build)
-    build.add_argument(
-        "--no-wait",
-        dest="wait",
-        action="store_false",
-        help="done once the guests are started, without waiting until they "
-        "have booted (not checked: recorded as ready)",
-    )
-    parsing.add_ready_timeout(build)
-    build.add_argument(
-        "--keep-failed",
-        action="store_true",
-        help="keep a guest that did not become ready, for a look (else it is "
-        "removed like any failed build)",
-    )
-    build.add_argument(
-        "--no-autostart",
-        dest="autostart",
-        action="store_false",
-        help="do not start the guests when their host starts",
-    )
-    build.add_argument("--dry-run", action="store_true", help="show the plan, change nothing")
-    build.set_defaults(host=None, tag=None)
-
-
-def _size(text: str) -> int:
-    try:
-        return sizes.parse(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None

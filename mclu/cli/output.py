@@ -1,7 +1,10 @@
-"""Rendering: snapshots, guests and templates as tables for people or JSON for programs.
+"""What the commands' output shares: `Printer` (the one place that writes to the terminal),
+the error document, the host document of every `failed_hosts` list, and the progress
+reporters of long commands.
 
-Renderers take data and return text or JSON-ready dicts; `Printer` is the one place that
-writes to the terminal. The JSON shapes are documented in docs/cli.md.
+Each command family renders its own results (cli/read_commands, templates, build, ...):
+renderers take data and return text or JSON-ready dicts. The JSON shapes are documented in
+docs/cli.md.
 """
 
 from __future__ import annotations
@@ -9,14 +12,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
 from tqdm import tqdm
 
-from mclu import errors, model, sizes
-from mclu.decide.build import BuildPlan, GuestPlan
+from mclu import errors, model
 
 JSON_VERSION = 1
 log = logging.getLogger(__name__)
@@ -99,85 +100,10 @@ def host_json(name: str, result: model.HostSnapshot | errors.HostError) -> dict[
     }
 
 
-# --- build plan (--dry-run, and before building) -------------------------------------------
+# --- progress of long commands -----------------------------------------------------------------
 
 
 PLAN_WARNING = "warning: "  # starts a plan line that progress shows even off a terminal
-
-
-def plan_text(plan: BuildPlan) -> str:
-    """One line per guest (host, why, what it gets), then one line per base transfer, then a
-    warning per host that did not answer (the names could not be checked there)."""
-    label = _base_label(plan)
-    lines = [
-        f"build {len(plan.guests)} {'guest' if len(plan.guests) == 1 else 'guests'} from {label}:"
-    ]
-    lines += [f"  {_guest_line(plan, g)}" for g in plan.guests]
-    sends = [g for g in plan.guests if g.send_bytes]
-    lines += [f"send {label} to {g.host}: {sizes.human(g.send_bytes)}" for g in sends]
-    if len(sends) > 1:
-        lines.append(f"send in all: {sizes.human(plan.send_bytes)} over {plan.transport}")
-    elif not plan.hosts_needing_base:
-        lines.append(f"nothing to send: {label} is cached on every host chosen")
-    lines += [f"{PLAN_WARNING}{w}" for w in plan.warnings]
-    return "\n".join(lines)
-
-
-def _guest_line(plan: BuildPlan, guest: GuestPlan) -> str:
-    label = _base_label(plan)
-    if guest.base_cached:
-        base = f"{label} cached there"
-    elif guest.send_bytes:
-        base = f"{label} sent there"
-    else:
-        first = next(g for g in plan.guests if g.host == guest.host and g.send_bytes)
-        base = f"{label} sent there with {first.name}"
-    kind = "raw full copy" if guest.full_copy else "overlay"
-    vcpus = f"{guest.spec.vcpus} vCPU{'' if guest.spec.vcpus == 1 else 's'}"
-    return (
-        f"{guest.name} → {guest.host} ({guest.reason}; {base}): {vcpus}, "
-        f"{sizes.human(guest.spec.memory)} memory, {sizes.human(guest.disk_size)} {kind} "
-        f"{guest.disk_path}"
-    )
-
-
-def _base_label(plan: BuildPlan) -> str:
-    return f"{plan.template.name} r{plan.template.base.revision}"
-
-
-def plan_json(plan: BuildPlan) -> dict[str, Any]:
-    """The plan for programs: sizes in bytes, one entry per guest in the order named."""
-    base = plan.template.base
-    return {
-        "template": plan.template.name,
-        "revision": base.revision,
-        "transport": plan.transport,
-        "send_bytes": plan.send_bytes,
-        "hosts_needing_base": list(plan.hosts_needing_base),
-        "guests": [
-            {
-                "name": g.name,
-                "host": g.host,
-                "reason": g.reason,
-                "domain_type": g.spec.domain_type,
-                "memory": g.spec.memory,
-                "vcpus": g.spec.vcpus,
-                "network": g.spec.network,
-                "disk_path": g.disk_path,
-                "disk_format": g.spec.disk_format,
-                "disk_size": g.disk_size,
-                "full_copy": g.full_copy,
-                "base_path": g.base_path,
-                "base_cached": g.base_cached,
-                "send_bytes": g.send_bytes,
-            }
-            for g in plan.guests
-        ],
-        "warnings": list(plan.warnings),
-    }
-
-
-# --- progress of long commands -----------------------------------------------------------------
 
 
 class LineReporter:
@@ -248,21 +174,3 @@ class JsonReporter:
 
     def _emit(self, event: dict[str, Any]) -> None:
         print(json.dumps(event), file=self.out, flush=True)
-
-
-def built_text(built: Sequence[Any], seconds: float) -> str:
-    """`web1 runs on ham0 (ready in 21.3 s, by console:login:)`; the rule is said when the
-    guests passed one, `started in` when they were not waited for."""
-    names = ", ".join(f"{b.name} runs on {b.host}" for b in built)
-    rules = sorted({b.ready for b in built})
-    if rules == [""]:
-        return f"{names} (started in {seconds:.1f} s, not waited for)"
-    return f"{names} (ready in {seconds:.1f} s, by {', '.join(rules)})"
-
-
-def built_json(built: Sequence[Any], seconds: float) -> dict[str, Any]:
-    return {
-        "event": "done",
-        "built": [{"name": b.name, "host": b.host, "ready": b.ready or None} for b in built],
-        "seconds": round(seconds, 3),
-    }

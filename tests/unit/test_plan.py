@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mclu import errors, model, sizes
+from mclu.cli import build as build_cli
 from mclu.cli import main, output
 from mclu.decide import build as plan
 from mclu.model import (
@@ -276,10 +277,10 @@ def test_a_host_that_did_not_answer_is_a_warning_naming_the_unchecked_names() ->
         "there of that name would make two (`mclu list` flags them)"
         for h in ("ham1", "ham2")
     )
-    assert output.plan_text(built).splitlines()[-2:] == [f"warning: {w}" for w in built.warnings]
-    assert output.plan_json(built)["warnings"] == list(built.warnings)
+    assert build_cli.plan_text(built).splitlines()[-2:] == [f"warning: {w}" for w in built.warnings]
+    assert build_cli.plan_json(built)["warnings"] == list(built.warnings)
     assert build(("web1",)).warnings == ()  # every host answered
-    assert output.plan_json(build(("web1",)))["warnings"] == []
+    assert build_cli.plan_json(build(("web1",)))["warnings"] == []
     # A host whose guests answered but whose image directory did not: its names were checked.
     snapshot, storage = cluster({"ham0": {}, "ham1": {}}, TEMPLATE.base)
     del storage["ham1"]
@@ -405,7 +406,7 @@ def test_split_name() -> None:
 def test_plan_text() -> None:
     hosts = {"ham0": {"cached": True, "memory": "4 GiB"}, "ham1": {"memory": "4 GiB"}}
     built = build(("web1", "web2", "web3"), hosts)
-    assert output.plan_text(built) == "\n".join(
+    assert build_cli.plan_text(built) == "\n".join(
         [
             "build 3 guests from tiny r3:",
             "  web1 → ham0 (most free memory: 3.75 GiB after; tiny r3 cached there): 1 vCPU, "
@@ -420,12 +421,12 @@ def test_plan_text() -> None:
 
 
 def test_plan_text_base_shared_and_nothing_to_send() -> None:
-    text = output.plan_text(build(("ham0:a", "ham0:b"), {"ham0": {}}, full_copy=True))
+    text = build_cli.plan_text(build(("ham0:a", "ham0:b"), {"ham0": {}}, full_copy=True))
     assert "b → ham0 (as asked: 7.5 GiB memory free after; tiny r3 sent there with a)" in text
     assert "128 MiB raw full copy /var/lib/libvirt/images/b.img" in text
-    cached = output.plan_text(build(("a",), {"ham0": {"cached": True}}))
+    cached = build_cli.plan_text(build(("a",), {"ham0": {"cached": True}}))
     assert cached.endswith("nothing to send: tiny r3 is cached on every host chosen")
-    two = output.plan_text(build(("ham0:a", "ham1:b")))
+    two = build_cli.plan_text(build(("ham0:a", "ham1:b")))
     assert two.endswith("send in all: 34 MiB over stream")
 
 
@@ -441,7 +442,7 @@ def test_a_plan_warning_is_shown_off_a_terminal_where_progress_is_quiet() -> Non
 
 
 def test_plan_json() -> None:
-    document = output.plan_json(build(("web1",), {"ham0": {}}, transport="nbd"))
+    document = build_cli.plan_json(build(("web1",), {"ham0": {}}, transport="nbd"))
     assert json.loads(json.dumps(document)) == document
     assert document["send_bytes"] == 17 * MiB and document["transport"] == "nbd"
     assert document["hosts_needing_base"] == ["ham0"]
