@@ -12,16 +12,12 @@ from hypothesis import strategies as st
 from mclu import errors
 from mclu.decide import placement
 from mclu.decide.placement import Candidate, Need
-from mclu.model import Guest, GuestState, HostFacts, HostSnapshot, HostSpec, StorageFacts
+from mclu.model import Guest, HostFacts, HostSnapshot, HostSpec, StorageFacts
+from tests.builders import SHUTOFF, guest
 
 GiB = 1 << 30
 MiB = 1 << 20
 IMAGES = "/var/lib/libvirt/images"
-
-
-def guest(name: str, memory: int, vcpus: int = 1, running: bool = True) -> Guest:
-    state = GuestState.RUNNING if running else GuestState.SHUTOFF
-    return Guest(name=name, uuid=f"uuid-{name}", state=state, vcpus=vcpus, memory=memory)
 
 
 def host(
@@ -72,14 +68,14 @@ def test_free_memory_counts_reserve_and_running_guests_only() -> None:
         "ham0",
         memory=8 * GiB,
         reserve_memory=1 * GiB,
-        guests=[guest("a", 3 * GiB), guest("off", 4 * GiB, running=False)],
+        guests=[guest("a", memory=3 * GiB), guest("off", memory=4 * GiB, state=SHUTOFF)],
     )
     assert placement.room(busy) == Need(memory=4 * GiB, vcpus=3, disk=100 * GiB)
     assert placement.place(SMALL, [busy, host("ham1", memory=3 * GiB)]).host == "ham0"
 
 
 def test_ties_go_to_fewer_guests_then_inventory_order() -> None:
-    crowded = host("ham0", guests=[guest("off", GiB, running=False)])
+    crowded = host("ham0", guests=[guest("off", memory=GiB, state=SHUTOFF)])
     assert placement.place(SMALL, [crowded, host("ham1"), host("ham2")]).host == "ham1"
     assert placement.place(SMALL, [host("ham2"), host("ham1")]).host == "ham2"
 
@@ -103,7 +99,7 @@ def test_vcpus_are_not_overcommitted() -> None:
         "ham0",
         cpus=4,
         reserve_cpus=1,
-        guests=[guest("a", GiB, vcpus=2), guest("b", GiB, vcpus=4, running=False)],
+        guests=[guest("a", memory=GiB, vcpus=2), guest("b", memory=GiB, vcpus=4, state=SHUTOFF)],
     )
     assert placement.fits(Need(GiB, 1, GiB), full)
     assert not placement.fits(Need(GiB, 2, GiB), full)
@@ -198,7 +194,9 @@ def clusters(draw: st.DrawFn) -> list[Candidate]:
             reserve_memory=draw(st.integers(0, 2 * GiB)),
             reserve_cpus=draw(st.integers(0, 2)),
             guests=[
-                guest(f"g{i}-{j}", draw(st.integers(0, 4 * GiB)), draw(st.integers(1, 4)))
+                guest(
+                    f"g{i}-{j}", memory=draw(st.integers(0, 4 * GiB)), vcpus=draw(st.integers(1, 4))
+                )
                 for j in range(draw(st.integers(0, 3)))
             ],
         )
@@ -241,7 +239,7 @@ def test_placing_one_by_one_never_overcommits(wanted: list[Need], hosts: list[Ca
 
 def test_vcpus_are_overcommitted_by_the_hosts_cpu_ratio() -> None:
     four_to_one = host(
-        "ham0", cpus=2, cpu_ratio=4.0, reserve_cpus=1, guests=[guest("a", GiB, vcpus=3)]
+        "ham0", cpus=2, cpu_ratio=4.0, reserve_cpus=1, guests=[guest("a", memory=GiB, vcpus=3)]
     )
     assert placement.room(four_to_one).vcpus == 2 * 4 - 1 - 3
     assert placement.fits(Need(memory=GiB, vcpus=4, disk=GiB), four_to_one)

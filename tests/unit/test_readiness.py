@@ -12,6 +12,7 @@ from mclu.act import waiting
 from mclu.decide import readiness
 from mclu.hosts import fake
 from mclu.images import guest_text
+from tests.builders import guest
 
 RUNNING = model.GuestState.RUNNING
 
@@ -149,10 +150,6 @@ def test_a_serial_login_prompt_is_found_from_init_and_boot_configuration(
 
 
 # --- waiting, on a fake host ------------------------------------------------------------------
-
-
-def guest(name: str = "web1", state: model.GuestState = RUNNING) -> model.Guest:
-    return model.Guest(name=name, uuid=f"uuid-{name}", state=state, vcpus=1, memory=1 << 28)
 
 
 def wait(host: fake.FakeHost, rule: readiness.Rule, timeout: float = 0) -> waiting.Ready:

@@ -10,16 +10,11 @@ import pytest
 from mclu import errors, model
 from mclu.hosts import fake
 from mclu.read import snapshot
+from tests.builders import guest
 
 FACTS = model.HostFacts(
     hostname="h", arch="x86_64", cpus=4, memory_total=8 << 30, memory_free=6 << 30
 )
-
-
-def guest(name: str) -> model.Guest:
-    return model.Guest(
-        name=name, uuid=f"uuid-{name}", state=model.GuestState.RUNNING, vcpus=1, memory=256 << 20
-    )
 
 
 def snap(hosts: dict[str, list[str]], failed: tuple[str, ...] = ()) -> model.Snapshot:
