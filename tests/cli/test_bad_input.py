@@ -12,17 +12,15 @@ Every case runs the real `mclu.cli.main.run` in-process against fake hosts; a fe
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from mclu.cli import commands, main, output
 from mclu.hosts import fake
+from tests.cli.harness import Cli
 
 BAD = Path(__file__).parent.parent / "data" / "bad"
 SHA = "0" * 128
@@ -50,90 +48,41 @@ def expected(path: Path) -> str:
     return first.removeprefix("# expect: ")
 
 
-@dataclass
-class Result:
-    code: int
-    stdout: str
-    stderr: str  # mclu's printer and argparse's, together
-
-    def one_error_line(self) -> str:
-        """The single line on stderr, after checking that it is the only one."""
-        assert "Traceback" not in self.stderr
-        lines = self.stderr.splitlines()
-        assert len(lines) == 1, self.stderr
-        assert self.stderr.endswith("\n")
-        return lines[0]
-
-
-class Mclu:
-    """A good inventory of fake hosts a and b, a local template repository, private dirs."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp = tmp_path
-        self.cluster = fake.FakeCluster.of("a", "b")
-        for host in self.cluster.hosts.values():
-            host.commands = dict(
-                [
-                    fake.canned(
-                        ["df", "--output=avail", "-B1", IMAGE_DIR], b"Avail\n99999999999\n"
-                    ),
-                    fake.canned(
-                        [
-                            "find",
-                            f"{IMAGE_DIR}/mclu-templates",
-                            "-maxdepth",
-                            "1",
-                            "-type",
-                            "f",
-                            "-name",
-                            "*.raw",
-                            "-printf",
-                            "%f\\n",
-                        ]
-                    ),
-                ]
-            )
-        repo = tmp_path / "repo"
-        repo.mkdir()
-        (repo / "index").write_text(INDEX)
-        self.repos = tmp_path / "repos.d"
-        self.repos.mkdir()
-        (self.repos / "local.conf").write_text(f"[local]\nuri=file://{repo}/index\n")
-        self.templates = tmp_path / "templates"
-        self.templates.mkdir()
-        self.inventory = self.write_inventory(str(self.repos))
-        self.home = tmp_path / "home"
-        (self.home / ".ssh").mkdir(parents=True)  # a key, as a user has: builds go ahead
-        (self.home / ".ssh" / "id_ed25519.pub").write_text("ssh-ed25519 AAAA user@ctl\n")
-
-    def write_inventory(self, repos: str, name: str = "hosts.toml") -> Path:
-        path = self.tmp / name
-        path.write_text(f'template_repos = ["{repos}"]\n[hosts.a]\n[hosts.b]\n')
-        return path
-
-    def __call__(self, *argv: str, capsys: pytest.CaptureFixture[str]) -> Result:
-        out, err = io.StringIO(), io.StringIO()
-        environ = {
-            "MCLU_CONFIG": str(self.inventory),
-            "MCLU_TEMPLATES": str(self.templates),
-            "HOME": str(self.home),
-            "MCLU_CACHE": str(self.tmp / "cache"),
-        }
-        env = commands.Env(
-            environ=environ,
-            printer=output.Printer(out=out, err=err),
-            open_session=self.cluster.open,
-        )
-        capsys.readouterr()
-        code = main.run(list(argv), env)
-        assert self.cluster.open_sessions == 0
-        captured = capsys.readouterr()  # argparse writes to sys.stderr itself
-        return Result(code, out.getvalue() + captured.out, err.getvalue() + captured.err)
+# Fake hosts a and b with lots of room and an empty cache; this module's one repository.
+INVENTORY = 'template_repos = ["{repos}"]\n[hosts.a]\n[hosts.b]\n'
+ROOM = [
+    fake.canned(["df", "--output=avail", "-B1", IMAGE_DIR], b"Avail\n99999999999\n"),
+    fake.canned(
+        [
+            "find",
+            f"{IMAGE_DIR}/mclu-templates",
+            "-maxdepth",
+            "1",
+            "-type",
+            "f",
+            "-name",
+            "*.raw",
+            "-printf",
+            "%f\\n",
+        ]
+    ),
+]
 
 
 @pytest.fixture
-def mclu(tmp_path: Path) -> Mclu:
-    return Mclu(tmp_path)
+def mclu(tmp_path: Path) -> Cli:
+    """A good inventory of hosts a and b, a template directory of its own, and a key in
+    ~/.ssh, as a user has: builds go ahead."""
+    cli = Cli(tmp_path, hosts=("a", "b"), inventory=INVENTORY, index=INDEX, own_templates=True)
+    for host in cli.cluster.hosts.values():
+        host.commands = dict(ROOM)
+    cli.give_key()
+    return cli
+
+
+def with_repos(cli: Cli, repos: Path, name: str) -> None:
+    """The inventory's template_repos: `repos` (a repos.d directory or one .conf file)."""
+    cli.use_inventory(cli.write_inventory(INVENTORY.replace("{repos}", str(repos)), name))
 
 
 def test_the_corpus_is_there() -> None:
@@ -146,8 +95,8 @@ def test_the_corpus_is_there() -> None:
 
 
 @pytest.mark.parametrize("path", corpus("hosts"), ids=lambda p: p.stem)
-def test_bad_inventory(mclu: Mclu, path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    result = mclu("-c", str(path), "status", capsys=capsys)
+def test_bad_inventory(mclu: Cli, path: Path) -> None:
+    result = mclu.result("-c", str(path), "status")
     line = result.one_error_line()
     assert result.code == 2
     assert line.startswith(f"mclu: error: {path}: ")
@@ -156,11 +105,11 @@ def test_bad_inventory(mclu: Mclu, path: Path, capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.parametrize("path", corpus("templates"), ids=lambda p: p.stem)
-def test_bad_template(mclu: Mclu, path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_template(mclu: Cli, path: Path) -> None:
     copy = mclu.templates / path.name
     copy.write_bytes(path.read_bytes())
     for argv in (["templates"], ["build", "tiny", "web1", "--dry-run"]):
-        result = mclu(*argv, capsys=capsys)
+        result = mclu.result(*argv)
         line = result.one_error_line()
         assert result.code == 2
         assert line.startswith(f"mclu: error: {copy}: ")
@@ -168,9 +117,9 @@ def test_bad_template(mclu: Mclu, path: Path, capsys: pytest.CaptureFixture[str]
 
 
 @pytest.mark.parametrize("path", corpus("repos.d"), ids=lambda p: p.stem)
-def test_bad_repository_source(mclu: Mclu, path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    mclu.inventory = mclu.write_inventory(str(path), "with-source.toml")
-    result = mclu("templates", capsys=capsys)
+def test_bad_repository_source(mclu: Cli, path: Path) -> None:
+    with_repos(mclu, path, "with-source.toml")
+    result = mclu.result("templates")
     line = result.one_error_line()
     assert result.code == 2
     assert line.startswith(f"mclu: error: {path}: ")
@@ -178,31 +127,31 @@ def test_bad_repository_source(mclu: Mclu, path: Path, capsys: pytest.CaptureFix
 
 
 @pytest.mark.parametrize("path", corpus("index"), ids=lambda p: p.stem)
-def test_bad_index(mclu: Mclu, path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_index(mclu: Cli, path: Path) -> None:
     """A repository whose index is malformed is a source that failed, as one that does not
     answer: `mclu templates` lists the rest, names it in one line, exit status 1 (docs/cli.md);
     a build from it finds no such template (exit status 2)."""
     conf = mclu.tmp / "bad.conf"
     conf.write_text(f"[bad]\nuri={path.as_uri()}\n")
-    mclu.inventory = mclu.write_inventory(str(conf), "with-bad-index.toml")
-    result = mclu("templates", capsys=capsys)
+    with_repos(mclu, conf, "with-bad-index.toml")
+    result = mclu.result("templates")
     line = result.one_error_line()
     assert result.code == 1
     assert line.startswith(f"mclu: {path.as_uri()}: ")
     assert expected(path) in line
-    build = mclu("build", "a", "web1", "--dry-run", capsys=capsys)
+    build = mclu.result("build", "a", "web1", "--dry-run")
     assert build.code == 2
     assert build.one_error_line().startswith("mclu: error: unknown template 'a'")
 
 
-def test_missing_and_unreadable_inventory(mclu: Mclu, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_and_unreadable_inventory(mclu: Cli) -> None:
     missing = mclu.tmp / "nowhere.toml"
-    result = mclu("-c", str(missing), "list", capsys=capsys)
+    result = mclu.result("-c", str(missing), "list")
     assert result.code == 2
     assert result.one_error_line() == (
         f"mclu: error: {missing}: no inventory here (use -c FILE or set MCLU_CONFIG)"
     )
-    result = mclu("-c", str(mclu.tmp), "list", capsys=capsys)
+    result = mclu.result("-c", str(mclu.tmp), "list")
     assert result.code == 2
     assert result.one_error_line().startswith(f"mclu: error: {mclu.tmp}: cannot read: ")
 
@@ -233,8 +182,8 @@ NAME_RULE = "use 1 to 63 letters, digits, '.', '_' or '-', starting with a lette
         "a\x00b",
     ],
 )
-def test_bad_guest_names(mclu: Mclu, name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    result = mclu("build", "tiny", "--", name, capsys=capsys)
+def test_bad_guest_names(mclu: Cli, name: str) -> None:
+    result = mclu.result("build", "tiny", "--", name)
     assert result.code == 2
     assert result.one_error_line() == f"mclu: error: invalid guest name {name!r}: {NAME_RULE}"
     ran = [arg for h in mclu.cluster.hosts.values() for argv in h.ran for arg in argv]
@@ -322,10 +271,8 @@ def test_bad_guest_names(mclu: Mclu, name: str, capsys: pytest.CaptureFixture[st
         ([], 2, "the following arguments are required: COMMAND"),
     ],
 )
-def test_bad_command_line(
-    mclu: Mclu, argv: list[str], code: int, fragment: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    result = mclu(*argv, capsys=capsys)
+def test_bad_command_line(mclu: Cli, argv: list[str], code: int, fragment: str) -> None:
+    result = mclu.result(*argv)
     line = result.one_error_line()
     assert result.code == code
     assert line.startswith("mclu: error: ")
@@ -341,12 +288,10 @@ def test_bad_command_line(
         ["rebuild", "--all", "--dry-run"],
     ],
 )
-def test_no_ssh_key_anywhere_is_refused(
-    mclu: Mclu, argv: list[str], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_no_ssh_key_anywhere_is_refused(mclu: Cli, argv: list[str]) -> None:
     """An empty ~/.ssh and no --ssh-key would make guests nobody can log in to."""
     (mclu.home / ".ssh" / "id_ed25519.pub").unlink()
-    result = mclu(*argv, capsys=capsys)
+    result = mclu.result(*argv)
     assert result.code == 2
     assert result.one_error_line() == (
         f"mclu: error: no ssh key for the guests' root: {mclu.home}/.ssh has no id_*.pub; "
@@ -358,24 +303,20 @@ def test_no_ssh_key_anywhere_is_refused(
     assert not any(g for h in mclu.cluster.hosts.values() for g in h.guests)
 
 
-def test_a_private_key_is_not_given_to_guests(
-    mclu: Mclu, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_private_key_is_not_given_to_guests(mclu: Cli) -> None:
     private = mclu.home / ".ssh" / "id_ed25519"
     private.write_text(
         "-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----\n"
     )
-    result = mclu("build", "tiny", "web1", "--ssh-key", str(private), capsys=capsys)
+    result = mclu.result("build", "tiny", "web1", "--ssh-key", str(private))
     assert result.code == 2
     assert result.one_error_line() == (
         f"mclu: error: ssh key {private} is a private key: give its .pub file"
     )
 
 
-def test_argparse_errors_name_the_command_and_point_to_help(
-    mclu: Mclu, capsys: pytest.CaptureFixture[str]
-) -> None:
-    result = mclu("build", "tiny", "web1", "--vcpus", "two", capsys=capsys)
+def test_argparse_errors_name_the_command_and_point_to_help(mclu: Cli) -> None:
+    result = mclu.result("build", "tiny", "web1", "--vcpus", "two")
     assert result.one_error_line() == (
         "mclu: error: mclu build: argument --vcpus: invalid int "
         "value: 'two' (see `mclu build --help`)"

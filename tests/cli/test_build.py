@@ -12,10 +12,9 @@ import pytest
 
 from mclu import errors
 from mclu.hosts import commands, fake
-from tests.cli.test_read_commands import guest
-from tests.cli.test_rebuild import RebuildCli
+from tests.builders import IMAGES, guest
+from tests.cli.harness import Cli
 
-IMAGES = "/var/lib/libvirt/images"
 # The one storage command of a build's read pass: lots of room, nothing cached, no leftovers.
 STORAGE = fake.canned(
     commands.storage_scan(IMAGES),
@@ -23,27 +22,16 @@ STORAGE = fake.canned(
 )
 
 
-class BuildCli(RebuildCli):
-    """Fake hosts a, b, c with room; a private HOME whose ~/.ssh is empty until give_key()."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        super().__init__(tmp_path)
-        self.home = tmp_path / "home"
-        (self.home / ".ssh").mkdir(parents=True)
-        self.environ["HOME"] = str(self.home)
-        for host in self.cluster.hosts.values():
-            host.commands = dict([STORAGE])
-
-    def give_key(self) -> None:
-        (self.home / ".ssh" / "id_ed25519.pub").write_text("ssh-ed25519 AAAA user@ctl\n")
-
-
 @pytest.fixture
-def cli(tmp_path: Path) -> BuildCli:
-    return BuildCli(tmp_path)
+def cli(tmp_path: Path) -> Cli:
+    """Fake hosts a, b, c with room; the user's ~/.ssh is empty until give_key()."""
+    c = Cli(tmp_path)
+    for host in c.cluster.hosts.values():
+        host.commands = dict([STORAGE])
+    return c
 
 
-def test_an_empty_ssh_dir_is_refused_before_any_host_is_asked(cli: BuildCli) -> None:
+def test_an_empty_ssh_dir_is_refused_before_any_host_is_asked(cli: Cli) -> None:
     assert cli("build", "tiny", "web1") == 2
     assert cli.stderr == (
         f"mclu: error: no ssh key for the guests' root: {cli.home}/.ssh has no id_*.pub; give "
@@ -58,7 +46,7 @@ def test_an_empty_ssh_dir_is_refused_before_any_host_is_asked(cli: BuildCli) -> 
     "way_in", [["--no-login"], ["--ssh-key", "KEY"], ["--root-password-file", "PASSWORD"], []]
 )
 def test_a_key_a_password_or_no_login_lets_the_build_plan(
-    cli: BuildCli, tmp_path: Path, way_in: list[str]
+    cli: Cli, tmp_path: Path, way_in: list[str]
 ) -> None:
     (tmp_path / "KEY").write_text("ssh-ed25519 AAAA other@ctl\n")
     (tmp_path / "PASSWORD").write_text("secret\n")
@@ -70,7 +58,7 @@ def test_a_key_a_password_or_no_login_lets_the_build_plan(
     assert cli.stderr == ""
 
 
-def test_a_host_that_did_not_answer_is_a_warning(cli: BuildCli) -> None:
+def test_a_host_that_did_not_answer_is_a_warning(cli: Cli) -> None:
     """mclu keeps no state: the off host may hold a guest of the new name (issue: two nu-h)."""
     cli.give_key()
     cli.cluster.fail("c", errors.HostUnreachable("c", "c", "no route to host"))
@@ -84,7 +72,7 @@ def test_a_host_that_did_not_answer_is_a_warning(cli: BuildCli) -> None:
     assert json.loads(cli.stdout)["warnings"] == [warning]
 
 
-def test_list_flags_one_name_on_two_hosts(cli: BuildCli) -> None:
+def test_list_flags_one_name_on_two_hosts(cli: Cli) -> None:
     cli.cluster.hosts["a"].guests["nu-h"] = guest("nu-h")
     cli.cluster.hosts["c"].guests["nu-h"] = guest("nu-h")
     cli.cluster.hosts["b"].guests["db"] = guest("db")

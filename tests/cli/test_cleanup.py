@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from mclu import model, runtmp
-from mclu.act import cleanup as mclu_cleanup
 from mclu.hosts import commands, fake
-from tests.cli.test_read_commands import Cli, guest
+from tests.builders import SHUTOFF, guest
+from tests.cli.harness import Cli
 
 IMAGES = "/var/lib/libvirt/images"
 CACHE = f"{IMAGES}/mclu-templates"
@@ -25,13 +25,7 @@ BUILDING = model.GuestMeta(
 )
 BUILT = int(datetime.datetime(2026, 11, 21, 2, 0, tzinfo=datetime.UTC).timestamp())
 PARTIAL = f"{CACHE}/tiny.x86_64.r1.raw.partial-0a1b2c3d-web9"
-STAT_ARGV = [
-    "sh",
-    "-c",
-    'for f; do [ -e "$f" ] && stat -c "%Z %n" -- "$f"; done; true',
-    "sh",
-    f"{IMAGES}/web9.qcow2",
-]
+STAT_ARGV = commands.change_times([f"{IMAGES}/web9.qcow2"])
 
 
 def scan_argv() -> list[str]:
@@ -48,26 +42,12 @@ def scan_output(partial: bool = True, locked: bool = False) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def building(name: str) -> model.Guest:
-    g = guest(name, state=model.GuestState.SHUTOFF, meta=BUILDING)
-    return model.Guest(
-        name=g.name,
-        uuid=g.uuid,
-        state=g.state,
-        vcpus=g.vcpus,
-        memory=g.memory,
-        max_memory=g.max_memory,
-        disks=(f"{IMAGES}/{name}.qcow2",),
-        mclu=g.mclu,
-    )
-
-
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     c = Cli(tmp_path)
     c.cluster.hosts["a"].guests["web1"] = guest("web1")
     b = c.cluster.hosts["b"]
-    b.guests["web9"] = building("web9")
+    b.guests["web9"] = guest("web9", state=SHUTOFF, own_disk=True, meta=BUILDING)
     b.commands.update([fake.canned(scan_argv(), scan_output())])
     for name in ("a", "c"):
         c.cluster.hosts[name].commands.update([fake.canned(scan_argv(), b"@now 1\n@partial\n")])
@@ -123,7 +103,7 @@ def test_cleanup_removes_the_guest_its_disk_and_the_partial_file(cli: Cli) -> No
             fake.canned(
                 ["rm", "-f", "--", f"{IMAGES}/web9.qcow2", "/var/log/libvirt/qemu/web9-console.log"]
             ),
-            fake.canned(["sh", "-c", mclu_cleanup.REMOVE_UNUSED], f"{PARTIAL}\n".encode()),
+            fake.canned(commands.remove_unused(), f"{PARTIAL}\n".encode()),
         ]
     )
     assert cli("cleanup", "--json") == 0, cli.stdout

@@ -16,9 +16,13 @@ from typing import Any
 import pytest
 
 from mclu import errors, model
-from mclu.act import rebuild
-from tests.cli import test_rebuild as rb
-from tests.cli.test_read_commands import WEB1, Cli, guest
+from tests.builders import SHUTOFF, WEB1, built, guest
+from tests.cli.harness import Cli, personalise_with, rebuild_disk_commands
+
+# What the rebuilt guests' records say before the rebuild.
+TINY_R2 = model.GuestMeta(
+    template="tiny", revision="2", built="2026-11-01T10:00:00Z", options=(("memory", "256 MiB"),)
+)
 
 CLI_MD = Path(__file__).parents[2] / "docs" / "cli.md"
 
@@ -52,7 +56,7 @@ def cluster(tmp_path: Path) -> Cli:
     """Hosts a and b on, c off; a guest built by mclu (web1) and a shut off pet (old)."""
     c = Cli(tmp_path)
     c.cluster.hosts["a"].guests["web1"] = WEB1
-    c.cluster.hosts["b"].guests["old"] = guest("old", state=model.GuestState.SHUTOFF)
+    c.cluster.hosts["b"].guests["old"] = guest("old", state=SHUTOFF)
     c.cluster.fail("c", errors.HostUnreachable("c", "c", "no route to host"))
     # A second repository that cannot be read: `failed_sources` has an entry.
     (c.repo / "repos.d" / "gone.conf").write_text(f"[gone]\nuri=file://{tmp_path}/nowhere\n")
@@ -74,19 +78,17 @@ def rebuild_done(cli: Cli) -> Any:
     personalisation skipped: no libguestfs here), the pet on b skipped, web2 on b failed (its
     disk cannot be read: b has no shell), c off."""
     a = cli.cluster.hosts["a"]
-    a.guests["web1"] = rb.mclu_guest("web1")
-    rb.disk_commands(a)
-    cli.cluster.hosts["b"].guests["web2"] = rb.mclu_guest("web2")
-    key = cli.inventory.with_name("id.pub")
-    key.write_text("ssh-ed25519 AAAA test\n")
+    a.guests["web1"] = built("web1", TINY_R2)
+    rebuild_disk_commands(a)
+    cli.cluster.hosts["b"].guests["web2"] = built("web2", TINY_R2)
 
-    async def personalize(self: Any, work: Any, inputs: Any) -> model.GuestTraits:
+    async def personalise(name: str) -> model.GuestTraits:
         return model.GuestTraits(serial_login=True)
 
     a.consoles["web1"] = "web1 login: "
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(rebuild._Run, "_personalize", personalize)
-        assert cli("rebuild", "--all", "--json", "--ssh-key", str(key)) == 1, cli.stderr
+        personalise_with(patch, personalise)
+        assert cli.rebuild("--all", "--json") == 1, cli.stderr
     return json.loads(cli.stdout.splitlines()[-1])
 
 

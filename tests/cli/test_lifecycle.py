@@ -6,7 +6,6 @@ were made to do (their guests' states, the commands run on them).
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import stat
@@ -14,60 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from mclu import errors, model
+from mclu import errors
 from mclu.act import lifecycle
-from mclu.cli import commands, main, output
 from mclu.hosts import fake
-from tests.cli.test_read_commands import Cli, guest
+from tests.builders import IMAGES, RUNNING, SHUTOFF, guest
+from tests.cli.harness import Cli
 
-RUNNING, SHUTOFF = model.GuestState.RUNNING, model.GuestState.SHUTOFF
-IMAGES = "/var/lib/libvirt/images"
 BASE = f"{IMAGES}/mclu-templates/tiny.x86_64.r1.raw"
 
 
-def with_disks(g: model.Guest, *disks: str) -> model.Guest:
-    return model.Guest(
-        name=g.name,
-        uuid=g.uuid,
-        state=g.state,
-        vcpus=g.vcpus,
-        memory=g.memory,
-        max_memory=g.max_memory,
-        disks=disks,
-        persistent=g.persistent,
-    )
-
-
-class LifecycleCli(Cli):
-    """Cli with a chosen environment (PATH for the viewer)."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        super().__init__(tmp_path)
-        self.environ: dict[str, str] = {}
-
-    def __call__(self, *argv: str) -> int:
-        self.out, self.err = io.StringIO(), io.StringIO()
-        env = commands.Env(
-            environ={"MCLU_CONFIG": str(self.inventory), **self.environ},
-            printer=output.Printer(out=self.out, err=self.err),
-            open_session=self.cluster.open,
-        )
-        code = main.run(list(argv), env)
-        assert self.cluster.open_sessions == 0
-        return code
-
-    def host(self, name: str) -> fake.FakeHost:
-        return self.cluster.hosts[name]
-
-    def state(self, host: str, name: str) -> model.GuestState | None:
-        found = self.host(host).guests.get(name)
-        return None if found is None else found.state
-
-
 @pytest.fixture
-def cli(tmp_path: Path) -> LifecycleCli:
-    c = LifecycleCli(tmp_path)
-    c.host("a").guests["web1"] = with_disks(guest("web1"), f"{IMAGES}/web1.qcow2")
+def cli(tmp_path: Path) -> Cli:
+    c = Cli(tmp_path)
+    c.host("a").guests["web1"] = guest("web1", own_disk=True)
     c.host("b").guests["db"] = guest("db")
     c.host("b").guests["old"] = guest("old", state=SHUTOFF)
     return c
@@ -76,13 +34,13 @@ def cli(tmp_path: Path) -> LifecycleCli:
 # --- start ----------------------------------------------------------------------------------
 
 
-def test_start_a_shut_off_guest(cli: LifecycleCli) -> None:
+def test_start_a_shut_off_guest(cli: Cli) -> None:
     assert cli("start", "old") == 0
     assert cli.stdout == "old on b: started\n"
     assert cli.state("b", "old") == RUNNING
 
 
-def test_start_a_running_guest_is_a_noop_note(cli: LifecycleCli) -> None:
+def test_start_a_running_guest_is_a_noop_note(cli: Cli) -> None:
     assert cli("start", "web1", "--json") == 0
     assert cli.json() == {
         "version": 1,
@@ -99,7 +57,7 @@ def test_start_a_running_guest_is_a_noop_note(cli: LifecycleCli) -> None:
 # --- stop -----------------------------------------------------------------------------------
 
 
-def test_stop_waits_for_the_acpi_shutdown(cli: LifecycleCli) -> None:
+def test_stop_waits_for_the_acpi_shutdown(cli: Cli) -> None:
     assert cli("stop", "web1", "--json") == 0
     doc = cli.json()
     assert doc["seconds"] < 5
@@ -116,12 +74,12 @@ def test_stop_waits_for_the_acpi_shutdown(cli: LifecycleCli) -> None:
     assert cli.state("a", "web1") == SHUTOFF
 
 
-def test_stop_a_shut_off_guest_is_a_noop_note(cli: LifecycleCli) -> None:
+def test_stop_a_shut_off_guest_is_a_noop_note(cli: Cli) -> None:
     assert cli("stop", "old") == 0
     assert cli.stdout == "old on b: already shut off, nothing to do\n"
 
 
-def test_stop_timeout_without_force_fails_and_says_to_use_force(cli: LifecycleCli) -> None:
+def test_stop_timeout_without_force_fails_and_says_to_use_force(cli: Cli) -> None:
     cli.host("a").ignores_acpi.add("web1")
     assert cli("stop", "web1", "--timeout", "0.3") == 1
     assert cli.stderr == (
@@ -131,7 +89,7 @@ def test_stop_timeout_without_force_fails_and_says_to_use_force(cli: LifecycleCl
     assert cli.state("a", "web1") == RUNNING
 
 
-def test_stop_timeout_with_force_powers_off(cli: LifecycleCli) -> None:
+def test_stop_timeout_with_force_powers_off(cli: Cli) -> None:
     cli.host("a").ignores_acpi.add("web1")
     assert cli("stop", "web1", "--timeout", "0.3", "--force") == 0
     assert cli.stdout == "web1 on a: did not shut off within 0.3 s; powered off (--force)\n"
@@ -149,7 +107,7 @@ def quick_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_stop_repeats_the_acpi_request_a_booting_guest_ignored(
-    cli: LifecycleCli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     requests = 0
     original = fake.FakeSession.shutdown
@@ -167,7 +125,7 @@ def test_stop_repeats_the_acpi_request_a_booting_guest_ignored(
 
 
 def test_stop_a_guest_that_goes_off_just_before_the_repeated_request(
-    cli: LifecycleCli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     requests = 0
     original = fake.FakeSession.shutdown
@@ -176,7 +134,7 @@ def test_stop_a_guest_that_goes_off_just_before_the_repeated_request(
         nonlocal requests
         requests += 1
         if requests == 2:  # it powers off on its own, then libvirt refuses the request
-            self.fake_host.guests[name] = with_disks(guest(name, state=SHUTOFF))
+            self.fake_host.guests[name] = guest(name, state=SHUTOFF)
         if requests >= 2:
             await original(self, name)
 
@@ -186,7 +144,7 @@ def test_stop_a_guest_that_goes_off_just_before_the_repeated_request(
 
 
 def test_stop_a_repeated_request_refused_while_running_fails(
-    cli: LifecycleCli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, quick_repeat: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     requests = 0
 
@@ -202,7 +160,7 @@ def test_stop_a_repeated_request_refused_while_running_fails(
     assert cli.state("a", "web1") == RUNNING
 
 
-def test_stop_rejects_a_negative_timeout(cli: LifecycleCli) -> None:
+def test_stop_rejects_a_negative_timeout(cli: Cli) -> None:
     assert cli("stop", "web1", "--timeout", "-1") == 2
     assert "must not be negative" in cli.stderr
 
@@ -210,7 +168,7 @@ def test_stop_rejects_a_negative_timeout(cli: LifecycleCli) -> None:
 # --- reboot and destroy -------------------------------------------------------------------------
 
 
-def test_reboot_a_running_guest(cli: LifecycleCli) -> None:
+def test_reboot_a_running_guest(cli: Cli) -> None:
     assert cli("reboot", "db", "--json") == 0
     assert cli.json() == {
         "version": 1,
@@ -223,14 +181,14 @@ def test_reboot_a_running_guest(cli: LifecycleCli) -> None:
     assert cli.state("b", "db") == RUNNING
 
 
-def test_reboot_a_shut_off_guest_fails(cli: LifecycleCli) -> None:
+def test_reboot_a_shut_off_guest_fails(cli: Cli) -> None:
     assert cli("reboot", "old") == 1
     assert cli.stderr == (
         "mclu: error: b: old is not running (shut off); start it with `mclu start old`\n"
     )
 
 
-def test_destroy(cli: LifecycleCli) -> None:
+def test_destroy(cli: Cli) -> None:
     assert cli("destroy", "web1") == 0
     assert cli.stdout == "web1 on a: powered off\n"
     assert cli.state("a", "web1") == SHUTOFF
@@ -245,11 +203,8 @@ def test_destroy(cli: LifecycleCli) -> None:
     }
 
 
-def test_destroy_a_transient_guest_leaves_nothing(cli: LifecycleCli) -> None:
-    transient = guest("tmp")
-    cli.host("c").guests["tmp"] = model.Guest(
-        name="tmp", uuid=transient.uuid, state=RUNNING, vcpus=1, memory=1, persistent=False
-    )
+def test_destroy_a_transient_guest_leaves_nothing(cli: Cli) -> None:
+    cli.host("c").guests["tmp"] = guest("tmp", memory=1, persistent=False)
     assert cli("destroy", "tmp", "--json") == 0
     assert cli.json()["state"] == "gone"
     assert cli.state("c", "tmp") is None
@@ -261,14 +216,14 @@ def test_destroy_a_transient_guest_leaves_nothing(cli: LifecycleCli) -> None:
 @pytest.mark.parametrize(
     "verb", ["start", "stop", "reboot", "destroy", "delete", "console", "viewer"]
 )
-def test_a_guest_that_is_nowhere(cli: LifecycleCli, verb: str) -> None:
+def test_a_guest_that_is_nowhere(cli: Cli, verb: str) -> None:
     cli.environ["PATH"] = str(fake_viewer(cli.inventory.parent))
     assert cli(verb, "nope") == 1
     assert cli.stderr == "mclu: error: no guest named 'nope'\n"
 
 
 @pytest.mark.parametrize("verb", ["start", "stop", "reboot", "destroy", "delete"])
-def test_a_name_on_two_hosts_must_be_named_with_its_host(cli: LifecycleCli, verb: str) -> None:
+def test_a_name_on_two_hosts_must_be_named_with_its_host(cli: Cli, verb: str) -> None:
     cli.host("c").guests["web1"] = guest("web1", state=SHUTOFF)
     assert cli(verb, "web1") == 1
     assert cli.stderr == "mclu: error: guest 'web1' exists on a and c; name it as HOST:web1\n"
@@ -277,7 +232,7 @@ def test_a_name_on_two_hosts_must_be_named_with_its_host(cli: LifecycleCli, verb
     assert cli.stdout == "web1 on c: started\n"
 
 
-def test_the_host_with_the_guest_is_down(cli: LifecycleCli) -> None:
+def test_the_host_with_the_guest_is_down(cli: Cli) -> None:
     cli.cluster.fail("a", errors.HostUnreachable("a", "a", "no route to host"))
     assert cli("stop", "web1") == 1
     assert cli.stderr == "mclu: error: no guest named 'web1' (a did not answer: it may be there)\n"
@@ -285,13 +240,13 @@ def test_the_host_with_the_guest_is_down(cli: LifecycleCli) -> None:
     assert cli.stderr == "mclu: error: a: unreachable at a: no route to host\n"
 
 
-def test_another_host_down_does_not_matter(cli: LifecycleCli) -> None:
+def test_another_host_down_does_not_matter(cli: Cli) -> None:
     cli.cluster.fail("c", errors.HostUnreachable("c", "c", "no route to host"))
     assert cli("destroy", "db") == 0
     assert cli.state("b", "db") == SHUTOFF
 
 
-def test_a_host_failing_during_the_action(cli: LifecycleCli) -> None:
+def test_a_host_failing_during_the_action(cli: Cli) -> None:
     cli.cluster.fail("b", errors.LibvirtUnavailable("b", "libvirtd went away"))
     assert cli("start", "b:old") == 1
     assert cli.stderr == "mclu: error: b: libvirt is not answering: libvirtd went away\n"
@@ -320,22 +275,19 @@ def console_log(name: str) -> str:
 
 
 @pytest.fixture
-def sharing(cli: LifecycleCli) -> fake.FakeHost:
+def sharing(cli: Cli) -> fake.FakeHost:
     """Host c: `app` (its own overlay, a cached base, a disk shared with `peer`), and `peer`."""
     c = cli.host("c")
-    c.guests["app"] = with_disks(
-        guest("app", state=SHUTOFF),
-        f"{IMAGES}/app.qcow2",
-        BASE,
-        f"{IMAGES}/shared.img",
-        "/dev/sdb",
-        "pool/vol",
+    c.guests["app"] = guest(
+        "app",
+        state=SHUTOFF,
+        disks=(f"{IMAGES}/app.qcow2", BASE, f"{IMAGES}/shared.img", "/dev/sdb", "pool/vol"),
     )
-    c.guests["peer"] = with_disks(guest("peer"), f"{IMAGES}/peer.qcow2", f"{IMAGES}/shared.img")
+    c.guests["peer"] = guest("peer", disks=(f"{IMAGES}/peer.qcow2", f"{IMAGES}/shared.img"))
     return c
 
 
-def test_delete_removes_only_the_guests_own_disk(cli: LifecycleCli, sharing: fake.FakeHost) -> None:
+def test_delete_removes_only_the_guests_own_disk(cli: Cli, sharing: fake.FakeHost) -> None:
     own = [f"{IMAGES}/app.qcow2", console_log("app")]
     sharing.commands.update(
         [
@@ -373,10 +325,10 @@ def test_delete_removes_only_the_guests_own_disk(cli: LifecycleCli, sharing: fak
     assert set(sharing.guests) == {"peer"}
 
 
-def test_delete_keeps_a_disk_another_guests_disk_is_an_overlay_on(cli: LifecycleCli) -> None:
+def test_delete_keeps_a_disk_another_guests_disk_is_an_overlay_on(cli: Cli) -> None:
     c = cli.host("c")
-    c.guests["gold"] = with_disks(guest("gold", state=SHUTOFF), f"{IMAGES}/gold.img")
-    c.guests["child"] = with_disks(guest("child"), f"{IMAGES}/child.qcow2")
+    c.guests["gold"] = guest("gold", state=SHUTOFF, disks=(f"{IMAGES}/gold.img",))
+    c.guests["child"] = guest("child", disks=(f"{IMAGES}/child.qcow2",))
     c.commands.update(
         [
             fake.canned(
@@ -393,7 +345,7 @@ def test_delete_keeps_a_disk_another_guests_disk_is_an_overlay_on(cli: Lifecycle
     )
 
 
-def test_delete_refuses_a_running_guest_without_force(cli: LifecycleCli) -> None:
+def test_delete_refuses_a_running_guest_without_force(cli: Cli) -> None:
     assert cli("delete", "web1") == 1
     assert cli.stderr == (
         "mclu: error: a: web1 is running; stop it first, or use --force to "
@@ -403,7 +355,7 @@ def test_delete_refuses_a_running_guest_without_force(cli: LifecycleCli) -> None
     assert cli.host("a").ran == []  # nothing was even looked at on the host
 
 
-def test_delete_with_force_powers_off_first(cli: LifecycleCli) -> None:
+def test_delete_with_force_powers_off_first(cli: Cli) -> None:
     a = cli.host("a")
     a.commands.update([fake.canned(rm_argv(f"{IMAGES}/web1.qcow2", console_log("web1")))])
     assert cli("delete", "web1", "--force") == 0
@@ -413,7 +365,7 @@ def test_delete_with_force_powers_off_first(cli: LifecycleCli) -> None:
     assert a.guests == {}
 
 
-def test_delete_when_removing_files_fails_names_the_host(cli: LifecycleCli) -> None:
+def test_delete_when_removing_files_fails_names_the_host(cli: Cli) -> None:
     cli.host("b").commands.update(
         [
             fake.canned(
@@ -428,7 +380,7 @@ def test_delete_when_removing_files_fails_names_the_host(cli: LifecycleCli) -> N
     )
 
 
-def test_delete_dry_run_changes_nothing(cli: LifecycleCli, sharing: fake.FakeHost) -> None:
+def test_delete_dry_run_changes_nothing(cli: Cli, sharing: fake.FakeHost) -> None:
     sharing.commands.update(
         [fake.canned(backing_argv(f"{IMAGES}/peer.qcow2", f"{IMAGES}/shared.img"))]
     )
@@ -446,7 +398,7 @@ def test_delete_dry_run_changes_nothing(cli: LifecycleCli, sharing: fake.FakeHos
     assert sharing.locks == {}
 
 
-def test_delete_dry_run_of_a_running_guest(cli: LifecycleCli) -> None:
+def test_delete_dry_run_of_a_running_guest(cli: Cli) -> None:
     assert cli("delete", "web1", "--dry-run") == 1  # it would be refused
     assert "web1 is running" in cli.stderr
     assert cli("delete", "web1", "--dry-run", "--force", "--json") == 0
@@ -468,7 +420,7 @@ def test_delete_dry_run_of_a_running_guest(cli: LifecycleCli) -> None:
 # --- several guests ------------------------------------------------------------------------------
 
 
-def test_start_several_guests_one_line_each(cli: LifecycleCli) -> None:
+def test_start_several_guests_one_line_each(cli: Cli) -> None:
     cli.host("c").guests["app"] = guest("app", state=SHUTOFF)
     assert cli("start", "old", "web1", "c:app") == 0
     assert cli.stdout == (
@@ -477,7 +429,7 @@ def test_start_several_guests_one_line_each(cli: LifecycleCli) -> None:
     assert cli.state("b", "old") == RUNNING and cli.state("c", "app") == RUNNING
 
 
-def test_one_failure_among_several_the_others_still_done(cli: LifecycleCli) -> None:
+def test_one_failure_among_several_the_others_still_done(cli: Cli) -> None:
     cli.host("a").ignores_acpi.add("web1")
     assert cli("stop", "web1", "nope", "db", "--timeout", "0") == 1
     assert cli.stdout.startswith("db on b: shut off (")
@@ -489,7 +441,7 @@ def test_one_failure_among_several_the_others_still_done(cli: LifecycleCli) -> N
     assert cli.state("b", "db") == SHUTOFF and cli.state("a", "web1") == RUNNING
 
 
-def test_several_guests_json_lines(cli: LifecycleCli) -> None:
+def test_several_guests_json_lines(cli: Cli) -> None:
     assert cli("destroy", "web1", "nope", "db", "--json") == 1
     lines = [json.loads(line) for line in cli.stdout.splitlines()]
     assert lines == [
@@ -521,7 +473,7 @@ def test_several_guests_json_lines(cli: LifecycleCli) -> None:
     ]
 
 
-def test_several_guests_all_locked_is_exit_75(cli: LifecycleCli) -> None:
+def test_several_guests_all_locked_is_exit_75(cli: Cli) -> None:
     cli.host("a").locks[f"{IMAGES}/.mclu-locks/web1.lock"] = "ops@ctl pid 1 (mclu rebuild)"
     cli.host("b").locks[f"{IMAGES}/.mclu-locks/db.lock"] = "ops@ctl pid 1 (mclu rebuild)"
     assert cli("destroy", "web1", "db") == 75
@@ -533,10 +485,10 @@ def test_several_guests_all_locked_is_exit_75(cli: LifecycleCli) -> None:
     assert cli.state("b", "db") == SHUTOFF
 
 
-def test_delete_two_guests_sharing_a_disk_removes_it_with_the_second(cli: LifecycleCli) -> None:
+def test_delete_two_guests_sharing_a_disk_removes_it_with_the_second(cli: Cli) -> None:
     c = cli.host("c")
-    c.guests["x"] = with_disks(guest("x", state=SHUTOFF), f"{IMAGES}/shared.img")
-    c.guests["y"] = with_disks(guest("y", state=SHUTOFF), f"{IMAGES}/shared.img")
+    c.guests["x"] = guest("x", state=SHUTOFF, disks=(f"{IMAGES}/shared.img",))
+    c.guests["y"] = guest("y", state=SHUTOFF, disks=(f"{IMAGES}/shared.img",))
     c.commands.update(
         [
             fake.canned(backing_argv(f"{IMAGES}/shared.img")),
@@ -550,7 +502,7 @@ def test_delete_two_guests_sharing_a_disk_removes_it_with_the_second(cli: Lifecy
     assert c.ran[-1] == tuple(rm_argv(f"{IMAGES}/shared.img", console_log("y")))
 
 
-def test_a_name_given_twice_is_done_once(cli: LifecycleCli) -> None:
+def test_a_name_given_twice_is_done_once(cli: Cli) -> None:
     assert cli("start", "old", "b:old", "old") == 0
     assert cli.stdout == "old on b: started\n"
 
@@ -558,19 +510,19 @@ def test_a_name_given_twice_is_done_once(cli: LifecycleCli) -> None:
 # --- console -----------------------------------------------------------------------------------
 
 
-def test_console_of_a_shut_off_guest(cli: LifecycleCli) -> None:
+def test_console_of_a_shut_off_guest(cli: Cli) -> None:
     assert cli("console", "old") == 1
     assert cli.stderr == (
         "mclu: error: b: old is not running (shut off); start it with `mclu start old`\n"
     )
 
 
-def test_console_needs_a_terminal(cli: LifecycleCli) -> None:
+def test_console_needs_a_terminal(cli: Cli) -> None:
     assert cli("console", "web1") == 2  # pytest's stdin is no terminal
     assert cli.stderr == "mclu: error: mclu console needs a terminal: standard input is not one\n"
 
 
-def test_console_log_prints_the_saved_log(cli: LifecycleCli) -> None:
+def test_console_log_prints_the_saved_log(cli: Cli) -> None:
     cli.host("a").commands.update(
         [fake.canned(["cat", "--", console_log("web1")], b"Booting\r\nweb1 login: ")]
     )
@@ -589,13 +541,13 @@ def test_console_log_prints_the_saved_log(cli: LifecycleCli) -> None:
     }
 
 
-def test_console_log_of_a_shut_off_guest_is_its_last_boots(cli: LifecycleCli) -> None:
+def test_console_log_of_a_shut_off_guest_is_its_last_boots(cli: Cli) -> None:
     cli.host("b").commands.update([fake.canned(["cat", "--", console_log("old")], b"bye\n")])
     assert cli("console", "b:old", "--log") == 0
     assert cli.stdout == "bye\n"
 
 
-def test_console_log_that_does_not_exist(cli: LifecycleCli) -> None:
+def test_console_log_that_does_not_exist(cli: Cli) -> None:
     cli.host("b").commands.update(
         [
             fake.canned(
@@ -614,7 +566,7 @@ def test_console_log_that_does_not_exist(cli: LifecycleCli) -> None:
     )
 
 
-def test_console_log_unreadable_is_the_hosts_error(cli: LifecycleCli) -> None:
+def test_console_log_unreadable_is_the_hosts_error(cli: Cli) -> None:
     cli.host("b").commands.update(
         [
             fake.canned(
@@ -640,7 +592,7 @@ def fake_viewer(directory: Path) -> Path:
     return bin_dir
 
 
-def test_viewer_runs_virt_viewer_over_qemu_ssh(cli: LifecycleCli, tmp_path: Path) -> None:
+def test_viewer_runs_virt_viewer_over_qemu_ssh(cli: Cli, tmp_path: Path) -> None:
     cli.inventory.write_text(
         '[hosts.a]\naddress = "10.0.0.5"\nuser = "root"\nport = 2222\n'
         'identity_file = "/keys/id_ed25519"\nknown_hosts = "/keys/known hosts"\n'
@@ -657,7 +609,7 @@ def test_viewer_runs_virt_viewer_over_qemu_ssh(cli: LifecycleCli, tmp_path: Path
     assert cli.json()["argv"] == [str(bin_dir / "virt-viewer"), "--connect", uri, "web1"]
 
 
-def test_viewer_without_virt_viewer_says_what_to_install(cli: LifecycleCli, tmp_path: Path) -> None:
+def test_viewer_without_virt_viewer_says_what_to_install(cli: Cli, tmp_path: Path) -> None:
     cli.environ["PATH"] = str(tmp_path)
     assert cli("viewer", "web1") == 1
     assert cli.stderr == (
@@ -666,7 +618,7 @@ def test_viewer_without_virt_viewer_says_what_to_install(cli: LifecycleCli, tmp_
     )
 
 
-def test_viewer_that_fails(cli: LifecycleCli, tmp_path: Path) -> None:
+def test_viewer_that_fails(cli: Cli, tmp_path: Path) -> None:
     bin_dir = fake_viewer(tmp_path)
     (bin_dir / "virt-viewer").write_text("#!/bin/sh\nexit 3\n")
     cli.environ["PATH"] = str(bin_dir)

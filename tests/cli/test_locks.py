@@ -14,9 +14,8 @@ import pytest
 from mclu import errors, model
 from mclu.act import locks
 from mclu.hosts import fake
-from tests.cli.test_lifecycle import IMAGES, LifecycleCli, with_disks
-from tests.cli.test_migration import Cli as MigrationCli
-from tests.cli.test_read_commands import guest
+from tests.builders import guest
+from tests.cli.harness import SHARED_STORAGE, Cli
 
 HOLDER = "ops@controller2 pid 4242 (mclu rebuild, since 2026-11-21T03:00:00Z)"
 
@@ -27,14 +26,22 @@ def hold(spec: model.HostSpec, fake_locks: dict[str, str], name: str) -> None:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> LifecycleCli:
-    c = LifecycleCli(tmp_path)
-    c.host("a").guests["web1"] = with_disks(guest("web1"), f"{IMAGES}/web1.qcow2")
+def cli(tmp_path: Path) -> Cli:
+    c = Cli(tmp_path)
+    c.host("a").guests["web1"] = guest("web1", own_disk=True)
+    return c
+
+
+@pytest.fixture
+def shared(tmp_path: Path) -> Cli:
+    """Hosts whose storage is shared: a migration moves no disk."""
+    c = Cli(tmp_path, inventory=SHARED_STORAGE)
+    c.host("a").guests["web1"] = guest("web1")
     return c
 
 
 @pytest.mark.parametrize("verb", ["start", "stop", "reboot", "destroy", "delete"])
-def test_a_locked_guest_is_left_alone(cli: LifecycleCli, verb: str) -> None:
+def test_a_locked_guest_is_left_alone(cli: Cli, verb: str) -> None:
     spec = cli.cluster.spec("a")
     hold(spec, cli.host("a").locks, "web1")
     before = cli.host("a").guests["web1"]
@@ -45,43 +52,40 @@ def test_a_locked_guest_is_left_alone(cli: LifecycleCli, verb: str) -> None:
     assert cli.host("a").guests["web1"] == before
 
 
-def test_the_lock_is_released_after_the_command(cli: LifecycleCli) -> None:
+def test_the_lock_is_released_after_the_command(cli: Cli) -> None:
     assert cli("destroy", "web1") == 0
     assert cli.host("a").locks == {}
     assert cli("start", "web1") == 0
 
 
-def test_a_lock_on_another_guest_does_not_matter(cli: LifecycleCli) -> None:
+def test_a_lock_on_another_guest_does_not_matter(cli: Cli) -> None:
     hold(cli.cluster.spec("a"), cli.host("a").locks, "web2")
     assert cli("destroy", "web1") == 0
 
 
-def test_migrate_a_locked_guest(tmp_path: Path) -> None:
-    cli = MigrationCli(tmp_path)
-    cli.cluster.hosts["a"].guests["web1"] = guest("web1")
+def test_migrate_a_locked_guest(shared: Cli) -> None:
+    cli = shared
     hold(cli.cluster.spec("a"), cli.cluster.hosts["a"].locks, "web1")
     assert cli("migrate", "web1", "--to", "b") == errors.EXIT_LOCKED
-    assert "guest 'web1' is locked by ops@controller2" in cli.err.getvalue()
+    assert "guest 'web1' is locked by ops@controller2" in cli.stderr
     assert cli.where("web1") == ["a"]
 
 
-def test_migrate_to_a_host_where_the_name_is_locked(tmp_path: Path) -> None:
-    cli = MigrationCli(tmp_path)
-    cli.cluster.hosts["a"].guests["web1"] = guest("web1")
+def test_migrate_to_a_host_where_the_name_is_locked(shared: Cli) -> None:
+    cli = shared
     hold(cli.cluster.spec("b"), cli.cluster.hosts["b"].locks, "web1")  # a build of web1 on b
     assert cli("migrate", "web1", "--to", "b") == errors.EXIT_LOCKED
-    assert cli.err.getvalue().startswith("mclu: error: b: guest 'web1' is locked by")
+    assert cli.stderr.startswith("mclu: error: b: guest 'web1' is locked by")
     assert cli.where("web1") == ["a"]
     assert cli.cluster.hosts["a"].locks == {}  # the source's lock was let go
 
 
-def test_drain_reports_a_locked_guest_and_moves_the_others(tmp_path: Path) -> None:
-    cli = MigrationCli(tmp_path)
-    cli.cluster.hosts["a"].guests["web1"] = guest("web1")
+def test_drain_reports_a_locked_guest_and_moves_the_others(shared: Cli) -> None:
+    cli = shared
     cli.cluster.hosts["a"].guests["web2"] = guest("web2")
     hold(cli.cluster.spec("a"), cli.cluster.hosts["a"].locks, "web1")
     assert cli("drain", "a") == errors.EXIT_FAILED
-    assert "locked by ops@controller2" in cli.out.getvalue()
+    assert "locked by ops@controller2" in cli.stdout
     assert cli.where("web1") == ["a"]
     assert cli.where("web2") != ["a"]
 
@@ -112,14 +116,14 @@ def attempts(monkeypatch: pytest.MonkeyPatch) -> Attempts:
     return tried
 
 
-def test_wait_lock_waits_for_the_other_run_to_end(cli: LifecycleCli, attempts: Attempts) -> None:
+def test_wait_lock_waits_for_the_other_run_to_end(cli: Cli, attempts: Attempts) -> None:
     hold(cli.cluster.spec("a"), cli.host("a").locks, "web1")
     assert cli("--wait-lock", "30", "destroy", "web1") == 0
     assert cli.stdout == "web1 on a: powered off\n"
     assert len(attempts) == 3 and cli.host("a").locks == {}
 
 
-def test_wait_lock_gives_up_when_its_time_is_up(cli: LifecycleCli, attempts: Attempts) -> None:
+def test_wait_lock_gives_up_when_its_time_is_up(cli: Cli, attempts: Attempts) -> None:
     attempts.release_at = None  # the other run goes on
     hold(cli.cluster.spec("a"), cli.host("a").locks, "web1")
     assert cli("destroy", "web1", "--wait-lock", "0.05") == errors.EXIT_LOCKED
@@ -127,20 +131,19 @@ def test_wait_lock_gives_up_when_its_time_is_up(cli: LifecycleCli, attempts: Att
     assert cli.state("a", "web1") == model.GuestState.RUNNING
 
 
-def test_without_wait_lock_a_held_lock_fails_at_once(cli: LifecycleCli, attempts: Attempts) -> None:
+def test_without_wait_lock_a_held_lock_fails_at_once(cli: Cli, attempts: Attempts) -> None:
     hold(cli.cluster.spec("a"), cli.host("a").locks, "web1")
     assert cli("destroy", "web1") == errors.EXIT_LOCKED
     assert len(attempts) == 1
 
 
-def test_wait_lock_for_migrate(tmp_path: Path, attempts: Attempts) -> None:
-    cli = MigrationCli(tmp_path)
-    cli.cluster.hosts["a"].guests["web1"] = guest("web1")
+def test_wait_lock_for_migrate(shared: Cli, attempts: Attempts) -> None:
+    cli = shared
     hold(cli.cluster.spec("a"), cli.cluster.hosts["a"].locks, "web1")
     assert cli("migrate", "web1", "--to", "b", "--wait-lock", "30") == 0
     assert cli.where("web1") == ["b"]
 
 
-def test_wait_lock_rejects_a_negative_time(cli: LifecycleCli) -> None:
+def test_wait_lock_rejects_a_negative_time(cli: Cli) -> None:
     assert cli("destroy", "web1", "--wait-lock", "-1") == errors.EXIT_USAGE
     assert "must not be negative" in cli.stderr

@@ -15,7 +15,8 @@ from mclu import errors, model
 from mclu.cli import main
 from mclu.hosts import fake
 from mclu.images import customize
-from tests.cli.test_read_commands import WEB1, Cli
+from tests.builders import WEB1
+from tests.cli.harness import Cli
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 
 from mclu import errors, model
 from mclu.hosts import commands, fake
-from tests.cli.test_read_commands import Cli
+from tests.cli.harness import Cli
 
 IMAGES = "/var/lib/libvirt/images"
 CACHE = f"{IMAGES}/mclu-templates"

@@ -5,137 +5,21 @@ What is checked is what a user sees: stdout, stderr (one line per error) and the
 
 from __future__ import annotations
 
-import io
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from mclu import errors, model
-from mclu.cli import commands, main, output
-from mclu.hosts import fake
-
-INVENTORY = """
-template_repos = ["{repos}"]
-[defaults]
-reserve_memory = "1 GiB"
-[hosts.a]
-tags = ["rack1"]
-[hosts.b]
-tags = ["rack1"]
-[hosts.c]
-tags = ["rack2"]
-"""
-
-
-def guest(
-    name: str,
-    state: model.GuestState = model.GuestState.RUNNING,
-    vcpus: int = 2,
-    memory: int = 1 << 30,
-    meta: model.GuestMeta | None = None,
-) -> model.Guest:
-    return model.Guest(
-        name=name,
-        uuid=f"uuid-{name}",
-        state=state,
-        vcpus=vcpus,
-        memory=memory,
-        max_memory=memory,
-        mclu=meta,
-    )
-
-
-WEB1 = guest(
-    "web1",
-    meta=model.GuestMeta(
-        template="tiny", revision="3", built="2026-11-20T10:00:00Z", options=(("memory", "1G"),)
-    ),
-)
-
-
-SHA = "0" * 128
-INDEX = f"""[tiny]
-name=Tiny busybox
-file=tiny.xz
-revision=3
-checksum[sha512]={SHA}
-size=134217728
-compressed_size=11000000
-
-[debian-12]
-name=Debian 12 minbase
-file=debian-12.xz
-revision=2
-checksum[sha512]={SHA}
-size=1073741824
-
-[debian-12]
-name=Debian 12 minbase
-file=debian-12-r1.xz
-revision=1
-checksum[sha512]={SHA}
-size=1073741824
-
-[secret]
-file=s.xz
-checksum[sha512]={SHA}
-size=1
-hidden=true
-"""
-
-
-def make_repository(tmp_path: Path) -> Path:
-    """A local, unsigned virt-builder repository (listing templates downloads nothing)."""
-    repo = tmp_path / "repo"
-    (repo / "repos.d").mkdir(parents=True)
-    (repo / "index").write_text(INDEX)
-    (repo / "repos.d" / "local.conf").write_text(f"[local]\nuri=file://{repo}/index\n")
-    return repo
-
-
-class Cli:
-    """Runs mclu command lines against a FakeCluster and keeps what they printed."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.cluster = fake.FakeCluster.of("a", "b", "c")
-        self.inventory = tmp_path / "hosts.toml"
-        self.repo = make_repository(tmp_path)
-        self.inventory.write_text(INVENTORY.format(repos=self.repo / "repos.d"))
-        self.out = io.StringIO()
-        self.err = io.StringIO()
-
-    def __call__(self, *argv: str) -> int:
-        self.out = io.StringIO()
-        self.err = io.StringIO()
-        env = commands.Env(
-            environ={"MCLU_CONFIG": str(self.inventory)},
-            printer=output.Printer(out=self.out, err=self.err),
-            open_session=self.cluster.open,
-        )
-        code = main.run(list(argv), env)
-        assert self.cluster.open_sessions == 0  # every session closed, whatever happened
-        return code
-
-    @property
-    def stdout(self) -> str:
-        return self.out.getvalue()
-
-    @property
-    def stderr(self) -> str:
-        return self.err.getvalue()
-
-    def json(self) -> Any:
-        return json.loads(self.stdout)
+from mclu import errors
+from tests.builders import GIB, SHUTOFF, WEB1, guest
+from tests.cli.harness import Cli
 
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     c = Cli(tmp_path)
-    c.cluster.hosts["a"].guests["web1"] = WEB1
-    c.cluster.hosts["b"].guests["db"] = guest("db", vcpus=4, memory=4 << 30)
-    c.cluster.hosts["b"].guests["old"] = guest("old", state=model.GuestState.SHUTOFF)
+    c.host("a").guests["web1"] = WEB1
+    c.host("b").guests["db"] = guest("db", vcpus=4, memory=4 * GIB)
+    c.host("b").guests["old"] = guest("old", state=SHUTOFF, vcpus=2)
     return c
 
 

@@ -10,27 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
-import json
 import re
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from mclu import errors, model
 from mclu.act import migrate, rebuild
-from mclu.cli import commands, main, output
 from mclu.hosts import fake
-from mclu.hosts.session import CommandResult
-from tests.cli.test_read_commands import Cli
+from tests.builders import IMAGES, RUNNING, SHUTOFF, built, guest
+from tests.cli.harness import (
+    DISK,
+    NEW,
+    OLD,
+    Cli,
+    personalise_with,
+    rebuild_disk_commands,
+)
 
-RUNNING, SHUTOFF = model.GuestState.RUNNING, model.GuestState.SHUTOFF
-IMAGES = "/var/lib/libvirt/images"
-DISK = f"{IMAGES}/web1.qcow2"
-NEW, OLD = DISK + ".mclu-rebuild", DISK + ".mclu-old"
-BASE = f"{IMAGES}/mclu-templates/tiny.x86_64.r3.raw"  # the fake repository's newest tiny
-OLD_BASE = f"{IMAGES}/mclu-templates/tiny.x86_64.r2.raw"
 LOCK = f"{IMAGES}/.mclu-locks/web1.lock"
 RESTORE = ("sh", "-c", rebuild._RESTORE, "sh", OLD, DISK)  # the old disk back, as it must be
 META = model.GuestMeta(
@@ -38,98 +35,13 @@ META = model.GuestMeta(
 )
 
 
-def mclu_guest(
-    name: str, meta: model.GuestMeta | None = META, state: model.GuestState = RUNNING
-) -> model.Guest:
-    return model.Guest(
-        name=name,
-        uuid=f"uuid-{name}",
-        state=state,
-        vcpus=1,
-        memory=256 << 20,
-        max_memory=256 << 20,
-        disks=(f"{IMAGES}/{name}.qcow2",),
-        mclu=meta,
-    )
-
-
-class RebuildCli(Cli):
-    """Cli with a private HOME, controller cache and ssh key."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        super().__init__(tmp_path)
-        self.key = tmp_path / "id.pub"
-        self.key.write_text("ssh-ed25519 AAAA test\n")
-        self.environ = {
-            "MCLU_CONFIG": str(self.inventory),
-            "HOME": str(tmp_path),
-            "MCLU_CACHE": str(tmp_path / "cache"),
-        }
-
-    def __call__(self, *argv: str) -> int:
-        self.out, self.err = io.StringIO(), io.StringIO()
-        env = commands.Env(
-            environ=self.environ,
-            printer=output.Printer(out=self.out, err=self.err),
-            open_session=self.cluster.open,
-        )
-        code = main.run(list(argv), env)
-        assert self.cluster.open_sessions == 0
-        return code
-
-    def rebuild(self, *argv: str) -> int:
-        return self("rebuild", *argv, "--ssh-key", str(self.key))
-
-    def host(self, name: str) -> fake.FakeHost:
-        return self.cluster.hosts[name]
-
-    def guest(self, host: str, name: str) -> model.Guest:
-        return self.host(host).guests[name]
-
-    def json_lines(self) -> list[Any]:
-        return [json.loads(line) for line in self.stdout.splitlines()]
-
-
-class Shell(dict[tuple[str, ...], CommandResult]):
-    """A fake host's commands where anything not canned succeeds silently, as on a host
-    where the disk work goes well (the build steps' exact commands are build's to test)."""
-
-    def get(self, key: tuple[str, ...], default: Any = None) -> CommandResult:
-        found = super().get(key)
-        return found if found is not None else CommandResult(key, 0)
-
-
-def disk_commands(host: fake.FakeHost, *, base_cached: bool = True) -> None:
-    """The commands of rebuilding web1 whose answers matter."""
-    info = json.dumps(
-        [
-            {
-                "format": "qcow2",
-                "virtual-size": 1 << 30,
-                "actual-size": 1 << 20,
-                "backing-filename": OLD_BASE,
-                "backing-filename-format": "raw",
-            },
-            {"format": "raw", "virtual-size": 128 << 20, "actual-size": 17 << 20},
-        ]
-    )
-    host.commands = Shell(host.commands)
-    host.commands.update(
-        [
-            fake.canned(["sh", "-c", migrate._INFO, "sh", DISK], info.encode()),
-            fake.canned(["test", "-e", OLD], exit_status=1),
-            fake.canned(["test", "-f", BASE], exit_status=0 if base_cached else 1),
-        ]
-    )
-
-
 @pytest.fixture
-def cli(tmp_path: Path) -> RebuildCli:
-    c = RebuildCli(tmp_path)
-    c.host("a").guests["web1"] = mclu_guest("web1")
-    c.host("a").guests["pet"] = mclu_guest("pet", meta=None)
-    c.host("b").guests["db"] = mclu_guest("db", state=SHUTOFF)
-    disk_commands(c.host("a"))
+def cli(tmp_path: Path) -> Cli:
+    c = Cli(tmp_path)
+    c.host("a").guests["web1"] = built("web1", META)
+    c.host("a").guests["pet"] = guest("pet", memory=256 << 20, own_disk=True)
+    c.host("b").guests["db"] = built("db", META, state=SHUTOFF)
+    rebuild_disk_commands(c.host("a"))
     return c
 
 
@@ -138,11 +50,11 @@ def no_libguestfs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Personalisation replaced: records the guests it would have personalised."""
     personalised: list[str] = []
 
-    async def personalize(self: Any, work: Any, inputs: Any) -> model.GuestTraits:
-        personalised.append(work.name)
+    async def personalise(name: str) -> model.GuestTraits:
+        personalised.append(name)
         return model.GuestTraits()  # nothing found: "started" is the rule
 
-    monkeypatch.setattr(rebuild._Run, "_personalize", personalize)
+    personalise_with(monkeypatch, personalise)
     return personalised
 
 
@@ -150,10 +62,10 @@ def no_libguestfs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def serial_login(monkeypatch: pytest.MonkeyPatch) -> None:
     """Personalisation replaced; it finds a getty on the serial console (as in tiny)."""
 
-    async def personalize(self: Any, work: Any, inputs: Any) -> model.GuestTraits:
+    async def personalise(name: str) -> model.GuestTraits:
         return model.GuestTraits(serial_login=True)
 
-    monkeypatch.setattr(rebuild._Run, "_personalize", personalize)
+    personalise_with(monkeypatch, personalise)
 
 
 PANIC = (
@@ -165,7 +77,7 @@ PANIC = (
 # --- planning: --dry-run, skips, refusals ------------------------------------------------------
 
 
-def test_dry_run_says_what_would_be_rebuilt_and_skipped(cli: RebuildCli) -> None:
+def test_dry_run_says_what_would_be_rebuilt_and_skipped(cli: Cli) -> None:
     assert cli.rebuild("--all", "--dry-run") == 0
     assert cli.stdout.splitlines() == [
         "web1 on a: would rebuild from tiny r3 (built from r2 at 2026-11-01T10:00:00Z)",
@@ -176,7 +88,7 @@ def test_dry_run_says_what_would_be_rebuilt_and_skipped(cli: RebuildCli) -> None
     assert cli.host("a").ran == []  # nothing done
 
 
-def test_dry_run_json(cli: RebuildCli) -> None:
+def test_dry_run_json(cli: Cli) -> None:
     assert cli.rebuild("--all", "--dry-run", "--json", "--host", "a") == 0
     doc = cli.json()
     assert doc == {
@@ -203,7 +115,7 @@ def test_dry_run_json(cli: RebuildCli) -> None:
     }
 
 
-def test_all_skips_the_pet_and_says_so_quiet_says_nothing(cli: RebuildCli) -> None:
+def test_all_skips_the_pet_and_says_so_quiet_says_nothing(cli: Cli) -> None:
     cli.host("a").guests.pop("web1")
     assert cli.rebuild("--all", "--host", "a") == 0
     assert cli.stdout == (
@@ -214,7 +126,7 @@ def test_all_skips_the_pet_and_says_so_quiet_says_nothing(cli: RebuildCli) -> No
     assert cli.guest("a", "pet").state == RUNNING
 
 
-def test_a_named_pet_is_a_failure_of_one_line(cli: RebuildCli) -> None:
+def test_a_named_pet_is_a_failure_of_one_line(cli: Cli) -> None:
     assert cli.rebuild("pet", "--quiet") == 1
     assert cli.stdout == ""
     assert cli.stderr == (
@@ -223,7 +135,7 @@ def test_a_named_pet_is_a_failure_of_one_line(cli: RebuildCli) -> None:
     )
 
 
-def test_if_older_than_skips_young_guests_quietly(cli: RebuildCli) -> None:
+def test_if_older_than_skips_young_guests_quietly(cli: Cli) -> None:
     assert cli.rebuild("web1", "--if-older-than", "100000w", "--quiet") == 0
     assert (cli.stdout, cli.stderr) == ("", "")
     assert cli.rebuild("web1", "--if-older-than", "100000w") == 0
@@ -242,13 +154,13 @@ def test_if_older_than_skips_young_guests_quietly(cli: RebuildCli) -> None:
     ],
 )
 def test_usage_errors_exit_2(
-    cli: RebuildCli, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+    cli: Cli, argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli(*argv) == 2
     assert cli.host("a").ran == []
 
 
-def test_a_tag_no_host_has_is_refused_not_an_empty_run(cli: RebuildCli) -> None:
+def test_a_tag_no_host_has_is_refused_not_an_empty_run(cli: Cli) -> None:
     """A typo in a cron line's --tag must not rebuild nothing and exit 0, night after night."""
     for argv in (("--all", "--tag", "nope", "--dry-run"), ("--all", "--tag", "nope", "--quiet")):
         assert cli.rebuild(*argv) == 2
@@ -260,7 +172,7 @@ def test_a_tag_no_host_has_is_refused_not_an_empty_run(cli: RebuildCli) -> None:
     assert cli.rebuild("--all", "--tag", "rack2", "--dry-run") == 0  # c: no guests to rebuild
 
 
-def test_no_key_no_password_is_refused_and_no_login_says_it_is_meant(cli: RebuildCli) -> None:
+def test_no_key_no_password_is_refused_and_no_login_says_it_is_meant(cli: Cli) -> None:
     """keys are not in the metadata: a rebuild takes them again, by the rule of build."""
     assert cli("rebuild", "web1", "--dry-run") == 2
     assert cli.stderr.startswith("mclu: error: no ssh key for the guests' root: ")
@@ -268,7 +180,7 @@ def test_no_key_no_password_is_refused_and_no_login_says_it_is_meant(cli: Rebuil
     assert cli.stdout.startswith("web1 on a: would rebuild from tiny r3")
 
 
-def test_a_guest_not_found_fails(cli: RebuildCli) -> None:
+def test_a_guest_not_found_fails(cli: Cli) -> None:
     assert cli.rebuild("nope", "--quiet") == 1
     assert cli.stderr == "mclu: error: no guest named 'nope'\n"
 
@@ -277,7 +189,7 @@ def test_a_guest_not_found_fails(cli: RebuildCli) -> None:
 
 
 def test_a_guest_locked_by_another_run_fails_fast_with_75_naming_the_holder(
-    cli: RebuildCli,
+    cli: Cli,
 ) -> None:
     holder = "alice@ctl2 pid 4242 (mclu rebuild, since 2026-11-21T02:00:00Z)"
     cli.host("a").locks[LOCK] = holder
@@ -286,12 +198,12 @@ def test_a_guest_locked_by_another_run_fails_fast_with_75_naming_the_holder(
     assert cli.stderr == (
         f"mclu: error: a: guest 'web1' is locked by {holder}; try again when that run has ended\n"
     )
-    assert cli.guest("a", "web1") == mclu_guest("web1")  # untouched
+    assert cli.guest("a", "web1") == built("web1", META)  # untouched
     assert cli.host("a").ran == []
     assert cli.host("a").locks == {LOCK: holder}  # the other run's lock is not ours to drop
 
 
-def test_locked_and_failed_together_exit_1(cli: RebuildCli) -> None:
+def test_locked_and_failed_together_exit_1(cli: Cli) -> None:
     cli.host("a").locks[LOCK] = "bob@ctl pid 1 (mclu rebuild, since now)"
     assert cli.rebuild("web1", "pet", "--quiet") == 1
     assert len(cli.stderr.splitlines()) == 2
@@ -300,9 +212,7 @@ def test_locked_and_failed_together_exit_1(cli: RebuildCli) -> None:
 # --- the rebuild itself ------------------------------------------------------------------------
 
 
-def test_rebuild_swaps_the_disk_and_keeps_the_domain(
-    cli: RebuildCli, no_libguestfs: list[str]
-) -> None:
+def test_rebuild_swaps_the_disk_and_keeps_the_domain(cli: Cli, no_libguestfs: list[str]) -> None:
     before = cli.guest("a", "web1")
     assert cli.rebuild("web1") == 0, cli.stderr
     # The fake repository's tiny declares no readiness rule and its disk was not looked at
@@ -339,10 +249,8 @@ def test_rebuild_swaps_the_disk_and_keeps_the_domain(
     assert cli.host("a").locks == {}  # released
 
 
-def test_a_shut_off_guest_is_rebuilt_and_stays_off(
-    cli: RebuildCli, no_libguestfs: list[str]
-) -> None:
-    cli.host("a").guests["web1"] = mclu_guest("web1", state=SHUTOFF)
+def test_a_shut_off_guest_is_rebuilt_and_stays_off(cli: Cli, no_libguestfs: list[str]) -> None:
+    cli.host("a").guests["web1"] = built("web1", META, state=SHUTOFF)
     assert cli.rebuild("web1", "--json") == 0, cli.stderr
     done = cli.json_lines()[-1]
     assert done["event"] == "done"
@@ -352,12 +260,12 @@ def test_a_shut_off_guest_is_rebuilt_and_stays_off(
     assert cli.guest("a", "web1").state == SHUTOFF
 
 
-def test_quiet_success_prints_nothing(cli: RebuildCli, no_libguestfs: list[str]) -> None:
+def test_quiet_success_prints_nothing(cli: Cli, no_libguestfs: list[str]) -> None:
     assert cli.rebuild("web1", "--quiet") == 0
     assert (cli.stdout, cli.stderr) == ("", "")
 
 
-def test_a_failed_new_build_leaves_the_old_guest_running_untouched(cli: RebuildCli) -> None:
+def test_a_failed_new_build_leaves_the_old_guest_running_untouched(cli: Cli) -> None:
     # Personalisation cannot reach the fake host's disk (no socket forwarding): it fails.
     before = cli.guest("a", "web1")
     assert cli.rebuild("web1", "--quiet") == 1
@@ -373,16 +281,18 @@ def test_a_failed_new_build_leaves_the_old_guest_running_untouched(cli: RebuildC
     assert cli.host("a").running == []  # no qemu-nbd left
 
 
-def test_a_failed_download_leaves_the_old_guest_alone(cli: RebuildCli) -> None:
-    disk_commands(cli.host("a"), base_cached=False)  # the repository's tiny.xz does not exist
+def test_a_failed_download_leaves_the_old_guest_alone(cli: Cli) -> None:
+    rebuild_disk_commands(
+        cli.host("a"), base_cached=False
+    )  # the repository's tiny.xz does not exist
     assert cli.rebuild("web1") == 1
     assert "failed at 'download template'" in cli.stderr
     assert cli.stderr.rstrip().endswith("web1 is unchanged and running")
-    assert cli.guest("a", "web1") == mclu_guest("web1")
+    assert cli.guest("a", "web1") == built("web1", META)
 
 
 def test_a_new_guest_that_does_not_start_gets_its_old_disk_back(
-    cli: RebuildCli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch
+    cli: Cli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     starts: list[str] = []
     real_start = fake.FakeSession.start
@@ -401,7 +311,7 @@ def test_a_new_guest_that_does_not_start_gets_its_old_disk_back(
         "again\n"
     )
     assert starts == ["web1", "web1"]
-    assert cli.guest("a", "web1") == mclu_guest("web1")  # old metadata, running
+    assert cli.guest("a", "web1") == built("web1", META)  # old metadata, running
     ran = cli.host("a").ran
     back = ran.index(RESTORE)
     assert back > ran.index(("mv", "-f", "-T", "--", NEW, DISK))
@@ -409,7 +319,7 @@ def test_a_new_guest_that_does_not_start_gets_its_old_disk_back(
 
 
 def test_restoring_that_fails_is_said_in_the_one_line(
-    cli: RebuildCli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch
+    cli: Cli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def start(self: fake.FakeSession, name: str) -> None:
         raise errors.LibvirtCallFailed(self.host, f"start {name}", "broken")
@@ -424,7 +334,7 @@ def test_restoring_that_fails_is_said_in_the_one_line(
 
 
 def test_an_interrupted_earlier_rebuild_is_not_overwritten(
-    cli: RebuildCli, no_libguestfs: list[str]
+    cli: Cli, no_libguestfs: list[str]
 ) -> None:
     cli.host("a").commands.update(
         [fake.canned(["test", "-e", OLD]), fake.canned(["test", OLD, "-ef", DISK], exit_status=1)]
@@ -435,11 +345,11 @@ def test_an_interrupted_earlier_rebuild_is_not_overwritten(
         f"interrupted rebuild and is the disk from before it: move it back "
         f"over {DISK} or remove it\n"
     )
-    assert cli.guest("a", "web1") == mclu_guest("web1")
+    assert cli.guest("a", "web1") == built("web1", META)
 
 
-def test_one_failure_does_not_stop_the_others(cli: RebuildCli, no_libguestfs: list[str]) -> None:
-    cli.host("a").guests["web2"] = mclu_guest("web2")
+def test_one_failure_does_not_stop_the_others(cli: Cli, no_libguestfs: list[str]) -> None:
+    cli.host("a").guests["web2"] = built("web2", META)
     cli.host("a").commands.update(
         [
             fake.canned(
@@ -452,28 +362,28 @@ def test_one_failure_does_not_stop_the_others(cli: RebuildCli, no_libguestfs: li
     assert cli.rebuild("web2", "web1") == 1
     assert "rebuild of web2 on a failed at 'read disk'" in cli.stderr
     assert cli.stdout.startswith("web1 on a: rebuilt")
-    assert cli.guest("a", "web2") == mclu_guest("web2")
+    assert cli.guest("a", "web2") == built("web2", META)
 
 
 # --- cancellation (Ctrl-C, SIGTERM) undoes the guest under way ----------------------------------
 
 
 def test_cancelled_while_personalising_leaves_the_old_guest(
-    cli: RebuildCli, monkeypatch: pytest.MonkeyPatch
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def personalize(self: Any, work: Any, inputs: Any) -> None:
+    async def personalise(name: str) -> model.GuestTraits:
         raise asyncio.CancelledError
 
-    monkeypatch.setattr(rebuild._Run, "_personalize", personalize)
+    personalise_with(monkeypatch, personalise)
     assert cli.rebuild("web1") == 143
     assert cli.stderr == "mclu: error: terminated\n"
-    assert cli.guest("a", "web1") == mclu_guest("web1")
+    assert cli.guest("a", "web1") == built("web1", META)
     assert cli.host("a").ran[-1] == ("rm", "-f", "--", NEW)
     assert cli.host("a").locks == {}
 
 
 def test_cancelled_after_the_swap_puts_the_old_guest_back(
-    cli: RebuildCli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch
+    cli: Cli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[model.GuestMeta] = []
     real = fake.FakeSession.set_metadata
@@ -486,7 +396,7 @@ def test_cancelled_after_the_swap_puts_the_old_guest_back(
 
     monkeypatch.setattr(fake.FakeSession, "set_metadata", set_metadata)
     assert cli.rebuild("web1") == 143
-    assert cli.guest("a", "web1") == mclu_guest("web1")  # old metadata, running again
+    assert cli.guest("a", "web1") == built("web1", META)  # old metadata, running again
     assert calls[-1] == META
     ran = cli.host("a").ran
     assert ran.index(RESTORE) > ran.index(("mv", "-f", "-T", "--", NEW, DISK))
@@ -495,7 +405,7 @@ def test_cancelled_after_the_swap_puts_the_old_guest_back(
 # --- readiness: the new guest must show it booted -----------------------------------------------
 
 
-def test_a_new_disk_that_does_not_boot_is_rolled_back(cli: RebuildCli, serial_login: None) -> None:
+def test_a_new_disk_that_does_not_boot_is_rolled_back(cli: Cli, serial_login: None) -> None:
     cli.host("a").consoles["web1"] = PANIC
     assert cli.rebuild("web1") == 1
     (line,) = cli.stderr.splitlines()
@@ -514,9 +424,7 @@ def test_a_new_disk_that_does_not_boot_is_rolled_back(cli: RebuildCli, serial_lo
     assert cli.host("a").locks == {}
 
 
-def test_a_rule_that_never_matches_is_rolled_back_in_time(
-    cli: RebuildCli, serial_login: None
-) -> None:
+def test_a_rule_that_never_matches_is_rolled_back_in_time(cli: Cli, serial_login: None) -> None:
     cli.host("a").consoles["web1"] = "Welcome\r\n"
     assert cli.rebuild("web1", "--ready-timeout", "0", "--json") == 1
     done = cli.json_lines()[-1]
@@ -529,22 +437,20 @@ def test_a_rule_that_never_matches_is_rolled_back_in_time(
     assert cli.guest("a", "web1").mclu == META
 
 
-def test_all_stops_using_a_revision_that_did_not_become_ready(
-    cli: RebuildCli, serial_login: None
-) -> None:
-    cli.host("a").guests["web2"] = mclu_guest("web2")
+def test_all_stops_using_a_revision_that_did_not_become_ready(cli: Cli, serial_login: None) -> None:
+    cli.host("a").guests["web2"] = built("web2", META)
     cli.host("a").consoles["web1"] = PANIC
     assert cli.rebuild("--all", "--host", "a", "--quiet") == 1
     lines = cli.stderr.splitlines()
     assert lines[0].startswith("mclu: error: rebuild of web1 on a failed at 'ready'")
     assert lines[1] == "mclu: error: a: web2 not rebuilt: tiny r3 did not become ready on web1"
-    assert cli.guest("a", "web2") == mclu_guest("web2")  # not touched
+    assert cli.guest("a", "web2") == built("web2", META)  # not touched
 
 
 def test_a_shut_off_guest_is_booted_once_to_check_it_then_shut_off(
-    cli: RebuildCli, serial_login: None
+    cli: Cli, serial_login: None
 ) -> None:
-    cli.host("a").guests["web1"] = mclu_guest("web1", state=SHUTOFF)
+    cli.host("a").guests["web1"] = built("web1", META, state=SHUTOFF)
     cli.host("a").consoles["web1"] = "Debian GNU/Linux 12\r\n\r\nweb1 login: "
     assert cli.rebuild("web1") == 0, cli.stderr
     assert re.fullmatch(
@@ -558,35 +464,35 @@ def test_a_shut_off_guest_is_booted_once_to_check_it_then_shut_off(
 
 
 def test_a_shut_off_guest_that_does_not_boot_gets_its_old_disk_and_stays_off(
-    cli: RebuildCli, serial_login: None
+    cli: Cli, serial_login: None
 ) -> None:
-    cli.host("a").guests["web1"] = mclu_guest("web1", state=SHUTOFF)
+    cli.host("a").guests["web1"] = built("web1", META, state=SHUTOFF)
     cli.host("a").consoles["web1"] = PANIC
     assert cli.rebuild("web1") == 1
     assert cli.stderr.rstrip().endswith("the old disk is back; web1 is shut off, as it was")
-    assert cli.guest("a", "web1") == mclu_guest("web1", state=SHUTOFF)
+    assert cli.guest("a", "web1") == built("web1", META, state=SHUTOFF)
 
 
 def test_no_verify_leaves_a_shut_off_guest_unbooted_and_says_so(
-    cli: RebuildCli, serial_login: None
+    cli: Cli, serial_login: None
 ) -> None:
-    cli.host("a").guests["web1"] = mclu_guest("web1", state=SHUTOFF)
+    cli.host("a").guests["web1"] = built("web1", META, state=SHUTOFF)
     assert cli.rebuild("web1", "--no-verify") == 0, cli.stderr
     assert cli.stdout.endswith("; shut off, as it was, not checked (--no-verify)\n")
     assert cli.guest("a", "web1").state == SHUTOFF
 
 
 def test_if_newer_skips_guests_already_at_the_newest_revision(
-    cli: RebuildCli, no_libguestfs: list[str]
+    cli: Cli, no_libguestfs: list[str]
 ) -> None:
-    cli.host("a").guests["web2"] = mclu_guest("web2", meta=dataclasses.replace(META, revision="3"))
+    cli.host("a").guests["web2"] = built("web2", dataclasses.replace(META, revision="3"))
     assert cli.rebuild("web1", "web2", "--if-newer") == 0, cli.stderr
     assert no_libguestfs == ["web1"]
     assert "web2 on a: skipped: built from tiny r3, which is the newest (--if-newer)" in cli.stdout
 
 
 def test_exclude_leaves_a_guest_out_and_a_name_no_host_has_is_a_usage_error(
-    cli: RebuildCli, no_libguestfs: list[str]
+    cli: Cli, no_libguestfs: list[str]
 ) -> None:
     assert cli.rebuild("--all", "--host", "a", "--exclude", "web1", "--dry-run") == 0
     assert "web1 on a: skipped: left out (--exclude)" in cli.stdout
@@ -594,9 +500,7 @@ def test_exclude_leaves_a_guest_out_and_a_name_no_host_has_is_a_usage_error(
     assert cli.stderr == "mclu: error: --exclude web9: no guest of that name on the hosts asked\n"
 
 
-def test_revision_rebuilds_from_the_revision_named(
-    cli: RebuildCli, no_libguestfs: list[str]
-) -> None:
+def test_revision_rebuilds_from_the_revision_named(cli: Cli, no_libguestfs: list[str]) -> None:
     assert cli.rebuild("web1", "--revision", "3", "--dry-run") == 0
     assert cli.stdout.startswith("web1 on a: would rebuild from tiny r3 ")
     assert cli.rebuild("web1", "--revision", "2", "--dry-run") == 1
