@@ -9,7 +9,7 @@ import pytest
 
 from mclu.errors import UsageError
 from mclu.sandbox import config
-from mclu.sandbox.images import index, recipes, repository
+from mclu.sandbox.images import debian, index, recipes, repository
 
 ENTRY = index.IndexEntry(
     name="tiny",
@@ -117,7 +117,7 @@ def test_recipes_name_their_packaged_scripts() -> None:
 
 def test_parse_dpkg_versions() -> None:
     text = "busybox-static\t1:1.35.0-4+deb12u1+b1\nextlinux\t3:6.04~git\nbroken line\n"
-    assert recipes.parse_dpkg_versions(text) == {
+    assert debian.parse_dpkg_versions(text) == {
         "busybox-static": "1:1.35.0-4+deb12u1+b1",
         "extlinux": "3:6.04~git",
     }
@@ -129,7 +129,7 @@ def test_parse_apt_show_takes_the_first_record_of_each_package() -> None:
         "Package: base-files\nArchitecture: amd64\nVersion: 12.4+deb12u15\n\n"
         "Package: libc6\nVersion: 2.36-9\n"
     )
-    assert recipes.parse_apt_show(text) == {
+    assert debian.parse_apt_show(text) == {
         "libc6": "2.36-9+deb12u14",
         "base-files": "12.4+deb12u15",
     }
@@ -148,7 +148,7 @@ def test_parse_apt_show_takes_the_first_record_of_each_package() -> None:
     ],
 )
 def test_kernel_from_depends(depends: str, kver: str | None) -> None:
-    assert recipes.kernel_from_depends(depends) == kver
+    assert debian.kernel_from_depends(depends) == kver
 
 
 DEB822 = """\
@@ -173,23 +173,23 @@ deb [arch=amd64 signed-by=/k.gpg] http://one.example.org/debian bookworm main
 
 
 def test_mirrors_from_deb822_sources() -> None:
-    assert recipes.mirrors_from_sources([ONE_LINE.splitlines()[0], DEB822]) == (
+    assert debian.mirrors_from_sources([ONE_LINE.splitlines()[0], DEB822]) == (
         "http://mirror.example.org/debian",
         "http://security.example.org/debian-security",
     )
 
 
 def test_mirrors_from_one_line_sources_with_options() -> None:
-    assert recipes.mirrors_from_sources([ONE_LINE]) == (
+    assert debian.mirrors_from_sources([ONE_LINE]) == (
         "http://one.example.org/debian",
-        recipes.DEFAULT_SECURITY_MIRROR,
+        debian.DEFAULT_SECURITY_MIRROR,
     )
 
 
 def test_mirrors_fall_back_to_deb_debian_org() -> None:
-    assert recipes.mirrors_from_sources([]) == (
-        recipes.DEFAULT_MIRROR,
-        recipes.DEFAULT_SECURITY_MIRROR,
+    assert debian.mirrors_from_sources([]) == (
+        debian.DEFAULT_MIRROR,
+        debian.DEFAULT_SECURITY_MIRROR,
     )
 
 

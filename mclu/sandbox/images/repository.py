@@ -34,6 +34,7 @@ from typing import Any
 from mclu.errors import UsageError
 from mclu.sandbox import config as sandbox_config
 from mclu.sandbox.images import build, index, recipes, signing
+from mclu.sandbox.images.inputs import recipe_inputs
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +144,7 @@ def _plan(
     recipe: recipes.Recipe, current: Built | None, force: bool, repo: Path
 ) -> tuple[recipes.Recipe, dict[str, str], str] | None:
     """(recipe, inputs, key) when the template must be built, None when it is current."""
-    inputs = recipes.recipe_inputs(recipe)
+    inputs = recipe_inputs(recipe)
     key = recipes.build_key(recipe, recipes.recipe_scripts(recipe), inputs)
     present = current is not None and (repo / current.file).is_file()
     if current is not None and present and current.build_key == key and not force:
