@@ -2,6 +2,9 @@
 
 FakeSession copies what libvirt does (tests/contract/ holds both to the same suite): the
 same states, the same errors, a running guest that outlives its undefine as a transient one.
+Its files are a small table (`mclu.hosts.fake_files`) on which the command lines of
+`mclu.hosts.commands` act as on a real host (tests/contract/test_commands_contract.py);
+other command lines answer what a test cans for them (`FakeHost.commands`).
 FakeCluster holds several named fake hosts and opens sessions for HostSpecs with the same
 signature as `mclu.hosts.open_session`, so tests inject `cluster.open` where production
 passes `open_session`.
@@ -18,6 +21,7 @@ from typing import Any, NoReturn
 
 from mclu import errors
 from mclu.hosts import commands
+from mclu.hosts.fake_files import Files
 from mclu.hosts.session import (
     CommandResult,
     Input,
@@ -47,7 +51,9 @@ class FakeHost:
     # libvirt's host UUID; two FakeHosts given the same one are one machine under two names.
     host_uuid: str = field(default_factory=lambda: str(uuid_module.uuid4()))
     guests: dict[str, Guest] = field(default_factory=dict)
-    # argv → result; argv not listed raise Unsupported, as on a session without a shell.
+    # argv → result, for any command line; one not listed is run on `files` when it is one
+    # of mclu.hosts.commands that acts on files, else raises Unsupported, as on a session
+    # without a shell.
     commands: dict[tuple[str, ...], CommandResult] = field(default_factory=dict)
     # Background commands running now. Any argv runs in the background until stopped, except
     # those in `commands`, which end at once with their result.
@@ -63,6 +69,8 @@ class FakeHost:
     # name (what `tail` of its console log prints).
     agents: set[str] = field(default_factory=set)
     consoles: dict[str, str] = field(default_factory=dict)
+    # Its files, on which the command lines of mclu.hosts.commands act (those not canned).
+    files: Files = field(default_factory=Files)
 
     def facts(self) -> HostFacts:
         """Facts as libvirt would give them; running guests' memory is not free."""
@@ -200,7 +208,11 @@ class FakeSession:
     ) -> CommandResult:
         self._check()
         self._fake.ran.append(tuple(argv))
-        canned = self._console(argv) or self._fake.commands.get(tuple(argv))
+        canned = (
+            self._console(argv)
+            or self._fake.commands.get(tuple(argv))
+            or self._fake.files.answer(argv)
+        )
         if canned is None:
             raise errors.Unsupported(self.host, f"running `{command_line(argv)}`", self.uri)
         if input is not None and not isinstance(input, bytes):

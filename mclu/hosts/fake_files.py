@@ -1,0 +1,355 @@
+"""A fake host's files, and the command lines of `mclu.hosts.commands` that act on them.
+
+`Files` is a small in-memory file table: regular files (bytes, or an `Image` whose size and
+backing file are kept but not its data) and directories. `answer` runs a command line on it
+when it is one `mclu.hosts.commands` makes: each case takes the values out of argv and checks
+that the same function of `mclu.hosts.commands` makes exactly that argv of them, so the fake
+understands what mclu sends and nothing else (no copied script text). Exit statuses and the
+files left are what a real host gives (tests/contract/test_commands_contract.py runs the same
+cases on both); error messages are shortened.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import posixpath
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from mclu.hosts import commands
+from mclu.hosts.session import CommandResult
+
+
+@dataclass(frozen=True)
+class Image:
+    """A file whose data the fake does not keep: a disk image of `size` bytes (its virtual
+    size: a raw file's length, a qcow2 image's disk size) on `backing`, if any."""
+
+    format: str = "raw"
+    size: int = 0
+    backing: str | None = None
+    backing_format: str | None = None
+
+
+Content = bytes | Image
+
+
+@dataclass
+class Files:
+    """The files and directories of a fake host. Directories holding a file, and their
+    parents, exist; so do those made (`mkdir`) and "/"."""
+
+    files: dict[str, Content] = field(default_factory=dict)
+    directories: set[str] = field(default_factory=set)
+
+    def write(self, path: str, content: Content) -> None:
+        """Put a file on the host (for tests), its parent directories with it."""
+        self.files[path] = content
+
+    def is_dir(self, path: str) -> bool:
+        path = _normal(path)
+        if path == "/" or path in self.directories:
+            return True
+        inside = path + "/"
+        return any(p.startswith(inside) for p in (*self.files, *self.directories))
+
+    def exists(self, path: str) -> bool:
+        return _normal(path) in self.files or self.is_dir(path)
+
+    def answer(self, argv: Sequence[str]) -> CommandResult | None:
+        """What the command line argv does on these files; None when it is not one this
+        table understands (a command of `mclu.hosts.commands` or not)."""
+        argv = list(argv)
+        for case in _CASES:
+            result = case(self, argv)
+            if result is not None:
+                return CommandResult(tuple(argv), result.exit_status, result.stdout, result.stderr)
+        return None
+
+
+def _normal(path: str) -> str:
+    return posixpath.normpath(path) if path else path
+
+
+@dataclass(frozen=True)
+class _Done:
+    exit_status: int = 0
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+
+def _ok(stdout: bytes = b"") -> _Done:
+    return _Done(0, stdout)
+
+
+def _failed(message: str, exit_status: int = 1) -> _Done:
+    return _Done(exit_status, b"", f"{message}\n".encode())
+
+
+Case = Callable[[Files, list[str]], _Done | None]
+_CASES: list[Case] = []
+
+
+def _case(function: Case) -> Case:
+    _CASES.append(function)
+    return function
+
+
+# --- each case: the values out of argv, the argv remade of them by hosts.commands, the effect --
+
+
+@_case
+def _remove(files: Files, argv: list[str]) -> _Done | None:
+    paths = argv[3:]
+    if argv != commands.remove(*paths):
+        return None
+    failed = None
+    for path in paths:
+        if files.is_dir(path):
+            failed = _failed(f"rm: cannot remove '{path}': Is a directory")
+        else:
+            files.files.pop(_normal(path), None)
+    return failed or _ok()
+
+
+@_case
+def _remove_tree(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 4 or argv != commands.remove_tree(argv[3]):
+        return None
+    path = _normal(argv[3])
+    inside = path + "/"
+    files.files = {p: c for p, c in files.files.items() if p != path and not p.startswith(inside)}
+    files.directories = {d for d in files.directories if d != path and not d.startswith(inside)}
+    return _ok()
+
+
+@_case
+def _make_directory(files: Files, argv: list[str]) -> _Done | None:
+    path = argv[-1]
+    mode = argv[3] if len(argv) == 6 else None
+    if argv != commands.make_directory(path, mode):
+        return None
+    for parent in _ancestors(_normal(path)):
+        if parent in files.files:
+            return _failed(f"mkdir: cannot create directory '{path}': Not a directory")
+    if _normal(path) in files.files:
+        return _failed(f"mkdir: cannot create directory '{path}': File exists")
+    files.directories.add(_normal(path))
+    return _ok()
+
+
+@_case
+def _test(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 3:
+        return None
+    path = argv[2]
+    for make, holds in (
+        (commands.exists, files.exists),
+        (commands.is_file, lambda p: _normal(p) in files.files),
+        (commands.is_socket, lambda p: False),  # no server listens on a fake host
+    ):
+        if argv == make(path):
+            return _Done(0 if holds(path) else 1)
+    return None
+
+
+@_case
+def _read_file(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 3 or argv != commands.read_file(argv[2]):
+        return None
+    content = _readable(files, argv[2], "cat: {path}: {why}")
+    return content if not isinstance(content, bytes) else _ok(content)
+
+
+@_case
+def _tail(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 5 or not argv[2].isdigit():
+        return None
+    path, size = argv[4], int(argv[2])
+    if argv != commands.tail(path, size):
+        return None
+    content = _readable(files, path, "tail: cannot open '{path}' for reading: {why}")
+    return content if not isinstance(content, bytes) else _ok(content[-size:] if size else b"")
+
+
+@_case
+def _file_size(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 5 or argv != commands.file_size(argv[4]):
+        return None
+    content = files.files.get(_normal(argv[4]))
+    if content is None:
+        return _failed(f"stat: cannot statx '{argv[4]}': No such file or directory")
+    size = content.size if isinstance(content, Image) else len(content)
+    return _ok(f"{size}\n".encode())
+
+
+@_case
+def _make_private(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 4 or argv != commands.make_private(argv[3]):
+        return None
+    if not files.exists(argv[3]):
+        return _failed(f"chmod: cannot access '{argv[3]}': No such file or directory")
+    return _ok()  # the fake keeps no modes
+
+
+@_case
+def _link(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 4 or argv != commands.link(argv[2], argv[3]):
+        return None
+    path, new = _normal(argv[2]), argv[3]
+    content = files.files.get(path)
+    if content is None:
+        return _failed(f"ln: failed to access '{argv[2]}': No such file or directory")
+    refused = _can_create(files, new, "ln: failed to create hard link")
+    if refused is not None:
+        return refused
+    files.files[_normal(new)] = content
+    return _ok()
+
+
+@_case
+def _move_over(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 6 or argv != commands.move_over(argv[4], argv[5]):
+        return None
+    return _rename(files, argv[4], argv[5])
+
+
+@_case
+def _commit(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 7 or argv != commands.commit(argv[4], argv[5]):
+        return None
+    if _normal(argv[4]) not in files.files:
+        return _failed(f"sync: error opening '{argv[4]}': No such file or directory")
+    return _rename(files, argv[4], argv[5])
+
+
+@_case
+def _empty_file(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 6 or not argv[5].isdigit():
+        return None
+    path, size = argv[4], int(argv[5])
+    if argv != commands.empty_file(path, size):
+        return None
+    if not files.is_dir(posixpath.dirname(_normal(path))):
+        return _failed(f"sh: 1: cannot create {path}: Directory nonexistent", 2)
+    if files.is_dir(path):
+        return _failed(f"sh: 1: cannot create {path}: Is a directory", 2)
+    files.files[_normal(path)] = Image("raw", size)
+    return _ok()
+
+
+@_case
+def _set_size(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 5 or not argv[2].isdigit():
+        return None
+    path, size = argv[4], int(argv[2])
+    if argv != commands.set_size(path, size):
+        return None
+    refused = _can_write(files, path, "truncate: cannot open")
+    if refused is not None:
+        return refused
+    content = files.files.get(_normal(path), b"")
+    if isinstance(content, Image):
+        files.files[_normal(path)] = dataclasses.replace(content, size=size)
+    else:
+        files.files[_normal(path)] = content[:size].ljust(size, b"\0")
+    return _ok()
+
+
+@_case
+def _image_create(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) not in (7, 11) or not argv[-1].isdigit():
+        return None
+    path, image_format, size = argv[-2], argv[4], int(argv[-1])
+    backing, backing_format = (argv[6], argv[8]) if len(argv) == 11 else (None, None)
+    if argv != commands.image_create(path, image_format, size, backing, backing_format):
+        return None
+    if backing is not None and _normal(backing) not in files.files:
+        return _failed(f"qemu-img: {path}: Could not open '{backing}': No such file or directory")
+    refused = _can_write(files, path, f"qemu-img: {path}: Could not create '{path}'")
+    if refused is not None:
+        return refused
+    files.files[_normal(path)] = Image(image_format, size, backing, backing_format)
+    return _ok()
+
+
+@_case
+def _sparse_copy(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 7 or not argv[6].isdigit():
+        return None
+    source, dest, size = argv[4], argv[5], int(argv[6])
+    if argv != commands.sparse_copy(source, dest, size):
+        return None
+    content = files.files.get(_normal(source))
+    if content is None:
+        return _failed(f"cp: cannot stat '{source}': No such file or directory")
+    refused = _can_write(files, dest, f"cp: cannot create regular file '{dest}'")
+    if refused is not None:
+        return refused
+    if isinstance(content, Image):
+        files.files[_normal(dest)] = dataclasses.replace(content, size=size)
+    else:
+        files.files[_normal(dest)] = content[:size].ljust(size, b"\0")
+    return _ok()
+
+
+# --- the parts the cases share -----------------------------------------------------------------
+
+
+def _ancestors(path: str) -> Iterable[str]:
+    """path's parent directories, "/" excluded, nearest last."""
+    parts = path.strip("/").split("/")[:-1]
+    return ("/" + "/".join(parts[: i + 1]) for i in range(len(parts)))
+
+
+def _readable(files: Files, path: str, message: str) -> bytes | _Done | None:
+    """The bytes of the file `path`, or the failure of reading it (`message`, formatted with
+    path and why); None for an image, whose data the fake does not keep."""
+    content = files.files.get(_normal(path))
+    if content is None:
+        why = "Is a directory" if files.is_dir(path) else "No such file or directory"
+        return _failed(message.format(path=path, why=why))
+    return None if isinstance(content, Image) else content
+
+
+def _can_write(files: Files, path: str, message: str) -> _Done | None:
+    """None if a file may be written at `path` (its directory exists, it is no directory)."""
+    if not files.is_dir(posixpath.dirname(_normal(path))):
+        return _failed(f"{message}: No such file or directory")
+    if files.is_dir(path):
+        return _failed(f"{message}: Is a directory")
+    return None
+
+
+def _can_create(files: Files, path: str, message: str) -> _Done | None:
+    """`_can_write`, and no file may be there yet."""
+    if files.exists(path):
+        return _failed(f"{message} '{path}': File exists")
+    return _can_write(files, path, f"{message} '{path}'")
+
+
+def _rename(files: Files, path: str, dest: str) -> _Done | None:
+    content = files.files.get(_normal(path))
+    if content is None:
+        return _failed(f"mv: cannot stat '{path}': No such file or directory")
+    refused = _can_write(files, dest, f"mv: cannot move '{path}' to '{dest}'")
+    if refused is not None:
+        return refused
+    del files.files[_normal(path)]
+    files.files[_normal(dest)] = content
+    return _ok()
+
+
+def qemu_img_info(path: str, image: Image) -> str:
+    """What `qemu-img info --output=json` prints of an image (the fields mclu reads)."""
+    info: dict[str, object] = {
+        "filename": path,
+        "format": image.format,
+        "virtual-size": image.size,
+    }
+    if image.backing is not None:
+        info["backing-filename"] = image.backing
+        info["full-backing-filename"] = image.backing
+        info["backing-filename-format"] = image.backing_format or "raw"
+    return json.dumps(info, indent=4) + "\n"

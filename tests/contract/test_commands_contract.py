@@ -1,0 +1,228 @@
+"""The command lines of `mclu.hosts.commands`, run on a real host (a sandbox host) and on the
+fake, with the same expectations: exit statuses and the files they leave. The fake answers
+them from its file table (`mclu.hosts.fake_files`); this suite keeps it true.
+
+Each test works in a fresh directory of its own on the host, removed when it ends.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from mclu.hosts import commands, fake, open_session
+from mclu.hosts.fake_files import Image
+from mclu.hosts.session import CommandResult, Session
+from mclu.model import HostSpec
+
+MIB = 1 << 20
+
+
+@dataclass
+class Host:
+    """A session with a shell, and a fresh directory on its host to work in."""
+
+    session: Session
+    directory: str
+    fake_host: fake.FakeHost | None  # the fake's state, when the host is the fake
+
+    def path(self, name: str) -> str:
+        return f"{self.directory}/{name}"
+
+    async def run(self, argv: list[str]) -> CommandResult:
+        return await self.session.run(argv, check=False)
+
+    async def put(self, name: str, data: bytes) -> str:
+        """A file `name` in the directory holding data (how a test sets the scene)."""
+        path = self.path(name)
+        if self.fake_host is not None:
+            self.fake_host.files.write(path, data)
+        else:
+            # (no input at all for no data: an empty input is never ended)
+            script = 'cat > "$1"' if data else ': > "$1"'
+            await self.session.run(["sh", "-c", script, "sh", path], input=data or None)
+        return path
+
+    async def holds(self, path: str) -> bool:
+        return (await self.run(commands.is_file(path))).exit_status == 0
+
+    async def content(self, path: str) -> bytes:
+        return (await self.session.run(commands.read_file(path))).stdout
+
+    async def size(self, path: str) -> int:
+        return int((await self.session.run(commands.file_size(path))).stdout)
+
+
+@pytest.fixture(params=["fake", pytest.param("sandbox", marks=pytest.mark.sandbox)])
+async def host(request: pytest.FixtureRequest) -> AsyncIterator[Host]:
+    directory = f"/tmp/mclu-commands-{uuid.uuid4().hex[:8]}"
+    if request.param == "fake":
+        cluster = fake.FakeCluster([fake.FakeHost("host-a")])
+        async with cluster.open(cluster.spec("host-a")) as fake_session:
+            await fake_session.run(commands.make_directory(directory))
+            yield Host(fake_session, directory, fake_session.fake_host)
+        return
+    spec: HostSpec = request.getfixturevalue("sandbox_host")
+    async with open_session(spec) as session:
+        await session.run(commands.make_directory(directory))
+        try:
+            yield Host(session, directory, None)
+        finally:
+            await session.run(commands.remove_tree(directory))
+
+
+# --- files and directories ---------------------------------------------------------------------
+
+
+async def test_remove(host: Host) -> None:
+    a, b = await host.put("a", b"1"), await host.put("b", b"2")
+    done = await host.run(commands.remove(a, b, host.path("missing")))
+    assert done.exit_status == 0
+    assert not await host.holds(a) and not await host.holds(b)
+
+
+async def test_remove_refuses_a_directory(host: Host) -> None:
+    await host.run(commands.make_directory(host.path("d")))
+    done = await host.run(commands.remove(host.path("d")))
+    assert done.exit_status == 1
+    assert b"Is a directory" in done.stderr
+
+
+async def test_remove_tree(host: Host) -> None:
+    await host.run(commands.make_directory(host.path("d/e")))
+    await host.put("d/e/f", b"x")
+    assert (await host.run(commands.remove_tree(host.path("d")))).exit_status == 0
+    assert (await host.run(commands.exists(host.path("d")))).exit_status == 1
+    assert (await host.run(commands.remove_tree(host.path("d")))).exit_status == 0  # gone: fine
+
+
+async def test_make_directory(host: Host) -> None:
+    deep = host.path("x/y/z")
+    assert (await host.run(commands.make_directory(deep, "0711"))).exit_status == 0
+    assert (await host.run(commands.make_directory(deep))).exit_status == 0  # exists: fine
+    assert (await host.run(commands.exists(deep))).exit_status == 0
+    assert (await host.run(commands.is_file(deep))).exit_status == 1
+
+
+async def test_make_directory_where_a_file_is(host: Host) -> None:
+    file = await host.put("f", b"")
+    assert (await host.run(commands.make_directory(file))).exit_status == 1
+    assert (await host.run(commands.make_directory(f"{file}/sub"))).exit_status == 1
+
+
+@pytest.mark.parametrize(
+    ("test", "file", "directory", "missing"),
+    [(commands.exists, 0, 0, 1), (commands.is_file, 0, 1, 1), (commands.is_socket, 1, 1, 1)],
+)
+async def test_tests(
+    host: Host, test: Callable[[str], list[str]], file: int, directory: int, missing: int
+) -> None:
+    path = await host.put("f", b"")
+    assert (await host.run(test(path))).exit_status == file
+    assert (await host.run(test(host.directory))).exit_status == directory
+    assert (await host.run(test(host.path("missing")))).exit_status == missing
+
+
+async def test_read_file(host: Host) -> None:
+    path = await host.put("f", b"hello\nworld\n")
+    assert await host.content(path) == b"hello\nworld\n"
+    assert (await host.run(commands.read_file(host.path("missing")))).exit_status == 1
+    assert (await host.run(commands.read_file(host.directory))).exit_status == 1
+
+
+async def test_tail(host: Host) -> None:
+    path = await host.put("log", b"booting\r\nweb1 login: ")
+    assert (await host.run(commands.tail(path, 11))).stdout == b"web1 login: "[-11:]
+    assert (await host.run(commands.tail(path, 4096))).stdout == b"booting\r\nweb1 login: "
+    missing = await host.run(commands.tail(host.path("missing"), 10))
+    assert (missing.exit_status, missing.stdout) == (1, b"")
+
+
+async def test_file_size_and_make_private(host: Host) -> None:
+    path = await host.put("f", b"12345")
+    assert await host.size(path) == 5
+    assert (await host.run(commands.make_private(path))).exit_status == 0
+    assert (await host.run(commands.make_private(host.path("missing")))).exit_status == 1
+    assert (await host.run(commands.file_size(host.path("missing")))).exit_status == 1
+
+
+async def test_link_never_replaces(host: Host) -> None:
+    new, old = await host.put("new", b"new"), await host.put("old", b"old")
+    assert (await host.run(commands.link(new, host.path("disk")))).exit_status == 0
+    assert await host.content(host.path("disk")) == b"new"
+    assert (await host.run(commands.link(new, old))).exit_status == 1
+    assert await host.content(old) == b"old"
+    assert (await host.run(commands.link(host.path("missing"), host.path("x")))).exit_status == 1
+
+
+async def test_move_over_replaces(host: Host) -> None:
+    new, old = await host.put("new", b"new"), await host.put("old", b"old")
+    assert (await host.run(commands.move_over(new, old))).exit_status == 0
+    assert await host.content(old) == b"new"
+    assert not await host.holds(new)
+    assert (await host.run(commands.move_over(new, old))).exit_status == 1  # gone now
+
+
+async def test_commit(host: Host) -> None:
+    partial, dest = await host.put("base.partial-1", b"image"), host.path("base.raw")
+    await host.put("base.raw", b"old image")
+    assert (await host.run(commands.commit(partial, dest))).exit_status == 0
+    assert await host.content(dest) == b"image"
+    assert not await host.holds(partial)
+    again = await host.run(commands.commit(partial, dest))
+    assert again.exit_status == 1
+    assert await host.content(dest) == b"image"
+
+
+async def test_empty_file(host: Host) -> None:
+    path = await host.put("f", b"old data")
+    assert (await host.run(commands.empty_file(path, 3 * MIB))).exit_status == 0
+    assert await host.size(path) == 3 * MIB
+    nowhere = await host.run(commands.empty_file(host.path("none/f"), MIB))
+    assert nowhere.exit_status == 2  # the shell's: it cannot redirect
+
+
+async def test_set_size(host: Host) -> None:
+    path = await host.put("f", b"abc")
+    assert (await host.run(commands.set_size(path, 5))).exit_status == 0
+    assert await host.content(path) == b"abc\0\0"
+    assert (await host.run(commands.set_size(path, 1))).exit_status == 0
+    assert await host.content(path) == b"a"
+    assert (await host.run(commands.set_size(host.path("new"), 2))).exit_status == 0
+    assert await host.content(host.path("new")) == b"\0\0"
+
+
+# --- images ------------------------------------------------------------------------------------
+
+
+async def test_image_create(host: Host) -> None:
+    base = host.path("base.raw")
+    await host.run(commands.empty_file(base, MIB))
+    overlay = host.path("web1.qcow2")
+    made = await host.run(commands.image_create(overlay, "qcow2", 4 * MIB, base, "raw"))
+    assert made.exit_status == 0, made.stderr
+    assert await host.holds(overlay)
+    raw = host.path("plain.raw")
+    assert (await host.run(commands.image_create(raw, "raw", 2 * MIB))).exit_status == 0
+    assert await host.size(raw) == 2 * MIB
+    if host.fake_host is not None:
+        assert host.fake_host.files.files[overlay] == Image("qcow2", 4 * MIB, base, "raw")
+
+
+async def test_image_create_without_its_backing_file(host: Host) -> None:
+    overlay = host.path("web1.qcow2")
+    argv = commands.image_create(overlay, "qcow2", MIB, host.path("missing.raw"), "raw")
+    assert (await host.run(argv)).exit_status == 1
+    assert not await host.holds(overlay)
+
+
+async def test_sparse_copy(host: Host) -> None:
+    base = await host.put("base.raw", b"data")
+    copy = host.path("web1.img")
+    assert (await host.run(commands.sparse_copy(base, copy, 8))).exit_status == 0
+    assert await host.content(copy) == b"data\0\0\0\0"
+    missing = await host.run(commands.sparse_copy(host.path("missing"), copy, 8))
+    assert missing.exit_status == 1
