@@ -132,10 +132,10 @@ class GuestMeta:
     template: str
     revision: str = ""
     built: str = ""  # ISO 8601 UTC
-    # "building" while its disk is made, "started" while it boots, "ready" once it has shown
-    # it booted (`mclu.decide.readiness`). A guest left "building" or "started" by a killed run is a
-    # leftover (`mclu cleanup`).
-    state: str = "ready"
+    # A BuildState's word: "building" while its disk is made, "started" while it boots, "ready"
+    # once it has shown it booted (`mclu.decide.readiness`). A guest left "building" or "started"
+    # by a killed run is a leftover (`mclu cleanup`). A str, as the metadata may hold any word.
+    state: str = BuildState.READY
     options: tuple[tuple[str, str], ...] = ()
     ready: str = ""  # the readiness rule it passed when it became ready, e.g. "console:login:"
 

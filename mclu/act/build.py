@@ -401,7 +401,7 @@ async def _define(session: Session, guest: plan.GuestPlan, undo: Undo) -> None:
 
     Not interrupted half-way: a definition made while Ctrl-C arrives still gets its undo.
     """
-    assert guest.spec.meta.state == "building"
+    assert guest.spec.meta.state == model.BuildState.BUILDING
 
     async def define() -> None:
         await session.define(domxml.render(guest.spec))

@@ -14,6 +14,7 @@ from mclu.config import fields
 from mclu.decide import placement
 from mclu.model import (
     BaseImage,
+    BuildState,
     GuestMeta,
     GuestSpec,
     ResolvedTemplate,
@@ -317,7 +318,7 @@ def _meta(template: ResolvedTemplate, request: BuildRequest, now: str) -> GuestM
         template=template.name,
         revision=str(template.base.revision),
         built=now,
-        state="building",
+        state=BuildState.BUILDING,
         options=user_options(request),
     )
 
