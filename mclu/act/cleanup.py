@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mclu import errors, hostpaths, model
-from mclu.act import lifecycle, locks
+from mclu.act import locks
+from mclu.decide import delete as delete_plan
+from mclu.decide.guests import is_file_path
 from mclu.hosts.session import Session
 from mclu.read import storage
 
@@ -209,9 +211,11 @@ async def _remove_guest(
     if guest is None or guest.mclu is None or guest.mclu.state not in model.UNFINISHED:
         return None
     others = [g for g in guests if g.name != name]
-    other_files = sorted({d for g in others for d in g.disks if lifecycle.is_file_path(d)})
+    other_files = sorted({d for g in others for d in g.disks if is_file_path(d)})
     backing = await storage.backing_files(session, other_files)
-    choice = lifecycle.disks_to_remove(guest, others, hostpaths.cache_dir(spec.image_dir), backing)
+    choice = delete_plan.disks_to_remove(
+        guest, others, hostpaths.cache_dir(spec.image_dir), backing
+    )
     disks = await _made_by_build(session, choice.remove, guest.mclu.built)
     if guest.state.active:
         with contextlib.suppress(errors.LibvirtCallFailed):  # stopped meanwhile

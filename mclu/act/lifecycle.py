@@ -1,8 +1,8 @@
-"""Guest lifecycle: stopping with a deadline, deleting a guest and only its own disks, and
-how the console and the graphical viewer reach a guest.
+"""Guest lifecycle: stopping with a deadline, deleting a guest (as mclu.decide.delete
+planned it), and how the console and the graphical viewer reach a guest.
 
-The decisions are pure (`disks_to_remove`, `console_argv`, `viewer_uri`, `viewer_argv`); the
-actions (`stop`, `delete`) take an open Session, act, and return what they did.
+The decisions are pure (`console_argv`, `viewer_uri`, `viewer_argv`; which disks a delete
+removes is `mclu.decide.delete`); the actions (`stop`, `delete`) take an open Session and act.
 """
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import posixpath
 import time
 import urllib.parse
-from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from mclu import errors, hostpaths, model
+from mclu.decide import delete as delete_plan
+from mclu.decide.guests import is_file_path as is_file_path
+from mclu.hosts import commands
 from mclu.hosts.session import Session, command_failed
-from mclu.read import storage
 
 STOP_TIMEOUT = 60.0  # seconds a guest's OS gets to power off after the ACPI request
 POLL_INTERVAL = 0.5  # seconds between looks at a stopping guest's state
@@ -112,105 +112,15 @@ async def _request_again(session: Session, name: str) -> bool:
 # --- delete --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Kept:
-    """A disk of the guest that delete leaves in place, and why."""
-
-    path: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class DiskChoice:
-    remove: tuple[str, ...]
-    keep: tuple[Kept, ...]
-
-
-def is_file_path(source: str) -> bool:
-    """Whether a disk source is a file delete may remove: an absolute path outside /dev.
-
-    Block devices, storage pool volumes ("pool/volume") and network disks are never removed.
-    """
-    return posixpath.isabs(source) and not posixpath.normpath(source).startswith("/dev/")
-
-
-def disks_to_remove(
-    guest: model.Guest, others: Sequence[model.Guest], cache_dir: str, backing: Collection[str]
-) -> DiskChoice:
-    """Which of the guest's disks are its own to remove.
-
-    Kept: anything in the host's template cache (`cache_dir`), a disk another guest also
-    uses (`others`), the backing file of another guest's disk (`backing`: absolute paths),
-    and what is not a plain file path.
-    """
-    users: dict[str, str] = {}
-    for other in others:
-        for disk in other.disks:
-            users.setdefault(posixpath.normpath(disk), other.name)
-    cache = posixpath.normpath(cache_dir)
-    bases = {posixpath.normpath(b) for b in backing}
-    remove: list[str] = []
-    keep: list[Kept] = []
-    for disk in dict.fromkeys(guest.disks):  # a disk listed twice is removed once
-        reason = _why_kept(disk, users, cache, bases)
-        if reason is None:
-            remove.append(disk)
-        else:
-            keep.append(Kept(disk, reason))
-    return DiskChoice(remove=tuple(remove), keep=tuple(keep))
-
-
-def _why_kept(disk: str, users: dict[str, str], cache: str, bases: set[str]) -> str | None:
-    if not is_file_path(disk):
-        return "not a file (a device, a pool volume or a network disk)"
-    path = posixpath.normpath(disk)
-    if posixpath.commonpath([path, cache]) == cache:
-        return "a cached template base"
-    if path in users:
-        return f"also a disk of {users[path]}"
-    if path in bases:
-        return "the backing file of another guest's disk"
-    return None
-
-
-@dataclass(frozen=True)
-class Deleted:
-    destroyed: bool  # it was running and was powered off first
-    removed: tuple[str, ...]  # the files removed: its own disks and its console log
-    kept: tuple[Kept, ...]
-
-
-async def delete(
-    session: Session,
-    spec: model.HostSpec,
-    guest: model.Guest,
-    others: Sequence[model.Guest],
-    *,
-    force: bool = False,
-    dry_run: bool = False,
-) -> Deleted:
-    """Undefine the guest and remove its own disks (see `disks_to_remove`) and console log.
-
-    `others` are the other guests whose disks may share files with it (the host's, and with
-    shared storage those of other hosts). A running guest raises GuestIsRunning unless
-    `force`, which destroys it first. Nothing is changed until every disk is decided; with
-    `dry_run`, nothing at all: the answer is what would be done.
-    """
-    if guest.state.active and not force:
-        raise errors.GuestIsRunning(session.host, guest.name)
-    other_files = sorted({d for g in others for d in g.disks if is_file_path(d)})
-    backing = await storage.backing_files(session, other_files)
-    choice = disks_to_remove(guest, others, hostpaths.cache_dir(spec.image_dir), backing)
-    files = (*choice.remove, hostpaths.console_log(guest.name))
-    if dry_run:
-        return Deleted(destroyed=guest.state.active, removed=files, kept=choice.keep)
-    if guest.state.active:
-        await session.destroy(guest.name)
-    if guest.persistent:  # a transient guest is gone once destroyed
+async def delete(session: Session, plan: delete_plan.DeletePlan) -> None:
+    """Carry out a delete plan (mclu.decide.delete): power the guest off when it runs,
+    undefine it, remove its own disks and console log."""
+    if plan.destroy:
+        await session.destroy(plan.guest)
+    if plan.undefine:  # a transient guest is gone once destroyed
         with contextlib.suppress(errors.GuestNotFound):
-            await session.undefine(guest.name)
-    await session.run(["rm", "-f", "--", *files])
-    return Deleted(destroyed=guest.state.active, removed=files, kept=choice.keep)
+            await session.undefine(plan.guest)
+    await session.run(commands.remove(*plan.remove))
 
 
 # --- console and viewer --------------------------------------------------------------------------
@@ -229,10 +139,10 @@ async def console_log(session: Session, name: str) -> bytes:
     last one, when it is off), as libvirt starts the file anew at each start. Raises
     NoConsoleLog when there is none."""
     path = hostpaths.console_log(name)
-    done = await session.run(["cat", "--", path], check=False)
+    done = await session.run(commands.read_file(path), check=False)
     if done.exit_status == 0:
         return done.stdout
-    if (await session.run(["test", "-e", path], check=False)).exit_status != 0:
+    if (await session.run(commands.exists(path), check=False)).exit_status != 0:
         raise errors.NoConsoleLog(session.host, name, path)
     raise command_failed(session.host, done)
 

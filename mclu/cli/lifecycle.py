@@ -23,8 +23,9 @@ from mclu import errors, hostpaths, model
 from mclu.act import console, lifecycle, locks
 from mclu.cli import commands, output, parsing
 from mclu.config import inventory
+from mclu.decide import delete as delete_plan
 from mclu.hosts.session import Session, command_line
-from mclu.read import snapshot
+from mclu.read import snapshot, storage
 from mclu.read.snapshot import GuestRef
 
 
@@ -379,17 +380,20 @@ async def delete(args: argparse.Namespace, env: commands.Env) -> int:
 
 
 async def _delete(args: argparse.Namespace, env: commands.Env, target: Target) -> int:
-    deleted = await lifecycle.delete(
-        target.session,
-        target.host.spec,
-        target.guest,
-        sharing_files(target),
+    request = delete_plan.DeleteRequest(
+        host=target.host.spec.name,
+        name=target.name,
         force=args.force,
-        dry_run=args.dry_run,
+        deleted=frozenset(target.deleted),
     )
+    # The plan's refusals come before anything is read: a running guest is not looked at.
+    disks = delete_plan.backing_to_read(request, target.snapshot)
+    backing = await storage.backing_files(target.session, disks)
+    planned = delete_plan.plan(request, target.snapshot, backing)
     if not args.dry_run:
+        await lifecycle.delete(target.session, planned)
         target.deleted.add((target.host.spec.name, target.name))
-    kept = [{"path": k.path, "reason": k.reason} for k in deleted.kept]
+    kept = [{"path": k.path, "reason": k.reason} for k in planned.keep]
     extra: dict[str, Any] = {"dry_run": True} if args.dry_run else {}
     return report(
         args,
@@ -398,38 +402,22 @@ async def _delete(args: argparse.Namespace, env: commands.Env, target: Target) -
         action="delete",
         changed=not args.dry_run,
         state=target.guest.state.value if args.dry_run else "deleted",
-        text=_deleted_text(deleted, dry_run=args.dry_run),
-        destroyed=deleted.destroyed,
-        removed=list(deleted.removed),
+        text=_deleted_text(planned, dry_run=args.dry_run),
+        destroyed=planned.destroy,
+        removed=list(planned.remove),
         kept=kept,
         **extra,
     )
 
 
-def sharing_files(target: Target) -> list[model.Guest]:
-    """The other guests whose disks may be the target's files: those of its host, and with
-    shared storage those of every other host on shared storage (less those this run has
-    deleted already)."""
-    spec = target.host.spec
-    others = [(spec.name, g) for g in target.host.guests if g.name != target.name]
-    if spec.shared_storage:
-        others += [
-            (name, g)
-            for name, snap in target.snapshot.ok.items()
-            if name != spec.name and snap.spec.shared_storage
-            for g in snap.guests
-        ]
-    return [g for host, g in others if (host, g.name) not in target.deleted]
-
-
-def _deleted_text(deleted: lifecycle.Deleted, *, dry_run: bool = False) -> str:
+def _deleted_text(planned: delete_plan.DeletePlan, *, dry_run: bool = False) -> str:
     if dry_run:
-        text = "would power off and delete" if deleted.destroyed else "would delete"
-        text += "; would remove " + ", ".join(deleted.removed)
-        return text + "".join(f"; would keep {k.path} ({k.reason})" for k in deleted.kept)
-    text = "powered off and deleted" if deleted.destroyed else "deleted"
-    text += "; removed " + ", ".join(deleted.removed)
-    text += "".join(f"; kept {k.path} ({k.reason})" for k in deleted.kept)
+        text = "would power off and delete" if planned.destroy else "would delete"
+        text += "; would remove " + ", ".join(planned.remove)
+        return text + "".join(f"; would keep {k.path} ({k.reason})" for k in planned.keep)
+    text = "powered off and deleted" if planned.destroy else "deleted"
+    text += "; removed " + ", ".join(planned.remove)
+    text += "".join(f"; kept {k.path} ({k.reason})" for k in planned.keep)
     return text
 
 
