@@ -1,15 +1,22 @@
-"""`mclu cleanup`: remove what interrupted runs of mclu left on the hosts (mclu.act.cleanup)."""
+"""`mclu cleanup`: remove what interrupted runs of mclu left on the hosts.
+
+Per host: read its guests and scan (mclu.read.storage.scan_leftovers), decide
+(mclu.decide.cleanup), and unless --dry-run carry the plan out (mclu.act.cleanup); the
+controller's own run directories first (mclu.runtmp). Then one report.
+"""
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from mclu import errors, model, runtmp
-from mclu.act import cleanup
+from mclu.act import cleanup as act_cleanup
 from mclu.cli import commands, parsing
+from mclu.decide import cleanup
+from mclu.decide.cleanup import Item
 from mclu.hosts.session import Session
 from mclu.read import snapshot, storage
 
@@ -31,8 +38,8 @@ def register(sub: parsing.Subparsers) -> None:
 
 @dataclass(frozen=True)
 class HostCleanup:
-    items: tuple[cleanup.Item, ...]  # what the scan found (the plan)
-    done: cleanup.Done | None  # None with --dry-run
+    plan: cleanup.CleanupPlan  # what the scan found
+    done: act_cleanup.Done | None  # None with --dry-run
 
 
 async def run(args: argparse.Namespace, env: commands.Env) -> int:
@@ -41,10 +48,10 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
     async def one(session: Session, spec: model.HostSpec) -> HostCleanup:
         guests = await session.guests()
         scan = await storage.scan_leftovers(session, spec)
-        items = tuple(cleanup.plan(guests, scan))
+        plan = cleanup.plan(guests, scan)
         if args.dry_run:
-            return HostCleanup(items, None)
-        return HostCleanup(items, await cleanup.execute(session, spec, items))
+            return HostCleanup(plan, None)
+        return HostCleanup(plan, await act_cleanup.execute(session, spec, plan))
 
     # This controller's side first: the private run directories of mclu runs that are gone.
     runtmp.current().sweep_when_made = not args.dry_run
@@ -70,13 +77,11 @@ def cleanup_text(
     ]
     for host, result in results.ok.items():
         if result.done is None:
-            lines += [
-                f"{host}: would remove {i} ({i.reason})" for i in cleanup.removable(result.items)
-            ]
-            lines += [f"{host}: kept {i} ({i.reason})" for i in result.items if not i.remove]
+            lines += [f"{host}: would remove {i} ({i.reason})" for i in result.plan.removable]
+            lines += [f"{host}: kept {i} ({i.reason})" for i in result.plan.kept]
             continue
         done = result.done
-        lines += [cleanup.describe_removed(host, i, done.files, "removed") for i in done.removed]
+        lines += [describe_removed(host, i, done.files, "removed") for i in done.removed]
         lines += [f"{host}: kept {i} ({i.reason})" for i in done.kept]
         lines += [f"{host}: could not remove {i}: {why}" for i, why in done.failed]
     if lines:
@@ -91,9 +96,9 @@ def cleanup_json(
     hosts = []
     for host, result in results.ok.items():
         if result.done is None:
-            removed: Sequence[cleanup.Item] = cleanup.removable(result.items)
-            kept: Sequence[cleanup.Item] = [i for i in result.items if not i.remove]
-            failed: Sequence[tuple[cleanup.Item, str]] = ()
+            removed: Sequence[Item] = result.plan.removable
+            kept: Sequence[Item] = result.plan.kept
+            failed: Sequence[tuple[Item, str]] = ()
             files = None
         else:
             removed, kept, failed = result.done.removed, result.done.kept, result.done.failed
@@ -101,9 +106,9 @@ def cleanup_json(
         hosts.append(
             {
                 "name": host,
-                "removed": [cleanup.item_json(i, files) for i in removed],
-                "kept": [cleanup.item_json(i) for i in kept],
-                "failed": [{**cleanup.item_json(i), "error": why} for i, why in failed],
+                "removed": [item_json(i, files) for i in removed],
+                "kept": [item_json(i) for i in kept],
+                "failed": [{**item_json(i), "error": why} for i, why in failed],
             }
         )
     return {
@@ -114,3 +119,18 @@ def cleanup_json(
             {"name": n, "state": e.state, "error": str(e)} for n, e in results.failed.items()
         ],
     }
+
+
+def item_json(item: Item, files: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    key = "name" if item.kind == "guest" else "path"
+    found: dict[str, Any] = {"kind": item.kind, key: item.name, "reason": item.reason}
+    if item.kind == "guest" and files is not None:
+        found["files"] = list(files.get(item.name, ()))
+    return found
+
+
+def describe_removed(host: str, item: Item, files: Mapping[str, tuple[str, ...]], verb: str) -> str:
+    extra = ""
+    if item.kind == "guest" and files.get(item.name):
+        extra = f" and {', '.join(files[item.name])}"
+    return f"{host}: {verb} {item}{extra} ({item.reason})"

@@ -17,9 +17,9 @@ from typing import Any
 
 from mclu import errors, model
 from mclu.act import build as mclu_build
-from mclu.act import cleanup
 from mclu.cli import output
 from mclu.config import catalogue, inventory, sources
+from mclu.decide import cleanup
 from mclu.read import snapshot
 
 

@@ -1,14 +1,18 @@
 """Leftovers of interrupted runs: reading the host's scan (mclu.read.storage) and deciding what
-`mclu cleanup` removes (mclu.act.cleanup), all pure."""
+`mclu cleanup` removes (mclu.decide.cleanup), all pure; the planner's recorded cases
+(tests/data/plans/cleanup/*.json, see its README)."""
 
 from __future__ import annotations
 
 import datetime
+import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mclu import images, model
-from mclu.act import cleanup
+from mclu.decide import cleanup
 from mclu.read import storage
 
 IMAGES = "/var/lib/libvirt/images"
@@ -109,7 +113,7 @@ def test_plan_removes_what_no_run_is_at_and_says_why_it_keeps_the_rest() -> None
         guest("db", READY),
         guest("pet", None),
     ]
-    items = {i.name: i for i in cleanup.plan(guests, scan())}
+    items = {i.name: i for i in cleanup.plan(guests, scan()).items}
     assert items["web1"].remove and items["web1"].reason == "left by an interrupted build"
     assert not items["web3"].remove and "under way" in items["web3"].reason
     assert "db" not in items and "pet" not in items
@@ -129,7 +133,7 @@ def test_a_partial_file_of_a_run_under_way_is_kept() -> None:
         ),
         locked=("web3",),
     )
-    (item,) = cleanup.plan([], found)
+    (item,) = cleanup.plan([], found).items
     assert not item.remove and item.reason == "its run is under way (the lock of web3 is held)"
 
 
@@ -182,3 +186,65 @@ def test_only_a_disk_made_since_the_build_began_is_its_own() -> None:
     assert cleanup.disk_made_by_build(start - 60, built)  # clocks a minute apart
     assert not cleanup.disk_made_by_build(start - 86400, built)  # a pet's disk of yesterday
     assert not cleanup.disk_made_by_build(start, "")
+
+
+def test_a_guest_is_removed_under_its_lock_from_a_fresh_read() -> None:
+    built = datetime.datetime(2026, 11, 21, 2, 0, tzinfo=datetime.UTC).timestamp()
+    web1 = guest("web1", BUILDING, model.GuestState.RUNNING)
+    assert cleanup.unfinished([web1, guest("db", READY)], "web1") == web1
+    assert cleanup.unfinished([guest("web1", READY)], "web1") is None  # finished meanwhile
+    assert cleanup.unfinished([], "web1") is None  # gone meanwhile
+    own, old, gone = f"{IMAGES}/web1.qcow2", f"{IMAGES}/old.qcow2", f"{IMAGES}/gone.qcow2"
+    removal = cleanup.removal(web1, [own, old, gone], {own: built + 5, old: built - 86400})
+    assert removal == cleanup.GuestRemoval(
+        name="web1",
+        destroy=True,
+        undefine=True,
+        disks=(own,),
+        files=(own, "/var/log/libvirt/qemu/web1-console.log"),
+    )
+
+
+# --- the recorded cases -------------------------------------------------------------------------
+
+DATA = Path(__file__).parent.parent / "data" / "plans" / "cleanup"
+
+
+def guest_from(data: dict[str, Any]) -> model.Guest:
+    state = data.get("mclu_state")
+    meta = None if state is None else model.GuestMeta(template="tiny", revision="1", state=state)
+    return guest(data["name"], meta, model.GuestState(data.get("state", "shut off")))
+
+
+def scan_from(data: dict[str, Any]) -> model.LeftoverScan:
+    files = tuple(
+        model.PartialFile(f["path"], f["age"], f.get("in_use", False), f.get("owner"))
+        for f in data.get("partial_files", [])
+    )
+    return model.LeftoverScan(partial_files=files, locked=tuple(data.get("locked", [])))
+
+
+def cases() -> list[Any]:
+    paths = sorted(DATA.glob("*.json"))
+    assert paths, f"no cases in {DATA}"
+    return [pytest.param(json.loads(p.read_text()), id=p.stem) for p in paths]
+
+
+@pytest.mark.parametrize("case", cases())
+def test_cleanup_case(case: dict[str, Any]) -> None:
+    planned = cleanup.plan(
+        [guest_from(g) for g in case["guests"]],
+        scan_from(case["scan"]),
+        case.get("min_age", cleanup.UNOWNED_MIN_AGE),
+    )
+    assert [
+        {
+            "kind": i.kind,
+            "name": i.name,
+            "remove": i.remove,
+            "reason": i.reason,
+            "steps": list(i.steps),
+        }
+        for i in planned.items
+    ] == case["expected"]["items"]
+    assert planned.removable == tuple(i for i in planned.items if i.remove)
