@@ -222,6 +222,16 @@ class LibvirtCallFailed(HostError):
         self.reason = reason
 
 
+class GuestInactive(LibvirtCallFailed):
+    """A call that needs a running guest (destroy, shutdown, reboot, migrate) found it not
+    running: libvirt's VIR_ERR_OPERATION_INVALID "domain is not running". Its own class so
+    that a caller for whom "already off" is fine suppresses this and not every refusal."""
+
+    def __init__(self, *, host: str, what: str, reason: str, name: str) -> None:
+        super().__init__(host, what, reason)
+        self.name = name
+
+
 class Unsupported(HostError):
     """The host's session cannot do this (for example a shell command on libvirt's test driver)."""
 

@@ -446,7 +446,7 @@ async def _until_ready(
 
 
 async def _undefine(session: Session, name: str) -> None:
-    with contextlib.suppress(errors.LibvirtCallFailed):  # not running: nothing to destroy
+    with contextlib.suppress(errors.GuestInactive):  # not running: nothing to destroy
         await session.destroy(name)
     await session.undefine(name)
 

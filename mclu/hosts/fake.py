@@ -305,6 +305,10 @@ class FakeSession:
         self._fake.guests[guest.name] = dataclasses.replace(guest, **changes)
 
     def _refuse(self, what: str, name: str, reason: str) -> NoReturn:
+        if reason.endswith("domain is not running"):  # as LibvirtSession translates it
+            raise errors.GuestInactive(
+                host=self.host, what=f"{what} {name}", reason=reason, name=name
+            )
         raise errors.LibvirtCallFailed(self.host, f"{what} {name}", reason)
 
 

@@ -78,7 +78,14 @@ def translate(
         return errors.GuestExists(host, name)
     if code in _CONNECTION_CODES or error.get_error_domain() == libvirt.VIR_FROM_RPC:
         return errors.LibvirtUnavailable(host, reason)
+    if code == libvirt.VIR_ERR_OPERATION_INVALID and name is not None and _NOT_RUNNING in reason:
+        return errors.GuestInactive(host=host, what=what, reason=reason, name=name)
     return errors.LibvirtCallFailed(host, what, reason)
+
+
+# The words of libvirt's VIR_ERR_OPERATION_INVALID when a call needs a running domain
+# (virDomainObjCheckActive, in every driver): the code alone also covers other refusals.
+_NOT_RUNNING = "domain is not running"
 
 
 class LibvirtSession:
@@ -465,10 +472,11 @@ def migration_flags(target: MigrationTarget) -> int:
 
 def _check_active(host: str, domain: Any) -> None:
     if not domain.isActive():
-        raise errors.LibvirtCallFailed(
-            host,
-            f"migrate {domain.name()}",
-            "Requested operation is not valid: domain is not running",
+        raise errors.GuestInactive(
+            host=host,
+            what=f"migrate {domain.name()}",
+            reason=f"Requested operation is not valid: {_NOT_RUNNING}",
+            name=domain.name(),
         )
 
 

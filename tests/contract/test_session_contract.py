@@ -120,6 +120,7 @@ async def test_start_a_running_guest(target: Target) -> None:
     await target.session.start(guest.name)
     with pytest.raises(errors.LibvirtCallFailed) as raised:
         await target.session.start(guest.name)
+    assert not isinstance(raised.value, errors.GuestInactive)  # refused, but not as "off"
     assert raised.value.what == f"start {guest.name}"
     assert raised.value.host == target.session.host
 
@@ -148,7 +149,14 @@ async def test_reboot_asks_and_returns(target: Target) -> None:
 @pytest.mark.parametrize("verb", ["shutdown", "reboot", "destroy"])
 async def test_stopping_a_shut_off_guest(target: Target, verb: str) -> None:
     guest = await target.define()
-    with pytest.raises(errors.LibvirtCallFailed) as raised:
+    # GuestInactive, a LibvirtCallFailed of its own; libvirt's test driver alone refuses a
+    # shutdown with an internal error ("domain 'x' not running"), not the code qemu's uses.
+    expected: type[errors.LibvirtCallFailed] = (
+        errors.LibvirtCallFailed
+        if target.domain_type == "test" and verb == "shutdown"
+        else errors.GuestInactive
+    )
+    with pytest.raises(expected) as raised:
         await getattr(target.session, verb)(guest.name)
     assert raised.value.what == f"{verb} {guest.name}"
     assert await target.state_of(guest.name) == GuestState.SHUTOFF
@@ -476,7 +484,7 @@ async def test_migrate_a_missing_guest(target: Target) -> None:
 
 async def test_migrate_a_shut_off_guest(target: Target) -> None:
     guest = await target.define()
-    with pytest.raises(errors.LibvirtCallFailed) as raised:
+    with pytest.raises(errors.GuestInactive) as raised:
         await target.session.migrate(guest.name, NOWHERE)
     assert raised.value.what == f"migrate {guest.name}"
     assert "not running" in raised.value.reason
