@@ -15,7 +15,7 @@ import pytest
 
 from mclu import errors
 from mclu.act import lifecycle
-from mclu.hosts import fake
+from mclu.hosts import commands, fake
 from tests.builders import IMAGES, RUNNING, SHUTOFF, guest
 from tests.cli.harness import Cli
 
@@ -257,17 +257,11 @@ def test_a_host_failing_during_the_action(cli: Cli) -> None:
 
 def backing_argv(*disks: str) -> list[str]:
     """The qemu-img check delete runs on the other guests' disks (read.storage.backing_files)."""
-    return [
-        "sh",
-        "-c",
-        'for f; do qemu-img info -U --output=json -- "$f" || true; done',
-        "sh",
-        *disks,
-    ]
+    return commands.backing_info(disks)
 
 
 def rm_argv(*files: str) -> list[str]:
-    return ["rm", "-f", "--", *files]
+    return commands.remove(*files)
 
 
 def console_log(name: str) -> str:
