@@ -294,6 +294,37 @@ def _sparse_copy(files: Files, argv: list[str]) -> _Done | None:
     return _ok()
 
 
+@_case
+def _qcow2_files(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 8 or argv != commands.qcow2_files(argv[1]):
+        return None
+    directory = _normal(argv[1])
+    if not files.is_dir(directory):
+        return _failed(f"find: '{argv[1]}': No such file or directory")
+    found = [
+        f"{argv[1].rstrip('/')}/{posixpath.basename(path)}\n"
+        for path in files.files
+        if posixpath.dirname(path) == directory and path.endswith(".qcow2")
+    ]
+    return _ok("".join(found).encode())
+
+
+@_case
+def _backing_info(files: Files, argv: list[str]) -> _Done | None:
+    disks = argv[4:]
+    if argv != commands.backing_info(disks):
+        return None
+    out, err = [], []
+    for disk in disks:
+        content = files.files.get(_normal(disk))
+        if content is None:
+            err.append(f"qemu-img: Could not open '{disk}': No such file or directory\n")
+            continue
+        image = content if isinstance(content, Image) else Image("raw", len(content))
+        out.append(qemu_img_info(disk, image))
+    return _Done(0, "".join(out).encode(), "".join(err).encode())
+
+
 # --- the parts the cases share -----------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@ Each test works in a fresh directory of its own on the host, removed when it end
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from mclu.hosts import commands, fake, open_session
 from mclu.hosts.fake_files import Image
 from mclu.hosts.session import CommandResult, Session
 from mclu.model import HostSpec
+from mclu.read import storage
 
 MIB = 1 << 20
 
@@ -226,3 +228,34 @@ async def test_sparse_copy(host: Host) -> None:
     assert await host.content(copy) == b"data\0\0\0\0"
     missing = await host.run(commands.sparse_copy(host.path("missing"), copy, 8))
     assert missing.exit_status == 1
+
+
+async def test_qcow2_files_and_their_backing_files(host: Host) -> None:
+    base = host.path("base.raw")
+    await host.run(commands.empty_file(base, MIB))
+    overlay = host.path("web1.qcow2")
+    await host.run(commands.image_create(overlay, "qcow2", 4 * MIB, base, "raw"))
+    await host.put("notes.txt", b"not an image")
+    listed = await host.run(commands.qcow2_files(host.directory))
+    assert listed.stdout.decode().splitlines() == [overlay]
+    assert (await host.run(commands.qcow2_files(host.path("missing")))).exit_status == 1
+    info = await host.run(commands.backing_info([overlay, host.path("missing.qcow2"), base]))
+    assert info.exit_status == 0
+    assert storage.parse_backing(info.stdout.decode()) == {base}
+    documents = [json.loads(d) for d in _json_documents(info.stdout.decode())]
+    assert [(d["filename"], d["format"], d["virtual-size"]) for d in documents] == [
+        (overlay, "qcow2", 4 * MIB),
+        (base, "raw", MIB),
+    ]
+
+
+def _json_documents(text: str) -> list[str]:
+    """Concatenated JSON documents, each on its own."""
+    decoder, found, pos, text = json.JSONDecoder(), [], 0, text.strip()
+    while pos < len(text):
+        doc, end = decoder.raw_decode(text, pos)
+        found.append(json.dumps(doc))
+        pos = end
+        while pos < len(text) and text[pos].isspace():
+            pos += 1
+    return found
