@@ -18,7 +18,7 @@ import functools
 import posixpath
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,12 +35,11 @@ from mclu.decide.migrate import (
     parse_disk_info,
     timeout_for,
 )
+from mclu.hosts import commands
 from mclu.hosts.session import MigrationProgress, MigrationTarget, Session
 from mclu.images import nbd
 from mclu.model import Guest, HostSpec, Snapshot, StorageFacts
 from mclu.read import snapshot, storage
-
-SERVER_START_TIMEOUT = 10.0  # seconds for qemu-nbd to listen
 
 
 @dataclass(frozen=True)
@@ -64,8 +63,6 @@ def target(move: Move, dest: HostSpec) -> MigrationTarget:
 
 # --- reading a guest's disks on its host -------------------------------------------------------
 
-_INFO = 'for f; do qemu-img info -U --backing-chain --output=json -- "$f" || exit 1; done'
-
 
 async def read_disks(session: Session, guest: Guest) -> tuple[Disk, ...]:
     """Every disk of the guest, read on its host; raises HostError for a disk that is not a
@@ -75,7 +72,7 @@ async def read_disks(session: Session, guest: Guest) -> tuple[Disk, ...]:
         raise errors.HostError(session.host, problem)
     if not guest.disks:
         return ()
-    done = await session.run(["sh", "-c", _INFO, "sh", *guest.disks])
+    done = await session.run(commands.disk_info(guest.disks))
     return tuple(
         parse_disk_info(path, text)
         for path, text in zip(guest.disks, json_documents(done.stdout.decode()), strict=True)
@@ -251,9 +248,7 @@ async def _step(move: Move, step: str, work: Awaitable[object]) -> None:
 
 
 async def _existing(session: Session, paths: Sequence[str]) -> set[str]:
-    done = await session.run(
-        ["sh", "-c", 'for f; do [ -e "$f" ] && echo "$f"; done; true', "sh", *paths]
-    )
+    done = await session.run(commands.existing(paths))
     return set(done.stdout.decode().splitlines())
 
 
@@ -263,20 +258,19 @@ async def _create_disk(session: Session, disk: Disk) -> None:
     Made aside and linked into place: `ln` never replaces a file that appeared meanwhile.
     """
     temp = f"{disk.path}.mclu-new"
-    argv = ["qemu-img", "create", "-q", "-f", disk.format]
-    if disk.backing is not None:
-        argv += ["-b", disk.backing, "-F", disk.backing_format or "raw"]
-    argv += [temp, str(disk.virtual_size)]
+    image = commands.image_create(
+        temp, disk.format, disk.virtual_size, disk.backing, disk.backing_format
+    )
     try:
-        await session.run(["mkdir", "-p", "--", posixpath.dirname(disk.path)])
-        await session.run(argv)
-        await session.run(["ln", "--", temp, disk.path])
+        await session.run(commands.make_directory(posixpath.dirname(disk.path)))
+        await session.run(image)
+        await session.run(commands.link(temp, disk.path))
     finally:
-        await session.run(["rm", "-f", "--", temp], check=False)
+        await session.run(commands.remove(temp), check=False)
 
 
 async def _remove(session: Session, path: str) -> None:
-    await session.run(["rm", "-f", "--", path])
+    await session.run(commands.remove(path))
 
 
 async def _remove_base_if_unused(session: Session, spec: HostSpec, base: str) -> None:
@@ -302,7 +296,7 @@ async def _send_base(
     reporter: Reporter,
 ) -> None:
     assert disk.backing is not None
-    await dest.run(["mkdir", "-p", "--", posixpath.dirname(disk.backing)])
+    await dest.run(commands.make_directory(posixpath.dirname(disk.backing)))
     key = f"{dest.host}:{posixpath.basename(disk.backing)}"
     if disk.backing in from_cache:
         local = cache_dir / posixpath.basename(disk.backing)
@@ -332,57 +326,23 @@ async def copy_between_hosts(
     nbdcopy = shutil.which("nbdcopy")
     if nbdcopy is None:
         raise errors.LocalToolMissing("nbdcopy", "copying a template base between hosts")
-    size = int((await source.run(["stat", "-c", "%s", "--", path])).stdout.decode())
+    size = int((await source.run(commands.file_size(path))).stdout.decode())
     partial = images.partial_name(path)
     try:
-        await dest.run(
-            ["sh", "-c", ': > "$1" && truncate -s "$2" -- "$1"', "sh", partial, str(size)]
-        )
+        await dest.run(commands.empty_file(partial, size))
         async with (
-            _served(source, ["--read-only", path]) as src,
-            _served(dest, ["--cache=writeback", partial]) as dst,
+            nbd.serve(source, path, nbd.READ_RAW) as src,
+            nbd.serve(dest, partial, nbd.WRITE_RAW) as dst,
         ):
+            copy = [nbdcopy, "--target-is-zero", "--flush"]
             await nbd.run_nbdcopy(
-                [nbdcopy, "--target-is-zero", "--flush", nbd.nbd_uri(src), nbd.nbd_uri(dst)],
+                [*copy, nbd.nbd_uri(src.socket), nbd.nbd_uri(dst.socket)],
                 size,
                 progress,
                 dest.host,
             )
-        await dest.run(
-            [
-                "sh",
-                "-c",
-                'sync -- "$1" && mv -f -T -- "$1" "$2" && sync -- "$3"',
-                "sh",
-                partial,
-                path,
-                posixpath.dirname(path),
-            ]
-        )
+        await dest.run(commands.commit(partial, path))
     except BaseException:
         with contextlib.suppress(errors.HostError):
-            await dest.run(["rm", "-f", "--", partial], check=False)
+            await dest.run(commands.remove(partial), check=False)
         raise
-
-
-@contextlib.asynccontextmanager
-async def _served(session: Session, args: Sequence[str]) -> AsyncIterator[str]:
-    """qemu-nbd serving a raw file on the host, as a local socket; stopped on exit."""
-    tmp = (await session.run(["mktemp", "-d", "-t", "mclu-nbd.XXXXXXXX"])).stdout.decode()
-    socket = posixpath.join(tmp.strip(), "nbd.sock")
-    try:
-        argv = ["qemu-nbd", "--format=raw", "--persistent", "--shared=0", "--socket", socket, *args]
-        async with session.background(argv) as server:
-            deadline = time.monotonic() + SERVER_START_TIMEOUT
-            while (await session.run(["test", "-S", socket], check=False)).exit_status != 0:
-                server.check()
-                if time.monotonic() > deadline:
-                    raise errors.HostTimeout(
-                        session.host, "qemu-nbd to listen", SERVER_START_TIMEOUT
-                    )
-                await asyncio.sleep(0.05)
-            async with session.forward_socket(socket) as local:
-                yield local
-    finally:
-        with contextlib.suppress(errors.HostError):
-            await session.run(["rm", "-rf", "--", tmp.strip()], check=False)

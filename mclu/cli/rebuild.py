@@ -1,9 +1,10 @@
 """`mclu rebuild`: guests made again in place from the newest revision of their template.
 
-Gather (the hosts, the templates) → plan (pure, `mclu.act.rebuild.plan_rebuild`) → show
-(`--dry-run` stops here) → execute (one guest at a time, each under its lock) → report: a line
-per guest on stdout (none with `--quiet`), one line per failure on stderr, and an exit code a
-cron job can act on.
+Gather (the hosts, the templates) → plan (pure, `mclu.decide.rebuild.plan_rebuild`) → show
+(`--dry-run` stops here) → read the caches of the hosts the plan needs, and plan again with
+them → execute (`mclu.act.rebuild`: one guest at a time, each under its lock) → report: a
+line per guest on stdout (none with `--quiet`), one line per failure on stderr, and an exit
+code a cron job can act on.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import Any
 from mclu import errors, images, model
 from mclu.act import lifecycle
 from mclu.act import rebuild as mclu_rebuild
-from mclu.act.rebuild import Failed, RebuildPlan, Rebuilt, Refused, Skipped
+from mclu.act.rebuild import Failed, Rebuilt
 from mclu.cli import commands, output, parsing
 from mclu.config import sources
+from mclu.decide import rebuild as plan
+from mclu.decide.rebuild import RebuildPlan, Refused, Skipped
 from mclu.images import cache
 from mclu.read import snapshot as mclu_snapshot
 
@@ -104,7 +107,7 @@ def _revision(text: str) -> int:
 
 def _age(text: str) -> float:
     try:
-        return mclu_rebuild.parse_age(text)
+        return plan.parse_age(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 
@@ -113,12 +116,13 @@ async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:
     """Plan from one snapshot, show it, then (unless --dry-run) rebuild guest after guest."""
     if args.quiet and args.json:
         raise errors.UsageError("--quiet and --json do not go together")
-    request = mclu_rebuild.RebuildRequest(
+    request = plan.RebuildRequest(
         names=tuple(args.names),
         all=args.all,
         older_than=args.older_than,
         if_newer=args.if_newer,
         exclude=tuple(args.exclude),
+        verify=args.verify,
     )
     if request.all == bool(request.names):
         raise errors.UsageError("name the guests to rebuild, or give --all (not both)")
@@ -129,31 +133,36 @@ async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:
             env.printer.note(str(error))
     inputs = commands.build_inputs(args, env)
 
-    def resolve(name: str) -> model.ResolvedTemplate:
-        return sources.resolve(name, mine, found.templates, revision=args.revision)
+    def resolve(name: str) -> model.ResolvedTemplate | errors.MCLUError:
+        try:
+            return sources.resolve(name, mine, found.templates, revision=args.revision)
+        except errors.MCLUError as e:
+            return e
 
     started = time.monotonic()
     async with mclu_snapshot.connected(hosts, env.open_session, limit=inv.parallel) as now:
         snap = await now.gather(mclu_snapshot.read_host)
-        chosen = mclu_rebuild.plan_rebuild(
-            request, snap, resolve, now=datetime.datetime.now(datetime.UTC)
-        )
+        templates = {name: resolve(name) for name in plan.template_names(snap)}
+        when = datetime.datetime.now(datetime.UTC)
+        chosen = plan.plan_rebuild(request, snap, templates, now=when)
         if args.dry_run:
             _show_plan(chosen, args, env)
             return exit_code([r.error for r in chosen.refused])
+        caches = await mclu_rebuild.read_caches(now, chosen)
+        chosen = plan.plan_rebuild(request, snap, templates, now=when, storage=caches)
         reporter = _reporter(args, env)
+        run = mclu_rebuild.Context(
+            sessions=now.sessions,
+            specs=now.specs,
+            inputs=inputs,
+            cache_dir=cache.cache_dir(env.environ),
+            reporter=reporter,
+            transport=args.transport or images.DEFAULT,
+            stop_timeout=args.stop_timeout,
+            ready_timeout=args.ready_timeout,
+        )
         try:
-            results = await mclu_rebuild.execute(
-                chosen,
-                now.sessions,
-                now.specs,
-                inputs,
-                cache.cache_dir(env.environ),
-                reporter,
-                transport=args.transport or images.DEFAULT,
-                stop_timeout=args.stop_timeout,
-                checks=mclu_rebuild.Checks(ready_timeout=args.ready_timeout, verify=args.verify),
-            )
+            results = await mclu_rebuild.execute(chosen, run)
         finally:
             reporter.close()
     return _report(chosen, results, time.monotonic() - started, args, env)

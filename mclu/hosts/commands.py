@@ -267,3 +267,42 @@ def remove_unused() -> list[str]:
     """Remove the files named on stdin (one a line) that no process on the host names on its
     command line at that moment; prints the paths removed."""
     return ["sh", "-c", REMOVE_UNUSED_SCRIPT]
+
+
+# --- rebuild and migrate -----------------------------------------------------------------------
+
+
+def same_file(path: str, other: str) -> list[str]:
+    """Exit 0 if `path` and `other` are one file (hard links of one inode), 1 if not."""
+    return ["test", path, "-ef", other]
+
+
+# The old disk "$1" back at "$2", whatever a rebuild's swap had done: nothing yet (no link),
+# the link made (the same file as the disk: the link goes), or the new disk moved in (the link
+# is the old disk's only name: renamed back over the disk).
+RESTORE_DISK_SCRIPT = (
+    'if [ -e "$1" ]; then if [ "$1" -ef "$2" ]; then rm -f -- "$1"; '
+    'else mv -f -T -- "$1" "$2"; fi; fi'
+)
+
+
+def restore_disk(old: str, disk: str) -> list[str]:
+    """Put a rebuild's old disk `old` (a hard link made before the swap) back at `disk`."""
+    return script(RESTORE_DISK_SCRIPT, old, disk)
+
+
+DISK_INFO_SCRIPT = (
+    'for f; do qemu-img info -U --backing-chain --output=json -- "$f" || exit 1; done'
+)
+
+
+def disk_info(disks: Sequence[str]) -> list[str]:
+    """`qemu-img info --backing-chain --output=json` of each disk (a JSON list each, top
+    image first), concatenated; exit 1 at the first that cannot be read. -U: a running
+    guest's disk is read without its lock."""
+    return script(DISK_INFO_SCRIPT, *disks)
+
+
+def existing(paths: Sequence[str]) -> list[str]:
+    """Each of `paths` that exists (any kind of file), one a line."""
+    return script('for f; do [ -e "$f" ] && echo "$f"; done; true', *paths)

@@ -26,8 +26,9 @@ import pytest
 from argcomplete.finders import CompletionFinder
 
 from mclu import model
-from mclu.act import migrate, rebuild
+from mclu.act import rebuild
 from mclu.cli import commands, completion, main, output
+from mclu.hosts import commands as host_commands
 from mclu.hosts import fake
 from mclu.hosts.session import CommandResult
 from mclu.read import snapshot
@@ -288,10 +289,19 @@ def rebuild_disk_commands(host: fake.FakeHost, *, base_cached: bool = True) -> N
     host.commands = Shell(host.commands)
     host.commands.update(
         [
-            fake.canned(["sh", "-c", migrate._INFO, "sh", DISK], info.encode()),
+            fake.canned(host_commands.disk_info([DISK]), info.encode()),
             fake.canned(["test", "-e", OLD], exit_status=1),
-            fake.canned(["test", "-f", BASE], exit_status=0 if base_cached else 1),
+            fake.canned(host_commands.storage_scan(IMAGES), storage_scan(cached=base_cached)),
         ]
+    )
+
+
+def storage_scan(*, cached: bool) -> bytes:
+    """The image directory's scan (`mclu.read.storage.read`): 10 GiB free, the newest tiny
+    base in the cache or not, nothing left over."""
+    base = BASE.rpartition("/")[2] + "\n" if cached else ""
+    return (
+        f"@now 0\n@df\nAvail\n10737418240\n@dfstatus 0\n@cache\n{base}@partial\n@locks\n".encode()
     )
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from mclu import errors, model
-from mclu.act import migrate, rebuild
+from mclu.hosts import commands as host_commands
 from mclu.hosts import fake
 from tests.builders import IMAGES, RUNNING, SHUTOFF, built, guest
 from tests.cli.harness import (
@@ -29,7 +29,7 @@ from tests.cli.harness import (
 )
 
 LOCK = f"{IMAGES}/.mclu-locks/web1.lock"
-RESTORE = ("sh", "-c", rebuild._RESTORE, "sh", OLD, DISK)  # the old disk back, as it must be
+RESTORE = tuple(host_commands.restore_disk(OLD, DISK))  # the old disk back, as it must be
 META = model.GuestMeta(
     template="tiny", revision="2", built="2026-11-01T10:00:00Z", options=(("memory", "256 MiB"),)
 )
@@ -199,7 +199,7 @@ def test_a_guest_locked_by_another_run_fails_fast_with_75_naming_the_holder(
         f"mclu: error: a: guest 'web1' is locked by {holder}; try again when that run has ended\n"
     )
     assert cli.guest("a", "web1") == built("web1", META)  # untouched
-    assert cli.host("a").ran == []
+    assert cli.host("a").ran == [tuple(host_commands.storage_scan(IMAGES))]  # read, no more
     assert cli.host("a").locks == {LOCK: holder}  # the other run's lock is not ours to drop
 
 
@@ -353,7 +353,7 @@ def test_one_failure_does_not_stop_the_others(cli: Cli, no_libguestfs: list[str]
     cli.host("a").commands.update(
         [
             fake.canned(
-                ["sh", "-c", migrate._INFO, "sh", f"{IMAGES}/web2.qcow2"],
+                host_commands.disk_info([f"{IMAGES}/web2.qcow2"]),
                 exit_status=1,
                 stderr=b"qemu-img: Could not open 'web2.qcow2': No such file or directory",
             )

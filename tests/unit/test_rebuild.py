@@ -1,20 +1,23 @@
-"""mclu.act.rebuild's pure parts: AGE, which guests a rebuild takes or skips and why, the new disk,
-and what a failed rebuild says it left."""
+"""mclu.decide.rebuild: AGE, which guests a rebuild takes or skips and why, the new disk, and
+what a failed rebuild says it left; the recorded cases (tests/data/plans/rebuild/, see its
+README); and the command line that puts the old disk back."""
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mclu import errors, model
-from mclu.act import rebuild
-from mclu.decide import migrate
+from mclu.decide import migrate, rebuild
+from mclu.hosts import commands
 from mclu.model import (
     BaseImage,
     Guest,
@@ -24,6 +27,7 @@ from mclu.model import (
     HostSnapshot,
     HostSpec,
     ResolvedTemplate,
+    StorageFacts,
 )
 
 NOW = datetime.datetime(2026, 11, 21, 12, 0, 0, tzinfo=datetime.UTC)
@@ -150,9 +154,9 @@ def template(name: str = "tiny", revision: int = 2) -> ResolvedTemplate:
     )
 
 
-def resolve(name: str) -> ResolvedTemplate:
+def resolve(name: str) -> ResolvedTemplate | errors.MCLUError:
     if name == "gone":
-        raise errors.UnknownTemplate(name, ["tiny"])
+        return errors.UnknownTemplate(name, ["tiny"])
     return template(name)
 
 
@@ -163,7 +167,9 @@ def plan(
     hosts: model.HostResults[HostSnapshot] | None = None,
 ) -> rebuild.RebuildPlan:
     request = rebuild.RebuildRequest(names=names, all=all, older_than=older_than)
-    return rebuild.plan_rebuild(request, hosts if hosts is not None else CLUSTER, resolve, now=NOW)
+    hosts = hosts if hosts is not None else CLUSTER
+    templates = {name: resolve(name) for name in rebuild.template_names(hosts)}
+    return rebuild.plan_rebuild(request, hosts, templates, now=NOW)
 
 
 CLUSTER = snap(
@@ -363,6 +369,119 @@ def test_restore_script_puts_the_old_disk_back(tmp_path: Path, state: str) -> No
         os.link(disk, old)
     if state == "moved":
         os.replace(new, disk)
-    subprocess.run(["sh", "-c", rebuild._RESTORE, "sh", str(old), str(disk)], check=True)
+    subprocess.run(commands.restore_disk(str(old), str(disk)), check=True)
     assert disk.read_text() == "old"
     assert not old.exists()
+
+
+# --- the recorded cases (tests/data/plans/rebuild/, see its README) ----------------------------
+
+CASES = Path(__file__).parent.parent / "data" / "plans" / "rebuild"
+CASE_GUEST: dict[str, Any] = {
+    "template": "tiny",
+    "revision": "1",
+    "built": "2026-11-01T00:00:00Z",
+    "state": "running",
+    "mclu_state": "ready",
+    "persistent": True,
+    "pet": False,
+}
+
+
+def case_guest(data: dict[str, Any]) -> Guest:
+    g = {**CASE_GUEST, **data}
+    recorded = meta(g["built"], g["template"], g["revision"], g["mclu_state"])
+    return guest(
+        g["name"],
+        None if g["pet"] else recorded,
+        state=GuestState(g["state"]),
+        disks=tuple(g["disks"]) if "disks" in g else None,
+        persistent=g["persistent"],
+    )
+
+
+def case_inputs(
+    case: dict[str, Any],
+) -> tuple[model.HostResults[HostSnapshot], dict[str, StorageFacts]]:
+    def failure(name: str, kind: str) -> errors.HostError:
+        if kind == "off":
+            return errors.HostUnreachable(name, f"{name}.test", "timed out")
+        return errors.HostAuthFailed(name, "root", f"{name}.test", "denied")
+
+    hosts = [
+        host(name, *(case_guest(g) for g in data.get("guests", [])))
+        for name, data in case["hosts"].items()
+        if "failed" not in data
+    ]
+    failed = {
+        name: failure(name, data["failed"])
+        for name, data in case["hosts"].items()
+        if "failed" in data
+    }
+    storage = {
+        name: StorageFacts(IMAGES, 10 << 30, tuple(data["cached"]))
+        for name, data in case["hosts"].items()
+        if "cached" in data
+    }
+    return snap(*hosts, failed=failed), storage
+
+
+def case_templates(data: dict[str, int | None]) -> rebuild.Templates:
+    return {
+        name: template(name, revision) if revision else errors.UnknownTemplate(name, ["tiny"])
+        for name, revision in data.items()
+    }
+
+
+def run_case(case: dict[str, Any]) -> rebuild.RebuildPlan:
+    snapshot, storage = case_inputs(case)
+    r = case["request"]
+    request = rebuild.RebuildRequest(
+        names=tuple(r.get("names", ())),
+        all=r.get("all", False),
+        older_than=rebuild.parse_age(r["older_than"]) if "older_than" in r else None,
+        if_newer=r.get("if_newer", False),
+        exclude=tuple(r.get("exclude", ())),
+        verify=r.get("verify", True),
+    )
+    templates = case_templates(case.get("templates", {"tiny": 2}))
+    return rebuild.plan_rebuild(request, snapshot, templates, now=NOW, storage=storage)
+
+
+def rebuild_fields(r: rebuild.Rebuild) -> dict[str, Any]:
+    return {
+        "name": r.name,
+        "host": r.host,
+        "revision": r.revision,
+        "from_revision": r.meta.revision,
+        "base_cached": r.base_cached,
+        "steps": list(r.steps),
+    }
+
+
+def rebuild_cases() -> list[Any]:
+    paths = sorted(CASES.glob("*.json"))
+    assert paths, f"no cases in {CASES}"
+    return [pytest.param(json.loads(p.read_text()), id=p.stem) for p in paths]
+
+
+@pytest.mark.parametrize("case", rebuild_cases())
+def test_rebuild_case(case: dict[str, Any]) -> None:
+    expected = case["expected"]
+    if "error" in expected:
+        error_class = getattr(errors, expected["error"])
+        with pytest.raises(error_class) as raised:
+            run_case(case)
+        assert type(raised.value) is error_class
+        assert str(raised.value) == expected["message"]
+        return
+    chosen = run_case(case)
+    wanted = expected.get("rebuild", [])
+    # Each expected guest lists the fields the case is about; name and host always.
+    assert [
+        {k: rebuild_fields(r)[k] for k in w} for r, w in zip(chosen.rebuild, wanted, strict=True)
+    ] == wanted
+    assert [[s.name, s.host, s.reason] for s in chosen.skipped] == expected.get("skipped", [])
+    assert [
+        [r.name, r.host, type(r.error).__name__, str(r.error)] for r in chosen.refused
+    ] == expected.get("refused", [])
