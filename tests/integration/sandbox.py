@@ -9,17 +9,23 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pexpect
 
 from mclu.sandbox import config as sandbox_config
 
 BIN = Path(sys.executable).parent
 STATE = Path(os.environ.get("MCLU_SANDBOX_DIR", str(sandbox_config.DEFAULT_STATE_DIR)))
 HOSTS = 3  # up hosts; the sandbox adds one more that is powered off
+IMAGES = "/var/lib/libvirt/images"
+BOOT_SECONDS = 240  # TCG on a loaded 2-core machine
 
 
 def unavailable_reason() -> str | None:
@@ -83,9 +89,17 @@ class Sandbox:
 
     def remove_guest(self, host: str, name: str) -> None:
         """The guest gone from `host`, whatever state it is in: domain, disk, rebuild files."""
-        self.exec(host, ["virsh", "-q", "destroy", name], check=False)
-        self.exec(host, ["virsh", "-q", "undefine", name], check=False)
-        self.exec(host, ["sh", "-c", f"rm -f /var/lib/libvirt/images/{name}.qcow2*"], check=False)
+        self.remove_guests(host, [name])
+
+    def remove_guests(self, host: str, names: Sequence[str]) -> None:
+        """The guests gone from `host`, whatever state they are in (or none there): domains,
+        disks (qcow2 with a rebuild's files, raw), in one visit to the host."""
+        if names:
+            script = (
+                'for n; do virsh -q destroy "$n"; virsh -q undefine "$n"; d="$0/$n"; '
+                'rm -f -- "$d.qcow2" "$d.qcow2".* "$d.img"; done >/dev/null 2>&1; true'
+            )
+            self.exec(host, ["sh", "-c", script, IMAGES, *names], check=False)
 
     def with_tiny_at(self, revision: int, directory: Path) -> Path:
         """A copy of the inventory (in `directory`) whose template sources also list the
@@ -118,6 +132,192 @@ class Sandbox:
         known = directory / "known_hosts"
         known.write_text(f"{self.address(host)} {other.with_suffix('.pub').read_text()}")
         return self.variant(directory / "hosts.toml", known_hosts=str(known)), known
+
+
+class Guests:
+    """Guests that tests build with the real `mclu`, every one removed from every up host
+    afterwards whatever happened (`cleanup`), so that each test makes what it needs.
+
+    `prefix` starts each name (one that sorts first puts them first for `--all`);
+    `templates`, when given, is the `--templates` of every build and rebuild.
+    """
+
+    def __init__(
+        self,
+        sandbox: Sandbox,
+        ssh_key: Path,
+        cache_dir: Path,
+        *,
+        prefix: str = "t",
+        templates: Path | None = None,
+    ) -> None:
+        self.sandbox = sandbox
+        self.ssh_key = ssh_key
+        self.env = {"MCLU_CACHE": str(cache_dir)}
+        self.prefix = prefix
+        self.templates = templates
+        self.names: list[str] = []
+        self.hosts: dict[str, str] = {}  # name → host, of the guests `built` made
+
+    def name(self) -> str:
+        """A fresh guest name, removed at the end."""
+        return self.adopt(f"{self.prefix}{uuid.uuid4().hex[:8]}")
+
+    def adopt(self, name: str) -> str:
+        """`name` (a guest the test makes otherwise) is removed at the end too."""
+        self.names.append(name)
+        return name
+
+    def mclu(
+        self,
+        *args: str,
+        inventory: Path | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float = 900,
+    ) -> subprocess.CompletedProcess[str]:
+        return mclu(
+            *args,
+            inventory=inventory or self.sandbox.inventory,
+            env={**self.env, **(env or {})},
+            timeout=timeout,
+        )
+
+    def options(self, templates: Path | None = None) -> list[str]:
+        """A build's and a rebuild's way into the guests, and the templates directory."""
+        templates = templates or self.templates
+        chosen = ["--templates", str(templates)] if templates else []
+        return ["--ssh-key", str(self.ssh_key), *chosen]
+
+    def build(
+        self,
+        *args: str,
+        inventory: Path | None = None,
+        env: dict[str, str] | None = None,
+        templates: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        return self.mclu("build", *args, *self.options(templates), inventory=inventory, env=env)
+
+    def rebuild(
+        self, *args: str, inventory: Path | None = None, templates: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return self.mclu("rebuild", *args, *self.options(templates), inventory=inventory)
+
+    def argv(self, *args: str) -> list[str]:
+        """The command line of `mclu ARGS`, with the options, for a test that runs it itself."""
+        return [str(BIN / "mclu"), "-c", str(self.sandbox.inventory), *args, *self.options()]
+
+    def built(self, host: str, template: str = "tiny", *extra: str, login: bool = True) -> str:
+        """A new guest of `template` on `host`; with `login`, once its console shows its login
+        prompt (a build ends when the guest is ready by its template's rule)."""
+        name = self.name()
+        done = self.build(template, name, "--on", host, *extra)
+        assert done.returncode == 0, done.stderr
+        self.hosts[name] = host
+        if login:
+            console_shows(self.sandbox, host, name, f"{name} login:")
+        return name
+
+    def virsh(self, host: str, *args: str) -> str:
+        return self.sandbox.exec(host, ["virsh", *args], check=False).stdout.strip()
+
+    def state(self, host: str, name: str) -> str:
+        """`virsh domstate`, or "undefined"."""
+        done = self.sandbox.exec(host, ["virsh", "domstate", name], check=False)
+        return done.stdout.strip() if done.returncode == 0 else "undefined"
+
+    def files(self, host: str, directory: str = IMAGES) -> list[str]:
+        return self.sandbox.exec(host, ["ls", "-a", directory]).stdout.split()
+
+    def cleanup(self) -> None:
+        for host in self.sandbox.up_hosts:
+            self.sandbox.remove_guests(host, self.names)
+
+
+def console_log(sandbox: Sandbox, host: str, name: str) -> str:
+    """The guest's serial console log on its host (libvirt starts it afresh at each start)."""
+    return sandbox.exec(
+        host, ["cat", f"/var/log/libvirt/qemu/{name}-console.log"], check=False
+    ).stdout
+
+
+def console_shows(
+    sandbox: Sandbox, host: str, name: str, text: str, seconds: float = BOOT_SECONDS
+) -> str:
+    """Wait until the guest's serial console log (on its host) holds `text`; return the log."""
+    deadline = time.monotonic() + seconds
+    log = ""
+    while time.monotonic() < deadline:
+        log = console_log(sandbox, host, name)
+        if text in log:
+            return log
+        time.sleep(2)
+    raise AssertionError(f"{name} on {host}: no {text!r} on its console; it shows:\n{log[-2000:]}")
+
+
+def console_command(
+    sandbox: Sandbox, host: str, name: str, command: str, *, password: str | None = None
+) -> str:
+    """Log in as root on the guest's serial console (virsh console over ssh), run a command.
+
+    With `password`, root must be asked for it; without, an empty one is given if asked.
+    """
+    ssh = [
+        "-F",
+        str(sandbox.state / "client" / "ssh_config"),
+        "-tt",
+        sandbox.address(host),
+        "virsh",
+        "console",
+        "--force",
+        name,
+    ]
+    child = pexpect.spawn("ssh", ssh, encoding="utf-8", timeout=120)
+    try:
+        child.expect("Escape character")
+        child.sendline("")
+        child.expect("login:")
+        child.sendline("root")
+        if password is not None:
+            child.expect("assword:")
+            child.sendline(password)
+            child.expect("# ")
+        elif child.expect(["assword:", "# "]) == 0:
+            child.sendline("")
+            child.expect("# ")
+        marker = uuid.uuid4().hex[:6]
+        # Typed as END""-marker, printed as END-marker: the echo of the typed line can't match.
+        child.sendline(f'{command}; echo END""-{marker}')
+        child.expect(f"END-{marker}")
+        output: str = child.before
+        return output
+    finally:
+        child.sendcontrol("]")
+        child.close(force=True)
+
+
+def leftovers(sandbox: Sandbox, name: str) -> list[str]:
+    """Anything of guest `name` on any host: a domain, a disk, a partial file, a qemu-nbd."""
+    found = []
+    for host in sandbox.up_hosts:
+        if sandbox.exec(host, ["virsh", "-q", "dominfo", name], check=False).returncode == 0:
+            found.append(f"{host}: domain {name}")
+        files = sandbox.exec(
+            host,
+            [
+                "sh",
+                "-c",
+                "ls -a /var/lib/libvirt/images /var/lib/libvirt/images/mclu-templates 2>/dev/null",
+            ],
+            check=False,
+        ).stdout.split()
+        found += [f"{host}: file {f}" for f in files if name in f or ".partial" in f]
+        nbd = sandbox.exec(
+            host,
+            ["sh", "-c", f"ps -eo args | grep -F {name} | grep qemu-nbd | grep -v grep"],
+            check=False,
+        ).stdout
+        found += [f"{host}: {line}" for line in nbd.splitlines()]
+    return found
 
 
 def new_ssh_key(path: Path, comment: str | None = None) -> Path:

@@ -16,129 +16,28 @@ import re
 import signal
 import subprocess
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import pexpect
 import pytest
 
-from mclu.sandbox import images as sandbox_images
 from tests.integration import sandbox as sb
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(1800)]
 
-BOOT_SECONDS = 240  # TCG on a loaded 2-core machine
 
-
-@pytest.fixture(scope="module")
-def repo(sandbox: sb.Sandbox) -> Path:
-    """The sandbox's template repository (built once and cached)."""
-    return sandbox_images.build_repository(sandbox.state)
-
-
-class Builds:
-    """Runs `mclu build` and removes every guest it names afterwards, on every host."""
-
-    def __init__(self, sandbox: sb.Sandbox, cache_dir: Path, ssh_key: Path) -> None:
-        self.sandbox = sandbox
-        self.env = {"MCLU_CACHE": str(cache_dir)}
-        self.ssh_key = ssh_key
-        self.names: list[str] = []
-
-    def name(self) -> str:
-        name = f"t{uuid.uuid4().hex[:8]}"
-        self.names.append(name)
-        return name
-
-    def run(
-        self, *args: str, inventory: Path | None = None, env: dict[str, str] | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return sb.mclu(
-            "build",
-            *args,
-            "--ssh-key",
-            str(self.ssh_key),
-            inventory=inventory or self.sandbox.inventory,
-            env={**self.env, **(env or {})},
-            timeout=900,
-        )
-
-    def cleanup(self) -> None:
-        for host in self.sandbox.up_hosts:
-            for name in self.names:
-                self.sandbox.exec(host, ["virsh", "-q", "destroy", name], check=False)
-                self.sandbox.exec(host, ["virsh", "-q", "undefine", name], check=False)
-                self.sandbox.exec(
-                    host,
-                    [
-                        "rm",
-                        "-f",
-                        f"/var/lib/libvirt/images/{name}.qcow2",
-                        f"/var/lib/libvirt/images/{name}.img",
-                    ],
-                    check=False,
-                )
-
-
-@pytest.fixture
-def builds(sandbox: sb.Sandbox, repo: Path, cache_dir: Path, ssh_key: Path) -> Iterator[Builds]:
-    made = Builds(sandbox, cache_dir, ssh_key)
-    yield made
-    made.cleanup()
-
-
-def console_shows(
-    sandbox: sb.Sandbox, host: str, name: str, text: str, seconds: float = BOOT_SECONDS
-) -> str:
-    """Wait until the guest's serial console log (on its host) holds `text`; return the log."""
-    deadline = time.monotonic() + seconds
-    log = ""
-    while time.monotonic() < deadline:
-        log = sandbox.exec(
-            host, ["cat", f"/var/log/libvirt/qemu/{name}-console.log"], check=False
-        ).stdout
-        if text in log:
-            return log
-        time.sleep(2)
-    raise AssertionError(f"{name} on {host}: no {text!r} on its console; it shows:\n{log[-2000:]}")
-
-
-def leftovers(sandbox: sb.Sandbox, name: str) -> list[str]:
-    """Anything of guest `name` on any host: a domain, a disk, a partial file, a qemu-nbd."""
-    found = []
-    for host in sandbox.up_hosts:
-        if sandbox.exec(host, ["virsh", "-q", "dominfo", name], check=False).returncode == 0:
-            found.append(f"{host}: domain {name}")
-        files = sandbox.exec(
-            host,
-            [
-                "sh",
-                "-c",
-                "ls -a /var/lib/libvirt/images /var/lib/libvirt/images/mclu-templates 2>/dev/null",
-            ],
-            check=False,
-        ).stdout.split()
-        found += [f"{host}: file {f}" for f in files if name in f or ".partial" in f]
-        nbd = sandbox.exec(
-            host,
-            ["sh", "-c", f"ps -eo args | grep -F {name} | grep qemu-nbd | grep -v grep"],
-            check=False,
-        ).stdout
-        found += [f"{host}: {line}" for line in nbd.splitlines()]
-    return found
-
-
-def test_tiny_guest_streamed_boots_with_its_hostname(sandbox: sb.Sandbox, builds: Builds) -> None:
+def test_tiny_guest_streamed_boots_with_its_hostname(
+    sandbox: sb.Sandbox, builds: sb.Guests
+) -> None:
     host = sandbox.up_hosts[1]
     name = builds.name()
-    done = builds.run("tiny", name, "--on", host, "--transport", "stream")
+    done = builds.build("tiny", name, "--on", host, "--transport", "stream")
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(
         rf"{name} runs on {host} \(ready in [\d.]+ s, by console:login:\)\n", done.stdout
     )
-    console_shows(sandbox, host, name, f"{name} login:")
+    sb.console_shows(sandbox, host, name, f"{name} login:")
     code, doc = sb.mclu_json("info", name, inventory=sandbox.inventory)
     assert code == 0
     guest = doc["guest"]
@@ -150,21 +49,21 @@ def test_tiny_guest_streamed_boots_with_its_hostname(sandbox: sb.Sandbox, builds
     assert info["backing-filename"].startswith("/var/lib/libvirt/images/mclu-templates/tiny.")
 
 
-def test_two_guests_in_one_command_over_nbd(sandbox: sb.Sandbox, builds: Builds) -> None:
+def test_two_guests_in_one_command_over_nbd(sandbox: sb.Sandbox, builds: sb.Guests) -> None:
     host = sandbox.up_hosts[2]
     a, b = builds.name(), builds.name()
-    done = builds.run("tiny", a, b, "--on", host, "--transport", "nbd")
+    done = builds.build("tiny", a, b, "--on", host, "--transport", "nbd")
     assert done.returncode == 0, done.stderr
     assert f"{a} runs on {host}" in done.stdout and f"{b} runs on {host}" in done.stdout
-    console_shows(sandbox, host, a, f"{a} login:")
-    console_shows(sandbox, host, b, f"{b} login:")
+    sb.console_shows(sandbox, host, a, f"{a} login:")
+    sb.console_shows(sandbox, host, b, f"{b} login:")
 
 
-def test_second_build_reuses_the_hosts_cached_base(sandbox: sb.Sandbox, builds: Builds) -> None:
+def test_second_build_reuses_the_hosts_cached_base(sandbox: sb.Sandbox, builds: sb.Guests) -> None:
     host = sandbox.up_hosts[1]
-    first = builds.run("tiny", builds.name(), "--on", host)
+    first = builds.build("tiny", builds.name(), "--on", host)
     assert first.returncode == 0, first.stderr
-    plan = builds.run("tiny", builds.name(), "--on", host, "--dry-run", "--json")
+    plan = builds.build("tiny", builds.name(), "--on", host, "--dry-run", "--json")
     assert plan.returncode == 0, plan.stderr
     doc = json.loads(plan.stdout)
     assert doc["guests"][0]["base_cached"] is True
@@ -172,13 +71,13 @@ def test_second_build_reuses_the_hosts_cached_base(sandbox: sb.Sandbox, builds: 
 
 
 def test_prune_removes_only_bases_no_guest_uses(
-    sandbox: sb.Sandbox, builds: Builds, tmp_path: Path
+    sandbox: sb.Sandbox, builds: sb.Guests, tmp_path: Path
 ) -> None:
     host = sandbox.up_hosts[0]
     name = builds.name()
     # A revision of its own: other guests on the host (`make demo`'s web1) use the published one.
     own = sandbox.with_tiny_at(10_000 + int(uuid.uuid4().int % 10_000), tmp_path)
-    done = builds.run("tiny", name, "--on", host, inventory=own)
+    done = builds.build("tiny", name, "--on", host, inventory=own)
     assert done.returncode == 0, done.stderr
     # The guest's own base; the cache may hold others (older revisions, earlier runs).
     info = json.loads(
@@ -203,15 +102,15 @@ def test_prune_removes_only_bases_no_guest_uses(
     assert not set(removed) & set(sandbox.exec(host, cache).stdout.split())
 
 
-def test_dry_run_changes_nothing(sandbox: sb.Sandbox, builds: Builds) -> None:
+def test_dry_run_changes_nothing(sandbox: sb.Sandbox, builds: sb.Guests) -> None:
     name = builds.name()
-    done = builds.run("tiny", name, "--dry-run")
+    done = builds.build("tiny", name, "--dry-run")
     assert done.returncode == 0, done.stderr
     assert name in done.stdout
-    assert leftovers(sandbox, name) == []
+    assert sb.leftovers(sandbox, name) == []
 
 
-def test_a_name_taken_anywhere_is_refused(sandbox: sb.Sandbox, builds: Builds) -> None:
+def test_a_name_taken_anywhere_is_refused(sandbox: sb.Sandbox, builds: sb.Guests) -> None:
     host = sandbox.up_hosts[0]
     name = builds.name()
     sandbox.exec(
@@ -224,27 +123,27 @@ def test_a_name_taken_anywhere_is_refused(sandbox: sb.Sandbox, builds: Builds) -
         input=f"<domain type='qemu'><name>{name}</name><memory unit='MiB'>32"
         "</memory><os><type arch='x86_64'>hvm</type></os></domain>",
     )
-    done = builds.run("tiny", name, "--on", sandbox.up_hosts[1])
+    done = builds.build("tiny", name, "--on", sandbox.up_hosts[1])
     assert done.returncode == 1
     assert done.stderr == f"mclu: error: {host}: a guest named {name!r} already exists\n"
 
 
 def test_failed_build_leaves_nothing_behind(
-    sandbox: sb.Sandbox, builds: Builds, tmp_path: Path
+    sandbox: sb.Sandbox, builds: sb.Guests, tmp_path: Path
 ) -> None:
     templates = tmp_path / "templates"
     templates.mkdir()
     (templates / "broken.toml").write_text('base = "tiny"\n[customize]\nrun = ["exit 3"]\n')
     name = builds.name()
     host = sandbox.up_hosts[2]
-    done = builds.run("broken", name, "--on", host, "--templates", str(templates))
+    done = builds.build("broken", name, "--on", host, "--templates", str(templates))
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith(f"mclu: error: build of {name} failed at step 'personalise' on {host}")
-    assert leftovers(sandbox, name) == []
+    assert sb.leftovers(sandbox, name) == []
 
 
-def test_interrupted_build_leaves_nothing_behind(sandbox: sb.Sandbox, builds: Builds) -> None:
+def test_interrupted_build_leaves_nothing_behind(sandbox: sb.Sandbox, builds: sb.Guests) -> None:
     name = builds.name()
     host = sandbox.up_hosts[1]
     argv = [
@@ -274,7 +173,7 @@ def test_interrupted_build_leaves_nothing_behind(sandbox: sb.Sandbox, builds: Bu
                 break
         _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr
-    assert leftovers(sandbox, name) == []
+    assert sb.leftovers(sandbox, name) == []
 
 
 @pytest.fixture
@@ -303,12 +202,12 @@ def http_repo(repo: Path, tmp_path: Path) -> Iterator[Path]:
 
 
 def test_build_from_a_repository_over_http(
-    sandbox: sb.Sandbox, builds: Builds, http_repo: Path, tmp_path: Path
+    sandbox: sb.Sandbox, builds: sb.Guests, http_repo: Path, tmp_path: Path
 ) -> None:
     inventory = sandbox.variant(tmp_path / "hosts.toml", top={"template_repos": [str(http_repo)]})
     name = builds.name()
     host = sandbox.up_hosts[2]
-    done = builds.run(
+    done = builds.build(
         "tiny",
         name,
         "--on",
@@ -317,12 +216,12 @@ def test_build_from_a_repository_over_http(
         env={"MCLU_CACHE": str(tmp_path / "fresh-cache")},
     )  # download over http
     assert done.returncode == 0, done.stderr
-    console_shows(sandbox, host, name, f"{name} login:")
+    sb.console_shows(sandbox, host, name, f"{name} login:")
 
 
 @pytest.mark.parametrize("transport", ["stream", "nbd"])
 def test_debian_guest_has_the_users_key_and_password(
-    sandbox: sb.Sandbox, builds: Builds, tmp_path: Path, transport: str
+    sandbox: sb.Sandbox, builds: sb.Guests, tmp_path: Path, transport: str
 ) -> None:
     password = tmp_path / "root-password"
     password.write_text(f"pw-{uuid.uuid4().hex[:12]}\n")
@@ -330,7 +229,7 @@ def test_debian_guest_has_the_users_key_and_password(
     name = builds.name()
     host = sandbox.up_hosts[1]
     sandbox.exec(host, ["sh", "-c", "rm -f /var/lib/libvirt/images/mclu-templates/debian-12.*"])
-    done = builds.run(
+    done = builds.build(
         "debian-12",
         name,
         "--on",
@@ -342,8 +241,8 @@ def test_debian_guest_has_the_users_key_and_password(
     )
     assert done.returncode == 0, done.stderr
     assert password.read_text().strip() not in done.stdout + done.stderr
-    console_shows(sandbox, host, name, f"{name} login:")
-    shown = console_command(
+    sb.console_shows(sandbox, host, name, f"{name} login:")
+    shown = sb.console_command(
         sandbox,
         host,
         name,
@@ -352,44 +251,3 @@ def test_debian_guest_has_the_users_key_and_password(
     )
     assert builds.ssh_key.read_text().split()[1] in shown
     assert name in shown
-
-
-def console_command(
-    sandbox: sb.Sandbox, host: str, name: str, command: str, *, password: str | None = None
-) -> str:
-    """Log in as root on the guest's serial console (virsh console over ssh), run a command.
-
-    With `password`, root must be asked for it; without, an empty one is given if asked.
-    """
-    ssh = [
-        "-F",
-        str(sandbox.state / "client" / "ssh_config"),
-        "-tt",
-        sandbox.address(host),
-        "virsh",
-        "console",
-        "--force",
-        name,
-    ]
-    child = pexpect.spawn("ssh", ssh, encoding="utf-8", timeout=120)
-    try:
-        child.expect("Escape character")
-        child.sendline("")
-        child.expect("login:")
-        child.sendline("root")
-        if password is not None:
-            child.expect("assword:")
-            child.sendline(password)
-            child.expect("# ")
-        elif child.expect(["assword:", "# "]) == 0:
-            child.sendline("")
-            child.expect("# ")
-        marker = uuid.uuid4().hex[:6]
-        # Typed as END""-marker, printed as END-marker: the echo of the typed line can't match.
-        child.sendline(f'{command}; echo END""-{marker}')
-        child.expect(f"END-{marker}")
-        output: str = child.before
-        return output
-    finally:
-        child.sendcontrol("]")
-        child.close(force=True)

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 
 from tests.integration import sandbox as sb
-from tests.integration.test_build import repo  # noqa: F401 (a fixture: the template repository)
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(600)]
 
@@ -60,7 +59,7 @@ def holder(sandbox: sb.Sandbox) -> Iterator[tuple[str, subprocess.Popen[str]]]:
 
 def test_a_build_of_a_locked_name_fails_at_once_naming_the_holder(
     sandbox: sb.Sandbox,
-    repo: Path,  # noqa: F811
+    repo: Path,
     holder: tuple[str, subprocess.Popen[str]],
 ) -> None:
     name, process = holder

@@ -14,12 +14,6 @@ from pathlib import Path
 import pytest
 
 from tests.integration import sandbox as sb
-from tests.integration import test_build
-from tests.integration.test_build import Builds, console_command, console_shows
-
-# test_build's fixtures, used here as they are there.
-repo = test_build.repo
-builds = test_build.builds
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(1800)]
 
@@ -51,16 +45,16 @@ def console_logs(sandbox: sb.Sandbox, host: str, name: str) -> list[str]:
 
 
 @pytest.fixture
-def guest(sandbox: sb.Sandbox, builds: Builds) -> str:
+def guest(sandbox: sb.Sandbox, builds: sb.Guests) -> str:
     """A running tiny guest on the first host."""
     name = builds.name()
-    done = builds.run("tiny", name, "--on", sandbox.up_hosts[0])
+    done = builds.build("tiny", name, "--on", sandbox.up_hosts[0])
     assert done.returncode == 0, done.stderr
-    console_shows(sandbox, sandbox.up_hosts[0], name, f"{name} login:")
+    sb.console_shows(sandbox, sandbox.up_hosts[0], name, f"{name} login:")
     return name
 
 
-def test_migrate_a_running_guest(sandbox: sb.Sandbox, builds: Builds, guest: str) -> None:
+def test_migrate_a_running_guest(sandbox: sb.Sandbox, builds: sb.Guests, guest: str) -> None:
     source, dest = sandbox.up_hosts[0], sandbox.up_hosts[1]
     _, before = sb.mclu_json("info", guest, inventory=sandbox.inventory)
     done = sb.mclu(
@@ -77,7 +71,7 @@ def test_migrate_a_running_guest(sandbox: sb.Sandbox, builds: Builds, guest: str
     assert code == 0
     assert after["guest"]["host"] == dest
     assert after["guest"]["mclu"] == before["guest"]["mclu"]
-    assert guest in console_command(sandbox, dest, guest, "hostname")
+    assert guest in sb.console_command(sandbox, dest, guest, "hostname")
 
 
 @pytest.fixture
@@ -96,7 +90,7 @@ def distrust(sandbox: sb.Sandbox) -> Iterator[tuple[str, str]]:
 
 
 def test_a_failed_migration_leaves_the_guest_at_its_source_and_nothing_behind(
-    sandbox: sb.Sandbox, builds: Builds, guest: str, distrust: tuple[str, str], tmp_path: Path
+    sandbox: sb.Sandbox, builds: sb.Guests, guest: str, distrust: tuple[str, str], tmp_path: Path
 ) -> None:
     source, dest = distrust
     # The destination lacks the base and the controller's cache is empty: the base is
@@ -127,16 +121,16 @@ def test_a_failed_migration_leaves_the_guest_at_its_source_and_nothing_behind(
         ).stdout
         == ""
     )
-    assert guest in console_command(sandbox, source, guest, "hostname")
+    assert guest in sb.console_command(sandbox, source, guest, "hostname")
 
 
-def test_drain_moves_both_guests(sandbox: sb.Sandbox, builds: Builds) -> None:
+def test_drain_moves_both_guests(sandbox: sb.Sandbox, builds: sb.Guests) -> None:
     source = sandbox.up_hosts[2]
     names = [builds.name(), builds.name()]
-    done = builds.run("tiny", *names, "--on", source)
+    done = builds.build("tiny", *names, "--on", source)
     assert done.returncode == 0, done.stderr
     for name in names:
-        console_shows(sandbox, source, name, f"{name} login:")
+        sb.console_shows(sandbox, source, name, f"{name} login:")
     drained = sb.mclu(
         "drain", source, "--json", inventory=sandbox.inventory, env=builds.env, timeout=900
     )

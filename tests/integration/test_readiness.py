@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,84 +31,30 @@ ROOT_OFFSET = 1048576  # the sandbox images' root filesystem starts at 1 MiB (di
 NEVER = "console:this line never comes"
 
 
-class Guests:
-    """Guests this module builds, removed at the end whatever happened."""
+def record(guests: sb.Guests, host: str, name: str) -> dict[str, Any]:
+    """What a rolled-back rebuild must leave as it was: the disk file, the record."""
+    code, doc = sb.mclu_json("info", f"{host}:{name}", inventory=guests.sandbox.inventory)
+    assert code == 0, doc
+    inode = guests.sandbox.exec(host, ["stat", "-c", "%i", f"{IMAGES}/{name}.qcow2"]).stdout
+    guest = doc["guest"]
+    return {
+        "uuid": guest["uuid"],
+        "state": guest["state"],
+        "mclu": guest["mclu"],
+        "inode": inode.strip(),
+    }
 
-    def __init__(self, sandbox: sb.Sandbox, key: Path, cache: Path, templates: Path) -> None:
-        self.sandbox = sandbox
-        self.key = key
-        self.env = {"MCLU_CACHE": str(cache)}
-        self.templates = templates
-        self.made: list[tuple[str, str]] = []  # (host, name)
 
-    def name(self, host: str) -> str:
-        # "aa": sorted before other guests a host may hold, so `--all` takes these first.
-        name = f"aa{uuid.uuid4().hex[:8]}"
-        self.made.append((host, name))
-        return name
-
-    def mclu(
-        self, *args: str, inventory: Path | None = None, templates: Path | None = None
-    ) -> subprocess.CompletedProcess[str]:
-        return sb.mclu(
-            *args,
-            "--ssh-key",
-            str(self.key),
-            "--templates",
-            str(templates or self.templates),
-            inventory=inventory or self.sandbox.inventory,
-            env=self.env,
-            timeout=900,
-        )
-
-    def build(self, host: str, template: str = "tiny", *extra: str) -> str:
-        name = self.name(host)
-        done = self.mclu("build", template, name, "--on", host, *extra)
-        assert done.returncode == 0, done.stderr
-        return name
-
-    def virsh(self, host: str, *args: str) -> str:
-        return self.sandbox.exec(host, ["virsh", *args], check=False).stdout.strip()
-
-    def record(self, host: str, name: str) -> dict[str, Any]:
-        """What a rolled-back rebuild must leave as it was: the disk file, the record."""
-        code, doc = sb.mclu_json("info", f"{host}:{name}", inventory=self.sandbox.inventory)
-        assert code == 0, doc
-        inode = self.sandbox.exec(host, ["stat", "-c", "%i", f"{IMAGES}/{name}.qcow2"]).stdout
-        guest = doc["guest"]
-        return {
-            "uuid": guest["uuid"],
-            "state": guest["state"],
-            "mclu": guest["mclu"],
-            "inode": inode.strip(),
-        }
-
-    def console(self, host: str, name: str) -> str:
-        return self.sandbox.exec(
-            host, ["cat", f"/var/log/libvirt/qemu/{name}-console.log"], check=False
-        ).stdout
-
-    def wait_console(self, host: str, name: str, text: str, seconds: float = 180) -> None:
-        deadline = time.monotonic() + seconds
-        while text not in self.console(host, name):
-            assert time.monotonic() < deadline, self.console(host, name)[-2000:]
-            time.sleep(1)
-
-    def left_of(self, host: str, name: str) -> list[str]:
-        """The guest's domain and files on its host, `.mclu-*` files of a rebuild included."""
-        found = [f"domain {name}"] if self.virsh(host, "domuuid", name) else []
-        files = self.sandbox.exec(host, ["ls", "-a", IMAGES]).stdout.split()
-        return found + [f for f in files if f.startswith(name)]
-
-    def cleanup(self) -> None:
-        for host, name in self.made:
-            self.sandbox.remove_guest(host, name)
+def left_of(guests: sb.Guests, host: str, name: str) -> list[str]:
+    """The guest's domain and files on its host, `.mclu-*` files of a rebuild included."""
+    found = [f"domain {name}"] if guests.virsh(host, "domuuid", name) else []
+    return found + [f for f in guests.files(host) if f.startswith(name)]
 
 
 @pytest.fixture(scope="module")
 def guests(
     sandbox: sb.Sandbox, tmp_path_factory: pytest.TempPathFactory, ssh_key: Path, cache_dir: Path
-) -> Iterator[Guests]:
+) -> Iterator[sb.Guests]:
     sandbox_images.build_repository(sandbox.state, names=["tiny"])
     templates = tmp_path_factory.mktemp("templates")
     (templates / "tiny.toml").write_text('base = "tiny"\nmemory = "128 MiB"\n')
@@ -117,7 +62,8 @@ def guests(
     (templates / "never.toml").write_text(
         f'base = "tiny"\nmemory = "128 MiB"\nready = "{NEVER}"\nready_timeout = 20\n'
     )
-    made = Guests(sandbox, ssh_key, cache_dir, templates)
+    # "aa": sorted before other guests a host may hold, so `--all` takes these first.
+    made = sb.Guests(sandbox, ssh_key, cache_dir, prefix="aa", templates=templates)
     try:
         yield made
     finally:
@@ -174,27 +120,27 @@ def error_lines(err: str) -> list[str]:
 
 
 def test_build_ends_once_the_guest_shows_its_login_prompt(
-    sandbox: sb.Sandbox, guests: Guests
+    sandbox: sb.Sandbox, guests: sb.Guests
 ) -> None:
     host = sandbox.up_hosts[0]
-    name = guests.name(host)
-    done = guests.mclu("build", "tiny", name, "--on", host)
+    name = guests.name()
+    done = guests.build("tiny", name, "--on", host)
     assert done.returncode == 0, done.stderr
     # tiny declares no rule: its disk has a getty on the serial console, so mclu waits for it.
     assert re.fullmatch(
         rf"{name} runs on {host} \(ready in [\d.]+ s, by console:login:\)\n", done.stdout
     )
-    assert f"{name} login:" in guests.console(host, name)  # there when mclu said ready
-    record = guests.record(host, name)
-    assert record["mclu"]["state"] == "ready" and record["mclu"]["ready"] == "console:login:"
+    assert f"{name} login:" in sb.console_log(sandbox, host, name)  # there when mclu said ready
+    kept = record(guests, host, name)
+    assert kept["mclu"]["state"] == "ready" and kept["mclu"]["ready"] == "console:login:"
     code, doc = sb.mclu_json("info", name, inventory=sandbox.inventory)
     assert code == 0 and doc["guest"]["autostart"] is True
 
 
-def test_a_build_that_never_becomes_ready_is_undone(sandbox: sb.Sandbox, guests: Guests) -> None:
+def test_a_build_that_never_becomes_ready_is_undone(sandbox: sb.Sandbox, guests: sb.Guests) -> None:
     host = sandbox.up_hosts[1]
-    name = guests.name(host)
-    done = guests.mclu("build", "never", name, "--on", host)
+    name = guests.name()
+    done = guests.build("never", name, "--on", host)
     assert done.returncode == 1
     (line,) = error_lines(done.stderr)
     assert line.startswith(
@@ -203,17 +149,15 @@ def test_a_build_that_never_becomes_ready_is_undone(sandbox: sb.Sandbox, guests:
         "20 s; its console ends: "
     ), line
     assert f"{name} login:" in line  # its console's last lines, quoted
-    assert guests.left_of(host, name) == []
+    assert left_of(guests, host, name) == []
 
 
 def test_keep_failed_keeps_the_guest_for_a_look_and_cleanup_removes_it(
-    sandbox: sb.Sandbox, guests: Guests
+    sandbox: sb.Sandbox, guests: sb.Guests
 ) -> None:
     host = sandbox.up_hosts[1]
-    name = guests.name(host)
-    done = guests.mclu(
-        "build", "never", name, "--on", host, "--keep-failed", "--ready-timeout", "5"
-    )
+    name = guests.name()
+    done = guests.build("never", name, "--on", host, "--keep-failed", "--ready-timeout", "5")
     assert done.returncode == 1
     (line,) = error_lines(done.stderr)
     assert line.endswith(f"kept for a look, as asked (mclu delete {name} removes it)"), line
@@ -224,22 +168,22 @@ def test_keep_failed_keeps_the_guest_for_a_look_and_cleanup_removes_it(
     cleaned = sb.mclu("cleanup", "--host", host, inventory=sandbox.inventory)
     assert cleaned.returncode == 0, cleaned.stderr
     assert f"{host}: removed guest {name}" in cleaned.stdout
-    assert guests.left_of(host, name) == []
+    assert left_of(guests, host, name) == []
 
 
 # --- rebuild ----------------------------------------------------------------------------------
 
 
 def test_rebuild_to_a_revision_that_does_not_boot_is_rolled_back_and_not_tried_again(
-    sandbox: sb.Sandbox, guests: Guests, tmp_path: Path
+    sandbox: sb.Sandbox, guests: sb.Guests, tmp_path: Path
 ) -> None:
     host = sandbox.up_hosts[2]
-    first, second = sorted([guests.build(host), guests.build(host)])
-    before = {n: guests.record(host, n) for n in (first, second)}
+    first, second = sorted([guests.built(host, login=False), guests.built(host, login=False)])
+    before = {n: record(guests, host, n) for n in (first, second)}
     bad = 900_000 + uuid.uuid4().int % 100_000
     broken = broken_revision(sandbox, bad, tmp_path)
     try:
-        done = guests.mclu("rebuild", "--all", "--host", host, "--quiet", inventory=broken)
+        done = guests.rebuild("--all", "--host", host, "--quiet", inventory=broken)
     finally:  # the broken base out of the host's cache
         sandbox.exec(host, ["rm", "-f", f"{IMAGES}/mclu-templates/tiny.x86_64.r{bad}.raw"])
     assert done.returncode == 1
@@ -255,24 +199,25 @@ def test_rebuild_to_a_revision_that_does_not_boot_is_rolled_back_and_not_tried_a
         f"mclu: error: {host}: {second} not rebuilt: tiny r{bad} did not become ready on {first}"
     ) in lines
     for name in (first, second):
-        assert guests.record(host, name) == before[name]  # old disk, old record, running
-        assert guests.left_of(host, name) == [f"domain {name}", f"{name}.qcow2"]
-    guests.wait_console(host, first, f"{first} login:")  # the old disk boots again
+        assert record(guests, host, name) == before[name]  # old disk, old record, running
+        assert left_of(guests, host, name) == [f"domain {name}", f"{name}.qcow2"]
+    # The old disk boots again.
+    sb.console_shows(sandbox, host, first, f"{first} login:", seconds=180)
 
 
 def test_rebuild_whose_template_rule_never_matches_is_rolled_back(
-    sandbox: sb.Sandbox, guests: Guests, tmp_path: Path
+    sandbox: sb.Sandbox, guests: sb.Guests, tmp_path: Path
 ) -> None:
     host = sandbox.up_hosts[0]
-    name = guests.build(host, "flaky")
-    before = guests.record(host, name)
+    name = guests.built(host, "flaky", login=False)
+    before = record(guests, host, name)
     # The template now waits for a line its guests never print.
     changed = tmp_path / "templates"
     changed.mkdir()
     (changed / "flaky.toml").write_text(
         f'base = "tiny"\nmemory = "128 MiB"\nready = "{NEVER}"\nready_timeout = 15\n'
     )
-    done = guests.mclu("rebuild", name, templates=changed)
+    done = guests.rebuild(name, templates=changed)
     assert done.returncode == 1
     (line,) = error_lines(done.stderr)
     assert (
@@ -280,45 +225,46 @@ def test_rebuild_whose_template_rule_never_matches_is_rolled_back(
         f"({NEVER}): not ready within 15 s; its console ends: " in line
     ), line
     assert line.endswith(f"the old disk is back and {name} runs again"), line
-    assert guests.record(host, name) == before
+    assert record(guests, host, name) == before
 
 
 def test_a_shut_off_guest_is_booted_once_to_check_it_and_left_off(
-    sandbox: sb.Sandbox, guests: Guests, tmp_path: Path
+    sandbox: sb.Sandbox, guests: sb.Guests, tmp_path: Path
 ) -> None:
     host = sandbox.up_hosts[1]
-    name = guests.build(host)
+    name = guests.built(host, login=False)
     guests.virsh(host, "destroy", name)
     old = published_revision(sandbox)
     newer = sandbox.with_tiny_at(old + 1, tmp_path)
-    done = guests.mclu("rebuild", name, inventory=newer)
+    done = guests.rebuild(name, inventory=newer)
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(
         rf"{name} on {host}: rebuilt from tiny r{old + 1} \(was r{old}\) in "
         r"[\d.]+ s; booted once, ready by console:login:, shut off again\n",
         done.stdout,
     )
-    after = guests.record(host, name)
+    after = record(guests, host, name)
     assert after["state"] == "shut off" and after["mclu"]["revision"] == str(old + 1)
-    assert f"{name} login:" in guests.console(host, name)  # the check's boot
+    assert f"{name} login:" in sb.console_log(sandbox, host, name)  # the check's boot
 
 
 # --- after the host restarts ------------------------------------------------------------------
 
 
 def test_guests_come_back_when_their_host_restarts_unless_built_with_no_autostart(
-    sandbox: sb.Sandbox, guests: Guests
+    sandbox: sb.Sandbox, guests: sb.Guests
 ) -> None:
     host = sandbox.up_hosts[2]
-    name = guests.build(host)
-    stays_off = guests.build(host, "tiny", "--no-autostart")
+    name = guests.built(host, login=False)
+    stays_off = guests.built(host, "tiny", "--no-autostart", login=False)
     code, doc = sb.mclu_json("info", stays_off, inventory=sandbox.inventory)
     assert code == 0 and doc["guest"]["autostart"] is False
     stopped = sb.sandbox("stop", host)
     assert stopped.returncode == 0, stopped.stderr
     started = sb.sandbox("start", host)
     assert started.returncode == 0, started.stderr
-    guests.wait_console(host, name, f"{name} login:")  # libvirtd started it, and it booted
+    # libvirtd started it, and it booted.
+    sb.console_shows(sandbox, host, name, f"{name} login:", seconds=180)
     assert guests.virsh(host, "domstate", name) == "running"
     assert guests.virsh(host, "domstate", stays_off) == "shut off"
     code, doc = sb.mclu_json("info", name, inventory=sandbox.inventory)
