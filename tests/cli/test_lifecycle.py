@@ -60,8 +60,7 @@ def test_start_a_running_guest_is_a_noop_note(cli: Cli) -> None:
 def test_stop_waits_for_the_acpi_shutdown(cli: Cli) -> None:
     assert cli("stop", "web1", "--json") == 0
     doc = cli.json()
-    assert doc["seconds"] < 5
-    del doc["seconds"]
+    assert isinstance(doc.pop("seconds"), float)  # how long is bench's to say, not a test's
     assert doc == {
         "version": 1,
         "guest": "web1",

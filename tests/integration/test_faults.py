@@ -30,7 +30,6 @@ from mclu import model
 from mclu.read import metadata
 from mclu.sandbox import images as sandbox_images
 from tests.integration import sandbox as sb
-from tests.integration.test_build import leftovers
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(600)]
 
@@ -262,12 +261,12 @@ def one_error_line(err: str) -> str:
 
 
 def settled(sandbox: sb.Sandbox, name: str, seconds: float = 15) -> list[str]:
-    """`leftovers(name)`, once processes of the run (qemu-nbd, zstd) have had time to end."""
+    """`sb.leftovers`, once processes of the run (qemu-nbd, zstd) have had time to end."""
     deadline = time.monotonic() + seconds
-    found = leftovers(sandbox, name)
+    found = sb.leftovers(sandbox, name)
     while any("qemu-nbd" in f for f in found) and time.monotonic() < deadline:
         time.sleep(0.5)
-        found = leftovers(sandbox, name)
+        found = sb.leftovers(sandbox, name)
     return found
 
 
@@ -385,7 +384,7 @@ def test_sigkill_at_a_build_step_leaves_marked_leftovers_cleanup_removes(
     assert done.returncode == 0, done.stderr
     if left:
         assert f"{host}: removed guest {name}" in done.stdout or at == "defining", done.stdout
-    assert leftovers(sandbox, name) == []
+    assert sb.leftovers(sandbox, name) == []
     assert faults.reported(name) == []
 
 
@@ -410,7 +409,7 @@ def test_cleanup_after_a_sigkill_removes_the_run_directory_on_the_controller(
     )
     assert f"{host}: removed guest {name}" in done.stdout, done.stdout
     assert faults.controller_tmp() == []
-    assert leftovers(sandbox, name) == []
+    assert sb.leftovers(sandbox, name) == []
 
 
 def test_cleanup_leaves_a_build_under_way_alone(sandbox: sb.Sandbox, faults: Faults) -> None:
@@ -443,10 +442,8 @@ def test_network_cut_mid_transfer(sandbox: sb.Sandbox, faults: Faults, tmp_path:
     proc = faults.build(name, host, "--transport", "stream", inventory=inventory)
     until(proc, step("sending"))
     sandbox.exec(host, ["ip", "link", "set", "eth0", "down"])
-    cut = time.monotonic()
     try:
         code, err = finish(proc, timeout=180)
-        seconds = time.monotonic() - cut
     finally:
         sandbox.exec(host, ["ip", "link", "set", "eth0", "up"])
     assert code == 1, err
@@ -455,7 +452,9 @@ def test_network_cut_mid_transfer(sandbox: sb.Sandbox, faults: Faults, tmp_path:
         f"mclu: error: build of {name} failed at step 'send template' on {host}: "
     ), line
     assert "mclu cleanup" in line  # what could not be undone on the cut-off host
-    assert seconds < 90, seconds  # ssh keepalive: 3 x 15 s without an answer
+    # Ended by ssh's keepalive (3 x 15 s without an answer: the connection is dropped), not
+    # by the transfer's own bound (HostTimeout, "no answer to ... within N s"), which is longer.
+    assert f"{host}: no answer to" not in line, line
     # The host lets go of the dead run's lock once sshd drops its session (ClientAlive*:
     # 15 s in the sandbox); from then on what is left is a leftover.
     deadline = time.monotonic() + 60
@@ -465,7 +464,7 @@ def test_network_cut_mid_transfer(sandbox: sb.Sandbox, faults: Faults, tmp_path:
     assert host in faults.leftover_note()
     done = faults.mclu("cleanup", *faults.hosts_args())
     assert done.returncode == 0, done.stderr
-    assert leftovers(sandbox, name) == []
+    assert sb.leftovers(sandbox, name) == []
 
 
 def test_libvirtd_stopped_mid_build(sandbox: sb.Sandbox, faults: Faults) -> None:
@@ -482,11 +481,11 @@ def test_libvirtd_stopped_mid_build(sandbox: sb.Sandbox, faults: Faults) -> None
         f"{host}: libvirt is not answering"
     ), line
     # The disk went (ssh still worked); the definition could not: marked, and removable now.
-    assert leftovers(sandbox, name) == [f"{host}: domain {name}"]
+    assert sb.leftovers(sandbox, name) == [f"{host}: domain {name}"]
     assert f"on {host}" in faults.leftover_note()
     done = faults.mclu("cleanup", *faults.hosts_args())
     assert done.returncode == 0 and f"{host}: removed guest {name}" in done.stdout, done
-    assert leftovers(sandbox, name) == []
+    assert sb.leftovers(sandbox, name) == []
 
 
 @pytest.fixture
@@ -532,19 +531,19 @@ def test_image_dir_full_mid_transfer(
     files = sandbox.exec(host, ["ls", "-A", IMAGES]).stdout.split()
     assert sorted(files) == [".mclu-locks", "filler", "mclu-templates"], files
     assert sandbox.exec(host, ["ls", "-A", CACHE]).stdout == ""
-    assert leftovers(sandbox, name) == []
+    assert sb.leftovers(sandbox, name) == []
 
 
 def test_build_on_a_host_that_is_off(sandbox: sb.Sandbox, faults: Faults) -> None:
     name = faults.name()
-    started = time.monotonic()
     code, err = finish(faults.build(name, sandbox.off_host))
     assert code == 1, err
-    assert one_error_line(err).startswith(
-        f"mclu: error: {sandbox.off_host}: unreachable at {sandbox.address(sandbox.off_host)}"
+    # Given up after the connect timeout (3 s in the sandbox's inventory), not after retries.
+    assert one_error_line(err) == (
+        f"mclu: error: {sandbox.off_host}: unreachable at "
+        f"{sandbox.address(sandbox.off_host)}: no answer within 3 s"
     )
-    assert time.monotonic() - started < 20  # the connect timeout (3 s), not more
-    assert leftovers(sandbox, name) == []
+    assert sb.leftovers(sandbox, name) == []
 
 
 def test_build_on_a_host_whose_sshd_rejects_the_key(
@@ -557,7 +556,7 @@ def test_build_on_a_host_whose_sshd_rejects_the_key(
     assert one_error_line(err).startswith(
         f"mclu: error: {host}: ssh refused root@{sandbox.address(host)}"
     )
-    assert leftovers(sandbox, name) == []
+    assert sb.leftovers(sandbox, name) == []
 
 
 def test_build_on_a_host_whose_host_key_changed(
@@ -571,7 +570,7 @@ def test_build_on_a_host_whose_host_key_changed(
     line = one_error_line(err)
     assert f"{host}: HOST KEY CHANGED for {sandbox.address(host)}" in line, line
     assert f"ssh-keygen -f {known} -R {sandbox.address(host)}" in line, line
-    assert leftovers(sandbox, name) == []
+    assert sb.leftovers(sandbox, name) == []
 
 
 # --- two builds of one name at once ------------------------------------------------------------
@@ -592,7 +591,7 @@ def test_concurrent_builds_of_one_name_exactly_one_wins(
     assert codes[1] in (75, 1), results  # locked, or (once the winner is done) the name taken
     line = one_error_line(loser)
     assert "is locked by" in line or "already exists" in line, line
-    found = [f for f in leftovers(sandbox, name) if "domain" in f]
+    found = [f for f in sb.leftovers(sandbox, name) if "domain" in f]
     assert len(found) == 1, found
 
 

@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -88,11 +87,11 @@ def test_repos_d_conf_points_at_the_signed_index(repo: Path) -> None:
 def test_a_second_build_is_a_cached_no_op(repo: Path) -> None:
     generation = repo.resolve()
     manifest = json.loads((repo / "manifest.json").read_text())
-    started = time.monotonic()
+    written = {f.name: f.stat().st_mtime_ns for f in generation.iterdir()}
     assert repository.build_repository(repository.default_state_dir()) == repo
-    assert time.monotonic() - started < 15
     assert repo.resolve() == generation
     assert json.loads((repo / "manifest.json").read_text()) == manifest
+    assert {f.name: f.stat().st_mtime_ns for f in generation.iterdir()} == written  # no image made
 
 
 def unpacked(repo: Path, name: str, tmp_path: Path) -> Path:
@@ -106,10 +105,8 @@ def unpacked(repo: Path, name: str, tmp_path: Path) -> Path:
 
 @pytest.mark.timeout(180)
 def test_tiny_boots_to_a_root_login_and_powers_off_by_acpi(repo: Path, tmp_path: Path) -> None:
-    started = time.monotonic()
     with console.boot(unpacked(repo, "tiny", tmp_path)) as guest:
         guest.login(timeout=60)
-        assert time.monotonic() - started < 60
         assert guest.run("hostname").strip() == "tiny"
         assert "ID=debian" in guest.run("cat /etc/os-release")
         assert guest.powerdown(timeout=30) == 0
