@@ -28,7 +28,7 @@ IMAGES = "/var/lib/libvirt/images"
 
 @pytest.fixture(scope="module")
 def guests(sandbox: sb.Sandbox, ssh_key: Path, cache_dir: Path) -> Iterator[sb.Guests]:
-    sandbox_images.build_repository(sandbox.state)
+    sandbox_images.build_repository(sandbox.state, names=["tiny"])  # the only one used here
     made = sb.Guests(sandbox, ssh_key, cache_dir, prefix="lc")
     try:
         yield made
