@@ -82,7 +82,7 @@ async def _remove_guest(
     ctimes = await storage.change_times(session, choice.remove)
     removal = cleanup.removal(guest, choice.remove, ctimes)
     if removal.destroy:
-        with contextlib.suppress(errors.LibvirtCallFailed):  # stopped meanwhile
+        with contextlib.suppress(errors.GuestInactive):  # stopped meanwhile
             await session.destroy(name)
     if removal.undefine:
         with contextlib.suppress(errors.GuestNotFound):

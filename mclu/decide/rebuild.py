@@ -342,7 +342,9 @@ def new_disk(item: Rebuild, spec: model.HostSpec, disk: Disk, built: str) -> pla
             item.host, item.name, f"its disk {disk.path} is {disk.format}, not qcow2 or raw"
         )
     path = disk.path + NEW_SUFFIX
-    meta = dataclasses.replace(item.meta, revision=item.revision, built=built, state="ready")
+    meta = dataclasses.replace(
+        item.meta, revision=item.revision, built=built, state=model.BuildState.READY
+    )
     guest_spec = model.GuestSpec(
         name=item.name,
         domain_type=spec.domain_type,
