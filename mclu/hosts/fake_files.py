@@ -12,9 +12,10 @@ cases on both); error messages are shortened.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import posixpath
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from mclu.hosts import commands
@@ -30,6 +31,7 @@ class Image:
     size: int = 0
     backing: str | None = None
     backing_format: str | None = None
+    data: int = 0  # bytes it takes on the host's disk (qemu-img's actual-size)
 
 
 Content = bytes | Image
@@ -38,14 +40,51 @@ Content = bytes | Image
 @dataclass
 class Files:
     """The files and directories of a fake host. Directories holding a file, and their
-    parents, exist; so do those made (`mkdir`) and "/"."""
+    parents, exist; so do those made (`mkdir`) and "/". Names of one file (hard links) share
+    an inode number; a file changed under one name changes under all."""
 
     files: dict[str, Content] = field(default_factory=dict)
     directories: set[str] = field(default_factory=set)
+    inodes: dict[str, int] = field(default_factory=dict)  # path → its file's number
+    _numbers: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
 
     def write(self, path: str, content: Content) -> None:
-        """Put a file on the host (for tests), its parent directories with it."""
-        self.files[path] = content
+        """Put a file on the host (for tests), its parent directories with it; a file there
+        already (and its other names) gets the new content."""
+        path = _normal(path)
+        if path in self.files and path in self.inodes:
+            number = self.inodes[path]
+            for name in [p for p, n in self.inodes.items() if n == number]:
+                self.files[name] = content
+        else:
+            self.files[path] = content
+            self.inodes[path] = next(self._numbers)
+
+    def same_file(self, path: str, other: str) -> bool:
+        path, other = _normal(path), _normal(other)
+        if path not in self.files or other not in self.files:
+            return False
+        return path == other or self.inodes.get(path, -1) == self.inodes.get(other, -2)
+
+    def unlink(self, path: str) -> None:
+        self.files.pop(_normal(path), None)
+        self.inodes.pop(_normal(path), None)
+
+    def rename(self, path: str, dest: str) -> None:
+        """The file `path` under the name `dest` (replacing what dest named), and not `path`."""
+        path, dest = _normal(path), _normal(dest)
+        content, number = self.files[path], self.inodes.get(path)
+        self.unlink(path)
+        self.unlink(dest)
+        self.files[dest] = content
+        self.inodes[dest] = next(self._numbers) if number is None else number
+
+    def link(self, path: str, new: str) -> None:
+        path, new = _normal(path), _normal(new)
+        if path not in self.inodes:
+            self.inodes[path] = next(self._numbers)
+        self.files[new] = self.files[path]
+        self.inodes[new] = self.inodes[path]
 
     def is_dir(self, path: str) -> bool:
         path = _normal(path)
@@ -109,7 +148,7 @@ def _remove(files: Files, argv: list[str]) -> _Done | None:
         if files.is_dir(path):
             failed = _failed(f"rm: cannot remove '{path}': Is a directory")
         else:
-            files.files.pop(_normal(path), None)
+            files.unlink(path)
     return failed or _ok()
 
 
@@ -119,7 +158,8 @@ def _remove_tree(files: Files, argv: list[str]) -> _Done | None:
         return None
     path = _normal(argv[3])
     inside = path + "/"
-    files.files = {p: c for p, c in files.files.items() if p != path and not p.startswith(inside)}
+    for name in [p for p in files.files if p == path or p.startswith(inside)]:
+        files.unlink(name)
     files.directories = {d for d in files.directories if d != path and not d.startswith(inside)}
     return _ok()
 
@@ -204,7 +244,7 @@ def _link(files: Files, argv: list[str]) -> _Done | None:
     refused = _can_create(files, new, "ln: failed to create hard link")
     if refused is not None:
         return refused
-    files.files[_normal(new)] = content
+    files.link(path, new)
     return _ok()
 
 
@@ -235,7 +275,7 @@ def _empty_file(files: Files, argv: list[str]) -> _Done | None:
         return _failed(f"sh: 1: cannot create {path}: Directory nonexistent", 2)
     if files.is_dir(path):
         return _failed(f"sh: 1: cannot create {path}: Is a directory", 2)
-    files.files[_normal(path)] = Image("raw", size)
+    files.write(path, Image("raw", size))
     return _ok()
 
 
@@ -249,11 +289,7 @@ def _set_size(files: Files, argv: list[str]) -> _Done | None:
     refused = _can_write(files, path, "truncate: cannot open")
     if refused is not None:
         return refused
-    content = files.files.get(_normal(path), b"")
-    if isinstance(content, Image):
-        files.files[_normal(path)] = dataclasses.replace(content, size=size)
-    else:
-        files.files[_normal(path)] = content[:size].ljust(size, b"\0")
+    files.write(path, _resized(files.files.get(_normal(path), b""), size))
     return _ok()
 
 
@@ -270,7 +306,7 @@ def _image_create(files: Files, argv: list[str]) -> _Done | None:
     refused = _can_write(files, path, f"qemu-img: {path}: Could not create '{path}'")
     if refused is not None:
         return refused
-    files.files[_normal(path)] = Image(image_format, size, backing, backing_format)
+    files.write(path, Image(image_format, size, backing, backing_format))
     return _ok()
 
 
@@ -287,10 +323,7 @@ def _sparse_copy(files: Files, argv: list[str]) -> _Done | None:
     refused = _can_write(files, dest, f"cp: cannot create regular file '{dest}'")
     if refused is not None:
         return refused
-    if isinstance(content, Image):
-        files.files[_normal(dest)] = dataclasses.replace(content, size=size)
-    else:
-        files.files[_normal(dest)] = content[:size].ljust(size, b"\0")
+    files.write(dest, _resized(content, size))
     return _ok()
 
 
@@ -320,9 +353,60 @@ def _backing_info(files: Files, argv: list[str]) -> _Done | None:
         if content is None:
             err.append(f"qemu-img: Could not open '{disk}': No such file or directory\n")
             continue
-        image = content if isinstance(content, Image) else Image("raw", len(content))
-        out.append(qemu_img_info(disk, image))
+        out.append(json.dumps(image_info(disk, _image(content)), indent=4) + "\n")
     return _Done(0, "".join(out).encode(), "".join(err).encode())
+
+
+@_case
+def _existing(files: Files, argv: list[str]) -> _Done | None:
+    paths = argv[4:]
+    if argv != commands.existing(paths):
+        return None
+    return _ok("".join(f"{p}\n" for p in paths if files.exists(p)).encode())
+
+
+@_case
+def _same_file(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 4 or argv != commands.same_file(argv[1], argv[3]):
+        return None
+    return _Done(0 if files.same_file(argv[1], argv[3]) else 1)
+
+
+@_case
+def _restore_disk(files: Files, argv: list[str]) -> _Done | None:
+    if len(argv) != 6 or argv != commands.restore_disk(argv[4], argv[5]):
+        return None
+    old, disk = argv[4], argv[5]
+    if not files.exists(old):
+        return _ok()
+    if files.same_file(old, disk):
+        files.unlink(old)
+        return _ok()
+    return _rename(files, old, disk)
+
+
+@_case
+def _disk_info(files: Files, argv: list[str]) -> _Done | None:
+    disks = argv[4:]
+    if argv != commands.disk_info(disks):
+        return None
+    out: list[str] = []
+    for disk in disks:
+        chain: list[dict[str, object]] = []
+        path: str | None = disk
+        while path is not None:
+            content = files.files.get(_normal(path))
+            if content is None:
+                return _Done(
+                    1,
+                    "".join(out).encode(),
+                    f"qemu-img: Could not open '{path}': No such file or directory\n".encode(),
+                )
+            image = _image(content)
+            chain.append(image_info(path, image))
+            path = image.backing
+        out.append(json.dumps(chain, indent=4) + "\n")
+    return _ok("".join(out).encode())
 
 
 # --- the parts the cases share -----------------------------------------------------------------
@@ -367,20 +451,31 @@ def _rename(files: Files, path: str, dest: str) -> _Done | None:
     refused = _can_write(files, dest, f"mv: cannot move '{path}' to '{dest}'")
     if refused is not None:
         return refused
-    del files.files[_normal(path)]
-    files.files[_normal(dest)] = content
+    files.rename(path, dest)
     return _ok()
 
 
-def qemu_img_info(path: str, image: Image) -> str:
-    """What `qemu-img info --output=json` prints of an image (the fields mclu reads)."""
+def _resized(content: Content, size: int) -> Content:
+    if isinstance(content, Image):
+        return dataclasses.replace(content, size=size)
+    return content[:size].ljust(size, b"\0")
+
+
+def _image(content: Content) -> Image:
+    """A file as qemu-img sees it: an image, or any other file as a raw one."""
+    return content if isinstance(content, Image) else Image("raw", len(content), data=len(content))
+
+
+def image_info(path: str, image: Image) -> dict[str, object]:
+    """What `qemu-img info --output=json` says of an image (the fields mclu reads)."""
     info: dict[str, object] = {
         "filename": path,
         "format": image.format,
         "virtual-size": image.size,
+        "actual-size": image.data,
     }
     if image.backing is not None:
         info["backing-filename"] = image.backing
         info["full-backing-filename"] = image.backing
         info["backing-filename-format"] = image.backing_format or "raw"
-    return json.dumps(info, indent=4) + "\n"
+    return info

@@ -259,3 +259,54 @@ def _json_documents(text: str) -> list[str]:
         while pos < len(text) and text[pos].isspace():
             pos += 1
     return found
+
+
+async def test_disk_info_follows_the_backing_chain(host: Host) -> None:
+    base = host.path("base.raw")
+    await host.run(commands.empty_file(base, MIB))
+    overlay = host.path("web1.qcow2")
+    await host.run(commands.image_create(overlay, "qcow2", 4 * MIB, base, "raw"))
+    info = await host.run(commands.disk_info([overlay, base]))
+    assert info.exit_status == 0, info.stderr
+    chains = [json.loads(d) for d in _json_documents(info.stdout.decode())]
+    assert [[(i["filename"], i["format"], i["virtual-size"]) for i in c] for c in chains] == [
+        [(overlay, "qcow2", 4 * MIB), (base, "raw", MIB)],
+        [(base, "raw", MIB)],
+    ]
+    assert chains[0][0]["backing-filename-format"] == "raw"
+    assert chains[0][0]["full-backing-filename"] == base
+    failed = await host.run(commands.disk_info([base, host.path("missing.qcow2"), overlay]))
+    assert failed.exit_status == 1
+    assert len(_json_documents(failed.stdout.decode())) == 1  # stops at the first it cannot read
+
+
+# --- rebuild's and migrate's ---------------------------------------------------------------
+
+
+async def test_existing(host: Host) -> None:
+    a = await host.put("a", b"")
+    done = await host.run(commands.existing([host.path("missing"), a, host.directory]))
+    assert (done.exit_status, done.stdout.decode()) == (0, f"{a}\n{host.directory}\n")
+
+
+async def test_same_file(host: Host) -> None:
+    disk, other = await host.put("disk", b"d"), await host.put("other", b"d")
+    old = host.path("disk.mclu-old")
+    await host.run(commands.link(disk, old))
+    assert (await host.run(commands.same_file(old, disk))).exit_status == 0
+    assert (await host.run(commands.same_file(other, disk))).exit_status == 1
+    assert (await host.run(commands.same_file(host.path("missing"), disk))).exit_status == 1
+
+
+@pytest.mark.parametrize("stage", ["not begun", "linked", "swapped"])
+async def test_restore_disk(host: Host, stage: str) -> None:
+    """A rebuild's swap undone at each of its stages: the old disk is back, under its name."""
+    disk, new = await host.put("disk", b"old disk"), await host.put("new", b"new disk")
+    old = host.path("disk.mclu-old")
+    if stage != "not begun":
+        await host.session.run(commands.link(disk, old))
+    if stage == "swapped":
+        await host.session.run(commands.move_over(new, disk))
+    assert (await host.run(commands.restore_disk(old, disk))).exit_status == 0
+    assert await host.content(disk) == b"old disk"
+    assert (await host.run(commands.exists(old))).exit_status == 1
