@@ -58,6 +58,12 @@ from mclu.images import cache, customize
 from mclu.read import fanout, snapshot, storage
 
 Locker = Callable[[Session, model.HostSpec, str, str], AbstractAsyncContextManager[None]]
+# A new disk made the guest's own: (its host's session, the disk's plan, the template, the
+# inputs, what to tell the user) → what was found in it. Tests on fake hosts pass their own.
+Personaliser = Callable[
+    [Session, plan.GuestPlan, model.ResolvedTemplate, build.Inputs, Callable[[str], None]],
+    Awaitable[model.GuestTraits],
+]
 
 PURPOSE = "rebuild"  # what the guest's lock says this run does
 READY_STEP = build.READY_STEP  # the step whose failure rules a revision out for the others
@@ -110,6 +116,21 @@ class _StepFailed(Exception):
         self.reason = reason
 
 
+async def personalise(
+    session: Session,
+    work: plan.GuestPlan,
+    template: model.ResolvedTemplate,
+    inputs: build.Inputs,
+    say: Callable[[str], None],
+) -> model.GuestTraits:
+    """The new disk personalised from this machine: libguestfs on the host's qemu-nbd export."""
+    async with build.nbd_export(session, work) as socket:
+        drive = customize.Drive(nbd_socket=socket)
+        job = build.personalization(work, template, inputs)
+        (traits,) = await build.personalize_in_thread([(drive, job)], say)
+        return traits
+
+
 @dataclass(frozen=True)
 class Context:
     """What every guest's rebuild in one run shares: the open sessions and their hosts, what
@@ -124,6 +145,7 @@ class Context:
     stop_timeout: float = lifecycle.STOP_TIMEOUT
     ready_timeout: float | None = None  # None: the template's, else readiness's default
     lock: Locker = locks.guest
+    personalise: Personaliser = personalise
     # (host, base file name) of the bases this run has sent: a later guest there needs none
     arrived: set[tuple[str, str]] = field(default_factory=set)
 
@@ -328,15 +350,9 @@ class _Run:
         self.say(f"creating the new disk {work.disk_path}")
         await self.step("create disk", build.create_disk(self.session, work, self.undo))
         self.say("personalising the new disk")
-        traits = await self.step("personalise", self._personalize(work, run.inputs))
+        personalised = run.personalise(self.session, work, template, run.inputs, self.say)
+        traits = await self.step("personalise", personalised)
         return readiness.choose(template.ready, traits).rule
-
-    async def _personalize(self, work: plan.GuestPlan, inputs: build.Inputs) -> model.GuestTraits:
-        async with build.nbd_export(self.session, work) as socket:
-            drive = customize.Drive(nbd_socket=socket)
-            job = build.personalization(work, self.item.template, inputs)
-            (traits,) = await build.personalize_in_thread([(drive, job)], self.say)
-            return traits
 
     # -- the swap ---------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from mclu import errors, model
 from mclu.act import build as mclu_build
+from mclu.act import rebuild as mclu_rebuild
 from mclu.cli import output
 from mclu.config import catalogue, inventory, sources
 from mclu.decide import cleanup
@@ -30,6 +31,8 @@ class Env:
     environ: Mapping[str, str]
     printer: output.Printer
     open_session: snapshot.Opener
+    # How a rebuild personalises a new disk (libguestfs here); tests on fake hosts stand in.
+    personalise: mclu_rebuild.Personaliser = mclu_rebuild.personalise
 
 
 def load_hosts(args: argparse.Namespace, env: Env) -> tuple[model.Inventory, list[model.HostSpec]]:

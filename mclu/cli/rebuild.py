@@ -160,6 +160,7 @@ async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:
             transport=args.transport or images.DEFAULT,
             stop_timeout=args.stop_timeout,
             ready_timeout=args.ready_timeout,
+            personalise=env.personalise,
         )
         try:
             results = await mclu_rebuild.execute(chosen, run)

@@ -27,10 +27,12 @@ from argcomplete.finders import CompletionFinder
 
 from mclu import model
 from mclu.act import rebuild
+from mclu.act.build import Inputs
 from mclu.cli import commands, completion, main, output
+from mclu.decide.build import GuestPlan
 from mclu.hosts import commands as host_commands
 from mclu.hosts import fake
-from mclu.hosts.session import CommandResult
+from mclu.hosts.session import CommandResult, Session
 from mclu.read import snapshot
 from tests.builders import IMAGES
 
@@ -140,6 +142,7 @@ class Cli:
             self.environ["MCLU_TEMPLATES"] = str(self.templates)
         self.opened: list[str] = []  # the hosts sessions were opened to, in order
         self.opener: snapshot.Opener = self._open
+        self.personalise: rebuild.Personaliser = rebuild.personalise
         self.out = io.StringIO()
         self.err = io.StringIO()
 
@@ -153,6 +156,22 @@ class Cli:
         """Run the next commands with the inventory at `path`."""
         self.inventory = path
         self.environ["MCLU_CONFIG"] = str(path)
+
+    def personalise_with(self, personalise: Personalise) -> None:
+        """A rebuild's personalisation (libguestfs, which the fake hosts' disks are not for)
+        replaced by `personalise`, given the guest's name, through mclu's own seam
+        (`commands.Env.personalise`)."""
+
+        async def step(
+            session: Session,
+            work: GuestPlan,
+            template: model.ResolvedTemplate,
+            inputs: Inputs,
+            say: Callable[[str], None],
+        ) -> model.GuestTraits:
+            return await personalise(work.name)
+
+        self.personalise = step
 
     def give_key(self) -> None:
         """The user's own ssh key: ~/.ssh/id_ed25519.pub, the default a build gives guests."""
@@ -169,6 +188,7 @@ class Cli:
             environ=self.environ,
             printer=output.Printer(out=self.out, err=self.err),
             open_session=self.opener,
+            personalise=self.personalise,
         )
 
     def __call__(self, *argv: str) -> int:
@@ -306,13 +326,3 @@ def storage_scan(*, cached: bool) -> bytes:
 
 
 Personalise = Callable[[str], Awaitable[model.GuestTraits]]  # guest name → what it found
-
-
-def personalise_with(monkeypatch: pytest.MonkeyPatch, personalise: Personalise) -> None:
-    """A rebuild's personalisation (libguestfs, which the fake hosts' disks are not for)
-    replaced by `personalise`; the one place that knows where it is replaced."""
-
-    async def step(self: Any, work: Any, inputs: Any) -> model.GuestTraits:
-        return await personalise(work.name)
-
-    monkeypatch.setattr(rebuild._Run, "_personalize", step)

@@ -17,7 +17,7 @@ import pytest
 
 from mclu import errors, model
 from tests.builders import SHUTOFF, WEB1, built, guest
-from tests.cli.harness import Cli, personalise_with, rebuild_disk_commands
+from tests.cli.harness import Cli, rebuild_disk_commands
 
 # What the rebuilt guests' records say before the rebuild.
 TINY_R2 = model.GuestMeta(
@@ -86,9 +86,8 @@ def rebuild_done(cli: Cli) -> Any:
         return model.GuestTraits(serial_login=True)
 
     a.consoles["web1"] = "web1 login: "
-    with pytest.MonkeyPatch.context() as patch:
-        personalise_with(patch, personalise)
-        assert cli.rebuild("--all", "--json") == 1, cli.stderr
+    cli.personalise_with(personalise)
+    assert cli.rebuild("--all", "--json") == 1, cli.stderr
     return json.loads(cli.stdout.splitlines()[-1])
 
 

@@ -24,7 +24,6 @@ from tests.cli.harness import (
     NEW,
     OLD,
     Cli,
-    personalise_with,
     rebuild_disk_commands,
 )
 
@@ -46,7 +45,7 @@ def cli(tmp_path: Path) -> Cli:
 
 
 @pytest.fixture
-def no_libguestfs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+def no_libguestfs(cli: Cli) -> list[str]:
     """Personalisation replaced: records the guests it would have personalised."""
     personalised: list[str] = []
 
@@ -54,18 +53,18 @@ def no_libguestfs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         personalised.append(name)
         return model.GuestTraits()  # nothing found: "started" is the rule
 
-    personalise_with(monkeypatch, personalise)
+    cli.personalise_with(personalise)
     return personalised
 
 
 @pytest.fixture
-def serial_login(monkeypatch: pytest.MonkeyPatch) -> None:
+def serial_login(cli: Cli) -> None:
     """Personalisation replaced; it finds a getty on the serial console (as in tiny)."""
 
     async def personalise(name: str) -> model.GuestTraits:
         return model.GuestTraits(serial_login=True)
 
-    personalise_with(monkeypatch, personalise)
+    cli.personalise_with(personalise)
 
 
 PANIC = (
@@ -368,13 +367,11 @@ def test_one_failure_does_not_stop_the_others(cli: Cli, no_libguestfs: list[str]
 # --- cancellation (Ctrl-C, SIGTERM) undoes the guest under way ----------------------------------
 
 
-def test_cancelled_while_personalising_leaves_the_old_guest(
-    cli: Cli, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cancelled_while_personalising_leaves_the_old_guest(cli: Cli) -> None:
     async def personalise(name: str) -> model.GuestTraits:
         raise asyncio.CancelledError
 
-    personalise_with(monkeypatch, personalise)
+    cli.personalise_with(personalise)
     assert cli.rebuild("web1") == 143
     assert cli.stderr == "mclu: error: terminated\n"
     assert cli.guest("a", "web1") == built("web1", META)

@@ -12,7 +12,7 @@ import pytest
 
 from mclu import model, runtmp
 from tests.builders import built
-from tests.cli.harness import NEW, Cli, personalise_with, rebuild_disk_commands
+from tests.cli.harness import NEW, Cli, rebuild_disk_commands
 
 META = model.GuestMeta(template="tiny", revision="2", built="2026-11-01T10:00:00Z")
 
@@ -26,7 +26,7 @@ def cli(tmp_path: Path) -> Cli:
 
 
 def test_sighup_undoes_the_rebuild_and_removes_the_run_directory(
-    cli: Cli, monkeypatch: pytest.MonkeyPatch, controller_tmp: Path
+    cli: Cli, controller_tmp: Path
 ) -> None:
     made: list[Path] = []
 
@@ -38,7 +38,7 @@ def test_sighup_undoes_the_rebuild_and_removes_the_run_directory(
         await asyncio.sleep(60)
         raise AssertionError("not reached: SIGHUP cancels the run")
 
-    personalise_with(monkeypatch, personalise)
+    cli.personalise_with(personalise)
     assert cli.rebuild("web1") == 129
     assert cli.stderr.splitlines()[-1] == "mclu: error: hangup"
     assert made and not made[0].exists()
