@@ -14,6 +14,7 @@ import pytest
 from mclu import images, model
 from mclu.decide import cleanup
 from mclu.read import storage
+from tests.builders import SHUTOFF, guest
 
 IMAGES = "/var/lib/libvirt/images"
 CACHE = f"{IMAGES}/mclu-templates"
@@ -43,20 +44,6 @@ tiny.x86_64.r1.raw
 1: FLOCK  ADVISORY  WRITE 4242 fe:00:222 0 EOF
 2: -> FLOCK  ADVISORY  WRITE 4243 fe:00:111 0 EOF
 """
-
-
-def guest(
-    name: str, meta: model.GuestMeta | None, state: model.GuestState = model.GuestState.SHUTOFF
-) -> model.Guest:
-    return model.Guest(
-        name=name,
-        uuid=f"uuid-{name}",
-        state=state,
-        vcpus=1,
-        memory=1 << 28,
-        disks=(f"{IMAGES}/{name}.qcow2",),
-        mclu=meta,
-    )
 
 
 def scan() -> model.LeftoverScan:
@@ -108,10 +95,10 @@ def test_partial_names_carry_their_owner() -> None:
 
 def test_plan_removes_what_no_run_is_at_and_says_why_it_keeps_the_rest() -> None:
     guests = [
-        guest("web1", BUILDING),
-        guest("web3", BUILDING),
-        guest("db", READY),
-        guest("pet", None),
+        guest("web1", state=SHUTOFF, own_disk=True, meta=BUILDING),
+        guest("web3", state=SHUTOFF, own_disk=True, meta=BUILDING),
+        guest("db", state=SHUTOFF, own_disk=True, meta=READY),
+        guest("pet", state=SHUTOFF, own_disk=True, meta=None),
     ]
     items = {i.name: i for i in cleanup.plan(guests, scan()).items}
     assert items["web1"].remove and items["web1"].reason == "left by an interrupted build"
@@ -160,9 +147,9 @@ def snapshot_of(
 
 def test_count_and_note() -> None:
     snap = snapshot_of(
-        a=([guest("web1", BUILDING)], scan()),
+        a=([guest("web1", state=SHUTOFF, own_disk=True, meta=BUILDING)], scan()),
         b=([], None),
-        c=([guest("x", BUILDING)], model.LeftoverScan()),
+        c=([guest("x", state=SHUTOFF, own_disk=True, meta=BUILDING)], model.LeftoverScan()),
     )
     counts = cleanup.count(snap)
     assert counts == {"a": 3, "c": 1}  # a: web1, its partial base, the old partial base
@@ -175,7 +162,8 @@ def test_count_and_note() -> None:
     assert cleanup.note({}) is None
     # A build reads the scan with the storage facts instead.
     assert cleanup.count(
-        snapshot_of(b=([guest("y", BUILDING)], None)), {"b": model.LeftoverScan()}
+        snapshot_of(b=([guest("y", state=SHUTOFF, own_disk=True, meta=BUILDING)], None)),
+        {"b": model.LeftoverScan()},
     ) == {"b": 1}
 
 
@@ -190,9 +178,15 @@ def test_only_a_disk_made_since_the_build_began_is_its_own() -> None:
 
 def test_a_guest_is_removed_under_its_lock_from_a_fresh_read() -> None:
     built = datetime.datetime(2026, 11, 21, 2, 0, tzinfo=datetime.UTC).timestamp()
-    web1 = guest("web1", BUILDING, model.GuestState.RUNNING)
-    assert cleanup.unfinished([web1, guest("db", READY)], "web1") == web1
-    assert cleanup.unfinished([guest("web1", READY)], "web1") is None  # finished meanwhile
+    web1 = guest("web1", own_disk=True, meta=BUILDING)
+    assert (
+        cleanup.unfinished([web1, guest("db", state=SHUTOFF, own_disk=True, meta=READY)], "web1")
+        == web1
+    )
+    assert (
+        cleanup.unfinished([guest("web1", state=SHUTOFF, own_disk=True, meta=READY)], "web1")
+        is None
+    )  # finished meanwhile
     assert cleanup.unfinished([], "web1") is None  # gone meanwhile
     own, old, gone = f"{IMAGES}/web1.qcow2", f"{IMAGES}/old.qcow2", f"{IMAGES}/gone.qcow2"
     removal = cleanup.removal(web1, [own, old, gone], {own: built + 5, old: built - 86400})
@@ -213,7 +207,8 @@ DATA = Path(__file__).parent.parent / "data" / "plans" / "cleanup"
 def guest_from(data: dict[str, Any]) -> model.Guest:
     state = data.get("mclu_state")
     meta = None if state is None else model.GuestMeta(template="tiny", revision="1", state=state)
-    return guest(data["name"], meta, model.GuestState(data.get("state", "shut off")))
+    state = model.GuestState(data.get("state", "shut off"))
+    return guest(data["name"], state=state, own_disk=True, meta=meta)
 
 
 def scan_from(data: dict[str, Any]) -> model.LeftoverScan:
