@@ -13,6 +13,7 @@ import pytest
 from mclu import errors, model, sizes
 from mclu.act import migrate as act_migrate
 from mclu.decide import migrate
+from tests.builders import SHUTOFF, guest
 
 GIB = 1 << 30
 MIB = 1 << 20
@@ -35,19 +36,6 @@ def host(
         hostname=name, arch="x86_64", cpus=2, memory_total=memory, memory_free=memory
     )
     return model.HostSnapshot(spec=spec, facts=facts, guests=guests)
-
-
-def guest(
-    name: str, memory: int = GIB, state: model.GuestState = model.GuestState.RUNNING
-) -> model.Guest:
-    return model.Guest(
-        name=name,
-        uuid=name,
-        state=state,
-        vcpus=1,
-        memory=memory,
-        disks=(f"/var/lib/libvirt/images/{name}.qcow2",),
-    )
 
 
 def disk(name: str, data: int = 10 * MIB) -> migrate.Disk:
@@ -105,17 +93,19 @@ def test_parse_disk_info_of_a_full_copy() -> None:
 
 
 def test_a_base_the_destination_lacks_counts_as_disk_it_needs() -> None:
-    snap = snapshot(host("a", guest("web1")), host("b"), host("c"))
+    snap = snapshot(host("a", guest("web1", own_disk=True)), host("b"), host("c"))
     # c is the roomier in memory but has no disk room for the base it lacks.
     facts = {"b": storage(cached=("tiny.x86_64.r1.raw",)), "c": storage(free=50 * MIB)}
-    move = migrate.choose(guest("web1"), "a", migrate.Facts(snap, {"web1": [disk("web1")]}, facts))
+    move = migrate.choose(
+        guest("web1", own_disk=True), "a", migrate.Facts(snap, {"web1": [disk("web1")]}, facts)
+    )
     assert (move.dest, move.shared) == ("b", False)
     assert move.bases == (disk("web1"),)
 
 
 def test_shared_storage_needs_no_disks_and_no_storage_facts() -> None:
-    snap = snapshot(host("a", guest("web1"), shared=True), host("b", shared=True))
-    move = migrate.choose(guest("web1"), "a", migrate.Facts(snap, {"web1": []}))
+    snap = snapshot(host("a", guest("web1", own_disk=True), shared=True), host("b", shared=True))
+    move = migrate.choose(guest("web1", own_disk=True), "a", migrate.Facts(snap, {"web1": []}))
     assert (move.dest, move.shared, move.disks) == ("b", True, ())
     spec = snap.ok["b"].spec
     target = act_migrate.target(move, spec)
@@ -123,12 +113,12 @@ def test_shared_storage_needs_no_disks_and_no_storage_facts() -> None:
 
 
 def test_a_destination_that_did_not_answer() -> None:
-    snap = snapshot(host("a", guest("web1")), host("b"))
+    snap = snapshot(host("a", guest("web1", own_disk=True)), host("b"))
     snap.failed["c"] = errors.HostUnreachable("c", "10.0.0.99", "no route to host")
     snap.order.append("c")
     with pytest.raises(errors.HostUnreachable):
         migrate.choose(
-            guest("web1"),
+            guest("web1", own_disk=True),
             "a",
             migrate.Facts(snap, {"web1": [disk("web1")]}, {"b": storage()}),
             to="c",
@@ -136,7 +126,11 @@ def test_a_destination_that_did_not_answer() -> None:
 
 
 def test_drain_sends_a_base_once_per_host_and_spreads() -> None:
-    guests = [guest("g1", 2 * GIB), guest("g2", 2 * GIB), guest("g3", GIB)]
+    guests = [
+        guest("g1", memory=2 * GIB, own_disk=True),
+        guest("g2", memory=2 * GIB, own_disk=True),
+        guest("g3", memory=GIB, own_disk=True),
+    ]
     snap = snapshot(host("a", *guests), host("b", memory=5 * GIB), host("c", memory=3 * GIB))
     facts = {"b": storage(free=300 * MIB), "c": storage(free=300 * MIB)}
     plan = migrate.plan_drain(
@@ -150,7 +144,10 @@ def test_drain_sends_a_base_once_per_host_and_spreads() -> None:
 
 
 def test_drain_leaves_what_does_not_fit_or_does_not_run() -> None:
-    guests = [guest("big", 4 * GIB), guest("off", state=model.GuestState.SHUTOFF)]
+    guests = [
+        guest("big", memory=4 * GIB, own_disk=True),
+        guest("off", state=SHUTOFF, own_disk=True),
+    ]
     snap = snapshot(host("a", *guests), host("b", memory=3 * GIB))
     plan = migrate.plan_drain(
         "a", migrate.Facts(snap, {"big": [disk("big")]}, {"b": storage()})

@@ -29,6 +29,7 @@ from mclu.model import (
     ResolvedTemplate,
     StorageFacts,
 )
+from tests.builders import guest
 
 NOW = datetime.datetime(2026, 11, 21, 12, 0, 0, tzinfo=datetime.UTC)
 IMAGES = "/var/lib/libvirt/images"
@@ -104,26 +105,6 @@ def meta(
     )
 
 
-def guest(
-    name: str,
-    m: GuestMeta | None = None,
-    *,
-    state: GuestState = GuestState.RUNNING,
-    disks: tuple[str, ...] | None = None,
-    persistent: bool = True,
-) -> Guest:
-    return Guest(
-        name=name,
-        uuid=f"uuid-{name}",
-        state=state,
-        vcpus=1,
-        memory=256 << 20,
-        disks=(f"{IMAGES}/{name}.qcow2",) if disks is None else disks,
-        mclu=m,
-        persistent=persistent,
-    )
-
-
 def host(name: str, *guests: Guest) -> HostSnapshot:
     return HostSnapshot(
         spec=HostSpec(name=name, address=f"{name}.test"),
@@ -173,11 +154,16 @@ def plan(
 
 
 CLUSTER = snap(
-    host("a", guest("web1", meta()), guest("pet"), guest("young", meta("2026-11-21T11:00:00Z"))),
+    host(
+        "a",
+        guest("web1", own_disk=True, meta=meta()),
+        guest("pet", own_disk=True),
+        guest("young", own_disk=True, meta=meta("2026-11-21T11:00:00Z")),
+    ),
     host(
         "b",
-        guest("db", meta(revision="2"), state=GuestState.SHUTOFF),
-        guest("half", meta(state="building")),
+        guest("db", own_disk=True, meta=meta(revision="2"), state=GuestState.SHUTOFF),
+        guest("half", own_disk=True, meta=meta(state="building")),
     ),
 )
 
@@ -221,10 +207,10 @@ def test_a_named_pet_is_refused_never_rebuilt() -> None:
 @pytest.mark.parametrize(
     ("g", "why"),
     [
-        (guest("t", meta(), persistent=False), "transient"),
-        (guest("t", meta(), disks=()), "no disk"),
-        (guest("t", meta(), disks=("pool/vol",)), "not a file"),
-        (guest("t", meta(), disks=("/dev/sdb",)), "not a file"),
+        (guest("t", own_disk=True, meta=meta(), persistent=False), "transient"),
+        (guest("t", meta=meta(), disks=()), "no disk"),
+        (guest("t", meta=meta(), disks=("pool/vol",)), "not a file"),
+        (guest("t", meta=meta(), disks=("/dev/sdb",)), "not a file"),
     ],
 )
 def test_guests_that_cannot_be_rebuilt(g: Guest, why: str) -> None:
@@ -243,12 +229,24 @@ def test_if_older_than_skips_younger_guests_as_asked() -> None:
 
 
 def test_an_unknown_build_time_counts_as_old() -> None:
-    hosts = snap(host("a", guest("x", meta(built="")), guest("y", meta(built="garbage"))))
+    hosts = snap(
+        host(
+            "a",
+            guest("x", own_disk=True, meta=meta(built="")),
+            guest("y", own_disk=True, meta=meta(built="garbage")),
+        )
+    )
     assert names(plan(all=True, older_than=DAY, hosts=hosts).rebuild) == [("a", "x"), ("a", "y")]
 
 
 def test_a_template_that_cannot_be_resolved_refuses_that_guest_only() -> None:
-    hosts = snap(host("a", guest("x", meta(template="gone")), guest("y", meta())))
+    hosts = snap(
+        host(
+            "a",
+            guest("x", own_disk=True, meta=meta(template="gone")),
+            guest("y", own_disk=True, meta=meta()),
+        )
+    )
     chosen = plan("x", "y", hosts=hosts)
     assert names(chosen.rebuild) == [("a", "y")]
     assert "its template 'gone' cannot be resolved: unknown template" in str(
@@ -259,8 +257,12 @@ def test_a_template_that_cannot_be_resolved_refuses_that_guest_only() -> None:
 def test_names_not_found_or_ambiguous_or_on_a_failed_host_are_refused() -> None:
     down = errors.HostUnreachable("c", "c.test", "timed out")
     hosts = snap(
-        host("a", guest("web1", meta()), guest("twin", meta())),
-        host("b", guest("twin", meta())),
+        host(
+            "a",
+            guest("web1", own_disk=True, meta=meta()),
+            guest("twin", own_disk=True, meta=meta()),
+        ),
+        host("b", guest("twin", own_disk=True, meta=meta())),
         failed={"c": down},
     )
     chosen = plan("nope", "twin", "c:web9", "web1", hosts=hosts)
@@ -274,7 +276,10 @@ def test_all_skips_a_host_that_is_off_and_refuses_one_that_failed() -> None:
     off = errors.HostUnreachable("c", "c.test", "timed out")
     auth = errors.HostAuthFailed("d", "root", "d.test", "denied")
     chosen = plan(
-        all=True, hosts=snap(host("a", guest("web1", meta())), failed={"c": off, "d": auth})
+        all=True,
+        hosts=snap(
+            host("a", guest("web1", own_disk=True, meta=meta())), failed={"c": off, "d": auth}
+        ),
     )
     assert names(chosen.rebuild) == [("a", "web1")]
     assert [(s.host, s.name) for s in chosen.skipped] == [("c", None)]
@@ -393,9 +398,10 @@ def case_guest(data: dict[str, Any]) -> Guest:
     recorded = meta(g["built"], g["template"], g["revision"], g["mclu_state"])
     return guest(
         g["name"],
-        None if g["pet"] else recorded,
+        meta=None if g["pet"] else recorded,
         state=GuestState(g["state"]),
-        disks=tuple(g["disks"]) if "disks" in g else None,
+        own_disk="disks" not in g,
+        disks=tuple(g.get("disks", ())),
         persistent=g["persistent"],
     )
 
