@@ -46,12 +46,8 @@ def console_logs(sandbox: sb.Sandbox, host: str, name: str) -> list[str]:
 
 @pytest.fixture
 def guest(sandbox: sb.Sandbox, builds: sb.Guests) -> str:
-    """A running tiny guest on the first host."""
-    name = builds.name()
-    done = builds.build("tiny", name, "--on", sandbox.up_hosts[0])
-    assert done.returncode == 0, done.stderr
-    sb.console_shows(sandbox, sandbox.up_hosts[0], name, f"{name} login:")
-    return name
+    """A running tiny guest on the first host, its login prompt shown."""
+    return builds.built(sandbox.up_hosts[0])
 
 
 def test_migrate_a_running_guest(sandbox: sb.Sandbox, builds: sb.Guests, guest: str) -> None:
