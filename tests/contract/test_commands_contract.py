@@ -7,18 +7,23 @@ Each test works in a fresh directory of its own on the host, removed when it end
 
 from __future__ import annotations
 
+import asyncio
 import json
+import posixpath
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
+import zstandard
 
+from mclu import hostpaths
 from mclu.hosts import commands, fake, open_session
 from mclu.hosts.fake_files import Image
 from mclu.hosts.session import CommandResult, Session
 from mclu.model import HostSpec
 from mclu.read import storage
+from tests.contract.targets import MISSING
 
 MIB = 1 << 20
 
@@ -310,3 +315,119 @@ async def test_restore_disk(host: Host, stage: str) -> None:
     assert (await host.run(commands.restore_disk(old, disk))).exit_status == 0
     assert await host.content(disk) == b"old disk"
     assert (await host.run(commands.exists(old))).exit_status == 1
+
+
+# --- on a real host only: the fake answers these as a test cans them, or runs no servers ----
+
+
+def only_real(host: Host) -> None:
+    if host.fake_host is not None:
+        pytest.skip("the fake answers this command line only as a test cans it")
+
+
+async def test_zstd_receive(host: Host) -> None:
+    only_real(host)
+    data = b"image" + bytes(MIB) + b"end"
+    dest = host.path("base.raw")
+    frames = zstandard.ZstdCompressor().compress(data)
+    assert (await host.session.run(commands.zstd_receive(dest), input=frames)).exit_status == 0
+    assert await host.content(dest) == data
+
+
+async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    for _ in range(400):  # 20 s: a bound for a hung host, not a timing goal
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"never {what}")
+
+
+async def test_nbd_server_listens_and_removes_its_directory(host: Host) -> None:
+    only_real(host)
+    image = host.path("disk.raw")
+    await host.run(commands.empty_file(image, MIB))
+    directory = host.path("nbd")
+    socket = f"{directory}/nbd.sock"
+    server = commands.qemu_nbd(socket, image, ["--format=raw", "--shared=1"])
+    async with host.session.background(commands.nbd_server(directory, server)) as running:
+
+        async def listening() -> bool:
+            return (await host.run(commands.is_socket(socket))).exit_status == 0
+
+        await _until(listening, "listening")
+        assert running.result() is None
+    assert (await host.run(commands.exists(directory))).exit_status == 1
+
+
+async def test_nbd_server_of_a_missing_program(host: Host) -> None:
+    only_real(host)
+    directory = host.path("nbd")
+    server = commands.qemu_nbd(f"{directory}/nbd.sock", host.path("x"), [], MISSING)
+    async with host.session.background(commands.nbd_server(directory, server)) as running:
+
+        async def ended() -> bool:
+            return running.result() is not None
+
+        await _until(ended, "ended")
+        result = running.result()
+        assert result is not None and result.exit_status == 127
+        assert MISSING.encode() in result.stderr
+    assert (await host.run(commands.exists(directory))).exit_status == 1
+
+
+async def test_console_tail(host: Host) -> None:
+    name = f"mclu-contract-{uuid.uuid4().hex[:8]}"
+    log = hostpaths.console_log(name)
+    if host.fake_host is not None:
+        host.fake_host.files.write(log, b"booting\r\nlogin: ")
+    else:
+        await host.session.run(["sh", "-c", 'cat > "$1"', "sh", log], input=b"booting\r\nlogin: ")
+    try:
+        assert (await host.run(commands.console_tail(name, 7))).stdout == b"login: "
+    finally:
+        await host.run(commands.remove(log))
+    assert (await host.run(commands.console_tail(name, 7))).exit_status == 1
+
+
+async def test_base_ages(host: Host) -> None:
+    only_real(host)
+    await host.put("tiny.x86_64.r1.raw", b"base")
+    await host.put("notes.txt", b"")
+    ages = storage.parse_ages((await host.run(commands.base_ages(host.directory))).stdout.decode())
+    assert list(ages) == ["tiny.x86_64.r1.raw"]
+    assert ages["tiny.x86_64.r1.raw"] > -1  # the host's clock in whole seconds, mtime finer
+
+
+async def test_change_times(host: Host) -> None:
+    only_real(host)
+    disk = await host.put("web1.qcow2", b"")
+    done = await host.run(commands.change_times([host.path("missing"), disk]))
+    assert done.exit_status == 0
+    ctime, _, path = done.stdout.decode().strip().partition(" ")
+    assert (ctime.isdigit(), path) == (True, disk)
+
+
+async def test_storage_and_leftover_scans(host: Host) -> None:
+    only_real(host)
+    partial = await host.put("base.raw.partial-0a1b2c3d-web1", b"")
+    await host.run(commands.make_directory(host.path("mclu-templates")))
+    cached = await host.put("mclu-templates/tiny.x86_64.r1.raw", b"")
+    storage_done = await host.run(commands.storage_scan(host.directory))
+    sections = storage.parse_sections(storage_done.stdout.decode())
+    assert sections["dfstatus"] == ["0"]
+    assert int(sections["df"][1]) > 0
+    assert sections["cache"] == [posixpath.basename(cached)]
+    assert [line.partition(" ")[2] for line in sections["partial"]] == [partial]
+    leftovers = await host.run(commands.leftover_scan(host.directory))
+    sections = storage.parse_sections(leftovers.stdout.decode())
+    assert "df" not in sections and "cache" not in sections
+    assert [line.partition(" ")[2] for line in sections["partial"]] == [partial]
+
+
+async def test_remove_unused(host: Host) -> None:
+    only_real(host)
+    a, b = await host.put("a.partial-1", b""), await host.put("b.partial-2", b"")
+    paths = f"{a}\n{host.path('missing')}\n{b}\n".encode()
+    done = await host.session.run(commands.remove_unused(), input=paths)
+    assert done.stdout.decode().splitlines() == [a, b]
+    assert not await host.holds(a) and not await host.holds(b)
