@@ -226,6 +226,8 @@ class FakeSession:
     async def background(self, argv: Sequence[str]) -> AsyncIterator[FakeBackground]:
         self._check()
         running = FakeBackground(self.host, tuple(argv), self._fake.commands.get(tuple(argv)))
+        # An NBD server of mclu.hosts.commands listens on its socket while it runs.
+        stop_serving = self._fake.files.serve(argv) if running.result() is None else None
         if running.result() is None:
             self._fake.running.append(running.argv)
         try:
@@ -234,6 +236,8 @@ class FakeSession:
             if running.result() is None:
                 self._fake.running.remove(running.argv)
                 running.stop()
+                if stop_serving is not None:
+                    stop_serving()
 
     @asynccontextmanager
     async def forward_socket(self, remote_path: str) -> AsyncIterator[str]:

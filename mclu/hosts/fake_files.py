@@ -46,6 +46,7 @@ class Files:
     files: dict[str, Content] = field(default_factory=dict)
     directories: set[str] = field(default_factory=set)
     inodes: dict[str, int] = field(default_factory=dict)  # path → its file's number
+    sockets: set[str] = field(default_factory=set)  # where a server listens
     _numbers: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
 
     def write(self, path: str, content: Content) -> None:
@@ -94,7 +95,28 @@ class Files:
         return any(p.startswith(inside) for p in (*self.files, *self.directories))
 
     def exists(self, path: str) -> bool:
-        return _normal(path) in self.files or self.is_dir(path)
+        path = _normal(path)
+        return path in self.files or path in self.sockets or self.is_dir(path)
+
+    def serve(self, argv: Sequence[str]) -> Callable[[], None] | None:
+        """Start the background command argv when it is an NBD server of
+        `commands.nbd_server`: its directory made and its socket listening; returns how it
+        stops (the directory removed). None for any other command line."""
+        argv = list(argv)
+        server = argv[5:]
+        if len(server) < 4 or argv != commands.nbd_server(argv[4], server):
+            return None
+        socket = server[2]
+        if server != commands.qemu_nbd(socket, server[-1], server[3:-1], server[0]):
+            return None
+        directory = _normal(argv[4])
+        self.directories.add(directory)
+        self.sockets.add(_normal(socket))
+
+        def stop() -> None:
+            _remove_tree(self, commands.remove_tree(directory))
+
+        return stop
 
     def answer(self, argv: Sequence[str]) -> CommandResult | None:
         """What the command line argv does on these files; None when it is not one this
@@ -160,6 +182,7 @@ def _remove_tree(files: Files, argv: list[str]) -> _Done | None:
     inside = path + "/"
     for name in [p for p in files.files if p == path or p.startswith(inside)]:
         files.unlink(name)
+    files.sockets = {p for p in files.sockets if p != path and not p.startswith(inside)}
     files.directories = {d for d in files.directories if d != path and not d.startswith(inside)}
     return _ok()
 
@@ -187,7 +210,7 @@ def _test(files: Files, argv: list[str]) -> _Done | None:
     for make, holds in (
         (commands.exists, files.exists),
         (commands.is_file, lambda p: _normal(p) in files.files),
-        (commands.is_socket, lambda p: False),  # no server listens on a fake host
+        (commands.is_socket, lambda p: _normal(p) in files.sockets),
     ):
         if argv == make(path):
             return _Done(0 if holds(path) else 1)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import posixpath
+import stat
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -17,10 +19,11 @@ from dataclasses import dataclass
 import pytest
 import zstandard
 
-from mclu import hostpaths
+from mclu import errors, hostpaths
 from mclu.hosts import commands, fake, open_session
 from mclu.hosts.fake_files import Image
 from mclu.hosts.session import CommandResult, Session
+from mclu.images import nbd
 from mclu.model import HostSpec
 from mclu.read import storage
 from tests.contract.targets import MISSING
@@ -317,7 +320,7 @@ async def test_restore_disk(host: Host, stage: str) -> None:
     assert (await host.run(commands.exists(old))).exit_status == 1
 
 
-# --- on a real host only: the fake answers these as a test cans them, or runs no servers ----
+# --- mostly on a real host only: the fake answers these as a test cans them ------------------
 
 
 def only_real(host: Host) -> None:
@@ -343,7 +346,6 @@ async def _until(check: Callable[[], Awaitable[bool]], what: str) -> None:
 
 
 async def test_nbd_server_listens_and_removes_its_directory(host: Host) -> None:
-    only_real(host)
     image = host.path("disk.raw")
     await host.run(commands.empty_file(image, MIB))
     directory = host.path("nbd")
@@ -431,3 +433,21 @@ async def test_remove_unused(host: Host) -> None:
     done = await host.session.run(commands.remove_unused(), input=paths)
     assert done.stdout.decode().splitlines() == [a, b]
     assert not await host.holds(a) and not await host.holds(b)
+
+
+async def test_serve_forwards_the_socket_and_leaves_nothing(host: Host) -> None:
+    """images.nbd.serve over these command lines: forwarded here on a real host; on the fake
+    (which forwards nothing) refused as Unsupported at once, not after waiting to listen."""
+    image = host.path("disk.raw")
+    await host.run(commands.empty_file(image, MIB))
+    if host.fake_host is not None:
+        with pytest.raises(errors.Unsupported):
+            async with nbd.serve(host.session, image, nbd.WRITE_RAW, owner="web1"):
+                pass
+        assert host.fake_host.running == [] and host.fake_host.files.sockets == set()
+        return
+    async with nbd.serve(host.session, image, nbd.WRITE_RAW, owner="web1") as served:
+        assert stat.S_ISSOCK(os.stat(served.socket).st_mode)
+        assert served.argv[0] == "qemu-nbd" and "/tmp/mclu-nbd-web1." in served.argv[2]
+        directory = posixpath.dirname(served.argv[2])
+    assert (await host.run(commands.exists(directory))).exit_status == 1
