@@ -13,7 +13,6 @@ from mclu import errors, hostpaths, model
 from mclu.act import locks
 from mclu.decide import cleanup, delete
 from mclu.decide.cleanup import Item
-from mclu.decide.guests import is_file_path
 from mclu.hosts import commands
 from mclu.hosts.session import Session
 from mclu.read import storage
@@ -76,8 +75,7 @@ async def _remove_guest(
     if guest is None:
         return None
     others = [g for g in guests if g.name != name]
-    other_files = sorted({d for g in others for d in g.disks if is_file_path(d)})
-    backing = await storage.backing_files(session, other_files)
+    backing = await storage.backing_files(session, delete.file_disks(others))
     choice = delete.disks_to_remove(guest, others, hostpaths.cache_dir(spec.image_dir), backing)
     ctimes = await storage.change_times(session, choice.remove)
     removal = cleanup.removal(guest, choice.remove, ctimes)

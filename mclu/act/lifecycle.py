@@ -1,8 +1,9 @@
 """Guest lifecycle: stopping with a deadline, deleting a guest (as mclu.decide.delete
 planned it), and how the console and the graphical viewer reach a guest.
 
-The decisions are pure (`console_argv`, `viewer_uri`, `viewer_argv`; which disks a delete
-removes is `mclu.decide.delete`); the actions (`stop`, `delete`) take an open Session and act.
+The decisions are pure (`viewer_uri`, `viewer_argv`; which disks a delete removes is
+`mclu.decide.delete`); the actions (`stop`, `delete`) take an open Session and act. The
+console's command on the host is `mclu.hosts.commands.serial_console`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from dataclasses import dataclass
 
 from mclu import errors, hostpaths, model
 from mclu.decide import delete as delete_plan
-from mclu.decide.guests import is_file_path as is_file_path
 from mclu.hosts import commands
 from mclu.hosts.session import Session, command_failed
 
@@ -26,9 +26,6 @@ POLL_INTERVAL = 0.5  # seconds between looks at a stopping guest's state
 # start or build) ignores the power button, so it is pressed again, as a person would.
 ACPI_REPEAT = 5.0
 
-# virsh on the host, told which libvirtd: as a user other than root its default is the
-# per-user qemu:///session, where the guest is not.
-SYSTEM_URI = "qemu:///system"
 VIEWER = "virt-viewer"  # its package has the same name; remote-viewer cannot open libvirt URIs
 
 
@@ -124,14 +121,6 @@ async def delete(session: Session, plan: delete_plan.DeletePlan) -> None:
 
 
 # --- console and viewer --------------------------------------------------------------------------
-
-
-def console_argv(name: str) -> list[str]:
-    """The command that attaches to the guest's serial console on its host.
-
-    --force takes the console over from another session holding it.
-    """
-    return ["virsh", "-c", SYSTEM_URI, "console", "--force", name]
 
 
 async def console_log(session: Session, name: str) -> bytes:

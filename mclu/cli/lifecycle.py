@@ -24,6 +24,7 @@ from mclu.act import console, lifecycle, locks
 from mclu.cli import commands, output, parsing
 from mclu.config import inventory
 from mclu.decide import delete as delete_plan
+from mclu.hosts import commands as host_commands
 from mclu.hosts.session import Session, command_line
 from mclu.read import snapshot, storage
 from mclu.read.snapshot import GuestRef
@@ -437,7 +438,7 @@ async def console_(args: argparse.Namespace, env: commands.Env) -> int:
             f"Escape character is {console.ESCAPE_NAME}"
         )
         env.printer.out.flush()  # before the relay writes to the terminal itself
-        argv = lifecycle.console_argv(target.name)
+        argv = host_commands.serial_console(target.name)
         async with target.session.open_terminal(
             argv, term=env.environ.get("TERM") or "vt100", size=console.terminal_size(stdout_fd)
         ) as remote:

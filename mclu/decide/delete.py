@@ -60,8 +60,12 @@ def backing_to_read(request: DeleteRequest, snapshot: model.Snapshot) -> tuple[s
     Raises the refusals first (GuestIsRunning), so that a refused delete asks the host
     nothing."""
     _refuse(request, _guest(request, snapshot))
-    others = sharing_files(request, snapshot)
-    return tuple(sorted({d for g in others for d in g.disks if is_file_path(d)}))
+    return file_disks(sharing_files(request, snapshot))
+
+
+def file_disks(guests: Sequence[model.Guest]) -> tuple[str, ...]:
+    """The guests' disks that are files (sorted, each once): those a backing file is read of."""
+    return tuple(sorted({d for g in guests for d in g.disks if is_file_path(d)}))
 
 
 def plan(request: DeleteRequest, snapshot: model.Snapshot, backing: Collection[str]) -> DeletePlan:

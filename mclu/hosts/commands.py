@@ -269,6 +269,17 @@ def remove_unused() -> list[str]:
     return ["sh", "-c", REMOVE_UNUSED_SCRIPT]
 
 
+# virsh on the host, told which libvirtd: as a user other than root its default is the
+# per-user qemu:///session, where the guest is not.
+SYSTEM_URI = "qemu:///system"
+
+
+def serial_console(name: str) -> list[str]:
+    """Attach to the guest's serial console (in a terminal on the host); --force takes the
+    console over from another session holding it."""
+    return ["virsh", "-c", SYSTEM_URI, "console", "--force", name]
+
+
 # --- rebuild and migrate -----------------------------------------------------------------------
 
 
