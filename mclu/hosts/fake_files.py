@@ -1,7 +1,8 @@
 """A fake host's files, and the command lines of `mclu.hosts.commands` that act on them.
 
 `Files` is a small in-memory file table: regular files (bytes, or an `Image` whose size and
-backing file are kept but not its data) and directories. `answer` runs a command line on it
+backing file are kept but not its data, under one name or several: hard links), directories,
+and the sockets of the NBD servers running (`serve`). `answer` runs a command line on it
 when it is one `mclu.hosts.commands` makes: each case takes the values out of argv and checks
 that the same function of `mclu.hosts.commands` makes exactly that argv of them, so the fake
 understands what mclu sends and nothing else (no copied script text). Exit statuses and the
@@ -47,7 +48,9 @@ class Files:
     directories: set[str] = field(default_factory=set)
     inodes: dict[str, int] = field(default_factory=dict)  # path → its file's number
     sockets: set[str] = field(default_factory=set)  # where a server listens
-    _numbers: Iterator[int] = field(default_factory=itertools.count, init=False, repr=False)
+    _numbers: Iterator[int] = field(
+        default_factory=itertools.count, init=False, repr=False, compare=False
+    )
 
     def write(self, path: str, content: Content) -> None:
         """Put a file on the host (for tests), its parent directories with it; a file there
