@@ -138,6 +138,10 @@ class GuestMeta:
     state: str = BuildState.READY
     options: tuple[tuple[str, str], ...] = ()
     ready: str = ""  # the readiness rule it passed when it became ready, e.g. "console:login:"
+    # The public halves of the ssh host keys mclu generated for it ("ssh-ed25519 AAAA...", no
+    # comment): what `mclu ssh` checks the guest against. () for a guest made before mclu
+    # recorded them, or one mclu did not personalise.
+    host_keys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -309,6 +313,7 @@ class GuestTraits:
 
     agent: bool = False  # the QEMU guest agent is installed
     serial_login: bool = False  # a login prompt (getty) on the serial console
+    host_keys: tuple[str, ...] = ()  # public ssh host keys written to it (GuestMeta.host_keys)
 
 
 @dataclass

@@ -131,6 +131,14 @@ async def execute(
             ),
         )
         traits = await _personalize(build, sessions, inputs, reporter)
+        # From here on every record of a guest carries the host keys it was given.
+        build = dataclasses.replace(
+            build,
+            guests=tuple(
+                plan.with_host_keys(g, traits[g.name].host_keys) if g.name in traits else g
+                for g in build.guests
+            ),
+        )
         # A template may keep its guests from starting with their host; so may the user.
         options = dataclasses.replace(
             wanted, autostart=wanted.autostart and build.template.autostart

@@ -197,7 +197,7 @@ async def rebuild_guest(item: Rebuild, run: Context) -> Rebuilt:
             disk = await one.step("read disk", _system_disk(session, guest))
             work = new_disk(item, spec, disk, build.now())
             await _clear_leftovers(session, item.host, item.name, disk.path)
-            rule = await one.prepare(work)
+            rule, work = await one.prepare(work)
             await one.swap(disk.path, work)
             if one.boots:
                 await one.until_ready(work, rule)
@@ -324,8 +324,9 @@ class _Run:
 
     # -- before the swap: the old guest is not touched ------------------------------------------
 
-    async def prepare(self, work: plan.GuestPlan) -> readiness.Rule:
-        """The new disk, made and personalised; returns the rule it will be checked by."""
+    async def prepare(self, work: plan.GuestPlan) -> tuple[readiness.Rule, plan.GuestPlan]:
+        """The new disk, made and personalised; returns the rule it will be checked by and the
+        plan with the host keys it was given."""
         template, run = self.item.template, self.run
         here = (self.item.host, template.base.cache_name)
         if not (self.item.base_cached or here in run.arrived):
@@ -352,7 +353,10 @@ class _Run:
         self.say("personalising the new disk")
         personalised = run.personalise(self.session, work, template, run.inputs, self.say)
         traits = await self.step("personalise", personalised)
-        return readiness.choose(template.ready, traits).rule
+        # The new disk's host keys go into the metadata recorded at the swap.
+        return readiness.choose(template.ready, traits).rule, plan.with_host_keys(
+            work, traits.host_keys
+        )
 
     # -- the swap ---------------------------------------------------------------------------
 

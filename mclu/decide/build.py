@@ -7,7 +7,7 @@ a BuildPlan out, or the error that stops the build before anything is touched.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mclu import errors, hostpaths, sizes
 from mclu.config import fields
@@ -341,3 +341,10 @@ def _exact_size(n: int) -> str:
     """ "2 GiB" when that reads back as exactly n, else the bytes."""
     text = sizes.human(n)
     return text if sizes.parse(text) == n else str(n)
+
+
+def with_host_keys(guest: GuestPlan, host_keys: tuple[str, ...]) -> GuestPlan:
+    """The guest whose metadata records the public ssh host keys personalisation gave it
+    (`GuestMeta.host_keys`), so every later record of it carries them."""
+    meta = replace(guest.spec.meta, host_keys=host_keys)
+    return replace(guest, spec=replace(guest.spec, meta=meta))

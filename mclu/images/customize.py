@@ -17,6 +17,7 @@ off because it would print the private host keys and the password hash.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -493,7 +494,7 @@ def _personalize_drive(
         traits = guestfs_edit.read_traits(g)
     with step("unmount"):
         g.umount_all()
-    return traits
+    return dataclasses.replace(traits, host_keys=guest_text.public_host_keys(host_keys))
 
 
 def _short(command: str, width: int = 60) -> str:

@@ -69,6 +69,18 @@ def authorized_keys_with(existing: str, keys: Sequence[str]) -> str:
     return "\n".join(lines) + "\n" if lines else ""
 
 
+def public_host_keys(keys: Mapping[str, bytes]) -> tuple[str, ...]:
+    """The public halves among host key files ({"ssh_host_ed25519_key.pub": b"ssh-ed25519
+    AAAA... root@web1\n", ...}) as "TYPE BASE64" lines, without their comments, in file-name
+    order: what the guest's metadata records and `mclu ssh` checks it against."""
+    lines = []
+    for name in sorted(keys):
+        if name.endswith(".pub"):
+            kind, base64, *_comment = keys[name].decode("ascii").split()
+            lines.append(f"{kind} {base64}")
+    return tuple(lines)
+
+
 def root_home(passwd: str) -> str:
     """root's home directory from /etc/passwd text; /root when it does not say."""
     for line in passwd.splitlines():

@@ -7,7 +7,11 @@ lives in the domain XML under mclu's namespace, so any client reading libvirt se
       <mclu:guest xmlns:mclu="https://mclu.dev/xmlns/guest/1"
                   template="debian-12" revision="3" built="2024-05-01T10:00:00Z" state="ready">
         <mclu:option name="disk">10G</mclu:option>
+        <mclu:hostkey>ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA...</mclu:hostkey>
       </mclu:guest>
+
+The `hostkey` elements are the public halves of the ssh host keys mclu generated for the guest
+(`mclu ssh` checks the guest against exactly these).
     </metadata>
 
 Pure: no libvirt import, strings in and out.
@@ -24,6 +28,7 @@ NAMESPACE = "https://mclu.dev/xmlns/guest/1"
 PREFIX = "mclu"
 ELEMENT = "guest"
 _OPTION = "option"
+_HOSTKEY = "hostkey"
 
 
 class MetadataError(ValueError):
@@ -72,6 +77,8 @@ def from_element(element: ET.Element) -> GuestMeta:
         raise MetadataError("mclu metadata has no template attribute")
     option_tag = f"{{{namespace}}}{_OPTION}" if namespace else _OPTION
     options = tuple((o.get("name", ""), o.text or "") for o in element.findall(option_tag))
+    hostkey_tag = f"{{{namespace}}}{_HOSTKEY}" if namespace else _HOSTKEY
+    host_keys = tuple(" ".join((k.text or "").split()) for k in element.findall(hostkey_tag))
     defaults = GuestMeta(template=template)
     return GuestMeta(
         template=template,
@@ -80,6 +87,7 @@ def from_element(element: ET.Element) -> GuestMeta:
         state=element.get("state", defaults.state),
         options=options,
         ready=element.get("ready", defaults.ready),
+        host_keys=tuple(k for k in host_keys if k),
     )
 
 
@@ -96,6 +104,9 @@ def _render(meta: GuestMeta, prefix: str, declaration: str) -> str:
     options = "".join(
         f"<{prefix}{_OPTION} name={quoteattr(name)}>{escape(value)}</{prefix}{_OPTION}>"
         for name, value in meta.options
+    )
+    options += "".join(
+        f"<{prefix}{_HOSTKEY}>{escape(key)}</{prefix}{_HOSTKEY}>" for key in meta.host_keys
     )
     return f"<{prefix}{ELEMENT}{declaration}{text}>{options}</{prefix}{ELEMENT}>"
 

@@ -248,6 +248,18 @@ def test_rebuild_swaps_the_disk_and_keeps_the_domain(cli: Cli, no_libguestfs: li
     assert cli.host("a").locks == {}  # released
 
 
+def test_the_new_disks_host_keys_are_recorded_in_the_metadata(cli: Cli) -> None:
+    keys = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINEW",)
+
+    async def personalise(name: str) -> model.GuestTraits:
+        return model.GuestTraits(host_keys=keys)
+
+    cli.personalise_with(personalise)
+    assert cli.rebuild("web1") == 0, cli.stderr
+    after = cli.guest("a", "web1").mclu
+    assert after is not None and after.host_keys == keys and after.state == "ready"
+
+
 def test_a_shut_off_guest_is_rebuilt_and_stays_off(cli: Cli, no_libguestfs: list[str]) -> None:
     cli.host("a").guests["web1"] = built("web1", META, state=SHUTOFF)
     assert cli.rebuild("web1", "--json") == 0, cli.stderr

@@ -79,6 +79,17 @@ def test_authorized_keys_keep_existing_and_skip_duplicates() -> None:
     assert guest_text.authorized_keys_with("", []) == ""
 
 
+def test_public_host_keys_are_the_pub_files_without_comments() -> None:
+    keys_dir = Path(__file__).parent.parent / "data" / "hostkeys"
+    files = {p.name: p.read_bytes() for p in keys_dir.iterdir()}
+    files["ssh_host_ed25519_key"] = b"-----BEGIN OPENSSH PRIVATE KEY-----\n..."  # not recorded
+    keys = guest_text.public_host_keys(files)
+    assert [k.split()[0] for k in keys] == ["ecdsa-sha2-nistp256", "ssh-ed25519", "ssh-rsa"]
+    assert all(len(k.split()) == 2 for k in keys)
+    ed25519 = (keys_dir / "ssh_host_ed25519_key.pub").read_text().split()
+    assert keys[1] == f"{ed25519[0]} {ed25519[1]}"
+
+
 def test_root_home_from_passwd() -> None:
     assert guest_text.root_home("root:x:0:0:root:/var/root:/bin/sh\n") == "/var/root"
     assert guest_text.root_home("daemon:x:1:1::/usr/sbin:/bin/false\n") == "/root"

@@ -25,7 +25,13 @@ FULL = GuestMeta(
 
 def meta_from_json(path: Path) -> GuestMeta:
     data: dict[str, Any] = json.loads(path.read_text())
-    return GuestMeta(**{**data, "options": tuple(tuple(o) for o in data["options"])})
+    return GuestMeta(
+        **{
+            **data,
+            "options": tuple(tuple(o) for o in data["options"]),
+            "host_keys": tuple(data.get("host_keys", ())),
+        }
+    )
 
 
 def test_render_matches_the_recorded_text() -> None:
@@ -82,3 +88,22 @@ def test_find_in_domain_of_a_guest_mclu_did_not_make() -> None:
 def test_parse_refuses_what_mclu_did_not_write(text: str, message: str) -> None:
     with pytest.raises(metadata.MetadataError, match=message):
         metadata.parse(text)
+
+
+def test_host_keys_render_as_the_recorded_text() -> None:
+    expected = (DATA / "render-hostkeys.xml").read_text().strip()
+    assert metadata.render(meta_from_json(DATA / "render-hostkeys.json")) == expected
+
+
+def test_host_keys_parse_from_what_libvirt_returns_whitespace_and_all() -> None:
+    text = (DATA / "get-metadata-hostkeys.xml").read_text()
+    meta = metadata.parse(text)
+    assert meta == meta_from_json(DATA / "get-metadata-hostkeys.json")
+    assert [k.split()[0] for k in meta.host_keys] == ["ecdsa-sha2-nistp256", "ssh-ed25519"]
+
+
+@pytest.mark.parametrize("render", [metadata.render, metadata.render_for_set_metadata])
+def test_host_keys_round_trip(render: Any) -> None:
+    meta = meta_from_json(DATA / "render-hostkeys.json")
+    assert metadata.parse(render(meta)) == meta
+    assert metadata.parse(render(meta)).host_keys == meta.host_keys != ()
