@@ -505,6 +505,59 @@ class NoCapacity(MCLUError):
         return f" (not asked: {', '.join(self.unreachable)} did not answer)"
 
 
+class NetworkMissing(MCLUError):
+    """The host lacks the network a guest's NIC names: `network` is "network:NAME" (an active
+    libvirt network) or "bridge:NAME"; `networks` and `bridges` are what the host has (None:
+    it could not say)."""
+
+    msg = "{self.host}: {self.lack}: set network in hosts.toml or the template"
+
+    def __init__(
+        self,
+        *,
+        host: str,
+        network: str,
+        networks: Sequence[str] | None,
+        bridges: Sequence[str] | None,
+    ) -> None:
+        super().__init__(host)
+        self.host = host
+        self.network = network
+        self.networks = None if networks is None else tuple(networks)
+        self.bridges = None if bridges is None else tuple(bridges)
+
+    @property
+    def lack(self) -> str:
+        """What is missing and what the host has, without the host: placement's reason."""
+        kind, _, name = self.network.partition(":")
+        networks, bridges = _listed(self.networks), _listed(self.bridges)
+        if kind == "bridge":
+            return f"no bridge '{name}' (has: {bridges}; libvirt networks: {networks})"
+        return f"no libvirt network '{name}' active (has: {networks}; bridges: {bridges})"
+
+
+def _listed(names: Sequence[str] | None) -> str:
+    if names is None:
+        return "unknown"
+    return ", ".join(names) or "none"
+
+
+class DiskNameTaken(MCLUError):
+    """A file on the host already has the name the new guest's disk would get."""
+
+    msg = "{self.host}: a file already has the new disk's name: {self.path}"
+
+    def __init__(self, *, host: str, path: str) -> None:
+        super().__init__(host)
+        self.host = host
+        self.path = path
+
+    @property
+    def lack(self) -> str:
+        """The refusal without the host: placement's reason."""
+        return f"a file already has the new disk's name: {self.path}"
+
+
 # --- Building guests -------------------------------------------------------------------------
 
 

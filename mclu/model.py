@@ -93,6 +93,10 @@ class HostFacts:
     # libvirt's host UUID (capabilities host/uuid): two inventory entries reaching the same
     # UUID are one machine. "" when not known.
     host_uuid: str = ""
+    # Active libvirt networks and the host's bridges, sorted, as guests' NICs name them
+    # ("network:NAME", "bridge:NAME"); None when the host could not say (unknown).
+    networks: tuple[str, ...] | None = None
+    bridges: tuple[str, ...] | None = None
 
 
 class GuestState(enum.StrEnum):
@@ -221,6 +225,9 @@ class StorageFacts:
     free: int
     cached_bases: tuple[str, ...] = ()  # file names in the cache dir, e.g. "tiny.x86_64.r3.raw"
     leftovers: LeftoverScan | None = None  # read with them, in the same command
+    # The names of the files in the image directory (a new disk's name must be free); None:
+    # not read.
+    files: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)

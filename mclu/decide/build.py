@@ -67,7 +67,8 @@ class BuildPlan:
     guests: tuple[GuestPlan, ...]
     transport: str
     # What the user should know but that does not stop the build: hosts that did not answer,
-    # where the new names could not be checked (mclu keeps no state of its own to ask).
+    # where the new names could not be checked (mclu keeps no state of its own to ask), and
+    # hosts skipped for lacking a guest's network or having a file of its disk's name.
     warnings: tuple[str, ...] = ()
 
     @property
@@ -107,7 +108,7 @@ def plan_build(
 
     Raises, before any guest is placed: InvalidBuildOption, InvalidGuestName,
     DuplicateGuestName (exit code 2), UnknownHost, the pinned host's HostError, GuestExists;
-    then HostTooSmall or NoCapacity.
+    then the pinned host's NetworkMissing or DiskNameTaken, HostTooSmall, or NoCapacity.
     """
     sizing = _check_options(request, template)
     targets = _check_names(request, snapshot, storage, inventory_path)
@@ -116,6 +117,7 @@ def plan_build(
     # set that room aside up front so every fit check sees it.
     already = {c.name: _base_room(template.base, c) for c in candidates}
     guests: list[GuestPlan] = []
+    skipped: dict[tuple[str, str], list[str]] = {}  # (host, why) → the guests it was refused
     for name, pinned in targets:
         need = _need(template.base, sizing)
         chosen = placement.place(
@@ -125,7 +127,10 @@ def plan_build(
             already=already,
             guest=name,
             unreachable=_unasked(snapshot, storage),
+            refused=_refused(name, candidates, template, sizing),
         )
+        for host_why in chosen.skipped:
+            skipped.setdefault(host_why, []).append(name)
         already[chosen.host] = already[chosen.host] + need
         host = next(c for c in candidates if c.name == chosen.host)
         guests.append(_guest_plan(name, chosen, host, template, request, sizing, now, guests))
@@ -133,7 +138,11 @@ def plan_build(
         template=template,
         guests=tuple(guests),
         transport=request.transport,
-        warnings=_unchecked_names([name for name, _ in targets], snapshot),
+        warnings=_unchecked_names([name for name, _ in targets], snapshot)
+        + tuple(
+            f"{host} skipped for {', '.join(names)}: {why}"
+            for (host, why), names in skipped.items()
+        ),
     )
 
 
@@ -259,6 +268,26 @@ def _candidates(
 def _unasked(snapshot: Snapshot, storage: Mapping[str, StorageFacts]) -> list[str]:
     """Hosts that could not be considered: no answer, or no storage facts."""
     return [h for h in snapshot.order if h not in snapshot.ok or h not in storage]
+
+
+def _refused(
+    name: str,
+    candidates: Sequence[placement.Candidate],
+    template: ResolvedTemplate,
+    sizing: _Sizing,
+) -> dict[str, placement.Refusal]:
+    """The hosts that may not take guest `name`: its network missing, or its disk's name
+    taken by a file there."""
+    refused: dict[str, placement.Refusal] = {}
+    for c in candidates:
+        network = template.network or c.snapshot.spec.network
+        path = hostpaths.disk_path(c.storage.image_dir, name, full_copy=sizing.full_copy)
+        refusal = placement.network_missing(network, c.snapshot) or placement.disk_name_taken(
+            path, c
+        )
+        if refusal is not None:
+            refused[c.name] = refusal
+    return refused
 
 
 def _base_room(base: BaseImage, candidate: placement.Candidate) -> placement.Need:

@@ -7,6 +7,9 @@ Pure: snapshots in, a host name out. Memory and disk are never overcommitted:
   `reserve_cpus`, less the vCPUs of running guests (`HostSnapshot.vcpus_free`) and of this
   plan's earlier guests. Shut-off guests hold nothing, as libvirt sees it;
 - disk: the image directory's free bytes less this plan's earlier guests' disks there.
+A host that lacks the guest's network, or has a file of its new disk's name, is never chosen
+(`network_missing`, `disk_name_taken`): pinned to it, the refusal is the error; else it is
+skipped and the plan says why.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from dataclasses import dataclass
 
 from mclu import errors, sizes
 from mclu.model import HostSnapshot, StorageFacts
+
+# Why a host may not take a guest whatever its room.
+Refusal = errors.NetworkMissing | errors.DiskNameTaken
 
 
 @dataclass(frozen=True)
@@ -67,6 +73,32 @@ class Placement:
 
     host: str
     reason: str
+    skipped: tuple[tuple[str, str], ...] = ()  # (host, why) of those refused the guest
+
+
+def network_missing(network: str, host: HostSnapshot) -> errors.NetworkMissing | None:
+    """The refusal when the host lacks `network` ("network:NAME": an active libvirt network,
+    "bridge:NAME": a bridge); None when it has it, when the guest needs none ("user",
+    "none"), and when the host could not say (libvirt will, at start)."""
+    kind, _, name = network.partition(":")
+    have = {"network": host.facts.networks, "bridge": host.facts.bridges}.get(kind)
+    if have is None or name in have:
+        return None
+    return errors.NetworkMissing(
+        host=host.spec.name,
+        network=network,
+        networks=host.facts.networks,
+        bridges=host.facts.bridges,
+    )
+
+
+def disk_name_taken(path: str, candidate: Candidate) -> errors.DiskNameTaken | None:
+    """The refusal when a file in the image directory already has the new disk's name (None
+    when the scan did not list the directory's files)."""
+    files = candidate.storage.files
+    if files is None or path.rpartition("/")[2] not in files:
+        return None
+    return errors.DiskNameTaken(host=candidate.name, path=path)
 
 
 def room(candidate: Candidate, already: Need = NOTHING) -> Need:
@@ -118,23 +150,33 @@ def place(
     already: Mapping[str, Need] | None = None,
     guest: str = "the guest",
     unreachable: Sequence[str] = (),
+    refused: Mapping[str, Refusal] | None = None,
 ) -> Placement:
     """The host for one guest: `pinned` if it fits, else the best fit among `candidates`.
 
     `already` is what this plan has placed on each host before (summed per host). Among
     hosts that fit, the one with the most free memory after placing wins; ties go to fewer
     guests (counting those in `already`), then to inventory (candidate) order. `guest` and
-    `unreachable` only word the errors.
+    `unreachable` only word the errors. Hosts in `refused` are never chosen.
 
-    Raises HostTooSmall when the pinned host lacks room, NoCapacity when no candidate fits.
-    `pinned` must be one of the candidates: the caller reports unknown and unreachable hosts.
+    Raises the pinned host's refusal, HostTooSmall when it lacks room, NoCapacity when no
+    candidate fits. `pinned` must be one of the candidates: the caller reports unknown and
+    unreachable hosts.
     """
-    placed = already or {}
+    placed, barred = already or {}, refused or {}
     if pinned is not None:
+        if pinned in barred:
+            raise barred[pinned]
         return _place_pinned(need, _find(candidates, pinned), placed, guest)
-    fitting = [c for c in candidates if fits(need, c, placed.get(c.name, NOTHING))]
+    skipped = tuple((c.name, barred[c.name].lack) for c in candidates if c.name in barred)
+    fitting = [
+        c for c in candidates if c.name not in barred and fits(need, c, placed.get(c.name, NOTHING))
+    ]
     if not fitting:
-        rejected = [(c.name, _rejection(need, c, placed)) for c in candidates]
+        rejected = [
+            (c.name, barred[c.name].lack if c.name in barred else _rejection(need, c, placed))
+            for c in candidates
+        ]
         raise errors.NoCapacity(guest, str(need), rejected, unreachable)
     order = {c.name: i for i, c in enumerate(candidates)}
     best = min(
@@ -143,8 +185,8 @@ def place(
     )
     after = sizes.human(_memory_after(need, best, placed))
     if len(fitting) == 1 and len(candidates) > 1:
-        return Placement(best.name, f"only host with room: {after} memory free after")
-    return Placement(best.name, f"most free memory: {after} after")
+        return Placement(best.name, f"only host with room: {after} memory free after", skipped)
+    return Placement(best.name, f"most free memory: {after} after", skipped)
 
 
 def _place_pinned(

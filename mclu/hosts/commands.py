@@ -200,6 +200,8 @@ if [ -n "$2" ]; then
   printf '@dfstatus %s\n' "$?"
   echo @cache
   find "$cache" -maxdepth 1 -type f -name '*.raw' -printf '%f\n' 2>/dev/null
+  echo @files
+  find "$img" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null
 fi
 found=$(find "$img" "$cache" -maxdepth 1 -type f \( -name '*.partial-*' \
     -o -name '*.mclu-new' -o -name '*.mclu-rebuild' \) -printf '%T@ %p\n' 2>/dev/null)
@@ -219,8 +221,9 @@ true
 
 
 def storage_scan(image_dir: str) -> list[str]:
-    """The image directory's free bytes and cached bases, and the leftovers of interrupted
-    runs (partial files, which a process names, the locks held), in `@section` lines."""
+    """The image directory's free bytes, cached bases and the names in it (a new disk's
+    name must be free), and the leftovers of interrupted runs (partial files, which a
+    process names, the locks held), in `@section` lines."""
     return script(SCAN_SCRIPT, image_dir, "storage")
 
 

@@ -50,6 +50,9 @@ class FakeHost:
     domain_types: tuple[str, ...] = ("qemu", "kvm")
     # libvirt's host UUID; two FakeHosts given the same one are one machine under two names.
     host_uuid: str = field(default_factory=lambda: str(uuid_module.uuid4()))
+    # Active libvirt networks and bridges, as on libvirt's test driver; None: unknown.
+    networks: tuple[str, ...] | None = ("default",)
+    bridges: tuple[str, ...] | None = ()
     guests: dict[str, Guest] = field(default_factory=dict)
     # argv → result, for any command line; one not listed is run on `files` when it is one
     # of mclu.hosts.commands that acts on files, else raises Unsupported, as on a session
@@ -84,6 +87,8 @@ class FakeHost:
             domain_types=self.domain_types,
             libvirt_version="9.0.0",
             host_uuid=self.host_uuid,
+            networks=self.networks,
+            bridges=self.bridges,
         )
 
 

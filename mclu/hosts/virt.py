@@ -292,6 +292,8 @@ class LibvirtSession:
             domain_types=capabilities.domain_types,
             libvirt_version=facts.libvirt_version(conn.getLibVersion()),
             host_uuid=capabilities.host_uuid,
+            networks=_networks(conn, self.host),
+            bridges=_bridges(conn, self.host),
         )
 
     def _guests(self) -> tuple[Guest, ...]:
@@ -382,6 +384,42 @@ def _node_memory(connection: Any) -> facts.Memory:
     total = connection.getInfo()[1] * 1024 * 1024
     running = sum(g.memory for g in _guests_of(connection) if g.state.active)
     return facts.Memory(total=total, available=max(total - running, 0))
+
+
+def _networks(connection: Any, host: str) -> tuple[str, ...] | None:
+    """The active libvirt networks; None (unknown) where libvirt cannot list them."""
+    try:
+        return tuple(sorted(connection.listNetworks()))
+    except libvirt.libvirtError as e:
+        log.debug("%s: no list of libvirt networks: %s", host, e)
+        return None
+
+
+# libvirt names the tap devices it makes vnetN and macvtapN, and refuses those prefixes for
+# devices named by a user: never a bridge, and one per guest NIC, so not asked one by one.
+_NOT_BRIDGES = ("vnet", "macvtap", "macvlan", "lo")
+
+
+def _bridges(connection: Any, host: str) -> tuple[str, ...] | None:
+    """The host's bridges, from libvirt's interface driver (udev); None (unknown)
+    where it has none. An interface gone between the list and its XML is left out."""
+    try:
+        # All, not only active ones: udev calls a bridge without ports down, yet guests can join it.
+        interfaces = connection.listAllInterfaces(0)
+    except libvirt.libvirtError as e:
+        log.debug("%s: no list of interfaces: %s", host, e)
+        return None
+    described = []
+    for interface in interfaces:
+        if interface.name().startswith(_NOT_BRIDGES):
+            continue
+        with contextlib.suppress(libvirt.libvirtError):
+            described.append(interface.XMLDesc(0))
+    try:
+        return facts.parse_bridges(described)
+    except facts.ParseError as e:
+        log.debug("%s: interface XML not understood: %s", host, e)
+        return None
 
 
 def _guests_of(connection: Any) -> tuple[Guest, ...]:

@@ -7,7 +7,7 @@ tests/data/facts/. Sizes come out in bytes.
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from mclu.model import Guest, GuestState
@@ -87,6 +87,18 @@ def parse_node_memory_stats(stats: Mapping[str, int]) -> Memory:
         raise ParseError(f"node memory stats lack total or free: {sorted(stats)}")
     available = sum(stats.get(key, 0) for key in ("free", "buffers", "cached"))
     return Memory(total=stats["total"] * KIB, available=available * KIB)
+
+
+def parse_bridges(interface_xmls: Iterable[str]) -> tuple[str, ...]:
+    """The names of the bridges among interfaces, sorted, from each one's
+    `virInterfaceGetXMLDesc` XML (`<interface type='bridge' name='br0'>`)."""
+    bridges = set()
+    for xml in interface_xmls:
+        root = _parse_xml(xml, "interface")
+        name = root.get("name")
+        if root.get("type") == "bridge" and name:
+            bridges.add(name)
+    return tuple(sorted(bridges))
 
 
 def parse_domain_name(xml: str) -> str:

@@ -42,6 +42,7 @@ async def read(session: Session, spec: model.HostSpec) -> model.StorageFacts:
         free=parse_df_avail(df),
         cached_bases=parse_names("\n".join(sections.get("cache", []))),
         leftovers=parse_scan(sections),
+        files=tuple(sorted(sections["files"])) if "files" in sections else None,
     )
 
 

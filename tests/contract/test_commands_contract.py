@@ -419,6 +419,7 @@ async def test_storage_and_leftover_scans(host: Host) -> None:
     assert sections["dfstatus"] == ["0"]
     assert int(sections["df"][1]) > 0
     assert sections["cache"] == [posixpath.basename(cached)]
+    assert {posixpath.basename(partial), "mclu-templates"} <= set(sections["files"])
     assert [line.partition(" ")[2] for line in sections["partial"]] == [partial]
     leftovers = await host.run(commands.leftover_scan(host.directory))
     sections = storage.parse_sections(leftovers.stdout.decode())

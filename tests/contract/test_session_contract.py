@@ -41,6 +41,15 @@ async def test_facts(target: Target) -> None:
     assert re.fullmatch(r"\d+\.\d+\.\d+", facts.libvirt_version)
 
 
+async def test_facts_name_active_networks_and_bridges(target: Target) -> None:
+    # The test driver's network "default" is active and it has no bridge; the fake copies it;
+    # a sandbox host answers from its libvirtd and udev. Every one of them can say.
+    facts = await target.session.facts()
+    assert facts.networks is not None and list(facts.networks) == sorted(facts.networks)
+    assert facts.bridges is not None and list(facts.bridges) == sorted(facts.bridges)
+    assert "lo" not in facts.bridges
+
+
 async def test_guests_of_a_known_host(target: Target) -> None:
     if not target.preloaded:
         pytest.skip("the sandbox host's other guests are not this test's to know")

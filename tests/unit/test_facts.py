@@ -46,6 +46,16 @@ def test_node_memory_stats(path: Path, expected: dict[str, int]) -> None:
     assert facts.parse_node_memory_stats(stats) == facts.Memory(**expected)
 
 
+@pytest.mark.parametrize(("path", "expected"), cases("interfaces", "*.input.json"))
+def test_bridges(path: Path, expected: dict[str, list[str]]) -> None:
+    assert facts.parse_bridges(json.loads(path.read_text())) == tuple(expected["bridges"])
+
+
+def test_bridges_refuse_what_is_not_interface_xml() -> None:
+    with pytest.raises(facts.ParseError):
+        facts.parse_bridges(["<network><name>default</name></network>"])
+
+
 @pytest.mark.parametrize(("path", "expected"), cases("domain", "*.xml"))
 def test_guest(path: Path, expected: dict[str, Any]) -> None:
     guest = facts.parse_guest(

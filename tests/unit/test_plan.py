@@ -108,13 +108,20 @@ def host_from(
         cpus=h["cpus"],
         memory_total=spec.memory or 0,
         memory_free=spec.memory or 0,
+        networks=_names(h.get("networks")),
+        bridges=_names(h.get("bridges")),
     )
     guests = tuple(
         Guest(name=g, uuid=f"uuid-{g}", state=GuestState(state), vcpus=vcpus, memory=size(memory))
         for g, memory, vcpus, state in h["guests"]
     )
     cached = (base.cache_name,) if h["cached"] else ()
-    return HostSnapshot(spec, facts, guests), StorageFacts(IMAGES, size(h["disk_free"]), cached)
+    storage = StorageFacts(IMAGES, size(h["disk_free"]), cached, files=_names(h.get("files")))
+    return HostSnapshot(spec, facts, guests), storage
+
+
+def _names(listed: list[str] | None) -> tuple[str, ...] | None:
+    return None if listed is None else tuple(listed)
 
 
 def cluster(
