@@ -90,3 +90,50 @@ def test_list_flags_one_name_on_two_hosts(cli: Cli) -> None:
         ("nu-h", "c", True),
     ]
     assert cli.stderr == ""  # --json: the field says it
+
+
+# --- networks and disk names (issue 12): refused before anything is made ----------------------
+
+
+def test_a_pinned_host_without_the_network_is_one_line_before_anything_is_made(cli: Cli) -> None:
+    cli.give_key()
+    cli.cluster.hosts["b"].networks, cli.cluster.hosts["b"].bridges = (), ("br0",)
+    assert cli("build", "tiny", "web1", "--on", "b") == 1
+    assert cli.stderr == (
+        "mclu: error: b: no libvirt network 'default' active (has: none; bridges: br0): set "
+        "network in hosts.toml or the template\n"
+    )
+    for host in cli.cluster.hosts.values():
+        assert host.guests == {} and host.ran == [tuple(commands.storage_scan(IMAGES))]
+
+
+def test_a_pinned_host_with_a_file_of_the_disks_name_is_one_line(cli: Cli) -> None:
+    cli.give_key()
+    cli.cluster.hosts["b"].commands = dict(
+        [
+            fake.canned(
+                commands.storage_scan(IMAGES),
+                b"@now 1\n@df\nAvail\n99999999999\n@dfstatus 0\n@cache\n@files\nweb1.qcow2\n"
+                b"@partial\n@locks\n@proclocks\n",
+            )
+        ]
+    )
+    assert cli("build", "tiny", "b:web1") == 1
+    assert cli.stderr == (
+        f"mclu: error: b: a file already has the new disk's name: {IMAGES}/web1.qcow2\n"
+    )
+    assert not any(h.guests for h in cli.cluster.hosts.values())
+
+
+def test_dry_run_says_why_hosts_were_skipped(cli: Cli) -> None:
+    cli.give_key()
+    for name in ("a", "b"):
+        cli.cluster.hosts[name].networks = ()
+    assert cli("build", "tiny", "web1", "web2", "--dry-run") == 0, cli.stderr
+    lines = cli.stdout.splitlines()
+    assert [line.split()[:3] for line in lines[1:3]] == [["web1", "→", "c"], ["web2", "→", "c"]]
+    assert lines[-2:] == [
+        f"warning: {h} skipped for web1, web2: no libvirt network 'default' active (has: none; "
+        "bridges: none)"
+        for h in ("a", "b")
+    ]
