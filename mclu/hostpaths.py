@@ -11,6 +11,17 @@ from mclu.model import BaseImage
 
 CACHE_DIR = "mclu-templates"  # under a host's image directory: one file per base and revision
 LOCK_DIR = ".mclu-locks"  # under a host's image directory: one lock file per guest
+LOCK_SUFFIX = ".lock"  # a guest's lock file: `NAME.lock` in LOCK_DIR
+# The names a run gives the files it makes and then renames or removes; `mclu cleanup` knows
+# the ones an interrupted run left by them (`mclu.read.storage`).
+PARTIAL_INFIX = ".partial-"  # `DEST.partial-TOKEN[-GUEST]`: a file being sent or copied
+NEW_SUFFIX = ".mclu-new"  # `DISK.mclu-new`: a disk made aside, then linked into place
+REBUILD_SUFFIX = ".mclu-rebuild"  # `DISK.mclu-rebuild`: a rebuild's replacement disk
+OLD_SUFFIX = ".mclu-old"  # `DISK.mclu-old`: a rebuild's old disk while the new one is tried
+DISK_SUFFIXES = (NEW_SUFFIX, REBUILD_SUFFIX)  # a disk being made, after its guest's disk name
+# find(1) -name patterns of those files, as the storage scan looks for them
+LEFTOVER_PATTERNS = (f"*{PARTIAL_INFIX}*", f"*{NEW_SUFFIX}", f"*{REBUILD_SUFFIX}")
+NBD_SOCKET_DIR = "/tmp/mclu-nbd"  # `/tmp/mclu-nbd[-GUEST].TOKEN`: an NBD server's socket
 # Where the serial console is logged on the host: `mclu console` and tests read it to see
 # the guest boot. libvirt's own qemu log directory, which virtlogd may write to.
 CONSOLE_LOG = "/var/log/libvirt/qemu/{name}-console.log"
@@ -38,7 +49,34 @@ def lock_dir(image_dir: str) -> str:
 
 def lock_file(image_dir: str, name: str) -> str:
     """The lock file of guest `name`; the caller checks that name is a guest name."""
-    return posixpath.join(image_dir, LOCK_DIR, f"{name}.lock")
+    return posixpath.join(image_dir, LOCK_DIR, f"{name}{LOCK_SUFFIX}")
+
+
+def partial_file(dest: str, token: str, owner: str | None = None) -> str:
+    """The name beside `dest` of the file being written in its place: `DEST.partial-TOKEN`
+    (the caller draws TOKEN at random), with `-OWNER` when a guest's lock covers the run."""
+    return f"{dest}{PARTIAL_INFIX}{token}{'-' + owner if owner else ''}"
+
+
+def new_file(path: str) -> str:
+    """Where a disk is made before it is linked into place at `path`."""
+    return path + NEW_SUFFIX
+
+
+def rebuild_disk(disk: str) -> str:
+    """Where a rebuild makes the replacement of `disk`, beside it."""
+    return disk + REBUILD_SUFFIX
+
+
+def old_disk(disk: str) -> str:
+    """The second name a rebuild gives the old `disk` while the new one is tried."""
+    return disk + OLD_SUFFIX
+
+
+def nbd_socket_dir(token: str, owner: str | None = None) -> str:
+    """A private directory for an NBD server's socket (the caller draws TOKEN at random),
+    named after the guest whose lock the caller holds, if any."""
+    return f"{NBD_SOCKET_DIR}{'-' + owner if owner else ''}.{token}"
 
 
 def console_log(name: str) -> str:

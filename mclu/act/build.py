@@ -35,7 +35,7 @@ from collections.abc import (
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mclu import errors, images, model
+from mclu import errors, hostpaths, images, model
 from mclu.act import waiting
 from mclu.cancellation import uninterrupted
 from mclu.decide import build as plan
@@ -293,7 +293,7 @@ async def _create_disk(session: Session, guest: plan.GuestPlan, undo: Undo) -> N
     `ln` refuses to replace an existing file, so a disk of the same name (another build, a
     pet's disk) is never overwritten, even by a build that raced this one.
     """
-    temp = f"{guest.disk_path}.mclu-new"
+    temp = hostpaths.new_file(guest.disk_path)
     if guest.spec.disk_format == "qcow2":
         argv = commands.image_create(temp, "qcow2", guest.disk_size, guest.base_path, "raw")
     else:

@@ -257,7 +257,7 @@ async def _create_disk(session: Session, disk: Disk) -> None:
 
     Made aside and linked into place: `ln` never replaces a file that appeared meanwhile.
     """
-    temp = f"{disk.path}.mclu-new"
+    temp = hostpaths.new_file(disk.path)
     image = commands.image_create(
         temp, disk.format, disk.virtual_size, disk.backing, disk.backing_format
     )

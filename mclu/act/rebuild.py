@@ -38,14 +38,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from mclu import errors, model
+from mclu import errors, hostpaths, model
 from mclu.act import build, lifecycle, locks, migrate, waiting
 from mclu.decide import build as plan
 from mclu.decide import readiness
 from mclu.decide.migrate import Disk
 from mclu.decide.rebuild import (
-    NEW_SUFFIX,
-    OLD_SUFFIX,
     Rebuild,
     RebuildPlan,
     changed,
@@ -262,8 +260,8 @@ async def _system_disk(session: Session, guest: model.Guest) -> Disk:
 async def _clear_leftovers(session: Session, host: str, name: str, disk: str) -> None:
     """Remove what a killed run (one that could not undo) may have left: the half-made new
     disk always; the old disk's link only while it is still the same file as the disk."""
-    new, old = disk + NEW_SUFFIX, disk + OLD_SUFFIX
-    await session.run(commands.remove(new, f"{new}.mclu-new"))
+    new, old = hostpaths.rebuild_disk(disk), hostpaths.old_disk(disk)
+    await session.run(commands.remove(new, hostpaths.new_file(new)))
     if (await session.run(commands.exists(old), check=False)).exit_status != 0:
         return
     if (await session.run(commands.same_file(old, disk), check=False)).exit_status == 0:
@@ -365,7 +363,7 @@ class _Run:
         is right whether the step happened or not, so a cancellation at any point (even in
         the middle of a step) is undone correctly."""
         session, name, stop_timeout = self.session, self.item.name, self.stop_timeout
-        old = disk + OLD_SUFFIX
+        old = hostpaths.old_disk(disk)
         if self.was_running:
             self.say("stopping the old guest")
             self.stopped = True
@@ -434,7 +432,7 @@ class _Run:
 
     async def finish(self, disk: str) -> None:
         """The new guest is in place: the old disk goes; failing that is only reported."""
-        old = disk + OLD_SUFFIX
+        old = hostpaths.old_disk(disk)
         try:
             await self.session.run(commands.remove(old))
         except errors.MCLUError as e:

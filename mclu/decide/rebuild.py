@@ -23,8 +23,6 @@ from mclu.decide.guests import find_guest, is_file_path, split_ref
 from mclu.decide.migrate import Disk
 from mclu.model import Snapshot, StorageFacts
 
-NEW_SUFFIX = ".mclu-rebuild"  # the replacement disk while it is made
-OLD_SUFFIX = ".mclu-old"  # the old disk while the new one is tried
 # The steps after the guest's lock is taken that ask its host what the snapshot said already:
 # another run may have changed the guest, its disk or left files beside it meanwhile.
 LOCK_CHECKS = ("re-read the guest", "read disk", "clear leftovers")
@@ -341,7 +339,7 @@ def new_disk(item: Rebuild, spec: model.HostSpec, disk: Disk, built: str) -> pla
         raise errors.NotRebuildable(
             item.host, item.name, f"its disk {disk.path} is {disk.format}, not qcow2 or raw"
         )
-    path = disk.path + NEW_SUFFIX
+    path = hostpaths.rebuild_disk(disk.path)
     meta = dataclasses.replace(
         item.meta, revision=item.revision, built=built, state=model.BuildState.READY
     )
@@ -387,7 +385,7 @@ def outcome(
     if problems:
         return (
             f"restoring {name} failed ({'; '.join(problems)}); its old disk may be "
-            f"{old_disk}{OLD_SUFFIX}: check it"
+            f"{hostpaths.old_disk(old_disk)}: check it"
         )
     if not stopped and not swapped:
         return f"{name} is unchanged" + (" and running" if was_running else "")

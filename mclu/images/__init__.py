@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from mclu import errors
+from mclu import errors, hostpaths
 from mclu.hosts import commands
 from mclu.hosts.session import Session
 from mclu.images import nbd as nbd
@@ -75,8 +75,7 @@ def partial_name(dest: str, owner: str | None = None) -> str:
     """A fresh name beside dest for the file being written: `dest.partial-<random>`, with
     `-<owner>` when a guest's lock covers the run writing it (`mclu cleanup` then knows
     that the file is left over as soon as that lock is free)."""
-    suffix = f"-{owner}" if owner else ""
-    return f"{dest}.partial-{secrets.token_hex(4)}{suffix}"
+    return hostpaths.partial_file(dest, secrets.token_hex(4), owner)
 
 
 async def send_atomically(

@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from mclu import errors
+from mclu import errors, hostpaths
 from mclu.hosts import commands
 from mclu.hosts.session import Background, Session, command_failed, command_line
 from mclu.images.stream import check_size, transfer_timeout
@@ -114,7 +114,7 @@ def _check(host: str, server: Background, argv: tuple[str, ...]) -> None:
 def socket_directory(owner: str | None = None) -> str:
     """A fresh name for a private directory on the host to hold an NBD socket; with the name
     of the guest whose lock the caller holds, if any."""
-    return f"/tmp/mclu-nbd{'-' + owner if owner else ''}.{secrets.token_hex(4)}"
+    return hostpaths.nbd_socket_dir(secrets.token_hex(4), owner)
 
 
 @contextlib.asynccontextmanager

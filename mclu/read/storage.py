@@ -126,12 +126,12 @@ def held_locks(lock_files: list[str], proc_locks: list[str]) -> tuple[str, ...]:
     for line in lock_files:
         parts = line.split(" ", 2)
         if len(parts) == 3 and parts[1].isdigit() and int(parts[1]) in held:
-            names.append(parts[2].removesuffix(".lock"))
+            names.append(parts[2].removesuffix(hostpaths.LOCK_SUFFIX))
     return tuple(sorted(names))
 
 
-_PARTIAL_OWNER = re.compile(r"\.partial-[0-9a-f]{8}-(?P<owner>.+)$")
-_DISK_SUFFIXES = (".mclu-new", ".mclu-rebuild")
+_PARTIAL_OWNER = re.compile(re.escape(hostpaths.PARTIAL_INFIX) + r"[0-9a-f]{8}-(?P<owner>.+)$")
+_DISK_SUFFIXES = hostpaths.DISK_SUFFIXES
 _DISK_EXTENSIONS = (".qcow2", ".img", ".raw")
 
 
