@@ -162,6 +162,38 @@ class Guest:
     mclu: GuestMeta | None = None
     persistent: bool = True
     autostart: bool = False  # libvirt starts it when its host (libvirtd) starts
+    # Its NICs as GuestSpec.network words ("network:default", "bridge:br0", "user"), in
+    # domain order: `mclu ssh` reaches a guest on a libvirt network through its host.
+    networks: tuple[str, ...] = ()
+
+
+class AddressSource(enum.StrEnum):
+    """Where a guest's address was learnt (docs/networking.md, "How addresses are found")."""
+
+    LEASE = "lease"  # the DHCP leases of the libvirt network the guest is on
+    AGENT = "agent"  # the QEMU guest agent, from inside the guest
+    ARP = "arp"  # the host's neighbour table (ARP, IPv4)
+
+
+@dataclass(frozen=True)
+class Address:
+    """One address of a guest's NIC, and where it was learnt."""
+
+    ip: str  # without prefix length, e.g. "192.168.122.7" or "fe80::5054:ff:fe12:3456"
+    family: int  # 4 or 6
+    source: AddressSource
+    mac: str = ""  # the NIC's MAC, lower case; "" when the source does not say
+    prefix: int | None = None  # the network's prefix length, when the source says it
+
+
+@dataclass(frozen=True)
+class GuestAddresses:
+    """What the sources asked knew of one guest's addresses: the addresses (each once, by the
+    first source that knew it), or why none did (`no lease, no agent, ...`)."""
+
+    addresses: tuple[Address, ...] = ()
+    why_none: str = ""  # "" when addresses is not empty
+    asked: tuple[AddressSource, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -174,6 +206,8 @@ class HostSnapshot:
     # What interrupted runs may have left on the host (`storage.scan_leftovers`); None when
     # it was not looked at or could not be.
     leftovers: LeftoverScan | None = None
+    # Running guests' addresses by guest name (`read.addresses`), when the read asked for them.
+    addresses: dict[str, GuestAddresses] | None = None
 
     @property
     def active_guests(self) -> tuple[Guest, ...]:

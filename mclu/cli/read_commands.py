@@ -14,7 +14,7 @@ from mclu import errors, model, sizes
 from mclu.cli import commands, output
 from mclu.config import inventory
 from mclu.model import Snapshot
-from mclu.read import snapshot
+from mclu.read import addresses, snapshot
 from mclu.read.snapshot import Found
 
 
@@ -31,7 +31,8 @@ async def status(args: argparse.Namespace, env: commands.Env) -> int:
 
 async def list_guests(args: argparse.Namespace, env: commands.Env) -> int:
     inv, hosts = commands.load_hosts(args, env)
-    snap = await snapshot.take(hosts, env.open_session, limit=inv.parallel)
+    wanted = addresses.Wanted(addresses.LIST_SOURCES)
+    snap = await snapshot.take(hosts, env.open_session, limit=inv.parallel, addresses=wanted)
     if args.json:
         env.printer.json(list_json(snap))
     else:
@@ -48,10 +49,12 @@ async def info(args: argparse.Namespace, env: commands.Env) -> int:
     inv, hosts = commands.load_hosts(args, env)
     if ref.host is not None:
         hosts = inventory.select(inv, names=[ref.host])
-    snap = await snapshot.take(hosts, env.open_session, limit=inv.parallel)
+    wanted = addresses.Wanted(addresses.INFO_SOURCES, names=frozenset([ref.name]))
+    snap = await snapshot.take(hosts, env.open_session, limit=inv.parallel, addresses=wanted)
     found = snapshot.find_guest(snap, ref)
     if args.json:
-        env.printer.json({"guest": guest_json(found.host.spec.name, found.guest)})
+        known = _addresses_of(found.host, found.guest)
+        env.printer.json({"guest": guest_json(found.host.spec.name, found.guest, known)})
     else:
         env.printer.text(info_text(found))
     if snap.failed:
@@ -136,6 +139,8 @@ def guest_rows(snapshot: Snapshot) -> list[tuple[str, model.Guest]]:
 
 
 def list_table(snapshot: Snapshot) -> str:
+    """The guests, one a row; an ADDRESSES column only when some guest has a known address,
+    so that a cluster whose guests have none lists exactly as before addresses were read."""
     rows = [
         [
             g.name,
@@ -149,7 +154,25 @@ def list_table(snapshot: Snapshot) -> str:
         for host, g in guest_rows(snapshot)
     ]
     headers = ["NAME", "HOST", "STATE", "vCPUS", "MEMORY", "TEMPLATE", "BUILT"]
+    shown = [address_cell(_addresses_of(snapshot.ok[host], g)) for host, g in guest_rows(snapshot)]
+    if any(shown):
+        headers.append("ADDRESSES")
+        rows = [[*row, cell] for row, cell in zip(rows, shown, strict=True)]
     return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
+
+
+def _addresses_of(host: model.HostSnapshot, guest: model.Guest) -> model.GuestAddresses | None:
+    return None if host.addresses is None else host.addresses.get(guest.name)
+
+
+def address_cell(known: model.GuestAddresses | None) -> str:
+    """`list`'s ADDRESSES cell: each address but IPv6 link-local ones, with its source
+    (`192.168.122.7 (lease), 2001:db8::7 (arp)`); "" when none is known."""
+    if known is None:
+        return ""
+    return ", ".join(
+        f"{a.ip} ({a.source})" for a in known.addresses if not a.ip.lower().startswith("fe80:")
+    )
 
 
 def _guest_state(host: model.HostSnapshot, guest: model.Guest) -> str:
@@ -162,7 +185,10 @@ def list_json(snapshot: Snapshot) -> dict[str, Any]:
     twice = duplicate_names(snapshot)
     return {
         "guests": [
-            {**guest_json(host, g), "duplicate": g.name in twice}
+            {
+                **guest_json(host, g, _addresses_of(snapshot.ok[host], g)),
+                "duplicate": g.name in twice,
+            }
             for host, g in guest_rows(snapshot)
         ],
         "failed_hosts": [output.host_json(n, e) for n, e in snapshot.failed.items()],
@@ -197,7 +223,10 @@ def _and(words: Sequence[str]) -> str:
     return " and ".join(words) if len(words) < 3 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
-def guest_json(host: str, guest: model.Guest) -> dict[str, Any]:
+def guest_json(
+    host: str, guest: model.Guest, known: model.GuestAddresses | None = None
+) -> dict[str, Any]:
+    """GUEST of docs/cli.md; `addresses` [] and `addresses_unknown` null when not asked."""
     meta = guest.mclu
     return {
         "name": guest.name,
@@ -220,6 +249,18 @@ def guest_json(host: str, guest: model.Guest) -> dict[str, Any]:
             "ready": meta.ready or None,
             "options": dict(meta.options),
         },
+        "addresses": [] if known is None else [address_json(a) for a in known.addresses],
+        "addresses_unknown": (known.why_none or None) if known is not None else None,
+    }
+
+
+def address_json(address: model.Address) -> dict[str, Any]:
+    return {
+        "ip": address.ip,
+        "family": address.family,
+        "prefix": address.prefix,
+        "mac": address.mac or None,
+        "source": str(address.source),
     }
 
 
@@ -237,6 +278,7 @@ def info_text(found: Found) -> str:
         ("Autostart", "yes" if g.autostart else "no"),
     ]
     rows += [("Disk", d) for d in g.disks]
+    rows += _address_rows(_addresses_of(found.host, g))
     if g.mclu:
         rows += [("Template", _template(g)), ("Built", g.mclu.built), ("Build state", g.mclu.state)]
         if g.mclu.ready:
@@ -245,6 +287,20 @@ def info_text(found: Found) -> str:
     else:
         rows.append(("Template", "(not built by mclu)"))
     return tabulate([(f"{k}:", v) for k, v in rows], tablefmt="plain", disable_numparse=True)
+
+
+def _address_rows(known: model.GuestAddresses | None) -> list[tuple[str, str]]:
+    """`IPv4: 192.168.122.7/24 (lease, 52:54:00:12:34:56)` per address, or why none is known."""
+    if known is None:
+        return []
+    if not known.addresses:
+        return [("Addresses", f"none known ({known.why_none})")]
+    rows = []
+    for a in known.addresses:
+        prefix = f"/{a.prefix}" if a.prefix is not None else ""
+        via = f"{a.source}, {a.mac}" if a.mac else str(a.source)
+        rows.append((f"IPv{a.family}", f"{a.ip}{prefix} ({via})"))
+    return rows
 
 
 def _template(guest: model.Guest) -> str:

@@ -186,19 +186,15 @@ def console_tail(name: str, size: int) -> list[str]:
 
 # --- cleanup, delete, prune, storage scan ------------------------------------------------------
 
-# One command, on the image directory "$1" and mclu's cache "$2" and lock directory "$3" in
-# it (`mclu.hostpaths` names them): the host's clock; with "$4" the free space, the cached
-# bases and the names in the image directory; mclu's partial files (find patterns "$6"...) in
-# the image and cache directories, each with its modification time; which of them a process
-# names on its command line (a writer, a server: the candidate paths reach grep on its stdin,
-# so no command line here names them); the guests' lock files (pattern "$5"); and the
+# One command: the host's clock; with "$2" the free space and the cached bases; mclu's
+# partial files in the image and cache directories, each with its modification time; which
+# of them a process names on its command line (a writer, a server: the candidate paths reach
+# grep on its stdin, so no command line here names them); the guests' lock files; and the
 # kernel's list of flocks held. /proc is read only when there are candidates; everything is
 # best effort (a missing directory is an empty one). `mclu.read.storage` parses its sections.
-SCAN_SCRIPT = r"""img=$1; cache=$2; locks=$3; storage=$4; lock=$5; shift 5
-# the partial files' patterns as find's `-name P1 -o -name P2 ...`
-n=$#; for p; do set -- "$@" -o -name "$p"; done; shift "$((n + 1))"
+SCAN_SCRIPT = r"""img=$1; cache=$img/mclu-templates
 printf '@now %s\n' "$(date +%s)"
-if [ -n "$storage" ]; then
+if [ -n "$2" ]; then
   echo @df
   df --output=avail -B1 -- "$img" 2>&1
   printf '@dfstatus %s\n' "$?"
@@ -207,7 +203,8 @@ if [ -n "$storage" ]; then
   echo @files
   find "$img" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null
 fi
-found=$(find "$img" "$cache" -maxdepth 1 -type f \( "$@" \) -printf '%T@ %p\n' 2>/dev/null)
+found=$(find "$img" "$cache" -maxdepth 1 -type f \( -name '*.partial-*' \
+    -o -name '*.mclu-new' -o -name '*.mclu-rebuild' \) -printf '%T@ %p\n' 2>/dev/null)
 echo @partial
 if [ -n "$found" ]; then
   printf '%s\n' "$found"
@@ -216,7 +213,7 @@ if [ -n "$found" ]; then
     | sort -u
 fi
 echo @locks
-find "$locks" -maxdepth 1 -type f -name "$lock" -printf '%D %i %f\n' 2>/dev/null
+find "$img/.mclu-locks" -maxdepth 1 -type f -name '*.lock' -printf '%D %i %f\n' 2>/dev/null
 echo @proclocks
 grep -F FLOCK /proc/locks 2>/dev/null
 true
@@ -227,24 +224,12 @@ def storage_scan(image_dir: str) -> list[str]:
     """The image directory's free bytes, cached bases and the names in it (a new disk's
     name must be free), and the leftovers of interrupted runs (partial files, which a
     process names, the locks held), in `@section` lines."""
-    return _scan(image_dir, storage=True)
+    return script(SCAN_SCRIPT, image_dir, "storage")
 
 
 def leftover_scan(image_dir: str) -> list[str]:
     """`storage_scan` without the free bytes and cached bases: the leftovers only."""
-    return _scan(image_dir, storage=False)
-
-
-def _scan(image_dir: str, *, storage: bool) -> list[str]:
-    return script(
-        SCAN_SCRIPT,
-        image_dir,
-        hostpaths.cache_dir(image_dir),
-        hostpaths.lock_dir(image_dir),
-        "storage" if storage else "",
-        f"*{hostpaths.LOCK_SUFFIX}",
-        *hostpaths.LEFTOVER_PATTERNS,
-    )
+    return script(SCAN_SCRIPT, image_dir)
 
 
 def base_ages(cache_dir: str) -> list[str]:
@@ -335,3 +320,39 @@ def disk_info(disks: Sequence[str]) -> list[str]:
 def existing(paths: Sequence[str]) -> list[str]:
     """Each of `paths` that exists (any kind of file), one a line."""
     return script('for f; do [ -e "$f" ] && echo "$f"; done; true', *paths)
+
+
+# --- guests' neighbour entries (read.addresses) -----------------------------------------------
+
+# A bridged guest is in the host's neighbour table only once the host has talked to it. One
+# UDP datagram to the discard port of every address of each bridge's IPv4 subnet (/22 or
+# smaller) makes the kernel ask ARP for each; the guests' answers fill the table, which libvirt
+# reads as VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP. bash's /dev/udp sends them without starting
+# a process per address and without any tool the host may lack (no ping, arping or fping);
+# nothing waits for answers beyond the last 0.2 s.
+PROVOKE_NEIGHBOURS_SCRIPT = r"""
+ip -o -4 addr show | while read -r _ dev _ cidr _; do
+  [ -d "/sys/class/net/$dev/bridge" ] || continue
+  len=${cidr#*/}; ip=${cidr%/*}
+  [ "$len" -ge 22 ] && [ "$len" -le 30 ] || continue
+  IFS=. read -r a b c d <<< "$ip"
+  own=$(( (a << 24) | (b << 16) | (c << 8) | d )); size=$(( 1 << (32 - len) ))
+  base=$(( own & ~(size - 1) & 0xffffffff ))
+  for (( i = 1; i < size - 1; i++ )); do
+    x=$(( base + i )); [ "$x" -eq "$own" ] && continue
+    echo > "/dev/udp/$(( x >> 24 & 255 )).$(( x >> 16 & 255 )).$(( x >> 8 & 255 )).$(( x & 255 ))/9"
+  done 2> /dev/null
+done
+sleep 0.2
+"""
+
+
+def provoke_neighbours() -> list[str]:
+    """Make the host send one datagram to every address of its bridges' IPv4 subnets (/22
+    or smaller), so that guests on them enter its neighbour table; ends 0.2 s after."""
+    return ["bash", "-c", PROVOKE_NEIGHBOURS_SCRIPT]
+
+
+def neighbours() -> list[str]:
+    """The host's IPv4 neighbour table (`IP dev DEV lladdr MAC STATE` a line)."""
+    return ["ip", "-4", "neigh", "show"]

@@ -32,7 +32,7 @@ from mclu.hosts.session import (
     command_failed,
     command_line,
 )
-from mclu.model import Guest, GuestMeta, GuestState, HostFacts, HostSpec
+from mclu.model import Address, AddressSource, Guest, GuestMeta, GuestState, HostFacts, HostSpec
 from mclu.read import facts
 
 GIB = 1 << 30
@@ -74,6 +74,9 @@ class FakeHost:
     consoles: dict[str, str] = field(default_factory=dict)
     # Its files, on which the command lines of mclu.hosts.commands act (those not canned).
     files: Files = field(default_factory=Files)
+    # What each source knows of a guest's addresses (each Address names its source), by
+    # guest name: given while the guest runs, as libvirt does.
+    addresses: dict[str, tuple[Address, ...]] = field(default_factory=dict)
 
     def facts(self) -> HostFacts:
         """Facts as libvirt would give them; running guests' memory is not free."""
@@ -166,6 +169,12 @@ class FakeSession:
     async def agent_ping(self, name: str, timeout: int) -> bool:
         guest = self._guest(name)
         return guest.state.active and name in self._fake.agents
+
+    async def addresses(self, name: str, source: AddressSource) -> tuple[Address, ...]:
+        guest = self._guest(name)
+        if not guest.state.active:
+            return ()
+        return tuple(a for a in self._fake.addresses.get(name, ()) if a.source == source)
 
     async def migrate(
         self,

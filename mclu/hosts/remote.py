@@ -22,7 +22,8 @@ from mclu.hosts.session import (
     MigrationTarget,
     Terminal,
 )
-from mclu.model import Guest, GuestMeta, HostFacts, HostSpec
+from mclu.model import Address, AddressSource, Guest, GuestMeta, HostFacts, HostSpec
+from mclu.read import addresses
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class SshSession:
         self._ssh = connection
         self._libvirt = libvirt
         self._stack = stack
+        self._neighbours: dict[str, list[tuple[str, int | None]]] | None = None
 
     async def facts(self) -> HostFacts:
         """libvirt's facts: memory from its node stats over all NUMA cells.
@@ -81,6 +83,21 @@ class SshSession:
     async def agent_ping(self, name: str, timeout: int) -> bool:
         return await self._libvirt.agent_ping(name, timeout)
 
+    async def addresses(self, name: str, source: AddressSource) -> tuple[Address, ...]:
+        """ARP from the host's neighbour table read here (`ip neigh`), not by libvirt: libvirt
+        9.0 reads it over netlink and fails on newer kernels ("wrong nlmsg len"). The table
+        is read once for all the guests asked after it, until the next command is run (a
+        command such as commands.provoke_neighbours changes it)."""
+        if source != AddressSource.ARP:
+            return await self._libvirt.addresses(name, source)
+        macs = await self._libvirt.interface_macs(name)
+        if not macs:  # not running, or no NIC
+            return ()
+        if self._neighbours is None:
+            listed = await self._ssh.run(commands.neighbours())
+            self._neighbours = addresses.parse_neighbours(listed.stdout.decode(errors="replace"))
+        return addresses.from_neighbours(self._neighbours, macs)
+
     async def migrate(
         self,
         name: str,
@@ -99,6 +116,7 @@ class SshSession:
         check: bool = True,
         timeout: float | None = None,
     ) -> CommandResult:
+        self._neighbours = None  # the command may change the neighbour table
         return await self._ssh.run(argv, input=input, check=check, timeout=timeout)
 
     def background(self, argv: Sequence[str]) -> AbstractAsyncContextManager[Background]:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from mclu import errors
-from mclu.model import Guest, GuestMeta, HostFacts
+from mclu.model import Address, AddressSource, Guest, GuestMeta, HostFacts
 
 # What run() takes as a command's standard input: all of it at once, or a stream of chunks
 # sent as they come (with back-pressure), so a 1 GiB image never sits in memory.
@@ -87,6 +87,11 @@ class MigrationProgress:
 
 
 MigrationProgressCallback = Callable[[MigrationProgress], None]
+
+
+# Seconds libvirt waits for a guest agent's answer when asked for addresses: a guest without
+# an agent must not stall its host's worker (libvirt's own default is to wait for ever).
+AGENT_TIMEOUT = 2
 
 
 class Background(Protocol):
@@ -197,6 +202,19 @@ class Session(Protocol):
         seconds. False when it does not (not installed, not up yet, no agent channel, the
         guest not running). Raises GuestNotFound, Unsupported where the connection cannot
         talk to agents (libvirt's test driver).
+        """
+        ...
+
+    async def addresses(self, name: str, source: AddressSource) -> tuple[Address, ...]:
+        """The addresses `source` knows of the guest's NICs (libvirt's
+        virDomainInterfaceAddresses): LEASE the DHCP leases of the libvirt network it is on,
+        AGENT its guest agent (waited on for at most AGENT_TIMEOUT seconds), ARP the host's
+        neighbour table as it is now (the caller provokes entries). Each address carries the
+        NIC's MAC; loopback addresses are left out.
+
+        () when the source knows none, and for a guest that is not running or whose agent
+        does not answer. Raises GuestNotFound, Unsupported where the connection cannot read
+        that source.
         """
         ...
 

@@ -22,6 +22,7 @@ import libvirt
 from mclu import errors
 from mclu.hosts import locallock
 from mclu.hosts.session import (
+    AGENT_TIMEOUT,
     Background,
     CommandResult,
     Input,
@@ -30,8 +31,8 @@ from mclu.hosts.session import (
     MigrationTarget,
     Terminal,
 )
-from mclu.model import Guest, GuestMeta, GuestState, HostFacts
-from mclu.read import facts, metadata
+from mclu.model import Address, AddressSource, Guest, GuestMeta, GuestState, HostFacts
+from mclu.read import addresses, facts, metadata
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,24 @@ class LibvirtSession:
         if not answered:  # libvirt's test driver: no agents
             raise errors.Unsupported(self.host, "guest agents", self.uri)
         return answered[0]
+
+    async def addresses(self, name: str, source: AddressSource) -> tuple[Address, ...]:
+        asked = functools.partial(_interface_addresses, self._connection, name, source)
+        found = await self._call(f"read the {source} addresses of {name}", asked, name)
+        if found is None:
+            raise errors.Unsupported(self.host, f"{source} addresses", self.uri)
+        return addresses.from_libvirt(found, source)
+
+    async def interface_macs(self, name: str) -> tuple[str, ...]:
+        """The MACs of the running guest's NICs, from its live XML; () when it is not running
+        (for SshSession's neighbour table)."""
+
+        def read() -> str:
+            domain = self._connection.lookupByName(name)
+            return str(domain.XMLDesc(0)) if domain.isActive() else "<domain/>"
+
+        xml = await self._call(f"read the NICs of {name}", read, name)
+        return addresses.macs_of(xml)
 
     async def migrate(
         self,
@@ -476,6 +495,51 @@ def _agent_ping(domain: Any, *, timeout: int, answered: list[bool]) -> None:
         answered.append(False)
         return
     answered.append(True)
+
+
+_ADDRESS_SOURCES = {
+    AddressSource.LEASE: libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_LEASE,
+    AddressSource.AGENT: libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_AGENT,
+    AddressSource.ARP: libvirt.VIR_DOMAIN_INTERFACE_ADDRESSES_SRC_ARP,
+}
+
+
+def _interface_addresses(connection: Any, name: str, source: AddressSource) -> Any:
+    """virDomainInterfaceAddresses of the guest from `source`: its dict, {} when the source
+    knows nothing (the guest not running, no agent answering), None when the connection
+    cannot read that source."""
+    domain = connection.lookupByName(name)
+    if not domain.isActive():
+        return {}
+    if source != AddressSource.AGENT:
+        return _ask_addresses(domain, _ADDRESS_SOURCES[source])
+    # The agent's timeout is the domain's, for every agent call: short for this one, then
+    # libvirt's default again. Without it, a guest whose agent channel exists but whose agent
+    # does not answer would hold this host's worker for libvirt's default (for ever).
+    try:
+        domain.agentSetResponseTimeout(AGENT_TIMEOUT, 0)
+    except libvirt.libvirtError as e:
+        if e.get_error_code() not in _UNSUPPORTED_CODES:
+            raise
+        return None  # no agents here (libvirt's test driver)
+    try:
+        return _ask_addresses(domain, _ADDRESS_SOURCES[source], _NO_AGENT_CODES)
+    finally:
+        with contextlib.suppress(libvirt.libvirtError):
+            domain.agentSetResponseTimeout(libvirt.VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_DEFAULT, 0)
+
+
+def _ask_addresses(domain: Any, flag: int, nothing_known: frozenset[int] = frozenset()) -> Any:
+    try:
+        return domain.interfaceAddresses(flag, 0) or {}
+    except libvirt.libvirtError as e:
+        code = e.get_error_code()
+        if code in _UNSUPPORTED_CODES and code not in nothing_known:
+            return None
+        stopped = code == libvirt.VIR_ERR_OPERATION_INVALID and _NOT_RUNNING in str(e)
+        if code in nothing_known or stopped:
+            return {}
+        raise
 
 
 def _set_metadata(domain: Any, *, meta: GuestMeta) -> None:

@@ -21,22 +21,33 @@ from mclu.decide.guests import find_guest as find_guest
 from mclu.decide.guests import split_ref as split_ref
 from mclu.hosts import session
 from mclu.model import Snapshot
+from mclu.read import addresses as guest_addresses
 from mclu.read import fanout, storage
 
 Opener = Callable[[model.HostSpec], AbstractAsyncContextManager[session.Session]]
 T = TypeVar("T")
 
 
-async def take(hosts: Sequence[model.HostSpec], open_session: Opener, *, limit: int) -> Snapshot:
+async def take(
+    hosts: Sequence[model.HostSpec],
+    open_session: Opener,
+    *,
+    limit: int,
+    addresses: guest_addresses.Wanted | None = None,
+) -> Snapshot:
     """One parallel read of every host: facts and guests, or the error that stopped it; and,
     at the same time over the same connection, what interrupted runs left there (one command;
-    `leftovers` is None where the host could not say)."""
+    `leftovers` is None where the host could not say). With `addresses`, also the wanted
+    guests' addresses (`read.addresses.read_host`), after the guests."""
 
     async def read(spec: model.HostSpec) -> model.HostSnapshot:
         async with open_session(spec) as host:
             scan = asyncio.ensure_future(storage.scan_quietly(host, spec))
             try:
                 found = await read_host(host, spec)
+                if addresses is not None:
+                    known = await guest_addresses.read_host(host, found.guests, addresses)
+                    found = dataclasses.replace(found, addresses=known)
             except BaseException:
                 scan.cancel()
                 await asyncio.gather(scan, return_exceptions=True)

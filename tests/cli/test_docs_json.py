@@ -56,6 +56,9 @@ def cluster(tmp_path: Path) -> Cli:
     """Hosts a and b on, c off; a guest built by mclu (web1) and a shut off pet (old)."""
     c = Cli(tmp_path)
     c.cluster.hosts["a"].guests["web1"] = WEB1
+    c.cluster.hosts["a"].addresses["web1"] = (
+        model.Address("192.168.122.7", 4, model.AddressSource.LEASE, "52:54:00:12:34:56", 24),
+    )
     c.cluster.hosts["b"].guests["old"] = guest("old", state=SHUTOFF)
     c.cluster.fail("c", errors.HostUnreachable("c", "c", "no route to host"))
     # A second repository that cannot be read: `failed_sources` has an entry.

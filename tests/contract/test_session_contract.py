@@ -16,7 +16,7 @@ import pytest
 
 from mclu import errors
 from mclu.hosts.session import MigrationProgress, MigrationTarget, Terminal
-from mclu.model import GuestMeta, GuestState
+from mclu.model import Address, AddressSource, GuestMeta, GuestState
 from tests.contract.targets import GUEST_MEMORY, MISSING, Target
 
 META = GuestMeta(
@@ -572,3 +572,54 @@ async def test_a_lock_dies_with_its_session(target: Target) -> None:
         await first.close()  # the connection ends without the block ending: a killed mclu
     async with target.session.lock(path, "the next run"):
         pass
+
+
+# --- addresses --------------------------------------------------------------------------------
+
+ADDRESS_SOURCES = list(AddressSource)
+
+
+@pytest.mark.parametrize("source", ADDRESS_SOURCES)
+async def test_addresses_of_a_missing_guest(target: Target, source: AddressSource) -> None:
+    with pytest.raises(errors.GuestNotFound):
+        await target.session.addresses(MISSING, source)
+
+
+@pytest.mark.parametrize("source", ADDRESS_SOURCES)
+async def test_a_shut_off_guest_has_no_address(target: Target, source: AddressSource) -> None:
+    guest = await target.define()
+    assert await target.session.addresses(guest.name, source) == ()
+
+
+async def test_a_running_guest_without_a_nic_or_agent_has_no_address(target: Target) -> None:
+    guest = await target.define()
+    await target.session.start(guest.name)
+    try:
+        assert await target.session.addresses(guest.name, AddressSource.LEASE) == ()
+        assert await target.session.addresses(guest.name, AddressSource.ARP) == ()
+        try:  # no agent: nothing, at once (libvirt's agent timeout is set short)
+            assert await target.session.addresses(guest.name, AddressSource.AGENT) == ()
+        except errors.Unsupported:
+            assert target.domain_type == "test"  # libvirt's test driver has no agents
+    finally:
+        await target.session.destroy(guest.name)
+
+
+async def test_addresses_name_their_source_and_the_nic_mac(target: Target) -> None:
+    if target.domain_type not in ("test",) and target.fake_host is None:
+        pytest.skip("a real host's guest gets an address from a real DHCP server (integration)")
+    name, mac = target.new_name(), "52:54:00:aa:bb:01"
+    nic = f"<devices><interface type='bridge'><mac address='{mac}'/><source bridge='br0'/>"
+    xml = target.domain_xml(name).replace("</domain>", f"{nic}</interface></devices></domain>")
+    await target.session.define(xml)
+    await target.session.start(name)
+    if target.fake_host is not None:  # what the test driver answers for any source
+        target.fake_host.addresses[name] = (
+            Address("192.168.0.1", 4, AddressSource.LEASE, mac, 24),
+        )
+    found = await target.session.addresses(name, AddressSource.LEASE)
+    assert [(a.ip, a.family, a.source, a.mac) for a in found] == [
+        ("192.168.0.1", 4, AddressSource.LEASE, mac)
+    ]
+    await target.session.destroy(name)
+    assert await target.session.addresses(name, AddressSource.LEASE) == ()

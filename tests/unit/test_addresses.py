@@ -1,0 +1,149 @@
+"""mclu.read.addresses: libvirt's answers parsed (recorded in tests/data/facts/addresses/),
+sources merged, the reason when none knows, and one host's read against a fake host."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mclu import errors
+from mclu.hosts import commands, fake
+from mclu.model import Address, AddressSource, GuestAddresses
+from mclu.read import addresses
+from tests.builders import SHUTOFF, guest
+
+DATA = Path(__file__).parents[1] / "data" / "facts" / "addresses"
+CASES = sorted(p.name.removesuffix(".input.json") for p in DATA.glob("*.input.json"))
+
+LEASE, AGENT, ARP = AddressSource.LEASE, AddressSource.AGENT, AddressSource.ARP
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_from_libvirt_on_recorded_answers(case: str) -> None:
+    answer = json.loads((DATA / f"{case}.input.json").read_text())
+    expected = json.loads((DATA / f"{case}.json").read_text())
+    found = addresses.from_libvirt(answer, AddressSource(expected["source"]))
+    assert [
+        {"ip": a.ip, "family": a.family, "source": a.source, "mac": a.mac, "prefix": a.prefix}
+        for a in found
+    ] == expected["addresses"]
+
+
+def test_from_libvirt_of_nothing() -> None:
+    assert addresses.from_libvirt({}, LEASE) == ()
+    assert addresses.from_libvirt(None, ARP) == ()
+    assert addresses.from_libvirt({"eth0": {"addrs": [{"addr": "not an ip"}]}}, ARP) == ()
+
+
+def test_merge_keeps_the_first_source_and_puts_ipv4_first_link_local_last() -> None:
+    merged = addresses.merge(
+        [
+            Address("fe80::1", 6, AGENT),
+            Address("2001:db8::7", 6, AGENT),
+            Address("10.0.0.7", 4, LEASE, "52:54:00:00:00:07"),
+            Address("10.0.0.7", 4, ARP, "52:54:00:00:00:07"),
+        ]
+    )
+    assert [(a.ip, a.source) for a in merged] == [
+        ("10.0.0.7", LEASE),
+        ("2001:db8::7", AGENT),
+        ("fe80::1", AGENT),
+    ]
+
+
+def test_why_none_names_every_source_asked() -> None:
+    assert (
+        addresses.why_none((LEASE, AGENT, ARP), {})
+        == "no lease, no agent, not in the host's neighbour table"
+    )
+    assert addresses.why_none((LEASE, AGENT), {AGENT: "not readable here"}) == (
+        "no lease, agent: not readable here"
+    )
+
+
+def _host(**guests_addresses: tuple[Address, ...]) -> fake.FakeSession:
+    host = fake.FakeHost(name="a")
+    for name in ("web1", "web2"):
+        host.guests[name] = guest(name)
+    host.guests["off"] = guest("off", state=SHUTOFF)
+    host.addresses.update(guests_addresses)
+    return fake.FakeSession(host, "fake:///a")
+
+
+async def test_read_host_merges_sources_and_says_why_none() -> None:
+    session = _host(
+        web1=(Address("192.168.122.7", 4, LEASE, "52:54:00:00:00:01", 24),),
+        web2=(Address("10.213.1.9", 4, AGENT),),
+    )
+    wanted = addresses.Wanted(addresses.LIST_SOURCES)
+    found = await addresses.read_host(session, session.fake_host.guests.values(), wanted)
+    assert found["web1"].addresses[0].ip == "192.168.122.7"
+    # the agent knows web2's address, but list does not ask it
+    assert found["web2"] == GuestAddresses(
+        why_none="no lease, not in the host's neighbour table", asked=(LEASE, ARP)
+    )
+    assert found["off"].why_none == "not running"
+
+
+async def test_read_host_provokes_the_neighbour_table_once_for_guests_nobody_knows() -> None:
+    session = _host(web1=(Address("192.168.122.7", 4, LEASE),))
+    provoke = tuple(commands.provoke_neighbours())
+    session.fake_host.commands.update([fake.canned(provoke)])
+    wanted = addresses.Wanted(addresses.LIST_SOURCES)
+    await addresses.read_host(session, session.fake_host.guests.values(), wanted)
+    assert session.fake_host.ran == [provoke]
+
+
+async def test_read_host_does_not_provoke_when_every_guest_is_known() -> None:
+    session = _host(
+        web1=(Address("192.168.122.7", 4, LEASE),), web2=(Address("10.213.1.9", 4, ARP),)
+    )
+    wanted = addresses.Wanted(addresses.LIST_SOURCES)
+    await addresses.read_host(session, session.fake_host.guests.values(), wanted)
+    assert session.fake_host.ran == []
+
+
+async def test_read_host_only_for_the_names_wanted() -> None:
+    session = _host()
+    wanted = addresses.Wanted(addresses.INFO_SOURCES, names=frozenset({"web2"}))
+    found = await addresses.read_host(session, session.fake_host.guests.values(), wanted)
+    assert list(found) == ["web2"]
+    assert found["web2"].why_none == "no lease, no agent, not in the host's neighbour table"
+
+
+async def test_a_source_that_fails_is_named_and_the_others_still_count() -> None:
+    class Failing(fake.FakeSession):
+        async def addresses(self, name: str, source: AddressSource) -> tuple[Address, ...]:
+            if source == AGENT:
+                raise errors.LibvirtCallFailed("a", "read the agent addresses of web1", "boom")
+            return await super().addresses(name, source)
+
+    host = fake.FakeHost(name="a", guests={"web1": guest("web1")})
+    session = Failing(host, "fake:///a")
+    wanted = addresses.Wanted(addresses.INFO_SOURCES)
+    found = await addresses.read_host(session, host.guests.values(), wanted)
+    assert found["web1"].why_none == (
+        "no lease, agent: not read (a: read the agent addresses of web1: boom), "
+        "not in the host's neighbour table"
+    )
+
+
+def test_neighbour_table_matched_to_a_guests_macs() -> None:
+    table = addresses.parse_neighbours((DATA / "ip-neigh-show.txt").read_text())
+    found = addresses.from_neighbours(table, ["52:54:00:d5:ad:9f", "52:54:00:00:00:99"])
+    assert [(a.ip, a.source, a.mac) for a in found] == [
+        ("10.213.2.185", ARP, "52:54:00:d5:ad:9f"),
+        ("10.213.2.186", ARP, "52:54:00:d5:ad:9f"),
+    ]
+    assert "10.213.2.13" not in str(table) and "10.213.2.14" not in str(table)
+
+
+def test_macs_of_domain_xml() -> None:
+    xml = (
+        "<domain><devices><interface type='bridge'><mac address='52:54:00:AA:00:01'/>"
+        "</interface><interface type='user'/></devices></domain>"
+    )
+    assert addresses.macs_of(xml) == ("52:54:00:aa:00:01",)
+    assert addresses.macs_of("not xml") == ()
