@@ -1,5 +1,5 @@
-"""Live migration carried out (the plan is `mclu.decide.migrate`'s): what the plan needs read
-from the hosts (`gather`), and one guest moved (`execute`).
+"""Live migration carried out: one guest moved (`execute`) as `mclu.decide.migrate` planned
+it from what `mclu.read.migrate` read.
 
 For local disks the destination gets, before libvirt is asked, what libvirt will not make
 itself: the template base the guest's qcow2 overlay is backed by (from the controller's cache,
@@ -25,21 +25,12 @@ from pathlib import Path
 from mclu import errors, hostpaths, images
 from mclu.act import locks
 from mclu.act.build import Reporter, Undo
-from mclu.decide.migrate import (
-    Disk,
-    Facts,
-    Move,
-    all_shared,
-    json_documents,
-    local_disk_problem,
-    parse_disk_info,
-    timeout_for,
-)
+from mclu.decide.migrate import Disk, Move, timeout_for
 from mclu.hosts import commands
 from mclu.hosts.session import MigrationProgress, MigrationTarget, Session
 from mclu.images import nbd
-from mclu.model import Guest, HostSpec, Snapshot, StorageFacts
-from mclu.read import snapshot, storage
+from mclu.model import HostSpec
+from mclu.read import storage
 
 
 @dataclass(frozen=True)
@@ -59,59 +50,6 @@ def target(move: Move, dest: HostSpec) -> MigrationTarget:
         uri=f"qemu+ssh://{user}{dest.address}{port}/system",
         copy_storage=not move.shared,
     )
-
-
-# --- reading a guest's disks on its host -------------------------------------------------------
-
-
-async def read_disks(session: Session, guest: Guest) -> tuple[Disk, ...]:
-    """Every disk of the guest, read on its host; raises HostError for a disk that is not a
-    local file (it would need shared storage)."""
-    problem = local_disk_problem(guest)
-    if problem is not None:
-        raise errors.HostError(session.host, problem)
-    if not guest.disks:
-        return ()
-    done = await session.run(commands.disk_info(guest.disks))
-    return tuple(
-        parse_disk_info(path, text)
-        for path, text in zip(guest.disks, json_documents(done.stdout.decode()), strict=True)
-    )
-
-
-async def gather(
-    now: snapshot.Connected,
-    snap: Snapshot,
-    source: str,
-    guests: Sequence[Guest],
-    cache_dir: Path,
-) -> Facts:
-    """What a plan to move `guests` off `source` is made from: their disks (read on the
-    source) and the other hosts' storage facts, unless every possible destination shares the
-    source's storage (then nothing is copied), and the bases in the controller's cache. A
-    host whose storage could not be read joins `snap.failed`."""
-    if all_shared(snap, source):
-        return Facts(snap, {g.name: () for g in guests})
-    session = now.sessions[source]
-    disks = {g.name: await read_disks(session, g) for g in guests}
-
-    async def read(host: Session, spec: HostSpec) -> StorageFacts:
-        if spec.name == source:
-            return StorageFacts(image_dir=spec.image_dir, free=0)
-        return await storage.read(host, spec)
-
-    facts = await now.gather(read)
-    snap.failed.update({h: e for h, e in facts.failed.items() if h != source})
-    others = {h: f for h, f in facts.ok.items() if h != source}
-    return Facts(snap, disks, others, _local_bases(cache_dir))
-
-
-def _local_bases(cache_dir: Path) -> frozenset[str]:
-    """The names of the template bases in the controller's cache (none when it has none)."""
-    try:
-        return frozenset(p.name for p in cache_dir.iterdir() if p.is_file())
-    except OSError:
-        return frozenset()
 
 
 # --- carrying out one move ----------------------------------------------------------------------

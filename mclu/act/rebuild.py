@@ -1,6 +1,6 @@
 """`mclu rebuild` carried out: guests made again, in place, from the newest revision of their
-template, as `mclu.decide.rebuild` planned. `read_caches` reads what the plan needs beyond the
-snapshot (which bases the hosts' caches hold); `execute` carries a plan out, one guest at a
+template, as `mclu.decide.rebuild` planned (from what `mclu.read.rebuild` read beyond the
+snapshot: which bases the hosts' caches hold); `execute` carries a plan out, one guest at a
 time, each under the guest's lock on its host (`mclu.act.locks`), held for the whole of its
 rebuild:
 
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from mclu import errors, hostpaths, model
-from mclu.act import build, lifecycle, locks, migrate, waiting
+from mclu.act import build, lifecycle, locks, waiting
 from mclu.decide import build as plan
 from mclu.decide import readiness
 from mclu.decide.migrate import Disk
@@ -53,7 +53,7 @@ from mclu.decide.rebuild import (
 from mclu.hosts import commands
 from mclu.hosts.session import Session
 from mclu.images import cache, customize
-from mclu.read import fanout, snapshot, storage
+from mclu.read import migrate as read_migrate
 
 Locker = Callable[[Session, model.HostSpec, str, str], AbstractAsyncContextManager[None]]
 # A new disk made the guest's own: (its host's session, the disk's plan, the template, the
@@ -66,21 +66,6 @@ Personaliser = Callable[
 PURPOSE = "rebuild"  # what the guest's lock says this run does
 READY_STEP = build.READY_STEP  # the step whose failure rules a revision out for the others
 _T = TypeVar("_T")
-
-
-async def read_caches(
-    now: snapshot.Connected, chosen: RebuildPlan
-) -> dict[str, model.StorageFacts]:
-    """The storage facts (the bases cached) of each host with a guest to rebuild, for the
-    plan; a host whose image directory could not be read is left out (its base is sent)."""
-    hosts = sorted({r.host for r in chosen.rebuild} & set(now.sessions))
-    found = await fanout.gather(
-        [now.specs[h] for h in hosts],
-        lambda spec: storage.read(now.sessions[spec.name], spec),
-        limit=now.limit,
-        what="storage",
-    )
-    return dict(found.ok)
 
 
 # --- carrying it out -----------------------------------------------------------------------------
@@ -251,7 +236,7 @@ async def _system_disk(session: Session, guest: model.Guest) -> Disk:
     """The guest's first disk (the one its build made), as qemu-img on the host reads it."""
     single = dataclasses.replace(guest, disks=guest.disks[:1])
     try:
-        (disk,) = await migrate.read_disks(session, single)
+        (disk,) = await read_migrate.read_disks(session, single)
     except (ValueError, KeyError, TypeError) as e:  # output that is not qemu-img's JSON
         raise errors.HostError(session.host, f"cannot read {single.disks[0]}: {e!r}") from None
     return disk

@@ -1,6 +1,6 @@
 """Live migration: migrate and drain, and how their plans and results are shown.
 
-Read (one snapshot; the guests' disks and the other hosts' storage: `mclu.act.migrate.gather`)
+Read (one snapshot; the guests' disks and the other hosts' storage: `mclu.read.migrate.gather`)
 → plan (pure, `mclu.decide.migrate`) → show (`--dry-run` stops here) → move, guest by guest.
 """
 
@@ -14,13 +14,14 @@ from typing import Any
 
 from tabulate import tabulate
 
-from mclu import errors
+from mclu import errors, sizes
 from mclu.act import migrate
 from mclu.act.build import Reporter
 from mclu.cli import commands, parsing
 from mclu.config import inventory
 from mclu.decide import migrate as plan
 from mclu.images import cache
+from mclu.read import migrate as read_migrate
 from mclu.read import snapshot
 
 
@@ -59,13 +60,14 @@ async def migrate_guest(args: argparse.Namespace, env: commands.Env) -> int:
         found = snapshot.find_guest(snap, ref)
         source = found.host.spec.name
         plan.check_source(found.guest, source, args.to, snap)
-        facts = await migrate.gather(now, snap, source, [found.guest], cache_dir)
+        local = cache.names(cache_dir)
+        facts = await read_migrate.gather(now, snap, source, [found.guest], local)
         move = plan.plan_migrate(request, source, found.guest, facts)
         if args.dry_run:
             _show_plan([move], args, env)
             return errors.EXIT_OK
         reporter = commands.progress_reporter(args, env)
-        reporter.step(None, None, plan.describe(move))
+        reporter.step(None, None, describe(move))
         try:
             moved = await migrate.execute(move, now.sessions, now.specs, cache_dir, reporter)
         finally:
@@ -88,7 +90,8 @@ async def drain_host(args: argparse.Namespace, env: commands.Env) -> int:
         if args.source in snap.failed:
             raise snap.failed[args.source]
         running = [g for g in snap.ok[args.source].guests if g.state.active]
-        facts = await migrate.gather(now, snap, args.source, running, cache_dir)
+        local = cache.names(cache_dir)
+        facts = await read_migrate.gather(now, snap, args.source, running, local)
         drain = plan.plan_drain(args.source, facts)
         if args.dry_run:
             _show_plan(drain.items, args, env)
@@ -117,7 +120,7 @@ async def _carry_out(
 ) -> migrate.Moved | plan.NotMoved:
     if isinstance(item, plan.NotMoved):
         return item
-    reporter.step(None, None, plan.describe(item))
+    reporter.step(None, None, describe(item))
     try:
         return await migrate.execute(item, now.sessions, now.specs, cache_dir, reporter)
     except errors.MigrationFailed as e:
@@ -140,10 +143,17 @@ def _show_plan(
 # --- rendering ---------------------------------------------------------------------------------
 
 
+def describe(move: plan.Move) -> str:
+    """One line for people: where the guest goes and why."""
+    data = sum(d.data_bytes for d in move.disks)
+    disks = "shared storage" if move.shared else f"{sizes.human(data)} of disk data to copy"
+    return f"{move.guest.name}: {move.source} → {move.dest} ({move.reason}; {disks})"
+
+
 def migration_plan_text(items: Sequence[plan.Move | plan.NotMoved]) -> str:
     """One line per guest: where it goes and why, or why it stays."""
     lines = [
-        plan.describe(item)
+        describe(item)
         if isinstance(item, plan.Move)
         else f"{item.guest.name}: stays on {item.source} ({item.reason})"
         for item in items

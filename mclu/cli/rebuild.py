@@ -24,6 +24,7 @@ from mclu.config import sources
 from mclu.decide import rebuild as plan
 from mclu.decide.rebuild import RebuildPlan, Refused, Skipped
 from mclu.images import cache
+from mclu.read import rebuild as read_rebuild
 from mclu.read import snapshot as mclu_snapshot
 
 
@@ -148,7 +149,7 @@ async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:
         if args.dry_run:
             _show_plan(chosen, args, env)
             return exit_code([r.error for r in chosen.refused])
-        caches = await mclu_rebuild.read_caches(now, chosen)
+        caches = await read_rebuild.read_caches(now, chosen)
         chosen = plan.plan_rebuild(request, snap, templates, now=when, storage=caches)
         reporter = _reporter(args, env)
         run = mclu_rebuild.Context(

@@ -12,12 +12,11 @@ destination once the guest's name is locked there (`Move.steps`).
 
 from __future__ import annotations
 
-import json
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from mclu import errors, sizes
+from mclu import errors
 from mclu.decide import placement
 from mclu.model import Guest, HostSpec, Snapshot, StorageFacts
 
@@ -105,39 +104,6 @@ class NotMoved:
 class DrainPlan:
     source: str
     items: tuple[Move | NotMoved, ...]
-
-
-# --- reading what qemu-img says --------------------------------------------------------------
-
-
-def parse_disk_info(path: str, text: str) -> Disk:
-    """`qemu-img info --backing-chain --output=json` (a JSON list, top image first) → Disk."""
-    chain = json.loads(text)
-    top = chain[0] if isinstance(chain, list) else chain
-    backing = top.get("full-backing-filename") or top.get("backing-filename")
-    below = chain[1] if isinstance(chain, list) and len(chain) > 1 else {}
-    return Disk(
-        path=path,
-        format=str(top["format"]),
-        virtual_size=int(top["virtual-size"]),
-        data_bytes=int(top.get("actual-size", 0)),
-        backing=str(backing) if backing else None,
-        backing_format=top.get("backing-filename-format"),
-        backing_bytes=int(below.get("actual-size", 0)),
-    )
-
-
-def json_documents(text: str) -> list[str]:
-    """Concatenated JSON documents, each as its own text."""
-    decoder = json.JSONDecoder()
-    found, pos, text = [], 0, text.strip()
-    while pos < len(text):
-        _, end = decoder.raw_decode(text, pos)
-        found.append(text[pos:end])
-        pos = end
-        while pos < len(text) and text[pos].isspace():
-            pos += 1
-    return found
 
 
 def local_disk_problem(guest: Guest) -> str | None:
@@ -344,10 +310,3 @@ def _with_bases(
 def timeout_for(move: Move) -> float:
     """A bound on the migration: only a hung one takes longer."""
     return 120.0 + (move.guest.memory + sum(d.data_bytes for d in move.disks)) / MIN_RATE
-
-
-def describe(move: Move) -> str:
-    """One line for people: where the guest goes and why."""
-    data = sum(d.data_bytes for d in move.disks)
-    disks = "shared storage" if move.shared else f"{sizes.human(data)} of disk data to copy"
-    return f"{move.guest.name}: {move.source} → {move.dest} ({move.reason}; {disks})"

@@ -48,6 +48,14 @@ def cache_dir(environ: Mapping[str, str]) -> Path:
     return Path(base) / "mclu"
 
 
+def names(directory: Path) -> frozenset[str]:
+    """The names of the bases in the cache (none when it has none)."""
+    try:
+        return frozenset(p.name for p in directory.iterdir() if p.is_file())
+    except OSError:
+        return frozenset()
+
+
 def cached(template: model.ResolvedTemplate, directory: Path) -> LocalBase | None:
     """The cached base of `template`, if it is there already (nothing is fetched)."""
     path = directory / template.base.cache_name

@@ -1,5 +1,6 @@
-"""mclu.decide.migrate: disks as qemu-img describes them, destinations, drain plans; and the
-recorded cases (tests/data/plans/migrate/ and drain/, see their README)."""
+"""mclu.decide.migrate: destinations, drain plans; disks as qemu-img describes them
+(mclu.read.migrate's parser); and the recorded cases (tests/data/plans/migrate/ and drain/,
+see their README)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from mclu import errors, model, sizes
 from mclu.act import migrate as act_migrate
 from mclu.decide import migrate
+from mclu.read import migrate as read_migrate
 from tests.builders import SHUTOFF, guest
 
 GIB = 1 << 30
@@ -75,7 +77,7 @@ def test_parse_disk_info_of_an_overlay() -> None:
             {"filename": BASE, "format": "raw", "virtual-size": 128 * MIB, "actual-size": 17 * MIB},
         ]
     )
-    assert migrate.parse_disk_info("/i/web1.qcow2", text) == migrate.Disk(
+    assert read_migrate.parse_disk_info("/i/web1.qcow2", text) == migrate.Disk(
         path="/i/web1.qcow2",
         format="qcow2",
         virtual_size=GIB,
@@ -88,7 +90,7 @@ def test_parse_disk_info_of_an_overlay() -> None:
 
 def test_parse_disk_info_of_a_full_copy() -> None:
     text = json.dumps([{"format": "raw", "virtual-size": GIB, "actual-size": 300 * MIB}])
-    parsed = migrate.parse_disk_info("/i/x.img", text)
+    parsed = read_migrate.parse_disk_info("/i/x.img", text)
     assert (parsed.backing, parsed.data_bytes, parsed.format) == (None, 300 * MIB, "raw")
 
 
