@@ -186,15 +186,19 @@ def console_tail(name: str, size: int) -> list[str]:
 
 # --- cleanup, delete, prune, storage scan ------------------------------------------------------
 
-# One command: the host's clock; with "$2" the free space and the cached bases; mclu's
-# partial files in the image and cache directories, each with its modification time; which
-# of them a process names on its command line (a writer, a server: the candidate paths reach
-# grep on its stdin, so no command line here names them); the guests' lock files; and the
+# One command, on the image directory "$1" and mclu's cache "$2" and lock directory "$3" in
+# it (`mclu.hostpaths` names them): the host's clock; with "$4" the free space, the cached
+# bases and the names in the image directory; mclu's partial files (find patterns "$6"...) in
+# the image and cache directories, each with its modification time; which of them a process
+# names on its command line (a writer, a server: the candidate paths reach grep on its stdin,
+# so no command line here names them); the guests' lock files (pattern "$5"); and the
 # kernel's list of flocks held. /proc is read only when there are candidates; everything is
 # best effort (a missing directory is an empty one). `mclu.read.storage` parses its sections.
-SCAN_SCRIPT = r"""img=$1; cache=$img/mclu-templates
+SCAN_SCRIPT = r"""img=$1; cache=$2; locks=$3; storage=$4; lock=$5; shift 5
+# the partial files' patterns as find's `-name P1 -o -name P2 ...`
+n=$#; for p; do set -- "$@" -o -name "$p"; done; shift "$((n + 1))"
 printf '@now %s\n' "$(date +%s)"
-if [ -n "$2" ]; then
+if [ -n "$storage" ]; then
   echo @df
   df --output=avail -B1 -- "$img" 2>&1
   printf '@dfstatus %s\n' "$?"
@@ -203,8 +207,7 @@ if [ -n "$2" ]; then
   echo @files
   find "$img" -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null
 fi
-found=$(find "$img" "$cache" -maxdepth 1 -type f \( -name '*.partial-*' \
-    -o -name '*.mclu-new' -o -name '*.mclu-rebuild' \) -printf '%T@ %p\n' 2>/dev/null)
+found=$(find "$img" "$cache" -maxdepth 1 -type f \( "$@" \) -printf '%T@ %p\n' 2>/dev/null)
 echo @partial
 if [ -n "$found" ]; then
   printf '%s\n' "$found"
@@ -213,7 +216,7 @@ if [ -n "$found" ]; then
     | sort -u
 fi
 echo @locks
-find "$img/.mclu-locks" -maxdepth 1 -type f -name '*.lock' -printf '%D %i %f\n' 2>/dev/null
+find "$locks" -maxdepth 1 -type f -name "$lock" -printf '%D %i %f\n' 2>/dev/null
 echo @proclocks
 grep -F FLOCK /proc/locks 2>/dev/null
 true
@@ -224,12 +227,24 @@ def storage_scan(image_dir: str) -> list[str]:
     """The image directory's free bytes, cached bases and the names in it (a new disk's
     name must be free), and the leftovers of interrupted runs (partial files, which a
     process names, the locks held), in `@section` lines."""
-    return script(SCAN_SCRIPT, image_dir, "storage")
+    return _scan(image_dir, storage=True)
 
 
 def leftover_scan(image_dir: str) -> list[str]:
     """`storage_scan` without the free bytes and cached bases: the leftovers only."""
-    return script(SCAN_SCRIPT, image_dir)
+    return _scan(image_dir, storage=False)
+
+
+def _scan(image_dir: str, *, storage: bool) -> list[str]:
+    return script(
+        SCAN_SCRIPT,
+        image_dir,
+        hostpaths.cache_dir(image_dir),
+        hostpaths.lock_dir(image_dir),
+        "storage" if storage else "",
+        f"*{hostpaths.LOCK_SUFFIX}",
+        *hostpaths.LEFTOVER_PATTERNS,
+    )
 
 
 def base_ages(cache_dir: str) -> list[str]:
