@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 
-from mclu.sandbox import config, network, wol_listener
+from mclu.sandbox import config, lan, network, wol_listener
 from mclu.sandbox.anchors import orphan_anchor_netns
 from mclu.sandbox.capability_cache import save_seed
 from mclu.sandbox.config import HostSpec
@@ -38,11 +38,14 @@ def up(paths: Paths, count: int, report: Report) -> bool:
         write_inventory(paths, running, spare)
         if not wol_listener.running_pids():
             wol_listener.start(paths)
+        if not lan.running_pids():
+            lan.start(paths)
         return False
     down(paths, report=lambda _line: None)
     try:
         prepare_files(paths, hosts)
         network.create_bridge()
+        lan.start(paths)
         network.create_host_networks(paths, hosts)
         network.set_link(spare, up=False)
         _boot_all(paths, running, report)
@@ -52,6 +55,11 @@ def up(paths: Paths, count: int, report: Report) -> bool:
         write_record(paths, count)
         wol_listener.start(paths)
         report(f"wake-on-LAN listener on {config.BRIDGE} ({config.WOL_ADDRESS}:{config.WOL_PORT})")
+        report(f"DHCP server on {config.BRIDGE} ({config.DHCP_FIRST} to {config.DHCP_LAST})")
+        nat_hosts = ", ".join(h.name for h in running if config.runs_nat_network(h))
+        report(
+            f"libvirt NAT network {config.NAT_NETWORK} ({config.NAT_SUBNET}.0/24) on {nat_hosts}"
+        )
     except BaseException:
         with contextlib.suppress(Exception):
             down(paths, report=lambda _line: None)
@@ -85,6 +93,8 @@ def down(paths: Paths, report: Report) -> None:
     # First the listener, so that no host is powered on while the rest goes.
     if wol_listener.stop(paths):
         report("stopped the wake-on-LAN listener")
+    if lan.stop(paths):
+        report(f"stopped the DHCP server on {config.BRIDGE}")
     names = sandbox_netns_names()
     for ino, name in _namespaces_to_empty(paths, names).items():
         kill_netns(ino, name)

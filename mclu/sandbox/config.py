@@ -35,11 +35,24 @@ SUBNET = f"10.213.{INSTANCE}"
 BRIDGE_ADDRESS = f"{SUBNET}.1"
 PREFIX_LEN = 24
 FIRST_HOST_OCTET = 10
-MAX_HOSTS = 200  # 10.213.N.10 .. 10.213.N.209
+MAX_HOSTS = 90  # 10.213.N.10 .. 10.213.N.99
+# The LAN's DHCP server (mclu.sandbox.lan) leases addresses above the hosts' to guests
+# bridged onto it; short leases, so the many guests of a test run never exhaust the pool.
+DHCP_FIRST = f"{SUBNET}.100"
+DHCP_LAST = f"{SUBNET}.199"
+DHCP_LEASE_TIME = "10m"
 NETNS_PREFIX = f"mclu{_TAG}-"
 VETH_PREFIX = f"mclv{_TAG}-"  # root-namespace end of each host's veth (inside it is eth0)
 ANCHOR_PREFIX = f"mclu{_TAG}-anchor-"  # the name each host's anchor process runs under
 HOST_IFACE = "eth0"
+# Inside each host: the bridge that carries its uplink (eth0) and its address, so guests with
+# `network = "bridge:br0"` sit on the sandbox's LAN beside the hosts.
+HOST_BRIDGE = "br0"
+# libvirt's NAT network `default` runs on these hosts (its own bridge and dnsmasq inside the
+# host's namespaces): guests on it are reachable only through their host.
+NAT_NETWORK = "default"
+NAT_NETWORK_HOSTS = ("ham0",)
+NAT_SUBNET = f"192.168.{200 + INSTANCE}"
 # Wake-on-LAN (`mclu on`): packets go to the bridge's own broadcast address, never the
 # machine's 255.255.255.255, and the sandbox's listener (mclu.sandbox.wol) hears them there.
 WOL_ADDRESS = f"{SUBNET}.255"
@@ -83,6 +96,71 @@ class HostSpec:
     @property
     def host_uuid(self) -> str:
         return str(uuid.uuid5(UUID_NAMESPACE, self.name))
+
+
+def host_link_commands(host: HostSpec) -> list[str]:
+    """`ip -batch` lines, run inside a new host's namespace, that put its address on br0 with
+    eth0 enslaved to it (eth0 itself goes up when the host is powered on)."""
+    return [
+        # The host's MAC on the bridge too: a bridge otherwise takes the lowest of its ports'.
+        f"link add {HOST_BRIDGE} address {host.mac} type bridge forward_delay 0",
+        f"link set {HOST_IFACE} master {HOST_BRIDGE}",
+        f"addr add {host.address}/{PREFIX_LEN} broadcast {WOL_ADDRESS} dev {HOST_BRIDGE}",
+        f"link set {HOST_BRIDGE} up",
+        "link set lo up",
+    ]
+
+
+def dnsmasq_argv(leases: Path, pidfile: Path, log: Path) -> list[str]:
+    """The LAN's DHCP server: dnsmasq bound to this instance's bridge only, no DNS, no route.
+
+    It offers neither a default route nor a DNS server, so a guest's traffic stays on the
+    sandbox's bridges; `--interface=BRIDGE` also tells this instance's dnsmasq from others'.
+    """
+    return [
+        "/usr/sbin/dnsmasq",
+        f"--interface={BRIDGE}",
+        "--bind-interfaces",
+        "--except-interface=lo",
+        "--port=0",
+        "--conf-file=/dev/null",
+        "--no-hosts",
+        "--no-resolv",
+        f"--dhcp-range={DHCP_FIRST},{DHCP_LAST},255.255.255.0,{DHCP_LEASE_TIME}",
+        "--dhcp-option=option:router",
+        "--dhcp-option=option:dns-server",
+        "--dhcp-authoritative",
+        f"--dhcp-leasefile={leases}",
+        f"--pid-file={pidfile}",
+        f"--log-facility={log}",
+        "--log-dhcp",
+    ]
+
+
+def runs_nat_network(host: HostSpec) -> bool:
+    return host.name in NAT_NETWORK_HOSTS
+
+
+def render_nat_network(host: HostSpec) -> str:
+    """libvirt's XML of the NAT network `default` of a host: libvirt's own, on a subnet that
+    is neither the LAN's nor libvirt's stock 192.168.122.0/24."""
+    net_uuid = uuid.uuid5(UUID_NAMESPACE, f"{host.name}/network/{NAT_NETWORK}")
+    return "\n".join(
+        [
+            "<network>",
+            f"  <name>{NAT_NETWORK}</name>",
+            f"  <uuid>{net_uuid}</uuid>",
+            "  <forward mode='nat'/>",
+            "  <bridge name='virbr0' stp='on' delay='0'/>",
+            f"  <ip address='{NAT_SUBNET}.1' netmask='255.255.255.0'>",
+            "    <dhcp>",
+            f"      <range start='{NAT_SUBNET}.2' end='{NAT_SUBNET}.254'/>",
+            "    </dhcp>",
+            "  </ip>",
+            "</network>",
+            "",
+        ]
+    )
 
 
 def host_specs(count: int) -> list[HostSpec]:
@@ -273,7 +351,7 @@ def render_inventory(state_dir: Path, running: Iterable[HostSpec], powered_off: 
         'power_off_command = ["poweroff"]   # the fake host\'s harmless stand-in',
         f"wol_address = {quote_conf(WOL_ADDRESS)}   # the bridge's broadcast, for mclu on",
         f"wol_port = {WOL_PORT}",
-        'network = "user"                   # no bridge or dnsmasq for guests here',
+        f'network = "bridge:{HOST_BRIDGE}"              # the sandbox LAN, with its DHCP server',
     ]
     for host in running:
         lines += ["", *_inventory_host(host)]

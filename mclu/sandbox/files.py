@@ -76,14 +76,28 @@ def _prepare_libvirt_dirs(hdir: Path, host: HostSpec) -> None:
     ):
         original = (REAL_ETC_LIBVIRT / name).read_text()
         write_file(etc / name, config.edit_conf(original, settings), 0o600)
-    # No dnsmasq or iptables here: the `default` network must not autostart.
-    autostart = etc / "qemu" / "networks" / "autostart" / "default.xml"
-    if autostart.is_symlink() or autostart.exists():
-        autostart.unlink()
+    _prepare_nat_network(etc, host)
     _copy_dir_skeleton(REAL_VAR_LIB_LIBVIRT, hdir / "var-lib-libvirt")
     (hdir / "var-lib-libvirt" / "images").mkdir(exist_ok=True)
     (hdir / "var-log-libvirt" / "qemu").mkdir(parents=True, exist_ok=True)
     (hdir / "var-cache-libvirt" / "qemu").mkdir(parents=True, exist_ok=True)
+
+
+def _prepare_nat_network(etc: Path, host: HostSpec) -> None:
+    """libvirt's NAT network `default` on the hosts that run it: defined and autostarted on a
+    subnet of the sandbox's own; on the others libvirt's stock definition stays, inactive."""
+    networks = etc / "qemu" / "networks"
+    autostart = networks / "autostart" / f"{config.NAT_NETWORK}.xml"
+    if autostart.is_symlink() or autostart.exists():
+        autostart.unlink()
+    if not config.runs_nat_network(host):
+        stock = REAL_ETC_LIBVIRT / "qemu" / "networks" / f"{config.NAT_NETWORK}.xml"
+        if stock.is_file():
+            write_file(networks / stock.name, stock.read_text(), 0o600)
+        return
+    write_file(networks / f"{config.NAT_NETWORK}.xml", config.render_nat_network(host), 0o600)
+    autostart.parent.mkdir(parents=True, exist_ok=True)
+    autostart.symlink_to(f"../{config.NAT_NETWORK}.xml")
 
 
 def write_inventory(paths: Paths, running: Iterable[HostSpec], powered_off: HostSpec) -> None:

@@ -1,7 +1,9 @@
 """The sandbox's network: one bridge, and per host a network namespace whose veth hangs on it.
 
-Inside a host the veth's end is eth0, with the host's MAC and address; the bridge has the
-gateway's address. Powering a host off takes its eth0 down, as a cut cable would.
+Inside a host the veth's end is eth0, with the host's MAC, enslaved to the host's own bridge
+br0, which has the host's address: guests bridged onto br0 are on the sandbox's LAN. The
+machine's bridge has the gateway's address. Powering a host off takes its eth0 down, as a cut
+cable would.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def create_bridge() -> None:
 
 
 def create_host_networks(paths: Paths, hosts: Sequence[HostSpec]) -> None:
-    """Per host: netns, veth (inside: eth0 with the host's MAC and address) on the bridge."""
+    """Per host: netns, veth on the bridge (inside: eth0 with the host's MAC, on br0, which
+    has the host's address)."""
     if not os.path.ismount(NETNS_DIR):
         paths.netns_marker.touch()  # `ip netns add` mounts it; `down` unmounts it again
     batch = []
@@ -43,15 +46,26 @@ def create_host_networks(paths: Paths, hosts: Sequence[HostSpec]) -> None:
         ]
     run(["ip", "-batch", "-"], stdin="\n".join(batch) + "\n")
     for h in hosts:
-        inside = [
-            f"addr add {h.address}/{config.PREFIX_LEN} dev {config.HOST_IFACE}",
-            "link set lo up",
-        ]
+        inside = config.host_link_commands(h)
         run(["ip", "-n", h.netns, "-batch", "-"], stdin="\n".join(inside) + "\n")
 
 
 def set_link(host: HostSpec, up: bool) -> None:
     run(["ip", "-n", host.netns, "link", "set", config.HOST_IFACE, "up" if up else "down"])
+
+
+def remove_guest_links(host: HostSpec) -> list[str]:
+    """Delete the links a host's libvirtd made (virbr0 of its NAT network) after a power cut,
+    as a real reboot would: libvirt would refuse to start the network over the old bridge.
+    Returns their names."""
+    keep = {"lo", config.HOST_IFACE, config.HOST_BRIDGE}
+    out = run(["ip", "-n", host.netns, "-o", "link", "show"])
+    names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
+    gone = [n for n in names if n not in keep]
+    for name in gone:
+        with contextlib.suppress(SandboxError):  # a tap that went with its QEMU meanwhile
+            run(["ip", "-n", host.netns, "link", "del", name])
+    return gone
 
 
 def sandbox_links() -> list[str]:

@@ -8,13 +8,14 @@ import os
 import subprocess
 import time
 
+from mclu.sandbox import config, nat
 from mclu.sandbox.anchors import ANCHOR_PREFIX, anchor_pid
 from mclu.sandbox.capability_cache import seed_capability_cache
 from mclu.sandbox.commands import clean_env
 from mclu.sandbox.config import HostSpec
 from mclu.sandbox.errors import SandboxError
 from mclu.sandbox.namespaces import kill_netns, netns_inode, pids_in_netns
-from mclu.sandbox.network import set_link
+from mclu.sandbox.network import remove_guest_links, set_link
 from mclu.sandbox.readiness import wait_ready
 from mclu.sandbox.state import Paths, write_file
 
@@ -64,6 +65,8 @@ def boot_and_wait(paths: Paths, host: HostSpec) -> float:
     started = time.monotonic()
     proc = boot(paths, host)
     wait_ready(paths, host, proc)
+    if config.runs_nat_network(host):
+        nat.ensure_active(paths, host)
     return time.monotonic() - started
 
 
@@ -76,6 +79,7 @@ def power_off(paths: Paths, host: HostSpec) -> bool:
     kill_netns(ino, host.name)
     with contextlib.suppress(SandboxError):
         set_link(host, up=False)
+        remove_guest_links(host)
     paths.anchor_file(host).unlink(missing_ok=True)
     return was_on
 

@@ -64,6 +64,19 @@ class Paths:
     def wol_log(self) -> Path:
         return self.state / "wol-listener.log"
 
+    @property
+    def dhcp_leases(self) -> Path:
+        """The LAN's DHCP server's leases (dnsmasq's lease file: expiry, MAC, address, name)."""
+        return self.state / "dnsmasq.leases"
+
+    @property
+    def dhcp_pidfile(self) -> Path:
+        return self.state / "dnsmasq.pid"
+
+    @property
+    def dhcp_log(self) -> Path:
+        return self.state / "dnsmasq.log"
+
     def host(self, host: HostSpec) -> Path:
         return self.state / "hosts" / host.name
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from mclu.sandbox import config, wol_listener
+from mclu.sandbox import config, lan, wol_listener
 from mclu.sandbox.anchors import anchor_pid, anchor_processes
 from mclu.sandbox.config import HostSpec
 from mclu.sandbox.daemons import DAEMONS, daemon_pid
@@ -67,6 +67,7 @@ def leftovers() -> list[str]:
     found = [f"netns {n}" for n in sandbox_netns_names()]
     found += [f"link {n}" for n in sandbox_links()]
     found += [f"process {pid} wake-on-LAN listener" for pid in wol_listener.running_pids()]
+    found += [f"process {pid} dnsmasq on {config.BRIDGE}" for pid in lan.running_pids()]
     if link_exists(config.BRIDGE):
         found.append(f"bridge {config.BRIDGE}")
     found += [f"process {pid} {name}" for pid, name in anchor_processes()]

@@ -9,6 +9,7 @@ that they resolve to the sandbox's stand-in.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from mclu.sandbox import config
+from mclu.sandbox import config, lan
 from mclu.sandbox import config as sandbox_config
 from mclu.sandbox.state import Paths, read_record, state_dir_from_env
 from mclu.sandbox.status import leftovers
@@ -173,6 +174,78 @@ def test_stop_and_start_a_host(hosts: int) -> None:
     ok("start", "ham0")
     assert answers(HAM0)
     assert ok("exec", "ham0", "--", "hostname").strip() == "ham0"
+    # Its NAT network is up again, over a bridge made afresh as on a real host's boot.
+    assert config.NAT_NETWORK in active_networks("ham0")
+
+
+# --- guest networks: br0 on the LAN with its DHCP server, libvirt's NAT network on ham0 -------
+
+# A stand-in guest NIC: a veth whose far end is plugged into BRIDGE (as libvirt plugs a
+# guest's tap), asking for a lease with busybox's udhcpc; removed whatever happens.
+_DHCP_CLIENT = """
+set -e
+ip link add mclut0 address "$2" type veth peer name mclut0p
+trap 'ip link del mclut0' EXIT
+ip link set mclut0p master "$1" up
+ip link set mclut0 up
+busybox udhcpc -i mclut0 -n -q -R -t 20 -T 1 -s /bin/true 2>&1
+"""
+_LEASE = re.compile(r"lease of ([0-9.]+) obtained from ([0-9.]+)")
+
+
+def dhcp_lease(host: str, bridge: str, mac: str) -> tuple[str, str]:
+    """(address, server) a client on `bridge` inside `host` is offered (released at once)."""
+    out = ok("exec", host, "--", "sh", "-c", _DHCP_CLIENT, "dhcp", bridge, mac)
+    match = _LEASE.search(out)
+    assert match, out
+    return match.group(1), match.group(2)
+
+
+def active_networks(host: str) -> list[str]:
+    return ok(
+        "exec", host, "--", "virsh", "-q", "-c", "qemu:///system", "net-list", "--name"
+    ).split()
+
+
+def test_br0_carries_each_host_onto_the_lan_and_its_dhcp_server(hosts: int) -> None:
+    for index in range(hosts):
+        host = config.HostSpec(index)
+        shown = ok("exec", host.name, "--", "ip", "-j", "addr", "show")
+        links = {link["ifname"]: link for link in json.loads(shown)}
+        assert links[config.HOST_IFACE]["master"] == config.HOST_BRIDGE
+        (inet,) = [a for a in links[config.HOST_BRIDGE]["addr_info"] if a["family"] == "inet"]
+        assert (inet["local"], inet["prefixlen"], inet["broadcast"]) == (
+            host.address,
+            config.PREFIX_LEN,
+            config.WOL_ADDRESS,
+        )
+        assert not [a for a in links[config.HOST_IFACE]["addr_info"] if a["family"] == "inet"]
+    inv = tomllib.loads((STATE / "hosts.toml").read_text())
+    assert inv["defaults"]["network"] == f"bridge:{config.HOST_BRIDGE}"
+    # One DHCP server, bound to this instance's bridge, answers a client on a host's br0.
+    (pid,) = lan.running_pids()
+    assert f"--interface={config.BRIDGE}" in Path(f"/proc/{pid}/cmdline").read_text()
+    address, server = dhcp_lease("ham1", config.HOST_BRIDGE, "52:54:00:fe:00:01")
+    assert server == config.BRIDGE_ADDRESS
+    first, last = (int(a.rsplit(".", 1)[1]) for a in (config.DHCP_FIRST, config.DHCP_LAST))
+    prefix, octet = address.rsplit(".", 1)
+    assert prefix == config.SUBNET and first <= int(octet) <= last
+
+
+def test_ham0_runs_libvirts_nat_network_inside_its_namespaces(hosts: int) -> None:
+    assert config.NAT_NETWORK in active_networks("ham0")
+    if hosts > 1:
+        assert config.NAT_NETWORK not in active_networks("ham1")
+    address, server = dhcp_lease("ham0", "virbr0", "52:54:00:fe:00:02")
+    assert server == f"{config.NAT_SUBNET}.1"
+    assert address.startswith(f"{config.NAT_SUBNET}.")
+    # libvirt's masquerading rule is in ham0's namespace, not the machine's.
+    rules = ok("exec", "ham0", "--", "iptables", "-t", "nat", "-S")
+    assert f"-s {config.NAT_SUBNET}.0/24" in rules
+    machine = subprocess.run(
+        ["iptables", "-t", "nat", "-S"], capture_output=True, text=True, check=True
+    )
+    assert f"{config.NAT_SUBNET}." not in machine.stdout
 
 
 def test_daemon_stop_and_start(hosts: int) -> None:
