@@ -50,6 +50,15 @@ def create_host_networks(paths: Paths, hosts: Sequence[HostSpec]) -> None:
         run(["ip", "-n", h.netns, "-batch", "-"], stdin="\n".join(inside) + "\n")
 
 
+def host_bridge_exists(host: HostSpec) -> bool:
+    """Does the host's namespace have br0 (a sandbox made before br0 existed has not)?"""
+    try:
+        run(["ip", "-n", host.netns, "link", "show", config.HOST_BRIDGE])
+    except SandboxError:
+        return False
+    return True
+
+
 def set_link(host: HostSpec, up: bool) -> None:
     run(["ip", "-n", host.netns, "link", "set", config.HOST_IFACE, "up" if up else "down"])
 

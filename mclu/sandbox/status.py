@@ -12,7 +12,7 @@ from mclu.sandbox.anchors import anchor_pid, anchor_processes
 from mclu.sandbox.config import HostSpec
 from mclu.sandbox.daemons import DAEMONS, daemon_pid
 from mclu.sandbox.namespaces import netns_inode, sandbox_netns_names
-from mclu.sandbox.network import link_exists, sandbox_links
+from mclu.sandbox.network import host_bridge_exists, link_exists, sandbox_links
 from mclu.sandbox.readiness import libvirtd_answers, sshd_answers
 from mclu.sandbox.state import Paths, known_hosts_of_record, read_record
 
@@ -58,6 +58,9 @@ def is_healthy(paths: Paths, count: int) -> bool:
         return False
     hosts = config.host_specs(count + 1)
     if sandbox_netns_names() != sorted(h.netns for h in hosts):
+        return False
+    # One brought up by an older mclu-sandbox, without br0, is made afresh.
+    if not all(host_bridge_exists(h) for h in hosts):
         return False
     return all(s.state == "up" for s in statuses(paths, hosts[:-1]))
 
