@@ -152,7 +152,7 @@ async def execute(
             g.name: readiness.choose(build.template.ready, traits.get(g.name)).rule
             for g in build.guests
         }
-        timeout = ready_timeout(build.template, wanted.timeout)
+        timeout = readiness.timeout_for(build.template, wanted.timeout)
         await _each_guest(
             build,
             lambda guest: _until_ready(
@@ -185,13 +185,6 @@ async def execute(
         raise
     seconds = time.monotonic() - started
     return [Built(g.name, g.host, seconds, str(rules[g.name])) for g in build.guests]
-
-
-def ready_timeout(template: model.ResolvedTemplate, given: float | None) -> float:
-    """The command line's timeout, else the template's, else mclu's default."""
-    if given is not None:
-        return given
-    return template.ready_timeout or readiness.DEFAULT_TIMEOUT
 
 
 def by_host(build: plan.BuildPlan) -> dict[str, list[plan.GuestPlan]]:

@@ -1,9 +1,10 @@
 """Guest lifecycle: stopping with a deadline, deleting a guest (as mclu.decide.delete
 planned it), and how the console and the graphical viewer reach a guest.
 
-The decisions are pure (`viewer_uri`, `viewer_argv`; which disks a delete removes is
-`mclu.decide.delete`); the actions (`stop`, `delete`) take an open Session and act. The
-console's command on the host is `mclu.hosts.commands.serial_console`.
+The decisions are pure (the viewer's command line is `mclu.decide.connect`'s; which disks a
+delete removes is `mclu.decide.delete`'s); the actions (`start`, `reboot`, `destroy`, `stop`,
+`delete`) take an open Session and act. The console's command on the host is
+`mclu.hosts.commands.serial_console`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import asyncio
 import contextlib
 import math
 import time
-import urllib.parse
 from dataclasses import dataclass
 
 from mclu import errors, hostpaths, model
@@ -27,6 +27,24 @@ POLL_INTERVAL = 0.5  # seconds between looks at a stopping guest's state
 ACPI_REPEAT = 5.0
 
 VIEWER = "virt-viewer"  # its package has the same name; remote-viewer cannot open libvirt URIs
+
+
+# --- start, reboot, destroy: one libvirt call each --------------------------------------------
+
+
+async def start(session: Session, name: str) -> None:
+    """Boot the shut-off guest."""
+    await session.start(name)
+
+
+async def reboot(session: Session, name: str) -> None:
+    """Ask the running guest's OS to restart (ACPI); returns before it has."""
+    await session.reboot(name)
+
+
+async def destroy(session: Session, name: str) -> None:
+    """Power the running guest off at once."""
+    await session.destroy(name)
 
 
 # --- stop ----------------------------------------------------------------------------------------
@@ -134,23 +152,3 @@ async def console_log(session: Session, name: str) -> bytes:
     if (await session.run(commands.exists(path), check=False)).exit_status != 0:
         raise errors.NoConsoleLog(session.host, name, path)
     raise command_failed(session.host, done)
-
-
-def viewer_uri(spec: model.HostSpec) -> str:
-    """The qemu+ssh URI virt-viewer opens for spec's host, with the inventory's ssh key and
-    known_hosts, and host key checking on (no_verify=0)."""
-    user = f"{spec.user}@" if spec.user else ""
-    port = f":{spec.port}" if spec.port is not None else ""
-    params = []
-    if spec.identity_files:
-        params.append(("keyfile", spec.identity_files[0]))
-    if spec.known_hosts:
-        params.append(("known_hosts", spec.known_hosts))
-    params.append(("no_verify", "0"))
-    query = urllib.parse.urlencode(params, safe="/", quote_via=urllib.parse.quote)
-    return f"qemu+ssh://{user}{spec.address}{port}/system?{query}"
-
-
-def viewer_argv(program: str, spec: model.HostSpec, name: str) -> list[str]:
-    """virt-viewer's command line for guest `name` on spec's host."""
-    return [program, "--connect", viewer_uri(spec), name]

@@ -25,6 +25,7 @@ from pathlib import Path
 from mclu import errors, hostpaths, images
 from mclu.act import locks
 from mclu.act.build import Reporter, Undo
+from mclu.decide import connect
 from mclu.decide.migrate import Disk, Move, timeout_for
 from mclu.hosts import commands
 from mclu.hosts.session import MigrationProgress, MigrationTarget, Session
@@ -43,12 +44,8 @@ class Moved:
 
 def target(move: Move, dest: HostSpec) -> MigrationTarget:
     """The destination as the source's libvirtd reaches it (peer to peer, over ssh)."""
-    user = f"{dest.user}@" if dest.user else ""
-    port = f":{dest.port}" if dest.port not in (None, 22) else ""
     return MigrationTarget(
-        host=dest.name,
-        uri=f"qemu+ssh://{user}{dest.address}{port}/system",
-        copy_storage=not move.shared,
+        host=dest.name, uri=connect.migration_uri(dest), copy_storage=not move.shared
     )
 
 

@@ -1,6 +1,6 @@
 """Host power: wake-on-LAN packets, the power-off command, and waiting for a host to come or go.
 
-`parse_mac` and `magic_packet` are pure. `wake` sends one UDP datagram. `power_off` and the
+The packet is `mclu.decide.power`'s (pure). `wake` sends one UDP datagram. `power_off` and the
 waits reach the host through sessions (`mclu.hosts.session.Session`), like every other command.
 """
 
@@ -8,50 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from mclu import errors, model
+from mclu.decide import power as decide_power
 from mclu.hosts import session
 from mclu.read import snapshot
 
-MAC_LENGTH = 6  # bytes
-SYNC = b"\xff" * 6  # the synchronisation stream a wake-on-LAN packet starts with
-MAC_REPEATS = 16
-PACKET_LENGTH = len(SYNC) + MAC_REPEATS * MAC_LENGTH  # 102
-
 POLL_FIRST = 0.5  # seconds between the first attempts of a wait; doubles up to POLL_MAX
 POLL_MAX = 2.0
-
-# Colons, dashes or nothing between the six bytes, the same separator throughout.
-_MAC = re.compile(r"^[0-9A-Fa-f]{2}(?P<sep>[:-]?)[0-9A-Fa-f]{2}(?:(?P=sep)[0-9A-Fa-f]{2}){4}$")
-
-
-def parse_mac(text: str) -> bytes:
-    """A MAC address as 52:54:00:12:34:56, 52-54-00-12-34-56 or 525400123456 → its 6 bytes.
-
-    Raises ValueError for anything else.
-    """
-    if not _MAC.match(text):
-        raise ValueError(f"not a MAC address: {text!r} (use 52:54:00:12:34:56)")
-    return bytes.fromhex(text.replace(":", "").replace("-", ""))
-
-
-def format_mac(raw: bytes) -> str:
-    """6 bytes → "52:54:00:12:34:56" (lower case, as the inventory keeps it)."""
-    if len(raw) != MAC_LENGTH:
-        raise ValueError(f"a MAC address is {MAC_LENGTH} bytes, got {len(raw)}")
-    return ":".join(f"{b:02x}" for b in raw)
-
-
-def magic_packet(mac: bytes) -> bytes:
-    """The wake-on-LAN payload for `mac` (6 bytes): six 0xFF bytes, then the MAC 16 times."""
-    if len(mac) != MAC_LENGTH:
-        raise ValueError(f"a MAC address is {MAC_LENGTH} bytes, got {len(mac)}")
-    return SYNC + mac * MAC_REPEATS
 
 
 def wake(host: str, mac: str, address: str, port: int) -> None:
@@ -59,7 +27,7 @@ def wake(host: str, mac: str, address: str, port: int) -> None:
 
     Raises WakeFailed when the datagram cannot be sent (no route, no such network...).
     """
-    packet = magic_packet(parse_mac(mac))
+    packet = decide_power.magic_packet(decide_power.parse_mac(mac))
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)

@@ -173,7 +173,7 @@ async def rebuild_guest(item: Rebuild, run: Context) -> Rebuilt:
             run,
             was_running=guest.state.active,
             boots=guest.state.active or item.verify,
-            ready_timeout=build.ready_timeout(item.template, run.ready_timeout),
+            ready_timeout=readiness.timeout_for(item.template, run.ready_timeout),
         )
         ready: readiness.Rule | None = None
         try:

@@ -23,6 +23,7 @@ from mclu import errors, hostpaths, model
 from mclu.act import console, lifecycle, locks
 from mclu.cli import commands, output, parsing
 from mclu.config import inventory
+from mclu.decide import connect
 from mclu.decide import delete as delete_plan
 from mclu.hosts import commands as host_commands
 from mclu.hosts.session import Session, command_line
@@ -294,7 +295,7 @@ async def start(args: argparse.Namespace, env: commands.Env) -> int:
 async def _start(args: argparse.Namespace, env: commands.Env, target: Target) -> int:
     if target.guest.state.active:
         return _nothing_to_do(args, env, target, "start")
-    await target.session.start(target.name)
+    await lifecycle.start(target.session, target.name)
     return report(
         args,
         env,
@@ -339,7 +340,7 @@ async def reboot(args: argparse.Namespace, env: commands.Env) -> int:
     """Ask a running guest's OS to restart (ACPI); returns before it has."""
     async with guest_target(args, env, lock="reboot") as target:
         require_running(target)
-        await target.session.reboot(target.name)
+        await lifecycle.reboot(target.session, target.name)
         return report(
             args,
             env,
@@ -359,7 +360,7 @@ async def destroy(args: argparse.Namespace, env: commands.Env) -> int:
 async def _destroy(args: argparse.Namespace, env: commands.Env, target: Target) -> int:
     if not target.guest.state.active:
         return _nothing_to_do(args, env, target, "destroy")
-    await target.session.destroy(target.name)
+    await lifecycle.destroy(target.session, target.name)
     return report(
         args,
         env,
@@ -510,7 +511,7 @@ async def viewer(args: argparse.Namespace, env: commands.Env) -> int:
         )
     async with guest_target(args, env) as target:
         require_running(target)
-        argv = lifecycle.viewer_argv(program, target.host.spec, target.name)
+        argv = connect.viewer_argv(program, target.host.spec, target.name)
     # The hosts' connections are closed by now: the viewer makes its own, for as long as it runs.
     process = await asyncio.create_subprocess_exec(*argv, env=dict(env.environ))
     status = await process.wait()

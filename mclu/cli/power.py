@@ -11,6 +11,7 @@ from mclu import errors, model
 from mclu.act import power
 from mclu.cli import commands, migration, output, parsing
 from mclu.config import inventory
+from mclu.decide import power as decide_power
 from mclu.hosts.session import command_line
 
 DEFAULT_TIMEOUT = 300.0  # seconds --wait waits by default
@@ -96,9 +97,8 @@ async def power_off(args: argparse.Namespace, env: commands.Env) -> int:
     if args.drain:
         await _drain(spec, args, env)
     async with env.open_session(spec) as host:
-        running = [g.name for g in await host.guests() if g.state.active]
-        if running and not args.force:
-            raise errors.GuestsRunning(spec.name, sorted(running))
+        running = decide_power.running(await host.guests())
+        decide_power.check_power_off(spec.name, running, force=args.force)
         ended = await power.power_off(host, spec)
     waited = None
     if args.wait:
@@ -121,9 +121,8 @@ async def _power_off_dry_run(
     if args.drain:
         await _drain(spec, args, env, dry_run=True)
     async with env.open_session(spec) as host:
-        running = sorted(g.name for g in await host.guests() if g.state.active)
-    if running and not (args.force or args.drain):
-        raise errors.GuestsRunning(spec.name, running)
+        running = sorted(decide_power.running(await host.guests()))
+    decide_power.check_power_off(spec.name, running, force=args.force, drain_first=args.drain)
     if args.json:
         env.printer.json(
             {

@@ -125,6 +125,13 @@ def choose(declared: str | None, traits: model.GuestTraits | None) -> Choice:
 # --- the console, read (pure) -----------------------------------------------------------------
 
 
+def timeout_for(template: model.ResolvedTemplate, given: float | None) -> float:
+    """The command line's timeout, else the template's, else mclu's default."""
+    if given is not None:
+        return given
+    return template.ready_timeout or DEFAULT_TIMEOUT
+
+
 def console_lines(text: str) -> list[str]:
     """The log's lines as a person reads them: control sequences gone, blank lines dropped."""
     clean = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n"))

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import pytest
 
 from mclu import model
-from mclu.act import console, lifecycle
+from mclu.act import console
+from mclu.decide import connect
 
 
 class FakeTerminal:
@@ -97,7 +98,7 @@ def test_terminal_size_of_a_pipe() -> None:
 
 def test_viewer_uri_leaves_user_and_port_to_ssh() -> None:
     spec = model.HostSpec(name="h", address="h.example")
-    assert lifecycle.viewer_uri(spec) == "qemu+ssh://h.example/system?no_verify=0"
+    assert connect.viewer_uri(spec) == "qemu+ssh://h.example/system?no_verify=0"
 
 
 async def test_the_remote_terminal_follows_the_window_size(pty: tuple[int, int]) -> None:

@@ -1,4 +1,5 @@
-"""mclu.act.power: MACs, the magic packet, the power-off command's endings, and the waits."""
+"""mclu.decide.power and mclu.act.power: MACs, the magic packet, the power-off command's
+endings, and the waits."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from hypothesis import strategies as st
 from mclu import errors, model
 from mclu.act import power
 from mclu.config import inventory
+from mclu.decide import power as decide_power
 from mclu.hosts import fake
 from mclu.hosts.session import CommandResult
+from tests.builders import SHUTOFF, guest
 
 macs = st.binary(min_size=6, max_size=6)
 
@@ -26,8 +29,8 @@ def spaced(raw: bytes, sep: str) -> str:
 @given(macs, st.sampled_from([":", "-", ""]), st.booleans())
 def test_any_mac_in_any_spelling_parses_to_its_bytes(raw: bytes, sep: str, upper: bool) -> None:
     text = spaced(raw, sep)
-    assert power.parse_mac(text.upper() if upper else text) == raw
-    assert power.format_mac(raw) == spaced(raw, ":")
+    assert decide_power.parse_mac(text.upper() if upper else text) == raw
+    assert decide_power.format_mac(raw) == spaced(raw, ":")
 
 
 @pytest.mark.parametrize(
@@ -44,27 +47,27 @@ def test_any_mac_in_any_spelling_parses_to_its_bytes(raw: bytes, sep: str, upper
 )
 def test_what_is_not_a_mac_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="not a MAC address"):
-        power.parse_mac(text)
+        decide_power.parse_mac(text)
 
 
 def test_magic_packet_is_six_ff_then_the_mac_sixteen_times() -> None:
     mac = bytes.fromhex("525400123456")
-    packet = power.magic_packet(mac)
+    packet = decide_power.magic_packet(mac)
     assert len(packet) == 102
     assert packet == b"\xff" * 6 + bytes.fromhex("525400123456" * 16)
 
 
 @given(macs)
 def test_magic_packet_property(raw: bytes) -> None:
-    packet = power.magic_packet(raw)
+    packet = decide_power.magic_packet(raw)
     assert packet[:6] == b"\xff" * 6
     assert [packet[6 + 6 * i : 12 + 6 * i] for i in range(16)] == [raw] * 16
-    assert len(packet) == power.PACKET_LENGTH
+    assert len(packet) == decide_power.PACKET_LENGTH
 
 
 def test_magic_packet_needs_six_bytes() -> None:
     with pytest.raises(ValueError, match="6 bytes"):
-        power.magic_packet(b"\x01\x02")
+        decide_power.magic_packet(b"\x01\x02")
 
 
 def test_wake_sends_the_packet_by_udp() -> None:
@@ -74,7 +77,7 @@ def test_wake_sends_the_packet_by_udp() -> None:
         port = listener.getsockname()[1]
         power.wake("ham3", "52:54:00:AB:cd:03", "127.0.0.1", port)
         data, _ = listener.recvfrom(1024)
-    assert data == power.magic_packet(bytes.fromhex("525400abcd03"))
+    assert data == decide_power.magic_packet(bytes.fromhex("525400abcd03"))
 
 
 def test_wake_that_cannot_send_names_host_and_address() -> None:
@@ -83,6 +86,21 @@ def test_wake_that_cannot_send_names_host_and_address() -> None:
         errors.WakeFailed, match=r"ham3: cannot send .* to 127\.0\.0\.1:0: invalid argument"
     ):
         power.wake("ham3", "52:54:00:12:34:56", "127.0.0.1", 0)
+
+
+# --- when off refuses ------------------------------------------------------------------------
+
+
+def test_off_refuses_while_guests_run_unless_forced_or_drained_first() -> None:
+    guests = [guest("web2"), guest("db", state=SHUTOFF), guest("web1")]
+    running = decide_power.running(guests)
+    assert running == ["web2", "web1"]
+    with pytest.raises(errors.GuestsRunning) as refused:
+        decide_power.check_power_off("a", running, force=False)
+    assert refused.value.guests == ("web1", "web2")
+    decide_power.check_power_off("a", running, force=True)
+    decide_power.check_power_off("a", running, force=False, drain_first=True)
+    decide_power.check_power_off("a", [], force=False)
 
 
 # --- the inventory's keys ------------------------------------------------------------------

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mclu.act import power
 from mclu.config import inventory
+from mclu.decide import power
 from mclu.sandbox import config, state, wol, wol_listener
 
 MAC = bytes.fromhex("525400d50003")
