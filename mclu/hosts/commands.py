@@ -175,6 +175,52 @@ def nbd_server(directory: str, server: Sequence[str]) -> list[str]:
     return script(NBD_SERVER_SCRIPT, directory, *server)
 
 
+# --- a session's background commands and locks (mclu.hosts.ssh) ------------------------------
+
+# Runs "$@" for as long as the channel's stdin stays open: at its end (the block exits, or
+# the connection drops and sshd closes the pipe) the watcher kills the command; the script's
+# exit status is the command's. The watcher's output goes nowhere, so that the channel closes
+# as soon as the command ends by itself.
+BACKGROUND_SCRIPT = (
+    # An asynchronous list's stdin is /dev/null unless redirected (POSIX): hand the channel
+    # to the watcher as fd 3.
+    "exec 3<&0\n"
+    '"$@" </dev/null 3<&- & p=$!\n'
+    '{ cat <&3 >/dev/null; kill "$p"; } >/dev/null 2>&1 &\n'
+    "exec 3<&-\n"
+    'wait "$p"\n'
+)
+
+
+def background(argv: Sequence[str]) -> list[str]:
+    """`argv` run until it ends, or until the channel's stdin ends (then it is killed); the
+    exit status is argv's (`Session.background` on an ssh session)."""
+    return script(BACKGROUND_SCRIPT, *argv)
+
+
+# Takes an exclusive flock on "$1" without waiting and holds it until the channel's stdin ends
+# (the block exits, or the connection drops and sshd closes the pipe): `cat` inherits the
+# locked descriptor and exits at that end. Prints "locked" once held; when another process
+# holds it, prints what that process wrote into the file ("$2", its holder) and exits 75.
+LOCK_SCRIPT = (
+    "umask 077\n"
+    'mkdir -p -- "${1%/*}" && exec 9>>"$1" || exit 70\n'
+    'flock -n 9 || { cat -- "$1" >&2; exit 75; }\n'
+    'printf "%s\\n" "$2" >"$1"\n'
+    "echo locked\n"
+    "exec cat >/dev/null\n"
+)
+LOCK_HELD = 75  # the lock script's exit status when another process holds the lock
+
+
+def lock(path: str, holder: str) -> list[str]:
+    """An exclusive flock on the file `path` (made, with its directory), taken without
+    waiting and held until stdin ends; `holder` is written into the file and "locked"
+    printed once held. Exit LOCK_HELD, the holder's text on stderr, when another process
+    holds it (`Session.lock` on an ssh session)."""
+    return script(LOCK_SCRIPT, path, holder)
+
+
 # --- guests' consoles --------------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ import asyncssh
 
 from mclu import errors, runtmp
 from mclu.cancellation import uninterrupted
+from mclu.hosts import commands
 from mclu.hosts.session import CommandResult, Input, command_failed, command_line
 from mclu.model import HostSpec
 
@@ -35,34 +36,6 @@ KEEPALIVE_INTERVAL = 15.0  # seconds; a host gone for 3 intervals closes the con
 KEEPALIVE_COUNT_MAX = 3
 STOP_TIMEOUT = 10.0  # seconds a stopped or aborted command gets to end before its channel is closed
 OUTPUT_KEPT = 64 * 1024  # bytes of a background command's stdout and stderr kept
-
-# Runs "$@" for as long as the channel's stdin stays open: at its end (the block exits, or
-# the connection drops and sshd closes the pipe) the watcher kills the command; the script's
-# exit status is the command's. The watcher's output goes nowhere, so that the channel closes
-# as soon as the command ends by itself.
-BACKGROUND_SCRIPT = (
-    # An asynchronous list's stdin is /dev/null unless redirected (POSIX): hand the channel
-    # to the watcher as fd 3.
-    "exec 3<&0\n"
-    '"$@" </dev/null 3<&- & p=$!\n'
-    '{ cat <&3 >/dev/null; kill "$p"; } >/dev/null 2>&1 &\n'
-    "exec 3<&-\n"
-    'wait "$p"\n'
-)
-
-# Takes an exclusive flock on "$1" without waiting and holds it until the channel's stdin ends
-# (the block exits, or the connection drops and sshd closes the pipe): `cat` inherits the
-# locked descriptor and exits at that end. Prints "locked" once held; when another process
-# holds it, prints what that process wrote into the file ("$2", its holder) and exits 75.
-LOCK_SCRIPT = (
-    "umask 077\n"
-    'mkdir -p -- "${1%/*}" && exec 9>>"$1" || exit 70\n'
-    'flock -n 9 || { cat -- "$1" >&2; exit 75; }\n'
-    'printf "%s\\n" "$2" >"$1"\n'
-    "echo locked\n"
-    "exec cat >/dev/null\n"
-)
-LOCK_HELD = 75
 
 
 class SshConnection:
@@ -145,7 +118,7 @@ class SshConnection:
     @asynccontextmanager
     async def background(self, argv: Sequence[str]) -> AsyncIterator[RunningCommand]:
         """Run argv on the host while the block runs; see Session.background."""
-        command = command_line(["sh", "-c", BACKGROUND_SCRIPT, "sh", *argv])
+        command = command_line(commands.background(argv))
         log.debug("%s: $ %s &", self.host, command_line(argv))
         try:
             process = await self._connection.create_process(command, encoding=None)
@@ -200,7 +173,7 @@ class SshConnection:
     @asynccontextmanager
     async def lock(self, path: str, holder: str) -> AsyncIterator[None]:
         """Hold a flock on the host's file `path` while the block runs; see Session.lock."""
-        argv = ["sh", "-c", LOCK_SCRIPT, "sh", path, holder]
+        argv = commands.lock(path, holder)
         log.debug("%s: locking %s", self.host, path)
         try:
             process = await self._connection.create_process(command_line(argv), encoding=None)
@@ -228,7 +201,7 @@ class SshConnection:
         await process.wait_closed()
         stderr = await process.stderr.read()
         status = process.returncode
-        if status == LOCK_HELD:
+        if status == commands.LOCK_HELD:
             raise errors.LockHeld(self.host, path, stderr.decode(errors="replace").strip())
         raise command_failed(
             self.host, CommandResult(tuple(argv), -1 if status is None else status, line, stderr)

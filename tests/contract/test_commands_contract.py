@@ -436,6 +436,29 @@ async def test_remove_unused(host: Host) -> None:
     assert not await host.holds(a) and not await host.holds(b)
 
 
+async def test_lock_is_held_until_its_input_ends(host: Host) -> None:
+    only_real(host)
+    path = host.path("locks/web1.lock")
+    done = await host.session.run(commands.lock(path, "run one"), input=b"end")
+    assert (done.exit_status, done.stdout) == (0, b"locked\n")
+    assert await host.content(path) == b"run one\n"
+
+
+async def test_lock_held_elsewhere_names_its_holder(host: Host) -> None:
+    only_real(host)
+    path = host.path("web1.lock")
+    async with host.session.lock(path, "run one"):
+        done = await host.session.run(commands.lock(path, "run two"), input=b"end", check=False)
+    assert (done.exit_status, done.stdout) == (commands.LOCK_HELD, b"")
+    assert done.stderr == b"run one\n"
+
+
+async def test_background_gives_the_exit_status_of_its_command(host: Host) -> None:
+    only_real(host)
+    done = await host.run(commands.background(["sh", "-c", "echo out; echo err >&2; exit 3"]))
+    assert (done.exit_status, done.stdout, done.stderr) == (3, b"out\n", b"err\n")
+
+
 async def test_serve_forwards_the_socket_and_leaves_nothing(host: Host) -> None:
     """images.nbd.serve over these command lines: forwarded here on a real host; on the fake
     (which forwards nothing) refused as Unsupported at once, not after waiting to listen."""
