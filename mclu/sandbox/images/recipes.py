@@ -31,6 +31,9 @@ DEBIAN_INCLUDE = (
     "ifupdown",
     "isc-dhcp-client",
     "openssh-server",
+    # Answers libvirt's guest-agent channel (addresses, the `agent` readiness check); udev
+    # starts it when the channel's port appears.
+    "qemu-guest-agent",
     "iproute2",
     "ca-certificates",
     "less",
@@ -81,8 +84,8 @@ DEBIAN_12 = Recipe(
     scripts=("debian-root.sh", "disk.sh"),
     notes=(
         "debootstrap --variant=minbase bookworm with systemd, udev, dbus, ifupdown,\n"
-        "openssh-server and the Debian kernel, updated from bookworm-updates and\n"
-        "bookworm-security.\n"
+        "openssh-server, qemu-guest-agent and the Debian kernel, updated from\n"
+        "bookworm-updates and bookworm-security.\n"
         "\n"
         "extlinux; console on ttyS0 (serial getty); eth0 by DHCP. root has an empty password\n"
         "for the console only (sshd wants a key in /root/.ssh). The ssh host keys are made\n"
