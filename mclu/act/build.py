@@ -307,11 +307,12 @@ async def _link(session: Session, temp: str, guest: plan.GuestPlan, undo: Undo) 
     await session.run(commands.link(temp, guest.disk_path))
     undo.push(
         f"remove {guest.disk_path} on {session.host}",
-        functools.partial(_remove, session, guest.disk_path),
+        functools.partial(remove_file, session, guest.disk_path),
     )
 
 
-async def _remove(session: Session, path: str) -> None:
+async def remove_file(session: Session, path: str) -> None:
+    """Delete the file `path` on the host (none there is no error): an undo step."""
     await session.run(commands.remove(path))
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from mclu import errors, hostpaths, images
 from mclu.act import locks
-from mclu.act.build import Reporter, Undo
+from mclu.act.build import Reporter, Undo, remove_file
 from mclu.decide import connect
 from mclu.decide.migrate import Disk, Move, timeout_for
 from mclu.hosts import commands
@@ -127,7 +127,7 @@ async def _remove_source_disks(move: Move, source: Session, reporter: Reporter) 
     only reported: the migration itself has succeeded."""
     for path in (*(d.path for d in move.disks), hostpaths.console_log(move.guest.name)):
         try:
-            await _remove(source, path)
+            await remove_file(source, path)
         except errors.MCLUError as e:
             reporter.step(move.source, move.guest.name, f"could not remove {path}: {e}")
 
@@ -169,7 +169,9 @@ async def _prepare_destination(
     for disk in move.disks:
         reporter.step(move.dest, move.guest.name, f"creating {disk.path}")
         await _step(move, "create disk", _create_disk(dest, disk))
-        undo.push(f"remove {disk.path} on {dest.host}", functools.partial(_remove, dest, disk.path))
+        undo.push(
+            f"remove {disk.path} on {dest.host}", functools.partial(remove_file, dest, disk.path)
+        )
 
 
 async def _step(move: Move, step: str, work: Awaitable[object]) -> None:
@@ -204,10 +206,6 @@ async def _create_disk(session: Session, disk: Disk) -> None:
         await session.run(commands.remove(temp), check=False)
 
 
-async def _remove(session: Session, path: str) -> None:
-    await session.run(commands.remove(path))
-
-
 async def _remove_base_if_unused(session: Session, spec: HostSpec, base: str) -> None:
     """Remove a base this migration sent, unless a disk there has come to use it."""
     guests = await session.guests()
@@ -216,7 +214,7 @@ async def _remove_base_if_unused(session: Session, spec: HostSpec, base: str) ->
         *(d for g in guests for d in g.disks),
     }
     if base not in await storage.backing_files(session, sorted(disks)):
-        await _remove(session, base)
+        await remove_file(session, base)
 
 
 # --- the template base: from the controller's cache, else host to host -----------------------

@@ -99,13 +99,8 @@ async def send_atomically(
         await transport.send(session, source, partial, size, progress=progress)
         await session.run(commands.commit(partial, dest))
     except BaseException:
-        await _remove(session, partial)
+        try:  # best effort: the error being raised matters more
+            await session.run(commands.remove(partial), check=False)
+        except errors.HostError as e:
+            log.warning("%s: could not remove %s: %s", session.host, partial, e)
         raise
-
-
-async def _remove(session: Session, path: str) -> None:
-    """Delete path on the host, best effort: the error being raised matters more."""
-    try:
-        await session.run(commands.remove(path), check=False)
-    except errors.HostError as e:
-        log.warning("%s: could not remove %s: %s", session.host, path, e)
