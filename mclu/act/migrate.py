@@ -52,6 +52,19 @@ def target(move: Move, dest: HostSpec) -> MigrationTarget:
 # --- carrying out one move ----------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One move under way: its plan, both hosts' sessions, the destination's spec, the
+    controller's cache and what to tell the user."""
+
+    move: Move
+    source: Session
+    dest: Session
+    dest_spec: HostSpec
+    cache_dir: Path
+    reporter: Reporter
+
+
 async def execute(
     move: Move,
     sessions: Mapping[str, Session],
@@ -81,9 +94,8 @@ async def _execute(
     undo = Undo()
     try:
         if not move.shared:
-            await _prepare_destination(
-                move, source, dest, specs[move.dest], cache_dir, undo, reporter
-            )
+            run = _Run(move, source, dest, specs[move.dest], cache_dir, reporter)
+            await _prepare_destination(run, undo)
         reporter.step(move.source, move.guest.name, f"migrating to {move.dest}")
         key = f"{move.guest.name} → {move.dest}"
 
@@ -132,15 +144,8 @@ async def _remove_source_disks(move: Move, source: Session, reporter: Reporter) 
             reporter.step(move.source, move.guest.name, f"could not remove {path}: {e}")
 
 
-async def _prepare_destination(
-    move: Move,
-    source: Session,
-    dest: Session,
-    spec: HostSpec,
-    cache_dir: Path,
-    undo: Undo,
-    reporter: Reporter,
-) -> None:
+async def _prepare_destination(run: _Run, undo: Undo) -> None:
+    move, dest, reporter = run.move, run.dest, run.reporter
     paths = [d.path for d in move.disks] + [d.backing for d in move.bases if d.backing]
     present = await _existing(dest, paths)
     for disk in move.disks:
@@ -160,11 +165,11 @@ async def _prepare_destination(
         await _step(
             move,
             "send template base",
-            _send_base(source, dest, disk, move.from_cache, cache_dir, reporter),
+            _send_base(run, disk),
         )
         undo.push(
             f"remove {disk.backing} on {dest.host} if unused",
-            functools.partial(_remove_base_if_unused, dest, spec, disk.backing),
+            functools.partial(_remove_base_if_unused, dest, run.dest_spec, disk.backing),
         )
     for disk in move.disks:
         reporter.step(move.dest, move.guest.name, f"creating {disk.path}")
@@ -207,7 +212,8 @@ async def _create_disk(session: Session, disk: Disk) -> None:
 
 
 async def _remove_base_if_unused(session: Session, spec: HostSpec, base: str) -> None:
-    """Remove a base this migration sent, unless a disk there has come to use it."""
+    """Remove a base this migration sent, unless a disk there has come to use it: the
+    re-read the plan names (`mclu.decide.migrate.UNDO_CHECKS`, in `Move.undo`)."""
     guests = await session.guests()
     disks = {
         *await storage.overlay_candidates(session, spec),
@@ -220,19 +226,13 @@ async def _remove_base_if_unused(session: Session, spec: HostSpec, base: str) ->
 # --- the template base: from the controller's cache, else host to host -----------------------
 
 
-async def _send_base(
-    source: Session,
-    dest: Session,
-    disk: Disk,
-    from_cache: Sequence[str],
-    cache_dir: Path,
-    reporter: Reporter,
-) -> None:
+async def _send_base(run: _Run, disk: Disk) -> None:
+    source, dest, reporter = run.source, run.dest, run.reporter
     assert disk.backing is not None
     await dest.run(commands.make_directory(posixpath.dirname(disk.backing)))
     key = f"{dest.host}:{posixpath.basename(disk.backing)}"
-    if disk.backing in from_cache:
-        local = cache_dir / posixpath.basename(disk.backing)
+    if disk.backing in run.move.from_cache:
+        local = run.cache_dir / posixpath.basename(disk.backing)
         size = max(local.stat().st_size, 0)
 
         def progress(done: int) -> None:
@@ -259,6 +259,9 @@ async def copy_between_hosts(
     nbdcopy = shutil.which("nbdcopy")
     if nbdcopy is None:
         raise errors.LocalToolMissing("nbdcopy", "copying a template base between hosts")
+    # The file's length, asked here: qemu-img's answer in the plan (Disk) does not hold it
+    # exactly (a raw file's virtual size is rounded up to 512 bytes, a qcow2's is the guest's
+    # size; actual-size counts allocated blocks), and the partial file must be that long.
     size = int((await source.run(commands.file_size(path))).stdout.decode())
     partial = images.partial_name(path)
     try:

@@ -7,7 +7,8 @@ of its storage moves. Otherwise the destination needs room for the guest's overl
 and for each template base it does not have cached, which comes from the controller's cache
 when it is there (raw), else from the source host. The executor (`mclu.act.migrate`) asks
 the hosts again only what its locks make necessary: whether the disks' paths are free on the
-destination once the guest's name is locked there (`Move.steps`).
+destination once the guest's name is locked there (`Move.steps`), and, undoing a failed
+move, whether a disk there has come to use a base it sent (`Move.undo`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from mclu.decide import placement
 from mclu.model import Guest, HostSpec, Snapshot, StorageFacts
 
 MIN_RATE = 1 << 20  # bytes per second below which a migration counts as hung
+# What undoing a failed move asks the destination again: a base this move sent stays when a
+# disk there has come to use it meanwhile (another run's guest, made under its own lock).
+UNDO_CHECKS = ("re-read the destination's guests and overlays",)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,14 @@ class Move:
         sends = ("send template base",) if self.bases else ()
         creates = ("create disk",) if self.disks else ()
         return ("lock", "check disks", *sends, *creates, "migrate")
+
+    @property
+    def undo(self) -> tuple[str, ...]:
+        """What a failure undoes, newest first: the disks made, then each base this move
+        sent, unless the destination, asked again (`UNDO_CHECKS`), has a disk using it."""
+        removes = ("remove disk",) if self.disks else ()
+        bases = (*UNDO_CHECKS, "remove template base if unused") if self.bases else ()
+        return () if self.shared else (*removes, *bases)
 
 
 @dataclass(frozen=True)

@@ -260,6 +260,7 @@ def move_fields(item: migrate.Move | migrate.NotMoved) -> dict[str, Any]:
         "bases": [d.backing for d in item.bases],
         "from_cache": list(item.from_cache),
         "steps": list(item.steps),
+        "undo": list(item.undo),
     }
 
 
