@@ -92,6 +92,17 @@ class _Sizing:
     full_copy: bool
 
 
+@dataclass(frozen=True)
+class _Build:
+    """What every guest of one request shares: the template, the request, its checked sizes,
+    and the build time (ISO 8601 UTC)."""
+
+    template: ResolvedTemplate
+    request: BuildRequest
+    sizing: _Sizing
+    now: str
+
+
 def plan_build(
     request: BuildRequest,
     snapshot: Snapshot,
@@ -116,6 +127,7 @@ def plan_build(
     # Hosts without the base need room for it once, whichever guest takes it there:
     # set that room aside up front so every fit check sees it.
     already = {c.name: _base_room(template.base, c) for c in candidates}
+    build = _Build(template, request, sizing, now)
     guests: list[GuestPlan] = []
     skipped: dict[tuple[str, str], list[str]] = {}  # (host, why) → the guests it was refused
     for name, pinned in targets:
@@ -133,7 +145,7 @@ def plan_build(
             skipped.setdefault(host_why, []).append(name)
         already[chosen.host] = already[chosen.host] + need
         host = next(c for c in candidates if c.name == chosen.host)
-        guests.append(_guest_plan(name, chosen, host, template, request, sizing, now, guests))
+        guests.append(_guest_plan(name, chosen, host, build, guests))
     return BuildPlan(
         template=template,
         guests=tuple(guests),
@@ -306,12 +318,10 @@ def _guest_plan(
     name: str,
     chosen: placement.Placement,
     host: placement.Candidate,
-    template: ResolvedTemplate,
-    request: BuildRequest,
-    sizing: _Sizing,
-    now: str,
+    build: _Build,
     earlier: Sequence[GuestPlan],
 ) -> GuestPlan:
+    template, sizing = build.template, build.sizing
     base, image_dir = template.base, host.storage.image_dir
     cached = base.cache_name in host.storage.cached_bases
     sent_before = any(g.host == host.name for g in earlier)
@@ -322,7 +332,7 @@ def _guest_plan(
         memory=sizing.memory,
         vcpus=sizing.vcpus,
         disk_path=path,
-        meta=_meta(template, request, now),
+        meta=_meta(template, build.request, build.now),
         disk_format="raw" if sizing.full_copy else "qcow2",
         disk_bus=template.disk_bus,
         network=template.network or host.snapshot.spec.network,
