@@ -915,3 +915,44 @@ class RebuildFailed(MCLUError):
         self.step = step
         self.reason = reason
         self.outcome = outcome
+
+
+# --- mclu ssh (issue 12, part 4) -----------------------------------------------------------
+
+
+class NoGuestAddress(MCLUError):
+    """`mclu ssh`: no source knows an address of the guest, so there is nothing to connect to."""
+
+    msg = "{self.name} on {self.host}: no address known ({self.why}); cannot ssh to it"
+
+    def __init__(self, *, name: str, host: str, why: str) -> None:
+        super().__init__(why)
+        self.name = name
+        self.host = host
+        self.why = why
+
+
+class NoHostKeys(MCLUError):
+    """`mclu ssh`: the guest's metadata records no ssh host keys, so its key cannot be checked
+    (mclu never trusts a key on first use)."""
+
+    msg = (
+        "{self.name} on {self.host}: mclu recorded no ssh host keys for it (built before mclu "
+        "recorded them, or not built by mclu): its key cannot be checked; `mclu rebuild "
+        "{self.name}` gives it keys mclu knows"
+    )
+
+    def __init__(self, *, name: str, host: str) -> None:
+        super().__init__(name)
+        self.name = name
+        self.host = host
+
+
+class NoSshClient(MCLUError):
+    """`mclu ssh`: no OpenSSH client on PATH."""
+
+    msg = "no ssh client on PATH ({self.path}): install OpenSSH's client"
+
+    def __init__(self, *, path: str) -> None:
+        super().__init__(path)
+        self.path = path

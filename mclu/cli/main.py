@@ -33,6 +33,7 @@ from mclu.cli import (
     templates,
 )
 from mclu.cli import prune as templates_prune
+from mclu.cli import ssh as ssh_commands
 from mclu.decide import prune as decide_prune
 
 EXIT_INTERRUPTED = errors.EXIT_INTERRUPTED
@@ -235,4 +236,5 @@ def build_parser() -> parsing.Parser:
     power.register(sub)
     rebuild.register(sub)
     cleanup.register(sub)
+    ssh_commands.register(sub, listing)
     return parser

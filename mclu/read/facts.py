@@ -132,7 +132,18 @@ def parse_guest(xml: str, state: GuestState, *, persistent: bool, autostart: boo
         mclu=meta,
         persistent=persistent,
         autostart=autostart,
+        networks=_networks_of(root),
     )
+
+
+def _networks_of(root: ET.Element) -> tuple[str, ...]:
+    """Each NIC as GuestSpec.network says it: "network:NAME", "bridge:NAME", or its type."""
+    words = []
+    for nic in root.findall("devices/interface"):
+        kind, source = nic.get("type", ""), nic.find("source")
+        name = source.get(kind) if source is not None and kind in ("network", "bridge") else None
+        words.append(f"{kind}:{name}" if name else kind)
+    return tuple(words)
 
 
 def libvirt_version(number: int) -> str:

@@ -71,6 +71,7 @@ def guest_from_json(data: dict[str, Any]) -> Guest:
             **data,
             "state": GuestState(data["state"]),
             "disks": tuple(data["disks"]),
+            "networks": tuple(data.get("networks", ())),
             "mclu": None
             if meta is None
             else GuestMeta(**{**meta, "options": tuple(tuple(o) for o in meta["options"])}),
@@ -134,3 +135,13 @@ def test_node_memory_stats_without_free() -> None:
 @pytest.mark.parametrize(("number", "text"), [(9000000, "9.0.0"), (10010002, "10.10.2")])
 def test_libvirt_version(number: int, text: str) -> None:
     assert facts.libvirt_version(number) == text
+
+
+def test_guest_networks_as_the_spec_words() -> None:
+    xml = """<domain type='qemu'><name>n</name><memory>1024</memory><devices>
+               <interface type='network'><source network='default'/></interface>
+               <interface type='bridge'><source bridge='br0'/></interface>
+               <interface type='user'/>
+             </devices></domain>"""
+    guest = facts.parse_guest(xml, GuestState.RUNNING, persistent=True)
+    assert guest.networks == ("network:default", "bridge:br0", "user")
