@@ -81,7 +81,7 @@ async def stop(
         raise errors.GuestDidNotStop(session.host, name, timeout)
     try:
         await session.destroy(name)
-    except errors.LibvirtCallFailed:
+    except errors.GuestInactive:
         if await _until_off(session, name, time.monotonic()):  # it went off meanwhile
             return Stopped(forced=False, seconds=time.monotonic() - started)
         raise

@@ -98,6 +98,36 @@ def test_stop_timeout_with_force_powers_off(cli: Cli) -> None:
     assert cli.json()["forced"] is True
 
 
+def test_stop_force_a_guest_that_goes_off_just_before_the_destroy(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli.host("a").ignores_acpi.add("web1")
+    original = fake.FakeSession.destroy
+
+    async def destroy(self: fake.FakeSession, name: str) -> None:
+        self.fake_host.guests[name] = guest(name, state=SHUTOFF)  # off on its own at last
+        await original(self, name)  # refused: "domain is not running"
+
+    monkeypatch.setattr(fake.FakeSession, "destroy", destroy)
+    assert cli("stop", "web1", "--timeout", "0", "--force", "--json") == 0
+    assert cli.json()["forced"] is False
+    assert cli.state("a", "web1") == SHUTOFF
+
+
+def test_stop_force_fails_when_the_destroy_is_refused(
+    cli: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli.host("a").ignores_acpi.add("web1")
+
+    async def destroy(self: fake.FakeSession, name: str) -> None:
+        raise errors.LibvirtCallFailed(host="a", what=f"destroy {name}", reason="internal error")
+
+    monkeypatch.setattr(fake.FakeSession, "destroy", destroy)
+    assert cli("stop", "web1", "--timeout", "0", "--force") == 1
+    assert cli.stderr == "mclu: error: a: destroy web1: internal error\n"
+    assert cli.state("a", "web1") == RUNNING
+
+
 @pytest.fixture
 def quick_repeat(monkeypatch: pytest.MonkeyPatch) -> None:
     """ACPI requests repeated every 10 ms instead of every few seconds."""
