@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from mclu import errors, hostpaths, model
 from mclu.decide import delete as delete_plan
+from mclu.decide.guests import guest_named
 from mclu.hosts import commands
 from mclu.hosts.session import Session, command_failed
 
@@ -60,7 +61,7 @@ class Stopped:
 
 async def state_of(session: Session, name: str) -> model.GuestState | None:
     """The guest's state now; None when it no longer exists (a transient guest that stopped)."""
-    guest = next((g for g in await session.guests() if g.name == name), None)
+    guest = guest_named(await session.guests(), name)
     return None if guest is None else guest.state
 
 

@@ -42,6 +42,7 @@ from mclu import errors, hostpaths, model
 from mclu.act import build, lifecycle, locks, waiting
 from mclu.decide import build as plan
 from mclu.decide import readiness
+from mclu.decide.guests import guest_named
 from mclu.decide.migrate import Disk
 from mclu.decide.rebuild import (
     Rebuild,
@@ -223,7 +224,7 @@ def disk_path_of(guest: model.Guest) -> str:
 
 async def _reread(session: Session, item: Rebuild) -> model.Guest:
     """The guest as it is now that this run holds its lock: still the one planned for?"""
-    guest = next((g for g in await session.guests() if g.name == item.name), None)
+    guest = guest_named(await session.guests(), item.name)
     if guest is None:
         raise errors.GuestNotFound(item.name, host=item.host)
     why_not = changed(item, guest)

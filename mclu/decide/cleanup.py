@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mclu import hostpaths, model
+from mclu.decide.guests import guest_named
 
 # A partial file no guest's lock covers (a base copied for a migration) is left alone until
 # it has not changed for this long: its run may be between two commands.
@@ -182,7 +183,7 @@ class GuestRemoval:
 def unfinished(guests: Sequence[model.Guest], name: str) -> model.Guest | None:
     """The guest `name` among `guests` (read under its lock) while it is still an interrupted
     build; None when it is gone or a run has finished it meanwhile."""
-    guest = next((g for g in guests if g.name == name), None)
+    guest = guest_named(guests, name)
     if guest is None or guest.mclu is None or guest.mclu.state not in model.UNFINISHED:
         return None
     return guest

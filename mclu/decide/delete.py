@@ -14,7 +14,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from mclu import errors, hostpaths, model
-from mclu.decide.guests import is_file_path
+from mclu.decide.guests import guest_named, is_file_path
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def plan(request: DeleteRequest, snapshot: model.Snapshot, backing: Collection[s
 
 def _guest(request: DeleteRequest, snapshot: model.Snapshot) -> model.Guest:
     host = snapshot.ok[request.host]
-    found = next((g for g in host.guests if g.name == request.name), None)
+    found = guest_named(host.guests, request.name)
     if found is None:
         raise errors.GuestNotFound(name=request.name, host=request.host)
     return found

@@ -4,6 +4,7 @@ name uses these, the planners of `mclu.decide` among them)."""
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from mclu import errors, model
@@ -56,6 +57,11 @@ def find_guest(snapshot: Snapshot, ref: GuestRef) -> Found:
     if len(matches) > 1:
         raise errors.GuestAmbiguous(ref.name, [m.host.spec.name for m in matches])
     return matches[0]
+
+
+def guest_named(guests: Iterable[model.Guest], name: str) -> model.Guest | None:
+    """The guest called `name` among one host's `guests`, or None."""
+    return next((g for g in guests if g.name == name), None)
 
 
 def is_file_path(source: str) -> bool:
