@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from mclu.sandbox import images as sandbox_images
 from tests.integration import sandbox as sb
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.timeout(1800)]
@@ -251,3 +252,35 @@ def test_debian_guest_has_the_users_key_and_password(
     )
     assert builds.ssh_key.read_text().split()[1] in shown
     assert name in shown
+
+
+def test_a_host_without_the_network_is_one_line_and_nothing_made(
+    sandbox: sb.Sandbox, ssh_key: Path, cache_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 12: the plan knows the host's active libvirt networks and bridges (the sandbox's
+    guests use user networking; its hosts may have no libvirt network active)."""
+    sandbox_images.build_repository(sandbox.state, names=["tiny"])  # tiny only: no debian-12
+    host = sandbox.up_hosts[0]
+    active = sandbox.exec(host, ["virsh", "net-list", "--name"]).stdout.split()
+    bridges = sandbox.exec(
+        host, ["sh", "-c", "cd /sys/class/net && for b in */bridge; do echo ${b%/bridge}; done"]
+    ).stdout.split()
+    bridges = [b for b in bridges if b != "*"]
+    network = "default" if "default" not in active else "mclu-absent"
+    inventory = sandbox.variant(tmp_path / "hosts.toml", network=f"network:{network}")
+    made = sb.Guests(sandbox, ssh_key, cache_dir)
+    name = made.name()
+    before = [f for f in made.files(host) if f != ".mclu-locks"]
+    try:
+        done = made.build("tiny", name, "--on", host, inventory=inventory)
+        assert done.returncode == 1, done.stderr
+        has, bridged = ", ".join(sorted(active)) or "none", ", ".join(sorted(bridges)) or "none"
+        assert done.stderr == (
+            f"mclu: error: {host}: no libvirt network '{network}' active (has: {has}; bridges: "
+            f"{bridged}): set network in hosts.toml or the template\n"
+        )
+        assert sb.leftovers(sandbox, name) == []
+        # Only the lock directory every build makes (its lock is released): no base sent.
+        assert [f for f in made.files(host) if f != ".mclu-locks"] == before
+    finally:
+        made.cleanup()
