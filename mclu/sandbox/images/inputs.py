@@ -14,7 +14,13 @@ from mclu.sandbox.images.debian import (
     parse_apt_show,
     parse_dpkg_versions,
 )
-from mclu.sandbox.images.recipes import DEBIAN_12, DEBIAN_KEY_PACKAGES, TINY, Recipe
+from mclu.sandbox.images.recipes import (
+    DEBIAN_12,
+    DEBIAN_KEY_PACKAGES,
+    TINY,
+    TINY_PACKAGES,
+    Recipe,
+)
 
 
 def _output(argv: list[str]) -> str:
@@ -55,7 +61,7 @@ def recipe_inputs(recipe: Recipe) -> dict[str, str]:
     if recipe is TINY:
         kver = host_kernel()
         inputs["kernel"] = kver
-        host = installed_versions(["busybox-static", f"linux-image-{kver}"])
+        host = installed_versions([*TINY_PACKAGES, f"linux-image-{kver}"])
         inputs.update({f"package:{name}": version for name, version in host.items()})
     elif recipe is DEBIAN_12:
         mirror, security = host_mirrors()

@@ -41,6 +41,17 @@ DEBIAN_INCLUDE = (
     # systemd-logind needs D-Bus, and logind is what powers off on the ACPI power button.
     "dbus",
 )
+# Packages of this machine the tiny template copies files from (the kernel aside).
+TINY_PACKAGES = (
+    "busybox-static",
+    "dropbear-bin",
+    "libc6",
+    "libcrypt1",
+    "libgmp10",
+    "libtomcrypt1",
+    "libtommath1",
+    "zlib1g",
+)
 # Their versions, plus base-files (it changes with every point release) and libc6, stand for
 # the mirror's state in the build key (from this machine's apt lists: no network needed).
 DEBIAN_KEY_PACKAGES = (*DEBIAN_INCLUDE, "linux-image-amd64", "base-files", "libc6", "systemd")
@@ -70,7 +81,8 @@ TINY = Recipe(
         "\n"
         "/etc/os-release says Debian 12 so libguestfs inspection and virt-customize work.\n"
         "Console on ttyS0; root logs in with an empty password. DHCP with udhcpc on each NIC;\n"
-        "acpid powers off on the ACPI power button. No sshd, no package manager.\n"
+        "acpid powers off on the ACPI power button. dropbear serves ssh (keys only) with the\n"
+        "OpenSSH host keys found in /etc/ssh, converted at boot. No package manager.\n"
         "Set passwords with --password-crypto sha512: busybox login cannot check yescrypt,\n"
         "libguestfs's default for Debian 12."
     ),

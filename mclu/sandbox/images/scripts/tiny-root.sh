@@ -1,6 +1,7 @@
 #!/bin/sh
 # Build the root tree of the `tiny` template: busybox, the host's Debian kernel, a small
-# initramfs, an extlinux.conf. Nothing here runs inside the tree: it is only written.
+# initramfs, an extlinux.conf, and dropbear (with the libraries it needs) as its ssh server.
+# Nothing here runs inside the tree: it is only written.
 #
 # usage: tiny-root.sh ROOT KVER UUID
 #   ROOT  empty directory to fill
@@ -21,8 +22,20 @@ install_busybox() {  # DIR: /bin/busybox and a symlink per applet
     done
 }
 
+install_with_libs() {  # BINARY: copy it to the same path in the root, with every library
+    install -D -m 0755 "$1" "$root$1"
+    for lib in $(ldd "$1" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+        [ -e "$root$lib" ] || install -D -m 0755 "$lib" "$root$lib"  # ld.so must be executable
+    done
+}
+
 # --- root tree ------------------------------------------------------------------------------
 install_busybox "$root"
+# ssh: dropbear from this machine (Debian's dropbear-bin); rcS starts it.
+install_with_libs /usr/sbin/dropbear
+install_with_libs /usr/lib/dropbear/dropbearconvert
+mkdir -p "$root/etc/dropbear"
+printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files\n' > "$root/etc/nsswitch.conf"
 mkdir -p "$root/boot/extlinux" "$root/dev" "$root/etc/init.d" "$root/etc/acpi/PWRF" \
     "$root/etc/udhcpc" "$root/home" "$root/proc" "$root/root" "$root/run" "$root/sys" \
     "$root/tmp" "$root/var/log" "$root/var/lib/urandom" "$root/mnt"
@@ -46,7 +59,7 @@ echo tiny > "$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\ttiny\n::1\tlocalhost ip6-localhost ip6-loopback\n' \
     > "$root/etc/hosts"
 printf 'UUID=%s\t/\text4\tdefaults\t0 1\n' "$uuid" > "$root/etc/fstab"
-# root logs in with an empty password (console only: there is no sshd in this image).
+# root logs in with an empty password on the console; dropbear takes keys only (-s).
 echo 'root:x:0:0:root:/root:/bin/sh' > "$root/etc/passwd"
 echo 'root::19000:0:99999:7:::' > "$root/etc/shadow"
 chmod 600 "$root/etc/shadow"
@@ -85,8 +98,25 @@ for dev in /sys/class/net/*; do
     ifname=${dev##*/}
     [ "$ifname" = lo ] && continue
     ip link set "$ifname" up
-    udhcpc -b -S -i "$ifname" -s /etc/udhcpc/default.script >/dev/null 2>&1 &
+    udhcpc -b -S -i "$ifname" -x "hostname:$(hostname)" -s /etc/udhcpc/default.script \
+        >/dev/null 2>&1 &
 done
+# ssh: dropbear presents the OpenSSH host keys personalisation wrote into /etc/ssh (converted
+# to its format at each boot); without any it makes its own. Keys only, no passwords.
+keys=
+for type in ed25519 ecdsa rsa; do
+    key=/etc/ssh/ssh_host_${type}_key
+    [ -s "$key" ] || continue
+    out=/etc/dropbear/dropbear_${type}_host_key
+    rm -f "$out"
+    /usr/lib/dropbear/dropbearconvert openssh dropbear "$key" "$out" >/dev/null 2>&1 &&
+        keys="$keys -r $out"
+done
+if [ -n "$keys" ]; then
+    dropbear -s -P /run/dropbear.pid $keys
+else
+    dropbear -s -R -P /run/dropbear.pid
+fi
 END
 chmod 755 "$root/etc/init.d/rcS"
 
