@@ -39,8 +39,8 @@ MAX_HOSTS = 90  # 10.213.N.10 .. 10.213.N.99
 # The LAN's DHCP server (mclu.sandbox.lan) leases addresses above the hosts' to guests
 # bridged onto it; short leases, so the many guests of a test run never exhaust the pool.
 DHCP_FIRST = f"{SUBNET}.100"
-DHCP_LAST = f"{SUBNET}.199"
-DHCP_LEASE_TIME = "10m"
+DHCP_LAST = f"{SUBNET}.250"
+DHCP_LEASE_TIME = "2m"  # dnsmasq's shortest: a deleted guest's address is free again soon
 NETNS_PREFIX = f"mclu{_TAG}-"
 VETH_PREFIX = f"mclv{_TAG}-"  # root-namespace end of each host's veth (inside it is eth0)
 ANCHOR_PREFIX = f"mclu{_TAG}-anchor-"  # the name each host's anchor process runs under
