@@ -441,7 +441,10 @@ async def _until_ready(
     """Wait for the guest to be ready, then record it so; a NotReady fails the build."""
     reporter.step(session.host, guest.name, f"waiting until ready ({rule.describe()})")
     await _step(
-        session.host, guest.name, READY_STEP, waiting.wait(session, guest.name, rule, timeout)
+        session.host,
+        guest.name,
+        READY_STEP,
+        waiting.wait(session, guest.name, rule, timeout, host_keys=guest.spec.meta.host_keys),
     )
     meta = dataclasses.replace(guest.spec.meta, state=model.BuildState.READY, ready=str(rule))
     await _step(session.host, guest.name, "record", session.set_metadata(guest.name, meta))

@@ -357,7 +357,9 @@ class _Run:
             rule = readiness.recorded(self.item.meta.ready)
             self.on_undo(
                 f"start {name} again on {session.host}",
-                lambda: _restart_old(session, name, stop_timeout, rule, self.ready_timeout),
+                lambda: _restart_old(
+                    session, name, stop_timeout, rule, self.ready_timeout, self.item.meta.host_keys
+                ),
                 restores=True,
             )
             await self.step("stop", lifecycle.stop(session, name, timeout=stop_timeout, force=True))
@@ -397,7 +399,9 @@ class _Run:
         session, name = self.session, self.item.name
         self.say(f"waiting until ready ({rule.describe()})")
         try:
-            await waiting.wait(session, name, rule, self.ready_timeout)
+            await waiting.wait(
+                session, name, rule, self.ready_timeout, host_keys=work.spec.meta.host_keys
+            )
         except errors.NotReady as e:
             raise _StepFailed(
                 READY_STEP,
@@ -426,7 +430,12 @@ class _Run:
 
 
 async def _restart_old(
-    session: Session, name: str, stop_timeout: float, rule: readiness.Rule, ready_timeout: float
+    session: Session,
+    name: str,
+    stop_timeout: float,
+    rule: readiness.Rule,
+    ready_timeout: float,
+    host_keys: tuple[str, ...] = (),
 ) -> None:
     """The old guest running again, whatever the interrupted stop had done, and ready by
     `rule`. A shutdown it had already requested takes the guest down moments later, so a
@@ -440,7 +449,7 @@ async def _restart_old(
             if await lifecycle.state_of(session, name) not in (None, *_OFF_STATES):
                 raise
     await _start_if_off(session, name)
-    await waiting.wait(session, name, rule, ready_timeout)
+    await waiting.wait(session, name, rule, ready_timeout, host_keys=host_keys)
 
 
 _OFF_STATES = tuple(s for s in model.GuestState if not s.active)

@@ -1,7 +1,8 @@
 """Waiting until a started guest is ready by its rule (`mclu.decide.readiness`).
 
 It looks at the guest's host about once a second: the guest's state (a guest that stopped or
-crashed will not become ready), then its console log's end or its guest agent.
+crashed will not become ready), then its console log's end, its guest agent, or the ssh host
+keys its server presents (`ssh-keyscan` run on its host, at each address mclu finds for it).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from dataclasses import dataclass
 
 from mclu import errors
 from mclu.act import lifecycle
+from mclu.decide import guests, readiness
 from mclu.decide.readiness import Kind, Rule, console_lines, console_matches, panicked
 from mclu.hosts import commands
 from mclu.hosts.session import Session
+from mclu.read import addresses
 
 POLL = 0.5  # seconds between two looks: one command and one libvirt call each
 CONSOLE_BYTES = 64 * 1024  # of the log's end read per look: a boot's last screens
@@ -29,15 +32,23 @@ class Ready:
 
 
 async def wait(
-    session: Session, name: str, rule: Rule, timeout: float, *, poll: float = POLL
+    session: Session,
+    name: str,
+    rule: Rule,
+    timeout: float,
+    *,
+    poll: float = POLL,
+    host_keys: tuple[str, ...] = (),
 ) -> Ready:
-    """Wait until the running guest `name` is ready by `rule`.
+    """Wait until the running guest `name` is ready by `rule` (`ssh`: presenting one of
+    `host_keys`, the public keys mclu gave it).
 
     Raises NotReady, with the last lines of its console, when it is not within `timeout`
     seconds, when it stops (or crashes), or when its kernel panics.
     """
     started = time.monotonic()
     deadline = started + timeout
+    why_not = ""  # the ssh rule's last answer, for the error
     while True:
         state = await lifecycle.state_of(session, name)
         if state is None or not state.active:
@@ -52,11 +63,46 @@ async def wait(
             panic = panicked(text)
             if panic is not None:
                 raise _error(session, name, rule, started, f"its kernel panicked ({panic})", text)
+        elif rule.kind is Kind.SSH:
+            why_not = await _ssh_why_not(session, name, host_keys) or ""
+            if not why_not:
+                return Ready(rule, time.monotonic() - started)
         elif await session.agent_ping(name, AGENT_TIMEOUT):
             return Ready(rule, time.monotonic() - started)
         if time.monotonic() >= deadline:
-            raise await _not_ready(session, name, rule, started, f"not ready within {timeout:g} s")
+            reason = f"not ready within {timeout:g} s" + (f" ({why_not})" if why_not else "")
+            raise await _not_ready(session, name, rule, started, reason)
         await asyncio.sleep(poll)
+
+
+async def _ssh_why_not(session: Session, name: str, host_keys: tuple[str, ...]) -> str | None:
+    """None when the guest's ssh server, asked from its host at an address mclu finds for it
+    (the leases and the neighbour table, as `mclu list`), presents a key mclu gave it; else
+    why not (`10.0.0.5: no ssh server answered`)."""
+    if not host_keys:
+        return readiness.ssh_verdict((), host_keys)
+    guest = guests.guest_named(await session.guests(), name)
+    if guest is None:
+        return "gone"
+    wanted = addresses.Wanted(names=frozenset([name]))
+    known = (await addresses.read_host(session, [guest], wanted)).get(name)
+    if known is None or not known.addresses:
+        return f"no address known ({known.why_none if known else 'not asked'})"
+    why = ""
+    for address in known.addresses:
+        if address.family != 4:  # the host reaches its guests' IPv4 addresses; enough
+            continue
+        result = await session.run(
+            commands.ssh_keyscan(address.ip, readiness.keyscan_types(host_keys)),
+            check=False,
+            timeout=commands.KEYSCAN_TIMEOUT + AGENT_TIMEOUT,
+        )
+        presented = readiness.presented_keys(result.stdout.decode("utf-8", errors="replace"))
+        verdict = readiness.ssh_verdict(presented, host_keys)
+        if verdict is None:
+            return None
+        why = f"{address.ip}: {verdict}"
+    return why or "no IPv4 address known"
 
 
 async def read_console(session: Session, name: str) -> str:

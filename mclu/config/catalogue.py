@@ -177,7 +177,7 @@ def _bool(value: Any) -> bool:
 
 def _ready(value: Any) -> str:
     if not isinstance(value, str):
-        raise ValueError(f"must be a string (console:REGEX, agent or started), got {value!r}")
+        raise ValueError(f"must be a string (console:REGEX, agent, ssh or started), got {value!r}")
     readiness.parse(value)
     return value
 

@@ -6,6 +6,8 @@ A guest is ready when it shows that it booted, by one of these rules (a template
 - `console:REGEX`: a line of its serial console (logged on its host by virtlogd, emptied at
   each boot) matches the Python regular expression, e.g. `console:login:` for a getty;
 - `agent`: the QEMU guest agent in it answers a ping (mclu's guests have the agent channel);
+- `ssh`: its ssh server, asked from its host at the guest's address, presents one of the host
+  keys mclu generated for it (recorded in its metadata): sshd is up, and it is this guest;
 - `started`: QEMU runs, for guests that show nothing.
 
 Without a rule, the strongest check the guest supports, as personalisation found it in its
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mclu import model
@@ -40,9 +43,10 @@ class Kind(enum.StrEnum):
     STARTED = "started"
     CONSOLE = "console"
     AGENT = "agent"
+    SSH = "ssh"
 
 
-_STRENGTH = {Kind.STARTED: 0, Kind.CONSOLE: 1, Kind.AGENT: 2}
+_STRENGTH = {Kind.STARTED: 0, Kind.CONSOLE: 1, Kind.AGENT: 2, Kind.SSH: 3}
 
 
 @dataclass(frozen=True)
@@ -65,16 +69,19 @@ class Rule:
             return f"a console line matching {self.pattern!r}"
         if self.kind is Kind.AGENT:
             return "an answer from its guest agent"
+        if self.kind is Kind.SSH:
+            return "its ssh server presenting a host key mclu gave it"
         return "QEMU started"
 
 
 STARTED = Rule(Kind.STARTED)
 AGENT = Rule(Kind.AGENT)
+SSH = Rule(Kind.SSH)
 LOGIN = Rule(Kind.CONSOLE, LOGIN_PROMPT)
 
 
 def parse(text: str) -> Rule:
-    """`started`, `agent` or `console:REGEX`; raises ValueError saying what is wrong."""
+    """`started`, `agent`, `ssh` or `console:REGEX`; raises ValueError saying what is wrong."""
     kind, colon, pattern = text.partition(":")
     if kind == Kind.CONSOLE and colon:
         if not pattern:
@@ -86,9 +93,9 @@ def parse(text: str) -> Rule:
         except re.error as e:
             raise ValueError(f"console: {pattern!r} is not a regular expression: {e}") from None
         return Rule(Kind.CONSOLE, pattern)
-    if not colon and kind in (Kind.STARTED, Kind.AGENT):
+    if not colon and kind in (Kind.STARTED, Kind.AGENT, Kind.SSH):
         return Rule(Kind(kind))
-    raise ValueError(f"unknown readiness rule {text!r}: use console:REGEX, agent or started")
+    raise ValueError(f"unknown readiness rule {text!r}: use console:REGEX, agent, ssh or started")
 
 
 def recorded(text: str) -> Rule:
@@ -148,3 +155,38 @@ def panicked(text: str) -> str | None:
     """The kernel's panic line, when the console shows one."""
     found = _PANIC.search(_CONTROL.sub("", text))
     return found.group(0).strip() if found else None
+
+
+# --- ssh: the key the guest's server presents (pure) -------------------------------------------
+
+
+def presented_keys(keyscan_output: str) -> tuple[str, ...]:
+    """The host keys `ssh-keyscan` printed (its `HOST TYPE BASE64` lines; `#` comments left
+    out), as "TYPE BASE64", the form of `GuestMeta.host_keys`."""
+    keys = []
+    for line in keyscan_output.splitlines():
+        fields = line.split()
+        if len(fields) >= 3 and not line.startswith("#"):
+            keys.append(f"{fields[1]} {fields[2]}")
+    return tuple(keys)
+
+
+_KEYSCAN_TYPES = {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa"}
+
+
+def keyscan_types(recorded: Sequence[str]) -> tuple[str, ...]:
+    """The key types to ask a guest's server for: ed25519 alone when mclu recorded one (one
+    cheap key exchange: a TCG guest takes seconds per exchange), else every recorded type."""
+    types = {_KEYSCAN_TYPES.get(k.split()[0], "ecdsa") for k in recorded if k.split()}
+    return ("ed25519",) if "ed25519" in types else tuple(sorted(types))
+
+
+def ssh_verdict(presented: Sequence[str], recorded: Sequence[str]) -> str | None:
+    """None when the server presents a key mclu gave the guest; else why it does not count."""
+    if not recorded:
+        return "mclu recorded no ssh host keys for it"
+    if not presented:
+        return "no ssh server answered"
+    if set(presented) & set(recorded):
+        return None
+    return "its ssh server presents another host key than mclu gave it"

@@ -417,3 +417,17 @@ def provoke_neighbours() -> list[str]:
 def neighbours() -> list[str]:
     """The host's IPv4 neighbour table (`IP dev DEV lladdr MAC STATE` a line)."""
     return ["ip", "-4", "neigh", "show"]
+
+
+# --- ssh readiness (issue 12, part 4) ----------------------------------------------------------
+
+
+# Seconds ssh-keyscan waits on a server: a TCG guest's sshd took 2-3 s for one key exchange.
+KEYSCAN_TIMEOUT = 5
+
+
+def ssh_keyscan(address: str, types: Sequence[str]) -> list[str]:
+    """The ssh host keys of `types` (ed25519, ecdsa, rsa) the server at `address` presents
+    (`HOST TYPE BASE64` lines on stdout; nothing when none answers), asked from the host,
+    which reaches guests on its libvirt networks as well as bridged ones."""
+    return ["ssh-keyscan", "-T", str(KEYSCAN_TIMEOUT), "-t", ",".join(types), "--", address]

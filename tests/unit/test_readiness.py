@@ -11,6 +11,7 @@ from mclu import errors, model
 from mclu.act import waiting
 from mclu.decide import readiness
 from mclu.hosts import fake
+from mclu.hosts.session import CommandResult
 from mclu.images import guest_text
 from tests.builders import guest
 
@@ -44,6 +45,7 @@ PANIC = (
             readiness.Rule(readiness.Kind.CONSOLE, "Reached target .*Multi-User"),
         ),
         ("console:a:b", readiness.Rule(readiness.Kind.CONSOLE, "a:b")),  # the first colon splits
+        ("ssh", readiness.SSH),
     ],
 )
 def test_rules_parse_and_print_back(text: str, rule: readiness.Rule) -> None:
@@ -56,7 +58,8 @@ def test_rules_parse_and_print_back(text: str, rule: readiness.Rule) -> None:
     [
         ("console:", "needs a regular expression"),
         ("console:(", "is not a regular expression"),
-        ("ssh", "unknown readiness rule 'ssh'"),
+        ("ssh:22", "unknown readiness rule 'ssh:22'"),
+        ("sshd", "use console:REGEX, agent, ssh or started"),
         ("agent:x", "unknown readiness rule"),
         ("", "unknown readiness rule"),
         ("Console:login:", "unknown readiness rule"),
@@ -206,3 +209,84 @@ def test_a_guest_that_stopped_will_not_become_ready() -> None:
 def test_started_is_ready_as_soon_as_qemu_runs() -> None:
     host = fake.FakeHost("a", guests={"web1": guest()})
     assert wait(host, readiness.STARTED, timeout=3600).rule == readiness.STARTED
+
+
+# --- the ssh rule: the key the guest's server presents ------------------------------------------
+
+ED25519 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAII6a2TtfkkCjORl6WvknxwmouFoVbZUBGX3PfC94etFQ"
+OTHER = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOTHERKEYOTHERKEYOTHERKEYOTHERKEYOTHERKEY0"
+RSA = "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABgQCgYV"
+KEYSCAN = f"# 10.0.0.5:22 SSH-2.0-OpenSSH_9.2p1 Debian-2+deb12u10\n10.0.0.5 {ED25519}\n"
+SCAN_ARGV = ("ssh-keyscan", "-T", "5", "-t", "ed25519", "--", "10.0.0.5")
+
+
+def test_presented_keys_are_read_from_ssh_keyscan_without_its_comments() -> None:
+    assert readiness.presented_keys(KEYSCAN) == (ED25519,)
+    assert readiness.presented_keys("") == ()
+
+
+@pytest.mark.parametrize(
+    ("presented", "recorded", "verdict"),
+    [
+        ((ED25519,), (RSA, ED25519), None),
+        ((OTHER,), (ED25519,), "its ssh server presents another host key than mclu gave it"),
+        ((), (ED25519,), "no ssh server answered"),
+        ((ED25519,), (), "mclu recorded no ssh host keys for it"),
+    ],
+)
+def test_ssh_verdict(
+    presented: tuple[str, ...], recorded: tuple[str, ...], verdict: str | None
+) -> None:
+    assert readiness.ssh_verdict(presented, recorded) == verdict
+
+
+def test_keyscan_asks_for_ed25519_alone_when_mclu_recorded_one() -> None:
+    assert readiness.keyscan_types((RSA, ED25519)) == ("ed25519",)
+    assert readiness.keyscan_types((RSA, "ecdsa-sha2-nistp256 AAAA")) == ("ecdsa", "rsa")
+
+
+def ssh_host(keyscan: str) -> fake.FakeHost:
+    """web1 on a with a known address, whose ssh server presents what `keyscan` says."""
+    host = fake.FakeHost("a", guests={"web1": guest()})
+    host.addresses["web1"] = (
+        model.Address(ip="10.0.0.5", family=4, source=model.AddressSource.LEASE),
+    )
+    host.commands[SCAN_ARGV] = CommandResult(SCAN_ARGV, 0, keyscan.encode())
+    return host
+
+
+def wait_ssh(host: fake.FakeHost, keys: tuple[str, ...]) -> waiting.Ready:
+    cluster = fake.FakeCluster([host])
+
+    async def run() -> waiting.Ready:
+        async with cluster.open(cluster.spec(host.name)) as session:
+            return await waiting.wait(session, "web1", readiness.SSH, 0, poll=0, host_keys=keys)
+
+    return asyncio.run(run())
+
+
+def test_a_guest_whose_server_presents_the_key_mclu_gave_it_is_ready() -> None:
+    host = ssh_host(KEYSCAN)
+    assert wait_ssh(host, (RSA, ED25519)).rule == readiness.SSH
+    assert SCAN_ARGV in host.ran  # asked from its host
+
+
+def test_a_guest_presenting_another_key_is_not_ready_and_the_error_says_so() -> None:
+    with pytest.raises(errors.NotReady) as caught:
+        wait_ssh(ssh_host(KEYSCAN), (OTHER,))
+    assert caught.value.reason == (
+        "not ready within 0 s (10.0.0.5: its ssh server presents another host key than mclu "
+        "gave it)"
+    )
+
+
+def test_a_guest_whose_sshd_never_answers_is_not_ready() -> None:
+    with pytest.raises(errors.NotReady, match=r"10\.0\.0\.5: no ssh server answered"):
+        wait_ssh(ssh_host(""), (ED25519,))
+
+
+def test_a_guest_without_an_address_is_not_ready_by_ssh_and_says_why() -> None:
+    host = ssh_host(KEYSCAN)
+    host.addresses.clear()
+    with pytest.raises(errors.NotReady, match=r"\(no address known \(no lease, "):
+        wait_ssh(host, (ED25519,))
