@@ -206,8 +206,12 @@ def choose(
 ) -> Move:
     """The destination of one running guest: `to` if it has room, else the host with the most.
 
+    A host lacking one of the guest's networks, or (storage not shared) with a file of one
+    of its disks' names, is never chosen: `to` such a host is its refusal (NetworkMissing,
+    DiskNameTaken), other such hosts are skipped and the reason says so.
+
     Raises GuestNotRunning, UnknownHost, BadDestination (to is the source), the destination's
-    HostError when it did not answer, HostTooSmall, NoCapacity.
+    HostError when it did not answer, NetworkMissing, DiskNameTaken, HostTooSmall, NoCapacity.
     """
     snapshot = facts.snapshot
     if not guest.state.active:
@@ -233,21 +237,44 @@ def choose(
         for c in found
     }
     unasked = [h for h in snapshot.order if h != source and h not in {c.name for c in found}]
-    chosen = placement.place(
-        own, found, pinned=to, already=room, guest=guest.name, unreachable=unasked
-    )
     src = snapshot.ok[source].spec
+    chosen = placement.place(
+        own,
+        found,
+        pinned=to,
+        already=room,
+        guest=guest.name,
+        unreachable=unasked,
+        refused=_refused(guest, disks, found, src),
+    )
     is_shared = shared(src, snapshot.ok[chosen.host].spec)
     kept = () if is_shared else disks
+    skipped = "".join(f"; skipped {host}: {why}" for host, why in chosen.skipped)
     return Move(
         guest=guest,
         source=source,
         dest=chosen.host,
-        reason=chosen.reason,
+        reason=chosen.reason + skipped,
         shared=is_shared,
         disks=kept,
         from_cache=_from_cache(kept, facts.local_bases),
     )
+
+
+def _refused(
+    guest: Guest, disks: Sequence[Disk], found: Sequence[placement.Candidate], src: HostSpec
+) -> dict[str, placement.Refusal]:
+    """The hosts that may not take the guest: one of its networks missing there, or (its
+    disks copied there) a file there already named like one of its disks."""
+    refused: dict[str, placement.Refusal] = {}
+    for c in found:
+        refusal: placement.Refusal | None = placement.networks_missing(guest.networks, c.snapshot)
+        if refusal is None and not shared(src, c.snapshot.spec):
+            taken = (placement.disk_name_taken(d.path, c) for d in disks)
+            refusal = next((r for r in taken if r is not None), None)
+        if refusal is not None:
+            refused[c.name] = refusal
+    return refused
 
 
 def _from_cache(disks: Sequence[Disk], local_bases: frozenset[str]) -> tuple[str, ...]:

@@ -92,11 +92,17 @@ def network_missing(network: str, host: HostSnapshot) -> errors.NetworkMissing |
     )
 
 
+def networks_missing(networks: Sequence[str], host: HostSnapshot) -> errors.NetworkMissing | None:
+    """The refusal for the first of a guest's NICs' networks the host lacks, or None."""
+    return next((r for n in networks if (r := network_missing(n, host)) is not None), None)
+
+
 def disk_name_taken(path: str, candidate: Candidate) -> errors.DiskNameTaken | None:
     """The refusal when a file in the image directory already has the new disk's name (None
-    when the scan did not list the directory's files)."""
+    when the scan did not list the directory's files, or the disk is not in it)."""
     files = candidate.storage.files
-    if files is None or path.rpartition("/")[2] not in files:
+    directory, _, name = path.rpartition("/")
+    if files is None or directory != candidate.storage.image_dir.rstrip("/") or name not in files:
         return None
     return errors.DiskNameTaken(host=candidate.name, path=path)
 
@@ -184,7 +190,7 @@ def place(
         key=lambda c: (-_memory_after(need, c, placed), _guest_count(c, placed), order[c.name]),
     )
     after = sizes.human(_memory_after(need, best, placed))
-    if len(fitting) == 1 and len(candidates) > 1:
+    if len(fitting) == 1 and len(candidates) - len(skipped) > 1:  # others lacked room
         return Placement(best.name, f"only host with room: {after} memory free after", skipped)
     return Placement(best.name, f"most free memory: {after} after", skipped)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from mclu import errors, hostpaths, model
 from mclu.decide import build as plan
+from mclu.decide import placement
 from mclu.decide.guests import find_guest, is_file_path, split_ref
 from mclu.decide.migrate import Disk
 from mclu.model import Snapshot, StorageFacts
@@ -161,6 +162,7 @@ class _Plan:
     templates: Templates
     storage: Mapping[str, StorageFacts]
     now: datetime.datetime
+    hosts: Mapping[str, model.HostSnapshot] = dataclasses.field(default_factory=dict)
     todo: list[Rebuild] = dataclasses.field(default_factory=list)
     skipped: list[Skipped] = dataclasses.field(default_factory=list)
     refused: list[Refused] = dataclasses.field(default_factory=list)
@@ -191,7 +193,7 @@ def plan_rebuild(
     if request.all == bool(request.names):
         raise errors.UsageError("name the guests to rebuild, or give --all (not both)")
     _check_excluded(request, snap)
-    made = _Plan(request, templates, storage or {}, now)
+    made = _Plan(request, templates, storage or {}, now, snap.ok)
     if request.all:
         for host in snap.order:
             if host in snap.failed:
@@ -262,6 +264,14 @@ def _decide(made: _Plan, host: str, guest: model.Guest, *, named: bool) -> None:
     if request.if_newer and not _is_newer(template, meta):
         why = f"built from {meta.template} r{meta.revision}, which is the newest (--if-newer)"
         made.skipped.append(Skipped(guest.name, host, why))
+        return
+    # Its NIC stays as it is: a host without its network could not start it on the new disk.
+    missing = placement.networks_missing(guest.networks, made.hosts[host])
+    if missing is not None:
+        if named:
+            made.refused.append(Refused(guest.name, host, missing))
+        else:
+            made.skipped.append(Skipped(guest.name, host, missing.lack))
         return
     made.todo.append(_rebuild(made, host, guest, meta, template))
 

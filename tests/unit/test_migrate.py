@@ -195,7 +195,13 @@ def case_host(name: str, data: dict[str, Any]) -> tuple[model.HostSnapshot, mode
         cpus=h["cpus"],
     )
     facts = model.HostFacts(
-        hostname=name, arch="x86_64", cpus=h["cpus"], memory_total=memory, memory_free=memory
+        hostname=name,
+        arch="x86_64",
+        cpus=h["cpus"],
+        memory_total=memory,
+        memory_free=memory,
+        networks=_names(h.get("networks")),
+        bridges=_names(h.get("bridges")),
     )
     guests = tuple(
         model.Guest(
@@ -205,11 +211,18 @@ def case_host(name: str, data: dict[str, Any]) -> tuple[model.HostSnapshot, mode
             vcpus=vcpus,
             memory=sizes.parse(mem),
             disks=(f"{IMAGES}/{g}.qcow2",),
+            networks=tuple(nics[0]) if nics else (),
         )
-        for g, mem, vcpus, state in h["guests"]
+        for g, mem, vcpus, state, *nics in h["guests"]
     )
-    storage_facts = model.StorageFacts(IMAGES, sizes.parse(h["disk_free"]), tuple(h["cached"]))
+    storage_facts = model.StorageFacts(
+        IMAGES, sizes.parse(h["disk_free"]), tuple(h["cached"]), files=_names(h.get("files"))
+    )
     return model.HostSnapshot(spec, facts, guests), storage_facts
+
+
+def _names(listed: list[str] | None) -> tuple[str, ...] | None:
+    return None if listed is None else tuple(listed)
 
 
 def case_disk(guest_name: str, data: dict[str, Any]) -> migrate.Disk:

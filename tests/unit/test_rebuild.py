@@ -4,6 +4,7 @@ README); and the command line that puts the old disk back."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import os
@@ -396,7 +397,7 @@ CASE_GUEST: dict[str, Any] = {
 def case_guest(data: dict[str, Any]) -> Guest:
     g = {**CASE_GUEST, **data}
     recorded = meta(g["built"], g["template"], g["revision"], g["mclu_state"])
-    return guest(
+    made = guest(
         g["name"],
         meta=None if g["pet"] else recorded,
         state=GuestState(g["state"]),
@@ -404,6 +405,18 @@ def case_guest(data: dict[str, Any]) -> Guest:
         disks=tuple(g.get("disks", ())),
         persistent=g["persistent"],
     )
+    return dataclasses.replace(made, networks=tuple(g.get("networks", ())))
+
+
+def case_host(name: str, data: dict[str, Any]) -> HostSnapshot:
+    made = host(name, *(case_guest(g) for g in data.get("guests", [])))
+    networks, bridges = data.get("networks"), data.get("bridges")
+    facts = dataclasses.replace(
+        made.facts,
+        networks=None if networks is None else tuple(networks),
+        bridges=None if bridges is None else tuple(bridges),
+    )
+    return dataclasses.replace(made, facts=facts)
 
 
 def case_inputs(
@@ -414,11 +427,7 @@ def case_inputs(
             return errors.HostUnreachable(name, f"{name}.test", "timed out")
         return errors.HostAuthFailed(name, "root", f"{name}.test", "denied")
 
-    hosts = [
-        host(name, *(case_guest(g) for g in data.get("guests", [])))
-        for name, data in case["hosts"].items()
-        if "failed" not in data
-    ]
+    hosts = [case_host(name, data) for name, data in case["hosts"].items() if "failed" not in data]
     failed = {
         name: failure(name, data["failed"])
         for name, data in case["hosts"].items()
