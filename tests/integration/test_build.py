@@ -288,3 +288,26 @@ def test_a_host_without_the_network_is_one_line_and_nothing_made(
         assert [f for f in made.files(host) if f != ".mclu-locks"] == before
     finally:
         made.cleanup()
+
+
+def test_a_file_with_the_new_disks_name_is_one_line_and_nothing_made(
+    sandbox: sb.Sandbox, ssh_key: Path, cache_dir: Path
+) -> None:
+    """Issue 12: the storage scan lists the image directory, so `ln: ... File exists` at
+    `create disk` (after the guest was defined) becomes a refusal before anything is made."""
+    sandbox_images.build_repository(sandbox.state, names=["tiny"])  # tiny only: no debian-12
+    host = sandbox.up_hosts[-1]
+    made = sb.Guests(sandbox, ssh_key, cache_dir)
+    name = made.name()
+    disk = f"{sb.IMAGES}/{name}.qcow2"
+    sandbox.exec(host, ["sh", "-c", 'echo not a disk > "$1"', "sh", disk])
+    try:
+        done = made.build("tiny", f"{host}:{name}")
+        assert done.returncode == 1, done.stderr
+        assert (
+            done.stderr == f"mclu: error: {host}: a file already has the new disk's name: {disk}\n"
+        )
+        assert made.state(host, name) == "undefined"
+        assert sandbox.exec(host, ["cat", disk]).stdout == "not a disk\n"
+    finally:
+        made.cleanup()
