@@ -416,7 +416,7 @@ def _networks(connection: Any, host: str) -> tuple[str, ...] | None:
 
 # libvirt names the tap devices it makes vnetN and macvtapN, and refuses those prefixes for
 # devices named by a user: never a bridge, and one per guest NIC, so not asked one by one.
-_NOT_BRIDGES = ("vnet", "macvtap", "macvlan", "lo")
+_NOT_BRIDGES = ("vnet", "macvtap", "macvlan")
 
 
 def _bridges(connection: Any, host: str) -> tuple[str, ...] | None:
@@ -430,7 +430,7 @@ def _bridges(connection: Any, host: str) -> tuple[str, ...] | None:
         return None
     described = []
     for interface in interfaces:
-        if interface.name().startswith(_NOT_BRIDGES):
+        if interface.name() == "lo" or interface.name().startswith(_NOT_BRIDGES):
             continue
         with contextlib.suppress(libvirt.libvirtError):
             described.append(interface.XMLDesc(0))
