@@ -12,9 +12,9 @@ running guests that have a bridged NIC (the test driver knows an address for eac
 every source), reached as `test:///` URIs: libvirt's calls without a network.
 --on sandbox: the sandbox's first 3 hosts (MCLU_SANDBOX_INSTANCE; brought up with 3 hosts if
 down, and taken down after), each with --guests diskless 32 MiB guests on libvirt's NAT
-network `default` (started on each host for the run), whose iPXE asks its DHCP server for a
-lease: addresses from a real libvirtd's lease source over ssh. The guests are paused once
-leased (no CPU), and removed at the end with the networks.
+network `default` (a transient one made for the run where a host has none), whose iPXE asks
+its DHCP server for a lease: addresses from a real libvirtd's lease source over ssh. The
+guests are paused once leased (no CPU), and removed at the end with the networks made.
 Goal (issue 12): with addresses <= 1.3 x without.
 """
 
@@ -47,6 +47,9 @@ DOMAIN = """<domain type='test'><name>{name}</name><memory unit='MiB'>64</memory
 <os><type arch='x86_64'>hvm</type></os><devices><interface type='bridge'>
 <mac address='52:54:00:be:{host:02x}:{guest:02x}'/><source bridge='br0'/></interface>
 </devices></domain>"""
+NETWORK = """<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/>
+<ip address='192.168.122.1' netmask='255.255.255.0'><dhcp><range start='192.168.122.2'
+end='192.168.122.254'/></dhcp></ip></network>"""
 SANDBOX_GUEST = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory>
 <vcpu>1</vcpu><os><type>hvm</type><boot dev='network'/></os><devices><interface type='network'>
 <mac address='52:54:00:be:{host:02x}:{guest:02x}'/><source network='default'/>
@@ -99,11 +102,11 @@ def sandbox_setup(guests: int, made: list[str]) -> list[model.HostSpec]:
     names = list(tomllib.loads(inventory.read_text())["hosts"])[:HOSTS]
     for h, host in enumerate(names):
         if "default" not in on_host(host, "virsh", "net-list", "--name"):
-            on_host(
-                host, "virsh", "net-define", "/etc/libvirt/qemu/networks/default.xml", check=False
-            )
-            on_host(host, "virsh", "net-start", "default")
-            made.append(f"{host}:network")  # started for the run: stopped after it
+            # Transient: gone once destroyed after the run, nothing left in the host's config.
+            network = state / "bench-list-network.xml"
+            network.write_text(NETWORK)
+            on_host(host, "virsh", "net-create", str(network))
+            made.append(f"{host}:network")
         for g in range(guests):
             name = f"bench-list-{h}-{g}"
             xml = state / f"{name}.xml"
