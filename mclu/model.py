@@ -146,6 +146,10 @@ class GuestMeta:
     # comment): what `mclu ssh` checks the guest against. () for a guest made before mclu
     # recorded them, or one mclu did not personalise.
     host_keys: tuple[str, ...] = ()
+    # Its addresses when it became ready (`read.addresses.of_running`), shown as source
+    # "ready" when no live source knows one. () when none was known then, or before mclu
+    # recorded them.
+    addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -173,6 +177,7 @@ class AddressSource(enum.StrEnum):
     LEASE = "lease"  # the DHCP leases of the libvirt network the guest is on
     AGENT = "agent"  # the QEMU guest agent, from inside the guest
     ARP = "arp"  # the host's neighbour table (ARP, IPv4)
+    READY = "ready"  # recorded in mclu's metadata when the guest became ready (may be stale)
 
 
 @dataclass(frozen=True)

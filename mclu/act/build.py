@@ -43,6 +43,7 @@ from mclu.decide import domxml, readiness
 from mclu.hosts import commands
 from mclu.hosts.session import Session
 from mclu.images import cache, customize, nbd
+from mclu.read import addresses as guest_addresses
 
 log = logging.getLogger(__name__)
 
@@ -446,7 +447,15 @@ async def _until_ready(
         READY_STEP,
         waiting.wait(session, guest.name, rule, timeout, host_keys=guest.spec.meta.host_keys),
     )
-    meta = dataclasses.replace(guest.spec.meta, state=model.BuildState.READY, ready=str(rule))
+    # Its addresses as they are now, recorded (source "ready" in list and info); a bounded
+    # read that never fails the build.
+    known = await guest_addresses.of_running(session, guest.name)
+    meta = dataclasses.replace(
+        guest.spec.meta,
+        state=model.BuildState.READY,
+        ready=str(rule),
+        addresses=tuple(a.ip for a in known),
+    )
     await _step(session.host, guest.name, "record", session.set_metadata(guest.name, meta))
 
 

@@ -26,8 +26,11 @@ from mclu.model import Address, AddressSource, Guest, GuestAddresses
 log = logging.getLogger(__name__)
 
 # `list` leaves the agent to `info`: a guest without one costs libvirt's agent timeout.
-LIST_SOURCES = (AddressSource.LEASE, AddressSource.ARP)
-INFO_SOURCES = (AddressSource.LEASE, AddressSource.AGENT, AddressSource.ARP)
+# READY last: the record of when the guest became ready counts only where no live source knows.
+LIST_SOURCES = (AddressSource.LEASE, AddressSource.ARP, AddressSource.READY)
+INFO_SOURCES = (AddressSource.LEASE, AddressSource.AGENT, AddressSource.ARP, AddressSource.READY)
+# What is recorded when a guest becomes ready: the sources that answer at once.
+READY_SOURCES = (AddressSource.LEASE, AddressSource.ARP)
 
 # What each source not knowing a guest's address is called, in `why_none`.
 _NONE_WORDS = {
@@ -130,10 +133,12 @@ def _order(address: Address) -> tuple[int, bool]:
 
 def why_none(asked: Sequence[AddressSource], unreadable: Mapping[AddressSource, str]) -> str:
     """Why no source knew an address: `no lease, no agent, not in the host's neighbour table`;
-    a source that could not be read says so (`agent: not readable here (...)`). Pure."""
+    a source that could not be read says so (`agent: not readable here (...)`). The record
+    made when the guest became ready is not a source asked, and is not named. Pure."""
     return ", ".join(
         f"{source}: {unreadable[source]}" if source in unreadable else _NONE_WORDS[source]
         for source in asked
+        if source in _NONE_WORDS
     )
 
 
@@ -168,9 +173,49 @@ async def read_host(
     """
     chosen = [g for g in guests if wanted.names is None or g.name in wanted.names]
     running = [g.name for g in chosen if g.state.active]
+    found, unreadable = await _ask_sources(host, running, wanted.sources)
+    if AddressSource.READY in wanted.sources:
+        for g in chosen:
+            if g.name in found and g.mclu is not None:
+                found[g.name].extend(recorded(g.mclu.addresses))
+    result = {g.name: not_running(wanted.sources) for g in chosen if not g.state.active}
+    for name in running:
+        if name in found:  # gone meanwhile: left out
+            result[name] = combine(wanted.sources, found[name], unreadable[name])
+    return result
+
+
+async def of_running(host: Session, name: str) -> tuple[Address, ...]:
+    """The running guest's addresses from READY_SOURCES, to record when it becomes ready;
+    () when none knows or they cannot be read (never raises a host's error)."""
+    try:
+        found, _unreadable = await _ask_sources(host, [name], READY_SOURCES)
+    except errors.HostError as e:
+        log.debug("%s: addresses of %s: %s", host.host, name, e)
+        return ()
+    return merge(found.get(name, ()))
+
+
+def recorded(ips: Iterable[str]) -> tuple[Address, ...]:
+    """Addresses recorded in mclu's metadata, as source READY (unparsable ones left out)."""
+    found = []
+    for text in ips:
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            continue
+        found.append(Address(ip=str(ip), family=ip.version, source=AddressSource.READY))
+    return tuple(found)
+
+
+async def _ask_sources(
+    host: Session, running: Sequence[str], sources: Sequence[AddressSource]
+) -> tuple[dict[str, list[Address]], dict[str, dict[AddressSource, str]]]:
     found: dict[str, list[Address]] = {name: [] for name in running}
     unreadable: dict[str, dict[AddressSource, str]] = {name: {} for name in running}
-    for source in wanted.sources:
+    for source in sources:
+        if source == AddressSource.READY:
+            continue
         if source != AddressSource.ARP:
             await _ask(host, list(found), source, found, unreadable)
             continue
@@ -178,11 +223,7 @@ async def read_host(
         unknown = [n for n, known in found.items() if not known and source not in unreadable[n]]
         if unknown and await _provoke(host):
             await _ask(host, unknown, source, found, unreadable)
-    result = {g.name: not_running(wanted.sources) for g in chosen if not g.state.active}
-    for name in running:
-        if name in found:  # gone meanwhile: left out
-            result[name] = combine(wanted.sources, found[name], unreadable[name])
-    return result
+    return found, unreadable
 
 
 async def _ask(

@@ -88,6 +88,7 @@ def from_element(element: ET.Element) -> GuestMeta:
         options=options,
         ready=element.get("ready", defaults.ready),
         host_keys=tuple(k for k in host_keys if k),
+        addresses=tuple(element.get("addresses", "").split()),
     )
 
 
@@ -98,6 +99,7 @@ def _render(meta: GuestMeta, prefix: str, declaration: str) -> str:
         ("built", meta.built),
         ("state", meta.state),
         ("ready", meta.ready),
+        ("addresses", " ".join(meta.addresses)),
     ]
     # Empty values are left out; parse() reads a missing attribute as GuestMeta's default.
     text = "".join(f" {key}={quoteattr(value)}" for key, value in attributes if value)

@@ -3,6 +3,7 @@ sources merged, the reason when none knows, and one host's read against a fake h
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -10,8 +11,8 @@ import pytest
 
 from mclu import errors
 from mclu.hosts import commands, fake
-from mclu.model import Address, AddressSource, GuestAddresses
-from mclu.read import addresses
+from mclu.model import Address, AddressSource, GuestAddresses, GuestMeta
+from mclu.read import addresses, metadata
 from tests.builders import SHUTOFF, guest
 
 DATA = Path(__file__).parents[1] / "data" / "facts" / "addresses"
@@ -82,7 +83,7 @@ async def test_read_host_merges_sources_and_says_why_none() -> None:
     assert found["web1"].addresses[0].ip == "192.168.122.7"
     # the agent knows web2's address, but list does not ask it
     assert found["web2"] == GuestAddresses(
-        why_none="no lease, not in the host's neighbour table", asked=(LEASE, ARP)
+        why_none="no lease, not in the host's neighbour table", asked=addresses.LIST_SOURCES
     )
     assert found["off"].why_none == "not running"
 
@@ -147,3 +148,36 @@ def test_macs_of_domain_xml() -> None:
     )
     assert addresses.macs_of(xml) == ("52:54:00:aa:00:01",)
     assert addresses.macs_of("not xml") == ()
+
+
+def test_the_addresses_recorded_when_ready_round_trip_in_the_metadata() -> None:
+    meta = GuestMeta(template="tiny", ready="console:login:", addresses=("10.0.0.7", "2001:db8::7"))
+    text = metadata.render(meta)
+    assert 'addresses="10.0.0.7 2001:db8::7"' in text
+    assert metadata.parse(text) == meta
+    assert "addresses" not in metadata.render(GuestMeta(template="tiny"))
+
+
+async def test_the_recorded_address_counts_only_where_no_live_source_knows_one() -> None:
+    session = _host(web1=(Address("192.168.122.7", 4, LEASE),))
+    for name in ("web1", "web2"):
+        g = session.fake_host.guests[name]
+        session.fake_host.guests[name] = dataclasses.replace(
+            g, mclu=GuestMeta(template="tiny", addresses=("10.0.0.9", "bad"))
+        )
+    wanted = addresses.Wanted(addresses.LIST_SOURCES)
+    found = await addresses.read_host(session, session.fake_host.guests.values(), wanted)
+    assert [(a.ip, a.source) for a in found["web1"].addresses] == [
+        ("192.168.122.7", LEASE),
+        ("10.0.0.9", AddressSource.READY),
+    ]
+    assert [(a.ip, a.source) for a in found["web2"].addresses] == [
+        ("10.0.0.9", AddressSource.READY)
+    ]
+
+
+async def test_of_running_reads_the_quick_sources_and_never_raises() -> None:
+    session = _host(web1=(Address("192.168.122.7", 4, LEASE), Address("10.0.0.1", 4, AGENT)))
+    assert [a.ip for a in await addresses.of_running(session, "web1")] == ["192.168.122.7"]
+    session.fake_host.failure = errors.HostUnreachable("a", "a", "gone")
+    assert await addresses.of_running(session, "web1") == ()
