@@ -145,6 +145,9 @@ def sandbox_teardown(made: list[str]) -> None:
         host, name = item.split(":")
         if name == "network":
             on_host(host, "virsh", "net-destroy", "default", check=False)
+    state = Path(os.environ.get("MCLU_SANDBOX_DIR", "/var/tmp/mclu-sandbox"))
+    for written in state.glob("bench-list-*.xml"):  # the XML given to virsh create
+        written.unlink()
 
 
 def main() -> int:
