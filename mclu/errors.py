@@ -251,7 +251,9 @@ class GuestNotFound(MCLUError):
 
     msg = "no guest named {self.name!r}{self.where}"
 
-    def __init__(self, name: str, host: str | None = None, unreachable: Sequence[str] = ()) -> None:
+    def __init__(
+        self, *, name: str, host: str | None = None, unreachable: Sequence[str] = ()
+    ) -> None:
         super().__init__(name)
         self.name = name
         self.host = host
@@ -271,7 +273,7 @@ class GuestAmbiguous(MCLUError):
 
     msg = "guest {self.name!r} exists on {self.host_list}; name it as HOST:{self.name}"
 
-    def __init__(self, name: str, hosts: Sequence[str]) -> None:
+    def __init__(self, *, name: str, hosts: Sequence[str]) -> None:
         super().__init__(name)
         self.name = name
         self.hosts = tuple(hosts)
@@ -286,7 +288,7 @@ class GuestExists(MCLUError):
 
     msg = "{self.host}: a guest named {self.name!r} already exists"
 
-    def __init__(self, host: str, name: str) -> None:
+    def __init__(self, *, host: str, name: str) -> None:
         super().__init__(name)
         self.host = host
         self.name = name
@@ -313,7 +315,7 @@ class GuestLocked(MCLUError):
     )
     exit_code = EXIT_LOCKED
 
-    def __init__(self, host: str, name: str, holder: str) -> None:
+    def __init__(self, *, host: str, name: str, holder: str) -> None:
         super().__init__(name)
         self.host = host
         self.name = name
@@ -684,7 +686,7 @@ class NoMacAddress(MCLUError):
     )
     exit_code = EXIT_USAGE
 
-    def __init__(self, host: str, path: str) -> None:
+    def __init__(self, *, host: str, path: str) -> None:
         super().__init__(host)
         self.host = host
         self.path = path
@@ -730,7 +732,7 @@ class GuestsRunning(MCLUError):
         "({self.names}); move them with --drain, or power off anyway with --force"
     )
 
-    def __init__(self, host: str, names: Sequence[str]) -> None:
+    def __init__(self, *, host: str, names: Sequence[str]) -> None:
         super().__init__(host)
         self.host = host
         self.guests = tuple(names)
@@ -760,7 +762,7 @@ class GuestOff(MCLUError):
         "start it with `mclu start {self.name}`"
     )
 
-    def __init__(self, host: str, name: str, state: str) -> None:
+    def __init__(self, *, host: str, name: str, state: str) -> None:
         super().__init__(name)
         self.host = host
         self.name = name
@@ -775,7 +777,7 @@ class GuestIsRunning(MCLUError):
         "off and delete it"
     )
 
-    def __init__(self, host: str, name: str) -> None:
+    def __init__(self, *, host: str, name: str) -> None:
         super().__init__(name)
         self.host = host
         self.name = name
@@ -789,7 +791,7 @@ class GuestDidNotStop(MCLUError):
         "request; use --force to power it off"
     )
 
-    def __init__(self, host: str, name: str, seconds: float) -> None:
+    def __init__(self, *, host: str, name: str, seconds: float) -> None:
         super().__init__(name)
         self.host = host
         self.name = name
@@ -804,7 +806,7 @@ class NoConsoleLog(MCLUError):
         "it was defined, or its definition logs no console"
     )
 
-    def __init__(self, host: str, name: str, path: str) -> None:
+    def __init__(self, *, host: str, name: str, path: str) -> None:
         super().__init__(name)
         self.host = host
         self.name = name
@@ -830,7 +832,7 @@ class GuestNotRunning(MCLUError):
 
     msg = "{self.host}: {self.name} is {self.state}: only a running guest can be live-migrated"
 
-    def __init__(self, host: str, name: str, state: str) -> None:
+    def __init__(self, *, host: str, name: str, state: str) -> None:
         super().__init__(name)
         self.host = host
         self.name = name
@@ -843,7 +845,7 @@ class BadDestination(MCLUError):
     msg = "--to {self.host}: {self.reason}"
     exit_code = EXIT_USAGE
 
-    def __init__(self, host: str, reason: str) -> None:
+    def __init__(self, *, host: str, reason: str) -> None:
         super().__init__(reason)
         self.host = host
         self.reason = reason
@@ -874,7 +876,7 @@ class NotRebuildable(MCLUError):
 
     msg = "{self.host}: {self.name} cannot be rebuilt: {self.reason}"
 
-    def __init__(self, host: str, name: str, reason: str) -> None:
+    def __init__(self, *, host: str, name: str, reason: str) -> None:
         super().__init__(reason)
         self.host = host
         self.name = name

@@ -79,7 +79,7 @@ async def stop(
     if await _until_off(session, name, started + timeout, repeat=ACPI_REPEAT):
         return Stopped(forced=False, seconds=time.monotonic() - started)
     if not force:
-        raise errors.GuestDidNotStop(session.host, name, timeout)
+        raise errors.GuestDidNotStop(host=session.host, name=name, seconds=timeout)
     try:
         await session.destroy(name)
     except errors.GuestInactive:
@@ -151,5 +151,5 @@ async def console_log(session: Session, name: str) -> bytes:
     if done.exit_status == 0:
         return done.stdout
     if (await session.run(commands.exists(path), check=False)).exit_status != 0:
-        raise errors.NoConsoleLog(session.host, name, path)
+        raise errors.NoConsoleLog(host=session.host, name=name, path=path)
     raise command_failed(session.host, done)

@@ -75,7 +75,7 @@ async def guest(session: Session, spec: HostSpec, name: str, purpose: str) -> As
             except errors.LockHeld as e:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise errors.GuestLocked(spec.name, name, e.holder) from None
+                    raise errors.GuestLocked(host=spec.name, name=name, holder=e.holder) from None
                 await asyncio.sleep(min(RETRY_INTERVAL, left))
         yield
 

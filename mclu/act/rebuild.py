@@ -226,10 +226,10 @@ async def _reread(session: Session, item: Rebuild) -> model.Guest:
     """The guest as it is now that this run holds its lock: still the one planned for?"""
     guest = guest_named(await session.guests(), item.name)
     if guest is None:
-        raise errors.GuestNotFound(item.name, host=item.host)
+        raise errors.GuestNotFound(name=item.name, host=item.host)
     why_not = changed(item, guest)
     if why_not is not None:
-        raise errors.NotRebuildable(item.host, item.name, why_not)
+        raise errors.NotRebuildable(host=item.host, name=item.name, reason=why_not)
     return guest
 
 
@@ -254,9 +254,9 @@ async def _clear_leftovers(session: Session, host: str, name: str, disk: str) ->
         await session.run(commands.remove(old))
         return
     raise errors.NotRebuildable(
-        host,
-        name,
-        (
+        host=host,
+        name=name,
+        reason=(
             f"{old} is left from an interrupted rebuild and is the disk from before it: "
             f"move it back over {disk} or remove it"
         ),

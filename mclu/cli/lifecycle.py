@@ -231,7 +231,9 @@ def _report_failure(
 
 def require_running(target: Target) -> None:
     if not target.guest.state.active:
-        raise errors.GuestOff(target.host.spec.name, target.name, target.guest.state.value)
+        raise errors.GuestOff(
+            host=target.host.spec.name, name=target.name, state=target.guest.state.value
+        )
 
 
 # --- reporting -----------------------------------------------------------------------------

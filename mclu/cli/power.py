@@ -74,7 +74,7 @@ async def power_on(args: argparse.Namespace, env: commands.Env) -> int:
     """Send the host's wake-on-LAN packet; with --wait, wait until it answers ssh."""
     inv, spec = _host(args, env)
     if spec.mac is None:
-        raise errors.NoMacAddress(spec.name, inv.path)
+        raise errors.NoMacAddress(host=spec.name, path=inv.path)
     power.wake(spec.name, spec.mac, spec.wol_address, spec.wol_port)
     waited = None
     if args.wait:

@@ -249,7 +249,7 @@ def _check_name_free(name: str, snapshot: Snapshot) -> None:
     """Guest names are unique across the cluster, so `mclu` commands can take a bare NAME."""
     for host, snap in snapshot.ok.items():
         if any(g.name == name for g in snap.guests):
-            raise errors.GuestExists(host, name)
+            raise errors.GuestExists(host=host, name=name)
 
 
 def _unchecked_names(names: Sequence[str], snapshot: Snapshot) -> tuple[str, ...]:

@@ -53,9 +53,9 @@ def find_guest(snapshot: Snapshot, ref: GuestRef) -> Found:
     ]
     if not matches:
         unasked = [] if ref.host else list(snapshot.failed)
-        raise errors.GuestNotFound(ref.name, host=ref.host, unreachable=unasked)
+        raise errors.GuestNotFound(name=ref.name, host=ref.host, unreachable=unasked)
     if len(matches) > 1:
-        raise errors.GuestAmbiguous(ref.name, [m.host.spec.name for m in matches])
+        raise errors.GuestAmbiguous(name=ref.name, hosts=[m.host.spec.name for m in matches])
     return matches[0]
 
 

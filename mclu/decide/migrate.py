@@ -184,7 +184,7 @@ def check_source(guest: Guest, source: str, to: str | None, snapshot: Snapshot) 
     """What rules a migration out before the guest's disks are read: a guest that does not
     run (GuestNotRunning), a destination that did not answer (its HostError)."""
     if not guest.state.active:
-        raise errors.GuestNotRunning(source, guest.name, guest.state.value)
+        raise errors.GuestNotRunning(host=source, name=guest.name, state=guest.state.value)
     if to is not None and to != source and to in snapshot.failed:
         raise snapshot.failed[to]
 
@@ -215,12 +215,12 @@ def choose(
     """
     snapshot = facts.snapshot
     if not guest.state.active:
-        raise errors.GuestNotRunning(source, guest.name, guest.state.value)
+        raise errors.GuestNotRunning(host=source, name=guest.name, state=guest.state.value)
     if to is not None:
         if to not in snapshot.order:
             raise errors.UnknownHost(to, inventory_path, snapshot.order)
         if to == source:
-            raise errors.BadDestination(to, f"{guest.name} already runs on {to}")
+            raise errors.BadDestination(host=to, reason=f"{guest.name} already runs on {to}")
         if to in snapshot.failed:
             raise snapshot.failed[to]
     disks = tuple(facts.disks.get(guest.name, ()))

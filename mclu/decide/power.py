@@ -55,4 +55,4 @@ def check_power_off(
     """`mclu off` refuses (GuestsRunning) while guests run on the host, unless --force; a dry
     run of --drain counts them as moved (the drain it shows would run first)."""
     if running and not (force or drain_first):
-        raise errors.GuestsRunning(host, sorted(running))
+        raise errors.GuestsRunning(host=host, names=sorted(running))

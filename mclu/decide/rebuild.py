@@ -245,7 +245,11 @@ def _decide(made: _Plan, host: str, guest: model.Guest, *, named: bool) -> None:
     if why_not is not None:
         if named:
             made.refused.append(
-                Refused(guest.name, host, errors.NotRebuildable(host, guest.name, why_not))
+                Refused(
+                    guest.name,
+                    host,
+                    errors.NotRebuildable(host=host, name=guest.name, reason=why_not),
+                )
             )
         else:
             made.skipped.append(Skipped(guest.name, host, why_not))
@@ -259,7 +263,9 @@ def _decide(made: _Plan, host: str, guest: model.Guest, *, named: bool) -> None:
     template = made.templates.get(meta.template)
     if not isinstance(template, model.ResolvedTemplate):
         why = f"its template {meta.template!r} cannot be resolved: {template}"
-        made.refused.append(Refused(guest.name, host, errors.NotRebuildable(host, guest.name, why)))
+        made.refused.append(
+            Refused(guest.name, host, errors.NotRebuildable(host=host, name=guest.name, reason=why))
+        )
         return
     if request.if_newer and not _is_newer(template, meta):
         why = f"built from {meta.template} r{meta.revision}, which is the newest (--if-newer)"
@@ -347,7 +353,9 @@ def new_disk(item: Rebuild, spec: model.HostSpec, disk: Disk, built: str) -> pla
     base = item.template.base
     if disk.format not in ("qcow2", "raw"):
         raise errors.NotRebuildable(
-            item.host, item.name, f"its disk {disk.path} is {disk.format}, not qcow2 or raw"
+            host=item.host,
+            name=item.name,
+            reason=f"its disk {disk.path} is {disk.format}, not qcow2 or raw",
         )
     path = hostpaths.rebuild_disk(disk.path)
     meta = dataclasses.replace(

@@ -126,7 +126,7 @@ class FakeSession:
         except facts.ParseError as e:
             raise errors.LibvirtCallFailed(self.host, "define", str(e)) from None
         if parsed.name in self._fake.guests:
-            raise errors.GuestExists(self.host, parsed.name)
+            raise errors.GuestExists(host=self.host, name=parsed.name)
         guest = dataclasses.replace(parsed, uuid=parsed.uuid or str(uuid_module.uuid4()))
         self._fake.guests[guest.name] = guest
         return guest
@@ -308,7 +308,7 @@ class FakeSession:
         self._check()
         guest = self._fake.guests.get(name)
         if guest is None:
-            raise errors.GuestNotFound(name, host=self.host)
+            raise errors.GuestNotFound(name=name, host=self.host)
         return guest
 
     def _stop(self, what: str, guest: Guest) -> None:

@@ -74,9 +74,9 @@ def translate(
     code = error.get_error_code()
     reason = error.get_error_message() or str(error)
     if code == libvirt.VIR_ERR_NO_DOMAIN and name is not None:
-        return errors.GuestNotFound(name, host=host)
+        return errors.GuestNotFound(name=name, host=host)
     if code == libvirt.VIR_ERR_DOM_EXIST and name is not None:
-        return errors.GuestExists(host, name)
+        return errors.GuestExists(host=host, name=name)
     if code in _CONNECTION_CODES or error.get_error_domain() == libvirt.VIR_FROM_RPC:
         return errors.LibvirtUnavailable(host, reason)
     if code == libvirt.VIR_ERR_OPERATION_INVALID and name is not None and _NOT_RUNNING in reason:
@@ -206,7 +206,7 @@ class LibvirtSession:
                 if e.get_error_code() in _UNSUPPORTED_CODES:
                     raise errors.Unsupported(self.host, "migration", self.uri) from e
                 if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-                    raise errors.GuestNotFound(name, host=self.host) from e
+                    raise errors.GuestNotFound(name=name, host=self.host) from e
                 # RPC errors here are the source's connection to the destination (peer to
                 # peer), not this session's: say what failed, not "libvirt is not answering".
                 reason = e.get_error_message() or str(e)
@@ -320,7 +320,7 @@ class LibvirtSession:
 
     def _define(self, name: str, xml: str) -> Guest:
         if self._lookup(name) is not None:
-            raise errors.GuestExists(self.host, name)
+            raise errors.GuestExists(host=self.host, name=name)
         return _guest_of(self._connection.defineXML(xml))
 
     def _lookup(self, name: str) -> Any:
