@@ -89,7 +89,7 @@ class HostError(MCLUError):
     msg = "{self.host}: {self.detail}"
     state = "error"
 
-    def __init__(self, host: str, detail: str = "") -> None:
+    def __init__(self, *, host: str, detail: str = "") -> None:
         super().__init__(detail)
         self.host = host
 
@@ -100,8 +100,8 @@ class HostUnreachable(HostError):
     msg = "{self.host}: unreachable at {self.address}: {self.reason}"
     state = "off"
 
-    def __init__(self, host: str, address: str, reason: str) -> None:
-        super().__init__(host, reason)
+    def __init__(self, *, host: str, address: str, reason: str) -> None:
+        super().__init__(host=host, detail=reason)
         self.address = address
         self.reason = reason
 
@@ -112,8 +112,8 @@ class HostAuthFailed(HostError):
     msg = "{self.host}: ssh refused {self.user}@{self.address}: {self.reason}"
     state = "auth failed"
 
-    def __init__(self, host: str, user: str, address: str, reason: str) -> None:
-        super().__init__(host, reason)
+    def __init__(self, *, host: str, user: str, address: str, reason: str) -> None:
+        super().__init__(host=host, detail=reason)
         self.user = user
         self.address = address
         self.reason = reason
@@ -128,8 +128,8 @@ class HostKeyUnknown(HostError):
     )
     state = "host key unknown"
 
-    def __init__(self, host: str, address: str, port: int, known_hosts: str) -> None:
-        super().__init__(host)
+    def __init__(self, *, host: str, address: str, port: int, known_hosts: str) -> None:
+        super().__init__(host=host)
         self.address = address
         self.port = port
         self.known_hosts = known_hosts
@@ -149,8 +149,8 @@ class HostKeyChanged(HostError):
     )
     state = "host key changed"
 
-    def __init__(self, host: str, address: str, port: int, known_hosts: str) -> None:
-        super().__init__(host)
+    def __init__(self, *, host: str, address: str, port: int, known_hosts: str) -> None:
+        super().__init__(host=host)
         self.address = address
         self.port = port
         self.known_hosts = known_hosts
@@ -166,8 +166,8 @@ class LibvirtUnavailable(HostError):
     msg = "{self.host}: libvirt is not answering: {self.reason}"
     state = "libvirt down"
 
-    def __init__(self, host: str, reason: str) -> None:
-        super().__init__(host, reason)
+    def __init__(self, *, host: str, reason: str) -> None:
+        super().__init__(host=host, detail=reason)
         self.reason = reason
 
 
@@ -177,8 +177,8 @@ class HostTimeout(HostError):
     msg = "{self.host}: no answer to {self.what} within {self.seconds:g} s"
     state = "timeout"
 
-    def __init__(self, host: str, what: str, seconds: float) -> None:
-        super().__init__(host, what)
+    def __init__(self, *, host: str, what: str, seconds: float) -> None:
+        super().__init__(host=host, detail=what)
         self.what = what
         self.seconds = seconds
 
@@ -193,8 +193,8 @@ class SameMachine(HostError):
     )
     state = "duplicate"
 
-    def __init__(self, host: str, first: str, uuid: str) -> None:
-        super().__init__(host, f"same machine as {first}")
+    def __init__(self, *, host: str, first: str, uuid: str) -> None:
+        super().__init__(host=host, detail=f"same machine as {first}")
         self.first = first
         self.uuid = uuid
 
@@ -204,8 +204,8 @@ class HostCommandFailed(HostError):
 
     msg = "{self.host}: `{self.command}` failed with exit status {self.exit_status}: {self.stderr}"
 
-    def __init__(self, host: str, command: str, exit_status: int | None, stderr: str) -> None:
-        super().__init__(host, stderr)
+    def __init__(self, *, host: str, command: str, exit_status: int | None, stderr: str) -> None:
+        super().__init__(host=host, detail=stderr)
         self.command = command
         self.exit_status = exit_status
         self.stderr = last_lines(stderr, "(no error output)")
@@ -216,8 +216,8 @@ class LibvirtCallFailed(HostError):
 
     msg = "{self.host}: {self.what}: {self.reason}"
 
-    def __init__(self, host: str, what: str, reason: str) -> None:
-        super().__init__(host, reason)
+    def __init__(self, *, host: str, what: str, reason: str) -> None:
+        super().__init__(host=host, detail=reason)
         self.what = what
         self.reason = reason
 
@@ -228,7 +228,7 @@ class GuestInactive(LibvirtCallFailed):
     that a caller for whom "already off" is fine suppresses this and not every refusal."""
 
     def __init__(self, *, host: str, what: str, reason: str, name: str) -> None:
-        super().__init__(host, what, reason)
+        super().__init__(host=host, what=what, reason=reason)
         self.name = name
 
 
@@ -237,8 +237,8 @@ class Unsupported(HostError):
 
     msg = "{self.host}: {self.what} is not supported by this host's connection ({self.uri})"
 
-    def __init__(self, host: str, what: str, uri: str) -> None:
-        super().__init__(host, what)
+    def __init__(self, *, host: str, what: str, uri: str) -> None:
+        super().__init__(host=host, detail=what)
         self.what = what
         self.uri = uri
 
@@ -300,8 +300,8 @@ class LockHeld(HostError):
     msg = "{self.host}: {self.path} is held by {self.holder}"
     exit_code = EXIT_LOCKED
 
-    def __init__(self, host: str, path: str, holder: str) -> None:
-        super().__init__(host, holder)
+    def __init__(self, *, host: str, path: str, holder: str) -> None:
+        super().__init__(host=host, detail=holder)
         self.path = path
         self.holder = holder or "another process"
 
@@ -590,8 +590,8 @@ class ToolMissing(HostCommandFailed):
 
     msg = "{self.host}: `{self.tool}` is not installed on the host (needed by `{self.command}`)"
 
-    def __init__(self, host: str, command: str, tool: str, stderr: str) -> None:
-        super().__init__(host, command, 127, stderr)
+    def __init__(self, *, host: str, command: str, tool: str, stderr: str) -> None:
+        super().__init__(host=host, command=command, exit_status=127, stderr=stderr)
         self.tool = tool
 
 
@@ -700,8 +700,8 @@ class WakeFailed(HostError):
         "{self.reason}"
     )
 
-    def __init__(self, host: str, address: str, port: int, reason: str) -> None:
-        super().__init__(host, reason)
+    def __init__(self, *, host: str, address: str, port: int, reason: str) -> None:
+        super().__init__(host=host, detail=reason)
         self.address = address
         self.port = port
         self.reason = reason
@@ -713,8 +713,8 @@ class PowerTimeout(HostError):
     msg = "{self.host}: {self.what} after {self.seconds:g} s{self.last_seen}"
     state = "timeout"
 
-    def __init__(self, host: str, what: str, seconds: float, last: str = "") -> None:
-        super().__init__(host, what)
+    def __init__(self, *, host: str, what: str, seconds: float, last: str = "") -> None:
+        super().__init__(host=host, detail=what)
         self.what = what
         self.seconds = seconds
         self.last = last

@@ -34,7 +34,7 @@ def wake(host: str, mac: str, address: str, port: int) -> None:
             sock.sendto(packet, (address, port))
     except OSError as e:
         reason = e.strerror.lower() if e.strerror else str(e)
-        raise errors.WakeFailed(host, address, port, reason) from None
+        raise errors.WakeFailed(host=host, address=address, port=port, reason=reason) from None
 
 
 # --- powering off --------------------------------------------------------------------------
@@ -163,6 +163,6 @@ async def _poll(
         report(Attempt(number=number, elapsed=elapsed, answer=answer))
         left = deadline - time.monotonic()
         if left <= 0:
-            raise errors.PowerTimeout(spec.name, what, timeout, answer)
+            raise errors.PowerTimeout(host=spec.name, what=what, seconds=timeout, last=answer)
         await asyncio.sleep(min(delay, left))
         delay = min(delay * 2, POLL_MAX)

@@ -239,7 +239,9 @@ async def _system_disk(session: Session, guest: model.Guest) -> Disk:
     try:
         (disk,) = await read_migrate.read_disks(session, single)
     except (ValueError, KeyError, TypeError) as e:  # output that is not qemu-img's JSON
-        raise errors.HostError(session.host, f"cannot read {single.disks[0]}: {e!r}") from None
+        raise errors.HostError(
+            host=session.host, detail=f"cannot read {single.disks[0]}: {e!r}"
+        ) from None
     return disk
 
 

@@ -450,10 +450,10 @@ async def console_(args: argparse.Namespace, env: commands.Env) -> int:
         status = remote.exit_status()  # final once the block has closed the channel
         if relayed.ending == console.Ending.ENDED and status not in (0, None):
             raise errors.HostCommandFailed(
-                target.host.spec.name,
-                command_line(argv),
-                status,
-                relayed.tail.decode(errors="replace"),
+                host=target.host.spec.name,
+                command=command_line(argv),
+                exit_status=status,
+                stderr=relayed.tail.decode(errors="replace"),
             )
         if args.json:
             return report(

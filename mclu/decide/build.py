@@ -242,7 +242,7 @@ def _check_pinned(
     if host in snapshot.failed:
         raise snapshot.failed[host]
     if host not in storage:
-        raise errors.HostError(host, "its image directory could not be read")
+        raise errors.HostError(host=host, detail="its image directory could not be read")
 
 
 def _check_name_free(name: str, snapshot: Snapshot) -> None:

@@ -226,7 +226,7 @@ def choose(
     disks = tuple(facts.disks.get(guest.name, ()))
     found = candidates(snapshot, facts.storage, source)
     if to is not None and not any(c.name == to for c in found):
-        raise errors.HostError(to, "its image directory could not be read")
+        raise errors.HostError(host=to, detail="its image directory could not be read")
     placed = dict(already or {})
     # Each host's need differs (a base it lacks): fold that into what it already holds.
     extra = {c.name: need(guest, disks, c) for c in found}

@@ -124,7 +124,7 @@ class FakeSession:
         try:
             parsed = facts.parse_guest(xml, GuestState.SHUTOFF, persistent=True)
         except facts.ParseError as e:
-            raise errors.LibvirtCallFailed(self.host, "define", str(e)) from None
+            raise errors.LibvirtCallFailed(host=self.host, what="define", reason=str(e)) from None
         if parsed.name in self._fake.guests:
             raise errors.GuestExists(host=self.host, name=parsed.name)
         guest = dataclasses.replace(parsed, uuid=parsed.uuid or str(uuid_module.uuid4()))
@@ -189,7 +189,7 @@ class FakeSession:
         if not guest.state.active:
             self._refuse("migrate", name, f"{_NOT_VALID}: domain is not running")
         if self._cluster is None:
-            raise errors.Unsupported(self.host, "migration", self.uri)
+            raise errors.Unsupported(host=self.host, what="migration", uri=self.uri)
         dest = self._cluster.hosts.get(target.host)
         why = None
         if dest is None or dest.failure is not None:
@@ -201,7 +201,9 @@ class FakeSession:
         else:
             why = dest.refuse_migration
         if why is not None or dest is None:
-            raise errors.LibvirtCallFailed(self.host, f"migrate {name} to {target.host}", why or "")
+            raise errors.LibvirtCallFailed(
+                host=self.host, what=f"migrate {name} to {target.host}", reason=why or ""
+            )
         if progress is not None:
             progress(
                 MigrationProgress(
@@ -228,7 +230,9 @@ class FakeSession:
             or self._fake.files.answer(argv)
         )
         if canned is None:
-            raise errors.Unsupported(self.host, f"running `{command_line(argv)}`", self.uri)
+            raise errors.Unsupported(
+                host=self.host, what=f"running `{command_line(argv)}`", uri=self.uri
+            )
         if input is not None and not isinstance(input, bytes):
             async for _chunk in input:  # consumed, as a real command would read it
                 pass
@@ -256,7 +260,7 @@ class FakeSession:
     @asynccontextmanager
     async def forward_socket(self, remote_path: str) -> AsyncIterator[str]:
         self._check()
-        raise errors.Unsupported(self.host, f"forwarding {remote_path}", self.uri)
+        raise errors.Unsupported(host=self.host, what=f"forwarding {remote_path}", uri=self.uri)
         yield  # pragma: no cover (makes this a generator)
 
     @asynccontextmanager
@@ -264,14 +268,14 @@ class FakeSession:
         self, argv: Sequence[str], *, term: str, size: tuple[int, int]
     ) -> AsyncIterator[Terminal]:
         self._check()
-        raise errors.Unsupported(self.host, "interactive terminals", self.uri)
+        raise errors.Unsupported(host=self.host, what="interactive terminals", uri=self.uri)
         yield  # pragma: no cover (makes this a generator)
 
     @asynccontextmanager
     async def lock(self, path: str, holder: str) -> AsyncIterator[None]:
         self._check()
         if path in self._fake.locks:
-            raise errors.LockHeld(self.host, path, self._fake.locks[path])
+            raise errors.LockHeld(host=self.host, path=path, holder=self._fake.locks[path])
         self._fake.locks[path] = holder
         self._held.add(path)
         try:
@@ -300,7 +304,7 @@ class FakeSession:
 
     def _check(self) -> None:
         if self._closed:
-            raise errors.LibvirtUnavailable(self.host, "the session is closed")
+            raise errors.LibvirtUnavailable(host=self.host, reason="the session is closed")
         if self._fake.failure is not None:
             raise self._fake.failure
 
@@ -327,7 +331,7 @@ class FakeSession:
             raise errors.GuestInactive(
                 host=self.host, what=f"{what} {name}", reason=reason, name=name
             )
-        raise errors.LibvirtCallFailed(self.host, f"{what} {name}", reason)
+        raise errors.LibvirtCallFailed(host=self.host, what=f"{what} {name}", reason=reason)
 
 
 class FakeBackground:
@@ -385,7 +389,9 @@ class FakeCluster:
         """Open a session on the fake host spec.name (same signature as open_session)."""
         fake_host = self.hosts.get(spec.name)
         if fake_host is None:
-            raise errors.HostUnreachable(spec.name, spec.address, "no such fake host")
+            raise errors.HostUnreachable(
+                host=spec.name, address=spec.address, reason="no such fake host"
+            )
         if fake_host.failure is not None:
             raise fake_host.failure
         session = FakeSession(fake_host, f"fake:///{spec.name}", cluster=self)

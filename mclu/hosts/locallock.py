@@ -35,7 +35,7 @@ class LocalLock:
         except BlockingIOError:
             other = os.pread(self._fd, 4096, 0).decode(errors="replace").strip()
             self.release()
-            raise errors.LockHeld(host, path, other) from None
+            raise errors.LockHeld(host=host, path=path, holder=other) from None
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, holder.encode() + b"\n", 0)
 

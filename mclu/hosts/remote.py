@@ -183,7 +183,7 @@ async def open(spec: HostSpec) -> AsyncIterator[SshSession]:
             # Through a forward, a missing socket shows only as "End of file while reading".
             if not await _is_socket(connection, spec.libvirt_socket):
                 reason = f"no socket {spec.libvirt_socket} on the host (is libvirtd running?)"
-                raise errors.LibvirtUnavailable(spec.name, reason) from e
+                raise errors.LibvirtUnavailable(host=spec.name, reason=reason) from e
             raise
         # The session owns what the stack holds; its close() and leaving this block both
         # release it, whichever comes first.

@@ -63,8 +63,10 @@ def command_failed(host: str, result: CommandResult) -> errors.HostCommandFailed
         found = _NOT_FOUND.search(stderr)
         if found is not None:
             tool = found.group(1) or found.group(2)
-            return errors.ToolMissing(host, result.command, tool, stderr)
-    return errors.HostCommandFailed(host, result.command, result.exit_status, stderr)
+            return errors.ToolMissing(host=host, command=result.command, tool=tool, stderr=stderr)
+    return errors.HostCommandFailed(
+        host=host, command=result.command, exit_status=result.exit_status, stderr=stderr
+    )
 
 
 @dataclass(frozen=True)

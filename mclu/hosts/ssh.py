@@ -75,9 +75,9 @@ class SshConnection:
                 async with asyncio.timeout(seconds):
                     completed, input_error = await self._run_streaming(command, input)
         except (asyncssh.TimeoutError, TimeoutError):
-            raise errors.HostTimeout(self.host, f"`{command}`", seconds) from None
+            raise errors.HostTimeout(host=self.host, what=f"`{command}`", seconds=seconds) from None
         except (asyncssh.Error, OSError) as e:
-            raise errors.HostError(self.host, f"`{command}`: {_reason(e)}") from e
+            raise errors.HostError(host=self.host, detail=f"`{command}`: {_reason(e)}") from e
         if input_error is not None:
             raise input_error  # the input's own failure says more than the command's
         result = CommandResult(
@@ -123,7 +123,9 @@ class SshConnection:
         try:
             process = await self._connection.create_process(command, encoding=None)
         except (asyncssh.Error, OSError) as e:
-            raise errors.HostError(self.host, f"`{command_line(argv)}`: {_reason(e)}") from e
+            raise errors.HostError(
+                host=self.host, detail=f"`{command_line(argv)}`: {_reason(e)}"
+            ) from e
         running = RunningCommand(self.host, tuple(argv), process)
         try:
             yield running
@@ -141,7 +143,9 @@ class SshConnection:
             try:
                 listener = await self._connection.forward_local_path(local_path, remote_path)
             except (asyncssh.Error, OSError) as e:
-                raise errors.HostError(self.host, f"forwarding {remote_path}: {_reason(e)}") from e
+                raise errors.HostError(
+                    host=self.host, detail=f"forwarding {remote_path}: {_reason(e)}"
+                ) from e
             try:
                 yield local_path
             finally:
@@ -160,7 +164,7 @@ class SshConnection:
                 command, term_type=term, term_size=size, encoding=None
             )
         except (asyncssh.Error, OSError) as e:
-            raise errors.HostError(self.host, f"`{command}`: {_reason(e)}") from e
+            raise errors.HostError(host=self.host, detail=f"`{command}`: {_reason(e)}") from e
         try:
             yield PtyCommand(self.host, command, process)
         finally:
@@ -178,7 +182,7 @@ class SshConnection:
         try:
             process = await self._connection.create_process(command_line(argv), encoding=None)
         except (asyncssh.Error, OSError) as e:
-            raise errors.HostError(self.host, f"locking {path}: {_reason(e)}") from e
+            raise errors.HostError(host=self.host, detail=f"locking {path}: {_reason(e)}") from e
         try:
             await self._until_locked(process, path, argv)
             yield
@@ -192,17 +196,19 @@ class SshConnection:
             line = await asyncio.wait_for(process.stdout.readline(), self.spec.command_timeout)
         except TimeoutError:
             raise errors.HostTimeout(
-                self.host, f"a lock on {path}", self.spec.command_timeout
+                host=self.host, what=f"a lock on {path}", seconds=self.spec.command_timeout
             ) from None
         except (asyncssh.Error, OSError) as e:
-            raise errors.HostError(self.host, f"locking {path}: {_reason(e)}") from e
+            raise errors.HostError(host=self.host, detail=f"locking {path}: {_reason(e)}") from e
         if line == b"locked\n":
             return
         await process.wait_closed()
         stderr = await process.stderr.read()
         status = process.returncode
         if status == commands.LOCK_HELD:
-            raise errors.LockHeld(self.host, path, stderr.decode(errors="replace").strip())
+            raise errors.LockHeld(
+                host=self.host, path=path, holder=stderr.decode(errors="replace").strip()
+            )
         raise command_failed(
             self.host, CommandResult(tuple(argv), -1 if status is None else status, line, stderr)
         )
@@ -277,22 +283,22 @@ async def _tcp_connect(
             )
     except TimeoutError:
         raise errors.HostUnreachable(
-            spec.name,
-            address,
-            f"cannot resolve the name: no answer within {spec.connect_timeout:g} s",
+            host=spec.name,
+            address=address,
+            reason=f"cannot resolve the name: no answer within {spec.connect_timeout:g} s",
         ) from None
     except OSError as e:
-        raise errors.HostUnreachable(spec.name, address, _reason(e)) from e
+        raise errors.HostUnreachable(host=spec.name, address=address, reason=_reason(e)) from e
     seconds = min(spec.tcp_timeout, spec.connect_timeout)
     try:
         async with asyncio.timeout(seconds):
             return await _first_to_connect(loop, candidates, seconds)
     except TimeoutError:
         raise errors.HostUnreachable(
-            spec.name, address, f"no answer within {seconds:g} s"
+            host=spec.name, address=address, reason=f"no answer within {seconds:g} s"
         ) from None
     except OSError as e:  # refused, no route to host, network unreachable
-        raise errors.HostUnreachable(spec.name, address, _reason(e)) from e
+        raise errors.HostUnreachable(host=spec.name, address=address, reason=_reason(e)) from e
 
 
 async def _first_to_connect(
@@ -369,7 +375,7 @@ class PtyCommand:
         try:
             return await self._process.stdout.read(self.READ_SIZE)
         except (asyncssh.Error, OSError) as e:
-            raise errors.HostError(self.host, f"`{self.command}`: {_reason(e)}") from e
+            raise errors.HostError(host=self.host, detail=f"`{self.command}`: {_reason(e)}") from e
 
     def write(self, data: bytes) -> None:
         if not self._process.stdin.is_closing():
@@ -476,7 +482,7 @@ async def _options(spec: HostSpec) -> asyncssh.SSHClientConnectionOptions:
             None, lambda: asyncssh.SSHClientConnectionOptions(**_option_arguments(spec))
         )
     except (OSError, ValueError) as e:  # missing or bad key file, bad config, bad algorithm
-        raise errors.HostError(spec.name, f"ssh settings: {e}") from e
+        raise errors.HostError(host=spec.name, detail=f"ssh settings: {e}") from e
 
 
 def _option_arguments(spec: HostSpec) -> dict[str, Any]:
@@ -545,20 +551,24 @@ def _connect_error(
     """mclu's error for a failed connect, or None for errors that are not the host's."""
     address = options.host
     if isinstance(error, asyncssh.PermissionDenied):
-        return errors.HostAuthFailed(spec.name, options.username, address, _reason(error))
+        return errors.HostAuthFailed(
+            host=spec.name, user=options.username, address=address, reason=_reason(error)
+        )
     if isinstance(error, asyncssh.HostKeyNotVerifiable):
         port = options.port
         known = known_hosts_path(spec)
         if _has_known_key(known, address, port):
-            return errors.HostKeyChanged(spec.name, address, port, known)
-        return errors.HostKeyUnknown(spec.name, address, port, known)
+            return errors.HostKeyChanged(
+                host=spec.name, address=address, port=port, known_hosts=known
+            )
+        return errors.HostKeyUnknown(host=spec.name, address=address, port=port, known_hosts=known)
     if isinstance(error, TimeoutError):
         reason = f"no answer within {spec.connect_timeout:g} s"
-        return errors.HostUnreachable(spec.name, address, reason)
+        return errors.HostUnreachable(host=spec.name, address=address, reason=reason)
     if isinstance(error, OSError):  # refused, no route, DNS failure (socket.gaierror)
-        return errors.HostUnreachable(spec.name, address, _reason(error))
+        return errors.HostUnreachable(host=spec.name, address=address, reason=_reason(error))
     if isinstance(error, asyncssh.Error):
-        return errors.HostError(spec.name, f"ssh to {address}: {_reason(error)}")
+        return errors.HostError(host=spec.name, detail=f"ssh to {address}: {_reason(error)}")
     return None
 
 

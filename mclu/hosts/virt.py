@@ -78,10 +78,10 @@ def translate(
     if code == libvirt.VIR_ERR_DOM_EXIST and name is not None:
         return errors.GuestExists(host=host, name=name)
     if code in _CONNECTION_CODES or error.get_error_domain() == libvirt.VIR_FROM_RPC:
-        return errors.LibvirtUnavailable(host, reason)
+        return errors.LibvirtUnavailable(host=host, reason=reason)
     if code == libvirt.VIR_ERR_OPERATION_INVALID and name is not None and _NOT_RUNNING in reason:
         return errors.GuestInactive(host=host, what=what, reason=reason, name=name)
-    return errors.LibvirtCallFailed(host, what, reason)
+    return errors.LibvirtCallFailed(host=host, what=what, reason=reason)
 
 
 # The words of libvirt's VIR_ERR_OPERATION_INVALID when a call needs a running domain
@@ -122,7 +122,7 @@ class LibvirtSession:
         try:
             name = facts.parse_domain_name(xml)
         except facts.ParseError as e:
-            raise errors.LibvirtCallFailed(self.host, "define", str(e)) from None
+            raise errors.LibvirtCallFailed(host=self.host, what="define", reason=str(e)) from None
         return await self._call(f"define {name}", functools.partial(self._define, name, xml), name)
 
     async def start(self, name: str) -> None:
@@ -154,14 +154,14 @@ class LibvirtSession:
             functools.partial(_agent_ping, timeout=timeout, answered=answered),
         )
         if not answered:  # libvirt's test driver: no agents
-            raise errors.Unsupported(self.host, "guest agents", self.uri)
+            raise errors.Unsupported(host=self.host, what="guest agents", uri=self.uri)
         return answered[0]
 
     async def addresses(self, name: str, source: AddressSource) -> tuple[Address, ...]:
         asked = functools.partial(_interface_addresses, self._connection, name, source)
         found = await self._call(f"read the {source} addresses of {name}", asked, name)
         if found is None:
-            raise errors.Unsupported(self.host, f"{source} addresses", self.uri)
+            raise errors.Unsupported(host=self.host, what=f"{source} addresses", uri=self.uri)
         return addresses.from_libvirt(found, source)
 
     async def interface_macs(self, name: str) -> tuple[str, ...]:
@@ -189,7 +189,7 @@ class LibvirtSession:
         await self._on_domain("migrate", name, functools.partial(_check_active, self.host))
         if self._connect_uri.startswith("test:"):
             # The test driver cannot migrate, and a second connection to it is another host.
-            raise errors.Unsupported(self.host, "migration", self.uri)
+            raise errors.Unsupported(host=self.host, what="migration", uri=self.uri)
         loop = asyncio.get_running_loop()
         migrating = loop.run_in_executor(
             None, functools.partial(_migrate, self._connect_uri, name, target)
@@ -201,16 +201,16 @@ class LibvirtSession:
         except BaseException as e:
             await asyncio.shield(self._abort(name, migrating))
             if isinstance(e, TimeoutError) and timeout is not None:
-                raise errors.HostTimeout(self.host, what, timeout) from None
+                raise errors.HostTimeout(host=self.host, what=what, seconds=timeout) from None
             if isinstance(e, libvirt.libvirtError):
                 if e.get_error_code() in _UNSUPPORTED_CODES:
-                    raise errors.Unsupported(self.host, "migration", self.uri) from e
+                    raise errors.Unsupported(host=self.host, what="migration", uri=self.uri) from e
                 if e.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
                     raise errors.GuestNotFound(name=name, host=self.host) from e
                 # RPC errors here are the source's connection to the destination (peer to
                 # peer), not this session's: say what failed, not "libvirt is not answering".
                 reason = e.get_error_message() or str(e)
-                raise errors.LibvirtCallFailed(self.host, what, reason) from e
+                raise errors.LibvirtCallFailed(host=self.host, what=what, reason=reason) from e
             raise
 
     async def _follow_job(
@@ -249,23 +249,23 @@ class LibvirtSession:
         check: bool = True,
         timeout: float | None = None,
     ) -> CommandResult:
-        raise errors.Unsupported(self.host, "running commands", self.uri)
+        raise errors.Unsupported(host=self.host, what="running commands", uri=self.uri)
 
     @asynccontextmanager
     async def background(self, argv: Sequence[str]) -> AsyncIterator[Background]:
-        raise errors.Unsupported(self.host, "running commands", self.uri)
+        raise errors.Unsupported(host=self.host, what="running commands", uri=self.uri)
         yield  # pragma: no cover (makes this a generator)
 
     @asynccontextmanager
     async def forward_socket(self, remote_path: str) -> AsyncIterator[str]:
-        raise errors.Unsupported(self.host, "forwarding sockets", self.uri)
+        raise errors.Unsupported(host=self.host, what="forwarding sockets", uri=self.uri)
         yield  # pragma: no cover (makes this a generator)
 
     @asynccontextmanager
     async def open_terminal(
         self, argv: Sequence[str], *, term: str, size: tuple[int, int]
     ) -> AsyncIterator[Terminal]:
-        raise errors.Unsupported(self.host, "interactive terminals", self.uri)
+        raise errors.Unsupported(host=self.host, what="interactive terminals", uri=self.uri)
         yield  # pragma: no cover (makes this a generator)
 
     @asynccontextmanager
@@ -342,15 +342,17 @@ class LibvirtSession:
     async def _call(self, what: str, function: Callable[[], T], name: str | None = None) -> T:
         """Run function on the worker thread, translating libvirt's and the parsers' errors."""
         if self._closed:
-            raise errors.LibvirtUnavailable(self.host, "the session is closed")
+            raise errors.LibvirtUnavailable(host=self.host, reason="the session is closed")
         try:
             return await self._in_thread(function, timeout=self._call_timeout)
         except libvirt.libvirtError as e:
             raise translate(e, self.host, what, name) from e
         except facts.ParseError as e:
-            raise errors.LibvirtCallFailed(self.host, what, str(e)) from e
+            raise errors.LibvirtCallFailed(host=self.host, what=what, reason=str(e)) from e
         except TimeoutError:
-            raise errors.HostTimeout(self.host, what, self._call_timeout) from None
+            raise errors.HostTimeout(
+                host=self.host, what=what, seconds=self._call_timeout
+            ) from None
 
     async def _in_thread(self, function: Callable[[], T], *, timeout: float) -> T:
         loop = asyncio.get_running_loop()
@@ -377,10 +379,10 @@ async def open(
         executor.shutdown(wait=False, cancel_futures=True)
         if isinstance(e, libvirt.libvirtError):
             reason = e.get_error_message() or str(e)
-            raise errors.LibvirtUnavailable(host, f"{shown_as}: {reason}") from e
+            raise errors.LibvirtUnavailable(host=host, reason=f"{shown_as}: {reason}") from e
         if isinstance(e, TimeoutError):
             raise errors.HostTimeout(
-                host, f"connecting to libvirt at {shown_as}", call_timeout
+                host=host, what=f"connecting to libvirt at {shown_as}", seconds=call_timeout
             ) from e
         raise
     session = LibvirtSession(host, shown_as, connection, executor, call_timeout, connect_uri=uri)

@@ -155,10 +155,14 @@ async def _wait_for_socket(
             return
         _check(session.host, server, argv)
         if server.result() is not None:
-            raise errors.HostError(session.host, f"`{command_line(argv)}` ended at once")
+            raise errors.HostError(
+                host=session.host, detail=f"`{command_line(argv)}` ended at once"
+            )
         if loop.time() > deadline:
             raise errors.HostTimeout(
-                session.host, f"`{command_line(argv)}` to listen", SERVER_START_TIMEOUT
+                host=session.host,
+                what=f"`{command_line(argv)}` to listen",
+                seconds=SERVER_START_TIMEOUT,
             )
         await asyncio.sleep(POLL)
 
@@ -200,7 +204,10 @@ async def run_nbdcopy(
             os.close(progress_read)
     if process.returncode != 0:
         raise errors.HostCommandFailed(
-            host, command_line(argv), process.returncode, stderr.decode(errors="replace")
+            host=host,
+            command=command_line(argv),
+            exit_status=process.returncode,
+            stderr=stderr.decode(errors="replace"),
         )
 
 

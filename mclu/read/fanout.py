@@ -54,7 +54,9 @@ async def gather(
                     value = await work(host)
             except TimeoutError:
                 log.debug("%s: %s stopped after %.2f s", host.name, name, seconds(host))
-                raise errors.HostTimeout(host.name, "mclu", seconds(host)) from None
+                raise errors.HostTimeout(
+                    host=host.name, what="mclu", seconds=seconds(host)
+                ) from None
             except errors.HostError as e:
                 log.debug(
                     "%s: %s failed after %.2f s: %s", host.name, name, time.monotonic() - started, e

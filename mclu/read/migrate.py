@@ -21,7 +21,7 @@ async def read_disks(session: Session, guest: Guest) -> tuple[Disk, ...]:
     local file (it would need shared storage)."""
     problem = local_disk_problem(guest)
     if problem is not None:
-        raise errors.HostError(session.host, problem)
+        raise errors.HostError(host=session.host, detail=problem)
     if not guest.disks:
         return ()
     done = await session.run(commands.disk_info(guest.disks))

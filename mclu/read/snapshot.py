@@ -71,7 +71,7 @@ def one_per_machine(snap: Snapshot) -> Snapshot:
         if earlier == name:
             result.ok[name] = snap.ok[name]
         else:
-            result.failed[name] = errors.SameMachine(name, earlier, uuid)
+            result.failed[name] = errors.SameMachine(host=name, first=earlier, uuid=uuid)
     return result
 
 

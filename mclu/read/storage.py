@@ -32,10 +32,10 @@ async def read(session: Session, spec: model.HostSpec) -> model.StorageFacts:
     df = "\n".join(sections.get("df", []))
     if done.exit_status != 0 or status != ["0"]:
         raise errors.HostCommandFailed(
-            spec.name,
-            f"df --output=avail -B1 {spec.image_dir}",
-            int(status[0]) if status and status[0].isdigit() else done.exit_status,
-            df + done.stderr.decode(errors="replace"),
+            host=spec.name,
+            command=f"df --output=avail -B1 {spec.image_dir}",
+            exit_status=int(status[0]) if status and status[0].isdigit() else done.exit_status,
+            stderr=df + done.stderr.decode(errors="replace"),
         )
     return model.StorageFacts(
         image_dir=spec.image_dir,
@@ -54,7 +54,10 @@ async def scan_leftovers(session: Session, spec: model.HostSpec) -> model.Leftov
     done = await session.run(commands.leftover_scan(spec.image_dir), check=False)
     if done.exit_status != 0:
         raise errors.HostCommandFailed(
-            spec.name, "scan for leftovers", done.exit_status, done.stderr.decode(errors="replace")
+            host=spec.name,
+            command="scan for leftovers",
+            exit_status=done.exit_status,
+            stderr=done.stderr.decode(errors="replace"),
         )
     return parse_scan(parse_sections(done.stdout.decode(errors="replace")))
 

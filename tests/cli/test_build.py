@@ -61,7 +61,7 @@ def test_a_key_a_password_or_no_login_lets_the_build_plan(
 def test_a_host_that_did_not_answer_is_a_warning(cli: Cli) -> None:
     """mclu keeps no state: the off host may hold a guest of the new name (issue: two nu-h)."""
     cli.give_key()
-    cli.cluster.fail("c", errors.HostUnreachable("c", "c", "no route to host"))
+    cli.cluster.fail("c", errors.HostUnreachable(host="c", address="c", reason="no route to host"))
     warning = (
         "c did not answer (off): the name nu-h could not be checked there; a guest there "
         "of that name would make two (`mclu list` flags them)"

@@ -60,7 +60,7 @@ def cluster(tmp_path: Path) -> Cli:
         model.Address("192.168.122.7", 4, model.AddressSource.LEASE, "52:54:00:12:34:56", 24),
     )
     c.cluster.hosts["b"].guests["old"] = guest("old", state=SHUTOFF)
-    c.cluster.fail("c", errors.HostUnreachable("c", "c", "no route to host"))
+    c.cluster.fail("c", errors.HostUnreachable(host="c", address="c", reason="no route to host"))
     # A second repository that cannot be read: `failed_sources` has an entry.
     (c.repo / "repos.d" / "gone.conf").write_text(f"[gone]\nuri=file://{tmp_path}/nowhere\n")
     return c

@@ -181,7 +181,9 @@ def test_stop_a_repeated_request_refused_while_running_fails(
         nonlocal requests
         requests += 1
         if requests == 2:
-            raise errors.LibvirtCallFailed("a", f"shutdown {name}", "internal error")
+            raise errors.LibvirtCallFailed(
+                host="a", what=f"shutdown {name}", reason="internal error"
+            )
 
     monkeypatch.setattr(fake.FakeSession, "shutdown", shutdown)
     assert cli("stop", "web1", "--timeout", "30") == 1
@@ -262,7 +264,7 @@ def test_a_name_on_two_hosts_must_be_named_with_its_host(cli: Cli, verb: str) ->
 
 
 def test_the_host_with_the_guest_is_down(cli: Cli) -> None:
-    cli.cluster.fail("a", errors.HostUnreachable("a", "a", "no route to host"))
+    cli.cluster.fail("a", errors.HostUnreachable(host="a", address="a", reason="no route to host"))
     assert cli("stop", "web1") == 1
     assert cli.stderr == "mclu: error: no guest named 'web1' (a did not answer: it may be there)\n"
     assert cli("stop", "a:web1") == 1
@@ -270,13 +272,13 @@ def test_the_host_with_the_guest_is_down(cli: Cli) -> None:
 
 
 def test_another_host_down_does_not_matter(cli: Cli) -> None:
-    cli.cluster.fail("c", errors.HostUnreachable("c", "c", "no route to host"))
+    cli.cluster.fail("c", errors.HostUnreachable(host="c", address="c", reason="no route to host"))
     assert cli("destroy", "db") == 0
     assert cli.state("b", "db") == SHUTOFF
 
 
 def test_a_host_failing_during_the_action(cli: Cli) -> None:
-    cli.cluster.fail("b", errors.LibvirtUnavailable("b", "libvirtd went away"))
+    cli.cluster.fail("b", errors.LibvirtUnavailable(host="b", reason="libvirtd went away"))
     assert cli("start", "b:old") == 1
     assert cli.stderr == "mclu: error: b: libvirt is not answering: libvirtd went away\n"
 

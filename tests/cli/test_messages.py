@@ -188,7 +188,7 @@ def test_logging_is_left_as_it_was(cli: Cli) -> None:
 
 
 def fake_off(host: str) -> errors.HostUnreachable:
-    return errors.HostUnreachable(host, host, "no route to host")
+    return errors.HostUnreachable(host=host, address=host, reason="no route to host")
 
 
 def test_json_document_of_errors_is_one_line(cli: Cli) -> None:

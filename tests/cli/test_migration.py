@@ -107,7 +107,9 @@ def test_migrate_to_an_unknown_host(cli: Cli) -> None:
 
 
 def test_migrate_to_a_host_that_is_down(cli: Cli) -> None:
-    cli.cluster.fail("b", errors.HostUnreachable("b", "b.fake", "no route to host"))
+    cli.cluster.fail(
+        "b", errors.HostUnreachable(host="b", address="b.fake", reason="no route to host")
+    )
     assert cli("migrate", "web1", "--to", "b") == 1
     assert cli.stderr == "mclu: error: b: unreachable at b.fake: no route to host\n"
     assert cli.where("web1") == ["a"]
@@ -204,7 +206,9 @@ def test_drain_an_unknown_host(cli: Cli) -> None:
 
 
 def test_drain_a_host_that_is_down(cli: Cli) -> None:
-    cli.cluster.fail("a", errors.HostUnreachable("a", "a.fake", "no route to host"))
+    cli.cluster.fail(
+        "a", errors.HostUnreachable(host="a", address="a.fake", reason="no route to host")
+    )
     assert cli("drain", "a") == 1
     assert cli.stderr == "mclu: error: a: unreachable at a.fake: no route to host\n"
 

@@ -26,7 +26,7 @@ class DroppingSession(fake.FakeSession):
     """Its commands end as a host going down ends them: the connection breaks."""
 
     async def run(self, *args: object, **kwargs: object) -> CommandResult:
-        raise errors.HostError(self.host, "`poweroff`: Connection lost")
+        raise errors.HostError(host=self.host, detail="`poweroff`: Connection lost")
 
 
 def dropping(opener: snapshot.Opener) -> snapshot.Opener:
@@ -102,7 +102,9 @@ def test_on_an_unknown_host_is_a_usage_error(cli: Cli) -> None:
 
 
 def test_on_wait_polls_until_the_host_answers(cli: Cli, listener: socket.socket) -> None:
-    cli.cluster.fail("a", errors.HostUnreachable("a", "a.fake", "no route to host"))
+    cli.cluster.fail(
+        "a", errors.HostUnreachable(host="a", address="a.fake", reason="no route to host")
+    )
     heal = cli.opener
 
     @asynccontextmanager
@@ -122,7 +124,9 @@ def test_on_wait_polls_until_the_host_answers(cli: Cli, listener: socket.socket)
 
 
 def test_on_wait_times_out_with_a_clear_error(cli: Cli, listener: socket.socket) -> None:
-    cli.cluster.fail("a", errors.HostUnreachable("a", "a.fake", "no route to host"))
+    cli.cluster.fail(
+        "a", errors.HostUnreachable(host="a", address="a.fake", reason="no route to host")
+    )
     assert cli("on", "a", "--wait", "--timeout", "0.3") == 1
     last = cli.stderr.splitlines()[-1]
     assert last == (
@@ -185,7 +189,9 @@ def test_off_wait_waits_until_the_host_is_unreachable(cli: Cli) -> None:
     @asynccontextmanager
     async def going_down(spec: model.HostSpec) -> AsyncIterator[Session]:
         if len(cli.opened) == 2:  # the second opening: the host is gone
-            cli.cluster.fail("a", errors.HostUnreachable("a", "a.fake", "no route to host"))
+            cli.cluster.fail(
+                "a", errors.HostUnreachable(host="a", address="a.fake", reason="no route to host")
+            )
         async with real(spec) as session:
             yield session
 
@@ -195,7 +201,9 @@ def test_off_wait_waits_until_the_host_is_unreachable(cli: Cli) -> None:
 
 
 def test_off_of_an_unreachable_host_is_its_error(cli: Cli) -> None:
-    cli.cluster.fail("a", errors.HostUnreachable("a", "a.fake", "no route to host"))
+    cli.cluster.fail(
+        "a", errors.HostUnreachable(host="a", address="a.fake", reason="no route to host")
+    )
     assert cli("off", "a") == 1
     assert "a: unreachable at a.fake" in cli.stderr
 
@@ -217,7 +225,9 @@ def test_off_drain_moves_the_guests_first_then_powers_off(cli: Cli) -> None:
 def test_off_drain_that_leaves_a_guest_running_is_refused(cli: Cli) -> None:
     shared_storage(cli)
     cli.cluster.hosts["a"].guests.update(web1=RUNNING)
-    cli.cluster.fail("b", errors.HostUnreachable("b", "b.fake", "no route to host"))
+    cli.cluster.fail(
+        "b", errors.HostUnreachable(host="b", address="b.fake", reason="no route to host")
+    )
     power_off_does(cli, 0)
     assert cli("off", "a", "--drain", "--json") == 1
     # The drain's report went to stderr; stdout holds only the error's document.

@@ -56,7 +56,9 @@ def cli(tmp_path: Path) -> Cli:
             fake.canned(commands.qcow2_files(IMAGES)),
         ]
     )
-    c.cluster.fail("c", errors.HostUnreachable("c", "c", "connection timed out"))
+    c.cluster.fail(
+        "c", errors.HostUnreachable(host="c", address="c", reason="connection timed out")
+    )
     return c
 
 

@@ -62,7 +62,9 @@ def test_status_json_schema(cli: Cli) -> None:
 
 
 def test_off_host_is_shown_and_is_not_a_failure(cli: Cli) -> None:
-    cli.cluster.fail("c", errors.HostUnreachable("c", "c", "connection timed out"))
+    cli.cluster.fail(
+        "c", errors.HostUnreachable(host="c", address="c", reason="connection timed out")
+    )
     assert cli("status") == 0
     row = cli.stdout.splitlines()[3]
     assert row.split()[:2] == ["c", "off"]
@@ -78,10 +80,19 @@ def test_off_host_is_shown_and_is_not_a_failure(cli: Cli) -> None:
 @pytest.mark.parametrize(
     ("error", "state"),
     [
-        (errors.HostAuthFailed("b", "root", "b", "permission denied"), "auth failed"),
-        (errors.LibvirtUnavailable("b", "socket not found"), "libvirt down"),
-        (errors.HostKeyChanged("b", "b", 22, "/k"), "host key changed"),
-        (errors.HostKeyUnknown("b", "b", 22, "/k"), "host key unknown"),
+        (
+            errors.HostAuthFailed(host="b", user="root", address="b", reason="permission denied"),
+            "auth failed",
+        ),
+        (errors.LibvirtUnavailable(host="b", reason="socket not found"), "libvirt down"),
+        (
+            errors.HostKeyChanged(host="b", address="b", port=22, known_hosts="/k"),
+            "host key changed",
+        ),
+        (
+            errors.HostKeyUnknown(host="b", address="b", port=22, known_hosts="/k"),
+            "host key unknown",
+        ),
     ],
 )
 def test_failing_host_is_shown_and_fails_the_command(
@@ -119,7 +130,7 @@ def test_list_every_guest_sorted_with_template(cli: Cli) -> None:
 
 
 def test_list_names_the_hosts_that_did_not_answer(cli: Cli) -> None:
-    cli.cluster.fail("a", errors.HostUnreachable("a", "a", "no route to host"))
+    cli.cluster.fail("a", errors.HostUnreachable(host="a", address="a", reason="no route to host"))
     assert cli("list") == 0
     assert "web1" not in cli.stdout
     assert cli.stderr == "mclu: a: unreachable at a: no route to host\n"
@@ -157,19 +168,19 @@ def test_info_ambiguous_names_both_hosts_and_host_prefix_chooses(cli: Cli) -> No
 
 
 def test_info_not_found_says_which_hosts_did_not_answer(cli: Cli) -> None:
-    cli.cluster.fail("c", errors.HostUnreachable("c", "c", "timed out"))
+    cli.cluster.fail("c", errors.HostUnreachable(host="c", address="c", reason="timed out"))
     assert cli("info", "nope") == 1
     assert cli.stderr == "mclu: error: no guest named 'nope' (c did not answer: it may be there)\n"
 
 
 def test_info_found_while_a_host_is_off_notes_it(cli: Cli) -> None:
-    cli.cluster.fail("c", errors.HostUnreachable("c", "c", "timed out"))
+    cli.cluster.fail("c", errors.HostUnreachable(host="c", address="c", reason="timed out"))
     assert cli("info", "web1") == 0
     assert cli.stderr == "mclu: did not answer (a guest of that name may be there too): c\n"
 
 
 def test_info_on_a_pinned_host_that_is_down(cli: Cli) -> None:
-    cli.cluster.fail("c", errors.HostUnreachable("c", "c", "timed out"))
+    cli.cluster.fail("c", errors.HostUnreachable(host="c", address="c", reason="timed out"))
     assert cli("info", "c:web1") == 1
     assert cli.stderr == "mclu: error: c: unreachable at c: timed out\n"
 

@@ -311,7 +311,9 @@ def test_a_new_guest_that_does_not_start_gets_its_old_disk_back(
     async def start(self: fake.FakeSession, name: str) -> None:
         starts.append(name)
         if len(starts) == 1:
-            raise errors.LibvirtCallFailed(self.host, f"start {name}", "no bootable device")
+            raise errors.LibvirtCallFailed(
+                host=self.host, what=f"start {name}", reason="no bootable device"
+            )
         await real_start(self, name)
 
     monkeypatch.setattr(fake.FakeSession, "start", start)
@@ -333,7 +335,7 @@ def test_restoring_that_fails_is_said_in_the_one_line(
     cli: Cli, no_libguestfs: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def start(self: fake.FakeSession, name: str) -> None:
-        raise errors.LibvirtCallFailed(self.host, f"start {name}", "broken")
+        raise errors.LibvirtCallFailed(host=self.host, what=f"start {name}", reason="broken")
 
     monkeypatch.setattr(fake.FakeSession, "start", start)
     assert cli.rebuild("web1") == 1

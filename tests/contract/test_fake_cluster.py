@@ -24,7 +24,7 @@ async def test_hosts_have_distinct_capacities() -> None:
 
 async def test_a_failing_host_refuses_to_open_until_healed() -> None:
     cluster = fake.FakeCluster.of("a")
-    off = errors.HostUnreachable("a", "a.fake", "no route to host")
+    off = errors.HostUnreachable(host="a", address="a.fake", reason="no route to host")
     cluster.fail("a", off)
     with pytest.raises(errors.HostUnreachable) as raised:
         async with cluster.open(cluster.spec("a")):
@@ -40,7 +40,7 @@ async def test_a_host_that_fails_while_open() -> None:
     cluster = fake.FakeCluster.of("a")
     async with cluster.open(cluster.spec("a")) as session:
         assert cluster.open_sessions == 1
-        cluster.fail("a", errors.LibvirtUnavailable("a", "libvirtd stopped"))
+        cluster.fail("a", errors.LibvirtUnavailable(host="a", reason="libvirtd stopped"))
         with pytest.raises(errors.LibvirtUnavailable):
             await session.facts()
     assert cluster.open_sessions == 0
@@ -83,7 +83,9 @@ async def test_a_failed_fake_migration_leaves_the_guest_at_its_source(trouble: s
     cluster.hosts["a"].guests["web1"] = running
     dest = "a" if trouble == "itself" else "b"
     if trouble == "down":
-        cluster.fail("b", errors.HostUnreachable("b", "b.fake", "no route to host"))
+        cluster.fail(
+            "b", errors.HostUnreachable(host="b", address="b.fake", reason="no route to host")
+        )
     elif trouble == "refuses":
         cluster.hosts["b"].refuse_migration = "Storage pool not found"
     elif trouble == "has it":

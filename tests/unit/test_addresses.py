@@ -118,7 +118,9 @@ async def test_a_source_that_fails_is_named_and_the_others_still_count() -> None
     class Failing(fake.FakeSession):
         async def addresses(self, name: str, source: AddressSource) -> tuple[Address, ...]:
             if source == AGENT:
-                raise errors.LibvirtCallFailed("a", "read the agent addresses of web1", "boom")
+                raise errors.LibvirtCallFailed(
+                    host="a", what="read the agent addresses of web1", reason="boom"
+                )
             return await super().addresses(name, source)
 
     host = fake.FakeHost(name="a", guests={"web1": guest("web1")})
@@ -179,5 +181,5 @@ async def test_the_recorded_address_counts_only_where_no_live_source_knows_one()
 async def test_of_running_reads_the_quick_sources_and_never_raises() -> None:
     session = _host(web1=(Address("192.168.122.7", 4, LEASE), Address("10.0.0.1", 4, AGENT)))
     assert [a.ip for a in await addresses.of_running(session, "web1")] == ["192.168.122.7"]
-    session.fake_host.failure = errors.HostUnreachable("a", "a", "gone")
+    session.fake_host.failure = errors.HostUnreachable(host="a", address="a", reason="gone")
     assert await addresses.of_running(session, "web1") == ()

@@ -93,7 +93,9 @@ async def test_send_atomically_renames_the_synced_partial_file() -> None:
 
 
 def _fail() -> None:
-    raise errors.HostCommandFailed("h", "zstd -d", 1, "No space left on device")
+    raise errors.HostCommandFailed(
+        host="h", command="zstd -d", exit_status=1, stderr="No space left on device"
+    )
 
 
 async def _hang() -> None:

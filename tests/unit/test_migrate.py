@@ -116,7 +116,9 @@ def test_shared_storage_needs_no_disks_and_no_storage_facts() -> None:
 
 def test_a_destination_that_did_not_answer() -> None:
     snap = snapshot(host("a", guest("web1", own_disk=True)), host("b"))
-    snap.failed["c"] = errors.HostUnreachable("c", "10.0.0.99", "no route to host")
+    snap.failed["c"] = errors.HostUnreachable(
+        host="c", address="10.0.0.99", reason="no route to host"
+    )
     snap.order.append("c")
     with pytest.raises(errors.HostUnreachable):
         migrate.choose(
@@ -246,7 +248,9 @@ def case_facts(case: dict[str, Any]) -> migrate.Facts:
     storage_facts = {}
     for name, data in case["hosts"].items():
         if data.get("unreachable"):
-            snap.failed[name] = errors.HostUnreachable(name, name, "connection refused")
+            snap.failed[name] = errors.HostUnreachable(
+                host=name, address=name, reason="connection refused"
+            )
         else:
             snap.ok[name], storage_facts[name] = case_host(name, data)
     source = case["source"]

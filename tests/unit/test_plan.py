@@ -131,7 +131,9 @@ def cluster(
     storage = {}
     for name, data in hosts.items():
         if data.get("unreachable"):
-            snapshot.failed[name] = errors.HostUnreachable(name, name, "connection refused")
+            snapshot.failed[name] = errors.HostUnreachable(
+                host=name, address=name, reason="connection refused"
+            )
             continue
         snapshot.ok[name], storage[name] = host_from(name, data, base)
     return snapshot, storage

@@ -178,8 +178,8 @@ async def test_channel_closed_without_status_or_killed_is_a_disconnect(status: i
 @pytest.mark.parametrize(
     "error",
     [
-        errors.HostError("a", "`poweroff -f`: Connection lost"),
-        errors.HostTimeout("a", "`poweroff -f`", 30),
+        errors.HostError(host="a", detail="`poweroff -f`: Connection lost"),
+        errors.HostTimeout(host="a", what="`poweroff -f`", seconds=30),
     ],
 )
 async def test_dropped_connection_or_silence_after_the_command_is_a_disconnect(
@@ -195,7 +195,9 @@ async def test_power_off_command_that_fails_is_an_error() -> None:
 
 async def test_host_without_a_shell_is_not_a_disconnect() -> None:
     with pytest.raises(errors.Unsupported):
-        await power.power_off(Dropping(errors.Unsupported("a", "running", "test:///x")), SPEC)
+        await power.power_off(
+            Dropping(errors.Unsupported(host="a", what="running", uri="test:///x")), SPEC
+        )
 
 
 # --- waiting -------------------------------------------------------------------------------
@@ -219,13 +221,13 @@ class Flaky:
             yield session
 
 
-OFF = errors.HostUnreachable("a", "a.fake", "no route to host")
+OFF = errors.HostUnreachable(host="a", address="a.fake", reason="no route to host")
 A = model.HostSpec(name="a", address="a.fake")
 
 
 async def test_wait_until_on_reports_each_attempt_until_it_answers() -> None:
     seen: list[power.Attempt] = []
-    flaky = Flaky(OFF, errors.LibvirtUnavailable("a", "not yet"))
+    flaky = Flaky(OFF, errors.LibvirtUnavailable(host="a", reason="not yet"))
     waited = await power.wait_until_on(A, flaky.open, 10, seen.append)
     assert waited.attempts == 3 and flaky.opened == 1
     assert [a.number for a in seen] == [1, 2]
@@ -243,14 +245,16 @@ async def test_wait_until_on_times_out_with_the_last_answer() -> None:
 
 
 async def test_wait_until_on_stops_at_once_when_the_host_refuses_mclu() -> None:
-    flaky = Flaky(errors.HostAuthFailed("a", "root", "a.fake", "publickey"))
+    flaky = Flaky(
+        errors.HostAuthFailed(host="a", user="root", address="a.fake", reason="publickey")
+    )
     with pytest.raises(errors.HostAuthFailed):
         await power.wait_until_on(A, flaky.open, 10, lambda _a: None)
 
 
 async def test_wait_until_off_waits_while_it_answers() -> None:
     seen: list[power.Attempt] = []
-    flaky = Flaky(None, errors.LibvirtUnavailable("a", "going"), OFF)
+    flaky = Flaky(None, errors.LibvirtUnavailable(host="a", reason="going"), OFF)
     waited = await power.wait_until_off(A, flaky.open, 10, seen.append)
     assert waited.attempts == 3
     assert [a.answer for a in seen] == ["still answering", "a: libvirt is not answering: going"]

@@ -60,7 +60,7 @@ def results() -> model.HostResults[prune.PrunePlan]:
     )
     return model.HostResults(
         ok={"a": prune.plan(prune.PruneRequest(), "a", use)},
-        failed={"b": errors.HostUnreachable("b", "b", "connection refused")},
+        failed={"b": errors.HostUnreachable(host="b", address="b", reason="connection refused")},
         order=["a", "b"],
     )
 

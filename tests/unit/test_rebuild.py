@@ -256,7 +256,7 @@ def test_a_template_that_cannot_be_resolved_refuses_that_guest_only() -> None:
 
 
 def test_names_not_found_or_ambiguous_or_on_a_failed_host_are_refused() -> None:
-    down = errors.HostUnreachable("c", "c.test", "timed out")
+    down = errors.HostUnreachable(host="c", address="c.test", reason="timed out")
     hosts = snap(
         host(
             "a",
@@ -274,8 +274,8 @@ def test_names_not_found_or_ambiguous_or_on_a_failed_host_are_refused() -> None:
 
 
 def test_all_skips_a_host_that_is_off_and_refuses_one_that_failed() -> None:
-    off = errors.HostUnreachable("c", "c.test", "timed out")
-    auth = errors.HostAuthFailed("d", "root", "d.test", "denied")
+    off = errors.HostUnreachable(host="c", address="c.test", reason="timed out")
+    auth = errors.HostAuthFailed(host="d", user="root", address="d.test", reason="denied")
     chosen = plan(
         all=True,
         hosts=snap(
@@ -424,8 +424,10 @@ def case_inputs(
 ) -> tuple[model.HostResults[HostSnapshot], dict[str, StorageFacts]]:
     def failure(name: str, kind: str) -> errors.HostError:
         if kind == "off":
-            return errors.HostUnreachable(name, f"{name}.test", "timed out")
-        return errors.HostAuthFailed(name, "root", f"{name}.test", "denied")
+            return errors.HostUnreachable(host=name, address=f"{name}.test", reason="timed out")
+        return errors.HostAuthFailed(
+            host=name, user="root", address=f"{name}.test", reason="denied"
+        )
 
     hosts = [case_host(name, data) for name, data in case["hosts"].items() if "failed" not in data]
     failed = {

@@ -23,7 +23,7 @@ def snap(hosts: dict[str, list[str]], failed: tuple[str, ...] = ()) -> model.Sna
         spec = model.HostSpec(name=name, address=name)
         result.ok[name] = model.HostSnapshot(spec, FACTS, tuple(guest(g) for g in guests))
     for name in failed:
-        result.failed[name] = errors.HostUnreachable(name, name, "timed out")
+        result.failed[name] = errors.HostUnreachable(host=name, address=name, reason="timed out")
     return result
 
 
