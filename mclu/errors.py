@@ -68,7 +68,7 @@ class ConfigError(MCLUError):
     msg = "{self.path}: {self.where}{self.problem}"
     exit_code = EXIT_USAGE
 
-    def __init__(self, path: str, key: str | None, problem: str) -> None:
+    def __init__(self, *, path: str, key: str | None, problem: str) -> None:
         super().__init__(problem)
         self.path = path
         self.key = key
@@ -328,7 +328,7 @@ class UnknownHost(MCLUError):
     msg = "unknown host {self.name!r} (the inventory {self.path} has: {self.known})"
     exit_code = EXIT_USAGE
 
-    def __init__(self, name: str, path: str, known: Sequence[str]) -> None:
+    def __init__(self, *, name: str, path: str, known: Sequence[str]) -> None:
         super().__init__(name)
         self.name = name
         self.path = path
@@ -341,7 +341,7 @@ class UnknownTag(MCLUError):
     msg = "unknown tag {self.tag!r} (the hosts of {self.path} have: {self.known})"
     exit_code = EXIT_USAGE
 
-    def __init__(self, tag: str, path: str, known: Sequence[str]) -> None:
+    def __init__(self, *, tag: str, path: str, known: Sequence[str]) -> None:
         super().__init__(tag)
         self.tag = tag
         self.path = path
@@ -357,7 +357,7 @@ class UnknownTemplate(MCLUError):
     msg = "unknown template {self.name!r}{self.hint}"
     exit_code = EXIT_USAGE
 
-    def __init__(self, name: str, known: Sequence[str]) -> None:
+    def __init__(self, *, name: str, known: Sequence[str]) -> None:
         super().__init__(name)
         self.name = name
         self.known = tuple(known)
@@ -375,7 +375,7 @@ class UnknownRevision(MCLUError):
 
     msg = "template {self.name} has no revision {self.revision} (listed: {self.listed_text})"
 
-    def __init__(self, name: str, revision: int, listed: Sequence[int]) -> None:
+    def __init__(self, *, name: str, revision: int, listed: Sequence[int]) -> None:
         super().__init__(name)
         self.name = name
         self.revision = revision
@@ -391,7 +391,7 @@ class SourceUnavailable(MCLUError):
 
     msg = "cannot fetch {self.uri}: {self.reason}"
 
-    def __init__(self, uri: str, reason: str) -> None:
+    def __init__(self, *, uri: str, reason: str) -> None:
         super().__init__(reason)
         self.uri = uri
         self.reason = reason
@@ -402,7 +402,7 @@ class SignatureInvalid(MCLUError):
 
     msg = "template source {self.source}: {self.uri}: {self.reason} (gpgkey configured)"
 
-    def __init__(self, source: str, uri: str, reason: str) -> None:
+    def __init__(self, *, source: str, uri: str, reason: str) -> None:
         super().__init__(reason)
         self.source = source
         self.uri = uri
@@ -414,7 +414,7 @@ class ChecksumMismatch(MCLUError):
 
     msg = "{self.uri}: sha512 mismatch (index says {self.expected:.16}..., got {self.got:.16}...)"
 
-    def __init__(self, uri: str, expected: str, got: str) -> None:
+    def __init__(self, *, uri: str, expected: str, got: str) -> None:
         super().__init__(uri)
         self.uri = uri
         self.expected = expected
@@ -433,7 +433,7 @@ class InvalidGuestName(MCLUError):
     )
     exit_code = EXIT_USAGE
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, *, name: str) -> None:
         super().__init__(name)
         self.name = name
 
@@ -444,7 +444,7 @@ class DuplicateGuestName(MCLUError):
     msg = "guest name {self.name!r} is given more than once"
     exit_code = EXIT_USAGE
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, *, name: str) -> None:
         super().__init__(name)
         self.name = name
 
@@ -455,7 +455,7 @@ class InvalidBuildOption(MCLUError):
     msg = "--{self.option} {self.value}: {self.problem}"
     exit_code = EXIT_USAGE
 
-    def __init__(self, option: str, value: str, problem: str) -> None:
+    def __init__(self, *, option: str, value: str, problem: str) -> None:
         super().__init__(problem)
         self.option = option
         self.value = value
@@ -600,7 +600,7 @@ class LocalToolMissing(MCLUError):
 
     msg = "`{self.tool}` is not installed on this machine (needed for {self.purpose})"
 
-    def __init__(self, tool: str, purpose: str) -> None:
+    def __init__(self, *, tool: str, purpose: str) -> None:
         super().__init__(tool)
         self.tool = tool
         self.purpose = purpose
@@ -611,7 +611,7 @@ class LocalCommandFailed(MCLUError):
 
     msg = "`{self.command}` failed with exit status {self.exit_status}: {self.stderr}"
 
-    def __init__(self, command: str, exit_status: int, stderr: str) -> None:
+    def __init__(self, *, command: str, exit_status: int, stderr: str) -> None:
         super().__init__(stderr)
         self.command = command
         self.exit_status = exit_status
@@ -624,7 +624,7 @@ class UnknownTransport(MCLUError, KeyError):
     msg = "unknown image transport {self.name!r} (known: {self.known})"
     exit_code = EXIT_USAGE
 
-    def __init__(self, name: str, known: Sequence[str]) -> None:
+    def __init__(self, *, name: str, known: Sequence[str]) -> None:
         super().__init__(name)
         self.name = name
         self.known = ", ".join(known)
@@ -819,7 +819,7 @@ class NotATerminal(MCLUError):
     msg = "{self.command} needs a terminal: standard input is not one"
     exit_code = EXIT_USAGE
 
-    def __init__(self, command: str) -> None:
+    def __init__(self, *, command: str) -> None:
         super().__init__(command)
         self.command = command
 

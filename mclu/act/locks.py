@@ -47,7 +47,7 @@ def waiting(seconds: float) -> Iterator[None]:
 def lock_path(spec: HostSpec, name: str) -> str:
     """The lock file of guest `name` on the host; the name must be a valid guest name."""
     if not fields.GUEST_NAME.fullmatch(name):  # it becomes a path component on the host
-        raise errors.InvalidGuestName(name)
+        raise errors.InvalidGuestName(name=name)
     return hostpaths.lock_file(spec.image_dir, name)
 
 

@@ -258,7 +258,9 @@ async def copy_between_hosts(
     """
     nbdcopy = shutil.which("nbdcopy")
     if nbdcopy is None:
-        raise errors.LocalToolMissing("nbdcopy", "copying a template base between hosts")
+        raise errors.LocalToolMissing(
+            tool="nbdcopy", purpose="copying a template base between hosts"
+        )
     # The file's length, asked here: qemu-img's answer in the plan (Disk) does not hold it
     # exactly (a raw file's virtual size is rounded up to 512 bytes, a qcow2's is the guest's
     # size; actual-size counts allocated blocks), and the partial file must be that long.

@@ -495,9 +495,9 @@ def _terminal_fds() -> tuple[int, int]:
     try:
         stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
     except (AttributeError, ValueError, io.UnsupportedOperation):
-        raise errors.NotATerminal("mclu console") from None
+        raise errors.NotATerminal(command="mclu console") from None
     if not os.isatty(stdin_fd):
-        raise errors.NotATerminal("mclu console")
+        raise errors.NotATerminal(command="mclu console")
     return stdin_fd, stdout_fd
 
 
@@ -509,7 +509,7 @@ async def viewer(args: argparse.Namespace, env: commands.Env) -> int:
     program = shutil.which(lifecycle.VIEWER, path=env.environ.get("PATH", os.defpath))
     if program is None:
         raise errors.LocalToolMissing(
-            lifecycle.VIEWER, "the graphical console; install the virt-viewer package"
+            tool=lifecycle.VIEWER, purpose="the graphical console; install the virt-viewer package"
         )
     async with guest_target(args, env) as target:
         require_running(target)
@@ -518,7 +518,7 @@ async def viewer(args: argparse.Namespace, env: commands.Env) -> int:
     process = await asyncio.create_subprocess_exec(*argv, env=dict(env.environ))
     status = await process.wait()
     if status != 0:
-        raise errors.LocalCommandFailed(command_line(argv), status, "")
+        raise errors.LocalCommandFailed(command=command_line(argv), exit_status=status, stderr="")
     return report(
         args,
         env,

@@ -78,7 +78,9 @@ def load(directory: Path) -> dict[str, Template]:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
-            raise errors.ConfigError(str(path), None, f"cannot read: {e}") from None
+            raise errors.ConfigError(
+                path=str(path), key=None, problem=f"cannot read: {e}"
+            ) from None
         template = parse(path.stem, text, str(path))
         catalogue[template.name] = template
     return catalogue
@@ -87,27 +89,33 @@ def load(directory: Path) -> dict[str, Template]:
 def parse(name: str, text: str, path: str) -> Template:
     """Check one template file's text; raises ConfigError naming the file and key."""
     if not NAME.fullmatch(name):
-        raise errors.ConfigError(path, None, "a template's file name is letters, digits, . _ -")
+        raise errors.ConfigError(
+            path=path, key=None, problem="a template's file name is letters, digits, . _ -"
+        )
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise errors.ConfigError(path, None, f"not valid TOML: {e}") from None
+        raise errors.ConfigError(path=path, key=None, problem=f"not valid TOML: {e}") from None
     except RecursionError:  # tomllib recurses into nested arrays and inline tables
-        raise errors.ConfigError(path, None, "not valid TOML: nested too deeply") from None
+        raise errors.ConfigError(
+            path=path, key=None, problem="not valid TOML: nested too deeply"
+        ) from None
     for key in doc:
         if key not in _KEYS:
             raise errors.ConfigError(
-                path, inventory.quoted_key(key), f"unknown key (known: {', '.join(sorted(_KEYS))})"
+                path=path,
+                key=inventory.quoted_key(key),
+                problem=f"unknown key (known: {', '.join(sorted(_KEYS))})",
             )
     if "base" not in doc:
         raise errors.ConfigError(
-            path, "base", "missing: name the virt-builder template to start from"
+            path=path, key="base", problem="missing: name the virt-builder template to start from"
         )
     try:
         fields = {_FIELD.get(k, k): _check(k, v) for k, v in doc.items()}
         return Template(name=name, path=path, **fields)
     except _Bad as e:
-        raise errors.ConfigError(path, e.key, e.problem) from None
+        raise errors.ConfigError(path=path, key=e.key, problem=e.problem) from None
 
 
 class _Bad(Exception):

@@ -47,10 +47,10 @@ def load(path: Path) -> model.Inventory:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise errors.ConfigError(
-            str(path), None, f"no inventory here (use -c FILE or set {ENV_VAR})"
+            path=str(path), key=None, problem=f"no inventory here (use -c FILE or set {ENV_VAR})"
         ) from None
     except (OSError, UnicodeDecodeError) as e:
-        raise errors.ConfigError(str(path), None, f"cannot read: {e}") from None
+        raise errors.ConfigError(path=str(path), key=None, problem=f"cannot read: {e}") from None
     return parse(text, str(path))
 
 
@@ -59,15 +59,19 @@ def parse(text: str, path: str) -> model.Inventory:
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise errors.ConfigError(path, None, f"not valid TOML: {e}") from None
+        raise errors.ConfigError(path=path, key=None, problem=f"not valid TOML: {e}") from None
     except RecursionError:  # tomllib recurses into nested arrays and inline tables
-        raise errors.ConfigError(path, None, "not valid TOML: nested too deeply") from None
+        raise errors.ConfigError(
+            path=path, key=None, problem="not valid TOML: nested too deeply"
+        ) from None
     _reject_unknown(doc, {"parallel", "template_repos", "defaults", "hosts"}, path, "")
     defaults = _table(doc.get("defaults", {}), path, "defaults")
     _reject_unknown(defaults, set(_HOST_KEYS) - _PER_HOST_ONLY, path, "defaults.")
     hosts = _table(doc.get("hosts"), path, "hosts")
     if not hosts:
-        raise errors.ConfigError(path, "hosts", "no hosts: add a [hosts.NAME] table")
+        raise errors.ConfigError(
+            path=path, key="hosts", problem="no hosts: add a [hosts.NAME] table"
+        )
     specs = tuple(
         _host(name, _table(h, path, f"hosts.{quoted_key(name)}"), defaults, path)
         for name, h in hosts.items()
@@ -91,11 +95,11 @@ def select(
     no host has are errors (a typo in a cron line must not quietly select nothing)."""
     for name in names or ():
         if inventory.get(name) is None:
-            raise errors.UnknownHost(name, inventory.path, inventory.names())
+            raise errors.UnknownHost(name=name, path=inventory.path, known=inventory.names())
     known_tags = sorted({t for h in inventory.hosts for t in h.tags})
     for tag in tags or ():
         if tag not in known_tags:
-            raise errors.UnknownTag(tag, inventory.path, known_tags)
+            raise errors.UnknownTag(tag=tag, path=inventory.path, known=known_tags)
     chosen = [h for h in inventory.hosts if not names or h.name in names]
     return [h for h in chosen if all(t in h.tags for t in tags or ())]
 
@@ -116,9 +120,9 @@ def _one_entry_per_machine(
         if first != spec.name:
             key = "address" if "address" in tables[spec.name] else None
             raise errors.ConfigError(
-                path,
-                f"hosts.{quoted_key(spec.name)}" + (f".{key}" if key else ""),
-                f"the same machine as hosts.{quoted_key(first)} (address {spec.address}, "
+                path=path,
+                key=f"hosts.{quoted_key(spec.name)}" + (f".{key}" if key else ""),
+                problem=f"the same machine as hosts.{quoted_key(first)} (address {spec.address}, "
                 f"port {spec.ssh_port}): one entry per host",
             )
 
@@ -129,9 +133,9 @@ def _one_entry_per_machine(
 def _host(name: str, table: dict[str, Any], defaults: dict[str, Any], path: str) -> model.HostSpec:
     if not HOST_NAME.fullmatch(name):
         raise errors.ConfigError(
-            path,
-            f"hosts.{quoted_key(name)}",
-            "a host name is letters, digits, '.', '_' and '-' (max 63)",
+            path=path,
+            key=f"hosts.{quoted_key(name)}",
+            problem="a host name is letters, digits, '.', '_' and '-' (max 63)",
         )
     _reject_unknown(table, set(_HOST_KEYS), path, f"hosts.{quoted_key(name)}.")
     merged = {**defaults, **table}
@@ -157,14 +161,14 @@ def _check(
     try:
         return checker(table[key])
     except ValueError as e:
-        raise errors.ConfigError(path, f"{prefix}{key}", str(e)) from None
+        raise errors.ConfigError(path=path, key=f"{prefix}{key}", problem=str(e)) from None
 
 
 def _table(value: Any, path: str, key: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise errors.ConfigError(path, key, "must be a table")
+        raise errors.ConfigError(path=path, key=key, problem="must be a table")
     return value
 
 
@@ -172,9 +176,9 @@ def _reject_unknown(table: Mapping[str, Any], known: set[str], path: str, prefix
     for name in table:
         if name not in known:
             raise errors.ConfigError(
-                path,
-                f"{prefix}{quoted_key(name)}",
-                f"unknown key (known: {', '.join(sorted(known))})",
+                path=path,
+                key=f"{prefix}{quoted_key(name)}",
+                problem=f"unknown key (known: {', '.join(sorted(known))})",
             )
 
 

@@ -71,11 +71,15 @@ def parse_sources(text: str, path: str) -> list[Source]:
     sources = []
     for name, line, fields in _sections(text, path):
         if not fields.get("uri", "").strip():
-            raise errors.ConfigError(path, f"[{name}] (line {line})", "missing uri=")
+            raise errors.ConfigError(
+                path=path, key=f"[{name}] (line {line})", problem="missing uri="
+            )
         fmt = fields.get("format", "native")
         if fmt != "native":
             raise errors.ConfigError(
-                path, f"[{name}].format", f"only the native index format is supported, got {fmt!r}"
+                path=path,
+                key=f"[{name}].format",
+                problem=f"only the native index format is supported, got {fmt!r}",
             )
         sources.append(
             Source(
@@ -106,7 +110,9 @@ def strip_signature(text: str, path: str = "index") -> str:
         body_start = lines.index("", 1) + 1  # after the Hash: armour headers
         body_end = lines.index(_SIGNATURE_START, body_start)
     except ValueError:
-        raise errors.ConfigError(path, None, "truncated gpg clear-signed message") from None
+        raise errors.ConfigError(
+            path=path, key=None, problem="truncated gpg clear-signed message"
+        ) from None
     # Clear-signing escapes lines starting with "-" as "- -".
     body = [line[2:] if line.startswith("- ") else line for line in lines[body_start:body_end]]
     return "\n".join(body) + "\n"
@@ -133,11 +139,15 @@ def _sections(text: str, path: str) -> Sections:
             sections.append((m[1], number, current))
         elif m := _FIELD.match(line):
             if current is None:
-                raise errors.ConfigError(path, f"line {number}", "a field before any [section]")
+                raise errors.ConfigError(
+                    path=path, key=f"line {number}", problem="a field before any [section]"
+                )
             last_key = f"{m[1]}[{m[2]}]" if m[2] else m[1]
             current[last_key] = m[3]
         else:
-            raise errors.ConfigError(path, f"line {number}", f"cannot parse {line[:60]!r}")
+            raise errors.ConfigError(
+                path=path, key=f"line {number}", problem=f"cannot parse {line[:60]!r}"
+            )
     return sections
 
 
@@ -158,40 +168,48 @@ def _entry(name: str, line: int, fields: dict[str, str], index_uri: str) -> Entr
 
     def need(key: str) -> str:
         if key not in fields:
-            raise errors.ConfigError(index_uri, where, f"missing {key}=")
+            raise errors.ConfigError(path=index_uri, key=where, problem=f"missing {key}=")
         return fields[key]
 
     def number(key: str) -> int:
         text = need(key).strip()
         if not _NUMBER.fullmatch(text):
             raise errors.ConfigError(
-                index_uri, f"[{name}].{key}", f"not a number: {_cut(fields[key])!r}"
+                path=index_uri,
+                key=f"[{name}].{key}",
+                problem=f"not a number: {_cut(fields[key])!r}",
             )
         return int(text)
 
     if not NAME.fullmatch(name):
         raise errors.ConfigError(
-            index_uri,
-            f"[{_cut(name)}] (line {line})",
-            "a template's name is letters, digits, '.', '_', '+', '-'",
+            path=index_uri,
+            key=f"[{_cut(name)}] (line {line})",
+            problem="a template's name is letters, digits, '.', '_', '+', '-'",
         )
     arch = fields.get("arch", "x86_64")
     if not NAME.fullmatch(arch):
         raise errors.ConfigError(
-            index_uri, f"[{name}].arch", f"not an architecture: {_cut(arch)!r}"
+            path=index_uri, key=f"[{name}].arch", problem=f"not an architecture: {_cut(arch)!r}"
         )
     if not need("file").strip():
-        raise errors.ConfigError(index_uri, f"[{name}].file", "empty")
+        raise errors.ConfigError(path=index_uri, key=f"[{name}].file", problem="empty")
     try:
         file_uri = urljoin(index_uri, fields["file"].strip())
     except ValueError as e:  # urllib refuses, e.g. "http://[::1"
-        raise errors.ConfigError(index_uri, f"[{name}].file", f"not a URI: {e}") from None
+        raise errors.ConfigError(
+            path=index_uri, key=f"[{name}].file", problem=f"not a URI: {e}"
+        ) from None
     sha512 = need("checksum[sha512]").strip().lower()
     if not _SHA512.fullmatch(sha512):
-        raise errors.ConfigError(index_uri, f"[{name}].checksum[sha512]", "not a sha512 hex digest")
+        raise errors.ConfigError(
+            path=index_uri, key=f"[{name}].checksum[sha512]", problem="not a sha512 hex digest"
+        )
     fmt = fields.get("format", "raw")
     if fmt not in _FORMATS:
-        raise errors.ConfigError(index_uri, f"[{name}].format", f"unknown disk format {fmt!r}")
+        raise errors.ConfigError(
+            path=index_uri, key=f"[{name}].format", problem=f"unknown disk format {fmt!r}"
+        )
     return Entry(
         name=name,
         arch=arch,

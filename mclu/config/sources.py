@@ -87,7 +87,7 @@ def fetch(uri: str) -> bytes:
             data: bytes = response.read()
             return data
     except (OSError, urllib.error.URLError, ValueError) as e:
-        raise errors.SourceUnavailable(uri, str(getattr(e, "reason", e))) from None
+        raise errors.SourceUnavailable(uri=uri, reason=str(getattr(e, "reason", e))) from None
 
 
 def verified_text(signed: bytes, key: bytes, source: repo_index.Source) -> str:
@@ -101,7 +101,9 @@ def verified_text(signed: bytes, key: bytes, source: repo_index.Source) -> str:
         gpg = ["gpg", "--batch", "--quiet", "--no-tty", "--no-autostart"]
         imported = subprocess.run([*gpg, "--import"], input=key, env=env, capture_output=True)
         if imported.returncode != 0:
-            raise errors.SignatureInvalid(source.name, source.gpgkey or "", "cannot import key")
+            raise errors.SignatureInvalid(
+                source=source.name, uri=source.gpgkey or "", reason="cannot import key"
+            )
         checked = subprocess.run(
             [*gpg, "--status-fd", "2", "--output", "-", "--decrypt"],
             input=signed,
@@ -111,7 +113,7 @@ def verified_text(signed: bytes, key: bytes, source: repo_index.Source) -> str:
     status = checked.stderr.decode(errors="replace")
     if checked.returncode != 0 or "[GNUPG:] GOODSIG" not in status:
         reason = "not signed" if b"BEGIN PGP SIGNED" not in signed else "bad signature"
-        raise errors.SignatureInvalid(source.name, source.uri, reason)
+        raise errors.SignatureInvalid(source=source.name, uri=source.uri, reason=reason)
     return checked.stdout.decode("utf-8", errors="replace")
 
 
@@ -133,12 +135,14 @@ def resolve(
     entry = repo_index.newest(entries, base_name, arch)
     if entry is None:
         known = sorted({*mine, *(e.name for e in entries if not e.hidden)})
-        raise errors.UnknownTemplate(base_name if own else name, known)
+        raise errors.UnknownTemplate(name=base_name if own else name, known=known)
     if revision is not None:
         same = [e for e in entries if e.arch == arch and e.name == entry.name]
         entry = next((e for e in same if e.revision == revision), None)
         if entry is None:
-            raise errors.UnknownRevision(base_name, revision, sorted({e.revision for e in same}))
+            raise errors.UnknownRevision(
+                name=base_name, revision=revision, listed=sorted({e.revision for e in same})
+            )
     base = model.BaseImage(
         template=entry.name,
         revision=entry.revision,
@@ -173,7 +177,7 @@ def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
-        raise errors.ConfigError(str(path), None, f"cannot read: {e}") from None
+        raise errors.ConfigError(path=str(path), key=None, problem=f"cannot read: {e}") from None
 
 
 @dataclass(frozen=True)

@@ -173,34 +173,40 @@ def split_name(text: str) -> tuple[str, str | None]:
 def _check_options(request: BuildRequest, template: ResolvedTemplate) -> _Sizing:
     if request.transport not in TRANSPORTS:
         raise errors.InvalidBuildOption(
-            "transport", request.transport, f"use one of {', '.join(TRANSPORTS)}"
+            option="transport",
+            value=request.transport,
+            problem=f"use one of {', '.join(TRANSPORTS)}",
         )
     memory = template.memory if request.memory is None else request.memory
     if not fields.MIN_MEMORY <= memory <= fields.MAX_MEMORY:
         raise errors.InvalidBuildOption(
-            "memory",
-            sizes.human(memory),
-            (f"must be from {sizes.human(fields.MIN_MEMORY)} to {sizes.human(fields.MAX_MEMORY)}"),
+            option="memory",
+            value=sizes.human(memory),
+            problem=(
+                f"must be from {sizes.human(fields.MIN_MEMORY)} to {sizes.human(fields.MAX_MEMORY)}"
+            ),
         )
     vcpus = template.vcpus if request.vcpus is None else request.vcpus
     if not 1 <= vcpus <= fields.MAX_VCPUS:
         raise errors.InvalidBuildOption(
-            "vcpus", str(vcpus), f"must be from 1 to {fields.MAX_VCPUS}"
+            option="vcpus", value=str(vcpus), problem=f"must be from 1 to {fields.MAX_VCPUS}"
         )
     default_size = template.disk_size or template.base.size
     disk_size = default_size if request.size is None else request.size
     if disk_size < template.base.size:
         raise errors.InvalidBuildOption(
-            "size",
-            sizes.human(disk_size),
-            (
+            option="size",
+            value=sizes.human(disk_size),
+            problem=(
                 f"smaller than the template's {sizes.human(template.base.size)} disk "
                 "(disks can grow, not shrink)"
             ),
         )
     if disk_size > fields.MAX_DISK:
         raise errors.InvalidBuildOption(
-            "size", sizes.human(disk_size), f"larger than {sizes.human(fields.MAX_DISK)}"
+            option="size",
+            value=sizes.human(disk_size),
+            problem=f"larger than {sizes.human(fields.MAX_DISK)}",
         )
     return _Sizing(memory, vcpus, disk_size, request.full_copy or template.full_copy)
 
@@ -218,12 +224,12 @@ def _check_names(
         if not fields.GUEST_NAME.fullmatch(name) or (
             host is not None and not fields.GUEST_NAME.fullmatch(host)
         ):
-            raise errors.InvalidGuestName(text)
+            raise errors.InvalidGuestName(name=text)
         targets.append((name, host or request.on))
     seen: set[str] = set()
     for name, _ in targets:
         if name in seen:
-            raise errors.DuplicateGuestName(name)
+            raise errors.DuplicateGuestName(name=name)
         seen.add(name)
     for _, host in targets:
         _check_pinned(host, snapshot, storage, inventory_path)
@@ -238,7 +244,7 @@ def _check_pinned(
     if host is None:
         return
     if host not in snapshot.order:
-        raise errors.UnknownHost(host, inventory_path, snapshot.order)
+        raise errors.UnknownHost(name=host, path=inventory_path, known=snapshot.order)
     if host in snapshot.failed:
         raise snapshot.failed[host]
     if host not in storage:

@@ -218,7 +218,7 @@ def choose(
         raise errors.GuestNotRunning(host=source, name=guest.name, state=guest.state.value)
     if to is not None:
         if to not in snapshot.order:
-            raise errors.UnknownHost(to, inventory_path, snapshot.order)
+            raise errors.UnknownHost(name=to, path=inventory_path, known=snapshot.order)
         if to == source:
             raise errors.BadDestination(host=to, reason=f"{guest.name} already runs on {to}")
         if to in snapshot.failed:

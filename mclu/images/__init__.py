@@ -68,7 +68,7 @@ def get(name: str) -> Transport:
     try:
         return TRANSPORTS[name]
     except KeyError:
-        raise errors.UnknownTransport(name, sorted(TRANSPORTS)) from None
+        raise errors.UnknownTransport(name=name, known=sorted(TRANSPORTS)) from None
 
 
 def partial_name(dest: str, owner: str | None = None) -> str:

@@ -125,9 +125,9 @@ def _download(uri: str, sha512: str, dest: Path, progress: Progress | None) -> N
                 if progress:
                     progress(done, total)
     except OSError as e:
-        raise errors.SourceUnavailable(uri, str(getattr(e, "reason", e))) from None
+        raise errors.SourceUnavailable(uri=uri, reason=str(getattr(e, "reason", e))) from None
     if digest.hexdigest() != sha512:
-        raise errors.ChecksumMismatch(uri, sha512, digest.hexdigest())
+        raise errors.ChecksumMismatch(uri=uri, expected=sha512, got=digest.hexdigest())
 
 
 def _open_uri(uri: str) -> BinaryIO:
@@ -152,7 +152,7 @@ def _unpack(source: Path, dest: Path, size: int) -> None:
         stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     if proc.returncode != 0:
         tool = shutil.which(argv[0]) or argv[0]
-        raise errors.SourceUnavailable(str(source), f"{tool} failed: {stderr.strip()}")
+        raise errors.SourceUnavailable(uri=str(source), reason=f"{tool} failed: {stderr.strip()}")
 
 
 def _write_sparse(data: IO[bytes], dest: Path, size: int) -> None:

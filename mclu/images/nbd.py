@@ -62,7 +62,7 @@ class Nbd:
         source_size = check_size(source, size)
         nbdcopy = shutil.which(self.nbdcopy)
         if nbdcopy is None:
-            raise errors.LocalToolMissing(self.nbdcopy, "the nbd image transport")
+            raise errors.LocalToolMissing(tool=self.nbdcopy, purpose="the nbd image transport")
         await session.run(commands.empty_file(dest, size))
         async with serve(session, dest, WRITE_RAW, program=self.qemu_nbd) as served:
             copy = [

@@ -138,7 +138,7 @@ def template(name: str = "tiny", revision: int = 2) -> ResolvedTemplate:
 
 def resolve(name: str) -> ResolvedTemplate | errors.MCLUError:
     if name == "gone":
-        return errors.UnknownTemplate(name, ["tiny"])
+        return errors.UnknownTemplate(name=name, known=["tiny"])
     return template(name)
 
 
@@ -445,7 +445,9 @@ def case_inputs(
 
 def case_templates(data: dict[str, int | None]) -> rebuild.Templates:
     return {
-        name: template(name, revision) if revision else errors.UnknownTemplate(name, ["tiny"])
+        name: template(name, revision)
+        if revision
+        else errors.UnknownTemplate(name=name, known=["tiny"])
         for name, revision in data.items()
     }
 
