@@ -467,7 +467,7 @@ class HostTooSmall(MCLUError):
 
     msg = "{self.host}: no room for {self.guest}: needs {self.short}"
 
-    def __init__(self, host: str, guest: str, shortfalls: Sequence[str]) -> None:
+    def __init__(self, *, host: str, guest: str, shortfalls: Sequence[str]) -> None:
         super().__init__(host)
         self.host = host
         self.guest = guest
@@ -485,6 +485,7 @@ class NoCapacity(MCLUError):
 
     def __init__(
         self,
+        *,
         guest: str,
         need: str,
         rejected: Sequence[tuple[str, str]],
@@ -573,7 +574,7 @@ class PersonalizationFailed(MCLUError):
 
     msg = "{self.guest}: personalising the disk failed at {self.step}: {self.reason}"
 
-    def __init__(self, guest: str, step: str, reason: str, drive: str = "") -> None:
+    def __init__(self, *, guest: str, step: str, reason: str, drive: str = "") -> None:
         super().__init__(reason)
         self.guest = guest
         self.step = step
@@ -635,7 +636,7 @@ class BuildFailed(MCLUError):
 
     msg = "build of {self.guest} failed at step '{self.step}' on {self.host}: {self.reason}"
 
-    def __init__(self, guest: str, step: str, host: str, reason: str) -> None:
+    def __init__(self, *, guest: str, step: str, host: str, reason: str) -> None:
         super().__init__(reason)
         self.guest = guest
         self.step = step
@@ -859,7 +860,7 @@ class MigrationFailed(MCLUError):
         "'{self.step}': {self.reason} ({self.guest} runs on {self.source})"
     )
 
-    def __init__(self, guest: str, source: str, dest: str, step: str, reason: str) -> None:
+    def __init__(self, *, guest: str, source: str, dest: str, step: str, reason: str) -> None:
         super().__init__(reason)
         self.guest = guest
         self.source = source
@@ -910,7 +911,7 @@ class RebuildFailed(MCLUError):
         "{self.outcome}"
     )
 
-    def __init__(self, guest: str, host: str, step: str, reason: str, outcome: str) -> None:
+    def __init__(self, *, guest: str, host: str, step: str, reason: str, outcome: str) -> None:
         super().__init__(reason)
         self.guest = guest
         self.host = host

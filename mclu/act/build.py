@@ -163,18 +163,20 @@ async def execute(
     except errors.BuildFailed as e:
         if wanted.keep_failed and e.step == READY_STEP:
             raise errors.BuildFailed(
-                e.guest,
-                e.step,
-                e.host,
-                (f"{e.reason}; kept for a look, as asked (mclu delete {e.guest} removes it)"),
+                guest=e.guest,
+                step=e.step,
+                host=e.host,
+                reason=(
+                    f"{e.reason}; kept for a look, as asked (mclu delete {e.guest} removes it)"
+                ),
             ) from e
         failed = await asyncio.shield(undo.run(reporter))
         if failed:  # a host that stopped answering: what it holds is marked, say how it goes
             raise errors.BuildFailed(
-                e.guest,
-                e.step,
-                e.host,
-                (
+                guest=e.guest,
+                step=e.step,
+                host=e.host,
+                reason=(
                     f"{e.reason}; not undone: {'; '.join(failed)} (mclu cleanup removes it "
                     "once the host answers)"
                 ),
@@ -343,7 +345,7 @@ async def _personalize(
             traits = await personalize_in_thread(drives, say)
         except errors.PersonalizationFailed as e:
             raise errors.BuildFailed(
-                e.guest, "personalise", _host_of(build, e.guest), str(e)
+                guest=e.guest, step="personalise", host=_host_of(build, e.guest), reason=str(e)
             ) from e
     return {g.name: t for g, t in zip(build.guests, traits, strict=True)}
 
@@ -472,7 +474,7 @@ async def _step(host: str, guest: str, step: str, work: Awaitable[object]) -> No
     except errors.BuildFailed:
         raise
     except errors.MCLUError as e:
-        raise errors.BuildFailed(guest, step, host, str(e)) from e
+        raise errors.BuildFailed(guest=guest, step=step, host=host, reason=str(e)) from e
 
 
 # --- the steps other commands reuse (mclu rebuild makes a guest's new disk with them) ----------

@@ -151,11 +151,11 @@ async def _prepare_destination(run: _Run, undo: Undo) -> None:
     for disk in move.disks:
         if disk.path in present:
             raise errors.MigrationFailed(
-                move.guest.name,
-                move.source,
-                move.dest,
-                "check disks",
-                f"{disk.path} already exists there",
+                guest=move.guest.name,
+                source=move.source,
+                dest=move.dest,
+                step="check disks",
+                reason=f"{disk.path} already exists there",
             )
     for disk in move.bases:
         assert disk.backing is not None
@@ -186,7 +186,9 @@ async def _step(move: Move, step: str, work: Awaitable[object]) -> None:
     except errors.MigrationFailed:
         raise
     except errors.MCLUError as e:
-        raise errors.MigrationFailed(move.guest.name, move.source, move.dest, step, str(e)) from e
+        raise errors.MigrationFailed(
+            guest=move.guest.name, source=move.source, dest=move.dest, step=step, reason=str(e)
+        ) from e
 
 
 async def _existing(session: Session, paths: Sequence[str]) -> set[str]:

@@ -191,11 +191,11 @@ async def rebuild_guest(item: Rebuild, run: Context) -> Rebuilt:
             await asyncio.shield(one.undo.run(run.reporter))
             if isinstance(e, _StepFailed):
                 raise errors.RebuildFailed(
-                    item.name,
-                    item.host,
-                    e.step,
-                    e.reason,
-                    outcome(
+                    guest=item.name,
+                    host=item.host,
+                    step=e.step,
+                    reason=e.reason,
+                    outcome=outcome(
                         item.name,
                         stopped=one.stopped,
                         swapped=one.swapped,

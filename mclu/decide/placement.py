@@ -183,7 +183,9 @@ def place(
             (c.name, barred[c.name].lack if c.name in barred else _rejection(need, c, placed))
             for c in candidates
         ]
-        raise errors.NoCapacity(guest, str(need), rejected, unreachable)
+        raise errors.NoCapacity(
+            guest=guest, need=str(need), rejected=rejected, unreachable=unreachable
+        )
     order = {c.name: i for i, c in enumerate(candidates)}
     best = min(
         fitting,
@@ -200,7 +202,7 @@ def _place_pinned(
 ) -> Placement:
     short = shortfalls(need, candidate, placed.get(candidate.name, NOTHING))
     if short:
-        raise errors.HostTooSmall(candidate.name, guest, short)
+        raise errors.HostTooSmall(host=candidate.name, guest=guest, shortfalls=short)
     after = sizes.human(_memory_after(need, candidate, placed))
     return Placement(candidate.name, f"as asked: {after} memory free after")
 

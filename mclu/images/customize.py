@@ -169,7 +169,7 @@ def personalize(
         if watchdog.reason is None:
             raise
         raise errors.PersonalizationFailed(
-            error.guest, error.step, watchdog.reason, error.drive
+            guest=error.guest, step=error.step, reason=watchdog.reason, drive=error.drive
         ) from error
     finally:
         watchdog.stop()
@@ -329,7 +329,9 @@ def _step(guest: str, step: str, drive: str) -> Iterator[None]:
     except errors.PersonalizationFailed:
         raise
     except (RuntimeError, OSError, ValueError, subprocess.SubprocessError) as error:
-        raise errors.PersonalizationFailed(guest, step, str(error), drive) from error
+        raise errors.PersonalizationFailed(
+            guest=guest, step=step, reason=str(error), drive=drive
+        ) from error
     log.debug("%s: %s (%.1f s)", guest, step, time.monotonic() - started)
 
 
@@ -407,7 +409,7 @@ class _HostKeys:
             self.__exit__()
             names = ", ".join(job.hostname for job in self._jobs)
             raise errors.PersonalizationFailed(
-                names, "generate ssh host keys", str(error)
+                guest=names, step="generate ssh host keys", reason=str(error)
             ) from error
         return self
 
@@ -428,9 +430,9 @@ class _HostKeys:
             _, stderr = proc.communicate()
             if proc.returncode != 0:
                 raise errors.PersonalizationFailed(
-                    self._jobs[index].hostname,
-                    "generate ssh host keys",
-                    f"ssh-keygen failed: {stderr.decode(errors='replace')}",
+                    guest=self._jobs[index].hostname,
+                    step="generate ssh host keys",
+                    reason=f"ssh-keygen failed: {stderr.decode(errors='replace')}",
                 )
         keys: dict[str, bytes] = {}
         for kind in HOST_KEY_TYPES:

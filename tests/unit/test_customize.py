@@ -160,7 +160,9 @@ def test_unreadable_password_file_fails_before_any_launch() -> None:
 
 
 def test_error_message_keeps_the_last_lines() -> None:
-    error = errors.PersonalizationFailed("web1", "run command 1 (false)", "a\n\nb\nc\nd\n")
+    error = errors.PersonalizationFailed(
+        guest="web1", step="run command 1 (false)", reason="a\n\nb\nc\nd\n"
+    )
     assert str(error) == "web1: personalising the disk failed at run command 1 (false): b / c / d"
 
 
