@@ -176,7 +176,11 @@ def _address(host: model.HostSnapshot, guest: model.Guest) -> tuple[str | None, 
     if known is None:
         return None, "not asked"
     usable = [a for a in known.addresses if not a.ip.startswith("fe80:")]
-    return (usable[0].ip, "") if usable else (None, known.why_none)
+    if usable:
+        return usable[0].ip, ""
+    if known.addresses:  # link-local only: not routable, and its interface is unknown here
+        return None, "only IPv6 link-local addresses known (its DHCP may not be done yet)"
+    return None, known.why_none
 
 
 # --- ssh's command line and files ------------------------------------------------------------

@@ -164,3 +164,12 @@ def test_plain_list_is_still_the_table(cli: Cli) -> None:
 def test_ssh_completes_guest_names(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     assert sorted(cli.complete("mclu ssh ", monkeypatch)) == ["db", "web1"]
     assert sorted(cli.complete("mclu ssh-config w", monkeypatch)) == ["web1"]
+
+
+def test_a_guest_with_only_a_link_local_address_is_said_so(cli: Cli, stub: Path) -> None:
+    cli.host("a").addresses["web1"] = (
+        model.Address(ip="fe80::5054:ff:fe12:3456", family=6, source=model.AddressSource.AGENT),
+    )
+    assert cli("ssh", "web1") == 1
+    assert "only IPv6 link-local addresses known" in cli.stderr
+    assert not stub.exists()
