@@ -959,3 +959,15 @@ class NoSshClient(MCLUError):
     def __init__(self, *, path: str) -> None:
         super().__init__(path)
         self.path = path
+
+
+class ImageRefused(MCLUError):
+    """`mclu templates import`: a disk image that is not taken (not a disk, a format or a
+    feature that is unsafe or unsupported, a checksum that does not match); nothing is kept."""
+
+    msg = "{self.source}: not imported: {self.reason}"
+
+    def __init__(self, *, source: str, reason: str) -> None:
+        super().__init__(reason)
+        self.source = source
+        self.reason = reason

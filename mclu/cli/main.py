@@ -23,6 +23,7 @@ from mclu.cli import (
     cleanup,
     commands,
     completion,
+    import_,
     lifecycle,
     migration,
     output,
@@ -230,6 +231,7 @@ def build_parser() -> parsing.Parser:
         "way (default: %(default)g)",
     )
     parsing.add_host_filters(prune)
+    import_.register(templates_sub)
     build.register(sub)
     lifecycle.register(sub)
     migration.register(sub)

@@ -1,0 +1,521 @@
+"""`mclu templates import`: a user's disk image made into a template of their own repository.
+
+The source (a path, or an http(s) URL downloaded into the run's private directory) is checked
+against the checksum given, unpacked if compressed, its format found from its content
+(decide.image_format), probed with `qemu-img info` under resource limits, refused if it would
+make qemu-img read any other file, converted to raw with the format named explicitly, and
+compressed with xz in 16 MiB blocks (multi-threaded, seekable) into the user's repository,
+whose virt-builder index then gains the new revision: the index is rewritten aside and renamed
+over the old one only once the image file is whole, so a failure leaves the repository as it
+was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import re
+import resource
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from mclu import errors
+from mclu.config import fields, repo_index
+from mclu.decide import image_format
+
+CHUNK = 1 << 20
+FETCH_TIMEOUT = 60.0
+INDEX = "index"
+CONF_NAME = "mclu-local.conf"
+SOURCE_NAME = "mclu-local"
+XZ = ["xz", "--compress", "--block-size=16MiB", "--threads=0", "--stdout"]
+# qemu-img reading an untrusted image: bounded memory and CPU time, and a deadline.
+PROBE_MEMORY = 1 << 30
+PROBE_CPU_SECONDS = 30
+PROBE_TIMEOUT = 120.0
+CONVERT_MEMORY = 4 << 30  # convert runs coroutines and threads: more address space
+_ZERO = bytes(CHUNK)
+_SECTION = re.compile(r"^\[([^\]]+)\]\s*$")
+
+# Progress: the phase ("downloading", "checking", "unpacking", "converting", "compressing"),
+# bytes done, bytes in all (0: unknown).
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Request:
+    source: str  # a path or an http(s) URL
+    name: str
+    description: str = ""
+    checksum: tuple[str, str] | None = None  # ("sha256" or "sha512", hex digest)
+    revision_above: int = 0  # the newest revision of `name` any source already has
+    arch: str = "x86_64"
+
+
+@dataclass(frozen=True)
+class Imported:
+    name: str
+    revision: int
+    format: str  # as found: qcow2, raw, vmdk, vdi
+    compression: str | None  # around it: xz, gzip, zstd, bzip2
+    virtual_size: int
+    allocated_size: int
+    compressed_size: int
+    sha512: str
+    file: str  # the image file in the repository
+    index: str  # the repository's index
+
+
+def data_home(environ: Mapping[str, str]) -> Path:
+    home = environ.get("HOME") or os.path.expanduser("~")
+    return Path(environ.get("XDG_DATA_HOME") or Path(home) / ".local" / "share")
+
+
+def repository_dir(environ: Mapping[str, str]) -> Path:
+    """The user's own repository: $XDG_DATA_HOME/mclu/images (~/.local/share/mclu/images)."""
+    return data_home(environ) / "mclu" / "images"
+
+
+def conf_text(repository: Path) -> str:
+    """The repos.d .conf that makes mclu and virt-builder see the repository (unsigned)."""
+    return f"[{SOURCE_NAME}]\nuri={(repository / INDEX).as_uri()}\n"
+
+
+def write_conf(repos_d: Path, repository: Path) -> Path:
+    """`repos_d/mclu-local.conf` naming the repository, written (atomically) when missing or
+    different."""
+    path = repos_d / CONF_NAME
+    text = conf_text(repository)
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            return path
+    try:
+        repos_d.mkdir(parents=True, exist_ok=True)
+        _replace_text(path, text)
+    except OSError as e:
+        raise errors.ConfigError(path=str(path), key=None, problem=f"cannot write: {e}") from e
+    return path
+
+
+def newest_revision(repository: Path, name: str, arch: str = "x86_64") -> int:
+    """The newest revision of `name` in the repository's index, 0 when there is none."""
+    index = repository / INDEX
+    try:
+        text = index.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return 0
+    except (OSError, UnicodeDecodeError) as e:
+        raise errors.ConfigError(path=str(index), key=None, problem=f"cannot read: {e}") from e
+    entry = repo_index.newest(repo_index.parse_index(text, index.as_uri()), name, arch)
+    return entry.revision if entry else 0
+
+
+def import_image(request: Request, repository: Path, work: Path, progress: Progress) -> Imported:
+    """Import `request.source` as a new revision of `request.name` into `repository`, using
+    the private directory `work` for what is temporary. Raises ImageRefused (the image is not
+    taken: nothing kept), SourceUnavailable, LocalToolMissing, LocalCommandFailed."""
+    source = request.source
+    path = _obtain(request, work, progress)
+    head = _head(path)
+    packed = image_format.compression(head)
+    if packed is not None:
+        path = _unpack(source, path, packed, work / "unpacked", progress)
+        head = _head(path)
+    found = image_format.detect(head)
+    if found.format is None:
+        raise errors.ImageRefused(source=source, reason=found.reason)
+    info = _probe(source, path, found.format)
+    measured = image_format.check_info(info, found.format, fields.MAX_DISK)
+    if isinstance(measured, str):
+        raise errors.ImageRefused(source=source, reason=measured)
+    if found.format == "qcow2":
+        _check_qcow2(source, path)
+    raw = path
+    if found.format != "raw":
+        raw = work / "base.raw"
+        _convert(source, path, found.format, raw, measured.virtual_size, progress)
+    repository.mkdir(parents=True, exist_ok=True)
+    with _locked(repository):
+        revision = max(newest_revision(repository, request.name), request.revision_above) + 1
+        file_name = f"{request.name}.{request.arch}.r{revision}.xz"
+        staged = Path(tempfile.mkstemp(prefix=".import-", suffix=".xz", dir=repository)[1])
+        try:
+            sha512, compressed = _compress(raw, staged, measured.virtual_size, progress)
+            section = _section(
+                request,
+                revision=revision,
+                file_name=file_name,
+                sha512=sha512,
+                size=measured.virtual_size,
+                compressed=compressed,
+                what=found.format if packed is None else f"{found.format} in {packed}",
+            )
+            os.chmod(staged, 0o644)
+            os.replace(staged, repository / file_name)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        try:
+            replaced = _add_to_index(repository / INDEX, request.name, section)
+        except BaseException:
+            (repository / file_name).unlink(missing_ok=True)
+            raise
+        for old in replaced:
+            if old != file_name and "/" not in old:
+                (repository / old).unlink(missing_ok=True)
+    return Imported(
+        name=request.name,
+        revision=revision,
+        format=found.format,
+        compression=packed,
+        virtual_size=measured.virtual_size,
+        allocated_size=measured.allocated_size,
+        compressed_size=compressed,
+        sha512=sha512,
+        file=str(repository / file_name),
+        index=str(repository / INDEX),
+    )
+
+
+# --- the source ------------------------------------------------------------------------------
+
+
+def _obtain(request: Request, work: Path, progress: Progress) -> Path:
+    """The source as a local file (downloaded into `work`), its checksum checked."""
+    source = request.source
+    algorithm = request.checksum[0] if request.checksum else "sha256"
+    digest = hashlib.new(algorithm)
+    if re.match(r"^https?://", source, re.IGNORECASE):
+        path = work / "download"
+        _download(source, path, digest, progress)
+    else:
+        path = Path(source.removeprefix("file://"))
+        try:
+            if not path.is_file():
+                reason = "no such file" if not path.exists() else "not a regular file"
+                raise errors.ImageRefused(source=source, reason=reason)
+            if request.checksum:
+                _hash_file(path, digest, progress)
+        except OSError as e:
+            raise errors.ImageRefused(source=source, reason=e.strerror or str(e)) from e
+    if request.checksum and digest.hexdigest() != request.checksum[1].lower():
+        name, expected = request.checksum
+        raise errors.ImageRefused(
+            source=source,
+            reason=f"{name} mismatch (given {expected[:16]}..., got {digest.hexdigest()[:16]}...)",
+        )
+    return path
+
+
+def _download(uri: str, dest: Path, digest: Any, progress: Progress) -> None:
+    try:
+        with (
+            urllib.request.urlopen(uri, timeout=FETCH_TIMEOUT) as response,
+            open(dest, "xb") as out,
+        ):
+            total = int(response.length or 0)
+            done = 0
+            while chunk := response.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                done += len(chunk)
+                progress("downloading", done, total)
+    except (OSError, urllib.error.URLError, ValueError) as e:
+        raise errors.SourceUnavailable(uri=uri, reason=str(getattr(e, "reason", e))) from e
+
+
+def _hash_file(path: Path, digest: Any, progress: Progress) -> None:
+    total = path.stat().st_size
+    done = 0
+    with open(path, "rb") as data:
+        while chunk := data.read(CHUNK):
+            digest.update(chunk)
+            done += len(chunk)
+            progress("checking", done, total)
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as data:
+        return data.read(image_format.HEAD_BYTES)
+
+
+def _unpack(source: str, path: Path, packed: str, dest: Path, progress: Progress) -> Path:
+    """Unpack a compressed source into `dest` (holes where it is zero), refusing one that
+    unpacks to more than any host could hold."""
+    argv = [*image_format.UNPACK[packed], "--", str(path)]
+    total = path.stat().st_size
+    try:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    except FileNotFoundError:
+        raise errors.LocalToolMissing(tool=argv[0], purpose=f"unpacking {packed}") from None
+    with proc, open(dest, "xb") as out:
+        assert proc.stdout is not None and proc.stderr is not None
+        err = _drain(proc.stderr)
+        written = 0
+        while chunk := _read_full(proc.stdout, CHUNK):
+            written += len(chunk)
+            if written > fields.MAX_DISK:
+                proc.kill()
+                raise errors.ImageRefused(
+                    source=source, reason=f"unpacks to more than any host could hold ({packed})"
+                )
+            if chunk == _ZERO[: len(chunk)]:
+                out.seek(len(chunk), os.SEEK_CUR)
+            else:
+                out.write(chunk)
+            progress("unpacking", min(_position(path, proc), total), total)
+        out.truncate(out.tell())
+        proc.wait()
+    if proc.returncode != 0:
+        raise errors.ImageRefused(
+            source=source,
+            reason=f"{packed} data is corrupt or truncated: {errors.last_lines(err(), '')}",
+        )
+    return dest
+
+
+def _position(path: Path, proc: subprocess.Popen[bytes]) -> int:
+    """How far the unpacker has read its input (its fd's position), for progress."""
+    with contextlib.suppress(OSError, ValueError):
+        for fd in os.listdir(f"/proc/{proc.pid}/fd"):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"/proc/{proc.pid}/fd/{fd}") == str(path.resolve()):
+                    text = Path(f"/proc/{proc.pid}/fdinfo/{fd}").read_text()
+                    return int(text.split()[1])
+    return 0
+
+
+def _drain(stream: IO[bytes]) -> Callable[[], str]:
+    """Read a pipe in the background (so a chatty program never blocks); its text at the end."""
+    parts: list[bytes] = []
+    thread = threading.Thread(target=lambda: parts.extend(iter(stream.readline, b"")))
+    thread.start()
+
+    def text() -> str:
+        thread.join()
+        return b"".join(parts).decode(errors="replace")
+
+    return text
+
+
+def _read_full(data: IO[bytes], n: int) -> bytes:
+    parts = []
+    while n > 0 and (part := data.read(n)):
+        parts.append(part)
+        n -= len(part)
+    return b"".join(parts)
+
+
+# --- qemu-img, held on a short leash -----------------------------------------------------------
+
+
+def _limits(memory: int, cpu: int | None) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+        if cpu is not None:
+            resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
+
+    return apply
+
+
+def _qemu_img(
+    argv: list[str], memory: int, cpu: int | None, timeout: float | None
+) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            ["qemu-img", *argv],
+            capture_output=True,
+            text=True,
+            preexec_fn=_limits(memory, cpu),
+            timeout=timeout,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise errors.LocalToolMissing(tool="qemu-img", purpose="importing images") from None
+
+
+def _probe(source: str, path: Path, fmt: str) -> dict[str, Any]:
+    try:
+        done = _qemu_img(
+            ["info", "--output=json", "-f", fmt, "--", str(path)],
+            PROBE_MEMORY,
+            PROBE_CPU_SECONDS,
+            PROBE_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise errors.ImageRefused(source=source, reason="qemu-img info took too long") from None
+    if done.returncode != 0:
+        why = errors.last_lines(done.stderr, f"exit status {done.returncode}")
+        raise errors.ImageRefused(source=source, reason=f"{fmt} image unreadable: {why}")
+    try:
+        info = json.loads(done.stdout)
+    except ValueError:
+        info = None
+    if not isinstance(info, dict):
+        raise errors.ImageRefused(source=source, reason="qemu-img info said nothing readable")
+    return info
+
+
+def _check_qcow2(source: str, path: Path) -> None:
+    try:
+        done = _qemu_img(
+            ["check", "-f", "qcow2", "--", str(path)],
+            PROBE_MEMORY,
+            PROBE_CPU_SECONDS,
+            PROBE_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise errors.ImageRefused(source=source, reason="qemu-img check took too long") from None
+    reason = image_format.check_result(done.returncode)
+    if reason is not None:
+        why = errors.last_lines(done.stderr or done.stdout, "")
+        raise errors.ImageRefused(source=source, reason=f"{reason}: {why}" if why else reason)
+
+
+def _convert(source: str, path: Path, fmt: str, dest: Path, size: int, progress: Progress) -> None:
+    """`qemu-img convert -f FMT -O raw`, only ever after the probe found nothing it would
+    follow; its -p percentages become progress."""
+    argv = ["qemu-img", "convert", "-p", "-f", fmt, "-O", "raw", "--", str(path), str(dest)]
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            preexec_fn=_limits(CONVERT_MEMORY, None),
+        )
+    except FileNotFoundError:
+        raise errors.LocalToolMissing(tool="qemu-img", purpose="importing images") from None
+    with proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        err = _drain(proc.stderr)
+        while chunk := os.read(proc.stdout.fileno(), 4096):  # "    (12.34/100%)\r" as it goes
+            percents = re.findall(rb"\(([0-9.]+)/100%\)", chunk)
+            if percents:
+                progress("converting", int(size * float(percents[-1]) / 100), size)
+        proc.wait()
+    if proc.returncode != 0:
+        why = errors.last_lines(err(), f"exit status {proc.returncode}")
+        raise errors.ImageRefused(source=source, reason=f"{fmt} image unreadable: {why}")
+
+
+# --- into the repository ---------------------------------------------------------------------
+
+
+def _compress(raw: Path, dest: Path, size: int, progress: Progress) -> tuple[str, int]:
+    """xz the raw disk into `dest` (16 MiB blocks: multi-threaded, and seekable for nbdkit's
+    xz filter); the sha512 and size of what was written. Holes are read as zeros."""
+    digest = hashlib.sha512()
+    try:
+        proc = subprocess.Popen(
+            [*XZ, "--", str(raw)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except FileNotFoundError:
+        raise errors.LocalToolMissing(tool="xz", purpose="importing images") from None
+    written = 0
+    with proc, open(dest, "wb") as out:
+        assert proc.stdout is not None and proc.stderr is not None
+        err = _drain(proc.stderr)
+        last = 0.0
+        while chunk := proc.stdout.read(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            written += len(chunk)
+            now = time.monotonic()
+            if now - last >= 0.25:
+                last = now
+                progress("compressing", min(_position(raw, proc), size), size)
+        proc.wait()
+        out.flush()
+        os.fsync(out.fileno())
+    if proc.returncode != 0:
+        raise errors.LocalCommandFailed(command="xz", exit_status=proc.returncode, stderr=err())
+    progress("compressing", size, size)
+    return digest.hexdigest(), written
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _section(
+    request: Request,
+    *,
+    revision: int,
+    file_name: str,
+    sha512: str,
+    size: int,
+    compressed: int,
+    what: str,
+) -> str:
+    """The new revision's index section (virt-builder's format, as repo_index reads it)."""
+    fields_ = [
+        ("name", _one_line(request.description) or request.name),
+        ("arch", request.arch),
+        ("file", file_name),
+        ("revision", str(revision)),
+        ("checksum[sha512]", sha512),
+        ("format", "raw"),
+        ("size", str(size)),
+        ("compressed_size", str(compressed)),
+        ("notes", _one_line(f"Imported by mclu from {request.source} ({what})")),
+    ]
+    return f"[{request.name}]\n" + "".join(f"{k}={v}\n" for k, v in fields_) + "\n"
+
+
+def _add_to_index(index: Path, name: str, section: str) -> list[str]:
+    """Put `section` in the index in place of `name`'s (virt-builder wants one section per
+    template and arch), written aside and renamed; the `file=` values it replaced."""
+    try:
+        text = index.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    kept: list[str] = []
+    replaced: list[str] = []
+    dropping = False
+    for line in text.splitlines(keepends=True):
+        if m := _SECTION.match(line.rstrip("\n")):
+            dropping = m[1] == name
+        if dropping:
+            if line.startswith("file="):
+                replaced.append(line.removeprefix("file=").strip())
+        else:
+            kept.append(line)
+    body = "".join(kept).rstrip("\n")
+    new = (body + "\n\n" if body else "") + section
+    repo_index.parse_index(new, index.as_uri())  # what mclu will read must parse
+    _replace_text(index, new)
+    return replaced
+
+
+def _replace_text(path: Path, text: str) -> None:
+    fd, staged = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(staged, 0o644)
+        os.replace(staged, path)
+    except BaseException:
+        Path(staged).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    """One import at a time per repository: the revision is read and written under it."""
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "r+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

@@ -1,0 +1,103 @@
+"""`mclu templates import`: an image made a template of the user's repository, which
+`mclu templates` then lists; refusals are one line and keep nothing."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.cli.harness import Cli
+
+pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+
+
+def qcow2(tmp_path: Path, name: str = "disk.qcow2") -> Path:
+    """An 8 MiB qcow2 of a raw disk with an MBR signature."""
+    raw = tmp_path / "disk.raw"
+    with open(raw, "wb") as disk:
+        disk.truncate(8 << 20)
+        disk.seek(510)
+        disk.write(b"\x55\xaa")
+    out = tmp_path / name
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, out],
+        check=True,
+        capture_output=True,
+    )
+    return out
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path)
+
+
+def repository(cli: Cli) -> Path:
+    return cli.home / ".local" / "share" / "mclu" / "images"
+
+
+def test_import_then_templates_lists_it_with_its_revision(cli: Cli, tmp_path: Path) -> None:
+    source = qcow2(tmp_path)
+    assert cli("templates", "import", str(source), "mine", "--description", "My disk") == 0
+    assert cli.stdout.startswith("imported mine revision 1 from qcow2: 8.00 MiB disk")
+    assert (cli.repos_d / "mclu-local.conf").is_file()
+    assert cli("templates", "--json") == 0
+    listed = {t["name"]: t for t in json.loads(cli.stdout)["templates"]}
+    assert listed["mine"]["revision"] == 1 and listed["mine"]["source"] == "mclu-local"
+    assert listed["mine"]["description"] == "My disk" and listed["mine"]["size"] == 8 << 20
+    assert cli("templates", "import", str(source), "mine") == 0
+    assert cli("templates") == 0
+    [row] = [line.split() for line in cli.stdout.splitlines() if line.startswith("mine ")]
+    assert row[:3] == ["mine", "mclu-local", "2"]
+
+
+def test_import_under_a_repository_templates_name_is_its_next_revision(
+    cli: Cli, tmp_path: Path
+) -> None:
+    assert cli("templates", "import", str(qcow2(tmp_path)), "tiny") == 0  # the index has r3
+    assert "revision 4" in cli.stdout
+    assert cli("templates", "info", "tiny", "--json") == 0
+    template = json.loads(cli.stdout)["template"]
+    assert template["base"]["revision"] == 4
+    assert template["source_uri"].startswith(repository(cli).as_uri())
+
+
+def test_json_gives_progress_lines_then_the_import(cli: Cli, tmp_path: Path) -> None:
+    assert cli("templates", "import", str(qcow2(tmp_path)), "mine", "--json") == 0
+    events = [json.loads(line) for line in cli.stdout.splitlines()]
+    assert {e["event"] for e in events[:-1]} == {"progress"}
+    last = events[-1]
+    assert last["event"] == "imported" and last["revision"] == 1 and last["format"] == "qcow2"
+    assert last["listed"] is True and Path(last["file"]).is_file()
+
+
+def test_a_refusal_is_one_line_and_keeps_nothing(cli: Cli, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.qcow2"
+    junk.write_bytes(b"\x01" * 100_000)
+    result = cli.result("templates", "import", str(junk), "mine")
+    assert result.code == 1
+    assert result.one_error_line().startswith(f"mclu: error: {junk}: not imported: not a")
+    assert not (repository(cli) / "index").exists()
+    assert cli("templates") == 0 and "mine" not in cli.stdout
+
+
+def test_a_checksum_mismatch_is_refused(cli: Cli, tmp_path: Path) -> None:
+    source = qcow2(tmp_path)
+    assert cli("templates", "import", str(source), "mine", "--sha256", "ab" * 32) == 1
+    assert "sha256 mismatch" in cli.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bad/name"],
+        ["mine", "--sha256", "xyz"],
+        ["mine", "--sha256", "ab" * 32, "--sha512", "ab" * 64],
+    ],
+)
+def test_bad_names_and_digests_are_usage_errors(cli: Cli, tmp_path: Path, argv: list[str]) -> None:
+    assert cli("templates", "import", str(tmp_path), *argv) == 2
