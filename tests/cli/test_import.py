@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mclu.cli.import_ import Meter
 from tests.cli.harness import Cli
 
 pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
@@ -101,3 +102,9 @@ def test_a_checksum_mismatch_is_refused(cli: Cli, tmp_path: Path) -> None:
 )
 def test_bad_names_and_digests_are_usage_errors(cli: Cli, tmp_path: Path, argv: list[str]) -> None:
     assert cli("templates", "import", str(tmp_path), *argv) == 2
+
+
+def test_progress_reads_as_ovirt_img_s() -> None:
+    line = Meter._line(6 << 30, 6 << 30, 16.85, "import completed")
+    assert line == "[100%] 6.00 GiB, 16.85 s, 364.63 MiB/s | import completed"
+    assert Meter._line(0, 0, 0.0, "downloading") == "[ ...] 0 bytes, 0.00 s, - | downloading"

@@ -4,11 +4,16 @@ every format taken (each also compressed with xz, gzip, zstd, bzip2) and the one
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
 import lzma
 import shutil
 import subprocess
+import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -72,8 +77,7 @@ def do_import(
     checksum: tuple[str, str] | None = None,
     seen: list[tuple[str, int, int]] | None = None,
 ) -> importing.Imported:
-    work = tmp_path / "work"
-    work.mkdir(exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=tmp_path))  # as each run has its own
     request = importing.Request(source=str(source), name=name, checksum=checksum)
     progress = (lambda *a: seen.append(a)) if seen is not None else (lambda *a: None)
     return importing.import_image(request, tmp_path / "repo", work, progress)
@@ -282,7 +286,7 @@ def test_a_huge_virtual_size_is_refused_before_any_convert(tmp_path: Path) -> No
     huge = tmp_path / "huge.qcow2"
     qemu_img("create", "-f", "qcow2", str(huge), str(fields.MAX_DISK + (1 << 30)))
     assert "larger than any host could hold" in refused(tmp_path, huge)
-    assert not (tmp_path / "work" / "base.raw").exists()
+    assert not list(tmp_path.glob("work-*/base.raw"))
 
 
 def test_qemu_img_info_json_is_what_check_info_reads(tmp_path: Path) -> None:
@@ -297,3 +301,55 @@ def test_qemu_img_info_json_is_what_check_info_reads(tmp_path: Path) -> None:
     assert image_format.check_info(info, "vmdk", fields.MAX_DISK) == image_format.Measured(
         SIZE, info["actual-size"]
     )
+
+
+# --- from a URL -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A directory served over http on 127.0.0.1, and its URL."""
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(served), **kwargs)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield served, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_an_image_from_a_url_is_downloaded_checked_and_imported(
+    tmp_path: Path, http_dir: tuple[Path, str]
+) -> None:
+    served, url = http_dir
+    packed = compress(image(tmp_path, "qcow2"), "xz")
+    digest = hashlib.sha512(packed.read_bytes()).hexdigest()
+    shutil.move(packed, served / "cloud.img")
+    seen: list[tuple[str, int, int]] = []
+    done = do_import(tmp_path, f"{url}/cloud.img", checksum=("sha512", digest), seen=seen)
+    assert (done.format, done.compression) == ("qcow2", "xz")
+    assert unpacked_base(done)[DATA_AT : DATA_AT + len(DATA)] == DATA
+    assert ("downloading", (served / "cloud.img").stat().st_size) in {p[:2] for p in seen}
+    wrong = ("sha512", "1" * 128)
+    with pytest.raises(errors.ImageRefused, match="sha512 mismatch"):
+        do_import(tmp_path, f"{url}/cloud.img", name="other", checksum=wrong)
+
+
+def test_a_url_that_is_not_found_is_refused(tmp_path: Path, http_dir: tuple[Path, str]) -> None:
+    _, url = http_dir
+    with pytest.raises(
+        errors.SourceUnavailable, match=r"(?i)cannot fetch .*/gone\.img: .*not found"
+    ):
+        do_import(tmp_path, f"{url}/gone.img")
+    assert not (tmp_path / "repo" / "index").exists()
