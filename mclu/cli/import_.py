@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import re
 import threading
@@ -78,9 +79,25 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
     )
     meter = Meter(env.printer.err, env.printer.out, args.json, env.printer.err.isatty())
     with runtmp.tempdir("import-") as work, meter:
-        done = await asyncio.to_thread(
-            importing.import_image, request, repository, Path(work), meter.update
+        working = asyncio.ensure_future(
+            asyncio.to_thread(
+                importing.import_image,
+                request,
+                repository,
+                Path(work),
+                meter.update,
+                meter.stopping,
+            )
         )
+        try:
+            done = await asyncio.shield(working)
+        except asyncio.CancelledError:
+            # Ctrl-C, SIGTERM: a thread cannot be cancelled, so it is asked to stop (at its next
+            # progress report), and waited for: it undoes its work before the run dir goes.
+            meter.stopping.set()
+            with contextlib.suppress(BaseException):
+                await working
+            raise
     conf_path = importing.write_conf(conf, repository)
     meter.finish(done.virtual_size)
     if args.json:
@@ -135,8 +152,11 @@ class Meter:
         self.phase = ""
         self.last = 0.0
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
 
     def update(self, phase: str, done: int, total: int) -> None:
+        if self.stopping.is_set():
+            raise importing.Stopped
         with self.lock:
             now = time.monotonic()
             if phase != self.phase:

@@ -13,6 +13,7 @@ was.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import hashlib
 import json
@@ -46,11 +47,19 @@ PROBE_CPU_SECONDS = 30
 PROBE_TIMEOUT = 120.0
 CONVERT_MEMORY = 4 << 30  # convert runs coroutines and threads: more address space
 _ZERO = bytes(CHUNK)
+# The import's stop event, seen by every program it runs (import_image sets it in its thread).
+_stop: contextvars.ContextVar[threading.Event] = contextvars.ContextVar("mclu_import_stop")
 _SECTION = re.compile(r"^\[([^\]]+)\]\s*$")
 
 # Progress: the phase ("downloading", "checking", "unpacking", "converting", "compressing"),
-# bytes done, bytes in all (0: unknown).
+# bytes done, bytes in all (0: unknown). Called often from the importing thread, and last just
+# before the new revision is committed: it may raise Stopped there to have the import undone.
 Progress = Callable[[str, int, int], None]
+
+
+class Stopped(Exception):
+    """Raised by a Progress callback when the caller wants the import stopped (Ctrl-C,
+    SIGTERM): the programs it runs are killed and nothing is kept."""
 
 
 @dataclass(frozen=True)
@@ -121,10 +130,18 @@ def newest_revision(repository: Path, name: str, arch: str = "x86_64") -> int:
     return entry.revision if entry else 0
 
 
-def import_image(request: Request, repository: Path, work: Path, progress: Progress) -> Imported:
+def import_image(
+    request: Request,
+    repository: Path,
+    work: Path,
+    progress: Progress,
+    stop: threading.Event | None = None,
+) -> Imported:
     """Import `request.source` as a new revision of `request.name` into `repository`, using
     the private directory `work` for what is temporary. Raises ImageRefused (the image is not
-    taken: nothing kept), SourceUnavailable, LocalToolMissing, LocalCommandFailed."""
+    taken: nothing kept), SourceUnavailable, LocalToolMissing, LocalCommandFailed; Stopped
+    when `stop` is set (the program running is killed at once) or progress raises it."""
+    _stop.set(stop or threading.Event())
     source = request.source
     path = _obtain(request, work, progress)
     head = _head(path)
@@ -162,6 +179,7 @@ def import_image(request: Request, repository: Path, work: Path, progress: Progr
                 what=found.format if packed is None else f"{found.format} in {packed}",
             )
             os.chmod(staged, 0o644)
+            progress("compressing", measured.virtual_size, measured.virtual_size)  # last word
             os.replace(staged, repository / file_name)
         except BaseException:
             staged.unlink(missing_ok=True)
@@ -259,14 +277,14 @@ def _unpack(source: str, path: Path, packed: str, dest: Path, progress: Progress
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except FileNotFoundError:
         raise errors.LocalToolMissing(tool=argv[0], purpose=f"unpacking {packed}") from None
-    with proc, open(dest, "xb") as out:
+    with _running(proc), open(dest, "xb") as out:
         assert proc.stdout is not None and proc.stderr is not None
         err = _drain(proc.stderr)
         written = 0
+        where = _Position(path, proc)
         while chunk := _read_full(proc.stdout, CHUNK):
             written += len(chunk)
             if written > fields.MAX_DISK:
-                proc.kill()
                 raise errors.ImageRefused(
                     source=source, reason=f"unpacks to more than any host could hold ({packed})"
                 )
@@ -274,7 +292,7 @@ def _unpack(source: str, path: Path, packed: str, dest: Path, progress: Progress
                 out.seek(len(chunk), os.SEEK_CUR)
             else:
                 out.write(chunk)
-            progress("unpacking", min(_position(path, proc), total), total)
+            progress("unpacking", min(where.get(), total), total)
         out.truncate(out.tell())
         proc.wait()
     if proc.returncode != 0:
@@ -285,21 +303,59 @@ def _unpack(source: str, path: Path, packed: str, dest: Path, progress: Progress
     return dest
 
 
-def _position(path: Path, proc: subprocess.Popen[bytes]) -> int:
-    """How far the unpacker has read its input (its fd's position), for progress."""
-    with contextlib.suppress(OSError, ValueError):
-        for fd in os.listdir(f"/proc/{proc.pid}/fd"):
-            with contextlib.suppress(OSError):
-                if os.readlink(f"/proc/{proc.pid}/fd/{fd}") == str(path.resolve()):
-                    text = Path(f"/proc/{proc.pid}/fdinfo/{fd}").read_text()
-                    return int(text.split()[1])
-    return 0
+class _Position:
+    """How far a program has read its input file (its fd's position in /proc), for progress;
+    looked up at most four times a second."""
+
+    def __init__(self, path: Path, proc: subprocess.Popen[bytes]) -> None:
+        self.path, self.proc = str(path.resolve()), proc
+        self.last, self.value = 0.0, 0
+
+    def get(self) -> int:
+        now = time.monotonic()
+        if now - self.last >= 0.25:
+            self.last = now
+            with contextlib.suppress(OSError, ValueError):
+                for fd in os.listdir(f"/proc/{self.proc.pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        if os.readlink(f"/proc/{self.proc.pid}/fd/{fd}") == self.path:
+                            text = Path(f"/proc/{self.proc.pid}/fdinfo/{fd}").read_text()
+                            self.value = int(text.split()[1])
+        return self.value
+
+
+@contextlib.contextmanager
+def _running(proc: subprocess.Popen[bytes]) -> Iterator[None]:
+    """The program killed when the block fails (an error, a refusal, Stopped), not waited for,
+    and at once when the import's stop event is set (its output then ends: Stopped)."""
+    stop = _stop.get(None) or threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            if proc.poll() is not None:
+                return
+        proc.kill()
+
+    threading.Thread(target=watch, daemon=True).start()
+    with proc:
+        try:
+            yield
+        except BaseException:
+            proc.kill()
+            raise
+    if stop.is_set():
+        raise Stopped
 
 
 def _drain(stream: IO[bytes]) -> Callable[[], str]:
     """Read a pipe in the background (so a chatty program never blocks); its text at the end."""
     parts: list[bytes] = []
-    thread = threading.Thread(target=lambda: parts.extend(iter(stream.readline, b"")))
+
+    def read() -> None:
+        with contextlib.suppress(OSError, ValueError):  # closed under it when killed
+            parts.extend(iter(stream.readline, b""))
+
+    thread = threading.Thread(target=read, daemon=True)
     thread.start()
 
     def text() -> str:
@@ -396,7 +452,7 @@ def _convert(source: str, path: Path, fmt: str, dest: Path, size: int, progress:
         )
     except FileNotFoundError:
         raise errors.LocalToolMissing(tool="qemu-img", purpose="importing images") from None
-    with proc:
+    with _running(proc):
         assert proc.stdout is not None and proc.stderr is not None
         err = _drain(proc.stderr)
         while chunk := os.read(proc.stdout.fileno(), 4096):  # "    (12.34/100%)\r" as it goes
@@ -423,18 +479,16 @@ def _compress(raw: Path, dest: Path, size: int, progress: Progress) -> tuple[str
     except FileNotFoundError:
         raise errors.LocalToolMissing(tool="xz", purpose="importing images") from None
     written = 0
-    with proc, open(dest, "wb") as out:
+    with _running(proc), open(dest, "wb") as out:
         assert proc.stdout is not None and proc.stderr is not None
         err = _drain(proc.stderr)
-        last = 0.0
-        while chunk := proc.stdout.read(CHUNK):
+        where = _Position(raw, proc)
+        # What xz has written so far, not 1 MiB: a mostly empty disk compresses to little.
+        while chunk := os.read(proc.stdout.fileno(), CHUNK):
             digest.update(chunk)
             out.write(chunk)
             written += len(chunk)
-            now = time.monotonic()
-            if now - last >= 0.25:
-                last = now
-                progress("compressing", min(_position(raw, proc), size), size)
+            progress("compressing", min(where.get(), size), size)
         proc.wait()
         out.flush()
         os.fsync(out.fileno())

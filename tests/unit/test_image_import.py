@@ -353,3 +353,51 @@ def test_a_url_that_is_not_found_is_refused(tmp_path: Path, http_dir: tuple[Path
     ):
         do_import(tmp_path, f"{url}/gone.img")
     assert not (tmp_path / "repo" / "index").exists()
+
+
+@pytest.mark.parametrize("phase", ["unpacking", "converting", "compressing"])
+def test_stopped_by_progress_kills_the_tools_and_keeps_nothing(tmp_path: Path, phase: str) -> None:
+    source = compress(image(tmp_path, "vdi"), "gzip")
+
+    def progress(now: str, done: int, total: int) -> None:
+        if now == phase:
+            raise importing.Stopped
+
+    work = tmp_path / "work"
+    work.mkdir()
+    request = importing.Request(source=str(source), name="mine")
+    with pytest.raises(importing.Stopped):
+        importing.import_image(request, tmp_path / "repo", work, progress)
+    assert [p.name for p in (tmp_path / "repo").glob("*")] in ([], [".lock"])
+
+
+def test_stopped_at_the_last_word_keeps_nothing(tmp_path: Path) -> None:
+    """The last progress report comes once the file is whole, before anything is renamed."""
+    calls: list[tuple[str, int, int]] = []
+
+    def progress(*report: Any) -> None:
+        calls.append(report)
+        if len(calls) > 1 and calls[-1] == calls[-2] == ("compressing", SIZE, SIZE):
+            raise importing.Stopped
+
+    work = tmp_path / "work"
+    work.mkdir()
+    request = importing.Request(source=str(image(tmp_path, "raw")), name="mine")
+    with pytest.raises(importing.Stopped):
+        importing.import_image(request, tmp_path / "repo", work, progress)
+    assert [p.name for p in (tmp_path / "repo").glob("*")] == [".lock"]
+
+
+def test_the_stop_event_kills_the_running_tool_and_keeps_nothing(tmp_path: Path) -> None:
+    stop = threading.Event()
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if phase == "compressing":
+            stop.set()  # asked from outside: the import notices by itself
+
+    work = tmp_path / "work"
+    work.mkdir()
+    request = importing.Request(source=str(image(tmp_path, "qcow2")), name="mine")
+    with pytest.raises(importing.Stopped):
+        importing.import_image(request, tmp_path / "repo", work, progress, stop)
+    assert [p.name for p in (tmp_path / "repo").glob("*")] == [".lock"]
