@@ -39,6 +39,12 @@ def register(templates_sub: parsing.Subparsers) -> None:
             type=_hex(algorithm),
             help=f"refuse the image unless its {algorithm} (of SOURCE as given) is HEX",
         )
+    parser.add_argument(
+        "--sign",
+        metavar="KEY",
+        help="sign the repository's index with this key of your gpg keyring (and every later "
+        "import with it); else it stays as it is (unsigned until signed once)",
+    )
     parsing.add_templates_dir(parser, default=argparse.SUPPRESS)
 
 
@@ -76,6 +82,7 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
         description=args.description,
         checksum=checksum,
         revision_above=above,
+        sign_key=args.sign,
     )
     meter = Meter(env.printer.err, env.printer.out, args.json, env.printer.err.isatty())
     with runtmp.tempdir("import-") as work, meter:
@@ -98,7 +105,7 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
             with contextlib.suppress(BaseException):
                 await working
             raise
-    conf_path = importing.write_conf(conf, repository)
+    conf_path = importing.write_conf(conf, repository, signed=done.signed_by is not None)
     meter.finish(done.virtual_size)
     if args.json:
         env.printer.json_line(
@@ -109,7 +116,8 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
         env.printer.text(
             f"imported {done.name} revision {done.revision} from {what}: "
             f"{_size(done.virtual_size)} disk, {_size(done.allocated_size)} allocated, "
-            f"{_size(done.compressed_size)} compressed, into {done.index} (unsigned)"
+            f"{_size(done.compressed_size)} compressed, into {done.index} "
+            + (f"(signed by {done.signed_by})" if done.signed_by else "(unsigned)")
         )
     if not listed:
         env.printer.note(

@@ -38,6 +38,9 @@ from mclu.decide import image_format
 CHUNK = 1 << 20
 FETCH_TIMEOUT = 60.0
 INDEX = "index"
+SIGNED_INDEX = "index.asc"  # the index clear-signed with the user's key, when they sign
+PUBLIC_KEY = "key.asc"  # that key's public half, the .conf's gpgkey=
+SIGNING_KEY = "signing-key"  # the key (as gpg names it) imports sign with, once given
 CONF_NAME = "mclu-local.conf"
 SOURCE_NAME = "mclu-local"
 XZ = ["xz", "--compress", "--block-size=16MiB", "--threads=0", "--stdout"]
@@ -70,6 +73,7 @@ class Request:
     checksum: tuple[str, str] | None = None  # ("sha256" or "sha512", hex digest)
     revision_above: int = 0  # the newest revision of `name` any source already has
     arch: str = "x86_64"
+    sign_key: str | None = None  # sign the index with this gpg key (and from then on)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Imported:
     sha512: str
     file: str  # the image file in the repository
     index: str  # the repository's index
+    signed_by: str | None = None  # the gpg key that signed index.asc, None: unsigned
 
 
 def data_home(environ: Mapping[str, str]) -> Path:
@@ -96,16 +101,20 @@ def repository_dir(environ: Mapping[str, str]) -> Path:
     return data_home(environ) / "mclu" / "images"
 
 
-def conf_text(repository: Path) -> str:
-    """The repos.d .conf that makes mclu and virt-builder see the repository (unsigned)."""
+def conf_text(repository: Path, signed: bool = False) -> str:
+    """The repos.d .conf that makes mclu and virt-builder see the repository: its signed
+    index and the key to check it with, or its plain index."""
+    if signed:
+        index, key = (repository / SIGNED_INDEX).as_uri(), (repository / PUBLIC_KEY).as_uri()
+        return f"[{SOURCE_NAME}]\nuri={index}\ngpgkey={key}\n"
     return f"[{SOURCE_NAME}]\nuri={(repository / INDEX).as_uri()}\n"
 
 
-def write_conf(repos_d: Path, repository: Path) -> Path:
+def write_conf(repos_d: Path, repository: Path, signed: bool = False) -> Path:
     """`repos_d/mclu-local.conf` naming the repository, written (atomically) when missing or
     different."""
     path = repos_d / CONF_NAME
-    text = conf_text(repository)
+    text = conf_text(repository, signed)
     with contextlib.suppress(OSError):
         if path.read_text() == text:
             return path
@@ -164,6 +173,7 @@ def import_image(
         _convert(source, path, found.format, raw, measured.virtual_size, progress)
     repository.mkdir(parents=True, exist_ok=True)
     with _locked(repository):
+        sign_key = request.sign_key or _recorded_key(repository)
         revision = max(newest_revision(repository, request.name), request.revision_above) + 1
         file_name = f"{request.name}.{request.arch}.r{revision}.xz"
         staged = Path(tempfile.mkstemp(prefix=".import-", suffix=".xz", dir=repository)[1])
@@ -185,7 +195,7 @@ def import_image(
             staged.unlink(missing_ok=True)
             raise
         try:
-            replaced = _add_to_index(repository / INDEX, request.name, section)
+            replaced = _add_to_index(repository, request.name, section, sign_key)
         except BaseException:
             (repository / file_name).unlink(missing_ok=True)
             raise
@@ -203,6 +213,7 @@ def import_image(
         sha512=sha512,
         file=str(repository / file_name),
         index=str(repository / INDEX),
+        signed_by=sign_key,
     )
 
 
@@ -527,9 +538,11 @@ def _section(
     return f"[{request.name}]\n" + "".join(f"{k}={v}\n" for k, v in fields_) + "\n"
 
 
-def _add_to_index(index: Path, name: str, section: str) -> list[str]:
+def _add_to_index(repository: Path, name: str, section: str, sign_key: str | None) -> list[str]:
     """Put `section` in the index in place of `name`'s (virt-builder wants one section per
-    template and arch), written aside and renamed; the `file=` values it replaced."""
+    template and arch), written aside and renamed, and signed with `sign_key` (index.asc,
+    key.asc) when there is one; the `file=` values it replaced."""
+    index = repository / INDEX
     try:
         text = index.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -548,8 +561,44 @@ def _add_to_index(index: Path, name: str, section: str) -> list[str]:
     body = "".join(kept).rstrip("\n")
     new = (body + "\n\n" if body else "") + section
     repo_index.parse_index(new, index.as_uri())  # what mclu will read must parse
+    if sign_key is not None:
+        signed, public = _sign(new, sign_key)  # before anything is written: it may fail
+        _replace_text(repository / PUBLIC_KEY, public)
+        _replace_text(repository / SIGNED_INDEX, signed)
+        _replace_text(repository / SIGNING_KEY, sign_key + "\n")
     _replace_text(index, new)
     return replaced
+
+
+def _recorded_key(repository: Path) -> str | None:
+    """The key a signed repository's imports sign with (given once with --sign)."""
+    try:
+        return (repository / SIGNING_KEY).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _sign(text: str, key: str) -> tuple[str, str]:
+    """`text` clear-signed with the user's gpg key `key`, and that key's public half."""
+    gpg = ["gpg", "--batch", "--yes", "--no-tty", "--armor"]
+    try:
+        signed = subprocess.run(
+            [*gpg, "--local-user", key, "--clearsign"], input=text, capture_output=True, text=True
+        )
+        public = subprocess.run([*gpg, "--export", "--", key], capture_output=True, text=True)
+    except FileNotFoundError:
+        raise errors.LocalToolMissing(tool="gpg", purpose="signing the index") from None
+    if signed.returncode != 0:
+        raise errors.LocalCommandFailed(
+            command=f"gpg --local-user {key} --clearsign",
+            exit_status=signed.returncode,
+            stderr=signed.stderr,
+        )
+    if public.returncode != 0 or "BEGIN PGP PUBLIC KEY" not in public.stdout:
+        raise errors.LocalCommandFailed(
+            command=f"gpg --export {key}", exit_status=public.returncode, stderr=public.stderr
+        )
+    return signed.stdout, public.stdout
 
 
 def _replace_text(path: Path, text: str) -> None:

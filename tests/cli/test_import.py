@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -108,3 +110,28 @@ def test_progress_reads_as_ovirt_img_s() -> None:
     line = Meter._line(6 << 30, 6 << 30, 16.85, "import completed")
     assert line == "[100%] 6.00 GiB, 16.85 s, 364.63 MiB/s | import completed"
     assert Meter._line(0, 0, 0.0, "downloading") == "[ ...] 0 bytes, 0.00 s, - | downloading"
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="needs gpg")
+def test_signed_import_is_listed_through_its_checked_signature(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("GNUPGHOME", str(home))
+    # mclu checks the signature with a keyring in $TMPDIR, whose gpg-agent socket path must
+    # fit in a socket address: a short $TMPDIR, not pytest's.
+    short = Path(tempfile.mkdtemp(prefix="mclu-t-", dir="/tmp"))
+    request.addfinalizer(lambda: shutil.rmtree(short, ignore_errors=True))
+    monkeypatch.setattr(tempfile, "tempdir", str(short))
+    gen = ["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "t@example.org", "ed25519"]
+    subprocess.run([*gen, "sign", "never"], check=True, capture_output=True)
+    assert cli("templates", "import", str(qcow2(tmp_path)), "mine", "--sign", "t@example.org") == 0
+    assert cli.stdout.rstrip().endswith("(signed by t@example.org)")
+    conf = (cli.repos_d / "mclu-local.conf").read_text()
+    assert "index.asc" in conf and "gpgkey=" in conf
+    assert cli("templates") == 0, cli.stderr
+    assert re.search(r"^mine\s+mclu-local\s+1\s", cli.stdout, re.M)
+    (repository(cli) / "index.asc").write_text("tampered\n")
+    assert cli("templates") == 1
+    assert "mclu-local" in cli.stderr and "not signed" in cli.stderr

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from mclu import errors
-from mclu.config import fields, repo_index
+from mclu.config import fields, repo_index, sources
 from mclu.decide import image_format
 from mclu.images import importing
 
@@ -400,4 +400,47 @@ def test_the_stop_event_kills_the_running_tool_and_keeps_nothing(tmp_path: Path)
     request = importing.Request(source=str(image(tmp_path, "qcow2")), name="mine")
     with pytest.raises(importing.Stopped):
         importing.import_image(request, tmp_path / "repo", work, progress, stop)
+    assert [p.name for p in (tmp_path / "repo").glob("*")] == [".lock"]
+
+
+@pytest.mark.skipif(shutil.which("gpg") is None, reason="needs gpg")
+def test_signed_with_the_users_key_mclu_checks_the_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("GNUPGHOME", str(home))
+    user = "mclu test <t@example.org>"
+    gen = ["gpg", "--batch", "--passphrase", "", "--quick-gen-key", user, "ed25519", "sign"]
+    subprocess.run([*gen, "never"], check=True, capture_output=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    request = importing.Request(
+        source=str(image(tmp_path, "raw")), name="mine", sign_key="t@example.org"
+    )
+    repo = tmp_path / "repo"
+    done = importing.import_image(request, repo, work, lambda *a: None)
+    assert done.signed_by == "t@example.org"
+    conf = importing.write_conf(tmp_path / "repos.d", repo, signed=True)
+    [source] = repo_index.parse_sources(conf.read_text(), str(conf))
+    assert source.uri.endswith("/index.asc") and source.gpgkey is not None
+    text = sources.fetch_index(source)  # checked against key.asc by gpg
+    [entry] = repo_index.parse_index(text, source.uri)
+    assert entry.sha512 == done.sha512
+    # Later imports sign with the same key without being told.
+    again = importing.Request(source=str(image(tmp_path, "raw")), name="other")
+    assert importing.import_image(again, repo, work, lambda *a: None).signed_by == done.signed_by
+    names = {e.name for e in repo_index.parse_index(sources.fetch_index(source), source.uri)}
+    assert names == {"mine", "other"}
+
+
+def test_a_key_gpg_does_not_have_fails_before_anything_is_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "gnupg"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("GNUPGHOME", str(home))
+    request = importing.Request(source=str(image(tmp_path, "raw")), name="mine", sign_key="nobody")
+    with pytest.raises((errors.LocalCommandFailed, errors.LocalToolMissing)):
+        importing.import_image(request, tmp_path / "repo", tmp_path, lambda *a: None)
     assert [p.name for p in (tmp_path / "repo").glob("*")] == [".lock"]
