@@ -75,7 +75,7 @@ def detect(head: bytes) -> Detected:
     if any(head[o : o + 5] == b"CD001" for o in _ISO_OFFSETS):
         return Detected(None, "an ISO 9660 image (installer or CD), not a disk")
     if head.startswith(b"QFI\xfb"):
-        return Detected("qcow2")
+        return _qcow2_header(head)
     if head.startswith(b"KDMV"):
         return Detected("vmdk")
     if head.lstrip().startswith(b"# Disk DescriptorFile"):
@@ -99,6 +99,24 @@ def detect(head: bytes) -> Detected:
         "not a disk image: no qcow2, vmdk or vdi header, and no partition table (MBR, GPT) "
         "or file system signature for a raw disk",
     )
+
+
+def _qcow2_header(head: bytes) -> Detected:
+    """A qcow2 refused from its header alone when it names a backing file or an external data
+    file (a path, or a URL: http, nbd, ssh), before any qemu-img runs: `convert` follows
+    both, and even `info` opens the data file."""
+    if len(head) < 104:
+        return Detected(None, "qcow2 truncated (shorter than its header)")
+    version = int.from_bytes(head[4:8], "big")
+    if int.from_bytes(head[8:16], "big"):
+        return Detected(None, "it has a backing file: import a flattened image")
+    incompatible = int.from_bytes(head[72:80], "big") if version >= 3 else 0
+    if incompatible & _QCOW2_EXTERNAL_DATA_FILE:
+        return Detected(None, "it has an external data file: import a flat qcow2")
+    return Detected("qcow2")
+
+
+_QCOW2_EXTERNAL_DATA_FILE = 1 << 2  # incompatible feature bit 2 (qcow2 spec, "Header")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import http.server
 import json
 import lzma
 import shutil
+import socket
 import subprocess
 import tempfile
 import threading
@@ -444,3 +445,31 @@ def test_a_key_gpg_does_not_have_fails_before_anything_is_written(
     with pytest.raises((errors.LocalCommandFailed, errors.LocalToolMissing)):
         importing.import_image(request, tmp_path / "repo", tmp_path, lambda *a: None)
     assert [p.name for p in (tmp_path / "repo").glob("*")] == [".lock"]
+
+
+def test_a_backing_url_is_refused_from_the_header_before_qemu_img_opens_it(
+    tmp_path: Path,
+) -> None:
+    """A backing URL would be followed by `qemu-img convert`: refused from the header, and
+    nothing connects to it at any step."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        out = tmp_path / "url.qcow2"
+        backing = f"nbd://127.0.0.1:{port}/secret"
+        qemu_img("create", "-f", "qcow2", "-u", "-b", backing, "-F", "raw", str(out), "8M")
+        assert "it has a backing file" in refused(tmp_path, out)
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody came
+
+
+def test_the_qcow2_header_alone_tells_backing_and_data_files(tmp_path: Path) -> None:
+    backed = tmp_path / "b.qcow2"
+    qemu_img("create", "-f", "qcow2", "-u", "-b", "/etc/passwd", "-F", "raw", str(backed), "8M")
+    assert image_format.detect(backed.read_bytes()).format is None
+    data = tmp_path / "d.qcow2"
+    qemu_img("create", "-f", "qcow2", "-o", f"data_file={tmp_path / 'd.raw'}", str(data), "8M")
+    assert "external data file" in image_format.detect(data.read_bytes()).reason
+    assert image_format.detect(b"QFI\xfb" + bytes(20)).reason.startswith("qcow2 truncated")
