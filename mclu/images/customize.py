@@ -473,7 +473,7 @@ def _personalize_drive(
         with step("root's authorized_keys"):
             guestfs_edit.add_authorized_keys(g, p.ssh_authorized_keys)
     with step("ssh host keys"):
-        guestfs_edit.replace_host_keys(g, host_keys)
+        given = guestfs_edit.replace_host_keys(g, host_keys)
     if password_hash:
         with step("root password"):
             guestfs_edit.set_root_password(g, password_hash)
@@ -496,7 +496,9 @@ def _personalize_drive(
         traits = guestfs_edit.read_traits(g)
     with step("unmount"):
         g.umount_all()
-    return dataclasses.replace(traits, host_keys=guest_text.public_host_keys(host_keys))
+    # Recorded only when written: ssh readiness and `mclu ssh` check the guest against them.
+    recorded = guest_text.public_host_keys(host_keys) if given else ()
+    return dataclasses.replace(traits, host_keys=recorded)
 
 
 def _short(command: str, width: int = 60) -> str:

@@ -114,10 +114,11 @@ def add_authorized_keys(g: GuestFS, keys: Sequence[str]) -> None:
     g.chmod(0o600, path)
 
 
-def replace_host_keys(g: GuestFS, keys: Mapping[str, bytes]) -> None:
-    """Swap the template's ssh host keys for this guest's own (only where /etc/ssh exists)."""
+def replace_host_keys(g: GuestFS, keys: Mapping[str, bytes]) -> bool:
+    """Swap the template's ssh host keys for this guest's own (only where /etc/ssh exists);
+    whether it wrote them: keys a guest was not given must not be recorded as its own."""
     if not g.is_dir("/etc/ssh"):
-        return
+        return False
     for old in g.glob_expand("/etc/ssh/ssh_host_*"):
         g.rm_f(old)
     for name, content in keys.items():
@@ -125,6 +126,7 @@ def replace_host_keys(g: GuestFS, keys: Mapping[str, bytes]) -> None:
         g.write(path, content)
         g.chown(0, 0, path)
         g.chmod(0o644 if name.endswith(".pub") else 0o600, path)
+    return True
 
 
 def set_root_password(g: GuestFS, password_hash: str) -> None:

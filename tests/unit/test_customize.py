@@ -10,12 +10,12 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
 from mclu import errors
-from mclu.images import customize, guest_text, guestfs_inspect
+from mclu.images import customize, guest_text, guestfs_edit, guestfs_inspect
 
 DEBIAN_HOSTS = "127.0.0.1\tlocalhost\n127.0.1.1\ttemplate\n\n::1\tlocalhost ip6-localhost\n"
 
@@ -88,6 +88,43 @@ def test_public_host_keys_are_the_pub_files_without_comments() -> None:
     assert all(len(k.split()) == 2 for k in keys)
     ed25519 = (keys_dir / "ssh_host_ed25519_key.pub").read_text().split()
     assert keys[1] == f"{ed25519[0]} {ed25519[1]}"
+
+
+class _Etc:
+    """Just enough of a libguestfs handle for replace_host_keys: which directories exist."""
+
+    def __init__(self, *dirs: str) -> None:
+        self.dirs = set(dirs)
+        self.written: list[str] = []
+
+    def is_dir(self, path: str) -> bool:
+        return path in self.dirs
+
+    def glob_expand(self, pattern: str) -> list[str]:
+        return []
+
+    def write(self, path: str, content: bytes) -> None:
+        self.written.append(path)
+
+    def chown(self, *args: object) -> None:
+        pass
+
+    def chmod(self, *args: object) -> None:
+        pass
+
+
+def test_host_keys_are_said_written_only_where_the_guest_has_etc_ssh() -> None:
+    # A guest without /etc/ssh (a busybox image) gets no keys, and none are recorded for it.
+    keys = {"ssh_host_ed25519_key": b"private", "ssh_host_ed25519_key.pub": b"ssh-ed25519 AAAA"}
+    bare = _Etc("/etc")
+    assert guestfs_edit.replace_host_keys(cast(Any, bare), keys) is False
+    assert bare.written == []
+    with_ssh = _Etc("/etc", "/etc/ssh")
+    assert guestfs_edit.replace_host_keys(cast(Any, with_ssh), keys) is True
+    assert with_ssh.written == [
+        "/etc/ssh/ssh_host_ed25519_key",
+        "/etc/ssh/ssh_host_ed25519_key.pub",
+    ]
 
 
 def test_root_home_from_passwd() -> None:
