@@ -34,7 +34,8 @@ install_busybox "$root"
 # ssh: dropbear from this machine (Debian's dropbear-bin); rcS starts it.
 install_with_libs /usr/sbin/dropbear
 install_with_libs /usr/lib/dropbear/dropbearconvert
-mkdir -p "$root/etc/dropbear"
+# /etc/ssh: personalisation writes a guest's host keys only where the directory exists.
+mkdir -p "$root/etc/dropbear" "$root/etc/ssh"
 printf 'passwd: files\ngroup: files\nshadow: files\nhosts: files\n' > "$root/etc/nsswitch.conf"
 mkdir -p "$root/boot/extlinux" "$root/dev" "$root/etc/init.d" "$root/etc/acpi/PWRF" \
     "$root/etc/udhcpc" "$root/home" "$root/proc" "$root/root" "$root/run" "$root/sys" \
