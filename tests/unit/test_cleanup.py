@@ -5,8 +5,6 @@
 from __future__ import annotations
 
 import datetime
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +12,7 @@ import pytest
 from mclu import images, model
 from mclu.decide import cleanup
 from mclu.read import storage
+from tests import plan_cases
 from tests.builders import SHUTOFF, guest
 
 IMAGES = "/var/lib/libvirt/images"
@@ -201,8 +200,6 @@ def test_a_guest_is_removed_under_its_lock_from_a_fresh_read() -> None:
 
 # --- the recorded cases -------------------------------------------------------------------------
 
-DATA = Path(__file__).parent.parent / "data" / "plans" / "cleanup"
-
 
 def guest_from(data: dict[str, Any]) -> model.Guest:
     state = data.get("mclu_state")
@@ -219,13 +216,7 @@ def scan_from(data: dict[str, Any]) -> model.LeftoverScan:
     return model.LeftoverScan(partial_files=files, locked=tuple(data.get("locked", [])))
 
 
-def cases() -> list[Any]:
-    paths = sorted(DATA.glob("*.json"))
-    assert paths, f"no cases in {DATA}"
-    return [pytest.param(json.loads(p.read_text()), id=p.stem) for p in paths]
-
-
-@pytest.mark.parametrize("case", cases())
+@pytest.mark.parametrize("case", plan_cases.load("cleanup"))
 def test_cleanup_case(case: dict[str, Any]) -> None:
     planned = cleanup.plan(
         [guest_from(g) for g in case["guests"]],

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mclu import errors, model
 from mclu.decide import delete
+from tests import plan_cases
 
-DATA = Path(__file__).parent.parent / "data" / "plans" / "delete"
 IMAGES = "/var/lib/libvirt/images"
 FACTS = model.HostFacts(
     hostname="h", arch="x86_64", cpus=4, memory_total=8 << 30, memory_free=8 << 30
@@ -51,27 +49,16 @@ def request_from(data: dict[str, Any]) -> delete.DeleteRequest:
     )
 
 
-def cases() -> list[Any]:
-    paths = sorted(DATA.glob("*.json"))
-    assert paths, f"no cases in {DATA}"
-    return [pytest.param(json.loads(p.read_text()), id=p.stem) for p in paths]
-
-
-@pytest.mark.parametrize("case", cases())
+@pytest.mark.parametrize("case", plan_cases.load("delete"))
 def test_delete_case(case: dict[str, Any]) -> None:
     expected = case["expected"]
     snapshot = snapshot_from(case["hosts"])
     request = request_from(case["request"])
-    if "error" in expected:
-        error_class = getattr(errors, expected["error"])
-        for step in (
-            lambda: delete.backing_to_read(request, snapshot),  # refused before any read
-            lambda: delete.plan(request, snapshot, case.get("backing", [])),
-        ):
-            with pytest.raises(error_class) as raised:
-                step()
-            assert type(raised.value) is error_class
-            assert str(raised.value) == expected["message"]
+    if plan_cases.refused(
+        expected,
+        lambda: delete.backing_to_read(request, snapshot),  # refused before any read
+        lambda: delete.plan(request, snapshot, case.get("backing", [])),
+    ):
         return
     assert list(delete.backing_to_read(request, snapshot)) == expected["read"]
     planned = delete.plan(request, snapshot, case.get("backing", []))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +14,7 @@ from mclu import errors, model, sizes
 from mclu.act import migrate as act_migrate
 from mclu.decide import migrate
 from mclu.read import migrate as read_migrate
+from tests import plan_cases
 from tests.builders import SHUTOFF, guest
 
 GIB = 1 << 30
@@ -164,7 +164,6 @@ def test_drain_leaves_what_does_not_fit_or_does_not_run() -> None:
 
 # --- the recorded cases (tests/data/plans/migrate/ and drain/, see their README) ------------
 
-PLANS = Path(__file__).parent.parent / "data" / "plans"
 IMAGES = "/var/lib/libvirt/images"
 HOST_DEFAULTS: dict[str, Any] = {
     "memory": "4 GiB",
@@ -297,20 +296,9 @@ def run_drain(case: dict[str, Any]) -> list[migrate.Move | migrate.NotMoved]:
     return list(migrate.plan_drain(case["source"], case_facts(case)).items)
 
 
-def cases(command: str) -> list[Any]:
-    paths = sorted((PLANS / command).glob("*.json"))
-    assert paths, f"no cases in {PLANS / command}"
-    return [pytest.param(json.loads(p.read_text()), id=p.stem) for p in paths]
-
-
 def check_case(case: dict[str, Any], run: Callable[[dict[str, Any]], Any]) -> None:
     expected = case["expected"]
-    if "error" in expected:
-        error_class = getattr(errors, expected["error"])
-        with pytest.raises(error_class) as raised:
-            run(case)
-        assert type(raised.value) is error_class
-        assert str(raised.value) == expected["message"]
+    if plan_cases.refused(expected, lambda: run(case)):
         return
     moves = [move_fields(m) for m in run(case)]
     wanted = [expected_move(m) for m in expected["moves"]]
@@ -318,11 +306,11 @@ def check_case(case: dict[str, Any], run: Callable[[dict[str, Any]], Any]) -> No
     assert [{k: m[k] for k in w} for m, w in zip(moves, wanted, strict=True)] == wanted
 
 
-@pytest.mark.parametrize("case", cases("migrate"))
+@pytest.mark.parametrize("case", plan_cases.load("migrate"))
 def test_migrate_case(case: dict[str, Any]) -> None:
     check_case(case, run_migrate)
 
 
-@pytest.mark.parametrize("case", cases("drain"))
+@pytest.mark.parametrize("case", plan_cases.load("drain"))
 def test_drain_case(case: dict[str, Any]) -> None:
     check_case(case, run_drain)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,8 +25,8 @@ from mclu.model import (
     ResolvedTemplate,
     StorageFacts,
 )
+from tests import plan_cases
 
-DATA = Path(__file__).parent.parent / "data" / "plans" / "build"
 NOW = "2024-05-01T10:00:00Z"
 IMAGES = "/var/lib/libvirt/images"
 MiB, GiB = 1 << 20, 1 << 30
@@ -182,21 +181,10 @@ def expected_guest(data: dict[str, Any]) -> dict[str, Any]:
 # --- the recorded cases --------------------------------------------------------------------
 
 
-def cases() -> list[Any]:
-    paths = sorted(DATA.glob("*.json"))
-    assert paths, f"no cases in {DATA}"
-    return [pytest.param(json.loads(p.read_text()), id=p.stem) for p in paths]
-
-
-@pytest.mark.parametrize("case", cases())
+@pytest.mark.parametrize("case", plan_cases.load("build"))
 def test_build_case(case: dict[str, Any]) -> None:
     expected = case["expected"]
-    if "error" in expected:
-        error_class = getattr(errors, expected["error"])
-        with pytest.raises(error_class) as raised:
-            run_case(case)
-        assert type(raised.value) is error_class
-        assert str(raised.value) == expected["message"]
+    if plan_cases.refused(expected, lambda: run_case(case)):
         return
     built = run_case(case)
     wanted = [expected_guest(g) for g in expected["guests"]]

@@ -3,8 +3,6 @@ renderers of `templates prune` (mclu.cli.prune)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +10,8 @@ import pytest
 from mclu import errors, model
 from mclu.cli import prune as prune_cli
 from mclu.decide import prune
+from tests import plan_cases
 
-DATA = Path(__file__).parent.parent / "data" / "plans" / "prune"
 IMAGES = "/var/lib/libvirt/images"
 
 
@@ -27,13 +25,7 @@ def run_case(case: dict[str, Any]) -> prune.PrunePlan:
     return prune.plan(prune.PruneRequest(**case.get("request", {})), "ham0", use)
 
 
-def cases() -> list[Any]:
-    paths = sorted(DATA.glob("*.json"))
-    assert paths, f"no cases in {DATA}"
-    return [pytest.param(json.loads(p.read_text()), id=p.stem) for p in paths]
-
-
-@pytest.mark.parametrize("case", cases())
+@pytest.mark.parametrize("case", plan_cases.load("prune"))
 def test_prune_case(case: dict[str, Any]) -> None:
     expected = case["expected"]
     planned = run_case(case)

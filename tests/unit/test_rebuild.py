@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -30,6 +29,7 @@ from mclu.model import (
     ResolvedTemplate,
     StorageFacts,
 )
+from tests import plan_cases
 from tests.builders import guest
 
 NOW = datetime.datetime(2026, 11, 21, 12, 0, 0, tzinfo=datetime.UTC)
@@ -382,7 +382,6 @@ def test_restore_script_puts_the_old_disk_back(tmp_path: Path, state: str) -> No
 
 # --- the recorded cases (tests/data/plans/rebuild/, see its README) ----------------------------
 
-CASES = Path(__file__).parent.parent / "data" / "plans" / "rebuild"
 CASE_GUEST: dict[str, Any] = {
     "template": "tiny",
     "revision": "1",
@@ -478,21 +477,10 @@ def rebuild_fields(r: rebuild.Rebuild) -> dict[str, Any]:
     }
 
 
-def rebuild_cases() -> list[Any]:
-    paths = sorted(CASES.glob("*.json"))
-    assert paths, f"no cases in {CASES}"
-    return [pytest.param(json.loads(p.read_text()), id=p.stem) for p in paths]
-
-
-@pytest.mark.parametrize("case", rebuild_cases())
+@pytest.mark.parametrize("case", plan_cases.load("rebuild"))
 def test_rebuild_case(case: dict[str, Any]) -> None:
     expected = case["expected"]
-    if "error" in expected:
-        error_class = getattr(errors, expected["error"])
-        with pytest.raises(error_class) as raised:
-            run_case(case)
-        assert type(raised.value) is error_class
-        assert str(raised.value) == expected["message"]
+    if plan_cases.refused(expected, lambda: run_case(case)):
         return
     chosen = run_case(case)
     wanted = expected.get("rebuild", [])
