@@ -166,8 +166,8 @@ def _disk_size(value: Any) -> int:
 
 
 def _vcpus(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 512:
-        raise ValueError(f"must be a whole number from 1 to 512, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= fields.MAX_VCPUS:
+        raise ValueError(f"must be a whole number from 1 to {fields.MAX_VCPUS}, got {value!r}")
     return value
 
 
