@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 from mclu.sandbox import config
 from mclu.sandbox.errors import SandboxError
-from mclu.sandbox.namespaces import KILL_TIMEOUT, proc_netns_inode
+from mclu.sandbox.namespaces import proc_netns_inode, stop_processes
 from mclu.sandbox.state import Paths
 
 START_TIMEOUT = 30.0
@@ -80,18 +78,7 @@ def start(paths: Paths) -> None:
 def stop(paths: Paths) -> bool:
     """Stop this instance's DHCP server (SIGTERM, then SIGKILL); False if none ran."""
     pids = running_pids()
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + KILL_TIMEOUT
-    while alive := [p for p in pids if p in running_pids()]:
-        if time.monotonic() > deadline + KILL_TIMEOUT:
-            raise SandboxError(f"dnsmasq survives SIGKILL: {alive}")
-        if time.monotonic() > deadline:
-            for pid in alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
+    stop_processes(pids, running_pids, "dnsmasq")
     paths.dhcp_pidfile.unlink(missing_ok=True)
     return bool(pids)
 

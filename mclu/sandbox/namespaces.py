@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from mclu.sandbox import config
@@ -72,3 +73,20 @@ def sandbox_netns_names() -> list[str]:
         return []
     prefix = config.NETNS_PREFIX + config.HOST_PREFIX
     return sorted(n for n in names if n.startswith(prefix))
+
+
+def stop_processes(pids: list[int], running: Callable[[], list[int]], what: str) -> None:
+    """SIGTERM to `pids`, then SIGKILL to those still among `running()` after KILL_TIMEOUT;
+    raises SandboxError naming `what` if any survives that too."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_TIMEOUT
+    while alive := [p for p in pids if p in running()]:
+        if time.monotonic() > deadline + KILL_TIMEOUT:
+            raise SandboxError(f"{what} survives SIGKILL: {alive}")
+        if time.monotonic() > deadline:
+            for pid in alive:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        time.sleep(0.05)

@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from mclu.sandbox import config
-from mclu.sandbox.errors import SandboxError
-from mclu.sandbox.namespaces import KILL_TIMEOUT
+from mclu.sandbox.namespaces import stop_processes
 from mclu.sandbox.readiness import wait_until
 from mclu.sandbox.state import Paths
 
@@ -87,17 +84,6 @@ def start(paths: Paths) -> int:
 def stop(paths: Paths) -> bool:
     """Stop this instance's listener (SIGTERM, then SIGKILL); False if none ran."""
     pids = running_pids()
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + KILL_TIMEOUT
-    while alive := [p for p in pids if Path(f"/proc/{p}/cmdline").exists() and p in running_pids()]:
-        if time.monotonic() > deadline + KILL_TIMEOUT:
-            raise SandboxError(f"wake-on-LAN listener survives SIGKILL: {alive}")
-        if time.monotonic() > deadline:
-            for pid in alive:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-        time.sleep(0.05)
+    stop_processes(pids, running_pids, "wake-on-LAN listener")
     paths.wol_pidfile.unlink(missing_ok=True)
     return bool(pids)
