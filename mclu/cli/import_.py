@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 from mclu import errors, runtmp
 from mclu.cli import commands, parsing
-from mclu.config import repo_index, sources
+from mclu.config import catalogue, repo_index, sources
 from mclu.images import importing
 
 _HEX = {"sha256": re.compile(r"^[0-9a-fA-F]{64}$"), "sha512": re.compile(r"^[0-9a-fA-F]{128}$")}
@@ -116,14 +116,31 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
         env.printer.text(
             f"imported {done.name} revision {done.revision} from {what}: "
             f"{_size(done.virtual_size)} disk, {_size(done.allocated_size)} allocated, "
+            f"{_size(done.required_size)} on a host, "
             f"{_size(done.compressed_size)} compressed, into {done.index} "
             + (f"(signed by {done.signed_by})" if done.signed_by else "(unsigned)")
         )
+        env.printer.text(
+            f"its system: {done.os_name or 'unnamed'} on {done.root}"
+            + (", with cloud-init" if done.cloud_init else ", no cloud-init")
+        )
+    if done.cloud_init:
+        templates = catalogue.locate(args.templates, env.environ) / f"{name}.toml"
+        env.printer.note(cloud_init_proposal(name, done.cloud_init, templates))
     if not listed:
         env.printer.note(
             f"your inventory's template_repos does not list {conf}: add it to see {name}"
         )
     return errors.EXIT_OK
+
+
+def cloud_init_proposal(name: str, found: tuple[str, ...], template: Path) -> str:
+    """What import says of an image that carries cloud-init: how to build from it with it."""
+    return (
+        f"{name} carries cloud-init ({', '.join(found)}): cloud-init can personalise it "
+        f"without the libguestfs appliance; to build so, write {template} with "
+        f'base = "{name}" and personalise = "cloud-init"'
+    )
 
 
 def _repos_d(args: argparse.Namespace, env: commands.Env) -> tuple[Path, bool]:
@@ -194,6 +211,8 @@ class Meter:
 
     @staticmethod
     def _line(done: int, total: int, seconds: float, what: str) -> str:
+        if what == "inspecting":  # the libguestfs appliance: no bytes to count, only time
+            return f"[ ...] {seconds:.2f} s | inspecting (libguestfs appliance)"
         percent = f"{100 * done // total:3d}%" if total else " ..."
         rate = _size(done / seconds) + "/s" if seconds > 0 else "-"
         return f"[{percent}] {_size(done)}, {seconds:.2f} s, {rate} | {what}"

@@ -8,7 +8,7 @@ qemu-img is ever asked to read the image's data.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -169,3 +169,149 @@ def check_result(exit_status: int) -> str | None:
     if exit_status in (0, 3):
         return None
     return "qcow2 corrupt" if exit_status == 2 else "qcow2 truncated or unreadable"
+
+
+# --- what a raw disk holds: can anything personalise it? ------------------------------------
+#
+# Read here from the raw disk's bytes, before any libguestfs appliance is launched (10-45 s
+# under TCG): a disk where no partition could hold an OS root (only FAT, swap, nothing) is
+# refused at once. Whatever is not plainly such a disk (an ext/XFS/btrfs filesystem, LVM,
+# LUKS, RAID, an extended partition, anything unknown) goes to the appliance, which decides.
+
+# Filesystems an OS root mclu personalises may be on, or that may hold one: the appliance
+# must look.
+ROOT_CANDIDATES = ("ext2/3/4", "xfs", "btrfs", "LVM", "LUKS", "MD RAID", "squashfs", "unknown")
+# Filesystem signatures at the start of a volume: (offset, bytes, name).
+_FS_SIGNATURES = (
+    (0x438, b"\x53\xef", "ext2/3/4"),
+    (0, b"XFSB", "xfs"),
+    (0x10040, b"_BHRfS_M", "btrfs"),
+    (512, b"LABELONE", "LVM"),
+    (0, b"LUKS\xba\xbe", "LUKS"),
+    (4096, b"\xfc\x4e\x2b\xa9", "MD RAID"),  # metadata 1.2; 1.1 is at 0
+    (0, b"\xfc\x4e\x2b\xa9", "MD RAID"),
+    (0, b"hsqs", "squashfs"),
+    (3, b"NTFS    ", "ntfs"),
+    (3, b"EXFAT   ", "exfat"),
+    (0x52, b"FAT32   ", "vfat"),
+    (0x36, b"FAT16   ", "vfat"),
+    (0x36, b"FAT12   ", "vfat"),
+    (4086, b"SWAPSPACE2", "swap"),
+    (4086, b"SWAP-SPACE", "swap"),
+    (0x8001, b"CD001", "iso9660"),
+)
+_MBR_EXTENDED = (0x05, 0x0F, 0x85)
+_MBR_PROTECTIVE = 0xEE
+SECTOR = 512
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a raw disk's volumes start, as far as its first HEAD_BYTES tell."""
+
+    table: str | None  # "MBR", "GPT"; None: no partition table (a filesystem on the disk)
+    starts: tuple[int, ...] = ()  # byte offsets of the volumes (partitions, or 0 for the disk)
+    unreadable: str = ""  # why the volumes cannot be told from here (the appliance must)
+
+
+def filesystem(head: bytes) -> str | None:
+    """What a volume whose first bytes are `head` holds: a name from _FS_SIGNATURES,
+    "unknown" (something, not known here), None (zeros: nothing)."""
+    for offset, magic, name in _FS_SIGNATURES:
+        if head[offset : offset + len(magic)] == magic:
+            return name
+    return "unknown" if head.strip(b"\x00") else None
+
+
+def layout(head: bytes) -> Layout:
+    """The volumes of a raw disk from its first bytes: a GPT's or an MBR's partitions, else
+    the whole disk (a filesystem without a partition table, FAT's boot sector included)."""
+    if head[512:520] == b"EFI PART":
+        return _gpt(head)
+    if head[510:512] == b"\x55\xaa":
+        entries = [head[446 + 16 * i : 462 + 16 * i] for i in range(4)]
+        if all(e[0] in (0, 0x80) for e in entries):
+            used = [e for e in entries if e[4] and int.from_bytes(e[12:16], "little")]
+            if any(e[4] == _MBR_PROTECTIVE for e in used):
+                return Layout("GPT", unreadable="a GPT not at 512 bytes (4 KiB sectors)")
+            if any(e[4] in _MBR_EXTENDED for e in used):
+                return Layout("MBR", unreadable="an extended partition")
+            if used:
+                starts = tuple(int.from_bytes(e[8:12], "little") * SECTOR for e in used)
+                return Layout("MBR", starts)
+            if filesystem(head) in (None, "unknown"):  # not a FAT boot sector: an empty MBR
+                return Layout("MBR")
+    return Layout(None, (0,))
+
+
+def _gpt(head: bytes) -> Layout:
+    lba = int.from_bytes(head[512 + 72 : 512 + 80], "little")
+    count = int.from_bytes(head[512 + 80 : 512 + 84], "little")
+    size = int.from_bytes(head[512 + 84 : 512 + 88], "little")
+    start, end = lba * SECTOR, lba * SECTOR + count * size
+    if size < 128 or not 0 < start < end <= len(head):
+        return Layout("GPT", unreadable="GPT entries past the disk's first 64 KiB")
+    starts = []
+    for at in range(start, end, size):
+        entry = head[at : at + size]
+        if entry[:16].strip(b"\x00"):  # a type GUID: a partition
+            starts.append(int.from_bytes(entry[32:40], "little") * SECTOR)
+    return Layout("GPT", tuple(starts))
+
+
+def without_root(found: Layout, volumes: Sequence[str | None]) -> str | None:
+    """Why a disk whose volumes hold `volumes` (filesystem() of each of `found.starts`)
+    cannot be personalised, or None when an appliance must look (it may hold a root)."""
+    if found.unreadable or any(v in ROOT_CANDIDATES for v in volumes):
+        return None
+    return no_root(found.table, [v for v in volumes if v is not None], len(volumes))
+
+
+def no_root(table: str | None, filesystems: Sequence[str], partitions: int) -> str:
+    """The refusal of a disk with no OS root, saying what it holds: "no operating system
+    libguestfs can personalise (found: one vfat filesystem, no root)"."""
+    counts: dict[str, int] = {}
+    for name in filesystems:
+        counts[name] = counts.get(name, 0) + 1
+    if counts:
+        what = ", ".join(_how_many(n, _noun(name)) for name, n in counts.items()) + ", no root"
+    elif table is None:
+        what = "no partition table, no filesystem"
+    else:
+        article = "an" if table == "MBR" else "a"
+        what = f"{article} {table} with {_how_many(partitions, 'partition')}, no filesystem"
+    return f"no operating system libguestfs can personalise (found: {what})"
+
+
+def _noun(filesystem: str) -> str:
+    return "swap area" if filesystem == "swap" else f"{filesystem} filesystem"
+
+
+def _how_many(n: int, noun: str) -> str:
+    word = {0: "no", 1: "one", 2: "two", 3: "three", 4: "four"}.get(n, str(n))
+    return f"{word} {noun}" + ("s" if n != 1 else "")
+
+
+def parse_measure(data: Any) -> int | str:
+    """The bytes a host needs for the image (`qemu-img measure --output=json -O qcow2`'s
+    "required": its data and what holds it), or why the answer is not one."""
+    required = data.get("required") if isinstance(data, Mapping) else None
+    if not isinstance(required, int) or required < 0:
+        return "qemu-img measure said nothing readable"
+    return required
+
+
+def inspected(
+    found: Layout, filesystems: Sequence[str], root: str | None, has_etc: bool
+) -> str | None:
+    """Why a disk the libguestfs appliance looked at cannot be personalised (libguestfs's
+    `filesystems` types, the OS `root` it found and whether that has /etc), or None."""
+    if root is None:
+        held = [f for f in filesystems if f != "unknown"]
+        return no_root(found.table, held, len(found.starts))
+    if not has_etc:
+        return (
+            "no operating system libguestfs can personalise (found: an OS root on "
+            f"{root} with no /etc: mclu personalises Linux systems)"
+        )
+    return None

@@ -34,6 +34,7 @@ from typing import IO, Any
 from mclu import errors
 from mclu.config import fields, repo_index
 from mclu.decide import image_format
+from mclu.images import import_inspect
 
 CHUNK = 1 << 20
 FETCH_TIMEOUT = 60.0
@@ -54,7 +55,11 @@ _ZERO = bytes(CHUNK)
 _stop: contextvars.ContextVar[threading.Event] = contextvars.ContextVar("mclu_import_stop")
 _SECTION = re.compile(r"^\[([^\]]+)\]\s*$")
 
-# Progress: the phase ("downloading", "checking", "unpacking", "converting", "compressing"),
+# The appliance's look at a disk (import_inspect.inspect's signature; tests stand in for it).
+Inspect = Callable[[str, Path, Path, Callable[[], None]], import_inspect.Inspection]
+
+# Progress: the phase ("downloading", "checking", "unpacking", "converting", "inspecting",
+# "compressing"),
 # bytes done, bytes in all (0: unknown). Called often from the importing thread, and last just
 # before the new revision is committed: it may raise Stopped there to have the import undone.
 Progress = Callable[[str, int, int], None]
@@ -84,11 +89,15 @@ class Imported:
     compression: str | None  # around it: xz, gzip, zstd, bzip2
     virtual_size: int
     allocated_size: int
+    required_size: int  # the room a host needs for it (qemu-img measure)
     compressed_size: int
     sha512: str
     file: str  # the image file in the repository
     index: str  # the repository's index
     signed_by: str | None = None  # the gpg key that signed index.asc, None: unsigned
+    root: str = ""  # the OS root libguestfs found, e.g. /dev/sda1
+    os_name: str = ""  # its os-release name
+    cloud_init: tuple[str, ...] = ()  # the cloud-init files it holds: cloud-init can personalise
 
 
 def data_home(environ: Mapping[str, str]) -> Path:
@@ -145,11 +154,14 @@ def import_image(
     work: Path,
     progress: Progress,
     stop: threading.Event | None = None,
+    inspect: Inspect | None = None,
 ) -> Imported:
     """Import `request.source` as a new revision of `request.name` into `repository`, using
     the private directory `work` for what is temporary. Raises ImageRefused (the image is not
     taken: nothing kept), SourceUnavailable, LocalToolMissing, LocalCommandFailed; Stopped
-    when `stop` is set (the program running is killed at once) or progress raises it."""
+    when `stop` is set (the program running is killed at once) or progress raises it.
+    `inspect` looks at the raw disk in a libguestfs appliance (default
+    import_inspect.inspect)."""
     _stop.set(stop or threading.Event())
     source = request.source
     path = _obtain(request, work, progress)
@@ -167,10 +179,12 @@ def import_image(
         raise errors.ImageRefused(source=source, reason=measured)
     if found.format == "qcow2":
         _check_qcow2(source, path)
+    required = _measure(source, path, found.format)
     raw = path
     if found.format != "raw":
         raw = work / "base.raw"
         _convert(source, path, found.format, raw, measured.virtual_size, progress)
+    seen = _personalisable(source, raw, work, progress, inspect or import_inspect.inspect)
     repository.mkdir(parents=True, exist_ok=True)
     with _locked(repository):
         sign_key = request.sign_key or _recorded_key(repository)
@@ -209,11 +223,15 @@ def import_image(
         compression=packed,
         virtual_size=measured.virtual_size,
         allocated_size=measured.allocated_size,
+        required_size=required,
         compressed_size=compressed,
         sha512=sha512,
         file=str(repository / file_name),
         index=str(repository / INDEX),
         signed_by=sign_key,
+        root=seen.root or "",
+        os_name=seen.os_name,
+        cloud_init=seen.cloud_init,
     )
 
 
@@ -274,8 +292,9 @@ def _hash_file(path: Path, digest: Any, progress: Progress) -> None:
             progress("checking", done, total)
 
 
-def _head(path: Path) -> bytes:
+def _head(path: Path, offset: int = 0) -> bytes:
     with open(path, "rb") as data:
+        data.seek(offset)
         return data.read(image_format.HEAD_BYTES)
 
 
@@ -450,6 +469,30 @@ def _check_qcow2(source: str, path: Path) -> None:
         raise errors.ImageRefused(source=source, reason=f"{reason}: {why}" if why else reason)
 
 
+def _measure(source: str, path: Path, fmt: str) -> int:
+    """The room a host needs for the image: `qemu-img measure`'s "required" for a qcow2 of
+    it (its data and what holds it; hosts keep bases sparse), under the probe's limits."""
+    try:
+        done = _qemu_img(
+            ["measure", "--output=json", "-f", fmt, "-O", "qcow2", "--", str(path)],
+            PROBE_MEMORY,
+            PROBE_CPU_SECONDS,
+            PROBE_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        raise errors.ImageRefused(source=source, reason="qemu-img measure took too long") from None
+    if done.returncode != 0:
+        why = errors.last_lines(done.stderr, f"exit status {done.returncode}")
+        raise errors.ImageRefused(source=source, reason=f"{fmt} image unreadable: {why}")
+    try:
+        required = image_format.parse_measure(json.loads(done.stdout))
+    except ValueError:
+        required = "qemu-img measure said nothing readable"
+    if isinstance(required, str):
+        raise errors.ImageRefused(source=source, reason=required)
+    return required
+
+
 def _convert(source: str, path: Path, fmt: str, dest: Path, size: int, progress: Progress) -> None:
     """`qemu-img convert -f FMT -O raw`, only ever after the probe found nothing it would
     follow; its -p percentages become progress."""
@@ -474,6 +517,37 @@ def _convert(source: str, path: Path, fmt: str, dest: Path, size: int, progress:
     if proc.returncode != 0:
         why = errors.last_lines(err(), f"exit status {proc.returncode}")
         raise errors.ImageRefused(source=source, reason=f"{fmt} image unreadable: {why}")
+
+
+# --- can anything personalise it? -------------------------------------------------------------
+
+
+def _personalisable(
+    source: str, raw: Path, work: Path, progress: Progress, inspect: Inspect
+) -> import_inspect.Inspection:
+    """What the raw disk holds, refused when neither libguestfs nor cloud-init could
+    personalise it: at once when its own bytes show no volume that could hold an OS root
+    (only FAT, swap, nothing), else after one libguestfs appliance looked."""
+    stop = _stop.get(None) or threading.Event()
+
+    def tick() -> None:
+        if stop.is_set():
+            raise Stopped
+        progress("inspecting", 0, 0)
+
+    tick()
+    found = image_format.layout(_head(raw))
+    volumes = [image_format.filesystem(_head(raw, start)) for start in found.starts]
+    reason = image_format.without_root(found, volumes)
+    if reason is not None:
+        raise errors.ImageRefused(source=source, reason=reason)
+    tmpdir = work / "guestfs"
+    tmpdir.mkdir(exist_ok=True)
+    seen = inspect(source, raw, tmpdir, tick)
+    reason = image_format.inspected(found, list(seen.filesystems.values()), seen.root, seen.has_etc)
+    if reason is not None:
+        raise errors.ImageRefused(source=source, reason=reason)
+    return seen
 
 
 # --- into the repository ---------------------------------------------------------------------

@@ -13,18 +13,19 @@ from pathlib import Path
 import pytest
 
 from mclu.cli.import_ import Meter
+from mclu.images import import_inspect
 from tests.cli.harness import Cli
+from tests.unit.test_image_import import NO_OS, raw_disk, stand_in_appliance
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+pytestmark = pytest.mark.skipif(
+    shutil.which("qemu-img") is None or shutil.which("mkfs.ext4") is None,
+    reason="needs qemu-img and mkfs.ext4",
+)
 
 
 def qcow2(tmp_path: Path, name: str = "disk.qcow2") -> Path:
-    """An 8 MiB qcow2 of a raw disk with an MBR signature."""
-    raw = tmp_path / "disk.raw"
-    with open(raw, "wb") as disk:
-        disk.truncate(8 << 20)
-        disk.seek(510)
-        disk.write(b"\x55\xaa")
+    """An 8 MiB qcow2 of a raw disk with an MBR and an ext4 OS root."""
+    raw = raw_disk(tmp_path / "disk.raw")
     out = tmp_path / name
     subprocess.run(
         ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", raw, out],
@@ -32,6 +33,13 @@ def qcow2(tmp_path: Path, name: str = "disk.qcow2") -> Path:
         capture_output=True,
     )
     return out
+
+
+@pytest.fixture(autouse=True)
+def appliance(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """libguestfs's appliance stood in for (tests/integration/test_import_inspect.py runs
+    it): it finds raw_disk's OS root."""
+    return stand_in_appliance(monkeypatch)
 
 
 @pytest.fixture
@@ -76,6 +84,8 @@ def test_json_gives_progress_lines_then_the_import(cli: Cli, tmp_path: Path) -> 
     last = events[-1]
     assert last["event"] == "imported" and last["revision"] == 1 and last["format"] == "qcow2"
     assert last["listed"] is True and Path(last["file"]).is_file()
+    assert last["virtual_size"] == 8 << 20 and 0 < last["required_size"] < 8 << 20
+    assert (last["root"], last["cloud_init"]) == ("/dev/sda1", [])
 
 
 def test_a_refusal_is_one_line_and_keeps_nothing(cli: Cli, tmp_path: Path) -> None:
@@ -127,7 +137,7 @@ def test_signed_import_is_listed_through_its_checked_signature(
     gen = ["gpg", "--batch", "--passphrase", "", "--quick-gen-key", "t@example.org", "ed25519"]
     subprocess.run([*gen, "sign", "never"], check=True, capture_output=True)
     assert cli("templates", "import", str(qcow2(tmp_path)), "mine", "--sign", "t@example.org") == 0
-    assert cli.stdout.rstrip().endswith("(signed by t@example.org)")
+    assert cli.stdout.splitlines()[0].endswith("(signed by t@example.org)")
     conf = (cli.repos_d / "mclu-local.conf").read_text()
     assert "index.asc" in conf and "gpgkey=" in conf
     assert cli("templates") == 0, cli.stderr
@@ -135,3 +145,48 @@ def test_signed_import_is_listed_through_its_checked_signature(
     (repository(cli) / "index.asc").write_text("tampered\n")
     assert cli("templates") == 1
     assert "mclu-local" in cli.stderr and "not signed" in cli.stderr
+
+
+def test_the_text_says_the_room_a_host_needs_and_the_system_found(cli: Cli, tmp_path: Path) -> None:
+    assert cli("templates", "import", str(qcow2(tmp_path)), "mine") == 0
+    first, second = cli.stdout.splitlines()
+    assert re.fullmatch(
+        r"imported mine revision 1 from qcow2: 8\.00 MiB disk, \S+ \S+ allocated, "
+        r"\S+ \S+ on a host, \S+ \S+ compressed, into \S+/index \(unsigned\)",
+        first,
+    )
+    assert second == "its system: Debian GNU/Linux 12 (bookworm) on /dev/sda1, no cloud-init"
+    assert cli.stderr == ""
+
+
+def test_an_image_with_cloud_init_is_proposed_for_it(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = ("/usr/bin/cloud-init", "/etc/cloud/cloud.cfg")
+    stand_in_appliance(
+        monkeypatch,
+        import_inspect.Inspection({"/dev/sda1": "ext4"}, "/dev/sda1", "Debian 12", True, found),
+    )
+    assert cli("templates", "import", str(qcow2(tmp_path)), "cloudy") == 0
+    assert cli.stdout.splitlines()[1] == "its system: Debian 12 on /dev/sda1, with cloud-init"
+    template = Path(__file__).resolve().parents[2] / "templates" / "cloudy.toml"
+    assert cli.stderr == (
+        "mclu: cloudy carries cloud-init (/usr/bin/cloud-init, /etc/cloud/cloud.cfg): "
+        "cloud-init can personalise it without the libguestfs appliance; to build so, write "
+        f'{template} with base = "cloudy" and personalise = "cloud-init"\n'
+    )
+
+
+def test_a_disk_with_only_a_vfat_filesystem_is_one_line(
+    cli: Cli, tmp_path: Path, appliance: list[Path]
+) -> None:
+    if shutil.which("mkfs.vfat") is None:
+        pytest.skip("needs mkfs.vfat")
+    disk = tmp_path / "esp.img"
+    subprocess.run(["mkfs.vfat", "-C", str(disk), "8192"], check=True, capture_output=True)
+    result = cli.result("templates", "import", str(disk), "esp")
+    assert result.code == 1 and appliance == []
+    assert result.one_error_line() == (
+        f"mclu: error: {disk}: not imported: {NO_OS} (found: one vfat filesystem, no root)"
+    )
+    assert not (repository(cli) / "index").exists()

@@ -1,5 +1,8 @@
-"""`mclu templates import`'s detection and import on real small images made with qemu-img:
-every format taken (each also compressed with xz, gzip, zstd, bzip2) and the ones refused."""
+"""`mclu templates import`'s detection and import on real small images made with qemu-img and
+mkfs: every format taken (each also compressed with xz, gzip, zstd, bzip2) and the ones
+refused, among them disks nothing could personalise (only a vfat filesystem, an MBR and no
+filesystem). libguestfs's appliance (10-45 s a launch under TCG) is stood in for here, where
+a disk reaches it; tests/integration/test_import_inspect.py runs the real one."""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import socket
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,28 +24,89 @@ import pytest
 from mclu import errors
 from mclu.config import fields, repo_index, sources
 from mclu.decide import image_format
-from mclu.images import importing
+from mclu.images import import_inspect, importing
 
-pytestmark = pytest.mark.skipif(shutil.which("qemu-img") is None, reason="needs qemu-img")
+pytestmark = pytest.mark.skipif(
+    shutil.which("qemu-img") is None or shutil.which("mkfs.ext4") is None,
+    reason="needs qemu-img and mkfs.ext4",
+)
 
 MIB = 1 << 20
 SIZE = 8 * MIB
 DATA = b"mclu import test data"
 DATA_AT = 3 * MIB
+PART_AT, PART_SIZE = 1 * MIB, 2 * MIB  # raw_disk's one partition
+OS_RELEASE = 'ID=debian\nVERSION_ID=12\nPRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\n'
 
 
-def raw_disk(path: Path) -> Path:
-    """A raw disk with an MBR (partition table signature 0x55aa) and some data."""
+def mbr(path: Path, size: int = SIZE, partitions: tuple[tuple[int, int, int], ...] = ()) -> Path:
+    """A raw disk of `size` bytes with an MBR listing `partitions` (start, bytes, type)."""
     with open(path, "wb") as disk:
-        disk.truncate(SIZE)
-        disk.seek(446)
-        disk.write(bytes([0, 0, 0x21, 0, 0x83, 0, 0, 0]) + (2048).to_bytes(4, "little"))
-        disk.write((SIZE // 512 - 2048).to_bytes(4, "little"))
+        disk.truncate(size)
+        for number, (start, length, kind) in enumerate(partitions):
+            disk.seek(446 + 16 * number)
+            disk.write(bytes([0, 0, 0x21, 0, kind, 0, 0, 0]) + (start // 512).to_bytes(4, "little"))
+            disk.write((length // 512).to_bytes(4, "little"))
         disk.seek(510)
         disk.write(b"\x55\xaa")
+    return path
+
+
+def os_tree(directory: Path, cloud_init: bool = False) -> Path:
+    """A directory that mkfs -d makes an OS root (libguestfs's test: /etc/os-release)."""
+    (directory / "etc").mkdir(parents=True, exist_ok=True)
+    (directory / "etc" / "os-release").write_text(OS_RELEASE)
+    if cloud_init:
+        (directory / "usr" / "bin").mkdir(parents=True, exist_ok=True)
+        (directory / "usr" / "bin" / "cloud-init").write_text("#!/bin/sh\n")
+        (directory / "etc" / "cloud").mkdir(exist_ok=True)
+        (directory / "etc" / "cloud" / "cloud.cfg").write_text("datasource_list: [NoCloud]\n")
+    return directory
+
+
+def mkfs_ext4(disk: Path, tree: Path | None, at: int = PART_AT, size: int = PART_SIZE) -> None:
+    """An ext4 filesystem of `size` bytes at offset `at` of `disk`, holding `tree`."""
+    fill = ["-d", str(tree)] if tree is not None else []
+    argv = ["mkfs.ext4", "-q", "-F", *fill, "-E", f"offset={at}", str(disk), f"{size // 1024}k"]
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def raw_disk(path: Path, cloud_init: bool = False) -> Path:
+    """A raw disk with an MBR whose one partition holds an ext4 OS root, and some data past
+    it."""
+    mbr(path, partitions=((PART_AT, PART_SIZE, 0x83),))
+    mkfs_ext4(path, os_tree(path.parent / f"{path.name}.root", cloud_init))
+    with open(path, "r+b") as disk:
         disk.seek(DATA_AT)
         disk.write(DATA)
     return path
+
+
+def stand_in_appliance(
+    monkeypatch: pytest.MonkeyPatch, found: import_inspect.Inspection | None = None
+) -> list[Path]:
+    """libguestfs's appliance stood in for: it answers `found` (by default the OS root of
+    raw_disk's partition) for the raw disks it is given, which are listed."""
+    looked: list[Path] = []
+    answer = found or import_inspect.Inspection(
+        {"/dev/sda1": "ext4"}, "/dev/sda1", "Debian GNU/Linux 12 (bookworm)", True
+    )
+
+    def stand_in(
+        source: str, disk: Path, tmpdir: Path, tick: Callable[[], None]
+    ) -> import_inspect.Inspection:
+        tick()
+        assert tmpdir.is_dir()
+        looked.append(disk)
+        return answer
+
+    monkeypatch.setattr(import_inspect, "inspect", stand_in)
+    return looked
+
+
+@pytest.fixture(autouse=True)
+def appliance(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    return stand_in_appliance(monkeypatch)
 
 
 def qemu_img(*argv: str) -> None:
@@ -125,6 +189,7 @@ def test_every_format_bare_or_compressed_becomes_a_raw_xz_revision(
     base = unpacked_base(done)
     assert len(base) == SIZE and base[DATA_AT : DATA_AT + len(DATA)] == DATA
     assert base[510:512] == b"\x55\xaa"
+    assert base[PART_AT + 0x438 : PART_AT + 0x43A] == b"\x53\xef"  # the ext4 superblock
     xz = Path(done.file).read_bytes()
     assert done.sha512 == hashlib.sha512(xz).hexdigest() and done.compressed_size == len(xz)
     [entry] = repo_index.parse_index(Path(done.index).read_text(), Path(done.index).as_uri())
@@ -356,7 +421,7 @@ def test_a_url_that_is_not_found_is_refused(tmp_path: Path, http_dir: tuple[Path
     assert not (tmp_path / "repo" / "index").exists()
 
 
-@pytest.mark.parametrize("phase", ["unpacking", "converting", "compressing"])
+@pytest.mark.parametrize("phase", ["unpacking", "converting", "inspecting", "compressing"])
 def test_stopped_by_progress_kills_the_tools_and_keeps_nothing(tmp_path: Path, phase: str) -> None:
     source = compress(image(tmp_path, "vdi"), "gzip")
 
@@ -473,3 +538,132 @@ def test_the_qcow2_header_alone_tells_backing_and_data_files(tmp_path: Path) -> 
     qemu_img("create", "-f", "qcow2", "-o", f"data_file={tmp_path / 'd.raw'}", str(data), "8M")
     assert "external data file" in image_format.detect(data.read_bytes()).reason
     assert image_format.detect(b"QFI\xfb" + bytes(20)).reason.startswith("qcow2 truncated")
+
+
+# --- measured -----------------------------------------------------------------------------
+
+
+def test_the_room_a_host_needs_is_qemu_img_measure_s(tmp_path: Path) -> None:
+    source = image(tmp_path, "qcow2")
+    measured = json.loads(
+        subprocess.run(
+            ["qemu-img", "measure", "--output=json", "-f", "qcow2", "-O", "qcow2", str(source)],
+            capture_output=True,
+            check=True,
+        ).stdout
+    )
+    done = do_import(tmp_path, source)
+    assert done.required_size == measured["required"]
+    # The disk holds its partition's filesystem and DATA, not its 8 MiB: a host keeps less.
+    assert 0 < done.required_size < SIZE == done.virtual_size
+
+
+# --- a disk nothing could personalise ---------------------------------------------------------
+
+NO_OS = "no operating system libguestfs can personalise"
+
+
+def vfat(path: Path, at: int = 0, size: int = SIZE) -> None:
+    if shutil.which("mkfs.vfat") is None:
+        pytest.skip("needs mkfs.vfat (dosfstools)")
+    offset = ["--offset", str(at // 512)] if at else []
+    argv = ["mkfs.vfat", *offset, str(path), str(size // 1024)]
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("partitioned", [False, True])
+def test_a_disk_with_only_a_vfat_filesystem_is_refused_without_an_appliance(
+    tmp_path: Path, appliance: list[Path], partitioned: bool
+) -> None:
+    disk = tmp_path / "esp.img"
+    if partitioned:
+        vfat(mbr(disk, partitions=((MIB, 6 * MIB, 0x0C),)), at=MIB, size=6 * MIB)
+    else:
+        with open(disk, "wb") as f:
+            f.truncate(SIZE)
+        vfat(disk)  # a "superfloppy": its boot sector has 55aa at 510 too, and no partitions
+    reason = refused(tmp_path, disk)
+    assert reason == f"{disk}: not imported: {NO_OS} (found: one vfat filesystem, no root)"
+    assert appliance == []
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_a_disk_with_an_mbr_and_no_filesystem_is_refused_after_conversion(
+    tmp_path: Path, appliance: list[Path], fmt: str
+) -> None:
+    disk = mbr(tmp_path / "empty.raw", partitions=((MIB, 6 * MIB, 0x83),))
+    if fmt == "qcow2":
+        qemu_img("convert", "-f", "raw", "-O", "qcow2", str(disk), str(tmp_path / "empty.qcow2"))
+        disk = tmp_path / "empty.qcow2"
+    reason = refused(tmp_path, disk)
+    assert reason.endswith(f"{NO_OS} (found: an MBR with one partition, no filesystem)")
+    assert appliance == []
+    no_partitions = mbr(tmp_path / "bare.raw")
+    assert refused(tmp_path, no_partitions).endswith(
+        f"{NO_OS} (found: an MBR with no partitions, no filesystem)"
+    )
+
+
+def test_a_gpt_disk_with_an_esp_and_an_empty_partition_is_refused(
+    tmp_path: Path, appliance: list[Path]
+) -> None:
+    if shutil.which("sfdisk") is None:
+        pytest.skip("needs sfdisk")
+    disk = tmp_path / "gpt.raw"
+    with open(disk, "wb") as f:
+        f.truncate(SIZE)
+    script = "label: gpt\nstart=2048, size=8192, type=U\nstart=10240, size=4096, type=L\n"
+    subprocess.run(["sfdisk", "-q", str(disk)], input=script, text=True, check=True)
+    vfat(disk, at=2048 * 512, size=8192 * 512)
+    assert refused(tmp_path, disk).endswith(f"{NO_OS} (found: one vfat filesystem, no root)")
+    assert appliance == []
+
+
+def test_an_ext4_filesystem_goes_to_the_appliance_which_finds_no_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    disk = mbr(tmp_path / "data.raw", partitions=((PART_AT, PART_SIZE, 0x83),))
+    mkfs_ext4(disk, None)  # a data disk: a filesystem, no /etc
+    nothing = import_inspect.Inspection({"/dev/sda1": "ext4"})
+    looked = stand_in_appliance(monkeypatch, nothing)
+    assert refused(tmp_path, disk).endswith(f"{NO_OS} (found: one ext4 filesystem, no root)")
+    assert looked == [disk]  # the raw source itself: one appliance, once
+    windows = import_inspect.Inspection({"/dev/sda1": "ntfs"}, "/dev/sda1", "", has_etc=False)
+    stand_in_appliance(monkeypatch, windows)
+    assert refused(tmp_path, disk).endswith("with no /etc: mclu personalises Linux systems)")
+
+
+def test_cloud_init_in_the_image_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = import_inspect.Inspection(
+        {"/dev/sda1": "ext4"},
+        "/dev/sda1",
+        "Debian GNU/Linux 12 (bookworm)",
+        True,
+        ("/usr/bin/cloud-init", "/etc/cloud/cloud.cfg"),
+    )
+    stand_in_appliance(monkeypatch, found)
+    done = do_import(tmp_path, image(tmp_path, "qcow2"))
+    assert done.cloud_init == ("/usr/bin/cloud-init", "/etc/cloud/cloud.cfg")
+    assert (done.root, done.os_name) == ("/dev/sda1", "Debian GNU/Linux 12 (bookworm)")
+
+
+def test_layouts_read_from_the_disk_s_first_bytes(tmp_path: Path) -> None:
+    disk = mbr(tmp_path / "d.raw", partitions=((MIB, MIB, 0x83), (2 * MIB, MIB, 0x82)))
+    head = disk.read_bytes()[: image_format.HEAD_BYTES]
+    assert image_format.layout(head) == image_format.Layout("MBR", (MIB, 2 * MIB))
+    extended = mbr(tmp_path / "e.raw", partitions=((MIB, 4 * MIB, 0x05),))
+    found = image_format.layout(extended.read_bytes()[: image_format.HEAD_BYTES])
+    assert found.unreadable == "an extended partition"
+    assert image_format.without_root(found, []) is None  # the appliance must look
+    assert image_format.filesystem(bytes(4096)) is None
+    assert image_format.filesystem(b"\x01" + bytes(4095)) == "unknown"
+    swap = bytearray(8192)
+    swap[4086:4096] = b"SWAPSPACE2"
+    assert image_format.filesystem(bytes(swap)) == "swap"
+    assert image_format.no_root("GPT", ["swap", "vfat", "vfat"], 3) == (
+        f"{NO_OS} (found: one swap area, two vfat filesystems, no root)"
+    )
+    assert image_format.parse_measure({"required": 5, "fully-allocated": 9}) == 5
+    assert isinstance(image_format.parse_measure({"required": "x"}), str)
