@@ -201,6 +201,7 @@ def import_image(
                 size=measured.virtual_size,
                 compressed=compressed,
                 what=found.format if packed is None else f"{found.format} in {packed}",
+                cloud_init=seen.cloud_init,
             )
             os.chmod(staged, 0o644)
             progress("compressing", measured.virtual_size, measured.virtual_size)  # last word
@@ -596,8 +597,16 @@ def _section(
     size: int,
     compressed: int,
     what: str,
+    cloud_init: tuple[str, ...] = (),
 ) -> str:
-    """The new revision's index section (virt-builder's format, as repo_index reads it)."""
+    """The new revision's index section (virt-builder's format, as repo_index reads it).
+
+    That the image carries cloud-init goes in its notes, not in a key of its own: mclu reads
+    `personalise` from its template files, and virt-builder 1.48 ignores an unknown key only
+    when its name has no '-'."""
+    notes = f"Imported by mclu from {request.source} ({what})"
+    if cloud_init:
+        notes += f"; carries cloud-init ({', '.join(cloud_init)})"
     fields_ = [
         ("name", _one_line(request.description) or request.name),
         ("arch", request.arch),
@@ -607,7 +616,7 @@ def _section(
         ("format", "raw"),
         ("size", str(size)),
         ("compressed_size", str(compressed)),
-        ("notes", _one_line(f"Imported by mclu from {request.source} ({what})")),
+        ("notes", _one_line(notes)),
     ]
     return f"[{request.name}]\n" + "".join(f"{k}={v}\n" for k, v in fields_) + "\n"
 

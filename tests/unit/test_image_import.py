@@ -647,6 +647,8 @@ def test_cloud_init_in_the_image_is_reported(
     done = do_import(tmp_path, image(tmp_path, "qcow2"))
     assert done.cloud_init == ("/usr/bin/cloud-init", "/etc/cloud/cloud.cfg")
     assert (done.root, done.os_name) == ("/dev/sda1", "Debian GNU/Linux 12 (bookworm)")
+    [entry] = repo_index.parse_index(Path(done.index).read_text(), Path(done.index).as_uri())
+    assert entry.notes.endswith("; carries cloud-init (/usr/bin/cloud-init, /etc/cloud/cloud.cfg)")
 
 
 def test_layouts_read_from_the_disk_s_first_bytes(tmp_path: Path) -> None:
