@@ -1,11 +1,11 @@
 """Whether an imported disk holds an operating system mclu can personalise, and whether it
 carries cloud-init: one libguestfs appliance, launched once, in a child process.
 
-The child (`python -m mclu.images.import_inspect DISK TMPDIR`) adds the raw disk read-only,
-finds its OS root as a build would (`guestfs_inspect.Inspector`: the light inspection, else
-libguestfs's inspect_os), mounts it read-only, and prints one JSON object: libguestfs's
-filesystems, the root, its os-release name, whether it has /etc, and the cloud-init files it
-holds. A child, not a thread, so that the whole of it is bounded: libguestfs's own launch
+The child (`python -m mclu.images.import_inspect DISK TMPDIR SECONDS`) adds the raw disk
+read-only, finds its OS root as a build would (`guestfs_inspect.Inspector`: the light
+inspection, else libguestfs's inspect_os), mounts it read-only, and prints one JSON object:
+libguestfs's filesystems, the root, its os-release name, whether it has /etc, and the
+cloud-init files it holds. A child, not a thread, so that the whole of it is bounded: libguestfs's own launch
 timeout is 20 minutes, and a call stuck in the appliance cannot be ended through its handle;
 the child's process group (the appliance's qemu in it) is killed at the deadline or when the
 import is stopped (Ctrl-C), at once.
@@ -78,7 +78,7 @@ def inspect(
     :raises errors.LocalToolMissing: no python3-guestfs.
     :raises errors.LocalCommandFailed: libguestfs failed (its launch, most likely).
     """
-    argv = [sys.executable, "-m", __name__, str(disk), str(tmpdir)]
+    argv = [sys.executable, "-m", __name__, str(disk), str(tmpdir), f"{timeout:.0f}"]
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.PIPE,
@@ -196,7 +196,11 @@ def _read(g: Any, paths: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str]) -> int:
-    disk, tmpdir = argv
+    disk, tmpdir, seconds = argv
+    # Bounded even when the import that started it is killed outright (SIGKILL: nobody left
+    # to kill this process group): SIGALRM ends the child, and libguestfs's recovery process
+    # then kills the appliance.
+    signal.alarm(int(seconds) + 10)
     try:
         import guestfs  # Debian's python3-guestfs: not on PyPI
     except ImportError:
