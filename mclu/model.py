@@ -150,6 +150,9 @@ class GuestMeta:
     # "ready" when no live source knows one. () when none was known then, or before mclu
     # recorded them.
     addresses: tuple[str, ...] = ()
+    # The ssh server personalisation found in its disk ("sshd", "dropbear"; GuestTraits);
+    # "" when none, or before mclu looked for one.
+    ssh_server: str = ""
 
 
 @dataclass(frozen=True)
@@ -360,6 +363,7 @@ class GuestTraits:
     agent: bool = False  # the QEMU guest agent is installed
     serial_login: bool = False  # a login prompt (getty) on the serial console
     host_keys: tuple[str, ...] = ()  # public ssh host keys written to it (GuestMeta.host_keys)
+    ssh_server: str = ""  # the ssh server installed ("sshd", "dropbear"); "" when none
 
 
 @dataclass

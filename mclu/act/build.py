@@ -132,12 +132,11 @@ async def execute(
             ),
         )
         traits = await _personalize(build, sessions, inputs, reporter)
-        # From here on every record of a guest carries the host keys it was given.
+        # From here on every record of a guest carries its host keys and its ssh server.
         build = dataclasses.replace(
             build,
             guests=tuple(
-                plan.with_host_keys(g, traits[g.name].host_keys) if g.name in traits else g
-                for g in build.guests
+                plan.with_traits(g, traits[g.name]) if g.name in traits else g for g in build.guests
             ),
         )
         # A template may keep its guests from starting with their host; so may the user.
@@ -150,7 +149,9 @@ async def execute(
         if not wanted.wait:
             return [Built(g.name, g.host, time.monotonic() - started) for g in build.guests]
         rules = {
-            g.name: readiness.choose(build.template.ready, traits.get(g.name)).rule
+            g.name: readiness.choose(
+                build.template.ready, traits.get(g.name), (g.spec.network,)
+            ).rule
             for g in build.guests
         }
         timeout = readiness.timeout_for(build.template, wanted.timeout)

@@ -54,6 +54,7 @@ from mclu.decide.rebuild import (
 from mclu.hosts import commands
 from mclu.hosts.session import Session
 from mclu.images import cache, customize
+from mclu.read import addresses as guest_addresses
 from mclu.read import migrate as read_migrate
 
 Locker = Callable[[Session, model.HostSpec, str, str], AbstractAsyncContextManager[None]]
@@ -312,7 +313,7 @@ class _Run:
 
     async def prepare(self, work: plan.GuestPlan) -> tuple[readiness.Rule, plan.GuestPlan]:
         """The new disk, made and personalised; returns the rule it will be checked by and the
-        plan with the host keys it was given."""
+        plan with the host keys it was given and the ssh server it has."""
         template, run = self.item.template, self.run
         here = (self.item.host, template.base.cache_name)
         if not (self.item.base_cached or here in run.arrived):
@@ -340,9 +341,9 @@ class _Run:
         personalised = run.personalise(self.session, work, template, run.inputs, self.say)
         traits = await self.step("personalise", personalised)
         # The new disk's host keys go into the metadata recorded at the swap.
-        return readiness.choose(template.ready, traits).rule, plan.with_host_keys(
-            work, traits.host_keys
-        )
+        # Its NICs stay as they are: the default rule is ssh when they give it an address.
+        rule = readiness.choose(template.ready, traits, self.item.guest.networks).rule
+        return rule, plan.with_traits(work, traits)
 
     # -- the swap ---------------------------------------------------------------------------
 
@@ -396,8 +397,8 @@ class _Run:
             await self.step("start", session.start(name))
 
     async def until_ready(self, work: plan.GuestPlan, rule: readiness.Rule) -> None:
-        """Wait for the new guest to be ready; record the rule it passed. A guest that was
-        shut off is shut off again once it has shown it boots."""
+        """Wait for the new guest to be ready; record the rule it passed and its addresses
+        then. A guest that was shut off is shut off again once it has shown it boots."""
         session, name = self.session, self.item.name
         self.say(f"waiting until ready ({rule.describe()})")
         try:
@@ -414,7 +415,12 @@ class _Run:
             ) from e
         except errors.MCLUError as e:
             raise _StepFailed(READY_STEP, str(e)) from e
-        meta = dataclasses.replace(work.spec.meta, ready=str(rule))
+        # Its addresses as they are now, recorded as build records them (source "ready" in
+        # list and info); a bounded read that never fails the rebuild.
+        known = await guest_addresses.of_running(session, name)
+        meta = dataclasses.replace(
+            work.spec.meta, ready=str(rule), addresses=tuple(a.ip for a in known)
+        )
         await self.step("record", session.set_metadata(name, meta))
         if not self.was_running:
             self.say("shutting the checked guest off again")

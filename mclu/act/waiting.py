@@ -1,8 +1,9 @@
 """Waiting until a started guest is ready by its rule (`mclu.decide.readiness`).
 
 It looks at the guest's host about once a second: the guest's state (a guest that stopped or
-crashed will not become ready), then its console log's end, its guest agent, or the ssh host
-keys its server presents (`ssh-keyscan` run on its host, at each address mclu finds for it).
+crashed will not become ready), then its console log's end (a kernel panic there fails any
+rule at once), its guest agent, or the ssh host keys its server presents (`ssh-keyscan` run
+on its host, at each address mclu finds for it).
 """
 
 from __future__ import annotations
@@ -56,18 +57,19 @@ async def wait(
             raise await _not_ready(session, name, rule, started, why)
         if rule.kind is Kind.STARTED:
             return Ready(rule, time.monotonic() - started)
-        if rule.kind is Kind.CONSOLE:
-            text = await read_console(session, name)
-            if console_matches(rule, text):
-                return Ready(rule, time.monotonic() - started)
-            panic = panicked(text)
-            if panic is not None:
-                raise _error(session, name, rule, started, f"its kernel panicked ({panic})", text)
-        elif rule.kind is Kind.SSH:
+        # The console, whatever the rule: a guest whose kernel panicked fails at once instead
+        # of after the timeout (an ssh or agent check cannot tell a panic from a slow boot).
+        text = await read_console(session, name)
+        panic = panicked(text)
+        if rule.kind is Kind.CONSOLE and console_matches(rule, text):
+            return Ready(rule, time.monotonic() - started)
+        if panic is not None:
+            raise _error(session, name, rule, started, f"its kernel panicked ({panic})", text)
+        if rule.kind is Kind.SSH:
             why_not = await _ssh_why_not(session, name, host_keys) or ""
             if not why_not:
                 return Ready(rule, time.monotonic() - started)
-        elif await session.agent_ping(name, AGENT_TIMEOUT):
+        elif rule.kind is Kind.AGENT and await session.agent_ping(name, AGENT_TIMEOUT):
             return Ready(rule, time.monotonic() - started)
         if time.monotonic() >= deadline:
             reason = f"not ready within {timeout:g} s" + (f" ({why_not})" if why_not else "")

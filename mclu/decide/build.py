@@ -17,6 +17,7 @@ from mclu.model import (
     BuildState,
     GuestMeta,
     GuestSpec,
+    GuestTraits,
     ResolvedTemplate,
     Snapshot,
     StorageFacts,
@@ -388,8 +389,8 @@ def _exact_size(n: int) -> str:
     return text if sizes.parse(text) == n else str(n)
 
 
-def with_host_keys(guest: GuestPlan, host_keys: tuple[str, ...]) -> GuestPlan:
-    """The guest whose metadata records the public ssh host keys personalisation gave it
-    (`GuestMeta.host_keys`), so every later record of it carries them."""
-    meta = replace(guest.spec.meta, host_keys=host_keys)
+def with_traits(guest: GuestPlan, traits: GuestTraits) -> GuestPlan:
+    """The guest whose metadata records what personalisation gave and found in its disk: the
+    public ssh host keys it was given and the ssh server it has."""
+    meta = replace(guest.spec.meta, host_keys=traits.host_keys, ssh_server=traits.ssh_server)
     return replace(guest, spec=replace(guest.spec, meta=meta))

@@ -11,8 +11,10 @@ A guest is ready when it shows that it booted, by one of these rules (a template
 - `started`: QEMU runs, for guests that show nothing.
 
 Without a rule, the strongest check the guest supports, as personalisation found it in its
-disk (`model.GuestTraits`): the agent, else a serial login prompt, else `started`. A rule the
-template declares is used as it is: nothing weaker replaces it.
+disk (`model.GuestTraits`): `ssh` for a guest with an ssh server, host keys mclu gave it and a
+NIC where its host can find its address (a bridge or a libvirt network, not QEMU's user
+networking), else the agent, else a serial login prompt, else `started`. A rule the template
+declares is used as it is: nothing weaker replaces it.
 
 Pure: rules and the reading of a console log. `mclu.act.waiting` looks at the hosts.
 """
@@ -107,8 +109,17 @@ def recorded(text: str) -> Rule:
         return STARTED
 
 
-def detected(traits: model.GuestTraits | None) -> Rule:
-    """The strongest rule a guest with these traits supports."""
+def addressable(networks: Sequence[str]) -> bool:
+    """Whether a guest on these NICs (`GuestSpec.network` words) has an address its host can
+    find and reach: on a bridge or a libvirt network; QEMU's user networking hides it."""
+    return any(n.startswith(("bridge:", "network:")) for n in networks)
+
+
+def detected(traits: model.GuestTraits | None, networks: Sequence[str] = ()) -> Rule:
+    """The strongest rule a guest with these traits, on these NICs, supports: ssh needs a
+    server, the host keys mclu gave it (what the rule checks) and an address."""
+    if traits is not None and traits.ssh_server and traits.host_keys and addressable(networks):
+        return SSH
     if traits is not None and traits.agent:
         return AGENT
     if traits is not None and traits.serial_login:
@@ -122,11 +133,14 @@ class Choice:
     declared: bool  # the template's own rule, not one detected in the disk
 
 
-def choose(declared: str | None, traits: model.GuestTraits | None) -> Choice:
-    """The template's rule when it has one, else the strongest the guest supports."""
+def choose(
+    declared: str | None, traits: model.GuestTraits | None, networks: Sequence[str] = ()
+) -> Choice:
+    """The template's rule when it has one, else the strongest the guest (with its NICs on
+    `networks`) supports."""
     if declared:
         return Choice(parse(declared), declared=True)
-    return Choice(detected(traits), declared=False)
+    return Choice(detected(traits, networks), declared=False)
 
 
 # --- the console, read (pure) -----------------------------------------------------------------

@@ -430,6 +430,16 @@ def choose_root(roots: Sequence[str]) -> str:
 
 # Where the QEMU guest agent is installed (Debian, Fedora, ...).
 AGENT_PATHS = ("/usr/bin/qemu-ga", "/usr/sbin/qemu-ga")
+# Where an ssh server is installed, and which (OpenSSH's sshd, dropbear; Debian, Fedora,
+# Alpine, busybox images): the readiness default for a guest with an address is `ssh`.
+SSH_SERVER_PATHS = (
+    ("/usr/sbin/sshd", "sshd"),
+    ("/usr/bin/sshd", "sshd"),
+    ("/sbin/sshd", "sshd"),
+    ("/usr/sbin/dropbear", "dropbear"),
+    ("/usr/bin/dropbear", "dropbear"),
+    ("/sbin/dropbear", "dropbear"),
+)
 # Boot loader and init configurations that say what runs on the serial console.
 BOOT_CONFIGS = (
     "/boot/extlinux/extlinux.conf",

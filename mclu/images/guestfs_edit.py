@@ -176,9 +176,14 @@ def install_firstboot(g: GuestFS, commands: Sequence[str]) -> None:
 
 
 def read_traits(g: GuestFS) -> model.GuestTraits:
-    """How the mounted guest can show it booted: its guest agent, a serial login prompt."""
+    """How the mounted guest can show it booted: its guest agent, a serial login prompt, its
+    ssh server."""
     return model.GuestTraits(
         agent=any(g.is_file(p, followsymlinks=True) for p in guest_text.AGENT_PATHS),
+        ssh_server=next(
+            (kind for p, kind in guest_text.SSH_SERVER_PATHS if g.is_file(p, followsymlinks=True)),
+            "",
+        ),
         serial_login=guest_text.serial_login(
             inittab=_read_text(g, guest_text.INITTAB),
             boot_configs=[_read_text(g, p) for p in guest_text.BOOT_CONFIGS],

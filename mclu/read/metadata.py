@@ -5,13 +5,15 @@ lives in the domain XML under mclu's namespace, so any client reading libvirt se
 
     <metadata>
       <mclu:guest xmlns:mclu="https://mclu.dev/xmlns/guest/1"
-                  template="debian-12" revision="3" built="2024-05-01T10:00:00Z" state="ready">
+                  template="debian-12" revision="3" built="2024-05-01T10:00:00Z" state="ready"
+                  ready="ssh" addresses="10.0.0.5" ssh-server="sshd">
         <mclu:option name="disk">10G</mclu:option>
         <mclu:hostkey>ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA...</mclu:hostkey>
       </mclu:guest>
 
 The `hostkey` elements are the public halves of the ssh host keys mclu generated for the guest
-(`mclu ssh` checks the guest against exactly these).
+(`mclu ssh` checks the guest against exactly these); `ssh-server` the ssh server
+personalisation found in its disk, `addresses` its addresses when it became ready.
     </metadata>
 
 Pure: no libvirt import, strings in and out.
@@ -89,6 +91,7 @@ def from_element(element: ET.Element) -> GuestMeta:
         ready=element.get("ready", defaults.ready),
         host_keys=tuple(k for k in host_keys if k),
         addresses=tuple(element.get("addresses", "").split()),
+        ssh_server=element.get("ssh-server", defaults.ssh_server),
     )
 
 
@@ -100,6 +103,7 @@ def _render(meta: GuestMeta, prefix: str, declaration: str) -> str:
         ("state", meta.state),
         ("ready", meta.ready),
         ("addresses", " ".join(meta.addresses)),
+        ("ssh-server", meta.ssh_server),
     ]
     # Empty values are left out; parse() reads a missing attribute as GuestMeta's default.
     text = "".join(f" {key}={quoteattr(value)}" for key, value in attributes if value)

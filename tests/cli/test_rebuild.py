@@ -18,6 +18,7 @@ import pytest
 from mclu import errors, model
 from mclu.hosts import commands as host_commands
 from mclu.hosts import fake
+from mclu.hosts.session import CommandResult
 from tests.builders import IMAGES, RUNNING, SHUTOFF, built, guest
 from tests.cli.harness import (
     DISK,
@@ -258,6 +259,34 @@ def test_the_new_disks_host_keys_are_recorded_in_the_metadata(cli: Cli) -> None:
     assert cli.rebuild("web1") == 0, cli.stderr
     after = cli.guest("a", "web1").mclu
     assert after is not None and after.host_keys == keys and after.state == "ready"
+
+
+def test_a_networked_guest_with_an_ssh_server_is_ready_by_ssh_and_its_address_recorded(
+    cli: Cli,
+) -> None:
+    # Its new disk has dropbear and the host keys mclu gave it; its NIC is on a libvirt network:
+    # the default rule is ssh, and the address it has then is recorded, as build records it.
+    key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINEW"
+    host = cli.host("a")
+    host.guests["web1"] = dataclasses.replace(host.guests["web1"], networks=("network:default",))
+
+    async def personalise(name: str) -> model.GuestTraits:
+        return model.GuestTraits(serial_login=True, host_keys=(key,), ssh_server="dropbear")
+
+    cli.personalise_with(personalise)
+    host.addresses["web1"] = (
+        model.Address(ip="10.0.0.5", family=4, source=model.AddressSource.LEASE, mac="52:54"),
+    )
+    scan = tuple(host_commands.ssh_keyscan("10.0.0.5", ("ed25519",)))
+    host.commands[scan] = CommandResult(scan, 0, f"10.0.0.5 {key}\n".encode())
+    assert cli.rebuild("web1") == 0, cli.stderr
+    assert re.fullmatch(
+        r"web1 on a: rebuilt from tiny r3 \(was r2\), ready in [\d.]+ s by ssh\n", cli.stdout
+    )
+    after = cli.guest("a", "web1").mclu
+    assert after is not None
+    assert (after.ready, after.ssh_server, after.addresses) == ("ssh", "dropbear", ("10.0.0.5",))
+    assert scan in host.ran
 
 
 def test_a_shut_off_guest_is_rebuilt_and_stays_off(cli: Cli, no_libguestfs: list[str]) -> None:

@@ -35,9 +35,7 @@ def test_tiny_guest_streamed_boots_with_its_hostname(
     name = builds.name()
     done = builds.build("tiny", name, "--on", host, "--transport", "stream")
     assert done.returncode == 0, done.stderr
-    assert re.fullmatch(
-        rf"{name} runs on {host} \(ready in [\d.]+ s, by console:login:\)\n", done.stdout
-    )
+    assert re.fullmatch(rf"{name} runs on {host} \(ready in [\d.]+ s, by ssh\)\n", done.stdout)
     sb.console_shows(sandbox, host, name, f"{name} login:")
     code, doc = sb.mclu_json("info", name, inventory=sandbox.inventory)
     assert code == 0

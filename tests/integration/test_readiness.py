@@ -1,11 +1,14 @@
 """Ready means ready, on the sandbox: builds and rebuilds wait until the guest has booted.
 
-Real tiny guests under TCG: a build ends once the guest's serial console shows its login
-prompt; a build whose guest never shows what its template waits for is undone; a rebuild to
-a revision that does not boot (its /sbin/init removed: the kernel panics) or that never
-shows what its template waits for is rolled back, the old guest running on its old disk and
-record, and `--all` does not try that revision on the next guest; a shut-off guest is booted
-once to check its new disk and left off; guests come back after their host restarts.
+Real tiny guests under TCG: a build ends once the guest's ssh server presents the key mclu
+gave it (tiny has dropbear and sits on br0), or its serial console shows its login prompt
+where nothing can reach its ssh server (user networking); one whose ssh server never starts
+is not ready, login prompt or not; a build whose guest never shows what its template waits
+for is undone; a rebuild to a revision that does not boot (its /sbin/init removed: the kernel
+panics) or that never shows what its template waits for is rolled back, the old guest
+running on its old disk and record, and `--all` does not try that revision on the next
+guest; a shut-off guest is booted once to check its new disk and left off; guests come back
+after their host restarts.
 """
 
 from __future__ import annotations
@@ -59,6 +62,15 @@ def guests(
     templates = tmp_path_factory.mktemp("templates")
     (templates / "tiny.toml").write_text('base = "tiny"\nmemory = "128 MiB"\n')
     (templates / "flaky.toml").write_text('base = "tiny"\nmemory = "128 MiB"\n')
+    # QEMU's user networking: no address its host can find, so no ssh rule by default.
+    (templates / "tiny-user.toml").write_text(
+        'base = "tiny"\nmemory = "128 MiB"\nnetwork = "user"\n'
+    )
+    # dropbear installed but never starting: its guests show a login prompt, no ssh server.
+    (templates / "nossh.toml").write_text(
+        'base = "tiny"\nmemory = "128 MiB"\nready_timeout = 30\n'
+        '[customize]\nrun = ["chmod a-x /usr/sbin/dropbear"]\n'
+    )
     (templates / "never.toml").write_text(
         f'base = "tiny"\nmemory = "128 MiB"\nready = "{NEVER}"\nready_timeout = 20\n'
     )
@@ -119,14 +131,46 @@ def error_lines(err: str) -> list[str]:
 # --- build ------------------------------------------------------------------------------------
 
 
-def test_build_ends_once_the_guest_shows_its_login_prompt(
+def test_a_bridged_guest_with_an_ssh_server_is_ready_by_ssh(
     sandbox: sb.Sandbox, guests: sb.Guests
 ) -> None:
     host = sandbox.up_hosts[0]
     name = guests.name()
     done = guests.build("tiny", name, "--on", host)
     assert done.returncode == 0, done.stderr
-    # tiny declares no rule: its disk has a getty on the serial console, so mclu waits for it.
+    # tiny declares no rule: its disk has dropbear and it sits on br0, so mclu waits until
+    # dropbear presents the host key mclu gave it.
+    assert re.fullmatch(rf"{name} runs on {host} \(ready in [\d.]+ s, by ssh\)\n", done.stdout)
+    kept = record(guests, host, name)
+    assert kept["mclu"]["state"] == "ready" and kept["mclu"]["ready"] == "ssh"
+    line = guests.virsh(host, "metadata", name, "--uri", "https://mclu.dev/xmlns/guest/1")
+    assert 'ssh-server="dropbear"' in line, line
+
+
+def test_a_guest_whose_ssh_server_never_starts_is_not_ready_despite_its_login_prompt(
+    sandbox: sb.Sandbox, guests: sb.Guests
+) -> None:
+    host = sandbox.up_hosts[1]
+    name = guests.name()
+    done = guests.build("nossh", name, "--on", host)
+    assert done.returncode == 1
+    (line,) = error_lines(done.stderr)
+    assert line.startswith(
+        f"mclu: error: build of {name} failed at step 'ready' on {host}: "
+        f"{host}: {name} did not become ready (ssh): not ready within 30 s ("
+    ), line
+    assert f"{name} login:" in line  # its console's last lines: the prompt was there
+    assert left_of(guests, host, name) == []
+
+
+def test_a_guest_without_an_address_is_ready_by_its_login_prompt(
+    sandbox: sb.Sandbox, guests: sb.Guests
+) -> None:
+    host = sandbox.up_hosts[0]
+    name = guests.name()
+    done = guests.build("tiny-user", name, "--on", host)
+    assert done.returncode == 0, done.stderr
+    # On QEMU's user networking nothing can reach its dropbear: mclu waits for its getty.
     assert re.fullmatch(
         rf"{name} runs on {host} \(ready in [\d.]+ s, by console:login:\)\n", done.stdout
     )
@@ -190,7 +234,7 @@ def test_rebuild_to_a_revision_that_does_not_boot_is_rolled_back_and_not_tried_a
     lines = error_lines(done.stderr)
     assert lines[0].startswith(
         f"mclu: error: rebuild of {first} on {host} failed at 'ready': tiny r{bad} did "
-        "not become ready (console:login:): its kernel panicked (Kernel panic - not syncing: "
+        "not become ready (ssh): its kernel panicked (Kernel panic - not syncing: "
         "Attempted to kill init!"
     ), lines
     assert "its console ends: " in lines[0]
@@ -240,7 +284,7 @@ def test_a_shut_off_guest_is_booted_once_to_check_it_and_left_off(
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(
         rf"{name} on {host}: rebuilt from tiny r{old + 1} \(was r{old}\) in "
-        r"[\d.]+ s; booted once, ready by console:login:, shut off again\n",
+        r"[\d.]+ s; booted once, ready by ssh, shut off again\n",
         done.stdout,
     )
     after = record(guests, host, name)

@@ -97,7 +97,7 @@ def test_rebuild_keeps_the_guest_and_gives_it_a_fresh_disk_of_the_newest_revisio
     assert done.returncode == 0, done.stderr
     assert re.fullmatch(
         rf"{name} on {host}: rebuilt from tiny r{old + 1} \(was r{old}\), ready in [\d.]+ s "
-        r"by console:login:\n",
+        r"by ssh\n",
         done.stdout,
     )
     after = identity(guests, host, name)

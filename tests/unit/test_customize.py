@@ -127,6 +127,37 @@ def test_host_keys_are_said_written_only_where_the_guest_has_etc_ssh() -> None:
     ]
 
 
+class _Files:
+    """Just enough of a libguestfs handle for read_traits: which files exist."""
+
+    def __init__(self, *files: str) -> None:
+        self.files = set(files)
+
+    def is_file(self, path: str, followsymlinks: bool = False) -> bool:
+        return path in self.files
+
+    def exists(self, path: str) -> bool:
+        return path in self.files
+
+    def cat(self, path: str) -> str:
+        return ""
+
+
+@pytest.mark.parametrize(
+    ("files", "server"),
+    [
+        (("/usr/sbin/sshd",), "sshd"),
+        (("/usr/sbin/dropbear", "/usr/lib/dropbear/dropbearconvert"), "dropbear"),
+        (("/sbin/dropbear",), "dropbear"),
+        (("/usr/bin/dropbearkey", "/usr/bin/ssh"), ""),  # tools and a client: no server
+        ((), ""),
+    ],
+)
+def test_the_ssh_server_in_the_disk_is_found(files: tuple[str, ...], server: str) -> None:
+    traits = guestfs_edit.read_traits(cast(Any, _Files(*files)))
+    assert traits.ssh_server == server
+
+
 def test_root_home_from_passwd() -> None:
     assert guest_text.root_home("root:x:0:0:root:/var/root:/bin/sh\n") == "/var/root"
     assert guest_text.root_home("daemon:x:1:1::/usr/sbin:/bin/false\n") == "/root"

@@ -107,3 +107,13 @@ def test_host_keys_round_trip(render: Any) -> None:
     meta = meta_from_json(DATA / "render-hostkeys.json")
     assert metadata.parse(render(meta)) == meta
     assert metadata.parse(render(meta)).host_keys == meta.host_keys != ()
+
+
+@pytest.mark.parametrize("render", [metadata.render, metadata.render_for_set_metadata])
+def test_the_ssh_server_found_in_the_disk_round_trips(render: Any) -> None:
+    meta = GuestMeta(template="tiny", ready="ssh", ssh_server="dropbear", addresses=("10.0.0.5",))
+    assert ' ssh-server="dropbear"' in render(meta)
+    assert metadata.parse(render(meta)) == meta
+    # A guest recorded before mclu looked for one: no attribute, none known.
+    assert "ssh-server" not in render(GuestMeta(template="tiny"))
+    assert metadata.parse(render(GuestMeta(template="tiny"))).ssh_server == ""

@@ -84,6 +84,37 @@ def test_without_a_rule_the_strongest_check_the_guest_supports_is_chosen() -> No
     assert readiness.choose(None, None).rule == readiness.STARTED  # the disk was not looked at
 
 
+def test_ssh_is_the_default_for_a_guest_with_an_ssh_server_keys_and_an_address() -> None:
+    keys = ("ssh-ed25519 AAAA",)
+    tiny = model.GuestTraits(serial_login=True, host_keys=keys, ssh_server="dropbear")
+    debian = model.GuestTraits(agent=True, serial_login=True, host_keys=keys, ssh_server="sshd")
+    for traits in (tiny, debian):
+        for nics in (("bridge:br0",), ("network:default",), ("user", "bridge:br0")):
+            assert readiness.choose(None, traits, nics) == readiness.Choice(
+                readiness.SSH, declared=False
+            )
+    # QEMU's user networking (or no NIC): no address its host can reach, today's default.
+    assert readiness.choose(None, tiny, ("user",)).rule == readiness.LOGIN
+    assert readiness.choose(None, debian, ("none",)).rule == readiness.AGENT
+    assert readiness.choose(None, tiny).rule == readiness.LOGIN
+    # No ssh server, or no host keys mclu gave it (nothing the rule could check): not ssh.
+    no_server = model.GuestTraits(serial_login=True, host_keys=keys)
+    no_keys = model.GuestTraits(serial_login=True, ssh_server="dropbear")
+    assert readiness.choose(None, no_server, ("bridge:br0",)).rule == readiness.LOGIN
+    assert readiness.choose(None, no_keys, ("bridge:br0",)).rule == readiness.LOGIN
+    # The template's own rule still wins.
+    assert readiness.choose("console:login:", tiny, ("bridge:br0",)) == readiness.Choice(
+        readiness.LOGIN, declared=True
+    )
+    assert readiness.choose("started", debian, ("network:default",)).rule == readiness.STARTED
+
+
+def test_addressable_networks_are_bridges_and_libvirt_networks() -> None:
+    assert readiness.addressable(("bridge:br0",)) and readiness.addressable(("network:nat",))
+    assert not readiness.addressable(("user",)) and not readiness.addressable(("none",))
+    assert not readiness.addressable(())
+
+
 def test_a_declared_rule_is_never_replaced_by_a_detected_one() -> None:
     both = model.GuestTraits(agent=True, serial_login=True)
     assert readiness.choose("console:ready$", both) == readiness.Choice(
@@ -290,3 +321,27 @@ def test_a_guest_without_an_address_is_not_ready_by_ssh_and_says_why() -> None:
     host.addresses.clear()
     with pytest.raises(errors.NotReady, match=r"\(no address known \(no lease, "):
         wait_ssh(host, (ED25519,))
+
+
+def test_a_guest_whose_console_shows_a_login_prompt_but_whose_sshd_is_down_is_not_ready() -> None:
+    host = ssh_host("")
+    host.consoles["web1"] = TINY_BOOT
+    with pytest.raises(errors.NotReady, match=r"10\.0\.0\.5: no ssh server answered"):
+        wait_ssh(host, (ED25519,))
+
+
+def test_a_panic_fails_an_ssh_wait_at_once_too() -> None:
+    host = ssh_host("")
+    host.consoles["web1"] = PANIC
+    cluster = fake.FakeCluster([host])
+
+    async def run() -> waiting.Ready:
+        async with cluster.open(cluster.spec(host.name)) as session:
+            return await waiting.wait(
+                session, "web1", readiness.SSH, 3600, poll=0, host_keys=(ED25519,)
+            )
+
+    with pytest.raises(errors.NotReady) as caught:
+        asyncio.run(run())
+    assert caught.value.reason.startswith("its kernel panicked (Kernel panic - not syncing: ")
+    assert SCAN_ARGV not in host.ran  # told by its console before any scan
