@@ -120,6 +120,10 @@ def test_progress_reads_as_ovirt_img_s() -> None:
     line = Meter._line(6 << 30, 6 << 30, 16.85, "import completed")
     assert line == "[100%] 6.00 GiB, 16.85 s, 364.63 MiB/s | import completed"
     assert Meter._line(0, 0, 0.0, "downloading") == "[ ...] 0 bytes, 0.00 s, - | downloading"
+    # The appliance has no bytes to count: only its time.
+    assert Meter._line(0, 0, 12.4, "inspecting") == (
+        "[ ...] 12.40 s | inspecting (libguestfs appliance)"
+    )
 
 
 @pytest.mark.skipif(shutil.which("gpg") is None, reason="needs gpg")
