@@ -172,6 +172,9 @@ class Guest:
     # Its NICs as GuestSpec.network words ("network:default", "bridge:br0", "user"), in
     # domain order: `mclu ssh` reaches a guest on a libvirt network through its host.
     networks: tuple[str, ...] = ()
+    # Its NICs' MACs, lower case, in the same order ("" for a NIC without one); () when not
+    # read. Addresses from a libvirt network's leases are matched to guests by these.
+    macs: tuple[str, ...] = ()
 
 
 class AddressSource(enum.StrEnum):

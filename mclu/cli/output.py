@@ -97,7 +97,14 @@ def host_json(name: str, result: model.HostSnapshot | errors.HostError) -> dict[
         "memory_reserved": result.spec.reserve_memory,
         "guests": len(result.guests),
         "guests_running": len(result.active_guests),
+        # Its active libvirt networks and its bridges, by name; null when it could not say.
+        "networks": _names(result.facts.networks),
+        "bridges": _names(result.facts.bridges),
     }
+
+
+def _names(names: tuple[str, ...] | None) -> list[str] | None:
+    return None if names is None else list(names)
 
 
 # --- progress of long commands -----------------------------------------------------------------

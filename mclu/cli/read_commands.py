@@ -71,13 +71,23 @@ async def info(args: argparse.Namespace, env: commands.Env) -> int:
 
 def status_table(snapshot: Snapshot) -> str:
     rows = [_status_row(name, result) for name, result in snapshot.items()]
-    headers = ["HOST", "STATE", "CPUS", "vCPUS", "MEMORY (guests / total)", "FREE", "GUESTS", ""]
+    headers = [
+        "HOST",
+        "STATE",
+        "CPUS",
+        "vCPUS",
+        "MEMORY (guests / total)",
+        "FREE",
+        "GUESTS",
+        "NETWORKS",
+        "",
+    ]
     return tabulate(rows, headers=headers, tablefmt="plain", disable_numparse=True)
 
 
 def _status_row(name: str, result: model.HostSnapshot | errors.HostError) -> list[str]:
     if isinstance(result, errors.HostError):
-        return [name, result.state, "", "", "", "", "", _short(result)]
+        return [name, result.state, "", "", "", "", "", "", _short(result)]
     memory = (
         f"{bar(result.memory_allocated, result.memory_total)} "
         f"{sizes.human(result.memory_allocated)} / {sizes.human(result.memory_total)}"
@@ -95,8 +105,24 @@ def _status_row(name: str, result: model.HostSnapshot | errors.HostError) -> lis
         memory,
         sizes.human(result.memory_free),
         guests,
+        networks_cell(result.facts),
         "",
     ]
+
+
+def networks_cell(facts: model.HostFacts) -> str:
+    """What guests' NICs can name on the host, as `network` says it (`network:default,
+    bridge:br0`); `none`, or what the host could not say (`bridges unknown`)."""
+    words = [f"network:{n}" for n in facts.networks or ()]
+    words += [f"bridge:{b}" for b in facts.bridges or ()]
+    unknown = [
+        kind
+        for kind, have in (("networks", facts.networks), ("bridges", facts.bridges))
+        if have is None
+    ]
+    if unknown:
+        words.append(f"{' and '.join(unknown)} unknown")
+    return ", ".join(words) or "none"
 
 
 def _short(error: errors.HostError) -> str:

@@ -176,6 +176,19 @@ class FakeSession:
             return ()
         return tuple(a for a in self._fake.addresses.get(name, ()) if a.source == source)
 
+    async def network_leases(self, network: str) -> tuple[Address, ...]:
+        """The LEASE addresses of the running guests with a NIC on `network`."""
+        self._check()
+        if network not in (self._fake.networks or ()):
+            return ()
+        return tuple(
+            a
+            for guest in self._fake.guests.values()
+            if guest.state.active and f"network:{network}" in guest.networks
+            for a in self._fake.addresses.get(guest.name, ())
+            if a.source == AddressSource.LEASE
+        )
+
     async def migrate(
         self,
         name: str,

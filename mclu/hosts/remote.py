@@ -98,6 +98,9 @@ class SshSession:
             self._neighbours = addresses.parse_neighbours(listed.stdout.decode(errors="replace"))
         return addresses.from_neighbours(self._neighbours, macs)
 
+    async def network_leases(self, network: str) -> tuple[Address, ...]:
+        return await self._libvirt.network_leases(network)
+
     async def migrate(
         self,
         name: str,

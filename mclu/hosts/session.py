@@ -220,6 +220,13 @@ class Session(Protocol):
         """
         ...
 
+    async def network_leases(self, network: str) -> tuple[Address, ...]:
+        """The DHCP leases of the libvirt network `network` (virNetworkGetDHCPLeases), each
+        an Address of source LEASE with the leasing NIC's MAC: one call for every guest on it.
+        () when the network is not there or not active. Raises Unsupported where the
+        connection cannot read them."""
+        ...
+
     async def migrate(
         self,
         name: str,

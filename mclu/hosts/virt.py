@@ -164,6 +164,13 @@ class LibvirtSession:
             raise errors.Unsupported(host=self.host, what=f"{source} addresses", uri=self.uri)
         return addresses.from_libvirt(found, source)
 
+    async def network_leases(self, network: str) -> tuple[Address, ...]:
+        asked = functools.partial(_network_leases, self._connection, network)
+        found = await self._call(f"read the DHCP leases of network {network}", asked)
+        if found is None:
+            raise errors.Unsupported(host=self.host, what="DHCP leases", uri=self.uri)
+        return addresses.from_leases(found)
+
     async def interface_macs(self, name: str) -> tuple[str, ...]:
         """The MACs of the running guest's NICs, from its live XML; () when it is not running
         (for SshSession's neighbour table)."""
@@ -529,6 +536,20 @@ def _interface_addresses(connection: Any, name: str, source: AddressSource) -> A
     finally:
         with contextlib.suppress(libvirt.libvirtError):
             domain.agentSetResponseTimeout(libvirt.VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_DEFAULT, 0)
+
+
+def _network_leases(connection: Any, network: str) -> Any:
+    """virNetworkGetDHCPLeases of the network: its list, [] when the network is not there or
+    not active, None when the connection cannot read leases."""
+    try:
+        return connection.networkLookupByName(network).DHCPLeases() or []
+    except libvirt.libvirtError as e:
+        code = e.get_error_code()
+        if code in _UNSUPPORTED_CODES:
+            return None
+        if code in (libvirt.VIR_ERR_NO_NETWORK, libvirt.VIR_ERR_OPERATION_INVALID):
+            return []
+        raise
 
 
 def _ask_addresses(domain: Any, flag: int, nothing_known: frozenset[int] = frozenset()) -> Any:

@@ -81,6 +81,52 @@ def from_libvirt(
     return tuple(found)
 
 
+def from_leases(leases: Iterable[Mapping[str, Any]] | None) -> tuple[Address, ...]:
+    """Addresses from `virNetworkGetDHCPLeases`'s answer, `[{"mac", "ipaddr", "prefix",
+    ...}]`, as source LEASE with each lease's MAC; entries without a MAC or an IP address are
+    left out. Pure."""
+    found = []
+    for lease in leases or ():
+        if not isinstance(lease, Mapping):
+            continue
+        try:
+            ip = ipaddress.ip_address(str(lease.get("ipaddr", "")).partition("%")[0])
+        except ValueError:
+            continue
+        mac = str(lease.get("mac") or "").lower()
+        prefix = lease.get("prefix")
+        if mac:
+            found.append(
+                Address(
+                    ip=str(ip),
+                    family=ip.version,
+                    source=AddressSource.LEASE,
+                    mac=mac,
+                    prefix=prefix if isinstance(prefix, int) else None,
+                )
+            )
+    return tuple(found)
+
+
+def lease_networks(guest: Guest) -> dict[str, tuple[str, ...]] | None:
+    """{libvirt network: the MACs of the guest's NICs on it}, from its definition; None when
+    its NICs were not read with their MACs (then its leases are asked of it alone). A guest
+    with no NIC on a libvirt network has no lease to ask for: {}. Pure."""
+    if not guest.networks or len(guest.macs) != len(guest.networks) or not all(guest.macs):
+        return None
+    on: dict[str, tuple[str, ...]] = {}
+    for word, mac in zip(guest.networks, guest.macs, strict=True):
+        kind, _, network = word.partition(":")
+        if kind == "network" and network:
+            on[network] = (*on.get(network, ()), mac)
+    return on
+
+
+def leased_to(leases: Iterable[Address], macs: Collection[str]) -> list[Address]:
+    """The leases of these MACs. Pure."""
+    return [a for a in leases if a.mac in macs]
+
+
 def macs_of(domain_xml: str) -> tuple[str, ...]:
     """The MACs of a domain's NICs (`<interface><mac address=...>`), lower case. Pure."""
     try:
@@ -173,7 +219,8 @@ async def read_host(
     """
     chosen = [g for g in guests if wanted.names is None or g.name in wanted.names]
     running = [g.name for g in chosen if g.state.active]
-    found, unreadable = await _ask_sources(host, running, wanted.sources)
+    nics = {g.name: lease_networks(g) for g in chosen if g.state.active}
+    found, unreadable = await _ask_sources(host, running, wanted.sources, nics)
     if AddressSource.READY in wanted.sources:
         for g in chosen:
             if g.name in found and g.mclu is not None:
@@ -209,12 +256,22 @@ def recorded(ips: Iterable[str]) -> tuple[Address, ...]:
 
 
 async def _ask_sources(
-    host: Session, running: Sequence[str], sources: Sequence[AddressSource]
+    host: Session,
+    running: Sequence[str],
+    sources: Sequence[AddressSource],
+    nics: Mapping[str, dict[str, tuple[str, ...]] | None] | None = None,
 ) -> tuple[dict[str, list[Address]], dict[str, dict[AddressSource, str]]]:
+    """`nics`: per guest, `lease_networks`; a guest not in it (or None) is asked alone."""
     found: dict[str, list[Address]] = {name: [] for name in running}
     unreadable: dict[str, dict[AddressSource, str]] = {name: {} for name in running}
+    nics = nics or {}
     for source in sources:
         if source == AddressSource.READY:
+            continue
+        if source == AddressSource.LEASE:
+            alone = [n for n in found if nics.get(n) is None]
+            await _ask(host, alone, source, found, unreadable)
+            await _ask_leases(host, {n: on for n, on in nics.items() if on}, found, unreadable)
             continue
         if source != AddressSource.ARP:
             await _ask(host, list(found), source, found, unreadable)
@@ -246,6 +303,31 @@ async def _ask(
         except errors.HostError as e:
             log.debug("%s: %s addresses of %s: %s", host.host, source, name, e)
             unreadable[name][source] = f"not read ({e})"
+
+
+async def _ask_leases(
+    host: Session,
+    nics: Mapping[str, dict[str, tuple[str, ...]]],
+    found: dict[str, list[Address]],
+    unreadable: dict[str, dict[AddressSource, str]],
+) -> None:
+    """The leases of each libvirt network the guests' NICs are on: one call per network,
+    not per guest; matched to the guests by MAC."""
+    for network in sorted({network for on in nics.values() for network in on}):
+        guests = [name for name, on in nics.items() if network in on and name in found]
+        try:
+            leases = await host.network_leases(network)
+        except errors.Unsupported:
+            for name in guests:
+                unreadable[name][AddressSource.LEASE] = "not readable here"
+            continue
+        except errors.HostError as e:
+            log.debug("%s: leases of network %s: %s", host.host, network, e)
+            for name in guests:
+                unreadable[name][AddressSource.LEASE] = f"not read ({e})"
+            continue
+        for name in guests:
+            found[name].extend(leased_to(leases, nics[name][network]))
 
 
 async def _provoke(host: Session) -> bool:

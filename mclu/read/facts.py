@@ -133,7 +133,17 @@ def parse_guest(xml: str, state: GuestState, *, persistent: bool, autostart: boo
         persistent=persistent,
         autostart=autostart,
         networks=_networks_of(root),
+        macs=_macs_of(root),
     )
+
+
+def _macs_of(root: ET.Element) -> tuple[str, ...]:
+    """Each NIC's MAC, lower case, in the order of `_networks_of`; "" where it has none."""
+    macs = []
+    for nic in root.findall("devices/interface"):
+        mac = nic.find("mac")
+        macs.append(mac.get("address", "").lower() if mac is not None else "")
+    return tuple(macs)
 
 
 def _networks_of(root: ET.Element) -> tuple[str, ...]:

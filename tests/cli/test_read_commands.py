@@ -37,6 +37,27 @@ def test_status_table_shows_capacity_and_guests(cli: Cli) -> None:
     assert cli.stderr == ""
 
 
+def test_status_shows_each_hosts_networks_and_bridges(cli: Cli) -> None:
+    cli.host("b").bridges = ("br0", "br1")
+    cli.host("c").networks, cli.host("c").bridges = (), None  # c could not list its bridges
+    assert cli("status") == 0
+    lines = cli.stdout.splitlines()
+    assert lines[0].split()[-1] == "NETWORKS"
+    assert lines[1].rstrip().endswith("1 running / 1  network:default")
+    assert lines[2].rstrip().endswith("network:default, bridge:br0, bridge:br1")
+    assert lines[3].rstrip().endswith("bridges unknown")
+    assert cli("status", "--json") == 0
+    hosts = cli.json()["hosts"]
+    assert [(h["networks"], h["bridges"]) for h in hosts] == [
+        (["default"], []),
+        (["default"], ["br0", "br1"]),
+        ([], None),
+    ]
+    cli.host("c").bridges = ()
+    assert cli("status") == 0
+    assert cli.stdout.splitlines()[3].rstrip().endswith("0 running / 0  none")
+
+
 def test_status_json_schema(cli: Cli) -> None:
     assert cli("status", "--json") == 0
     doc = cli.json()
@@ -58,6 +79,8 @@ def test_status_json_schema(cli: Cli) -> None:
         "memory_reserved": 1 << 30,
         "guests": 1,
         "guests_running": 1,
+        "networks": ["default"],
+        "bridges": [],
     }
 
 

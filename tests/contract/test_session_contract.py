@@ -623,3 +623,21 @@ async def test_addresses_name_their_source_and_the_nic_mac(target: Target) -> No
     ]
     await target.session.destroy(name)
     assert await target.session.addresses(name, AddressSource.LEASE) == ()
+
+
+async def test_the_leases_of_a_network_the_host_lacks_are_none(target: Target) -> None:
+    assert await target.session.network_leases("mclu-contract-no-such-network") == ()
+
+
+async def test_a_networks_leases_are_read_in_one_call_or_unsupported(target: Target) -> None:
+    # Every session answers for a network it has: its leases (source LEASE, each with the
+    # leasing NIC's MAC), or Unsupported (libvirt's test driver cannot read leases).
+    facts = await target.session.facts()
+    if not facts.networks:
+        pytest.skip("no active libvirt network on this host")
+    try:
+        leases = await target.session.network_leases(facts.networks[0])
+    except errors.Unsupported:
+        assert target.domain_type == "test"
+        return
+    assert all(a.source == AddressSource.LEASE and a.mac for a in leases)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -183,3 +184,100 @@ async def test_of_running_reads_the_quick_sources_and_never_raises() -> None:
     assert [a.ip for a in await addresses.of_running(session, "web1")] == ["192.168.122.7"]
     session.fake_host.failure = errors.HostUnreachable(host="a", address="a", reason="gone")
     assert await addresses.of_running(session, "web1") == ()
+
+
+# --- leases: one call per libvirt network, not per guest ----------------------------------------
+
+MAC1, MAC2, MAC3 = "52:54:00:00:00:01", "52:54:00:00:00:02", "52:54:00:00:00:03"
+
+
+def test_from_leases_keeps_the_mac_and_prefix_of_each_lease() -> None:
+    leases: list[dict[str, Any]] = [
+        {
+            "iface": "virbr0",
+            "type": 0,
+            "mac": "52:54:00:00:00:01",
+            "ipaddr": "192.168.122.7",
+            "prefix": 24,
+            "hostname": "web1",
+            "expirytime": 1700000000,
+        },
+        {"mac": "52:54:00:00:00:02", "ipaddr": "fd00::7", "prefix": 64, "type": 1},
+        {"mac": "", "ipaddr": "192.168.122.8"},  # no MAC: cannot be matched to a guest
+        {"mac": "52:54:00:00:00:03", "ipaddr": "not an ip"},
+    ]
+    assert addresses.from_leases(leases) == (
+        Address("192.168.122.7", 4, LEASE, MAC1, 24),
+        Address("fd00::7", 6, LEASE, MAC2, 64),
+    )
+    assert addresses.from_leases(None) == addresses.from_leases([]) == ()
+
+
+def test_lease_networks_of_a_guests_nics() -> None:
+    on = dataclasses.replace(
+        guest("web1"),
+        networks=("network:default", "bridge:br0", "network:nat", "network:default"),
+        macs=(MAC1, MAC2, MAC3, "52:54:00:00:00:04"),
+    )
+    assert addresses.lease_networks(on) == {
+        "default": (MAC1, "52:54:00:00:00:04"),
+        "nat": (MAC3,),
+    }
+    bridged = dataclasses.replace(guest("web2"), networks=("bridge:br0",), macs=(MAC2,))
+    assert addresses.lease_networks(bridged) == {}  # no lease to ask for
+    assert addresses.lease_networks(guest("web3")) is None  # NICs not read: asked alone
+    unmatched = dataclasses.replace(guest("web4"), networks=("network:default",), macs=("",))
+    assert addresses.lease_networks(unmatched) is None
+
+
+class Counting(fake.FakeSession):
+    """A fake session that counts the lease calls, per guest and per network."""
+
+    def __init__(self, host: fake.FakeHost) -> None:
+        super().__init__(host, "fake://a")
+        self.per_guest: list[str] = []
+        self.per_network: list[str] = []
+
+    async def addresses(self, name: str, source: AddressSource) -> tuple[Address, ...]:
+        if source == LEASE:
+            self.per_guest.append(name)
+        return await super().addresses(name, source)
+
+    async def network_leases(self, network: str) -> tuple[Address, ...]:
+        self.per_network.append(network)
+        return await super().network_leases(network)
+
+
+async def test_leases_are_read_once_per_network_and_matched_by_mac() -> None:
+    host = fake.FakeHost("a", networks=("default", "nat"))
+    names = [f"web{i}" for i in range(10)]
+    for i, name in enumerate(names):
+        mac = f"52:54:00:00:01:{i:02x}"
+        network = "network:nat" if i == 9 else "network:default"
+        host.guests[name] = dataclasses.replace(guest(name), networks=(network,), macs=(mac,))
+        host.addresses[name] = (Address(f"192.168.122.{10 + i}", 4, LEASE, mac, 24),)
+    host.guests["br"] = dataclasses.replace(guest("br"), networks=("bridge:br0",), macs=(MAC3,))
+    host.guests["old"] = dataclasses.replace(guest("old"))  # its NICs not read: asked alone
+    session = Counting(host)
+    wanted = addresses.Wanted((LEASE,))
+    found = await addresses.read_host(session, host.guests.values(), wanted)
+    assert sorted(session.per_network) == ["default", "nat"]  # 2 calls for 11 guests on them
+    assert session.per_guest == ["old"]
+    for i, name in enumerate(names):
+        assert [a.ip for a in found[name].addresses] == [f"192.168.122.{10 + i}"]
+    assert found["br"].addresses == () and found["br"].why_none == "no lease"
+
+
+async def test_leases_that_cannot_be_read_say_so_for_each_guest_on_the_network() -> None:
+    class Failing(Counting):
+        async def network_leases(self, network: str) -> tuple[Address, ...]:
+            raise errors.Unsupported(host="a", what="DHCP leases", uri="test:///")
+
+    host = fake.FakeHost("a")
+    host.guests["web1"] = dataclasses.replace(
+        guest("web1"), networks=("network:default",), macs=(MAC1,)
+    )
+    found = await addresses.read_host(
+        Failing(host), host.guests.values(), addresses.Wanted((LEASE,))
+    )
+    assert found["web1"].why_none == "lease: not readable here"

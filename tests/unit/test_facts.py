@@ -72,6 +72,7 @@ def guest_from_json(data: dict[str, Any]) -> Guest:
             "state": GuestState(data["state"]),
             "disks": tuple(data["disks"]),
             "networks": tuple(data.get("networks", ())),
+            "macs": tuple(data.get("macs", ())),
             "mclu": None
             if meta is None
             else GuestMeta(**{**meta, "options": tuple(tuple(o) for o in meta["options"])}),
