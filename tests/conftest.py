@@ -13,7 +13,33 @@ from pathlib import Path
 # instance 0, and what they left there never breaks it. Set before mclu.sandbox.config reads
 # it; a caller's own MCLU_SANDBOX_INSTANCE wins.
 TEST_INSTANCE = "9"
-os.environ.setdefault("MCLU_SANDBOX_INSTANCE", TEST_INSTANCE)
+# Under pytest-xdist (`make test` runs the sandbox tests in two streams, `-n 2`) each worker
+# gwN takes the Nth instance of MCLU_TEST_INSTANCES (default "9 8") and that instance's own
+# state dir, whatever MCLU_SANDBOX_INSTANCE and MCLU_SANDBOX_DIR say: xdist sets
+# PYTEST_XDIST_WORKER before it loads this file, and mclu.sandbox.config reads the instance
+# when imported, below. A caller who names an instance names them all for -n.
+TEST_INSTANCES_ENV = "MCLU_TEST_INSTANCES"
+_DEFAULTED = "MCLU_TEST_INSTANCE_DEFAULTED"  # the controller chose instance 9, not the caller
+_worker = os.environ.get("PYTEST_XDIST_WORKER")
+if _worker is None:
+    if "MCLU_SANDBOX_INSTANCE" not in os.environ:
+        os.environ["MCLU_SANDBOX_INSTANCE"] = TEST_INSTANCE
+        os.environ[_DEFAULTED] = "1"  # the workers inherit the controller's environment
+else:
+    if TEST_INSTANCES_ENV not in os.environ and _DEFAULTED not in os.environ:
+        raise SystemExit(
+            f"MCLU_SANDBOX_INSTANCE is set: with pytest -n, name one instance per worker in "
+            f"{TEST_INSTANCES_ENV} (e.g. '6 7')"
+        )
+    _instances = os.environ.get(TEST_INSTANCES_ENV, f"{TEST_INSTANCE} 8").split()
+    _index = int(_worker.removeprefix("gw"))
+    if _index >= len(_instances) or _instances[_index] in ("0", ""):
+        raise SystemExit(f"{TEST_INSTANCES_ENV}={_instances}: no test instance for {_worker}")
+    os.environ["MCLU_SANDBOX_INSTANCE"] = _instances[_index]
+    os.environ["MCLU_SANDBOX_DIR"] = f"/var/tmp/mclu-sandbox-{_instances[_index]}"
+# Sandboxes side by side share their built templates (by name and build key, under a lock),
+# so two streams do not each build debian-12 (mclu.sandbox.images.build_cache).
+os.environ.setdefault("MCLU_SANDBOX_BUILD_CACHE", "/var/tmp/mclu-sandbox-build-cache")
 
 import pytest  # noqa: E402
 

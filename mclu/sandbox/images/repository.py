@@ -33,7 +33,7 @@ from typing import Any
 
 from mclu.errors import UsageError
 from mclu.sandbox import config as sandbox_config
-from mclu.sandbox.images import build, index, recipes, signing
+from mclu.sandbox.images import build, build_cache, index, recipes, signing
 from mclu.sandbox.images.inputs import recipe_inputs
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def build_repository(
         if not todo and _complete(repo, live):
             log.info("repository %s is up to date", repo)
             return repo
-        _publish(state_dir, live, todo, lock_fd)
+        _publish(state_dir, live, todo, lock_fd, force)
         return repo
 
 
@@ -173,6 +173,7 @@ def _publish(
     live: dict[str, Built],
     todo: dict[str, tuple[recipes.Recipe, dict[str, str], str]],
     lock_fd: int,
+    force: bool = False,
 ) -> None:
     """Assemble a new generation with `todo` rebuilt, sign it, and make it the live one.
 
@@ -190,8 +191,8 @@ def _publish(
         for name, (recipe, inputs, key) in todo.items():
             log_path = state_dir / "logs" / f"{name}.log"
             log_path.write_text("")
-            image = build.build_template(
-                recipe, inputs, staging, work, log_path, keep_fds=(lock_fd,)
+            image = build_cache.build(
+                recipe, inputs, key, staging, work, log_path, keep_fds=(lock_fd,), force=force
             )
             previous = live.get(name)
             manifest[name] = Built(
