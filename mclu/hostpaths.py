@@ -18,9 +18,17 @@ PARTIAL_INFIX = ".partial-"  # `DEST.partial-TOKEN[-GUEST]`: a file being sent o
 NEW_SUFFIX = ".mclu-new"  # `DISK.mclu-new`: a disk made aside, then linked into place
 REBUILD_SUFFIX = ".mclu-rebuild"  # `DISK.mclu-rebuild`: a rebuild's replacement disk
 OLD_SUFFIX = ".mclu-old"  # `DISK.mclu-old`: a rebuild's old disk while the new one is tried
+# `IMAGE_DIR/NAME.mclu-seed.iso`: a guest's NoCloud seed (cloud-init templates), attached as a
+# CD-ROM until the guest is ready, then removed.
+SEED_SUFFIX = ".mclu-seed.iso"
 DISK_SUFFIXES = (NEW_SUFFIX, REBUILD_SUFFIX)  # a disk being made, after its guest's disk name
 # find(1) -name patterns of those files, as the storage scan looks for them
-LEFTOVER_PATTERNS = (f"*{PARTIAL_INFIX}*", f"*{NEW_SUFFIX}", f"*{REBUILD_SUFFIX}")
+LEFTOVER_PATTERNS = (
+    f"*{PARTIAL_INFIX}*",
+    f"*{NEW_SUFFIX}",
+    f"*{REBUILD_SUFFIX}",
+    f"*{SEED_SUFFIX}",
+)
 NBD_SOCKET_DIR = "/tmp/mclu-nbd"  # `/tmp/mclu-nbd[-GUEST].TOKEN`: an NBD server's socket
 # Where the serial console is logged on the host: `mclu console` and tests read it to see
 # the guest boot. libvirt's own qemu log directory, which virtlogd may write to.
@@ -40,6 +48,17 @@ def base_path(image_dir: str, base: BaseImage) -> str:
 def disk_path(image_dir: str, name: str, *, full_copy: bool) -> str:
     """A guest's disk: a qcow2 overlay on the cached base, or a raw full copy."""
     return posixpath.join(image_dir, f"{name}.img" if full_copy else f"{name}.qcow2")
+
+
+def seed_path(image_dir: str, name: str) -> str:
+    """Guest `name`'s NoCloud seed, next to its disk."""
+    return posixpath.join(image_dir, f"{name}{SEED_SUFFIX}")
+
+
+def seed_owner(path: str) -> str | None:
+    """The guest whose seed `path` is, by its name; None when it is not a seed's name."""
+    base = posixpath.basename(path)
+    return base[: -len(SEED_SUFFIX)] or None if base.endswith(SEED_SUFFIX) else None
 
 
 def lock_dir(image_dir: str) -> str:

@@ -175,6 +175,8 @@ class Guest:
     # Its NICs' MACs, lower case, in the same order ("" for a NIC without one); () when not
     # read. Addresses from a libvirt network's leases are matched to guests by these.
     macs: tuple[str, ...] = ()
+    # The media in its CD-ROM drives (file paths), e.g. a cloud-init seed while it boots.
+    cdroms: tuple[str, ...] = ()
 
 
 class AddressSource(enum.StrEnum):
@@ -327,6 +329,7 @@ class GuestSpec:
     mac: str | None = None
     arch: str = "x86_64"
     uuid: str | None = None
+    seed: str | None = None  # a NoCloud seed to attach as a read-only CD-ROM (cloud-init)
 
 
 @dataclass(frozen=True)
@@ -357,6 +360,9 @@ class ResolvedTemplate:
     ready: str | None = None  # the template's readiness rule; None: the strongest detected
     ready_timeout: float | None = None  # seconds; None: mclu's default
     autostart: bool = True  # guests start with their host
+    # How a new disk is made the guest's own (`mclu.decide.cloudinit.PERSONALISERS`): the
+    # libguestfs appliance, or a NoCloud seed cloud-init in the guest applies at first boot.
+    personalise: str = "libguestfs"
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ import functools
 import logging
 import posixpath
 import time
+import uuid
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -32,17 +33,17 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mclu import errors, hostpaths, images, model
 from mclu.act import waiting
 from mclu.cancellation import uninterrupted
 from mclu.decide import build as plan
-from mclu.decide import domxml, readiness
+from mclu.decide import cloudinit, domxml, readiness
 from mclu.hosts import commands
 from mclu.hosts.session import Session
-from mclu.images import cache, customize, nbd
+from mclu.images import cache, customize, nbd, seed
 from mclu.read import addresses as guest_addresses
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,8 @@ class Inputs:
 
     ssh_authorized_keys: tuple[str, ...] = ()
     root_password_file: str | None = None
+    # The user's own cloud-config (--user-data, checked), merged into a cloud-init seed.
+    user_data: Mapping[str, Any] = field(default_factory=dict)
 
 
 READY_STEP = "ready"  # the step that waits for a started guest to be ready
@@ -131,7 +134,10 @@ async def execute(
                 sessions[host], guests, build.transport, local, undo, reporter
             ),
         )
-        traits = await _personalize(build, sessions, inputs, reporter)
+        if any(g.seed_path for g in build.guests):
+            traits = await _write_seeds(build, sessions, inputs, reporter, undo)
+        else:
+            traits = await _personalize(build, sessions, inputs, reporter)
         # From here on every record of a guest carries its host keys and its ssh server.
         build = dataclasses.replace(
             build,
@@ -148,12 +154,7 @@ async def execute(
         )
         if not wanted.wait:
             return [Built(g.name, g.host, time.monotonic() - started) for g in build.guests]
-        rules = {
-            g.name: readiness.choose(
-                build.template.ready, traits.get(g.name), (g.spec.network,)
-            ).rule
-            for g in build.guests
-        }
+        rules = {g.name: ready_rules(build.template, g, traits.get(g.name)) for g in build.guests}
         timeout = readiness.timeout_for(build.template, wanted.timeout)
         await _each_guest(
             build,
@@ -188,7 +189,18 @@ async def execute(
         await asyncio.shield(undo.run(reporter))
         raise
     seconds = time.monotonic() - started
-    return [Built(g.name, g.host, seconds, str(rules[g.name])) for g in build.guests]
+    return [Built(g.name, g.host, seconds, str(rules[g.name][-1])) for g in build.guests]
+
+
+def ready_rules(
+    template: model.ResolvedTemplate, guest: plan.GuestPlan, traits: model.GuestTraits | None
+) -> tuple[readiness.Rule, ...]:
+    """What the new guest must show, in order: cloud-init finished (then the template's own
+    rule, if any) for a guest given a seed; else the template's rule or the strongest its
+    disk supports."""
+    if guest.seed_path:
+        return cloudinit.rules(template.ready)
+    return (readiness.choose(template.ready, traits, (guest.spec.network,)).rule,)
 
 
 def by_host(build: plan.BuildPlan) -> dict[str, list[plan.GuestPlan]]:
@@ -368,6 +380,95 @@ async def personalize_in_thread(
         raise
 
 
+# --- step 2, cloud-init: a NoCloud seed per guest instead of the appliance ---------------------
+
+
+async def _write_seeds(
+    build: plan.BuildPlan,
+    sessions: Mapping[str, Session],
+    inputs: Inputs,
+    reporter: Reporter,
+    undo: Undo,
+) -> dict[str, model.GuestTraits]:
+    """Every guest's seed made here and put beside its disk, all at once."""
+    traits: dict[str, model.GuestTraits] = {}
+
+    async def one(guest: plan.GuestPlan) -> None:
+        session = sessions[guest.host]
+
+        def say(text: str) -> None:
+            reporter.step(session.host, guest.name, text)
+
+        async def made() -> None:
+            traits[guest.name] = await write_seed(session, guest, build.template, inputs, undo, say)
+
+        await _step(session.host, guest.name, "personalise", made())
+
+    await _each_guest(build, one)
+    return traits
+
+
+async def write_seed(
+    session: Session,
+    guest: plan.GuestPlan,
+    template: model.ResolvedTemplate,
+    inputs: Inputs,
+    undo: Undo,
+    say: Callable[[str], None],
+) -> model.GuestTraits:
+    """The guest's NoCloud seed (new host keys, root's keys and password, the template's
+    packages, files and commands, the user's cloud-config) made here and written to its host
+    as a new private file at `guest.seed_path`, its removal registered in `undo`. Returns the
+    host keys it gives the guest, as personalisation's traits.
+
+    Raises PersonalizationFailed (keys, password), or the host's error writing it.
+    """
+    assert guest.seed_path is not None
+    say("writing its cloud-init seed")
+    data, keys = await asyncio.to_thread(_seed_iso, guest, template, inputs)
+    await uninterrupted(_put_seed(session, guest.seed_path, data, undo))
+    return model.GuestTraits(host_keys=cloudinit.public_host_keys(keys))
+
+
+def _seed_iso(
+    guest: plan.GuestPlan, template: model.ResolvedTemplate, inputs: Inputs
+) -> tuple[bytes, tuple[cloudinit.HostKey, ...]]:
+    keys = seed.host_keys(guest.name)
+    password = inputs.root_password_file
+    made = cloudinit.Seed(
+        hostname=guest.name,
+        # New for every disk, so cloud-init applies the seed to it (a rebuild's new disk too).
+        instance_id=str(uuid.uuid4()),
+        authorized_keys=inputs.ssh_authorized_keys,
+        password_hash=seed.password_hash(password, guest.name) if password else None,
+        host_keys=keys,
+        customization=template.customization,
+        user_data=inputs.user_data,
+    )
+    return seed.iso_bytes(made), keys
+
+
+async def _put_seed(session: Session, path: str, data: bytes, undo: Undo) -> None:
+    """The seed on the host, and its removal registered: never one without the other. An
+    existing file of its name is refused, never replaced."""
+    await session.run(commands.write_new_file(path), input=data)
+    undo.push(f"remove {path} on {session.host}", functools.partial(remove_file, session, path))
+
+
+async def drop_seed(session: Session, guest: plan.GuestPlan) -> None:
+    """The guest's seed out: its medium ejected (the running guest keeps an empty drive until
+    it stops: SATA cannot be unplugged live), the drive out of its definition, the file gone."""
+    assert guest.seed_path is not None
+    await remove_seed(session, guest.name, guest.seed_path)
+
+
+async def remove_seed(session: Session, name: str, path: str) -> None:
+    """`drop_seed` for guest `name` whose seed is at `path`."""
+    await session.update_device(name, domxml.cdrom(None))
+    await session.detach_device(name, domxml.cdrom(None))
+    await session.run(commands.remove(path))
+
+
 def _host_of(build: plan.BuildPlan, name: str) -> str:
     return next((g.host for g in build.guests if g.name == name), "controller")
 
@@ -438,18 +539,29 @@ async def _start(
 async def _until_ready(
     session: Session,
     guest: plan.GuestPlan,
-    rule: readiness.Rule,
+    rules: Sequence[readiness.Rule],
     timeout: float,
     reporter: Reporter,
 ) -> None:
-    """Wait for the guest to be ready, then record it so; a NotReady fails the build."""
-    reporter.step(session.host, guest.name, f"waiting until ready ({rule.describe()})")
-    await _step(
-        session.host,
-        guest.name,
-        READY_STEP,
-        waiting.wait(session, guest.name, rule, timeout, host_keys=guest.spec.meta.host_keys),
-    )
+    """Wait for the guest to be ready by each rule in turn, take its seed out (cloud-init is
+    done with it), then record it ready; a NotReady fails the build. `timeout` bounds the
+    whole wait, every rule's included."""
+    deadline = time.monotonic() + timeout
+    for rule in rules:
+        reporter.step(session.host, guest.name, f"waiting until ready ({rule.describe()})")
+        left = timeout if rule is rules[0] else max(deadline - time.monotonic(), 0.0)
+        await _step(
+            session.host,
+            guest.name,
+            READY_STEP,
+            waiting.wait(session, guest.name, rule, left, host_keys=guest.spec.meta.host_keys),
+        )
+    if guest.seed_path:
+        # Before "ready" is recorded: a guest recorded ready has no seed (`mclu cleanup`), and
+        # libvirt's storage migration would not carry a CD-ROM's medium.
+        reporter.step(session.host, guest.name, "removing its cloud-init seed")
+        await _step(session.host, guest.name, "remove seed", drop_seed(session, guest))
+    rule = rules[-1]
     # Its addresses as they are now, recorded (source "ready" in list and info); a bounded
     # read that never fails the build.
     known = await guest_addresses.of_running(session, guest.name)

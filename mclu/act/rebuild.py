@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +41,7 @@ from typing import TypeVar
 from mclu import errors, hostpaths, model
 from mclu.act import build, lifecycle, locks, waiting
 from mclu.decide import build as plan
-from mclu.decide import readiness
+from mclu.decide import domxml, readiness
 from mclu.decide.guests import guest_named
 from mclu.decide.migrate import Disk
 from mclu.decide.rebuild import (
@@ -181,12 +181,12 @@ async def rebuild_guest(item: Rebuild, run: Context) -> Rebuilt:
         try:
             disk = await one.step("read disk", _system_disk(session, guest))
             work = new_disk(item, spec, disk, build.now())
-            await _clear_leftovers(session, item.host, item.name, disk.path)
-            rule, work = await one.prepare(work)
+            await _clear_leftovers(session, item.host, item.name, disk.path, guest)
+            rules, work = await one.prepare(work)
             await one.swap(disk.path, work)
             if one.boots:
-                await one.until_ready(work, rule)
-                ready = rule
+                await one.until_ready(work, rules)
+                ready = rules[-1]
         except BaseException as e:
             # Cancellation included: shielded so a second Ctrl-C cannot leave half the undo.
             await asyncio.shield(one.undo.run(run.reporter))
@@ -246,11 +246,17 @@ async def _system_disk(session: Session, guest: model.Guest) -> Disk:
     return disk
 
 
-async def _clear_leftovers(session: Session, host: str, name: str, disk: str) -> None:
+async def _clear_leftovers(
+    session: Session, host: str, name: str, disk: str, guest: model.Guest
+) -> None:
     """Remove what a killed run (one that could not undo) may have left: the half-made new
-    disk always; the old disk's link only while it is still the same file as the disk."""
+    disk and a seed (taken out of the guest first if it holds it) always; the old disk's link
+    only while it is still the same file as the disk."""
     new, old = hostpaths.rebuild_disk(disk), hostpaths.old_disk(disk)
     await session.run(commands.remove(new, hostpaths.new_file(new)))
+    seeds = [m for m in guest.cdroms if hostpaths.seed_owner(m) == name]
+    if seeds:
+        await build.remove_seed(session, name, seeds[0])
     if (await session.run(commands.exists(old), check=False)).exit_status != 0:
         return
     if (await session.run(commands.same_file(old, disk), check=False)).exit_status == 0:
@@ -311,9 +317,12 @@ class _Run:
 
     # -- before the swap: the old guest is not touched ------------------------------------------
 
-    async def prepare(self, work: plan.GuestPlan) -> tuple[readiness.Rule, plan.GuestPlan]:
-        """The new disk, made and personalised; returns the rule it will be checked by and the
-        plan with the host keys it was given and the ssh server it has."""
+    async def prepare(
+        self, work: plan.GuestPlan
+    ) -> tuple[tuple[readiness.Rule, ...], plan.GuestPlan]:
+        """The new disk, made and personalised (or its seed written); returns the rules it
+        will be checked by, in order, and the plan with the host keys it was given and the
+        ssh server it has."""
         template, run = self.item.template, self.run
         here = (self.item.host, template.base.cache_name)
         if not (self.item.base_cached or here in run.arrived):
@@ -337,13 +346,28 @@ class _Run:
             run.arrived.add(here)
         self.say(f"creating the new disk {work.disk_path}")
         await self.step("create disk", build.create_disk(self.session, work, self.undo))
-        self.say("personalising the new disk")
-        personalised = run.personalise(self.session, work, template, run.inputs, self.say)
+        personalised: Awaitable[model.GuestTraits]
+        if work.seed_path:
+            personalised = self._write_seed(work)
+        else:
+            self.say("personalising the new disk")
+            personalised = run.personalise(self.session, work, template, run.inputs, self.say)
         traits = await self.step("personalise", personalised)
         # The new disk's host keys go into the metadata recorded at the swap.
         # Its NICs stay as they are: the default rule is ssh when they give it an address.
+        work = plan.with_traits(work, traits)
+        if work.seed_path:
+            return build.ready_rules(template, work, traits), work
         rule = readiness.choose(template.ready, traits, self.item.guest.networks).rule
-        return rule, plan.with_traits(work, traits)
+        return (rule,), work
+
+    async def _write_seed(self, work: plan.GuestPlan) -> model.GuestTraits:
+        """The new disk's seed beside it (one a killed run left there removed first)."""
+        assert work.seed_path is not None
+        await self.session.run(commands.remove(work.seed_path))
+        return await build.write_seed(
+            self.session, work, self.item.template, self.run.inputs, self.undo, self.say
+        )
 
     # -- the swap ---------------------------------------------------------------------------
 
@@ -382,6 +406,14 @@ class _Run:
             restores=True,
         )
         await self.step("record", session.set_metadata(name, work.spec.meta))
+        if work.seed_path:
+            seed = work.seed_path
+            self.on_undo(
+                f"detach {seed} from {name} on {session.host}",
+                lambda: session.detach_device(name, domxml.cdrom(seed)),
+                restores=True,
+            )
+            await self.step("attach seed", session.attach_device(name, domxml.cdrom(seed)))
         if self.boots:
             self.say(
                 "starting the new guest"
@@ -396,15 +428,21 @@ class _Run:
             )
             await self.step("start", session.start(name))
 
-    async def until_ready(self, work: plan.GuestPlan, rule: readiness.Rule) -> None:
-        """Wait for the new guest to be ready; record the rule it passed and its addresses
-        then. A guest that was shut off is shut off again once it has shown it boots."""
+    async def until_ready(self, work: plan.GuestPlan, rules: Sequence[readiness.Rule]) -> None:
+        """Wait for the new guest to be ready by each rule in turn; take its seed out, if it
+        has one; record the rule it passed last and its addresses then. A guest that was shut
+        off is shut off again once it has shown it boots."""
         session, name = self.session, self.item.name
-        self.say(f"waiting until ready ({rule.describe()})")
+        deadline = time.monotonic() + self.ready_timeout
         try:
-            await waiting.wait(
-                session, name, rule, self.ready_timeout, host_keys=work.spec.meta.host_keys
-            )
+            for rule in rules:
+                self.say(f"waiting until ready ({rule.describe()})")
+                left = (
+                    self.ready_timeout
+                    if rule is rules[0]
+                    else max(deadline - time.monotonic(), 0.0)
+                )
+                await waiting.wait(session, name, rule, left, host_keys=work.spec.meta.host_keys)
         except errors.NotReady as e:
             raise _StepFailed(
                 READY_STEP,
@@ -415,6 +453,9 @@ class _Run:
             ) from e
         except errors.MCLUError as e:
             raise _StepFailed(READY_STEP, str(e)) from e
+        if work.seed_path:
+            self.say("removing its cloud-init seed")
+            await self.step("remove seed", build.drop_seed(session, work))
         # Its addresses as they are now, recorded as build records them (source "ready" in
         # list and info); a bounded read that never fails the rebuild.
         known = await guest_addresses.of_running(session, name)

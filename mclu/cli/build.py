@@ -79,6 +79,7 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
     inv, hosts = commands.load_hosts(args, env)
     mine, found = await commands.read_templates(args, env)
     template = sources.resolve(args.template, mine, found.templates)
+    commands.check_user_data(args, [template])
     cache_dir = cache.cache_dir(env.environ)
     template = with_cached_size(template, cache.cached(template, cache_dir))
     request = plan.BuildRequest(

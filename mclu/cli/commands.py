@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from mclu.act import build as mclu_build
 from mclu.act import rebuild as mclu_rebuild
 from mclu.cli import output
 from mclu.config import catalogue, inventory, sources
-from mclu.decide import cleanup
+from mclu.decide import cleanup, cloudinit
 from mclu.read import snapshot
 
 
@@ -76,7 +76,7 @@ def build_inputs(args: argparse.Namespace, env: Env) -> mclu_build.Inputs:
         ]
         if given:
             raise errors.UsageError(f"--no-login and {given[0]} do not go together")
-        return mclu_build.Inputs()
+        return mclu_build.Inputs(user_data=user_data(getattr(args, "user_data", None)))
     home = Path(env.environ.get("HOME", "~")).expanduser()
     paths = [Path(p) for p in args.ssh_key] if args.ssh_key else sorted(home.glob(".ssh/id_*.pub"))
     keys = []
@@ -89,7 +89,35 @@ def build_inputs(args: argparse.Namespace, env: Env) -> mclu_build.Inputs:
             f"no ssh key for the guests' root: {home}/.ssh has no id_*.pub; give --ssh-key "
             "FILE (or --root-password-file FILE), or --no-login for guests nobody logs in to"
         )
-    return mclu_build.Inputs(ssh_authorized_keys=tuple(keys), root_password_file=password)
+    return mclu_build.Inputs(
+        ssh_authorized_keys=tuple(keys),
+        root_password_file=password,
+        user_data=user_data(getattr(args, "user_data", None)),
+    )
+
+
+def user_data(path: str | None) -> dict[str, Any]:
+    """--user-data FILE read and checked (`cloudinit.parse_user_data`); {} without it."""
+    if path is None:
+        return {}
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise errors.UsageError(f"--user-data {path}: cannot read: {e}") from None
+    return cloudinit.parse_user_data(text, path)
+
+
+def check_user_data(args: argparse.Namespace, templates: Iterable[model.ResolvedTemplate]) -> None:
+    """--user-data is for cloud-init templates: refused when a guest's template is not one."""
+    if getattr(args, "user_data", None) is None:
+        return
+    for template in templates:
+        if not cloudinit.uses_cloud_init(template):
+            raise errors.UsageError(
+                f"--user-data: template {template.name} is personalised by "
+                f'{template.personalise}, not cloud-init (its personalise = "cloud-init" '
+                "takes user data)"
+            )
 
 
 def _key_lines(path: Path) -> list[str]:

@@ -166,6 +166,11 @@ def add_disk_inputs(parser: argparse.ArgumentParser) -> None:
         "--root-password-file", metavar="FILE", help="set root's password to the first line of FILE"
     )
     parser.add_argument(
+        "--user-data",
+        metavar="FILE",
+        help="your own #cloud-config, merged into the seed of a cloud-init template's guests",
+    )
+    parser.add_argument(
         "--no-login",
         action="store_true",
         help="give root no key and no password: for guests nobody logs in to "

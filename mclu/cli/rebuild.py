@@ -146,6 +146,7 @@ async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:
         templates = {name: resolve(name) for name in plan.template_names(snap)}
         when = datetime.datetime.now(datetime.UTC)
         chosen = plan.plan_rebuild(request, snap, templates, now=when)
+        commands.check_user_data(args, [r.template for r in chosen.rebuild])
         if args.dry_run:
             _show_plan(chosen, args, env)
             return exit_code([r.error for r in chosen.refused])

@@ -15,7 +15,7 @@ from typing import Any
 
 from mclu import errors, model, sizes
 from mclu.config import fields, inventory
-from mclu.decide import readiness
+from mclu.decide import cloudinit, readiness
 
 ENV_VAR = "MCLU_TEMPLATES"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
@@ -33,6 +33,7 @@ _KEYS = {
     "ready",
     "ready_timeout",
     "autostart",
+    "personalise",
 }
 MAX_READY_TIMEOUT = 24 * 3600.0
 
@@ -55,6 +56,7 @@ class Template:
     ready: str | None = None  # a readiness rule (`mclu.decide.readiness`); None: detected
     ready_timeout: float | None = None  # seconds; None: mclu's default
     autostart: bool = True
+    personalise: str = cloudinit.LIBGUESTFS  # or cloudinit.CLOUD_INIT: a NoCloud seed
 
 
 def locate(explicit: str | None, environ: Mapping[str, str]) -> Path:
@@ -202,6 +204,14 @@ def _ready_timeout(value: Any) -> float:
     return float(value)
 
 
+def _personalise(value: Any) -> str:
+    if value not in cloudinit.PERSONALISERS:
+        raise ValueError(
+            f"must be {' or '.join(repr(p) for p in cloudinit.PERSONALISERS)}, got {value!r}"
+        )
+    return str(value)
+
+
 def _customize(value: Any) -> model.Customization:
     if not isinstance(value, dict):
         raise ValueError("must be a table of packages, files, run, firstboot")
@@ -245,4 +255,5 @@ _CHECKS = {
     "ready": _ready,
     "ready_timeout": _ready_timeout,
     "autostart": _bool,
+    "personalise": _personalise,
 }

@@ -170,6 +170,7 @@ def resolve(
         ready=own.ready,
         ready_timeout=own.ready_timeout,
         autostart=own.autostart,
+        personalise=own.personalise,
     )
 
 

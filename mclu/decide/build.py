@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 
 from mclu import errors, hostpaths, sizes
 from mclu.config import fields
-from mclu.decide import placement
+from mclu.decide import cloudinit, placement
 from mclu.model import (
     BaseImage,
     BuildState,
@@ -54,10 +54,18 @@ class GuestPlan:
     disk_path: str
     disk_size: int  # virtual size in bytes
     send_bytes: int  # base data this guest's step sends to the host; 0 if cached or sent earlier
+    # Its NoCloud seed on the host when cloud-init personalises it (the template says so);
+    # None: the libguestfs appliance does, before it boots.
+    seed_path: str | None = None
 
     @property
     def full_copy(self) -> bool:
         return self.spec.disk_format == "raw"
+
+    @property
+    def personalise(self) -> str:
+        """How its disk is made its own: `cloudinit.CLOUD_INIT` or `cloudinit.LIBGUESTFS`."""
+        return cloudinit.CLOUD_INIT if self.seed_path else cloudinit.LIBGUESTFS
 
 
 @dataclass(frozen=True)
@@ -304,6 +312,8 @@ def _refused(
         refusal = placement.network_missing(network, c.snapshot) or placement.disk_name_taken(
             path, c
         )
+        if refusal is None and cloudinit.uses_cloud_init(template):
+            refusal = placement.disk_name_taken(hostpaths.seed_path(c.storage.image_dir, name), c)
         if refusal is not None:
             refused[c.name] = refusal
     return refused
@@ -333,6 +343,7 @@ def _guest_plan(
     cached = base.cache_name in host.storage.cached_bases
     sent_before = any(g.host == host.name for g in earlier)
     path = hostpaths.disk_path(image_dir, name, full_copy=sizing.full_copy)
+    seed = hostpaths.seed_path(image_dir, name) if cloudinit.uses_cloud_init(template) else None
     spec = GuestSpec(
         name=name,
         domain_type=host.snapshot.spec.domain_type,
@@ -344,6 +355,7 @@ def _guest_plan(
         disk_bus=template.disk_bus,
         network=template.network or host.snapshot.spec.network,
         arch=base.arch,
+        seed=seed,
     )
     return GuestPlan(
         name=name,
@@ -356,6 +368,7 @@ def _guest_plan(
         disk_path=path,
         disk_size=sizing.disk_size,
         send_bytes=0 if cached or sent_before else base.data_bytes,
+        seed_path=seed,
     )
 
 

@@ -8,7 +8,11 @@ the start (see `mclu.act.build`):
   "started" (started, its run killed while it waited for the guest to be ready);
 - partial files: `<base>.partial-XXXXXXXX-GUEST` (a base being sent), `<disk>.mclu-new` and
   `<disk>.mclu-rebuild` (a disk being made), `<base>.partial-XXXXXXXX` (a base copied for a
-  migration: it names no guest).
+  migration: it names no guest);
+- a guest's cloud-init seed, `IMAGE_DIR/GUEST.mclu-seed.iso`: a run removes it once the
+  guest is ready, so one whose guest's lock no run holds is a killed run's (a guest still
+  running from it names it on QEMU's command line: kept while that runs, unless the guest is
+  itself an interrupted build's, removed first).
 
 Each is a leftover only when no run is at it: a guest's, or a file's owner guest's, lock
 (`mclu.act.locks`) is free (a run holds it through its ssh connection, so it ends with the run),
@@ -24,12 +28,14 @@ decides from that read) and a file removed only if no process names it at that m
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from mclu import hostpaths, model
+from mclu.decide.delete import seeds
 from mclu.decide.guests import guest_named
 
 # A partial file no guest's lock covers (a base copied for a migration) is left alone until
@@ -107,8 +113,18 @@ def plan(
         for g in sorted(guests, key=lambda g: g.name)
         if g.mclu is not None and g.mclu.state in model.UNFINISHED
     ]
-    items += [_file_item(f, locked, min_age) for f in scan.partial_files]
+    # The guests removed before the files: their QEMU, which names a seed, is gone by then
+    # (the file's removal looks at the processes again).
+    going = {i.name for i in items if i.remove}
+    items += [_file_item(_freed(f, going), locked, min_age) for f in scan.partial_files]
     return CleanupPlan(tuple(items))
+
+
+def _freed(file: model.PartialFile, going: set[str]) -> model.PartialFile:
+    """A seed of a guest this cleanup removes as not in use: its user is that guest."""
+    if file.in_use and file.owner in going and file.path.endswith(hostpaths.SEED_SUFFIX):
+        return dataclasses.replace(file, in_use=False)
+    return file
 
 
 def _guest_item(guest: model.Guest, locked: set[str]) -> Item:
@@ -177,7 +193,7 @@ class GuestRemoval:
     destroy: bool  # it runs: powered off first
     undefine: bool  # it is persistent (a transient guest is gone once destroyed)
     disks: tuple[str, ...]  # its own disks that its build made
-    files: tuple[str, ...]  # removed: those disks and its console log
+    files: tuple[str, ...]  # removed: those disks, its seed and its console log
 
 
 def unfinished(guests: Sequence[model.Guest], name: str) -> model.Guest | None:
@@ -203,7 +219,7 @@ def removal(
         destroy=guest.state.active,
         undefine=guest.persistent,
         disks=disks,
-        files=(*disks, hostpaths.console_log(guest.name)),
+        files=(*disks, *seeds(guest), hostpaths.console_log(guest.name)),
     )
 
 

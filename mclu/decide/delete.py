@@ -50,7 +50,7 @@ class DeletePlan:
     guest: str
     destroy: bool  # it is running: powered off (destroyed) first
     undefine: bool  # it is persistent (a transient guest is gone once destroyed)
-    remove: tuple[str, ...]  # the files removed: its own disks and its console log
+    remove: tuple[str, ...]  # the files removed: its own disks, its seed and its console log
     keep: tuple[Kept, ...]  # its disks left in place, and why
 
 
@@ -82,9 +82,15 @@ def plan(request: DeleteRequest, snapshot: model.Snapshot, backing: Collection[s
         guest=guest.name,
         destroy=guest.state.active,
         undefine=guest.persistent,
-        remove=(*choice.remove, hostpaths.console_log(guest.name)),
+        remove=(*choice.remove, *seeds(guest), hostpaths.console_log(guest.name)),
         keep=choice.keep,
     )
+
+
+def seeds(guest: model.Guest) -> tuple[str, ...]:
+    """The cloud-init seeds the guest holds in its CD-ROM drives (one kept for a look after a
+    failed build, or a build that did not wait): its own, by their names."""
+    return tuple(m for m in guest.cdroms if hostpaths.seed_owner(m) == guest.name)
 
 
 def _guest(request: DeleteRequest, snapshot: model.Snapshot) -> model.Guest:

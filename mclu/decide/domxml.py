@@ -16,6 +16,9 @@ from mclu.read import metadata
 
 # The first disk's device name per bus (libvirt derives the controller from the bus).
 _TARGET_DEV = {"virtio": "vda", "scsi": "sda", "sata": "sda", "ide": "hda"}
+# A seed's CD-ROM: SATA works on both of QEMU's x86 machine types (IDE is not on q35); sdb,
+# as the system disk may be sda.
+SEED_TARGET = ("sdb", "sata")
 
 # Declared once on <domain>: ElementTree writes namespace declarations on the root element.
 ET.register_namespace(metadata.PREFIX, metadata.NAMESPACE)
@@ -72,6 +75,8 @@ def _add_os(domain: ET.Element, arch: str) -> None:
 def _devices(spec: GuestSpec) -> ET.Element:
     devices = ET.Element("devices")
     devices.append(_disk(spec))
+    if spec.seed:
+        devices.append(_cdrom(spec.seed))
     if spec.disk_bus == "scsi":
         ET.SubElement(devices, "controller", type="scsi", model="virtio-scsi")
     interface = _interface(spec.network, spec.mac)
@@ -98,6 +103,24 @@ def _disk(spec: GuestSpec) -> ET.Element:
     ET.SubElement(disk, "driver", name="qemu", type=spec.disk_format, discard="unmap")
     ET.SubElement(disk, "source", file=spec.disk_path)
     ET.SubElement(disk, "target", dev=_TARGET_DEV[spec.disk_bus], bus=spec.disk_bus)
+    return disk
+
+
+def cdrom(medium: str | None) -> str:
+    """A seed's CD-ROM drive as device XML (for attaching, ejecting, detaching it): holding
+    the file `medium`, or empty (None)."""
+    return ET.tostring(_cdrom(medium), encoding="unicode")
+
+
+def _cdrom(medium: str | None) -> ET.Element:
+    disk = ET.Element("disk", type="file", device="cdrom")
+    ET.SubElement(disk, "driver", name="qemu", type="raw")
+    if medium is not None:
+        # optional: a guest whose seed is gone (`mclu cleanup`) still starts, without it.
+        ET.SubElement(disk, "source", file=medium, startupPolicy="optional")
+    dev, bus = SEED_TARGET
+    ET.SubElement(disk, "target", dev=dev, bus=bus)
+    ET.SubElement(disk, "readonly")
     return disk
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from mclu import errors, hostpaths, model
 from mclu.decide import build as plan
-from mclu.decide import placement
+from mclu.decide import cloudinit, placement
 from mclu.decide.guests import find_guest, is_file_path, split_ref
 from mclu.decide.migrate import Disk
 from mclu.model import Snapshot, StorageFacts
@@ -112,9 +112,12 @@ class Rebuild:
         """What the executor does, in order, as the plan knows the guest (the re-read under
         the lock decides whether it runs); a failure names its step."""
         running = self.guest.state.active
+        seeded = cloudinit.uses_cloud_init(self.template)
         fetch = () if self.base_cached else ("download template", "send template")
         swap = ("keep the old disk", "put the new disk in place", "record")
-        check = ("start", "ready", "record") if running or self.verify else ()
+        attach = ("attach seed",) if seeded else ()
+        drop = ("remove seed",) if seeded else ()
+        check = ("start", "ready", *drop, "record") if running or self.verify else ()
         return (
             "lock",
             *LOCK_CHECKS,
@@ -123,6 +126,7 @@ class Rebuild:
             "personalise",
             *(("stop",) if running else ()),
             *swap,
+            *attach,
             *check,
             *(("stop",) if check and not running else ()),
             "remove the old disk",
@@ -296,7 +300,9 @@ def _rebuild(
         meta=meta,
         template=template,
         base_cached=facts is not None and template.base.cache_name in facts.cached_bases,
-        verify=made.request.verify,
+        # A guest given a seed boots once whatever --no-verify says: its seed is applied and
+        # taken out by that boot (left in, a migration could not carry it).
+        verify=made.request.verify or cloudinit.uses_cloud_init(template),
     )
 
 
@@ -358,6 +364,11 @@ def new_disk(item: Rebuild, spec: model.HostSpec, disk: Disk, built: str) -> pla
             reason=f"its disk {disk.path} is {disk.format}, not qcow2 or raw",
         )
     path = hostpaths.rebuild_disk(disk.path)
+    seed = (
+        hostpaths.seed_path(spec.image_dir, item.name)
+        if cloudinit.uses_cloud_init(item.template)
+        else None
+    )
     meta = dataclasses.replace(
         item.meta, revision=item.revision, built=built, state=model.BuildState.READY
     )
@@ -371,6 +382,7 @@ def new_disk(item: Rebuild, spec: model.HostSpec, disk: Disk, built: str) -> pla
         disk_format=disk.format,
         disk_bus=item.template.disk_bus,
         arch=base.arch,
+        seed=seed,
     )
     return plan.GuestPlan(
         name=item.name,
@@ -383,6 +395,7 @@ def new_disk(item: Rebuild, spec: model.HostSpec, disk: Disk, built: str) -> pla
         disk_path=path,
         disk_size=max(disk.virtual_size, base.size),
         send_bytes=base.data_bytes,
+        seed_path=seed,
     )
 
 

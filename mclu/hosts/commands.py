@@ -74,6 +74,16 @@ def make_private(path: str) -> list[str]:
     return ["chmod", "0600", "--", path]
 
 
+# stdin into a new file only its owner may read (noclobber: an existing file is not replaced).
+WRITE_NEW_SCRIPT = 'umask 077 && set -C && cat > "$1"'
+
+
+def write_new_file(path: str) -> list[str]:
+    """Write stdin to the new file `path`, mode 0600; refuses (exit 1, nothing written) when
+    `path` exists."""
+    return script(WRITE_NEW_SCRIPT, path)
+
+
 def link(path: str, new: str) -> list[str]:
     """A second name `new` for the file `path` (a hard link). Refuses (exit 1) when `new`
     exists, so a file that appeared meanwhile is never replaced."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid as uuid_module
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -166,6 +167,22 @@ class FakeSession:
     async def set_autostart(self, name: str, autostart: bool) -> None:
         self._replace(self._guest(name), autostart=autostart)
 
+    # CD-ROMs: the guest's `cdroms` are the media of its drives. mclu's guests have one drive
+    # at most, so a drive is not told from another by its target here.
+    async def attach_device(self, name: str, xml: str) -> None:
+        guest = self._guest(name)
+        self._replace(guest, cdroms=(*guest.cdroms, _cdrom_file(xml)))
+
+    async def update_device(self, name: str, xml: str) -> None:
+        guest = self._guest(name)
+        medium = _cdrom_file(xml)
+        self._replace(guest, cdroms=(medium,) if medium else ())
+
+    async def detach_device(self, name: str, xml: str) -> None:
+        guest = self._guest(name)
+        if not guest.state.active:  # a running guest keeps its drive until it stops
+            self._replace(guest, cdroms=())
+
     async def agent_ping(self, name: str, timeout: int) -> bool:
         guest = self._guest(name)
         return guest.state.active and name in self._fake.agents
@@ -240,7 +257,7 @@ class FakeSession:
         canned = (
             self._console(argv)
             or self._fake.commands.get(tuple(argv))
-            or self._fake.files.answer(argv)
+            or self._fake.files.answer(argv, input if isinstance(input, bytes) else None)
         )
         if canned is None:
             raise errors.Unsupported(
@@ -421,3 +438,12 @@ def canned(
 ) -> tuple[tuple[str, ...], CommandResult]:
     """One entry for FakeHost.commands: `dict([canned(["uname", "-n"], b"a\\n")])`."""
     return tuple(argv), CommandResult(tuple(argv), exit_status, stdout, stderr)
+
+
+def _cdrom_file(xml: str) -> str:
+    """The medium of a CD-ROM `<disk>`'s XML; "" when it has none (ejected)."""
+    disk = ET.fromstring(xml)
+    if disk.tag != "disk" or disk.get("device") != "cdrom":
+        raise ValueError(f"the fake attaches CD-ROMs only, not {xml!r}")
+    source = disk.find("source")
+    return source.get("file", "") if source is not None else ""

@@ -121,10 +121,13 @@ class Files:
 
         return stop
 
-    def answer(self, argv: Sequence[str]) -> CommandResult | None:
-        """What the command line argv does on these files; None when it is not one this
-        table understands (a command of `mclu.hosts.commands` or not)."""
+    def answer(self, argv: Sequence[str], stdin: bytes | None = None) -> CommandResult | None:
+        """What the command line argv does on these files (given `stdin`); None when it is not
+        one this table understands (a command of `mclu.hosts.commands` or not)."""
         argv = list(argv)
+        if len(argv) == 5 and argv == commands.write_new_file(argv[4]):
+            done = _write_new(self, argv[4], stdin or b"")
+            return CommandResult(tuple(argv), done.exit_status, done.stdout, done.stderr)
         for case in _CASES:
             result = case(self, argv)
             if result is not None:
@@ -248,6 +251,14 @@ def _file_size(files: Files, argv: list[str]) -> _Done | None:
         return _failed(f"stat: cannot statx '{argv[4]}': No such file or directory")
     size = content.size if isinstance(content, Image) else len(content)
     return _ok(f"{size}\n".encode())
+
+
+def _write_new(files: Files, path: str, data: bytes) -> _Done:
+    refused = _can_create(files, path, f"sh: 1: cannot create {path}")
+    if refused is not None:
+        return refused
+    files.write(path, data)
+    return _ok()
 
 
 @_case

@@ -80,6 +80,15 @@ class SshSession:
     async def set_autostart(self, name: str, autostart: bool) -> None:
         await self._libvirt.set_autostart(name, autostart)
 
+    async def attach_device(self, name: str, xml: str) -> None:
+        await self._libvirt.attach_device(name, xml)
+
+    async def update_device(self, name: str, xml: str) -> None:
+        await self._libvirt.update_device(name, xml)
+
+    async def detach_device(self, name: str, xml: str) -> None:
+        await self._libvirt.detach_device(name, xml)
+
     async def agent_ping(self, name: str, timeout: int) -> bool:
         return await self._libvirt.agent_ping(name, timeout)
 

@@ -199,6 +199,21 @@ class Session(Protocol):
         """Whether libvirt starts the defined guest when the host (libvirtd) starts."""
         ...
 
+    async def attach_device(self, name: str, xml: str) -> None:
+        """Add the device `xml` (e.g. a CD-ROM `<disk>`) to the guest's definition: it has it
+        from its next start; a running guest is not changed."""
+        ...
+
+    async def update_device(self, name: str, xml: str) -> None:
+        """Change the device `xml` names (by its target) in the guest's definition and, when
+        it runs, in the running guest: a CD-ROM `<disk>` without a source ejects its medium."""
+        ...
+
+    async def detach_device(self, name: str, xml: str) -> None:
+        """Remove the device `xml` names (by its target) from the guest's definition; a
+        running guest keeps it until it stops (a SATA CD-ROM cannot be unplugged live)."""
+        ...
+
     async def agent_ping(self, name: str, timeout: int) -> bool:
         """Whether the QEMU guest agent in the running guest answers a ping within `timeout`
         seconds. False when it does not (not installed, not up yet, no agent channel, the

@@ -146,6 +146,23 @@ class LibvirtSession:
     async def set_autostart(self, name: str, autostart: bool) -> None:
         await self._on_domain("set autostart of", name, lambda d: d.setAutostart(int(autostart)))
 
+    async def attach_device(self, name: str, xml: str) -> None:
+        await self._on_domain(
+            "attach a device to",
+            name,
+            lambda d: d.attachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG),
+        )
+
+    async def update_device(self, name: str, xml: str) -> None:
+        await self._on_domain("update a device of", name, functools.partial(_update, xml=xml))
+
+    async def detach_device(self, name: str, xml: str) -> None:
+        await self._on_domain(
+            "detach a device from",
+            name,
+            lambda d: d.detachDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_CONFIG),
+        )
+
     async def agent_ping(self, name: str, timeout: int) -> bool:
         answered: list[bool] = []
         await self._on_domain(
@@ -477,6 +494,14 @@ def _guest_of(domain: Any, autostart: bool | None = None) -> Guest:
         persistent=bool(domain.isPersistent()),
         autostart=autostart,
     )
+
+
+def _update(domain: Any, *, xml: str) -> None:
+    """The device changed in the definition, and in the running guest when it runs."""
+    flags = libvirt.VIR_DOMAIN_AFFECT_CONFIG
+    if domain.isActive():
+        flags |= libvirt.VIR_DOMAIN_AFFECT_LIVE
+    domain.updateDeviceFlags(xml, flags)
 
 
 # Why an agent gives no answer: not installed or not up yet, no channel, guest not running.

@@ -134,7 +134,18 @@ def parse_guest(xml: str, state: GuestState, *, persistent: bool, autostart: boo
         autostart=autostart,
         networks=_networks_of(root),
         macs=_macs_of(root),
+        cdroms=_cdrom_media(root),
     )
+
+
+def _cdrom_media(root: ET.Element) -> tuple[str, ...]:
+    """The file of each CD-ROM drive that holds a medium."""
+    media = []
+    for disk in root.findall("devices/disk"):
+        source = disk.find("source")
+        if disk.get("device") == "cdrom" and source is not None and source.get("file"):
+            media.append(source.get("file", ""))
+    return tuple(media)
 
 
 def _macs_of(root: ET.Element) -> tuple[str, ...]:

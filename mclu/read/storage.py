@@ -142,13 +142,15 @@ def owner_of(path: str) -> str | None:
     """The guest whose lock covers a partial file, from its name; None when it names none.
 
     `BASE.partial-XXXXXXXX-GUEST` (a base being sent for GUEST), `GUEST.qcow2.mclu-new` /
-    `.mclu-rebuild` (its disk being made). A plain `BASE.partial-XXXXXXXX` (a base copied for
-    a migration) has no owner.
+    `.mclu-rebuild` (its disk being made), `GUEST.mclu-seed.iso` (its cloud-init seed). A
+    plain `BASE.partial-XXXXXXXX` (a base copied for a migration) has no owner.
     """
     name = posixpath.basename(path)
     found = _PARTIAL_OWNER.search(name)
     if found:
         owner = found.group("owner")
+    elif name.endswith(hostpaths.SEED_SUFFIX):
+        owner = hostpaths.seed_owner(name) or ""
     elif name.endswith(_DISK_SUFFIXES):
         owner = name
         while owner.endswith(_DISK_SUFFIXES):

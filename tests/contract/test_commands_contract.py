@@ -159,6 +159,22 @@ async def test_file_size_and_make_private(host: Host) -> None:
     assert (await host.run(commands.file_size(host.path("missing")))).exit_status == 1
 
 
+async def test_write_new_file_never_replaces(host: Host) -> None:
+    seed = host.path("web1.mclu-seed.iso")
+    done = await host.session.run(commands.write_new_file(seed), input=b"cidata", check=False)
+    assert done.exit_status == 0
+    assert await host.content(seed) == b"cidata"
+    again = await host.session.run(commands.write_new_file(seed), input=b"other", check=False)
+    assert again.exit_status != 0
+    assert await host.content(seed) == b"cidata"
+    if host.fake_host is None:  # the fake keeps no modes
+        mode = await host.run(["stat", "-c", "%a", seed])
+        assert mode.stdout.strip() == b"600"
+    elsewhere = host.path("missing/web1.mclu-seed.iso")
+    failed = await host.session.run(commands.write_new_file(elsewhere), input=b"x", check=False)
+    assert failed.exit_status != 0
+
+
 async def test_link_never_replaces(host: Host) -> None:
     new, old = await host.put("new", b"new"), await host.put("old", b"old")
     assert (await host.run(commands.link(new, host.path("disk")))).exit_status == 0

@@ -73,6 +73,7 @@ def guest_from_json(data: dict[str, Any]) -> Guest:
             "disks": tuple(data["disks"]),
             "networks": tuple(data.get("networks", ())),
             "macs": tuple(data.get("macs", ())),
+            "cdroms": tuple(data.get("cdroms", ())),
             "mclu": None
             if meta is None
             else GuestMeta(**{**meta, "options": tuple(tuple(o) for o in meta["options"])}),

@@ -53,6 +53,7 @@ TEMPLATE_DEFAULTS: dict[str, Any] = {
     "full_copy": False,
     "disk_bus": "virtio",
     "disk_size": None,
+    "personalise": "libguestfs",
 }
 SIZE_KEYS = ("size", "memory", "disk_size", "send_bytes", "disk_free", "data")
 
@@ -84,6 +85,7 @@ def template_from(data: dict[str, Any]) -> ResolvedTemplate:
         network=t["network"],
         full_copy=t["full_copy"],
         disk_size=size(t["disk_size"]),
+        personalise=t["personalise"],
     )
 
 
@@ -171,6 +173,8 @@ def guest_fields(g: plan.GuestPlan) -> dict[str, Any]:
         "domain_type": g.spec.domain_type,
         "network": g.spec.network,
         "options": [list(o) for o in g.spec.meta.options],
+        "personalise": g.personalise,
+        "seed_path": g.seed_path,
     }
 
 

@@ -442,13 +442,19 @@ def case_inputs(
     return snap(*hosts, failed=failed), storage
 
 
-def case_templates(data: dict[str, int | None]) -> rebuild.Templates:
-    return {
-        name: template(name, revision)
-        if revision
-        else errors.UnknownTemplate(name=name, known=["tiny"])
-        for name, revision in data.items()
-    }
+def case_templates(data: dict[str, Any]) -> rebuild.Templates:
+    """name → its revision (null: unknown), or a table of its revision and `personalise`."""
+    templates: dict[str, model.ResolvedTemplate | errors.MCLUError] = {}
+    for name, listed in data.items():
+        told = listed if isinstance(listed, dict) else {"revision": listed}
+        if not told["revision"]:
+            templates[name] = errors.UnknownTemplate(name=name, known=["tiny"])
+            continue
+        made = template(name, told["revision"])
+        templates[name] = dataclasses.replace(
+            made, personalise=told.get("personalise", made.personalise)
+        )
+    return templates
 
 
 def run_case(case: dict[str, Any]) -> rebuild.RebuildPlan:
@@ -474,6 +480,7 @@ def rebuild_fields(r: rebuild.Rebuild) -> dict[str, Any]:
         "from_revision": r.meta.revision,
         "base_cached": r.base_cached,
         "steps": list(r.steps),
+        "verify": r.verify,
     }
 
 
