@@ -6,6 +6,7 @@ Sizes are bytes, CPU counts are whole CPUs, times are seconds, everywhere.
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -306,11 +307,29 @@ class BaseImage:
     size: int  # virtual size in bytes
     data_bytes: int = 0  # bytes that are not holes (what a sparse-aware transfer moves)
     expand: str | None = None  # the partition to grow when the guest disk is larger
+    # The sha512 (hex) the repository's index gives for the base's file: a repository may
+    # publish one revision twice with other content, so the digest is part of its identity.
+    digest: str = ""
 
     @property
     def cache_name(self) -> str:
-        """The file name of the cached base in a host's cache directory."""
-        return f"{self.template}.{self.arch}.r{self.revision}.raw"
+        """The file name of the cached base, on a host and in the controller's cache:
+        `NAME.ARCH.rREVISION.DIGEST.raw`, DIGEST the first DIGEST_CHARS of its sha512, so
+        other content under the same revision is another file, and a cached base (a backing
+        file of overlays) is never overwritten. Without a digest (mclu before it recorded
+        them) `NAME.ARCH.rREVISION.raw`."""
+        digest = f".{self.digest[:DIGEST_CHARS]}" if self.digest else ""
+        return f"{self.template}.{self.arch}.r{self.revision}{digest}.raw"
+
+
+DIGEST_CHARS = 16  # hex digits of a base's sha512 in its cache name (64 bits)
+_CONTENT_NAMED = re.compile(rf"^.+\.r\d+\.[0-9a-f]{{{DIGEST_CHARS}}}\.raw$")
+
+
+def content_named(name: str) -> bool:
+    """Whether a cached base's file name carries its digest (`BaseImage.cache_name`); one
+    that does not was cached by name and revision only, its content unknown."""
+    return _CONTENT_NAMED.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -350,6 +369,7 @@ class ResolvedTemplate:
     base: BaseImage
     source_uri: str  # where the base image comes from (its index entry's file)
     sha512: str  # of the file at source_uri
+    download_size: int | None = None  # bytes of the file at source_uri, if the index says
     memory: int = 1 << 30
     vcpus: int = 1
     disk_bus: str = "virtio"

@@ -117,14 +117,15 @@ def now() -> str:
 
 async def execute(
     build: plan.BuildPlan,
-    local: cache.LocalBase,
+    local: cache.LocalBase | None,
     sessions: Mapping[str, Session],
     inputs: Inputs,
     reporter: Reporter,
     wanted: Readiness = Readiness(),
 ) -> list[Built]:
     """Make every guest of the plan run and, unless told not to wait, become ready; all or
-    nothing (with `keep_failed`, guests that did not become ready stay for a look)."""
+    nothing (with `keep_failed`, guests that did not become ready stay for a look). `local`:
+    the base in the controller's cache, None when every host of the plan holds it."""
     started = time.monotonic()
     undo = Undo()
     try:
@@ -243,7 +244,7 @@ async def _prepare_host(
     session: Session,
     guests: list[plan.GuestPlan],
     transport: str,
-    local: cache.LocalBase,
+    local: cache.LocalBase | None,
     undo: Undo,
     reporter: Reporter,
 ) -> None:
@@ -258,6 +259,8 @@ async def _prepare_host(
         await _step(session.host, guest.name, "define", _define(session, guest, undo))
     first = guests[0]
     if any(g.send_bytes for g in guests):
+        if local is None:
+            raise ValueError(f"{session.host} lacks the base, and none was fetched")
         reporter.step(session.host, None, f"sending {first.base.cache_name} ({transport})")
         await _step(
             session.host,

@@ -81,7 +81,8 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
     template = sources.resolve(args.template, mine, found.templates)
     commands.check_user_data(args, [template])
     cache_dir = cache.cache_dir(env.environ)
-    template = with_cached_size(template, cache.cached(template, cache_dir))
+    local = cache.cached(template, cache_dir)
+    template = with_cached_size(template, local)
     request = plan.BuildRequest(
         template=args.template,
         names=tuple(args.names),
@@ -109,7 +110,13 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
         commands.note_leftovers(snap, env, {h: d.leftovers for h, d in disks.ok.items()})
         snap.failed.update(disks.failed)  # a host whose image dir cannot be read can't build
         chosen = plan.plan_build(
-            request, snap, disks.ok, template, now=mclu_build.now(), inventory_path=inv.path
+            request,
+            snap,
+            disks.ok,
+            template,
+            now=mclu_build.now(),
+            inventory_path=inv.path,
+            local_cached=local is not None,
         )
         if args.dry_run:
             show_plan(chosen, args, env)
@@ -119,12 +126,13 @@ async def run(args: argparse.Namespace, env: commands.Env) -> int:
             reporter.step(None, None, line)
         started = time.monotonic()
         try:
-            local = await asyncio.to_thread(
-                cache.ensure,
-                template,
-                cache_dir,
-                lambda done, total: reporter.transfer(f"download {args.template}", done, total),
-            )
+            if chosen.hosts_needing_base:  # else no host needs it: nothing is downloaded
+                local = await asyncio.to_thread(
+                    cache.ensure,
+                    template,
+                    cache_dir,
+                    lambda done, total: reporter.transfer(f"download {args.template}", done, total),
+                )
             built = await mclu_build.execute(
                 chosen,
                 local,
@@ -169,19 +177,28 @@ def show_plan(chosen: plan.BuildPlan, args: argparse.Namespace, env: commands.En
 
 
 def plan_text(plan: BuildPlan) -> str:
-    """One line per guest (host, why, what it gets), then one line per base transfer, then a
-    warning per host that did not answer (the names could not be checked there)."""
+    """One line per guest (host, why, what it gets), the download into the controller's cache
+    (or why there is none), one line per base transfer, then a warning per host that did not
+    answer (the names could not be checked there)."""
     label = _base_label(plan)
     lines = [
         f"build {len(plan.guests)} {'guest' if len(plan.guests) == 1 else 'guests'} from {label}:"
     ]
     lines += [f"  {_guest_line(plan, g)}" for g in plan.guests]
+    if plan.download:
+        size = plan.template.download_size
+        lines.append(
+            f"download {label} into the controller's cache: "
+            f"{sizes.human(size) if size is not None else 'size not listed'}"
+        )
+    elif plan.hosts_needing_base:
+        lines.append(f"nothing to download: {label} is in the controller's cache")
     sends = [g for g in plan.guests if g.send_bytes]
     lines += [f"send {label} to {g.host}: {sizes.human(g.send_bytes)}" for g in sends]
     if len(sends) > 1:
         lines.append(f"send in all: {sizes.human(plan.send_bytes)} over {plan.transport}")
     elif not plan.hosts_needing_base:
-        lines.append(f"nothing to send: {label} is cached on every host chosen")
+        lines.append(f"nothing to download or send: {label} is cached on every host chosen")
     lines += [f"{output.PLAN_WARNING}{w}" for w in plan.warnings]
     return "\n".join(lines)
 
@@ -215,6 +232,12 @@ def plan_json(plan: BuildPlan) -> dict[str, Any]:
         "template": plan.template.name,
         "revision": base.revision,
         "transport": plan.transport,
+        "base": base.cache_name,
+        "download": (
+            {"bytes": plan.template.download_size, "from": plan.template.source_uri}
+            if plan.download
+            else None
+        ),
         "send_bytes": plan.send_bytes,
         "hosts_needing_base": list(plan.hosts_needing_base),
         "guests": [

@@ -219,7 +219,8 @@ def build_parser() -> parsing.Parser:
         templates_sub,
         "prune",
         templates_prune.run,
-        "remove template bases cached on hosts that no guest uses",
+        "remove template bases cached on hosts that no guest uses, and on this "
+        "machine that no repository lists",
     )
     prune.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
     prune.add_argument(

@@ -143,23 +143,21 @@ def resolve(
             raise errors.UnknownRevision(
                 name=base_name, revision=revision, listed=sorted({e.revision for e in same})
             )
-    base = model.BaseImage(
-        template=entry.name,
-        revision=entry.revision,
-        arch=entry.arch,
-        size=entry.size,
-        data_bytes=entry.size,
-        expand=entry.expand,
-    )
+    base = base_image(entry)
     if own is None:
         return model.ResolvedTemplate(
-            name=name, base=base, source_uri=entry.file_uri, sha512=entry.sha512
+            name=name,
+            base=base,
+            source_uri=entry.file_uri,
+            sha512=entry.sha512,
+            download_size=entry.compressed_size,
         )
     return model.ResolvedTemplate(
         name=name,
         base=base,
         source_uri=entry.file_uri,
         sha512=entry.sha512,
+        download_size=entry.compressed_size,
         memory=own.memory,
         vcpus=own.vcpus,
         disk_bus=own.disk_bus,
@@ -171,6 +169,20 @@ def resolve(
         ready_timeout=own.ready_timeout,
         autostart=own.autostart,
         personalise=own.personalise,
+    )
+
+
+def base_image(entry: repo_index.Entry) -> model.BaseImage:
+    """The base an index entry describes, known by its sha512 as well as its revision (its
+    data size unknown until it is unpacked: the virtual size stands in)."""
+    return model.BaseImage(
+        template=entry.name,
+        revision=entry.revision,
+        arch=entry.arch,
+        size=entry.size,
+        data_bytes=entry.size,
+        expand=entry.expand,
+        digest=entry.sha512,
     )
 
 

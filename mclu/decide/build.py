@@ -79,6 +79,9 @@ class BuildPlan:
     # where the new names could not be checked (mclu keeps no state of its own to ask), and
     # hosts skipped for lacking a guest's network or having a file of its disk's name.
     warnings: tuple[str, ...] = ()
+    # The base is fetched into the controller's cache first: some host chosen lacks it and
+    # the controller has not cached it. Nothing is downloaded for hosts that hold it.
+    download: bool = False
 
     @property
     def hosts_needing_base(self) -> tuple[str, ...]:
@@ -120,8 +123,10 @@ def plan_build(
     *,
     now: str,
     inventory_path: str = "the inventory",
+    local_cached: bool = False,
 ) -> BuildPlan:
-    """Place and describe every guest of `request`; `now` is the ISO 8601 UTC build time.
+    """Place and describe every guest of `request`; `now` is the ISO 8601 UTC build time;
+    `local_cached`: the controller's cache holds the template's base (by its digest).
 
     A host in `snapshot.ok` without `storage` facts is treated as one that did not answer
     (put the storage reading's error in `snapshot.failed` for a precise message).
@@ -158,6 +163,7 @@ def plan_build(
     return BuildPlan(
         template=template,
         guests=tuple(guests),
+        download=not local_cached and any(not g.base_cached for g in guests),
         transport=request.transport,
         warnings=_unchecked_names([name for name, _ in targets], snapshot)
         + tuple(

@@ -1,7 +1,11 @@
-"""Planning `mclu templates prune`: which template bases cached on a host no guest disk uses.
+"""Planning `mclu templates prune`: which template bases cached on a host no guest disk uses,
+and which bases in the controller's cache no repository lists any more.
 
 Pure: the request and what the host's cache and disks showed (`mclu.read.storage.cache_use`)
 in; a PrunePlan out, which `mclu.act.prune` carries out without asking the host anything more.
+A host's base is known as in use by the backing files of its disks, whatever its name (an
+overlay made before bases were named by their digest names the old name). The controller's
+cache backs no disk: its bases are kept while a repository lists them (`plan_local`).
 """
 
 from __future__ import annotations
@@ -58,4 +62,41 @@ def plan(request: PruneRequest, host: str, use: CacheUse) -> PrunePlan:
         remove=remove,
         in_use=tuple(sorted(set(use.ages) - set(unused))),
         too_new=too_new,
+    )
+
+
+@dataclass(frozen=True)
+class LocalPrunePlan:
+    """Which bases go from the controller's cache, and which stay and why (file names,
+    sorted)."""
+
+    cache_dir: str
+    remove: tuple[str, ...]  # no repository lists it (by name, revision and digest)
+    listed: tuple[str, ...]  # a repository lists it: a build may want it
+    too_new: tuple[str, ...]  # unlisted, but it may have just arrived for a build under way
+    unsure: tuple[str, ...]  # unlisted, but a repository did not answer: it may list it
+
+
+def plan_local(
+    request: PruneRequest,
+    cache_dir: str,
+    ages: Mapping[str, float],
+    listed: Collection[str],
+    *,
+    sources_failed: bool = False,
+) -> LocalPrunePlan:
+    """The controller's bases (`ages`: file name → seconds since modified) go unless a
+    repository lists them (`listed`: the cache names of every template the repositories
+    list, `model.BaseImage.cache_name`), unless younger than min_age, or unless a repository
+    did not answer (`sources_failed`: what it lists is unknown, so nothing unlisted goes). A
+    base cached under its name and revision only (no digest) is never listed: what it holds
+    is unknown."""
+    unlisted = sorted(n for n in ages if n not in listed)
+    old = [n for n in unlisted if ages[n] >= request.min_age]
+    return LocalPrunePlan(
+        cache_dir=cache_dir,
+        remove=() if sources_failed else tuple(old),
+        listed=tuple(sorted(n for n in ages if n in listed)),
+        too_new=tuple(n for n in unlisted if ages[n] < request.min_age),
+        unsure=tuple(old) if sources_failed else (),
     )

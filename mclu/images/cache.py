@@ -1,10 +1,14 @@
 """The controller's cache of template base images: downloaded once, checked, kept raw and sparse.
 
 A base is fetched from its repository, its sha512 checked against the index while it
-streams in, decompressed into a sparse raw file, and renamed into place only when whole, so
-an interrupted download never leaves a file that looks finished. A lock file serialises
-mclu runs that want the same cache. The cache is private to its user whatever the umask:
-the directory 0700, every file mclu writes in it 0600. Blocking: call from a thread.
+streams in, decompressed into a sparse raw file, and linked into place only when whole, so
+an interrupted download never leaves a file that looks finished. Its name carries the first
+digits of that sha512 (`model.BaseImage.cache_name`): a repository that publishes a revision
+again with other content gets a file of its own, and no cached file is ever replaced. A lock
+file serialises mclu runs that want the same cache. The cache is private to its user
+whatever the umask: the directory 0700, every file mclu writes in it 0600. `templates prune`
+removes the bases no repository lists any more (`ages`, `remove`). Blocking: call from a
+thread.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import tempfile
+import time
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
@@ -49,11 +55,50 @@ def cache_dir(environ: Mapping[str, str]) -> Path:
 
 
 def names(directory: Path) -> frozenset[str]:
-    """The names of the bases in the cache (none when it has none)."""
+    """The names of the bases in the cache known by their content (none when it has none).
+
+    A base cached by name and revision only (mclu before digests) is left out: its content
+    may not be what a host's file of the same name holds, so it is never sent for one.
+    """
+    return frozenset(n for n in ages(directory) if model.content_named(n))
+
+
+def ages(directory: Path) -> dict[str, float]:
+    """Every base file in the cache (old-style names too) → seconds since it was last
+    modified; {} when there is no cache."""
+    now = time.time()
+    found = {}
     try:
-        return frozenset(p.name for p in directory.iterdir() if p.is_file())
+        for path in directory.iterdir():
+            if path.name.startswith(".") or not path.name.endswith(".raw"):
+                continue  # the lock, downloads under way
+            with contextlib.suppress(OSError):
+                st = path.lstat()
+                if stat.S_ISREG(st.st_mode):
+                    found[path.name] = max(now - st.st_mtime, 0.0)
     except OSError:
-        return frozenset()
+        return {}
+    return found
+
+
+def remove(directory: Path, names: Iterable[str]) -> dict[str, str]:
+    """Delete these bases from the cache (one already gone is no error), holding the cache's
+    lock so no download is under way; returns the ones that could not be deleted, each with
+    why (the others are gone)."""
+    names = tuple(names)
+    failed = {}
+    try:
+        with _locked(directory):
+            for name in names:
+                if "/" in name or name.startswith("."):
+                    raise ValueError(f"not a cached base's name: {name!r}")
+                try:
+                    (directory / name).unlink(missing_ok=True)
+                except OSError as e:
+                    failed[name] = e.strerror or str(e)
+    except OSError as e:  # the cache's lock
+        return {name: e.strerror or str(e) for name in names}
+    return failed
 
 
 def cached(template: model.ResolvedTemplate, directory: Path) -> LocalBase | None:
@@ -77,7 +122,9 @@ def ensure(
             _download(template.source_uri, template.sha512, download, progress)
             raw = Path(work) / "image.raw"
             _unpack(download, raw, template.base.size)
-            os.replace(raw, target)
+            # Linked, never renamed over: a file of this name is this content already.
+            with contextlib.suppress(FileExistsError):
+                os.link(raw, target)
         return _local(target)
 
 

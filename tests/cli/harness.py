@@ -278,8 +278,10 @@ class _Finder(CompletionFinder):
 
 DISK = f"{IMAGES}/web1.qcow2"  # web1's disk (builders.built("web1", ...))
 NEW, OLD = DISK + ".mclu-rebuild", DISK + ".mclu-old"
-BASE = f"{IMAGES}/mclu-templates/tiny.x86_64.r3.raw"  # the harness repository's newest tiny
-OLD_BASE = f"{IMAGES}/mclu-templates/tiny.x86_64.r2.raw"  # the base web1's disk is on
+# The harness repository's newest tiny, named by its digest as mclu caches it.
+BASE = f"{IMAGES}/mclu-templates/tiny.x86_64.r3.{SHA[:16]}.raw"
+# The base web1's disk is on: named as mclu named bases before they carried their digest.
+OLD_BASE = f"{IMAGES}/mclu-templates/tiny.x86_64.r2.raw"
 
 
 class Shell(dict[tuple[str, ...], CommandResult]):

@@ -12,8 +12,9 @@ import pytest
 
 from mclu import errors
 from mclu.hosts import commands, fake
+from mclu.hosts.session import CommandResult
 from tests.builders import IMAGES, guest
-from tests.cli.harness import Cli
+from tests.cli.harness import SHA, Cli
 
 # The one storage command of a build's read pass: lots of room, nothing cached, no leftovers.
 STORAGE = fake.canned(
@@ -137,3 +138,74 @@ def test_dry_run_says_why_hosts_were_skipped(cli: Cli) -> None:
         "bridges: none)"
         for h in ("a", "b")
     ]
+
+
+# --- the controller's cache: filled only for a host that lacks the base (issue 13) ------------
+
+CACHED = f"tiny.x86_64.r3.{SHA[:16]}.raw"  # the harness repository's tiny r3, by its digest
+
+
+def storage_with(*cached: str) -> tuple[tuple[str, ...], CommandResult]:
+    listed = "".join(f"{name}\n" for name in cached)
+    return fake.canned(
+        commands.storage_scan(IMAGES),
+        f"@now 1\n@df\nAvail\n99999999999\n@dfstatus 0\n@cache\n{listed}@partial\n@locks\n"
+        "@proclocks\n".encode(),
+    )
+
+
+def test_dry_run_says_what_will_be_downloaded_or_that_nothing_is(cli: Cli) -> None:
+    cli.give_key()
+    assert cli("build", "tiny", "web1", "--on", "a", "--dry-run") == 0
+    assert "\ndownload tiny r3 into the controller's cache: 10.5 MiB\n" in cli.stdout
+    assert cli("build", "tiny", "web1", "--on", "a", "--dry-run", "--json") == 0
+    assert cli.json()["download"] == {"bytes": 11000000, "from": f"file://{cli.repo}/tiny.xz"}
+    assert cli.json()["base"] == CACHED
+    cli.cluster.hosts["a"].commands = dict([storage_with(CACHED)])
+    assert cli("build", "tiny", "web1", "--on", "a", "--dry-run") == 0
+    assert cli.stdout.splitlines()[-1] == (
+        "nothing to download or send: tiny r3 is cached on every host chosen"
+    )
+    assert cli("build", "tiny", "web1", "--on", "a", "--dry-run", "--json") == 0
+    assert cli.json()["download"] is None
+    assert not (cli.tmp / "cache").exists()  # a dry run downloads nothing
+
+
+def test_the_same_revision_under_another_digest_or_its_old_name_is_not_the_base(
+    cli: Cli,
+) -> None:
+    """A repository that published r3 again with other content: the host's r3 files are not
+    the base the index describes, so it is downloaded and sent under its own name."""
+    cli.give_key()
+    stale = ("tiny.x86_64.r3.raw", "tiny.x86_64.r3.1111111111111111.raw")
+    cli.cluster.hosts["a"].commands = dict([storage_with(*stale)])
+    assert cli("build", "tiny", "web1", "--on", "a", "--dry-run", "--json") == 0
+    document = cli.json()
+    assert document["hosts_needing_base"] == ["a"] and document["download"] is not None
+    assert document["guests"][0]["base_path"] == f"{IMAGES}/mclu-templates/{CACHED}"
+
+
+def test_a_build_downloads_nothing_when_every_host_chosen_holds_the_base(cli: Cli) -> None:
+    """The repository has no tiny.xz: a build that fetched it would stop at once with
+    'cannot fetch'. Every host holding the base, it goes on to make the disk (here refused
+    by the host, so the build stops there and undoes its guest)."""
+    cli.give_key()
+    disk = f"{IMAGES}/web1.qcow2"
+    create = commands.image_create(
+        disk + ".mclu-new", "qcow2", 128 << 20, f"{IMAGES}/mclu-templates/{CACHED}", "raw"
+    )
+    cli.cluster.hosts["a"].commands = dict(
+        [storage_with(CACHED), fake.canned(create, stderr=b"no room", exit_status=1)]
+    )
+    assert cli("build", "tiny", "web1", "--on", "a") == 1
+    assert "create disk" in cli.stderr and "cannot fetch" not in cli.stderr, cli.stderr
+    assert tuple(create) in cli.cluster.hosts["a"].ran
+    assert cli.cluster.hosts["a"].guests == {}  # undone
+    assert not any((cli.tmp / "cache").glob("*.raw"))
+
+    cli.cluster.hosts["a"].commands = dict([STORAGE])  # the host lacks it: fetched first
+    assert cli("build", "tiny", "web1", "--on", "a") == 1
+    assert cli.stderr == (
+        f"mclu: error: cannot fetch file://{cli.repo}/tiny.xz: [Errno 2] No such file or "
+        f"directory: '{cli.repo}/tiny.xz'\n"
+    )

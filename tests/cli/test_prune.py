@@ -1,18 +1,21 @@
 """`mclu templates prune` on fake hosts: read, decide, remove, report.
 
 Host a caches three bases: one its guest's disk is an overlay on, one no disk uses, and one
-that arrived a minute ago; host b caches nothing; c is off.
+that arrived a minute ago; host b caches nothing; c is off. The controller's cache holds
+nothing unless a test puts bases there.
 """
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
 
 from mclu import errors, model
 from mclu.hosts import commands, fake
-from tests.cli.harness import Cli
+from tests.cli.harness import SHA, Cli
 
 IMAGES = "/var/lib/libvirt/images"
 CACHE = f"{IMAGES}/mclu-templates"
@@ -85,9 +88,80 @@ def test_prune_removes_the_unused_bases_only(cli: Cli) -> None:
         "failed_hosts": [
             {"name": "c", "state": "off", "error": "c: unreachable at c: connection timed out"}
         ],
+        "controller": {
+            "cache_dir": str(cli.tmp / "cache"),
+            "removed": [],
+            "listed": [],
+            "too_new": [],
+            "unsure": [],
+            "failed": [],
+        },
     }
     ran = cli.cluster.hosts["a"].ran
     assert ran[-2:] == [
         tuple(commands.remove(f"{CACHE}/{NEW}")),
         tuple(commands.remove(f"{CACHE}/{OLD}")),
     ]
+
+
+# --- the controller's cache ---------------------------------------------------------------------
+
+LISTED = f"tiny.x86_64.r3.{SHA[:16]}.raw"  # the harness repository's tiny r3, by its digest
+REPUBLISHED = "tiny.x86_64.r3.1111111111111111.raw"  # r3 as it was before it was published again
+OLD_NAME = "tiny.x86_64.r3.raw"  # cached before bases carried their digest: content unknown
+JUST_NOW = "tiny.x86_64.r2.2222222222222222.raw"
+
+
+def controller_cache(cli: Cli) -> Path:
+    """The controller's cache with a base each way it may be, all a day old but JUST_NOW."""
+    directory = cli.tmp / "cache"
+    directory.mkdir()
+    (directory / ".lock").write_bytes(b"")
+    (directory / ".partial-x").mkdir()
+    day_ago = time.time() - 86400
+    for name in (LISTED, REPUBLISHED, OLD_NAME, JUST_NOW):
+        (directory / name).write_bytes(b"base")
+        if name != JUST_NOW:
+            os.utime(directory / name, (day_ago, day_ago))
+    return directory
+
+
+def test_prune_dry_run_shows_the_controllers_cache_too(cli: Cli) -> None:
+    directory = controller_cache(cli)
+    assert cli("templates", "prune", "--dry-run") == 0
+    assert cli.stdout.splitlines()[3:] == [
+        f"controller: would remove {REPUBLISHED} (no repository lists it)",
+        f"controller: would remove {OLD_NAME} (no repository lists it)",
+        f"controller: kept {LISTED} (a repository lists it)",
+        f"controller: kept {JUST_NOW} (arrived in the last minutes: a build may need it)",
+    ]
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [".lock", ".partial-x", LISTED, REPUBLISHED, OLD_NAME, JUST_NOW]
+    )
+
+
+def test_prune_removes_from_the_controllers_cache_what_no_repository_lists(cli: Cli) -> None:
+    directory = controller_cache(cli)
+    assert cli("templates", "prune", "--json") == 0
+    assert cli.json()["controller"] == {
+        "cache_dir": str(directory),
+        "removed": [REPUBLISHED, OLD_NAME],
+        "listed": [LISTED],
+        "too_new": [JUST_NOW],
+        "unsure": [],
+        "failed": [],
+    }
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        [".lock", ".partial-x", LISTED, JUST_NOW]
+    )
+
+
+def test_prune_keeps_the_controllers_bases_when_a_repository_does_not_answer(cli: Cli) -> None:
+    directory = controller_cache(cli)
+    (cli.repos_d / "gone.conf").write_text(f"[gone]\nuri=file://{cli.tmp}/missing/index\n")
+    assert cli("templates", "prune") == 0
+    assert f"controller: kept {OLD_NAME} (a repository did not answer: it may list it)" in (
+        cli.stdout.splitlines()
+    )
+    assert "cannot fetch" in cli.stderr
+    assert {LISTED, REPUBLISHED, OLD_NAME, JUST_NOW} <= {p.name for p in directory.iterdir()}

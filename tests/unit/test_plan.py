@@ -53,6 +53,8 @@ TEMPLATE_DEFAULTS: dict[str, Any] = {
     "full_copy": False,
     "disk_bus": "virtio",
     "disk_size": None,
+    "sha512": "ab" * 64,
+    "download_size": None,
     "personalise": "libguestfs",
 }
 SIZE_KEYS = ("size", "memory", "disk_size", "send_bytes", "disk_free", "data")
@@ -73,12 +75,14 @@ def template_from(data: dict[str, Any]) -> ResolvedTemplate:
         arch="x86_64",
         size=size(t["size"]),
         data_bytes=size(t["data"]),
+        digest=t["sha512"],
     )
     return ResolvedTemplate(
         name=t["name"],
         base=base,
         source_uri=f"file:///repo/{t['name']}.xz",
-        sha512="0" * 128,
+        sha512=t["sha512"],
+        download_size=size(t["download_size"]),
         memory=size(t["memory"]),
         vcpus=t["vcpus"],
         disk_bus=t["disk_bus"],
@@ -116,7 +120,8 @@ def host_from(
         Guest(name=g, uuid=f"uuid-{g}", state=GuestState(state), vcpus=vcpus, memory=size(memory))
         for g, memory, vcpus, state in h["guests"]
     )
-    cached = (base.cache_name,) if h["cached"] else ()
+    # `cached`: the base (by its digest) is there; `cache`: the file names there, as listed
+    cached = (*((base.cache_name,) if h["cached"] else ()), *h.get("cache", ()))
     storage = StorageFacts(IMAGES, size(h["disk_free"]), cached, files=_names(h.get("files")))
     return HostSnapshot(spec, facts, guests), storage
 
@@ -155,6 +160,7 @@ def run_case(case: dict[str, Any]) -> plan.BuildPlan:
         template,
         now=NOW,
         inventory_path="hosts.toml",
+        local_cached=case.get("controller_cached", False),
     )
 
 
@@ -165,6 +171,7 @@ def guest_fields(g: plan.GuestPlan) -> dict[str, Any]:
         "reason": g.reason,
         "base_cached": g.base_cached,
         "send_bytes": g.send_bytes,
+        "base_path": g.base_path,
         "disk_path": g.disk_path,
         "disk_size": g.disk_size,
         "disk_format": g.spec.disk_format,
@@ -198,6 +205,8 @@ def test_build_case(case: dict[str, Any]) -> None:
     ] == wanted
     assert built.send_bytes == size(expected.get("send_bytes", 0))
     assert list(built.hosts_needing_base) == expected.get("hosts_needing_base", [])
+    # Downloaded when a host lacks the base, unless the controller has it (default: not).
+    assert built.download == expected.get("download", bool(built.hosts_needing_base))
     assert list(built.warnings) == expected.get("warnings", [])
 
 
@@ -382,7 +391,8 @@ def test_guest_metadata_records_template_time_and_the_users_options() -> None:
 
 def test_paths_on_the_host() -> None:
     g = build(("web1",)).guests[0]
-    assert g.base_path == f"{IMAGES}/mclu-templates/tiny.x86_64.r3.raw"
+    # Named by the first 16 hex digits of its sha512: other content is another file.
+    assert g.base_path == f"{IMAGES}/mclu-templates/tiny.x86_64.r3.abababababababab.raw"
     assert (g.disk_path, g.spec.disk_path, g.full_copy) == (f"{IMAGES}/web1.qcow2",) * 2 + (False,)
 
 
@@ -416,6 +426,7 @@ def test_plan_text() -> None:
             f"256 MiB memory, 128 MiB overlay {IMAGES}/web2.qcow2",
             "  web3 → ham0 (most free memory: 3.5 GiB after; tiny r3 cached there): 1 vCPU, "
             f"256 MiB memory, 128 MiB overlay {IMAGES}/web3.qcow2",
+            "download tiny r3 into the controller's cache: size not listed",
             "send tiny r3 to ham1: 17 MiB",
         ]
     )
@@ -426,7 +437,16 @@ def test_plan_text_base_shared_and_nothing_to_send() -> None:
     assert "b → ham0 (as asked: 7.5 GiB memory free after; tiny r3 sent there with a)" in text
     assert "128 MiB raw full copy /var/lib/libvirt/images/b.img" in text
     cached = build_cli.plan_text(build(("a",), {"ham0": {"cached": True}}))
-    assert cached.endswith("nothing to send: tiny r3 is cached on every host chosen")
+    assert cached.endswith("nothing to download or send: tiny r3 is cached on every host chosen")
+    listed = replace(TEMPLATE, download_size=11 * MiB)
+    snapshot, storage = cluster({"ham0": {}}, listed.base)
+    request = plan.BuildRequest("tiny", ("a",))
+    fetch = plan.plan_build(request, snapshot, storage, listed, now=NOW)
+    assert "\ndownload tiny r3 into the controller's cache: 11 MiB\n" in build_cli.plan_text(fetch)
+    have = plan.plan_build(request, snapshot, storage, listed, now=NOW, local_cached=True)
+    assert "\nnothing to download: tiny r3 is in the controller's cache\n" in build_cli.plan_text(
+        have
+    )
     two = build_cli.plan_text(build(("ham0:a", "ham1:b")))
     assert two.endswith("send in all: 34 MiB over stream")
 
@@ -447,6 +467,8 @@ def test_plan_json() -> None:
     assert json.loads(json.dumps(document)) == document
     assert document["send_bytes"] == 17 * MiB and document["transport"] == "nbd"
     assert document["hosts_needing_base"] == ["ham0"]
+    assert document["base"] == f"tiny.x86_64.r3.{'ab' * 8}.raw"
+    assert document["download"] == {"bytes": None, "from": "file:///repo/tiny.xz"}
     assert document["guests"][0] == {
         "name": "web1",
         "host": "ham0",
@@ -459,7 +481,7 @@ def test_plan_json() -> None:
         "disk_format": "qcow2",
         "disk_size": 128 * MiB,
         "full_copy": False,
-        "base_path": f"{IMAGES}/mclu-templates/tiny.x86_64.r3.raw",
+        "base_path": f"{IMAGES}/mclu-templates/tiny.x86_64.r3.{'ab' * 8}.raw",
         "base_cached": False,
         "send_bytes": 17 * MiB,
     }

@@ -25,9 +25,24 @@ def run_case(case: dict[str, Any]) -> prune.PrunePlan:
     return prune.plan(prune.PruneRequest(**case.get("request", {})), "ham0", use)
 
 
+def run_local_case(case: dict[str, Any]) -> prune.LocalPrunePlan:
+    return prune.plan_local(
+        prune.PruneRequest(**case.get("request", {})),
+        "/root/.cache/mclu",
+        {name: float(age) for name, age in case["ages"].items()},
+        frozenset(case["listed"]),
+        sources_failed=case.get("sources_failed", False),
+    )
+
+
 @pytest.mark.parametrize("case", plan_cases.load("prune"))
 def test_prune_case(case: dict[str, Any]) -> None:
     expected = case["expected"]
+    if case.get("controller"):
+        local = run_local_case(case)
+        for key in ("remove", "listed", "too_new", "unsure"):
+            assert list(getattr(local, key)) == expected.get(key, []), key
+        return
     planned = run_case(case)
     assert planned.host == "ham0"
     assert list(planned.remove) == expected.get("remove", [])

@@ -130,7 +130,9 @@ def snap(
 def template(name: str = "tiny", revision: int = 2) -> ResolvedTemplate:
     return ResolvedTemplate(
         name=name,
-        base=BaseImage(template="tiny", revision=revision, arch="x86_64", size=128 << 20),
+        base=BaseImage(
+            template="tiny", revision=revision, arch="x86_64", size=128 << 20, digest="0" * 128
+        ),
         source_uri="file:///repo/tiny.xz",
         sha512="0" * 128,
     )
@@ -312,7 +314,7 @@ def test_new_disk_is_made_beside_the_old_on_the_newest_base() -> None:
     spec = HostSpec(name="a", address="a.test", domain_type="qemu")
     work = rebuild.new_disk(item, spec, disk(), "2026-11-21T12:00:00Z")
     assert work.disk_path == f"{IMAGES}/web1.qcow2.mclu-rebuild"
-    assert work.base_path == f"{IMAGES}/mclu-templates/tiny.x86_64.r2.raw"
+    assert work.base_path == f"{IMAGES}/mclu-templates/tiny.x86_64.r2.0000000000000000.raw"
     assert work.spec.disk_format == "qcow2" and not work.full_copy
     assert work.disk_size == 1 << 30  # the old disk's size: a grown guest stays grown
     assert work.name == "web1"  # its hostname

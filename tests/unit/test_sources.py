@@ -184,7 +184,10 @@ def test_resolve_mclu_template_takes_newest_base_and_its_defaults(repo: Repo) ->
         size=IMAGE_SIZE,
         data_bytes=IMAGE_SIZE,
         expand="/dev/sda1",
+        digest=web.sha512,
     )
+    assert web.sha512 != older.sha512  # the newest's, not the older revision's
+    assert web.base.cache_name == f"tiny.x86_64.r3.{web.sha512[:16]}.raw"
     assert (web.memory, web.vcpus, web.disk_size) == (256 << 20, 2, 16 << 20)
     plain = sources.resolve("tiny", mine, available)
     assert plain.name == "tiny" and plain.memory == 1 << 30 and plain.disk_size is None
@@ -208,6 +211,34 @@ def test_cache_fetches_once_unpacks_sparse_and_reuses(repo: Repo, tmp_path: Path
     os.remove(repo.root / "tiny.img.xz")  # a second ensure must not fetch again
     assert cache.ensure(template, tmp_path / "cache") == base
     assert cache.cached(template, tmp_path / "cache") == base
+
+
+def test_a_revision_published_again_with_other_content_is_fetched_anew(
+    repo: Repo, tmp_path: Path
+) -> None:
+    """Same name and revision, other bytes: the controller's cache fetches it under a name of
+    its own (the digest's first digits) and keeps the first, never overwriting a base; one
+    cached by name and revision only (older mclu) is neither reused nor offered for sending."""
+    directory = tmp_path / "cache"
+    found = sources.find_templates([repo.source()])
+    first = cache.ensure(sources.resolve("tiny", {}, found.templates), directory)
+    (directory / "tiny.x86_64.r3.raw").write_bytes(b"stale")  # as older mclu named it
+    image = b"new!" + repo.image[4:]
+    xz = lzma.compress(image)
+    (repo.root / "tiny.img.xz").write_bytes(xz)
+    (repo.root / "index").write_text(index_text(xz, revision=3))
+    unsigned = repo.source(uri=f"file://{repo.root}/index", gpgkey=None)
+    again = sources.resolve("tiny", {}, sources.find_templates([unsigned]).templates)
+    assert again.base.revision == 3 and cache.cached(again, directory) is None
+    second = cache.ensure(again, directory)
+    assert second.path != first.path
+    assert second.path.name == f"tiny.x86_64.r3.{hashlib.sha512(xz).hexdigest()[:16]}.raw"
+    assert second.path.read_bytes() == image
+    assert first.path.read_bytes() == repo.image  # kept as it was
+    assert cache.names(directory) == {first.path.name, second.path.name}
+    assert set(cache.ages(directory)) == {first.path.name, second.path.name, "tiny.x86_64.r3.raw"}
+    assert cache.remove(directory, [first.path.name, "tiny.x86_64.r3.raw", "gone.raw"]) == {}
+    assert sorted(p.name for p in directory.iterdir()) == [".lock", second.path.name]
 
 
 def test_cache_refuses_a_corrupt_download_and_keeps_nothing(repo: Repo, tmp_path: Path) -> None:
