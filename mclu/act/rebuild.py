@@ -41,7 +41,7 @@ from typing import TypeVar
 from mclu import errors, hostpaths, model
 from mclu.act import build, lifecycle, locks, waiting
 from mclu.decide import build as plan
-from mclu.decide import domxml, readiness
+from mclu.decide import cloudinit, domxml, readiness
 from mclu.decide.guests import guest_named
 from mclu.decide.migrate import Disk
 from mclu.decide.rebuild import (
@@ -381,7 +381,7 @@ class _Run:
             self.say("stopping the old guest")
             self.stopped = True
             # The old guest back up, and ready by the rule it passed when it was built.
-            rule = readiness.recorded(self.item.meta.ready)
+            rule = cloudinit.again(readiness.recorded(self.item.meta.ready))
             self.on_undo(
                 f"start {name} again on {session.host}",
                 lambda: _restart_old(

@@ -186,6 +186,14 @@ def rules(declared: str | None) -> tuple[readiness.Rule, ...]:
     return (FINISHED,) if own == FINISHED else (FINISHED, own)
 
 
+def again(rule: readiness.Rule) -> readiness.Rule:
+    """The rule a guest that passed `rule` once is checked by when it boots again (a rebuild
+    rolled back starts the old disk again): cloud-init's final line is printed by the boot
+    that applies a seed, and the seed is gone by then, so such a guest is waited for as
+    started; any other rule as it is."""
+    return readiness.STARTED if rule == FINISHED else rule
+
+
 def public_host_keys(keys: Sequence[HostKey]) -> tuple[str, ...]:
     """The keys as `GuestMeta.host_keys` records them: "TYPE BASE64", no comment, in the
     order of their file names in /etc/ssh (ecdsa, ed25519, rsa), as libguestfs's path has it."""

@@ -193,3 +193,23 @@ def test_cleanup_removes_a_seed_no_run_is_at(cli: Cli) -> None:
     ]
     assert cli("cleanup") == 0, cli.stderr
     assert tuple(commands.remove_unused()) in a.ran
+
+
+def test_a_rebuild_not_ready_is_rolled_back_without_its_seed(cli: Cli) -> None:
+    """cloud-init never finishes on the new disk: the old disk is back, the seed detached
+    and gone, and the old guest (ready by cloud-init when built: its seed is long gone, so it
+    prints no such line again) is waited for as started."""
+    a = cli.host("a")
+    meta = model.GuestMeta(
+        template="cloudy", revision="2", built="2026-11-01T10:00:00Z", ready=str(cloudinit.FINISHED)
+    )
+    a.guests["web1"] = built("web1", meta)
+    rebuild_disk_commands(a)
+    a.consoles["web1"] = "Booting...\r\n"
+    assert cli.rebuild("web1", "--ready-timeout", "0.1") == 1
+    assert "the old disk is back and web1 runs again" in cli.stderr, cli.stderr
+    web1 = cli.guest("a", "web1")
+    assert web1.state == model.GuestState.RUNNING
+    assert web1.mclu == meta
+    assert web1.cdroms == ()
+    assert tuple(commands.remove(SEED)) in a.ran  # the seed's undo

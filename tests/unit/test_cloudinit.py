@@ -195,6 +195,11 @@ def test_the_finished_rule_waits_past_cloud_inits_earlier_lines() -> None:
     assert not readiness.console_matches(cloudinit.FINISHED, earlier)
 
 
+def test_a_guest_ready_by_cloud_init_is_waited_for_as_started_when_it_boots_again() -> None:
+    assert cloudinit.again(cloudinit.FINISHED) == readiness.STARTED
+    assert cloudinit.again(readiness.SSH) == readiness.SSH
+
+
 def test_rules_are_cloud_init_finished_then_the_templates_own() -> None:
     assert cloudinit.rules(None) == (cloudinit.FINISHED,)
     assert cloudinit.rules("ssh") == (cloudinit.FINISHED, readiness.SSH)
