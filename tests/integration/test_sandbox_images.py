@@ -40,7 +40,8 @@ def index_entries(repo: Path) -> dict[str, index.IndexEntry]:
 @pytest.mark.timeout(1800)
 def test_index_parses_and_names_every_template(repo: Path) -> None:
     entries = index_entries(repo)
-    assert set(entries) == {"tiny", "debian-12"}
+    assert set(entries) == {"tiny", "debian-12", "debian-12-cloud"}
+    assert entries["debian-12-cloud"].file == entries["debian-12"].file  # one image, two names
     assert all(
         e.arch == "x86_64" and e.format == "raw" and e.revision >= 1 for e in entries.values()
     )
@@ -119,4 +120,9 @@ def test_debian_12_boots_to_a_root_login_with_sshd(repo: Path, tmp_path: Path) -
         assert guest.run("hostname").strip() == "debian"
         assert guest.run("systemctl is-active ssh").strip() == "active"
         assert guest.run("stat -c %a /root/.ssh").strip() == "700"
+        # cloud-init is installed, but with no datasource its generator disabled it: none of
+        # its units ran (debian-12-cloud, the same file, gets a NoCloud seed).
+        assert guest.run("test -x /usr/bin/cloud-init && echo installed").strip() == "installed"
+        assert "disabled" in guest.run("ls /run/cloud-init").split()
+        assert guest.run("systemctl is-active cloud-init.target").strip() == "inactive"
         assert guest.powerdown(timeout=60) == 0

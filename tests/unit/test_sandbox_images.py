@@ -224,3 +224,26 @@ def test_manifest_missing_or_damaged_reads_as_empty(tmp_path: Path) -> None:
     assert repository.read_manifest(tmp_path) == {}
     (tmp_path / "manifest.json").write_text('{"tiny": {"name": "tiny"}}')
     assert repository.read_manifest(tmp_path) == {}
+
+
+def test_debian_12_is_published_also_as_debian_12_cloud_from_the_same_file() -> None:
+    built = repository.Built(
+        name="debian-12",
+        build_key="k" * 64,
+        revision=4,
+        inputs={},
+        file="debian-12.xz",
+        size=1 << 30,
+        allocated=700 << 20,
+        compressed_size=200 << 20,
+        checksum="cd" * 64,
+        seconds=300.0,
+        built_at="2026-11-29T12:00:00+0000",
+    )
+    stale = dataclasses.replace(built, name="gone", file="gone.xz")  # no recipe: left out
+    entries = {e.name: e for e in repository.index_entries({"debian-12": built, "gone": stale})}
+    assert set(entries) == {"debian-12", "debian-12-cloud"}
+    plain, cloud = entries["debian-12"], entries["debian-12-cloud"]
+    same = ("file", "revision", "checksum", "size", "compressed_size", "osinfo")
+    assert [getattr(cloud, f) for f in same] == [getattr(plain, f) for f in same]
+    assert "cloud-init" in cloud.title and "cloud-init" not in plain.title

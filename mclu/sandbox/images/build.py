@@ -128,6 +128,7 @@ def _root_argv(
             inputs["security_mirror"],
             recipe.params["include"],
             fs_uuid,
+            recipe.params["packages"],
         ]
     raise ValueError(f"no build steps for template {recipe.name!r}")
 

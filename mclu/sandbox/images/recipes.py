@@ -41,6 +41,11 @@ DEBIAN_INCLUDE = (
     # systemd-logind needs D-Bus, and logind is what powers off on the ACPI power button.
     "dbus",
 )
+# Installed by debian-root.sh after the kernel, with apt (debootstrap resolves alternatives
+# poorly): cloud-init, inactive unless a NoCloud seed is attached (ds-identify disables it when
+# it finds no datasource), so one image serves both debian-12 and debian-12-cloud;
+# cloud-guest-utils gives it growpart, to grow the root partition to a larger disk.
+DEBIAN_CLOUD_PACKAGES = ("cloud-init", "cloud-guest-utils")
 # Packages of this machine the tiny template copies files from (the kernel aside).
 TINY_PACKAGES = (
     "busybox-static",
@@ -54,7 +59,14 @@ TINY_PACKAGES = (
 )
 # Their versions, plus base-files (it changes with every point release) and libc6, stand for
 # the mirror's state in the build key (from this machine's apt lists: no network needed).
-DEBIAN_KEY_PACKAGES = (*DEBIAN_INCLUDE, "linux-image-amd64", "base-files", "libc6", "systemd")
+DEBIAN_KEY_PACKAGES = (
+    *DEBIAN_INCLUDE,
+    *DEBIAN_CLOUD_PACKAGES,
+    "linux-image-amd64",
+    "base-files",
+    "libc6",
+    "systemd",
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,8 @@ class Recipe:
     scripts: tuple[str, ...]
     notes: str
     params: Mapping[str, str] = field(default_factory=dict)
+    # More index entries published from the same file: {name: (title, notes)}.
+    also: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
 
 TINY = Recipe(
@@ -101,9 +115,27 @@ DEBIAN_12 = Recipe(
         "\n"
         "extlinux; console on ttyS0 (serial getty); eth0 by DHCP. root has an empty password\n"
         "for the console only (sshd wants a key in /root/.ssh). The ssh host keys are made\n"
-        "at template build time: regenerate them per guest."
+        "at template build time: regenerate them per guest.\n"
+        "\n"
+        "cloud-init is installed but stays disabled unless a NoCloud seed (a volume labelled\n"
+        "cidata) is attached: the same file is published as debian-12-cloud."
     ),
-    params={"suite": SUITE, "include": ",".join(DEBIAN_INCLUDE)},
+    params={
+        "suite": SUITE,
+        "include": ",".join(DEBIAN_INCLUDE),
+        "packages": ",".join(DEBIAN_CLOUD_PACKAGES),
+    },
+    also={
+        "debian-12-cloud": (
+            "Debian 12 (bookworm) minbase with cloud-init (NoCloud)",
+            "The debian-12 template's file, for personalisation by cloud-init from a NoCloud\n"
+            "seed (an ISO 9660 volume labelled cidata) instead of libguestfs.\n"
+            "\n"
+            "Datasources: NoCloud only; cloud-init leaves the network alone (eth0 by DHCP\n"
+            "through ifupdown, as in debian-12) and prints its final line, 'Cloud-init v. ...\n"
+            "finished at ...', on the serial console ttyS0. growpart grows the root partition.",
+        )
+    },
 )
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (TINY, DEBIAN_12)}

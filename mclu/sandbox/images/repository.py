@@ -235,24 +235,32 @@ def _publish(
         build.remove_tree(old)
 
 
-def _write_metadata(state_dir: Path, staging: Path, repo: Path, manifest: dict[str, Built]) -> None:
-    """index, index.asc, key.asc, the repos.d conf and the manifest of a new generation."""
-    entries = [
+def index_entries(manifest: dict[str, Built]) -> list[index.IndexEntry]:
+    """The index entries of the templates in `manifest` (unknown names left out).
+
+    A recipe's `also` names are published from the same file, with its revision.
+    """
+    return [
         index.IndexEntry(
-            name=b.name,
-            title=r.title,
+            name=name,
+            title=title,
             osinfo=r.osinfo,
             file=b.file,
             revision=b.revision,
             checksum=b.checksum,
             size=b.size,
             compressed_size=b.compressed_size,
-            notes=r.notes,
+            notes=notes,
         )
         for b in manifest.values()
         if (r := recipes.RECIPES.get(b.name))
+        for name, (title, notes) in {b.name: (r.title, r.notes), **r.also}.items()
     ]
-    (staging / "index").write_text(index.render_index(entries))
+
+
+def _write_metadata(state_dir: Path, staging: Path, repo: Path, manifest: dict[str, Built]) -> None:
+    """index, index.asc, key.asc, the repos.d conf and the manifest of a new generation."""
+    (staging / "index").write_text(index.render_index(index_entries(manifest)))
     with signing.gnupg(state_dir / "repo-gnupg") as gpg:
         fpr = gpg.ensure_key()
         gpg.export_public(fpr, staging / "key.asc")

@@ -2,15 +2,17 @@
 # Build the root tree of the `debian-12` template: debootstrap minbase with systemd, sshd and
 # the Debian kernel, configured for a serial console and DHCP.
 #
-# usage: debian-root.sh ROOT SUITE MIRROR SECURITY_MIRROR INCLUDE UUID
-#   INCLUDE  comma-separated extra packages for debootstrap --include (the kernel,
-#            linux-image-amd64, is installed afterwards from SUITE, -updates and -security)
+# usage: debian-root.sh ROOT SUITE MIRROR SECURITY_MIRROR INCLUDE UUID PACKAGES
+#   INCLUDE   comma-separated extra packages for debootstrap --include (the kernel,
+#             linux-image-amd64, is installed afterwards from SUITE, -updates and -security)
+#   PACKAGES  comma-separated packages installed with apt after the kernel (cloud-init: its
+#             dependencies have alternatives that debootstrap does not resolve)
 #
 # Run it inside `unshare --mount --uts --ipc --pid --fork`: debootstrap mounts /proc and /sys
 # in the target and package scripts may start daemons; the namespaces confine both, and end
 # them with this script. Nothing from the target is ever run outside its chroot.
 set -eu
-root=$1 suite=$2 mirror=$3 security=$4 include=$5 uuid=$6
+root=$1 suite=$2 mirror=$3 security=$4 include=$5 uuid=$6 packages=$7
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
 
 in_root() { chroot "$root" "$@"; }
@@ -31,8 +33,29 @@ in_root apt-get -q update
 in_root apt-get -q -y -o Dpkg::Options::=--force-confold full-upgrade
 # The kernel only now, from the updated suites: one kernel, one initramfs build.
 in_root apt-get -q -y --no-install-recommends install linux-image-amd64
+# shellcheck disable=SC2046 # one word per package
+in_root apt-get -q -y --no-install-recommends install $(echo "$packages" | tr , ' ')
 in_root apt-get clean
 rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin
+
+# cloud-init: its generator runs ds-identify at each boot, which enables cloud-init only when it
+# finds a datasource (maybe=none in Debian's policy), e.g. a NoCloud volume labelled cidata;
+# otherwise none of its units run. A single-entry datasource_list would enable it always, so
+# Debian's list stays. The network is the image's own (eth0 by DHCP in
+# /etc/network/interfaces): cloud-init's fallback config would define eth0 a second time.
+if [ -d "$root/etc/cloud/cloud.cfg.d" ]; then
+    cat > "$root/etc/cloud/cloud.cfg.d/99_mclu-sandbox.cfg" <<'END'
+# The mclu sandbox's image: eth0 is configured by ifupdown (/etc/network/interfaces).
+network:
+  config: disabled
+# No locale is generated here; cloud-init's default, en_US.UTF-8, makes update-locale fail
+# (and `cloud-init status` say error). C.UTF-8 is built into libc.
+locale: C.UTF-8
+# extlinux boots this image: there is no GRUB for grub-dpkg to configure.
+grub_dpkg:
+  enabled: false
+END
+fi
 
 echo debian > "$root/etc/hostname"
 printf '127.0.0.1\tlocalhost\n127.0.1.1\tdebian\n::1\tlocalhost ip6-localhost ip6-loopback\n' \
