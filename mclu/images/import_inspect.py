@@ -5,10 +5,10 @@ The child (`python -m mclu.images.import_inspect DISK TMPDIR SECONDS`) adds the 
 read-only, finds its OS root as a build would (`guestfs_inspect.Inspector`: the light
 inspection, else libguestfs's inspect_os), mounts it read-only, and prints one JSON object:
 libguestfs's filesystems, the root, its os-release name, whether it has /etc, and the
-cloud-init files it holds. A child, not a thread, so that the whole of it is bounded: libguestfs's own launch
-timeout is 20 minutes, and a call stuck in the appliance cannot be ended through its handle;
-the child's process group (the appliance's qemu in it) is killed at the deadline or when the
-import is stopped (Ctrl-C), at once.
+cloud-init files it holds. A child, not a thread, so that the whole of it is bounded:
+libguestfs's own launch timeout is 20 minutes, and a call stuck in the appliance cannot be
+ended through its handle; the child's process group (the appliance's qemu in it) is killed
+at the deadline or when the import is stopped (Ctrl-C), at once.
 
 libguestfs picks its backend from the environment (this machine's KVM hangs the appliance:
 ``LIBGUESTFS_BACKEND=direct LIBGUESTFS_BACKEND_SETTINGS=force_tcg``).
