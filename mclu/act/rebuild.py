@@ -382,10 +382,14 @@ class _Run:
             self.stopped = True
             # The old guest back up, and ready by the rule it passed when it was built.
             rule = cloudinit.again(readiness.recorded(self.item.meta.ready))
+            # The template's timeout judges the new revision; the old guest, which booted
+            # before, gets at least mclu's default (a busy host's ssh can take longer than a
+            # short `ready_timeout` meant for the new disk's console).
+            restart_timeout = max(self.ready_timeout, readiness.DEFAULT_TIMEOUT)
             self.on_undo(
                 f"start {name} again on {session.host}",
                 lambda: _restart_old(
-                    session, name, stop_timeout, rule, self.ready_timeout, self.item.meta.host_keys
+                    session, name, stop_timeout, rule, restart_timeout, self.item.meta.host_keys
                 ),
                 restores=True,
             )
