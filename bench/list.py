@@ -102,10 +102,15 @@ def sandbox_setup(guests: int, made: list[str]) -> list[model.HostSpec]:
     names = list(tomllib.loads(inventory.read_text())["hosts"])[:HOSTS]
     for h, host in enumerate(names):
         if "default" not in on_host(host, "virsh", "net-list", "--name"):
-            # Transient: gone once destroyed after the run, nothing left in the host's config.
-            network = state / "bench-list-network.xml"
-            network.write_text(NETWORK)
-            on_host(host, "virsh", "net-create", str(network))
+            if "default" in on_host(host, "virsh", "net-list", "--all", "--name").split():
+                # Defined but inactive (the sandbox defines it on every host, starts it on
+                # ham0): started for the run, stopped again after.
+                on_host(host, "virsh", "net-start", "default")
+            else:
+                # Transient: gone once destroyed after the run, nothing left in the config.
+                network = state / "bench-list-network.xml"
+                network.write_text(NETWORK)
+                on_host(host, "virsh", "net-create", str(network))
             made.append(f"{host}:network")
         for g in range(guests):
             name = f"bench-list-{h}-{g}"
