@@ -114,9 +114,9 @@ def cloud_config(seed: Seed) -> dict[str, Any]:
             "users": [{"name": "root", "password": seed.password_hash, "type": "hash"}],
         }
     if seed.host_keys:
-        # The keys mclu recorded replace whatever the image carries or would generate.
+        # The keys mclu recorded replace whatever the image carries; given ssh_keys, cc_ssh
+        # generates none (and `ssh_genkeytypes: []` fails cloud-init 22.4's schema: too short).
         config["ssh_deletekeys"] = True
-        config["ssh_genkeytypes"] = []
         config["ssh_keys"] = {
             f"{key.kind}_{half}": text
             for key in seed.host_keys
