@@ -17,6 +17,20 @@ On the sandbox (brought up if needed, with its template repository), per run, in
                  (`NAME login:` in the guest's console log, looked at every 0.2 s)
 Guests and disks are removed after each run. Prints medians side by side. Goals (issue 3):
 cold <= 1.0 x virt-builder, warm <= 0.5 x, x4 <= 2 x one warm build; ready against ready.
+
+    .venv/bin/python bench/build.py --cloud-init [--runs 1] [--host ham1]
+
+cloud-init against the libguestfs appliance (issue 13), one image: the sandbox repository
+publishes the debian-12 file also as debian-12-cloud. Both templates are written alike
+(384 MiB, 2 GiB) to a private templates directory; bases cached on the host. Per run:
+  cloud-init started / ready   `mclu build debian-12-cloud NAME` (personalise = "cloud-init":
+                 a NoCloud seed, no appliance) with --no-wait / to ready (cloud-init's final
+                 line on the console)
+  libguestfs started / ready   `mclu build debian-12 NAME`, personalised by the appliance,
+                 with --no-wait / to ready (the rule mclu detects for it)
+  virt-builder started / ready  virt-builder debian-12 on the host, `virsh define` + `start`
+                 (384 MiB) / then its `NAME login:` on the console
+Goals: cloud-init started <= 0.2 x virt-builder started; cloud-init ready <= libguestfs ready.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -38,6 +53,7 @@ from mclu.sandbox import images as sandbox_images
 BIN = Path(sys.executable).parent
 STATE = Path(os.environ.get("MCLU_SANDBOX_DIR", "/var/tmp/mclu-sandbox"))
 IMAGES = "/var/lib/libvirt/images"
+SEED = ".mclu-seed.iso"  # a cloud-init guest's NoCloud seed, next to its disk until ready
 GUESTFS = {"LIBGUESTFS_BACKEND": "direct", "LIBGUESTFS_BACKEND_SETTINGS": "force_tcg"}
 
 
@@ -54,8 +70,8 @@ def on_host(host: str, *argv: str, input: str | None = None) -> str:
     return run([str(BIN / "mclu-sandbox"), "exec", host, "--", *argv], input=input)
 
 
-def mclu_build(template: str, host: str, names: Sequence[str], key: Path, *extra: str) -> None:
-    run(
+def mclu_build(template: str, host: str, names: Sequence[str], key: Path, *extra: str) -> str:
+    return run(
         [
             str(BIN / "mclu"),
             "-c",
@@ -76,7 +92,7 @@ def remove_guests(host: str, names: Sequence[str]) -> None:
     for name in names:
         script = (
             f"virsh -q destroy {name}; virsh -q undefine {name}; "
-            f"rm -f {IMAGES}/{name}.qcow2 {IMAGES}/{name}.img"
+            f"rm -f {IMAGES}/{name}.qcow2 {IMAGES}/{name}.img {IMAGES}/{name}{SEED}"
         )
         subprocess.run(
             [str(BIN / "mclu-sandbox"), "exec", host, "--", "sh", "-c", script], capture_output=True
@@ -87,7 +103,9 @@ def uncache_base(host: str, template: str) -> None:
     on_host(host, "sh", "-c", f"rm -f {IMAGES}/mclu-templates/{template}.*")
 
 
-def virt_builder(template: str, host: str, name: str, *, ready: bool) -> None:
+def virt_builder(
+    template: str, host: str, name: str, *, ready: bool, memory_mib: int = 128
+) -> None:
     """The original mclu's way: virt-builder on the host, then define and start."""
     repo = STATE / "repo"
     disk = f"{IMAGES}/{name}.img"
@@ -113,7 +131,7 @@ def virt_builder(template: str, host: str, name: str, *, ready: bool) -> None:
     spec = model.GuestSpec(
         name=name,
         domain_type="qemu",
-        memory=128 << 20,
+        memory=memory_mib << 20,
         vcpus=1,
         disk_path=disk,
         disk_format="raw",
@@ -140,10 +158,18 @@ def virt_builder(template: str, host: str, name: str, *, ready: bool) -> None:
         )
 
 
-def timed(work: Callable[[], None]) -> float:
+def timed(work: Callable[[], object]) -> float:
     start = time.perf_counter()
     work()
     return time.perf_counter() - start
+
+
+def bench_key() -> Path:
+    """The public half of the key the benchmark's guests are built with."""
+    key = Path("/var/tmp/mclu-bench-key")
+    if not key.exists():
+        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
+    return key.with_suffix(".pub")
 
 
 def main() -> int:
@@ -151,15 +177,19 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--template", default="tiny")
     parser.add_argument("--host", default="ham1")
+    parser.add_argument(
+        "--cloud-init",
+        action="store_true",
+        help="cloud-init against the appliance and virt-builder (debian-12; see above)",
+    )
     args = parser.parse_args()
+    if args.cloud_init:
+        return cloud_init(args.runs, args.host)
     t, host = args.template, args.host
 
     run([str(BIN / "mclu-sandbox"), "up", "3"])
     sandbox_images.build_repository(STATE, names=[t])
-    key = Path("/var/tmp/mclu-bench-key")
-    if not key.exists():
-        run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)])
-    pub = key.with_suffix(".pub")
+    pub = bench_key()
 
     def one(kind: str) -> float:
         names = [f"bench-{uuid.uuid4().hex[:6]}" for _ in range(4 if kind == "mclu x4" else 1)]
@@ -204,6 +234,84 @@ def main() -> int:
     ]
     for label, value, goal in ratios:
         print(f"{label + ':':<40} {value:6.2f} ({goal})")
+    return 0
+
+
+# The cloud-init comparison's templates: the same image and guest, personalised two ways.
+CLOUD_TEMPLATE = 'size = "2 GiB"\nmemory = "384 MiB"\nvcpus = 1\ndisk_bus = "virtio"\n'
+CLOUD_TEMPLATES = {
+    "debian-12-cloud": f'base = "debian-12-cloud"\npersonalise = "cloud-init"\n{CLOUD_TEMPLATE}',
+    "debian-12": f'base = "debian-12"\n{CLOUD_TEMPLATE}',
+}
+CLOUD_KINDS = [
+    "cloud-init started",
+    "cloud-init ready",
+    "libguestfs started",
+    "libguestfs ready",
+    "virt-builder started",
+    "virt-builder ready",
+]
+
+
+def cloud_init(runs: int, host: str) -> int:
+    """Issue 13's comparison: cloud-init, the appliance and virt-builder on one image."""
+    run([str(BIN / "mclu-sandbox"), "up", "3"])
+    sandbox_images.build_repository(STATE, names=["debian-12"])
+    pub = bench_key()
+    with tempfile.TemporaryDirectory(prefix="mclu-bench-") as tmp:
+        templates = Path(tmp)
+        for name, text in CLOUD_TEMPLATES.items():
+            (templates / f"{name}.toml").write_text(text)
+        said: dict[str, str] = {}  # the last line each mclu kind printed (its ready rule)
+
+        def one(kind: str) -> float:
+            name = f"bench-{uuid.uuid4().hex[:6]}"
+            try:
+                if kind.startswith("virt-builder"):
+                    ready = kind.endswith("ready")
+                    return timed(
+                        lambda: virt_builder("debian-12", host, name, ready=ready, memory_mib=384)
+                    )
+                template = "debian-12-cloud" if kind.startswith("cloud-init") else "debian-12"
+                extra = ["--templates", str(templates)]
+                extra += ["--no-wait"] if kind.endswith("started") else []
+                start = time.perf_counter()
+                out = mclu_build(template, host, [name], pub, *extra)
+                said[kind] = out.strip().splitlines()[-1] if out.strip() else ""
+                return time.perf_counter() - start
+            finally:
+                remove_guests(host, [name])
+
+        # Warm-up: the controller's cache, the host's bases, virt-builder's cache, the appliance.
+        for kind in ("cloud-init started", "libguestfs started", "virt-builder started"):
+            one(kind)
+        times: dict[str, list[float]] = {k: [] for k in CLOUD_KINDS}
+        for _ in range(runs):
+            for kind in CLOUD_KINDS:
+                times[kind].append(one(kind))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"debian-12 (384 MiB) on {host}, medians of {runs} runs, seconds")
+    for kind in CLOUD_KINDS:
+        line = " ".join(f"{x:.1f}" for x in times[kind])
+        print(f"  {kind:<21} {med[kind]:7.1f}   ({line})  {said.get(kind, '')}")
+    vb, vb_ready = med["virt-builder started"], med["virt-builder ready"]
+    ratios = [
+        (
+            "cloud-init started / virt-builder started",
+            med["cloud-init started"] / vb,
+            "goal <= 0.2",
+        ),
+        (
+            "cloud-init ready / libguestfs ready",
+            med["cloud-init ready"] / med["libguestfs ready"],
+            "goal <= 1.0",
+        ),
+        ("cloud-init ready / virt-builder ready", med["cloud-init ready"] / vb_ready, ""),
+        ("libguestfs started / virt-builder started", med["libguestfs started"] / vb, "today"),
+        ("libguestfs ready / virt-builder ready", med["libguestfs ready"] / vb_ready, ""),
+    ]
+    for label, value, goal in ratios:
+        print(f"{label + ':':<44} {value:6.2f}" + (f" ({goal})" if goal else ""))
     return 0
 
 
