@@ -6,8 +6,9 @@ host itself.
 On the sandbox (brought up if needed, with its template repository), per run, in turn:
   mclu started   `mclu build T NAME --on HOST --no-wait` (base cached on the host): ends when
                  libvirt has started the guest
-  mclu ready     the same without --no-wait: ends when the guest is ready (for the sandbox's
-                 templates: its login prompt on the serial console)
+  mclu ready     the same without --no-wait: ends when the guest is ready (tiny on the
+                 sandbox's br0: by ssh, mclu's default for it; virt-builder's waits for the
+                 console, on user networking: see --ssh for ssh against ssh)
   mclu cold      `mclu build` (ready) with T's base NOT cached on the host (the controller's
                  own cache is warm: the download is not what is compared)
   mclu x4        `mclu build T N1 N2 N3 N4 --on HOST` (ready, warm): four guests in one command
@@ -31,6 +32,18 @@ publishes the debian-12 file also as debian-12-cloud. Both templates are written
   virt-builder started / ready  virt-builder debian-12 on the host, `virsh define` + `start`
                  (384 MiB) / then its `NAME login:` on the console
 Goals: cloud-init started <= 0.2 x virt-builder started; cloud-init ready <= libguestfs ready.
+
+    .venv/bin/python bench/build.py --ssh [--runs 3] [--host ham1]
+
+Readiness by ssh (issue 12), tiny bridged on the host's br0 (dropbear; base cached). Per run:
+  mclu ssh       `mclu build tiny NAME` to ready by ssh, mclu's default for it: dropbear,
+                 asked from the host at the address mclu finds, presents the key mclu gave it
+  mclu console   the same with `ready = "console:login:"`: what ssh readiness costs on top
+  virt-builder ssh  virt-builder tiny on the host, `virsh define` (NIC on br0, a known MAC)
+                 + `virsh start`, then a loop on the host until the guest's ssh answers: its
+                 address from the host's neighbour table (provoked as mclu does), then
+                 `ssh-keyscan` (any key: virt-builder's guest makes its own), every 0.5 s
+Goals: mclu ssh <= 0.5 x virt-builder ssh; mclu ssh - mclu console small (CI time).
 """
 
 from __future__ import annotations
@@ -48,6 +61,7 @@ from pathlib import Path
 
 from mclu import hostpaths, model
 from mclu.decide import domxml
+from mclu.hosts import commands
 from mclu.sandbox import images as sandbox_images
 
 BIN = Path(sys.executable).parent
@@ -182,9 +196,16 @@ def main() -> int:
         action="store_true",
         help="cloud-init against the appliance and virt-builder (debian-12; see above)",
     )
+    parser.add_argument(
+        "--ssh",
+        action="store_true",
+        help="build to ssh-ready against virt-builder and waiting for ssh (tiny on br0)",
+    )
     args = parser.parse_args()
     if args.cloud_init:
         return cloud_init(args.runs, args.host)
+    if args.ssh:
+        return ssh_ready(args.runs, args.host)
     t, host = args.template, args.host
 
     run([str(BIN / "mclu-sandbox"), "up", "3"])
@@ -312,6 +333,121 @@ def cloud_init(runs: int, host: str) -> int:
     ]
     for label, value, goal in ratios:
         print(f"{label + ':':<44} {value:6.2f}" + (f" ({goal})" if goal else ""))
+    return 0
+
+
+# --- readiness by ssh (issue 12) ---------------------------------------------------------------
+
+SSH_KINDS = ["mclu ssh", "mclu console", "virt-builder ssh"]
+# On the host: until the guest with MAC $1 answers ssh, find its address in the neighbour
+# table (provoking entries with $2, mclu's own command, while it is not there) and scan it.
+WAIT_FOR_SSH = r"""
+mac=$1 provoke=$2
+while :; do
+    ip=$(ip -4 neigh show | awk -v m="$mac" '$0 ~ m && $NF != "FAILED" {print $1; exit}')
+    if [ -z "$ip" ]; then
+        bash -c "$provoke" >/dev/null 2>&1
+    elif ssh-keyscan -T 5 -t ed25519 -- "$ip" 2>/dev/null | grep -q ssh-; then
+        exit 0
+    fi
+    sleep 0.5
+done
+"""
+
+
+def virt_builder_ssh(host: str, name: str, mac: str) -> None:
+    """virt-builder tiny on the host, defined on br0 and started, then its ssh waited for."""
+    repo = STATE / "repo"
+    disk = f"{IMAGES}/{name}.img"
+    on_host(
+        host,
+        "env",
+        f"VIRT_BUILDER_DIRS={repo}",
+        f"XDG_CONFIG_HOME={repo}",
+        "XDG_CACHE_HOME=/var/tmp/mclu-bench-vb-cache",
+        *[f"{k}={v}" for k, v in GUESTFS.items()],
+        "virt-builder",
+        "tiny",
+        "--hostname",
+        name,
+        "--root-password",
+        "disabled",
+        "-o",
+        disk,
+        "--format",
+        "raw",
+        "--no-network",
+    )
+    spec = model.GuestSpec(
+        name=name,
+        domain_type="qemu",
+        memory=128 << 20,
+        vcpus=1,
+        disk_path=disk,
+        disk_format="raw",
+        network="bridge:br0",
+        mac=mac,
+        meta=model.GuestMeta(template="tiny"),
+    )
+    on_host(
+        host,
+        "sh",
+        "-c",
+        'f=$(mktemp) && cat > "$f" && virsh -q define "$f" && rm -f "$f"',
+        input=domxml.render(spec),
+    )
+    on_host(host, "virsh", "-q", "start", name)
+    provoke = commands.provoke_neighbours()[-1]  # mclu's own provoking script, run by hand
+    on_host(host, "timeout", "600", "sh", "-c", WAIT_FOR_SSH, "wait-for-ssh", mac, provoke)
+
+
+def ssh_ready(runs: int, host: str) -> int:
+    """Issue 12's comparison: mclu's build to ssh-ready, to console-ready, and virt-builder
+    plus define/start plus waiting for ssh on the host; tiny on br0, same run."""
+    run([str(BIN / "mclu-sandbox"), "up", "3"])
+    sandbox_images.build_repository(STATE, names=["tiny"])
+    pub = bench_key()
+    with tempfile.TemporaryDirectory(prefix="mclu-bench-") as tmp:
+        templates = Path(tmp)
+        (templates / "tiny-console.toml").write_text(
+            'base = "tiny"\nmemory = "128 MiB"\nready = "console:login:"\n'
+        )
+        (templates / "tiny-ssh.toml").write_text('base = "tiny"\nmemory = "128 MiB"\n')
+        said: dict[str, str] = {}  # the line each mclu kind printed (its ready rule)
+
+        def one(kind: str) -> float:
+            name = f"bench-{uuid.uuid4().hex[:6]}"
+            try:
+                if kind == "virt-builder ssh":
+                    mac = "52:54:00:" + ":".join(uuid.uuid4().hex[i : i + 2] for i in (0, 2, 4))
+                    return timed(lambda: virt_builder_ssh(host, name, mac))
+                template = "tiny-ssh" if kind == "mclu ssh" else "tiny-console"
+                start = time.perf_counter()
+                out = mclu_build(template, host, [name], pub, "--templates", str(templates))
+                said[kind] = out.strip().splitlines()[-1] if out.strip() else ""
+                return time.perf_counter() - start
+            finally:
+                remove_guests(host, [name])
+
+        # Warm-up: the controller's cache, the host's base, virt-builder's cache, the appliance.
+        one("mclu console")
+        one("virt-builder ssh")
+        times: dict[str, list[float]] = {k: [] for k in SSH_KINDS}
+        for _ in range(runs):
+            for kind in SSH_KINDS:
+                times[kind].append(one(kind))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"tiny on {host}'s br0, medians of {runs} runs, seconds")
+    for kind in SSH_KINDS:
+        line = " ".join(f"{x:.1f}" for x in times[kind])
+        print(f"  {kind:<17} {med[kind]:7.1f}   ({line})  {said.get(kind, '')}")
+    ratios = [
+        ("mclu ssh / virt-builder ssh", med["mclu ssh"] / med["virt-builder ssh"], "goal <= 0.5"),
+        ("mclu ssh / mclu console", med["mclu ssh"] / med["mclu console"], "ratio"),
+        ("mclu ssh - mclu console", med["mclu ssh"] - med["mclu console"], "seconds"),
+    ]
+    for label, value, goal in ratios:
+        print(f"{label + ':':<32} {value:6.2f} ({goal})")
     return 0
 
 
