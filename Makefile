@@ -73,6 +73,10 @@ bench: setup
 	$(BIN)/python bench/status.py
 	$(BIN)/python bench/transfer.py
 	$(BIN)/python bench/build.py
+	$(BIN)/python bench/build.py --ssh --runs 1
+	$(BIN)/python bench/build.py --cloud-init --runs 1
+	$(BIN)/python bench/images.py
+	$(BIN)/python bench/list.py
 	$(BIN)/python bench/migrate.py --runs 5
 
 clean:
