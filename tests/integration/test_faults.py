@@ -11,6 +11,7 @@ before are untouched throughout. docs/faults.md lists every case and its outcome
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pty
@@ -29,6 +30,7 @@ import pytest
 
 from mclu import model
 from mclu.read import metadata
+from mclu.sandbox import config as sandbox_config
 from mclu.sandbox import images as sandbox_images
 from tests.integration import sandbox as sb
 
@@ -444,14 +446,41 @@ def test_cleanup_leaves_a_build_under_way_alone(sandbox: sb.Sandbox, faults: Fau
 # --- the network, the daemons and the disk of a host ---------------------------------------------
 
 
+@contextlib.contextmanager
+def throttled(host: str, rate: str) -> Iterator[None]:
+    """What reaches `host` over its link limited to `rate` (a token bucket on the
+    root-namespace end of its veth, which is the sandbox's own), for the block."""
+    veth = sandbox_config.parse_host_name(host).veth
+    tbf = ["root", "tbf", "rate", rate, "burst", "32kbit", "latency", "500ms"]
+    subprocess.run(["tc", "qdisc", "add", "dev", veth, *tbf], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["tc", "qdisc", "del", "dev", veth, "root"], check=False)
+
+
+def transferring(event: dict[str, object]) -> bool:
+    """A transfer's progress line once some bytes are on their way."""
+    done = event.get("done")
+    return event.get("event") == "transfer" and isinstance(done, int) and done > 0
+
+
 def test_network_cut_mid_transfer(sandbox: sb.Sandbox, faults: Faults, tmp_path: Path) -> None:
     host = sandbox.up_hosts[2]
     faults.forget_base(host)
     inventory = sandbox.variant(tmp_path / "hosts.toml", command_timeout=10)
     name = faults.name()
-    proc = faults.build(name, host, "--transport", "stream", inventory=inventory)
-    until(proc, step("sending"))
-    sandbox.exec(host, ["ip", "link", "set", "eth0", "down"])
+    # The cut must come while the base is on its way: once its first bytes are read for
+    # sending (the step's line comes earlier, before the cache directory is made), and
+    # before it has all arrived. Unthrottled, tiny's base (over 10 MiB compressed) crossed
+    # the veth before the test had read the step's line and cut, and the build failed at
+    # the next step instead. At 1 Mbit/s its delivery takes over a minute, whatever the
+    # machine's load, so the cut lands in it.
+    with throttled(host, "1mbit"):
+        proc = faults.build(name, host, "--transport", "stream", inventory=inventory)
+        until(proc, step("sending"))
+        until(proc, transferring)
+        sandbox.exec(host, ["ip", "link", "set", "eth0", "down"])
     try:
         code, err = finish(proc, timeout=180)
     finally:
