@@ -1,10 +1,11 @@
 """`mclu ssh` and `mclu ssh-config` on the sandbox (issue 12, part 4): a debian-12 guest
 (sshd, DHCP) bridged on the sandbox LAN answers `mclu ssh NAME -- hostname` with its name,
-checked against exactly the host keys mclu made for it; plain OpenSSH reads `mclu ssh-config`
-(KnownHostsCommand); the exit status is the remote command's; once the guest's host keys are
-replaced, ssh refuses it. A bridged tiny guest (dropbear, udhcpc, ready = "ssh") keeps its address
-through migrate and rebuild and answers mclu ssh after; a rebuild whose ssh server does not start
-is rolled back."""
+checked against exactly the host keys mclu made for it;
+plain OpenSSH reads `mclu ssh-config` (KnownHostsCommand); the exit status is the remote
+command's; once the guest's host keys are replaced, ssh refuses it. A bridged tiny guest
+(dropbear, udhcpc, ready = "ssh") keeps its address through migrate and rebuild and answers
+mclu ssh after; a rebuild whose ssh server does not start is rolled back. A tiny guest on the
+NAT network is found by its lease and reached through its host (ProxyJump)."""
 
 from __future__ import annotations
 
@@ -197,3 +198,34 @@ def test_rebuild_to_a_revision_whose_ssh_server_does_not_start_is_rolled_back(
     assert builds.state(host, name) == "running"
     assert recorded_host_keys(builds, host, name) == keys
     assert hostname_by_ssh(builds, name, ssh_env(tmp_path, ssh_key)) == name
+
+
+@pytest.mark.timeout(600)  # one TCG boot on a shared 2-core machine
+def test_a_guest_on_the_nat_network_is_reached_through_its_host(
+    sandbox: sb.Sandbox, builds: sb.Guests, ssh_key: Path, tmp_path: Path
+) -> None:
+    """tiny on libvirt's NAT network `default` (active on the sandbox's first host only): ready
+    by ssh (mclu's default for it), asked from its host; its address from the network's lease;
+    `mclu ssh` goes through the host (ProxyJump), as `mclu ssh-config` says."""
+    host = sandbox.up_hosts[0]
+    networks = sandbox.exec(host, ["virsh", "net-list", "--name"]).stdout.split()
+    assert "default" in networks, f"no active libvirt network 'default' on {host}"
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "tiny.toml").write_text(
+        'base = "tiny"\nmemory = "128 MiB"\nnetwork = "network:default"\n'
+    )
+    name = builds.name()
+    done = builds.build("tiny", name, "--on", host, templates=templates)
+    assert done.returncode == 0, done.stderr
+    assert "by ssh)" in done.stdout
+    info = builds.mclu("info", name, "--json", timeout=120)
+    assert info.returncode == 0, info.stderr
+    addresses = json.loads(info.stdout)["guest"]["addresses"]
+    assert any(a["family"] == 4 and a["source"] == "lease" for a in addresses), addresses
+
+    env = ssh_env(tmp_path, ssh_key)
+    printed = builds.mclu("ssh-config", name, env=env)
+    assert printed.returncode == 0, printed.stderr
+    assert "ProxyJump" in printed.stdout
+    assert hostname_by_ssh(builds, name, env) == name
