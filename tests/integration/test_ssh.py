@@ -1,6 +1,6 @@
 """`mclu ssh` and `mclu ssh-config` on the sandbox (issue 12, part 4): a debian-12 guest
 (sshd, DHCP) bridged on the sandbox LAN answers `mclu ssh NAME -- hostname` with its name,
-checked against exactly the host keys mclu made for it;
+checked against exactly the host keys mclu made for it; its guest agent reports its address;
 plain OpenSSH reads `mclu ssh-config` (KnownHostsCommand); the exit status is the remote
 command's; once the guest's host keys are replaced, ssh refuses it. A bridged tiny guest
 (dropbear, udhcpc, ready = "ssh") keeps its address through migrate and rebuild and answers
@@ -48,6 +48,8 @@ def test_ssh_checks_the_guest_against_the_keys_mclu_made(
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == name
     assert builds.mclu("ssh", name, "--", "exit 3", env=env).returncode == 3
+    # debian-12 runs qemu-guest-agent: info asks it (list leaves it out), and it knows.
+    assert agent_ipv4(builds, name), f"{name}: no IPv4 address from its guest agent"
 
     printed = builds.mclu("ssh-config", name, env=env)
     assert printed.returncode == 0, printed.stderr
@@ -114,6 +116,22 @@ def live_ipv4(builds: sb.Guests, name: str) -> dict[str, Any]:
             return live[0]
         time.sleep(3)
     raise AssertionError(f"{name}: no live IPv4 address within {ADDRESS_WAIT:g} s: {found}")
+
+
+def agent_ipv4(builds: sb.Guests, name: str) -> list[dict[str, Any]]:
+    """The guest's IPv4 addresses its guest agent reports in `mclu info --json`, once it
+    reports any (the agent starts late in a TCG boot)."""
+    deadline = time.monotonic() + ADDRESS_WAIT
+    found: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        done = builds.mclu("info", name, "--json", timeout=120)
+        assert done.returncode == 0, done.stderr
+        found = json.loads(done.stdout)["guest"]["addresses"]
+        agent = [a for a in found if a["family"] == 4 and a["source"] == "agent"]
+        if agent:
+            return agent
+        time.sleep(3)
+    return []
 
 
 def macs(builds: sb.Guests, host: str, name: str) -> list[str]:
