@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import cast
 
 from mclu import errors, model, runtmp
-from mclu.images import guest_text, guestfs_edit
+from mclu.images import guest_text, guestfs_edit, password
 from mclu.images.guestfs_inspect import GuestFS, Inspector, OSRoot
 
 __all__ = [
@@ -350,26 +350,12 @@ def _check(job: _Job) -> None:
 
 
 def _root_password_hash(job: _Job) -> str | None:
-    """SHA-512 crypt of the first line of the password file; openssl reads it on stdin."""
+    """The hash the guest's /etc/shadow gets, if the request gives a password file."""
     path = job.personalization.root_password_file
     if path is None:
         return None
     with _step(job.hostname, "root password", job.drive.label):
-        with open(path, encoding="utf-8") as file:
-            password = file.readline().rstrip("\r\n")
-        if not password:
-            raise ValueError(f"the first line of the password file {path} is empty")
-        result = subprocess.run(
-            ["openssl", "passwd", "-6", "-stdin"],
-            input=password + "\n",
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        del password
-        if result.returncode != 0 or not result.stdout.startswith("$6$"):
-            raise ValueError(f"openssl passwd failed: {result.stderr.strip()}")
-        return result.stdout.strip()
+        return password.sha512_crypt(path)
 
 
 class _HostKeys:

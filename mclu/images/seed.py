@@ -19,6 +19,7 @@ import pycdlib
 
 from mclu import errors, runtmp
 from mclu.decide import cloudinit
+from mclu.images import password
 
 # (ISO 9660 name, Rock Ridge and Joliet name) of the seed's two files
 _FILES = (("/METADATA.;1", cloudinit.META_DATA), ("/USERDATA.;1", cloudinit.USER_DATA))
@@ -105,26 +106,11 @@ def host_keys(hostname: str) -> tuple[cloudinit.HostKey, ...]:
 
 
 def password_hash(path: str, guest: str) -> str:
-    """SHA-512 crypt ("$6$...") of the first line of the password file `path`, by openssl (the
-    password goes to it on stdin, never on a command line).
+    """SHA-512 crypt ("$6$...") of the first line of the password file `path` (password.py).
 
     :raises errors.PersonalizationFailed: an unreadable or empty file, openssl failing.
     """
     try:
-        with open(path, encoding="utf-8") as file:
-            password = file.readline().rstrip("\r\n")
-        if not password:
-            raise ValueError(f"the first line of the password file {path} is empty")
-        result = subprocess.run(
-            ["openssl", "passwd", "-6", "-stdin"],
-            input=password + "\n",
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        del password
-        if result.returncode != 0 or not result.stdout.startswith("$6$"):
-            raise ValueError(f"openssl passwd failed: {result.stderr.strip()}")
-        return result.stdout.strip()
+        return password.sha512_crypt(path)
     except (OSError, ValueError) as e:
         raise errors.PersonalizationFailed(guest=guest, step="root password", reason=str(e)) from e
