@@ -121,6 +121,29 @@ def virt_builder(
     template: str, host: str, name: str, *, ready: bool, memory_mib: int = 128
 ) -> None:
     """The original mclu's way: virt-builder on the host, then define and start."""
+    virt_builder_started(template, host, name, memory_mib=memory_mib)
+    if ready:
+        log = hostpaths.console_log(name)
+        on_host(
+            host,
+            "timeout",
+            "600",
+            "sh",
+            "-c",
+            f'until grep -q "{name} login:" {log} 2>/dev/null; do sleep 0.2; done',
+        )
+
+
+def virt_builder_started(
+    template: str,
+    host: str,
+    name: str,
+    *,
+    memory_mib: int = 128,
+    network: str = "user",
+    mac: str | None = None,
+) -> None:
+    """virt-builder `template` into a raw disk on the host, then virsh define and start."""
     repo = STATE / "repo"
     disk = f"{IMAGES}/{name}.img"
     on_host(
@@ -149,7 +172,8 @@ def virt_builder(
         vcpus=1,
         disk_path=disk,
         disk_format="raw",
-        network="user",
+        network=network,
+        mac=mac,
         meta=model.GuestMeta(template=template),
     )
     on_host(
@@ -160,16 +184,6 @@ def virt_builder(
         input=domxml.render(spec),
     )
     on_host(host, "virsh", "-q", "start", name)
-    if ready:
-        log = hostpaths.console_log(name)
-        on_host(
-            host,
-            "timeout",
-            "600",
-            "sh",
-            "-c",
-            f'until grep -q "{name} login:" {log} 2>/dev/null; do sleep 0.2; done',
-        )
 
 
 def timed(work: Callable[[], object]) -> float:
@@ -357,46 +371,7 @@ done
 
 def virt_builder_ssh(host: str, name: str, mac: str) -> None:
     """virt-builder tiny on the host, defined on br0 and started, then its ssh waited for."""
-    repo = STATE / "repo"
-    disk = f"{IMAGES}/{name}.img"
-    on_host(
-        host,
-        "env",
-        f"VIRT_BUILDER_DIRS={repo}",
-        f"XDG_CONFIG_HOME={repo}",
-        "XDG_CACHE_HOME=/var/tmp/mclu-bench-vb-cache",
-        *[f"{k}={v}" for k, v in GUESTFS.items()],
-        "virt-builder",
-        "tiny",
-        "--hostname",
-        name,
-        "--root-password",
-        "disabled",
-        "-o",
-        disk,
-        "--format",
-        "raw",
-        "--no-network",
-    )
-    spec = model.GuestSpec(
-        name=name,
-        domain_type="qemu",
-        memory=128 << 20,
-        vcpus=1,
-        disk_path=disk,
-        disk_format="raw",
-        network="bridge:br0",
-        mac=mac,
-        meta=model.GuestMeta(template="tiny"),
-    )
-    on_host(
-        host,
-        "sh",
-        "-c",
-        'f=$(mktemp) && cat > "$f" && virsh -q define "$f" && rm -f "$f"',
-        input=domxml.render(spec),
-    )
-    on_host(host, "virsh", "-q", "start", name)
+    virt_builder_started("tiny", host, name, network="bridge:br0", mac=mac)
     provoke = commands.provoke_neighbours()[-1]  # mclu's own provoking script, run by hand
     on_host(host, "timeout", "600", "sh", "-c", WAIT_FOR_SSH, "wait-for-ssh", mac, provoke)
 
