@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -102,36 +103,32 @@ def hostname_by_ssh(builds: sb.Guests, name: str, env: dict[str, str]) -> str:
     return done.stdout.strip()
 
 
-def live_ipv4(builds: sb.Guests, name: str) -> dict[str, Any]:
-    """The guest's IPv4 address in `mclu info --json` as a live source knows it (not the one
-    recorded when it became ready, which may be stale), once one does."""
+def ipv4_from(builds: sb.Guests, name: str, sources: Callable[[str], bool]) -> list[dict[str, Any]]:
+    """The guest's IPv4 addresses in `mclu info --json` from the sources `sources` accepts, once
+    there are any, else [] after ADDRESS_WAIT (a live source may learn it late in a TCG boot)."""
     deadline = time.monotonic() + ADDRESS_WAIT
-    found: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         done = builds.mclu("info", name, "--json", timeout=120)
         assert done.returncode == 0, done.stderr
         found = json.loads(done.stdout)["guest"]["addresses"]
-        live = [a for a in found if a["family"] == 4 and a["source"] != "ready"]
-        if live:
-            return live[0]
+        chosen = [a for a in found if a["family"] == 4 and sources(a["source"])]
+        if chosen:
+            return chosen
         time.sleep(3)
-    raise AssertionError(f"{name}: no live IPv4 address within {ADDRESS_WAIT:g} s: {found}")
+    return []
+
+
+def live_ipv4(builds: sb.Guests, name: str) -> dict[str, Any]:
+    """The guest's IPv4 address as a live source knows it (not the one recorded when it became
+    ready, which may be stale)."""
+    live = ipv4_from(builds, name, lambda source: source != "ready")
+    assert live, f"{name}: no live IPv4 address within {ADDRESS_WAIT:g} s"
+    return live[0]
 
 
 def agent_ipv4(builds: sb.Guests, name: str) -> list[dict[str, Any]]:
-    """The guest's IPv4 addresses its guest agent reports in `mclu info --json`, once it
-    reports any (the agent starts late in a TCG boot)."""
-    deadline = time.monotonic() + ADDRESS_WAIT
-    found: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        done = builds.mclu("info", name, "--json", timeout=120)
-        assert done.returncode == 0, done.stderr
-        found = json.loads(done.stdout)["guest"]["addresses"]
-        agent = [a for a in found if a["family"] == 4 and a["source"] == "agent"]
-        if agent:
-            return agent
-        time.sleep(3)
-    return []
+    """The guest's IPv4 addresses its guest agent reports (info asks it; list does not)."""
+    return ipv4_from(builds, name, lambda source: source == "agent")
 
 
 def macs(builds: sb.Guests, host: str, name: str) -> list[str]:
