@@ -52,7 +52,14 @@ OWNED_KEYS = (
     "ssh_keys",
     "ssh_deletekeys",
     "ssh_genkeytypes",
+    # mclu's guests are reached as root (`mclu ssh`); cloud-init's default would refuse it.
+    "disable_root",
 )
+
+# Keys whose value mclu may give as a list (its items first, then the user's): the user's
+# value must be a list too, or it would silently drop the template's packages, commands or
+# files, or root's keys.
+LIST_KEYS = ("packages", "runcmd", "write_files", "ssh_authorized_keys")
 
 # ssh host key types as cloud-init's `ssh_keys` names them (`rsa_private`, `rsa_public`...).
 HOST_KEY_TYPES = ("rsa", "ecdsa", "ed25519")
@@ -135,15 +142,15 @@ def cloud_config(seed: Seed) -> dict[str, Any]:
 def merge(ours: Mapping[str, Any], theirs: Mapping[str, Any]) -> dict[str, Any]:
     """The user's cloud-config over mclu's: a list the two share is mclu's items then the
     user's (packages, runcmd, write_files, ssh_authorized_keys...), a table they share is
-    merged key by key (the user's value wins), any other key is the user's. The user's data
-    is checked first (`check_user_data`)."""
+    merged the same way at every depth (chpasswd's users: root's hash, then the user's), any
+    other key is the user's. The user's data is checked first (`parse_user_data`)."""
     merged = copy.deepcopy(dict(ours))
     for key, value in theirs.items():
         mine = merged.get(key)
         if isinstance(mine, list) and isinstance(value, list):
             merged[key] = [*mine, *copy.deepcopy(value)]
         elif isinstance(mine, dict) and isinstance(value, dict):
-            merged[key] = {**mine, **copy.deepcopy(value)}
+            merged[key] = merge(mine, value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -174,6 +181,17 @@ def parse_user_data(text: str, path: str) -> dict[str, Any]:
             f"--user-data {path}: sets {owned[0]}, which mclu sets itself (the guest's name "
             "and the ssh host keys it records)"
         )
+    for key in LIST_KEYS:
+        if key in data and not isinstance(data[key], list):
+            raise errors.UsageError(
+                f"--user-data {path}: {key} is not a list (mclu adds its items to the "
+                "template's: write it as a YAML list)"
+            )
+    if "chpasswd" in data and not isinstance(data["chpasswd"], dict):
+        raise errors.UsageError(f"--user-data {path}: chpasswd is not a table")
+    users = data.get("chpasswd", {}).get("users")
+    if users is not None and not isinstance(users, list):
+        raise errors.UsageError(f"--user-data {path}: chpasswd's users is not a list")
     return data
 
 

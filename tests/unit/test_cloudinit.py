@@ -165,6 +165,12 @@ def test_the_users_cloud_config_is_merged_lists_appended_tables_merged() -> None
         ("#cloud-config\n- a\n- b\n", "not a table of cloud-config keys"),
         ("#cloud-config\nhostname: other\n", "sets hostname, which mclu sets itself"),
         ("#cloud-config\nssh_keys: {}\n", "sets ssh_keys, which mclu sets itself"),
+        ("#cloud-config\ndisable_root: true\n", "sets disable_root, which mclu sets itself"),
+        ("#cloud-config\npackages: htop\n", "packages is not a list"),
+        ("#cloud-config\nruncmd: echo hi\n", "runcmd is not a list"),
+        ("#cloud-config\nssh_authorized_keys: ssh-ed25519 X\n", "ssh_authorized_keys is not"),
+        ("#cloud-config\nchpasswd: root:secret\n", "chpasswd is not a table"),
+        ("#cloud-config\nchpasswd: {users: root}\n", "chpasswd's users is not a list"),
     ],
 )
 def test_user_data_that_cannot_be_merged_is_refused_naming_the_file(
@@ -174,6 +180,16 @@ def test_user_data_that_cannot_be_merged_is_refused_naming_the_file(
         cloudinit.parse_user_data(text, "mine.yaml")
     assert str(raised.value).startswith("--user-data mine.yaml: ")
     assert problem in str(raised.value)
+
+
+def test_a_users_chpasswd_users_come_after_roots_hash() -> None:
+    mine = cloudinit.parse_user_data(
+        "#cloud-config\nchpasswd: {users: [{name: alice, password: x, type: text}]}\n",
+        "mine.yaml",
+    )
+    users = user_config(a_seed(user_data=mine))["chpasswd"]["users"]
+    assert [u["name"] for u in users] == ["root", "alice"]
+    assert users[0]["password"].startswith("$6$")
 
 
 def test_an_empty_cloud_config_adds_nothing() -> None:
