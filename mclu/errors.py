@@ -561,6 +561,28 @@ class DiskNameTaken(MCLUError):
         return f"a file already has the new disk's name: {self.path}"
 
 
+class NoAddressForSsh(MCLUError):
+    """A template's `ready = "ssh"` on a host where the guest's network hides its address
+    ("user", "none"): mclu could never find it to ask its ssh server, so it would wait for
+    nothing until the timeout."""
+
+    msg = "{self.host}: {self.lack}"
+    exit_code = EXIT_USAGE
+
+    def __init__(self, *, host: str, network: str) -> None:
+        super().__init__(host)
+        self.host = host
+        self.network = network
+
+    @property
+    def lack(self) -> str:
+        """The refusal without the host: placement's reason."""
+        return (
+            f'ready = "ssh" needs an address mclu can find, and the guest\'s network here is '
+            f"{self.network}: set network (a bridge or libvirt network) or ready"
+        )
+
+
 # --- Building guests -------------------------------------------------------------------------
 
 

@@ -309,14 +309,16 @@ def _refused(
     template: ResolvedTemplate,
     sizing: _Sizing,
 ) -> dict[str, placement.Refusal]:
-    """The hosts that may not take guest `name`: its network missing, or its disk's name
-    taken by a file there."""
+    """The hosts that may not take guest `name`: its network missing, its network hiding the
+    address a declared ready = "ssh" needs, or its disk's name taken by a file there."""
     refused: dict[str, placement.Refusal] = {}
     for c in candidates:
         network = template.network or c.snapshot.spec.network
         path = hostpaths.disk_path(c.storage.image_dir, name, full_copy=sizing.full_copy)
-        refusal = placement.network_missing(network, c.snapshot) or placement.disk_name_taken(
-            path, c
+        refusal = (
+            placement.network_missing(network, c.snapshot)
+            or placement.no_address_for_ssh(template.ready, network, c.name)
+            or placement.disk_name_taken(path, c)
         )
         if refusal is None and cloudinit.uses_cloud_init(template):
             refusal = placement.disk_name_taken(hostpaths.seed_path(c.storage.image_dir, name), c)

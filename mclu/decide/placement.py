@@ -18,10 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from mclu import errors, sizes
+from mclu.decide import readiness
 from mclu.model import HostSnapshot, StorageFacts
 
 # Why a host may not take a guest whatever its room.
-Refusal = errors.NetworkMissing | errors.DiskNameTaken
+Refusal = errors.NetworkMissing | errors.DiskNameTaken | errors.NoAddressForSsh
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,18 @@ def network_missing(network: str, host: HostSnapshot) -> errors.NetworkMissing |
 def networks_missing(networks: Sequence[str], host: HostSnapshot) -> errors.NetworkMissing | None:
     """The refusal for the first of a guest's NICs' networks the host lacks, or None."""
     return next((r for n in networks if (r := network_missing(n, host)) is not None), None)
+
+
+def no_address_for_ssh(
+    declared: str | None, network: str, host: str
+) -> errors.NoAddressForSsh | None:
+    """The refusal when the template declares ready = "ssh" and the guest's network on this
+    host ("user", "none") hides its address from mclu; None otherwise."""
+    if declared is None or readiness.parse(declared).kind is not readiness.Kind.SSH:
+        return None
+    if readiness.addressable((network,)):
+        return None
+    return errors.NoAddressForSsh(host=host, network=network)
 
 
 def disk_name_taken(path: str, candidate: Candidate) -> errors.DiskNameTaken | None:

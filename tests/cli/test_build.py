@@ -108,6 +108,33 @@ def test_a_pinned_host_without_the_network_is_one_line_before_anything_is_made(c
         assert host.guests == {} and host.ran == [tuple(commands.storage_scan(IMAGES))]
 
 
+def ssh_ready_on_user_networking(tmp_path: Path) -> Cli:
+    c = Cli(tmp_path, own_templates=True)
+    (c.templates / "sshy.toml").write_text('base = "tiny"\nready = "ssh"\nnetwork = "user"\n')
+    for host in c.cluster.hosts.values():
+        host.commands = dict([STORAGE])
+    c.give_key()
+    return c
+
+
+def test_ready_by_ssh_where_no_address_can_be_found_is_one_line_before_anything_is_made(
+    tmp_path: Path,
+) -> None:
+    cli = ssh_ready_on_user_networking(tmp_path)
+    assert cli("build", "sshy", "web1", "--on", "b") == 2
+    assert cli.stderr == (
+        'mclu: error: b: ready = "ssh" needs an address mclu can find, and the guest\'s network '
+        "here is user: set network (a bridge or libvirt network) or ready\n"
+    )
+    for host in cli.cluster.hosts.values():
+        assert host.guests == {} and host.ran == [tuple(commands.storage_scan(IMAGES))]
+
+    assert cli("build", "sshy", "web1") == 1  # no host can: each one's reason
+    assert 'a: ready = "ssh" needs an address mclu can find' in cli.stderr
+    assert cli.stderr.count("\n") == 1
+    assert all(host.guests == {} for host in cli.cluster.hosts.values())
+
+
 def test_a_pinned_host_with_a_file_of_the_disks_name_is_one_line(cli: Cli) -> None:
     cli.give_key()
     cli.cluster.hosts["b"].commands = dict(
