@@ -66,6 +66,9 @@ async def wait(
         if panic is not None:
             raise _error(session, name, rule, started, f"its kernel panicked ({panic})", text)
         if rule.kind is Kind.SSH:
+            if not host_keys:  # no key to check the guest against will ever come: say so now
+                reason = readiness.ssh_verdict((), host_keys) or ""
+                raise await _not_ready(session, name, rule, started, reason)
             why_not = await _ssh_why_not(session, name, host_keys) or ""
             if not why_not:
                 return Ready(rule, time.monotonic() - started)
@@ -81,8 +84,6 @@ async def _ssh_why_not(session: Session, name: str, host_keys: tuple[str, ...]) 
     """None when the guest's ssh server, asked from its host at an address mclu finds for it
     (the leases and the neighbour table, as `mclu list`), presents a key mclu gave it; else
     why not (`10.0.0.5: no ssh server answered`)."""
-    if not host_keys:
-        return readiness.ssh_verdict((), host_keys)
     guest = guests.guest_named(await session.guests(), name)
     if guest is None:
         return "gone"

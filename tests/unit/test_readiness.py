@@ -330,6 +330,20 @@ def test_a_guest_whose_console_shows_a_login_prompt_but_whose_sshd_is_down_is_no
         wait_ssh(host, (ED25519,))
 
 
+def test_a_guest_mclu_wrote_no_host_keys_for_fails_an_ssh_wait_at_once() -> None:
+    host = ssh_host(KEYSCAN)
+    cluster = fake.FakeCluster([host])
+
+    async def run() -> waiting.Ready:
+        async with cluster.open(cluster.spec(host.name)) as session:
+            return await waiting.wait(session, "web1", readiness.SSH, 3600, poll=0)
+
+    with pytest.raises(errors.NotReady) as caught:
+        asyncio.run(run())
+    assert caught.value.reason == "mclu recorded no ssh host keys for it"
+    assert SCAN_ARGV not in host.ran  # nothing to check its answer against: not asked
+
+
 def test_a_panic_fails_an_ssh_wait_at_once_too() -> None:
     host = ssh_host("")
     host.consoles["web1"] = PANIC
