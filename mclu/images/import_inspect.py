@@ -76,7 +76,7 @@ def inspect(
 
     :raises errors.ImageRefused: not done within `timeout` (the appliance is killed).
     :raises errors.LocalToolMissing: no python3-guestfs.
-    :raises errors.LocalCommandFailed: libguestfs failed (its launch, most likely).
+    :raises errors.ImageRefused: libguestfs failed on it (`failure`).
     """
     argv = [sys.executable, "-m", __name__, str(disk), str(tmpdir), f"{timeout:.0f}"]
     proc = subprocess.Popen(
@@ -102,18 +102,25 @@ def inspect(
     finally:
         if proc.returncode is None:
             _kill_group(proc)
-    if proc.returncode == 3:
-        raise errors.LocalToolMissing(tool="python3-guestfs", purpose=PURPOSE)
     if proc.returncode != 0:
-        raise errors.LocalCommandFailed(
-            command="libguestfs inspection", exit_status=proc.returncode, stderr=err
-        )
+        raise failure(source, proc.returncode, err)
     try:
         return Inspection.from_json(json.loads(out))
     except (ValueError, KeyError) as e:
         raise errors.LocalCommandFailed(
             command="libguestfs inspection", exit_status=0, stderr=f"unreadable answer: {e}"
         ) from e
+
+
+def failure(source: str, exit_status: int, stderr: str) -> errors.MCLUError:
+    """What a failed inspection child means: python3-guestfs missing (its exit status 3), else
+    the image refused with libguestfs's own last word (a corrupt disk or one the appliance
+    cannot open ends here, and so would a broken appliance: its line says which). Pure."""
+    if exit_status == 3:
+        return errors.LocalToolMissing(tool="python3-guestfs", purpose=PURPOSE)
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    said = lines[-1] if lines else f"exit status {exit_status}"
+    return errors.ImageRefused(source=source, reason=f"libguestfs could not inspect it: {said}")
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

@@ -669,3 +669,15 @@ def test_layouts_read_from_the_disk_s_first_bytes(tmp_path: Path) -> None:
     )
     assert image_format.parse_measure({"required": 5, "fully-allocated": 9}) == 5
     assert isinstance(image_format.parse_measure({"required": "x"}), str)
+
+
+def test_an_inspection_that_libguestfs_fails_refuses_the_image_with_its_last_word() -> None:
+    stderr = "libguestfs: trace\nRuntimeError: mount: /dev/sda1: wrong fs type, bad superblock\n"
+    refused = import_inspect.failure("disk.img", 1, stderr)
+    assert isinstance(refused, errors.ImageRefused)
+    assert str(refused) == (
+        "disk.img: not imported: libguestfs could not inspect it: RuntimeError: mount: "
+        "/dev/sda1: wrong fs type, bad superblock"
+    )
+    assert str(import_inspect.failure("disk.img", 1, "")).endswith("inspect it: exit status 1")
+    assert isinstance(import_inspect.failure("disk.img", 3, ""), errors.LocalToolMissing)
