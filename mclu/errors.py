@@ -479,9 +479,10 @@ class HostTooSmall(MCLUError):
 
 
 class NoCapacity(MCLUError):
-    """No host that answered has room for a guest; `rejected` is (host, why) per host."""
+    """No host that answered can take a guest (room, its network, a file in the way...); `rejected`
+    is (host, why) per host."""
 
-    msg = "no host has room for {self.guest} ({self.need}): {self.reasons}{self.unasked}"
+    msg = "no host can take {self.guest} ({self.need}): {self.reasons}{self.unasked}"
 
     def __init__(
         self,

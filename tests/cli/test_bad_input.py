@@ -233,7 +233,7 @@ def test_bad_guest_names(mclu: Cli, name: str) -> None:
             "argument --transport: invalid choice",
         ),
         # A size in range that no host can hold is not a usage error: no host has room.
-        (["build", "tiny", "web1", "--memory", "10T"], 1, "no host has room for web1"),
+        (["build", "tiny", "web1", "--memory", "10T"], 1, "no host can take web1"),
         # hosts and templates
         (["build", "tiny", "web1", "--on", "nosuch"], 2, "unknown host 'nosuch' (the inventory"),
         (["build", "tiny", "nosuch:web1"], 2, "unknown host 'nosuch' (the inventory"),

@@ -120,7 +120,7 @@ def test_migrate_with_no_room_anywhere(cli: Cli) -> None:
     cli.cluster.hosts["b"].guests["fill"] = guest("fill", memory=15 * GIB)
     cli.cluster.hosts["c"].guests["fill2"] = guest("fill2", memory=23 * GIB)
     assert cli("migrate", "big") == 1
-    assert cli.stderr.startswith("mclu: error: no host has room for big (7 GiB memory")
+    assert cli.stderr.startswith("mclu: error: no host can take big (7 GiB memory")
     assert cli.where("big") == ["a"]
 
 
@@ -196,7 +196,7 @@ def test_drain_with_too_little_room_moves_what_fits(cli: Cli) -> None:
     cli.cluster.hosts["b"].guests["fill"] = guest("fill", memory=14 * GIB)
     cli.cluster.hosts["c"].guests["fill2"] = guest("fill2", memory=22 * GIB)
     assert cli("drain", "a") == 1
-    assert "not moved: no host has room for huge" in cli.stdout
+    assert "not moved: no host can take huge" in cli.stdout
     assert cli.where("huge") == ["a"]
 
 

@@ -158,7 +158,7 @@ def test_drain_leaves_what_does_not_fit_or_does_not_run() -> None:
     ).items
     assert all(isinstance(item, migrate.NotMoved) for item in plan)
     reasons = {item.guest.name: item.reason for item in plan if isinstance(item, migrate.NotMoved)}
-    assert reasons["big"].startswith("no host has room for big")
+    assert reasons["big"].startswith("no host can take big")
     assert reasons["off"].startswith("shut off: only running guests")
 
 

@@ -152,7 +152,7 @@ def test_no_capacity_lists_every_host_on_one_line() -> None:
     with pytest.raises(errors.NoCapacity) as raised:
         placement.place(SMALL, hosts, guest="web1", unreachable=["ham2"])
     assert str(raised.value) == (
-        "no host has room for web1 (1 GiB memory, 1 vCPU, 1 GiB disk): "
+        "no host can take web1 (1 GiB memory, 1 vCPU, 1 GiB disk): "
         "ham0: needs 1 GiB memory, 512 MiB free / "
         f"ham1: needs 1 vCPU, 0 free; 1 GiB disk in {IMAGES}, 0 B free "
         "(not asked: ham2 did not answer)"

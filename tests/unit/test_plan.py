@@ -347,7 +347,7 @@ def test_no_capacity_names_every_host_and_the_unreachable() -> None:
     with pytest.raises(errors.NoCapacity) as raised:
         build(("web1",), hosts, memory=1 * GiB)
     assert str(raised.value) == (
-        "no host has room for web1 (1 GiB memory, 1 vCPU, 17 MiB disk): "
+        "no host can take web1 (1 GiB memory, 1 vCPU, 17 MiB disk): "
         "ham0: needs 1 GiB memory, 512 MiB free (not asked: ham1 did not answer)"
     )
 
