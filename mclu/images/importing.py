@@ -202,6 +202,7 @@ def import_image(
                 compressed=compressed,
                 what=found.format if packed is None else f"{found.format} in {packed}",
                 cloud_init=seen.cloud_init,
+                expand=expand_partition(seen.root),
             )
             os.chmod(staged, 0o644)
             progress("compressing", measured.virtual_size, measured.virtual_size)  # last word
@@ -598,8 +599,10 @@ def _section(
     compressed: int,
     what: str,
     cloud_init: tuple[str, ...] = (),
+    expand: str | None = None,
 ) -> str:
-    """The new revision's index section (virt-builder's format, as repo_index reads it).
+    """The new revision's index section (virt-builder's format, as repo_index reads it);
+    `expand`: the partition a larger disk grows (virt-builder's `expand=`, mclu's too).
 
     That the image carries cloud-init goes in its notes, not in a key of its own: mclu reads
     `personalise` from its template files, and virt-builder 1.48 ignores an unknown key only
@@ -616,9 +619,19 @@ def _section(
         ("format", "raw"),
         ("size", str(size)),
         ("compressed_size", str(compressed)),
+        *([("expand", expand)] if expand else []),
         ("notes", _one_line(notes)),
     ]
     return f"[{request.name}]\n" + "".join(f"{k}={v}\n" for k, v in fields_) + "\n"
+
+
+def expand_partition(root: str | None) -> str | None:
+    """The partition a build grows when asked for a larger disk: the OS root's, when it is a
+    plain partition of the disk (`/dev/sda2`, as libguestfs and virt-builder name it); None
+    for a root on LVM, RAID or the whole disk, which mclu does not grow. Pure."""
+    if root and re.fullmatch(r"/dev/sda[0-9]+", root):
+        return root
+    return None
 
 
 def _add_to_index(repository: Path, name: str, section: str, sign_key: str | None) -> list[str]:

@@ -196,6 +196,7 @@ def test_every_format_bare_or_compressed_becomes_a_raw_xz_revision(
     assert (entry.name, entry.revision, entry.format, entry.size) == ("mine", 1, "raw", SIZE)
     assert entry.sha512 == done.sha512 and entry.compressed_size == len(xz)
     assert entry.file_uri == Path(done.file).as_uri()
+    assert entry.expand == "/dev/sda1"  # the root's partition: a larger disk grows it
     assert seen[-1] == ("compressing", SIZE, SIZE)
 
 
@@ -681,3 +682,20 @@ def test_an_inspection_that_libguestfs_fails_refuses_the_image_with_its_last_wor
     )
     assert str(import_inspect.failure("disk.img", 1, "")).endswith("inspect it: exit status 1")
     assert isinstance(import_inspect.failure("disk.img", 3, ""), errors.LocalToolMissing)
+
+
+@pytest.mark.parametrize(
+    ("root", "expand"),
+    [
+        ("/dev/sda1", "/dev/sda1"),
+        ("/dev/sda12", "/dev/sda12"),
+        ("/dev/sda", None),  # a filesystem on the whole disk: nothing to grow
+        ("/dev/mapper/vg-root", None),  # LVM: mclu grows partitions only
+        ("/dev/md0", None),
+        (None, None),
+    ],
+)
+def test_the_partition_a_larger_disk_grows_is_the_roots(
+    root: str | None, expand: str | None
+) -> None:
+    assert importing.expand_partition(root) == expand
