@@ -6,7 +6,8 @@ attached read-only, ready once cloud-init prints its final line on the serial co
 One guest serves every check (a debian-12 boot under TCG costs a minute or more): it is built
 with the user's key and `--user-data`; ready, it answers `mclu ssh NAME -- hostname` with its
 name (mclu ssh checks it against the host keys mclu recorded), its seed is detached and gone,
-the user's cloud-config was applied; then it migrates and answers again.
+the template's [customize] files and commands and the user's cloud-config were applied; then
+it migrates and answers again.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ memory = "384 MiB"
 vcpus = 1
 disk_bus = "virtio"
 ready_timeout = 720
+
+[customize]
+run = ["hostname > /root/from-template-run"]
+
+[customize.files]
+"/root/from-template-file" = "written by cloud-init from the template\\n"
 """
 WRITTEN = "/root/from-user-data"
 RAN = "/root/from-runcmd"
@@ -126,7 +133,14 @@ def test_the_seed_is_detached_and_removed_once_ready(cloud: CloudGuest) -> None:
     no_seed(cloud.builds, cloud.host, cloud.name)
 
 
-def test_the_users_cloud_config_is_applied(cloud: CloudGuest) -> None:
+def test_the_templates_customisation_and_the_users_cloud_config_are_applied(
+    cloud: CloudGuest,
+) -> None:
+    # The template's [customize] files and commands, through the seed as cloud-init's.
+    template_file = "/root/from-template-file"
+    assert ssh(cloud, f"cat {template_file}") == "written by cloud-init from the template\n"
+    assert ssh(cloud, "cat /root/from-template-run").strip() == cloud.name
+    # The user's --user-data, merged after them.
     assert ssh(cloud, f"cat {WRITTEN}") == "written by cloud-init from --user-data\n"
     assert ssh(cloud, f"stat -c %a {WRITTEN}").strip() == "600"
     assert ssh(cloud, f"cat {RAN}").strip() == cloud.name  # runcmd ran with the name set
