@@ -118,9 +118,12 @@ def test_rebuild_keeps_the_guest_and_gives_it_a_fresh_disk_of_the_newest_revisio
             host, ["qemu-img", "info", "--output=json", "-U", f"{IMAGES}/{name}.qcow2"]
         ).stdout
     )
-    assert backing["backing-filename"] == f"{IMAGES}/mclu-templates/tiny.x86_64.r{old + 1}.raw"
+    # Cached bases are named by revision and the first 16 hex digits of their sha512.
+    base = re.escape(f"{IMAGES}/mclu-templates/tiny.x86_64.r{old + 1}.") + r"[0-9a-f]{16}\.raw"
+    assert re.fullmatch(base, backing["backing-filename"]), backing["backing-filename"]
     cached = sandbox.exec(host, ["ls", f"{IMAGES}/mclu-templates"]).stdout.split()
-    assert f"tiny.x86_64.r{old}.raw" in cached  # the old base stays cached (prune decides)
+    old_base = re.compile(rf"tiny\.x86_64\.r{old}\.[0-9a-f]{{16}}\.raw")
+    assert any(old_base.fullmatch(f) for f in cached), cached  # stays cached (prune decides)
     code, doc = sb.mclu_json("info", name, inventory=sandbox.inventory)
     assert code == 0 and doc["guest"]["host"] == host
 
