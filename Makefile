@@ -28,9 +28,9 @@ $(VENV)/.installed: pyproject.toml | deps
 
 # The sandbox, its tiny template, one guest built from it (kept across runs), then the
 # cluster as mclu sees it. libguestfs runs its appliance with TCG: KVM hangs it here.
-# --no-login: tiny has no sshd (its way in is `mclu console web1`, root with no password),
-# so a key would never be used, and root on a fresh machine may have none to give: without
-# it mclu would refuse the build.
+# --no-login: root on a fresh machine may have no ssh key to give, and without one mclu
+# would refuse the build; the demo's way in is `mclu console web1` (root, no password). With
+# a key, drop it and `mclu ssh web1` works (tiny runs dropbear on the sandbox LAN).
 demo: setup
 	$(BIN)/mclu-sandbox up $(HOSTS)
 	$(BIN)/mclu-sandbox templates tiny
