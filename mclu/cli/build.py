@@ -177,14 +177,19 @@ def show_plan(chosen: plan.BuildPlan, args: argparse.Namespace, env: commands.En
 
 
 def plan_text(plan: BuildPlan) -> str:
-    """One line per guest (host, why, what it gets), the download into the controller's cache
-    (or why there is none), one line per base transfer, then a warning per host that did not
-    answer (the names could not be checked there)."""
+    """One line per guest (host, why, what it gets), one per cloud-init seed, the download
+    into the controller's cache (or why there is none), one line per base transfer, then a
+    warning per host that did not answer (the names could not be checked there)."""
     label = _base_label(plan)
     lines = [
         f"build {len(plan.guests)} {'guest' if len(plan.guests) == 1 else 'guests'} from {label}:"
     ]
     lines += [f"  {_guest_line(plan, g)}" for g in plan.guests]
+    lines += [
+        f"personalise {g.name} by cloud-init: a NoCloud seed {g.seed_path} (no appliance)"
+        for g in plan.guests
+        if g.seed_path
+    ]
     if plan.download:
         size = plan.template.download_size
         lines.append(
@@ -256,6 +261,8 @@ def plan_json(plan: BuildPlan) -> dict[str, Any]:
                 "base_path": g.base_path,
                 "base_cached": g.base_cached,
                 "send_bytes": g.send_bytes,
+                "personalise": g.personalise,
+                "seed_path": g.seed_path,
             }
             for g in plan.guests
         ],

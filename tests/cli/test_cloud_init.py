@@ -5,6 +5,7 @@ delete and cleanup. No libguestfs runs: a seed needs none."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -213,3 +214,17 @@ def test_a_rebuild_not_ready_is_rolled_back_without_its_seed(cli: Cli) -> None:
     assert web1.mclu == meta
     assert web1.cdroms == ()
     assert tuple(commands.remove(SEED)) in a.ran  # the seed's undo
+
+
+def test_a_dry_run_names_each_guests_seed_and_makes_nothing(cli: Cli) -> None:
+    assert cli("build", "cloudy", "web1", "--on", "a", "--dry-run") == 0, cli.stderr
+    assert f"personalise web1 by cloud-init: a NoCloud seed {SEED} (no appliance)" in (
+        cli.stdout.splitlines()
+    )
+    assert cli("build", "cloudy", "web1", "--on", "a", "--dry-run", "--json") == 0
+    [guest] = json.loads(cli.stdout)["guests"]
+    assert (guest["personalise"], guest["seed_path"]) == ("cloud-init", SEED)
+    assert cli("build", "plain", "web1", "--on", "a", "--dry-run") == 0
+    assert "seed" not in cli.stdout  # the appliance's plan says nothing new
+    a = cli.host("a")
+    assert a.guests == {} and SEED not in a.files.files

@@ -484,4 +484,6 @@ def test_plan_json() -> None:
         "base_path": f"{IMAGES}/mclu-templates/tiny.x86_64.r3.{'ab' * 8}.raw",
         "base_cached": False,
         "send_bytes": 17 * MiB,
+        "personalise": "libguestfs",
+        "seed_path": None,
     }
