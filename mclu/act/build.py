@@ -105,8 +105,11 @@ class Undo:
             try:
                 await action()
             except (errors.MCLUError, OSError) as e:  # keep undoing the rest
-                reporter.step(None, None, f"cleanup: could not {what}: {e}")
                 failed.append(what)
+                # Saying so must not stop the undo: after a hangup the terminal's writes fail
+                # (EIO) until the SIGHUP handler has sent the output to /dev/null.
+                with contextlib.suppress(OSError):
+                    reporter.step(None, None, f"cleanup: could not {what}: {e}")
         return failed
 
 
