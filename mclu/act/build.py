@@ -176,7 +176,7 @@ async def execute(
                     f"{e.reason}; kept for a look, as asked (mclu delete {e.guest} removes it)"
                 ),
             ) from e
-        failed = await asyncio.shield(undo.run(reporter))
+        failed = await uninterrupted(undo.run(reporter))
         if failed:  # a host that stopped answering: what it holds is marked, say how it goes
             raise errors.BuildFailed(
                 guest=e.guest,
@@ -190,7 +190,7 @@ async def execute(
         raise
     except BaseException:
         # Cancellation included: shielded so a second Ctrl-C cannot leave half the cleanup.
-        await asyncio.shield(undo.run(reporter))
+        await uninterrupted(undo.run(reporter))
         raise
     seconds = time.monotonic() - started
     return [Built(g.name, g.host, seconds, str(rules[g.name][-1])) for g in build.guests]

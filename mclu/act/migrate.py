@@ -12,7 +12,6 @@ uses it). libvirt itself leaves the guest running at its source when a migration
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 import posixpath
@@ -25,6 +24,7 @@ from pathlib import Path
 from mclu import errors, hostpaths, images
 from mclu.act import locks
 from mclu.act.build import Reporter, Undo, remove_file
+from mclu.cancellation import uninterrupted
 from mclu.decide import connect
 from mclu.decide.migrate import Disk, Move, timeout_for
 from mclu.hosts import commands
@@ -113,7 +113,7 @@ async def _execute(
             ),
         )
     except BaseException:
-        await asyncio.shield(undo.run(reporter))
+        await uninterrupted(undo.run(reporter))
         raise
     seconds = time.monotonic() - started
     await _keep_autostart(move, dest, reporter)
