@@ -191,13 +191,9 @@ def plan_text(plan: BuildPlan) -> str:
         if g.seed_path
     ]
     if plan.download:
-        size = plan.template.download_size
-        lines.append(
-            f"download {label} into the controller's cache: "
-            f"{sizes.human(size) if size is not None else 'size not listed'}"
-        )
+        lines.append(download_line(plan.template))
     elif plan.hosts_needing_base:
-        lines.append(f"nothing to download: {label} is in the controller's cache")
+        lines.append(in_cache_line(plan.template))
     sends = [g for g in plan.guests if g.send_bytes]
     lines += [f"send {label} to {g.host}: {sizes.human(g.send_bytes)}" for g in sends]
     if len(sends) > 1:
@@ -230,6 +226,29 @@ def _base_label(plan: BuildPlan) -> str:
     return f"{plan.template.name} r{plan.template.base.revision}"
 
 
+# What a plan says of a base the controller's cache gets, build's and rebuild's alike.
+
+
+def download_line(template: model.ResolvedTemplate) -> str:
+    """`download tiny r3 into the controller's cache: 10.5 MiB`"""
+    size = template.download_size
+    return (
+        f"download {template.name} r{template.base.revision} into the controller's cache: "
+        f"{sizes.human(size) if size is not None else 'size not listed'}"
+    )
+
+
+def in_cache_line(template: model.ResolvedTemplate) -> str:
+    """`nothing to download: tiny r3 is in the controller's cache` (a host lacks it)."""
+    label = f"{template.name} r{template.base.revision}"
+    return f"nothing to download: {label} is in the controller's cache"
+
+
+def download_json(template: model.ResolvedTemplate) -> dict[str, Any]:
+    """A base downloaded into the controller's cache, for programs: bytes (or null), URI."""
+    return {"bytes": template.download_size, "from": template.source_uri}
+
+
 def plan_json(plan: BuildPlan) -> dict[str, Any]:
     """The plan for programs: sizes in bytes, one entry per guest in the order named."""
     base = plan.template.base
@@ -238,11 +257,7 @@ def plan_json(plan: BuildPlan) -> dict[str, Any]:
         "revision": base.revision,
         "transport": plan.transport,
         "base": base.cache_name,
-        "download": (
-            {"bytes": plan.template.download_size, "from": plan.template.source_uri}
-            if plan.download
-            else None
-        ),
+        "download": download_json(plan.template) if plan.download else None,
         "send_bytes": plan.send_bytes,
         "hosts_needing_base": list(plan.hosts_needing_base),
         "guests": [

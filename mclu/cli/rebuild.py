@@ -1,10 +1,11 @@
 """`mclu rebuild`: guests made again in place from the newest revision of their template.
 
-Gather (the hosts, the templates) → plan (pure, `mclu.decide.rebuild.plan_rebuild`) → show
-(`--dry-run` stops here) → read the caches of the hosts the plan needs, and plan again with
-them → execute (`mclu.act.rebuild`: one guest at a time, each under its lock) → report: a
-line per guest on stdout (none with `--quiet`), one line per failure on stderr, and an exit
-code a cron job can act on.
+Gather (the hosts, the templates) → plan (pure, `mclu.decide.rebuild.plan_rebuild`) → read
+the caches of the hosts the plan needs (and look in the controller's), and plan again with
+them → show (`--dry-run` stops here, knowing which bases are downloaded) → execute
+(`mclu.act.rebuild`: one guest at a time, each under its lock) → report: a line per guest on
+stdout (none with `--quiet`), one line per failure on stderr, and an exit code a cron job can
+act on.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from mclu import errors, images, model
 from mclu.act import lifecycle
 from mclu.act import rebuild as mclu_rebuild
 from mclu.act.rebuild import Failed, Rebuilt
+from mclu.cli import build as build_cli
 from mclu.cli import commands, output, parsing
 from mclu.config import sources
 from mclu.decide import rebuild as plan
@@ -140,6 +142,7 @@ async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:
         except errors.MCLUError as e:
             return e
 
+    cache_dir = cache.cache_dir(env.environ)
     started = time.monotonic()
     async with mclu_snapshot.connected(hosts, env.open_session, limit=inv.parallel) as now:
         snap = await now.gather(mclu_snapshot.read_host)
@@ -147,17 +150,26 @@ async def rebuild(args: argparse.Namespace, env: commands.Env) -> int:
         when = datetime.datetime.now(datetime.UTC)
         chosen = plan.plan_rebuild(request, snap, templates, now=when)
         commands.check_user_data(args, [r.template for r in chosen.rebuild])
+        # A base is downloaded only when a host with a guest to rebuild lacks it and the
+        # controller's cache does too: a dry run reads the caches as well, to say so.
+        caches = await read_rebuild.read_caches(now, chosen)
+        local = [
+            r.template.base.cache_name
+            for r in chosen.rebuild
+            if cache.cached(r.template, cache_dir) is not None
+        ]
+        chosen = plan.plan_rebuild(
+            request, snap, templates, now=when, storage=caches, local_cached=local
+        )
         if args.dry_run:
             _show_plan(chosen, args, env)
             return exit_code([r.error for r in chosen.refused])
-        caches = await read_rebuild.read_caches(now, chosen)
-        chosen = plan.plan_rebuild(request, snap, templates, now=when, storage=caches)
         reporter = _reporter(args, env)
         run = mclu_rebuild.Context(
             sessions=now.sessions,
             specs=now.specs,
             inputs=inputs,
-            cache_dir=cache.cache_dir(env.environ),
+            cache_dir=cache_dir,
             reporter=reporter,
             transport=args.transport or images.DEFAULT,
             stop_timeout=args.stop_timeout,
@@ -204,10 +216,17 @@ def _show_plan(chosen: RebuildPlan, args: argparse.Namespace, env: commands.Env)
 
 
 def plan_text(chosen: RebuildPlan) -> str:
+    """A line per guest to rebuild, one per base a host lacks (downloaded into the controller's
+    cache, or there already: as `mclu build` says it), one per guest skipped."""
     lines = [
         f"{r.name} on {r.host}: would rebuild from {r.template.name} r{r.revision} "
         f"(built from r{r.meta.revision or '?'} at {r.meta.built or 'an unknown time'})"
         for r in chosen.rebuild
+    ]
+    downloads = {t.base.cache_name for t in chosen.downloads}
+    lines += [
+        build_cli.download_line(t) if t.base.cache_name in downloads else build_cli.in_cache_line(t)
+        for t in chosen.bases_needed
     ]
     lines += [_skipped_line(s) for s in chosen.skipped]
     return "\n".join(lines)
@@ -226,6 +245,17 @@ def plan_json(chosen: RebuildPlan) -> dict[str, Any]:
                 "state": r.guest.state.value,
             }
             for r in chosen.rebuild
+        ],
+        # As build's "download", one per base: [] when every host with a guest to rebuild
+        # holds its base or the controller's cache does.
+        "download": [
+            {
+                "template": t.name,
+                "revision": str(t.base.revision),
+                "base": t.base.cache_name,
+                **build_cli.download_json(t),
+            }
+            for t in chosen.downloads
         ],
         "skipped": [_skipped_json(s) for s in chosen.skipped],
         "failed": [_failed_json(r) for r in chosen.refused],

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from mclu import errors, hostpaths, model
@@ -156,6 +156,16 @@ class RebuildPlan:
     rebuild: tuple[Rebuild, ...]
     skipped: tuple[Skipped, ...]
     refused: tuple[Refused, ...]
+    # The bases fetched into the controller's cache: some host with a guest to rebuild lacks
+    # them and the controller has not cached them. Nothing is downloaded for hosts that hold
+    # them (in the order of the first guest that needs each).
+    downloads: tuple[model.ResolvedTemplate, ...] = ()
+
+    @property
+    def bases_needed(self) -> tuple[model.ResolvedTemplate, ...]:
+        """The bases some host with a guest to rebuild lacks, once each (by their cache
+        name), in the order of the first guest that needs each: these are sent."""
+        return _bases_lacking(self.rebuild)
 
 
 @dataclass
@@ -167,12 +177,25 @@ class _Plan:
     storage: Mapping[str, StorageFacts]
     now: datetime.datetime
     hosts: Mapping[str, model.HostSnapshot] = dataclasses.field(default_factory=dict)
+    local_cached: Collection[str] = ()  # the cache names of the controller's cached bases
     todo: list[Rebuild] = dataclasses.field(default_factory=list)
     skipped: list[Skipped] = dataclasses.field(default_factory=list)
     refused: list[Refused] = dataclasses.field(default_factory=list)
 
     def done(self) -> RebuildPlan:
-        return RebuildPlan(tuple(self.todo), tuple(self.skipped), tuple(self.refused))
+        todo = tuple(self.todo)
+        downloads = tuple(
+            t for t in _bases_lacking(todo) if t.base.cache_name not in self.local_cached
+        )
+        return RebuildPlan(todo, tuple(self.skipped), tuple(self.refused), downloads)
+
+
+def _bases_lacking(todo: Sequence[Rebuild]) -> tuple[model.ResolvedTemplate, ...]:
+    lacking: dict[str, model.ResolvedTemplate] = {}
+    for item in todo:
+        if not item.base_cached:
+            lacking.setdefault(item.template.base.cache_name, item.template)
+    return tuple(lacking.values())
 
 
 def plan_rebuild(
@@ -182,6 +205,7 @@ def plan_rebuild(
     *,
     now: datetime.datetime,
     storage: Mapping[str, StorageFacts] | None = None,
+    local_cached: Collection[str] = (),
 ) -> RebuildPlan:
     """Which guests are rebuilt, which are skipped and why, which cannot be.
 
@@ -192,12 +216,14 @@ def plan_rebuild(
     refused (its guests are unknown). Either way a guest built less than `older_than` seconds
     before `now` is skipped, as asked. `templates` holds every template the guests' metadata
     names (`template_names`); `storage` the hosts' caches (a host not in it: its base is
-    sent). Raises UsageError for names with --all, or neither.
+    sent); `local_cached` the cache names of the bases the controller's cache holds (a base
+    some host lacks is downloaded unless it is there). Raises UsageError for names with
+    --all, or neither.
     """
     if request.all == bool(request.names):
         raise errors.UsageError("name the guests to rebuild, or give --all (not both)")
     _check_excluded(request, snap)
-    made = _Plan(request, templates, storage or {}, now, snap.ok)
+    made = _Plan(request, templates, storage or {}, now, snap.ok, local_cached=local_cached)
     if request.all:
         for host in snap.order:
             if host in snap.failed:

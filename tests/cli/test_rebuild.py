@@ -21,11 +21,13 @@ from mclu.hosts import fake
 from mclu.hosts.session import CommandResult
 from tests.builders import IMAGES, RUNNING, SHUTOFF, built, guest
 from tests.cli.harness import (
+    BASE,
     DISK,
     NEW,
     OLD,
     Cli,
     rebuild_disk_commands,
+    storage_scan,
 )
 
 LOCK = f"{IMAGES}/.mclu-locks/web1.lock"
@@ -78,14 +80,16 @@ PANIC = (
 
 
 def test_dry_run_says_what_would_be_rebuilt_and_skipped(cli: Cli) -> None:
+    cli.host("b").commands = dict([storage(cached=False)])  # b lacks tiny r3, a holds it
     assert cli.rebuild("--all", "--dry-run") == 0
     assert cli.stdout.splitlines() == [
         "web1 on a: would rebuild from tiny r3 (built from r2 at 2026-11-01T10:00:00Z)",
         "db on b: would rebuild from tiny r3 (built from r2 at 2026-11-01T10:00:00Z)",
+        "download tiny r3 into the controller's cache: 10.5 MiB",
         "pet on a: skipped: not built by mclu (no mclu metadata): a pet, never rebuilt",
     ]
     assert cli.stderr == ""
-    assert cli.host("a").ran == []  # nothing done
+    assert cli.host("a").ran == [tuple(host_commands.storage_scan(IMAGES))]  # read, nothing done
 
 
 def test_dry_run_json(cli: Cli) -> None:
@@ -104,6 +108,7 @@ def test_dry_run_json(cli: Cli) -> None:
                 "state": "running",
             }
         ],
+        "download": [],  # a holds tiny r3
         "skipped": [
             {
                 "name": "pet",
@@ -113,6 +118,68 @@ def test_dry_run_json(cli: Cli) -> None:
         ],
         "failed": [],
     }
+
+
+def storage(*, cached: bool) -> tuple[tuple[str, ...], CommandResult]:
+    """A host's image directory as `mclu.read.storage` reads it, tiny r3's base cached or not."""
+    return fake.canned(host_commands.storage_scan(IMAGES), storage_scan(cached=cached))
+
+
+def dry_run_lines(cli: Cli, *argv: str) -> list[str]:
+    assert cli.rebuild(*argv, "--dry-run") == 0, cli.stderr
+    return cli.stdout.splitlines()
+
+
+def test_dry_run_says_what_it_downloads_in_builds_words_only_when_a_host_lacks_the_base(
+    cli: Cli,
+) -> None:
+    """The issue: download only what some host needs, and say in --dry-run what will be."""
+    cli.give_key()
+    cli.host("b").commands = dict([storage(cached=False)])
+    assert cli("build", "tiny", "new", "--on", "b", "--dry-run") == 0, cli.stderr
+    (builds,) = [line for line in cli.stdout.splitlines() if line.startswith("download ")]
+    assert builds == "download tiny r3 into the controller's cache: 10.5 MiB"
+    rebuild_disk_commands(cli.host("a"), base_cached=False)
+    assert dry_run_lines(cli, "web1") == [
+        "web1 on a: would rebuild from tiny r3 (built from r2 at 2026-11-01T10:00:00Z)",
+        builds,
+    ]
+    assert cli.rebuild("web1", "--dry-run", "--json") == 0
+    assert cli.json()["download"] == [
+        {
+            "template": "tiny",
+            "revision": "3",
+            "base": BASE.rpartition("/")[2],
+            "bytes": 11000000,
+            "from": f"file://{cli.repo}/tiny.xz",
+        }
+    ]
+    # Two hosts lacking it, web1's and db's: downloaded once.
+    assert dry_run_lines(cli, "web1", "db").count(builds) == 1
+    assert cli.rebuild("web1", "db", "--dry-run", "--json") == 0
+    assert len(cli.json()["download"]) == 1
+    assert not (cli.tmp / "cache").exists()  # a dry run downloads nothing
+
+
+def test_dry_run_says_nothing_of_a_download_when_every_host_holds_the_base(cli: Cli) -> None:
+    cli.host("b").commands = dict([storage(cached=True)])
+    assert dry_run_lines(cli, "web1", "db") == [
+        "web1 on a: would rebuild from tiny r3 (built from r2 at 2026-11-01T10:00:00Z)",
+        "db on b: would rebuild from tiny r3 (built from r2 at 2026-11-01T10:00:00Z)",
+    ]
+    assert cli.rebuild("web1", "db", "--dry-run", "--json") == 0
+    assert cli.json()["download"] == []
+
+
+def test_dry_run_says_a_base_in_the_controllers_cache_is_not_downloaded(cli: Cli) -> None:
+    rebuild_disk_commands(cli.host("a"), base_cached=False)
+    (cli.tmp / "cache").mkdir()
+    (cli.tmp / "cache" / BASE.rpartition("/")[2]).write_bytes(b"tiny")
+    assert dry_run_lines(cli, "web1")[1:] == [
+        "nothing to download: tiny r3 is in the controller's cache"
+    ]
+    assert cli.rebuild("web1", "--dry-run", "--json") == 0
+    assert cli.json()["download"] == []
 
 
 def test_all_skips_the_pet_and_says_so_quiet_says_nothing(cli: Cli) -> None:
@@ -319,6 +386,15 @@ def test_a_failed_new_build_leaves_the_old_guest_running_untouched(cli: Cli) -> 
     assert not any(argv[0] in ("ln", "mv") and DISK in argv for argv in ran)
     assert RESTORE not in ran
     assert cli.host("a").running == []  # no qemu-nbd left
+
+
+def test_a_rebuild_downloads_nothing_when_the_guests_host_holds_the_base(
+    cli: Cli, no_libguestfs: list[str]
+) -> None:
+    """The repository has no tiny.xz: a rebuild that fetched it would fail at 'download
+    template' (as the next test shows). Its host holding the base, nothing is fetched."""
+    assert cli.rebuild("web1") == 0, cli.stderr
+    assert not (cli.tmp / "cache").exists()
 
 
 def test_a_failed_download_leaves_the_old_guest_alone(cli: Cli) -> None:

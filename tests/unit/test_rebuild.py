@@ -471,7 +471,10 @@ def run_case(case: dict[str, Any]) -> rebuild.RebuildPlan:
         verify=r.get("verify", True),
     )
     templates = case_templates(case.get("templates", {"tiny": 2}))
-    return rebuild.plan_rebuild(request, snapshot, templates, now=NOW, storage=storage)
+    local = case.get("controller_cached", ())
+    return rebuild.plan_rebuild(
+        request, snapshot, templates, now=NOW, storage=storage, local_cached=local
+    )
 
 
 def rebuild_fields(r: rebuild.Rebuild) -> dict[str, Any]:
@@ -501,3 +504,6 @@ def test_rebuild_case(case: dict[str, Any]) -> None:
     assert [
         [r.name, r.host, type(r.error).__name__, str(r.error)] for r in chosen.refused
     ] == expected.get("refused", [])
+    # Downloaded: each base some host lacks, once, unless the controller has it (default: not).
+    needed = [t.base.cache_name for t in chosen.bases_needed]
+    assert [t.base.cache_name for t in chosen.downloads] == expected.get("downloads", needed)
