@@ -129,6 +129,11 @@ def cloud_config(seed: Seed) -> dict[str, Any]:
             for key in seed.host_keys
             for half, text in (("private", key.private), ("public", key.public))
         }
+        # mclu records these keys (the guest's metadata, `mclu ssh`'s known hosts): printing
+        # their fingerprints on the console as well (cc_keys_to_console) adds nothing, and
+        # its ssh-keygen calls cost the first boot 0.9-1.5 s on the sandbox's emulated CPU,
+        # in the final stage, which readiness waits for. A user's `ssh` table can turn it on.
+        config["ssh"] = {"emit_keys_to_console": False}
     if c.packages:
         config["packages"] = list(c.packages)
     if c.files:

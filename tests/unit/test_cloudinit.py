@@ -89,6 +89,7 @@ def test_user_data_names_the_guest_gives_roots_keys_password_and_the_host_keys()
         "users": [{"name": "root", "password": "$6$salt$hash", "type": "hash"}],
     }
     assert config["ssh_deletekeys"] is True and "ssh_genkeytypes" not in config
+    assert config["ssh"] == {"emit_keys_to_console": False}  # mclu records them itself
     assert config["ssh_keys"] == {
         "rsa_private": KEYS[0].private,
         "rsa_public": KEYS[0].public,
@@ -190,6 +191,11 @@ def test_a_users_chpasswd_users_come_after_roots_hash() -> None:
     users = user_config(a_seed(user_data=mine))["chpasswd"]["users"]
     assert [u["name"] for u in users] == ["root", "alice"]
     assert users[0]["password"].startswith("$6$")
+
+
+def test_a_user_can_have_the_host_keys_printed_on_the_console_again() -> None:
+    mine = cloudinit.parse_user_data("#cloud-config\nssh: {emit_keys_to_console: true}\n", "m")
+    assert user_config(a_seed(user_data=mine))["ssh"] == {"emit_keys_to_console": True}
 
 
 def test_an_empty_cloud_config_adds_nothing() -> None:
