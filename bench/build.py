@@ -200,6 +200,61 @@ def bench_key() -> Path:
     return key.with_suffix(".pub")
 
 
+Ratio = tuple[str, float, str]  # label, value, goal or unit ("" for none)
+
+
+def measure(
+    kinds: Sequence[str], one: Callable[[str], float], warm_up: Sequence[str], runs: int
+) -> dict[str, list[float]]:
+    """Each kind's times: `warm_up`'s kinds once, not counted (the controller's cache, the
+    host's base, virt-builder's cache, the appliance), then every kind in turn, `runs` times."""
+    for kind in warm_up:
+        one(kind)
+    times: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(runs):
+        for kind in kinds:
+            times[kind].append(one(kind))
+    return times
+
+
+def report(
+    title: str,
+    times: dict[str, list[float]],
+    ratios: Callable[[dict[str, float]], list[Ratio]],
+    said: dict[str, str] | None = None,
+) -> None:
+    """Print each kind's median and runs (and the last line mclu said for it), then the ratios
+    computed from the medians."""
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(title)
+    width = max(len(k) for k in times)
+    for kind, values in times.items():
+        line = " ".join(f"{x:.1f}" for x in values)
+        print(
+            f"  {kind:<{width}} {med[kind]:7.1f}   ({line})  {(said or {}).get(kind, '')}".rstrip()
+        )
+    rows = ratios(med)
+    width = max(len(label) for label, _, _ in rows) + 1
+    for label, value, goal in rows:
+        print(f"{label + ':':<{width}} {value:6.2f}" + (f" ({goal})" if goal else ""))
+
+
+def timed_build(
+    said: dict[str, str],
+    kind: str,
+    template: str,
+    host: str,
+    names: Sequence[str],
+    key: Path,
+    *extra: str,
+) -> float:
+    """`mclu_build`'s time; the last line it printed is kept in `said[kind]`."""
+    start = time.perf_counter()
+    out = mclu_build(template, host, names, key, *extra)
+    said[kind] = out.strip().splitlines()[-1] if out.strip() else ""
+    return time.perf_counter() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
@@ -238,9 +293,6 @@ def main() -> int:
         finally:
             remove_guests(host, names)
 
-    # Warm-up: the controller's cache, the host's base, virt-builder's cache, the appliance.
-    one("mclu started")
-    one("virt-builder started")
     kinds = [
         "mclu started",
         "mclu ready",
@@ -249,26 +301,20 @@ def main() -> int:
         "virt-builder started",
         "virt-builder ready",
     ]
-    times: dict[str, list[float]] = {k: [] for k in kinds}
-    for _ in range(args.runs):
-        for kind in kinds:
-            times[kind].append(one(kind))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"template {t} on {host}, medians of {args.runs} runs, seconds")
-    for kind in kinds:
-        runs = " ".join(f"{x:.1f}" for x in times[kind])
-        print(f"  {kind:<21} {med[kind]:7.1f}   ({runs})")
-    vb, vb_ready = med["virt-builder started"], med["virt-builder ready"]
-    ratios = [
-        ("mclu started / virt-builder started", med["mclu started"] / vb, "goal <= 0.5"),
-        ("mclu ready / virt-builder ready", med["mclu ready"] / vb_ready, "goal <= 0.5"),
-        ("mclu cold / virt-builder ready", med["mclu cold"] / vb_ready, "goal <= 1.0"),
-        ("mclu x4 / mclu ready", med["mclu x4"] / med["mclu ready"], "goal <= 2.0"),
-        ("waiting: mclu ready - started", med["mclu ready"] - med["mclu started"], "seconds"),
-        ("waiting: virt-builder ready - started", vb_ready - vb, "seconds"),
-    ]
-    for label, value, goal in ratios:
-        print(f"{label + ':':<40} {value:6.2f} ({goal})")
+    times = measure(kinds, one, ["mclu started", "virt-builder started"], args.runs)
+
+    def ratios(med: dict[str, float]) -> list[Ratio]:
+        vb, vb_ready = med["virt-builder started"], med["virt-builder ready"]
+        return [
+            ("mclu started / virt-builder started", med["mclu started"] / vb, "goal <= 0.5"),
+            ("mclu ready / virt-builder ready", med["mclu ready"] / vb_ready, "goal <= 0.5"),
+            ("mclu cold / virt-builder ready", med["mclu cold"] / vb_ready, "goal <= 1.0"),
+            ("mclu x4 / mclu ready", med["mclu x4"] / med["mclu ready"], "goal <= 2.0"),
+            ("waiting: mclu ready - started", med["mclu ready"] - med["mclu started"], "seconds"),
+            ("waiting: virt-builder ready - started", vb_ready - vb, "seconds"),
+        ]
+
+    report(f"template {t} on {host}, medians of {args.runs} runs, seconds", times, ratios)
     return 0
 
 
@@ -310,43 +356,29 @@ def cloud_init(runs: int, host: str) -> int:
                 template = "debian-12-cloud" if kind.startswith("cloud-init") else "debian-12"
                 extra = ["--templates", str(templates)]
                 extra += ["--no-wait"] if kind.endswith("started") else []
-                start = time.perf_counter()
-                out = mclu_build(template, host, [name], pub, *extra)
-                said[kind] = out.strip().splitlines()[-1] if out.strip() else ""
-                return time.perf_counter() - start
+                return timed_build(said, kind, template, host, [name], pub, *extra)
             finally:
                 remove_guests(host, [name])
 
-        # Warm-up: the controller's cache, the host's bases, virt-builder's cache, the appliance.
-        for kind in ("cloud-init started", "libguestfs started", "virt-builder started"):
-            one(kind)
-        times: dict[str, list[float]] = {k: [] for k in CLOUD_KINDS}
-        for _ in range(runs):
-            for kind in CLOUD_KINDS:
-                times[kind].append(one(kind))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"debian-12 (384 MiB) on {host}, medians of {runs} runs, seconds")
-    for kind in CLOUD_KINDS:
-        line = " ".join(f"{x:.1f}" for x in times[kind])
-        print(f"  {kind:<21} {med[kind]:7.1f}   ({line})  {said.get(kind, '')}")
-    vb, vb_ready = med["virt-builder started"], med["virt-builder ready"]
-    ratios = [
-        (
-            "cloud-init started / virt-builder started",
-            med["cloud-init started"] / vb,
-            "goal <= 0.2",
-        ),
-        (
-            "cloud-init ready / libguestfs ready",
-            med["cloud-init ready"] / med["libguestfs ready"],
-            "goal <= 1.0",
-        ),
-        ("cloud-init ready / virt-builder ready", med["cloud-init ready"] / vb_ready, ""),
-        ("libguestfs started / virt-builder started", med["libguestfs started"] / vb, "today"),
-        ("libguestfs ready / virt-builder ready", med["libguestfs ready"] / vb_ready, ""),
-    ]
-    for label, value, goal in ratios:
-        print(f"{label + ':':<44} {value:6.2f}" + (f" ({goal})" if goal else ""))
+        warm_up = ["cloud-init started", "libguestfs started", "virt-builder started"]
+        times = measure(CLOUD_KINDS, one, warm_up, runs)
+
+    def ratios(med: dict[str, float]) -> list[Ratio]:
+        vb, vb_ready = med["virt-builder started"], med["virt-builder ready"]
+        cloud_ready, guestfs_ready = med["cloud-init ready"], med["libguestfs ready"]
+        return [
+            (
+                "cloud-init started / virt-builder started",
+                med["cloud-init started"] / vb,
+                "goal <= 0.2",
+            ),
+            ("cloud-init ready / libguestfs ready", cloud_ready / guestfs_ready, "goal <= 1.0"),
+            ("cloud-init ready / virt-builder ready", cloud_ready / vb_ready, ""),
+            ("libguestfs started / virt-builder started", med["libguestfs started"] / vb, "today"),
+            ("libguestfs ready / virt-builder ready", guestfs_ready / vb_ready, ""),
+        ]
+
+    report(f"debian-12 (384 MiB) on {host}, medians of {runs} runs, seconds", times, ratios, said)
     return 0
 
 
@@ -397,32 +429,23 @@ def ssh_ready(runs: int, host: str) -> int:
                     mac = "52:54:00:" + ":".join(uuid.uuid4().hex[i : i + 2] for i in (0, 2, 4))
                     return timed(lambda: virt_builder_ssh(host, name, mac))
                 template = "tiny-ssh" if kind == "mclu ssh" else "tiny-console"
-                start = time.perf_counter()
-                out = mclu_build(template, host, [name], pub, "--templates", str(templates))
-                said[kind] = out.strip().splitlines()[-1] if out.strip() else ""
-                return time.perf_counter() - start
+                return timed_build(
+                    said, kind, template, host, [name], pub, "--templates", str(templates)
+                )
             finally:
                 remove_guests(host, [name])
 
-        # Warm-up: the controller's cache, the host's base, virt-builder's cache, the appliance.
-        one("mclu console")
-        one("virt-builder ssh")
-        times: dict[str, list[float]] = {k: [] for k in SSH_KINDS}
-        for _ in range(runs):
-            for kind in SSH_KINDS:
-                times[kind].append(one(kind))
-    med = {k: statistics.median(v) for k, v in times.items()}
-    print(f"tiny on {host}'s br0, medians of {runs} runs, seconds")
-    for kind in SSH_KINDS:
-        line = " ".join(f"{x:.1f}" for x in times[kind])
-        print(f"  {kind:<17} {med[kind]:7.1f}   ({line})  {said.get(kind, '')}")
-    ratios = [
-        ("mclu ssh / virt-builder ssh", med["mclu ssh"] / med["virt-builder ssh"], "goal <= 0.5"),
-        ("mclu ssh / mclu console", med["mclu ssh"] / med["mclu console"], "ratio"),
-        ("mclu ssh - mclu console", med["mclu ssh"] - med["mclu console"], "seconds"),
-    ]
-    for label, value, goal in ratios:
-        print(f"{label + ':':<32} {value:6.2f} ({goal})")
+        times = measure(SSH_KINDS, one, ["mclu console", "virt-builder ssh"], runs)
+
+    def ratios(med: dict[str, float]) -> list[Ratio]:
+        ssh, console = med["mclu ssh"], med["mclu console"]
+        return [
+            ("mclu ssh / virt-builder ssh", ssh / med["virt-builder ssh"], "goal <= 0.5"),
+            ("mclu ssh / mclu console", ssh / console, "ratio"),
+            ("mclu ssh - mclu console", ssh - console, "seconds"),
+        ]
+
+    report(f"tiny on {host}'s br0, medians of {runs} runs, seconds", times, ratios, said)
     return 0
 
 
