@@ -5,9 +5,12 @@ For local disks the destination gets, before libvirt is asked, what libvirt will
 itself: the template base the guest's qcow2 overlay is backed by (from the controller's cache,
 else copied from the source host through this machine, sparse, over NBD, as the plan says)
 and an empty overlay of the same path, size and backing file. libvirt then copies only the
-overlay's data (VIR_MIGRATE_NON_SHARED_INC) while the guest runs. Anything that fails undoes
-what this migration made, newest first: the overlay, a base sent only for it (if no other disk
-uses it). libvirt itself leaves the guest running at its source when a migration fails.
+overlay's data (VIR_MIGRATE_NON_SHARED_INC) while the guest runs. A cloud-init seed the guest
+still holds (a read-only CD-ROM, which libvirt does not copy) is copied to the same path there
+first, through this machine (a few hundred KiB), and removed from the source once moved.
+Anything that fails undoes what this migration made, newest first: the seed, the overlay, a
+base sent only for it (if no other disk uses it). libvirt itself leaves the guest running at
+its source when a migration fails.
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ async def _execute(
         raise
     seconds = time.monotonic() - started
     await _keep_autostart(move, dest, reporter)
-    await _remove_source_disks(move, source, reporter)
+    await _remove_source_files(move, source, reporter)
     return Moved(move.guest.name, move.source, move.dest, seconds)
 
 
@@ -132,12 +135,13 @@ async def _keep_autostart(move: Move, dest: Session, reporter: Reporter) -> None
         reporter.step(move.dest, move.guest.name, f"could not mark it autostart: {e}")
 
 
-async def _remove_source_disks(move: Move, source: Session, reporter: Reporter) -> None:
-    """The source's copies of the guest's own disks, and its console log there: libvirt
-    leaves them, the guest now writes to the destination's, and `delete` (which finds the
+async def _remove_source_files(move: Move, source: Session, reporter: Reporter) -> None:
+    """The source's copies of the guest's own disks and seeds, and its console log there:
+    libvirt leaves them, the guest now uses the destination's, and `delete` (which finds the
     guest on the destination) could never reach them. Bases stay cached. A failure here is
     only reported: the migration itself has succeeded."""
-    for path in (*(d.path for d in move.disks), hostpaths.console_log(move.guest.name)):
+    done = (*(d.path for d in move.disks), *move.seeds, hostpaths.console_log(move.guest.name))
+    for path in done:
         try:
             await remove_file(source, path)
         except errors.MCLUError as e:
@@ -146,16 +150,16 @@ async def _remove_source_disks(move: Move, source: Session, reporter: Reporter) 
 
 async def _prepare_destination(run: _Run, undo: Undo) -> None:
     move, dest, reporter = run.move, run.dest, run.reporter
-    paths = [d.path for d in move.disks] + [d.backing for d in move.bases if d.backing]
-    present = await _existing(dest, paths)
-    for disk in move.disks:
-        if disk.path in present:
+    own = [d.path for d in move.disks] + list(move.seeds)
+    present = await _existing(dest, own + [d.backing for d in move.bases if d.backing])
+    for path in own:
+        if path in present:
             raise errors.MigrationFailed(
                 guest=move.guest.name,
                 source=move.source,
                 dest=move.dest,
                 step="check disks",
-                reason=f"{disk.path} already exists there",
+                reason=f"{path} already exists there",
             )
     for disk in move.bases:
         assert disk.backing is not None
@@ -177,6 +181,24 @@ async def _prepare_destination(run: _Run, undo: Undo) -> None:
         undo.push(
             f"remove {disk.path} on {dest.host}", functools.partial(remove_file, dest, disk.path)
         )
+    for seed in move.seeds:
+        reporter.step(move.dest, move.guest.name, "sending its cloud-init seed")
+        await _step(move, "send seed", _send_seed(run, seed, undo))
+
+
+async def _send_seed(run: _Run, path: str, undo: Undo) -> None:
+    """The seed, read on the source, written as a new private file of the same path on the
+    destination (never over an existing one), its removal registered at once: it holds the
+    guest's private host keys. Not interrupted between the write and the registration."""
+    data = (await run.source.run(commands.read_file(path))).stdout
+
+    async def put() -> None:
+        await run.dest.run(commands.write_new_file(path), input=data)
+        undo.push(
+            f"remove {path} on {run.dest.host}", functools.partial(remove_file, run.dest, path)
+        )
+
+    await uninterrupted(put())
 
 
 async def _step(move: Move, step: str, work: Awaitable[object]) -> None:

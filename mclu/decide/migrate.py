@@ -9,6 +9,13 @@ when it is there (raw), else from the source host. The executor (`mclu.act.migra
 the hosts again only what its locks make necessary: whether the disks' paths are free on the
 destination once the guest's name is locked there (`Move.steps`), and, undoing a failed
 move, whether a disk there has come to use a base it sent (`Move.undo`).
+
+A cloud-init guest that still holds its NoCloud seed (built with `--no-wait`: mclu could not
+know when cloud-init had read it) has it in a read-only CD-ROM, which libvirt's storage
+migration does not copy: the destination would start it without its medium (the drive's
+startupPolicy is optional), cloud-init there finding no seed if it had not read it yet, and
+the seed file would stay on the source. So the move carries it (`Move.seeds`): copied to the
+same path on the destination before libvirt is asked, removed from the source after.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from dataclasses import dataclass, field
 
 from mclu import errors
 from mclu.decide import placement
+from mclu.decide.delete import seeds as held_seeds
 from mclu.model import Guest, HostSpec, Snapshot, StorageFacts
 
 MIN_RATE = 1 << 20  # bytes per second below which a migration counts as hung
@@ -72,6 +80,9 @@ class Move:
     shared: bool  # both hosts share the guest's storage: no disk work, no storage copy
     disks: tuple[Disk, ...] = ()  # empty when shared
     from_cache: tuple[str, ...] = ()  # bases (backing paths) sent from the controller's cache
+    # The cloud-init seeds the guest holds (its CD-ROM's medium), copied to the same path on
+    # the destination and removed from the source; empty when shared.
+    seeds: tuple[str, ...] = ()
 
     @property
     def bases(self) -> tuple[Disk, ...]:
@@ -87,20 +98,24 @@ class Move:
         """What the executor does, in order (a failure names its step). Under both hosts'
         locks on the guest's name, the destination is asked again which of the disks' and
         bases' paths exist ("check disks": another run may have made them since the plan
-        was read); a disk path taken fails the move, a base there is not sent."""
+        was read); a disk or seed path taken fails the move, a base there is not sent. Once
+        moved, the source's copies of its disks and seeds are removed (`mclu.act.migrate`)."""
         if self.shared:
             return ("lock", "migrate")
         sends = ("send template base",) if self.bases else ()
         creates = ("create disk",) if self.disks else ()
-        return ("lock", "check disks", *sends, *creates, "migrate")
+        seeds = ("send seed",) if self.seeds else ()
+        return ("lock", "check disks", *sends, *creates, *seeds, "migrate")
 
     @property
     def undo(self) -> tuple[str, ...]:
-        """What a failure undoes, newest first: the disks made, then each base this move
-        sent, unless the destination, asked again (`UNDO_CHECKS`), has a disk using it."""
+        """What a failure undoes, newest first: the seeds sent, the disks made, then each
+        base this move sent, unless the destination, asked again (`UNDO_CHECKS`), has a disk
+        using it."""
+        seeds = ("remove seed",) if self.seeds else ()
         removes = ("remove disk",) if self.disks else ()
         bases = (*UNDO_CHECKS, "remove template base if unused") if self.bases else ()
-        return () if self.shared else (*removes, *bases)
+        return () if self.shared else (*seeds, *removes, *bases)
 
 
 @dataclass(frozen=True)
@@ -207,7 +222,7 @@ def choose(
     """The destination of one running guest: `to` if it has room, else the host with the most.
 
     A host lacking one of the guest's networks, or (storage not shared) with a file of one
-    of its disks' names, is never chosen: `to` such a host is its refusal (NetworkMissing,
+    of its disks' or seeds' names, is never chosen: `to` such a host is its refusal (NetworkMissing,
     DiskNameTaken), other such hosts are skipped and the reason says so.
 
     Raises GuestNotRunning, UnknownHost, BadDestination (to is the source), the destination's
@@ -258,6 +273,7 @@ def choose(
         shared=is_shared,
         disks=kept,
         from_cache=_from_cache(kept, facts.local_bases),
+        seeds=() if is_shared else held_seeds(guest),
     )
 
 
@@ -265,12 +281,13 @@ def _refused(
     guest: Guest, disks: Sequence[Disk], found: Sequence[placement.Candidate], src: HostSpec
 ) -> dict[str, placement.Refusal]:
     """The hosts that may not take the guest: one of its networks missing there, or (its
-    disks copied there) a file there already named like one of its disks."""
+    disks and seeds copied there) a file there already named like one of them."""
     refused: dict[str, placement.Refusal] = {}
+    paths = (*(d.path for d in disks), *held_seeds(guest))
     for c in found:
         refusal: placement.Refusal | None = placement.networks_missing(guest.networks, c.snapshot)
         if refusal is None and not shared(src, c.snapshot.spec):
-            taken = (placement.disk_name_taken(d.path, c) for d in disks)
+            taken = (placement.disk_name_taken(path, c) for path in paths)
             refusal = next((r for r in taken if r is not None), None)
         if refusal is not None:
             refused[c.name] = refusal

@@ -4,15 +4,20 @@ see their README)."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from mclu import errors, model, sizes
+from mclu import errors, hostpaths, model, sizes
 from mclu.act import migrate as act_migrate
 from mclu.decide import migrate
+from mclu.hosts import fake
+from mclu.hosts.fake_files import Image
 from mclu.read import migrate as read_migrate
 from tests import plan_cases
 from tests.builders import SHUTOFF, guest
@@ -183,7 +188,9 @@ DISK_DEFAULTS: dict[str, Any] = {
 }
 
 
-def case_host(name: str, data: dict[str, Any]) -> tuple[model.HostSnapshot, model.StorageFacts]:
+def case_host(
+    name: str, data: dict[str, Any], seeded: Sequence[str] = ()
+) -> tuple[model.HostSnapshot, model.StorageFacts]:
     h = {**HOST_DEFAULTS, **data}
     memory = sizes.parse(h["memory"])
     spec = model.HostSpec(
@@ -213,6 +220,7 @@ def case_host(name: str, data: dict[str, Any]) -> tuple[model.HostSnapshot, mode
             memory=sizes.parse(mem),
             disks=(f"{IMAGES}/{g}.qcow2",),
             networks=tuple(nics[0]) if nics else (),
+            cdroms=(f"{IMAGES}/{g}{hostpaths.SEED_SUFFIX}",) if g in seeded else (),
         )
         for g, mem, vcpus, state, *nics in h["guests"]
     )
@@ -251,7 +259,7 @@ def case_facts(case: dict[str, Any]) -> migrate.Facts:
                 host=name, address=name, reason="connection refused"
             )
         else:
-            snap.ok[name], storage_facts[name] = case_host(name, data)
+            snap.ok[name], storage_facts[name] = case_host(name, data, case.get("seeded", ()))
     source = case["source"]
     disks = case.get("disks")
     if disks is None:
@@ -275,6 +283,7 @@ def move_fields(item: migrate.Move | migrate.NotMoved) -> dict[str, Any]:
         "disk_bytes": sum(d.data_bytes for d in item.disks),
         "bases": [d.backing for d in item.bases],
         "from_cache": list(item.from_cache),
+        "seeds": list(item.seeds),
         "steps": list(item.steps),
         "undo": list(item.undo),
     }
@@ -314,3 +323,93 @@ def test_migrate_case(case: dict[str, Any]) -> None:
 @pytest.mark.parametrize("case", plan_cases.load("drain"))
 def test_drain_case(case: dict[str, Any]) -> None:
     check_case(case, run_drain)
+
+
+# --- a seed carried (mclu.act.migrate on fake hosts with files) --------------------------------
+
+SEED = f"{IMAGES}/web1{hostpaths.SEED_SUFFIX}"
+SEED_BYTES = b"a NoCloud seed, labelled cidata"
+
+
+class Said:
+    """A reporter that keeps what a move says."""
+
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+
+    def step(self, host: str | None, guest: str | None, text: str) -> None:
+        self.steps.append(text)
+
+    def transfer(self, key: str, done: int, total: int) -> None:
+        pass
+
+
+def seeded_cluster() -> fake.FakeCluster:
+    """Host a runs web1 (a 1 GiB qcow2 disk with no backing file) still holding its seed."""
+    cluster = fake.FakeCluster.of("a", "b")
+    a = cluster.hosts["a"]
+    web1 = guest("web1", disks=(f"{IMAGES}/web1.qcow2",))
+    a.guests["web1"] = dataclasses.replace(web1, cdroms=(SEED,))
+    a.files.write(f"{IMAGES}/web1.qcow2", Image("qcow2", GIB, data=10 * MIB))
+    a.files.write(SEED, SEED_BYTES)
+    return cluster
+
+
+def seeded_move(cluster: fake.FakeCluster) -> migrate.Move:
+    guest_a = cluster.hosts["a"].guests["web1"]
+    qcow2 = migrate.Disk(f"{IMAGES}/web1.qcow2", "qcow2", GIB, 10 * MIB)
+    snap = snapshot(host("a", guest_a), host("b"))
+    facts = migrate.Facts(snap, {"web1": (qcow2,)}, {"b": storage()})
+    return migrate.plan_migrate(migrate.MigrateRequest("web1", to="b"), "a", guest_a, facts)
+
+
+def execute(cluster: fake.FakeCluster, move: migrate.Move, said: Said) -> None:
+    specs = {n: cluster.spec(n) for n in ("a", "b")}
+
+    async def run() -> None:
+        async with cluster.open(specs["a"]) as a, cluster.open(specs["b"]) as b:
+            await act_migrate.execute(move, {"a": a, "b": b}, specs, Path("/nonexistent"), said)
+
+    asyncio.run(run())
+
+
+def test_a_seed_the_guest_holds_goes_with_it_and_leaves_the_source() -> None:
+    cluster = seeded_cluster()
+    move = seeded_move(cluster)
+    assert move.seeds == (SEED,)
+    said = Said()
+    execute(cluster, move, said)
+    a, b = cluster.hosts["a"], cluster.hosts["b"]
+    assert "web1" in b.guests and "web1" not in a.guests
+    assert b.files.files[SEED] == SEED_BYTES  # the same medium at the same path
+    assert SEED not in a.files.files and f"{IMAGES}/web1.qcow2" not in a.files.files
+    assert "sending its cloud-init seed" in said.steps
+    assert not [s for s in said.steps if s.startswith("could not remove")]
+
+
+def test_a_failed_move_takes_the_seed_it_sent_back_and_the_source_keeps_its_own() -> None:
+    cluster = seeded_cluster()
+    cluster.hosts["b"].refuse_migration = "Storage pool not found"
+    with pytest.raises(errors.MigrationFailed) as failed:
+        execute(cluster, seeded_move(cluster), Said())
+    assert failed.value.step == "migrate"
+    a, b = cluster.hosts["a"], cluster.hosts["b"]
+    assert "web1" in a.guests and "web1" not in b.guests
+    assert a.files.files[SEED] == SEED_BYTES
+    assert SEED not in b.files.files and f"{IMAGES}/web1.qcow2" not in b.files.files
+
+
+def test_a_seed_that_appeared_at_the_destination_fails_the_move_before_anything_is_made() -> None:
+    cluster = seeded_cluster()
+    move = seeded_move(cluster)  # planned before another run put a file there
+    cluster.hosts["b"].files.write(SEED, b"another guest's")
+    with pytest.raises(errors.MigrationFailed) as failed:
+        execute(cluster, move, Said())
+    assert (failed.value.step, failed.value.reason) == (
+        "check disks",
+        f"{SEED} already exists there",
+    )
+    b = cluster.hosts["b"]
+    assert b.files.files[SEED] == b"another guest's"  # never replaced
+    assert f"{IMAGES}/web1.qcow2" not in b.files.files
+    assert "web1" in cluster.hosts["a"].guests
