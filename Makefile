@@ -75,6 +75,7 @@ bench: setup
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/build.py --ssh --runs 1
 	$(BIN)/python bench/build.py --cloud-init --runs 1
+	$(BIN)/python bench/build.py --cloud-init --image debian-13 --runs 1
 	$(BIN)/python bench/images.py
 	$(BIN)/python bench/list.py
 	$(BIN)/python bench/migrate.py --runs 5

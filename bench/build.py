@@ -19,7 +19,7 @@ On the sandbox (brought up if needed, with its template repository), per run, in
 Guests and disks are removed after each run. Prints medians side by side. Goals (issue 3):
 cold <= 1.0 x virt-builder, warm <= 0.5 x, x4 <= 2 x one warm build; ready against ready.
 
-    .venv/bin/python bench/build.py --cloud-init [--runs 1] [--host ham1]
+    .venv/bin/python bench/build.py --cloud-init [--runs 1] [--host ham1] [--image debian-13]
 
 cloud-init against the libguestfs appliance (issue 13), one image: the sandbox repository
 publishes the debian-12 file also as debian-12-cloud. Both templates are written alike
@@ -32,6 +32,8 @@ publishes the debian-12 file also as debian-12-cloud. Both templates are written
   virt-builder started / ready  virt-builder debian-12 on the host, `virsh define` + `start`
                  (384 MiB) / then its `NAME login:` on the console
 Goals: cloud-init started <= 0.2 x virt-builder started; cloud-init ready <= libguestfs ready.
+--image debian-13 compares the same on Debian 13's file (debian-13 and debian-13-cloud), whose
+cloud-init 25.1 runs its four stages in one Python process, where Debian 12's starts four.
 
     .venv/bin/python bench/build.py --ssh [--runs 3] [--host ham1]
 
@@ -266,13 +268,20 @@ def main() -> int:
         help="cloud-init against the appliance and virt-builder (debian-12; see above)",
     )
     parser.add_argument(
+        "--image",
+        choices=CLOUD_IMAGES,
+        default="debian-12",
+        help="--cloud-init's image: debian-12 (cloud-init 22.4, four processes) or debian-13 "
+        "(cloud-init 25.1, one process; built on demand, about 2 minutes)",
+    )
+    parser.add_argument(
         "--ssh",
         action="store_true",
         help="build to ssh-ready against virt-builder and waiting for ssh (tiny on br0)",
     )
     args = parser.parse_args()
     if args.cloud_init:
-        return cloud_init(args.runs, args.host)
+        return cloud_init(args.runs, args.host, args.image)
     if args.ssh:
         return ssh_ready(args.runs, args.host)
     t, host = args.template, args.host
@@ -320,10 +329,18 @@ def main() -> int:
 
 # The cloud-init comparison's templates: the same image and guest, personalised two ways.
 CLOUD_TEMPLATE = 'size = "2 GiB"\nmemory = "384 MiB"\nvcpus = 1\ndisk_bus = "virtio"\n'
-CLOUD_TEMPLATES = {
-    "debian-12-cloud": f'base = "debian-12-cloud"\npersonalise = "cloud-init"\n{CLOUD_TEMPLATE}',
-    "debian-12": f'base = "debian-12"\n{CLOUD_TEMPLATE}',
-}
+CLOUD_IMAGES = ("debian-12", "debian-13")  # sandbox recipes published also as IMAGE-cloud
+
+
+def cloud_templates(image: str) -> dict[str, str]:
+    """The two templates of `image`: IMAGE-cloud personalised by cloud-init, IMAGE by the
+    appliance."""
+    return {
+        f"{image}-cloud": f'base = "{image}-cloud"\npersonalise = "cloud-init"\n{CLOUD_TEMPLATE}',
+        image: f'base = "{image}"\n{CLOUD_TEMPLATE}',
+    }
+
+
 CLOUD_KINDS = [
     "cloud-init started",
     "cloud-init ready",
@@ -334,14 +351,14 @@ CLOUD_KINDS = [
 ]
 
 
-def cloud_init(runs: int, host: str) -> int:
+def cloud_init(runs: int, host: str, image: str) -> int:
     """Issue 13's comparison: cloud-init, the appliance and virt-builder on one image."""
     run([str(BIN / "mclu-sandbox"), "up", "3"])
-    sandbox_images.build_repository(STATE, names=["debian-12"])
+    sandbox_images.build_repository(STATE, names=[image])
     pub = bench_key()
     with tempfile.TemporaryDirectory(prefix="mclu-bench-") as tmp:
         templates = Path(tmp)
-        for name, text in CLOUD_TEMPLATES.items():
+        for name, text in cloud_templates(image).items():
             (templates / f"{name}.toml").write_text(text)
         said: dict[str, str] = {}  # the last line each mclu kind printed (its ready rule)
 
@@ -351,9 +368,9 @@ def cloud_init(runs: int, host: str) -> int:
                 if kind.startswith("virt-builder"):
                     ready = kind.endswith("ready")
                     return timed(
-                        lambda: virt_builder("debian-12", host, name, ready=ready, memory_mib=384)
+                        lambda: virt_builder(image, host, name, ready=ready, memory_mib=384)
                     )
-                template = "debian-12-cloud" if kind.startswith("cloud-init") else "debian-12"
+                template = f"{image}-cloud" if kind.startswith("cloud-init") else image
                 extra = ["--templates", str(templates)]
                 extra += ["--no-wait"] if kind.endswith("started") else []
                 return timed_build(said, kind, template, host, [name], pub, *extra)
@@ -378,7 +395,7 @@ def cloud_init(runs: int, host: str) -> int:
             ("libguestfs ready / virt-builder ready", guestfs_ready / vb_ready, ""),
         ]
 
-    report(f"debian-12 (384 MiB) on {host}, medians of {runs} runs, seconds", times, ratios, said)
+    report(f"{image} (384 MiB) on {host}, medians of {runs} runs, seconds", times, ratios, said)
     return 0
 
 

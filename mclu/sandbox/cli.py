@@ -158,9 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("env", help="print shell exports (MCLU_CONFIG, ...)").set_defaults(func=cmd_env)
     p = sub.add_parser(
         "templates",
-        help="build (or find cached) the sandbox's template repository: tiny and debian-12",
+        help="build (or find cached) the sandbox's template repository: tiny and debian-12 "
+        "(each also as debian-N-cloud), and debian-13 when named",
     )
-    p.add_argument("names", nargs="*", metavar="NAME", help="only these (default: all)")
+    p.add_argument(
+        "names", nargs="*", metavar="NAME", help="only these (default: tiny and debian-12)"
+    )
     p.add_argument("--force", action="store_true", help="rebuild even if cached")
     p.set_defaults(func=cmd_templates)
     sub.add_parser("status", help="which hosts are up").set_defaults(func=cmd_status)

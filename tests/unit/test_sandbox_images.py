@@ -247,3 +247,14 @@ def test_debian_12_is_published_also_as_debian_12_cloud_from_the_same_file() -> 
     same = ("file", "revision", "checksum", "size", "compressed_size", "osinfo")
     assert [getattr(cloud, f) for f in same] == [getattr(plain, f) for f in same]
     assert "cloud-init" in cloud.title and "cloud-init" not in plain.title
+
+
+def test_debian_13_is_built_only_when_named() -> None:
+    """The default set (the test suite's, the demo's) is tiny and debian-12; debian-13, for
+    the cloud-init benchmark, is built when named, by the same steps from trixie."""
+    assert [r.name for r in repository._check_names(None)] == ["tiny", "debian-12"]
+    assert [r.name for r in repository._check_names(["debian-13"])] == ["debian-13"]
+    d13 = recipes.RECIPES["debian-13"]
+    assert d13.debootstrapped and not recipes.TINY.debootstrapped
+    assert d13.params["suite"] == "trixie" and d13.scripts == recipes.DEBIAN_12.scripts
+    assert set(d13.also) == {"debian-13-cloud"} and "trixie" in d13.notes

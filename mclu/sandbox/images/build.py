@@ -107,7 +107,7 @@ def _root_argv(
             inputs["kernel"],
             fs_uuid,
         ]
-    if recipe.name == recipes.DEBIAN_12.name:
+    if recipe.debootstrapped:
         # Private namespaces: debootstrap's /proc and /sys mounts in the target, the hostname
         # and any daemon a package script starts all stay inside, and die with it.
         return [

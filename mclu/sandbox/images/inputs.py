@@ -15,7 +15,6 @@ from mclu.sandbox.images.debian import (
     parse_dpkg_versions,
 )
 from mclu.sandbox.images.recipes import (
-    DEBIAN_12,
     DEBIAN_KEY_PACKAGES,
     TINY,
     TINY_PACKAGES,
@@ -63,7 +62,9 @@ def recipe_inputs(recipe: Recipe) -> dict[str, str]:
         inputs["kernel"] = kver
         host = installed_versions([*TINY_PACKAGES, f"linux-image-{kver}"])
         inputs.update({f"package:{name}": version for name, version in host.items()})
-    elif recipe is DEBIAN_12:
+    elif recipe.debootstrapped:
+        # This machine's apt lists are bookworm's: for debian-13 (trixie) they stand for the
+        # mirror's state only roughly (its suite is in the key too); `--force` rebuilds it.
         mirror, security = host_mirrors()
         inputs.update(mirror=mirror, security_mirror=security)
         inputs.update({f"tool:{n}": v for n, v in installed_versions(["debootstrap"]).items()})

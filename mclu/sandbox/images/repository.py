@@ -105,7 +105,8 @@ def read_manifest(repo: Path) -> dict[str, Built]:
 def build_repository(
     state_dir: Path, *, names: Iterable[str] | None = None, force: bool = False
 ) -> Path:
-    """Make sure the repository holds the named templates (default: all), built from their
+    """Make sure the repository holds the named templates (default: all but the on-demand
+    ones), built from their
     current inputs; return its path (``STATE_DIR/repo``).
 
     Templates whose build key is unchanged are kept as they are (no work at all if none
@@ -130,7 +131,7 @@ def build_repository(
 
 def _check_names(names: Iterable[str] | None) -> list[recipes.Recipe]:
     if names is None:
-        return list(recipes.RECIPES.values())
+        return [r for r in recipes.RECIPES.values() if not r.on_demand]
     names = list(names)
     unknown = sorted(set(names) - set(recipes.RECIPES))
     if unknown:
