@@ -74,13 +74,18 @@ def make_private(path: str) -> list[str]:
     return ["chmod", "0600", "--", path]
 
 
-# stdin into a new file only its owner may read (noclobber: an existing file is not replaced).
-WRITE_NEW_SCRIPT = 'umask 077 && set -C && cat > "$1"'
+# stdin into a new file only its owner may read (noclobber: an existing file is not replaced);
+# a write that fails (a full disk) removes the part it wrote, which mclu has not yet registered
+# for removal (it may hold private keys): made empty first, so a refusal is told from a failure.
+WRITE_NEW_SCRIPT = (
+    'umask 077 && set -C && { true > "$1" || exit 1; } && '
+    '{ cat >> "$1" || { rm -f -- "$1"; exit 1; }; }'
+)
 
 
 def write_new_file(path: str) -> list[str]:
     """Write stdin to the new file `path`, mode 0600; refuses (exit 1, nothing written) when
-    `path` exists."""
+    `path` exists; a failed write leaves no file."""
     return script(WRITE_NEW_SCRIPT, path)
 
 
