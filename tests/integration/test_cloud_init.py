@@ -245,8 +245,15 @@ def test_a_guest_still_holding_its_seed_migrates_with_it(
     assert builds.state(destination, name) == "running"
     assert f"{name}{SEED_SUFFIX}" not in builds.files(source)
     assert f"<source file='{seed}'" in builds.virsh(destination, "dumpxml", name)
+    assert sandbox.exec(destination, ["stat", "-c", "%a", seed]).stdout.strip() == "600"
     # The destination's console log starts with the move, before cloud-init has finished.
     log = sb.console_shows(sandbox, destination, name, " finished at ", seconds=720)
-    assert re.search(r"Cloud-init v\. \S+ finished at .* DataSourceNoCloud", log), log[-2000:]
+    # The line may still be being written (an emulated UART): read on until it ends.
+    for _ in range(30):
+        if re.search(r"Cloud-init v\. \S+ finished at [^\n]* seconds", log):
+            break
+        time.sleep(2)
+        log = sb.console_log(sandbox, destination, name)
+    assert re.search(r"Cloud-init v\. \S+ finished at [^\n]* DataSourceNoCloud", log), log[-2000:]
     live_ipv4(builds, name)
     assert hostname_by_ssh(builds, name, env) == name  # checked against the recorded keys
