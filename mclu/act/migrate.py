@@ -7,7 +7,8 @@ else copied from the source host through this machine, sparse, over NBD, as the 
 and an empty overlay of the same path, size and backing file. libvirt then copies only the
 overlay's data (VIR_MIGRATE_NON_SHARED_INC) while the guest runs. A cloud-init seed the guest
 still holds (a read-only CD-ROM, which libvirt does not copy) is copied to the same path there
-first, through this machine (a few hundred KiB), and removed from the source once moved.
+after them, before libvirt is asked, through this machine (a few hundred KiB), and removed
+from the source once moved.
 Anything that fails undoes what this migration made, newest first: the seed, the overlay, a
 base sent only for it (if no other disk uses it). libvirt itself leaves the guest running at
 its source when a migration fails.

@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "templates",
         help="build (or find cached) the sandbox's template repository: tiny and debian-12 "
-        "(each also as debian-N-cloud), and debian-13 when named",
+        "(also as debian-12-cloud), and debian-13 (also as debian-13-cloud) when named",
     )
     p.add_argument(
         "names", nargs="*", metavar="NAME", help="only these (default: tiny and debian-12)"

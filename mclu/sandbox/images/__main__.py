@@ -25,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
         "names",
         nargs="*",
         metavar="NAME",
-        help=f"templates to build (default all: {', '.join(recipes.RECIPES)})",
+        help="templates to build (default: "
+        + ", ".join(r.name for r in recipes.RECIPES.values() if not r.on_demand)
+        + "; on demand: "
+        + ", ".join(r.name for r in recipes.RECIPES.values() if r.on_demand)
+        + ")",
     )
     parser.add_argument("--force", action="store_true", help="rebuild even if cached")
     parser.add_argument(
