@@ -432,7 +432,7 @@ async def write_seed(
     assert guest.seed_path is not None
     say("writing its cloud-init seed")
     data, keys = await asyncio.to_thread(_seed_iso, guest, template, inputs)
-    await uninterrupted(_put_seed(session, guest.seed_path, data, undo))
+    await uninterrupted(put_private_file(session, guest.seed_path, data, undo))
     return model.GuestTraits(host_keys=cloudinit.public_host_keys(keys))
 
 
@@ -454,8 +454,9 @@ def _seed_iso(
     return seed.iso_bytes(made), keys
 
 
-async def _put_seed(session: Session, path: str, data: bytes, undo: Undo) -> None:
-    """The seed on the host, and its removal registered: never one without the other. An
+async def put_private_file(session: Session, path: str, data: bytes, undo: Undo) -> None:
+    """A new file only its owner may read (a seed: it holds private host keys) on the host,
+    and its removal registered: never one without the other (run it uninterrupted). An
     existing file of its name is refused, never replaced."""
     await session.run(commands.write_new_file(path), input=data)
     undo.push(f"remove {path} on {session.host}", functools.partial(remove_file, session, path))

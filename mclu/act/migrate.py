@@ -27,7 +27,7 @@ from pathlib import Path
 
 from mclu import errors, hostpaths, images
 from mclu.act import locks
-from mclu.act.build import Reporter, Undo, remove_file
+from mclu.act.build import Reporter, Undo, put_private_file, remove_file
 from mclu.cancellation import uninterrupted
 from mclu.decide import connect
 from mclu.decide.migrate import Disk, Move, timeout_for
@@ -192,14 +192,7 @@ async def _send_seed(run: _Run, path: str, undo: Undo) -> None:
     destination (never over an existing one), its removal registered at once: it holds the
     guest's private host keys. Not interrupted between the write and the registration."""
     data = (await run.source.run(commands.read_file(path))).stdout
-
-    async def put() -> None:
-        await run.dest.run(commands.write_new_file(path), input=data)
-        undo.push(
-            f"remove {path} on {run.dest.host}", functools.partial(remove_file, run.dest, path)
-        )
-
-    await uninterrupted(put())
+    await uninterrupted(put_private_file(run.dest, path, data, undo))
 
 
 async def _step(move: Move, step: str, work: Awaitable[object]) -> None:

@@ -180,7 +180,7 @@ def plan_text(plan: BuildPlan) -> str:
     """One line per guest (host, why, what it gets), one per cloud-init seed, the download
     into the controller's cache (or why there is none), one line per base transfer, then a
     warning per host that did not answer (the names could not be checked there)."""
-    label = _base_label(plan)
+    label = base_label(plan.template)
     lines = [
         f"build {len(plan.guests)} {'guest' if len(plan.guests) == 1 else 'guests'} from {label}:"
     ]
@@ -205,7 +205,7 @@ def plan_text(plan: BuildPlan) -> str:
 
 
 def _guest_line(plan: BuildPlan, guest: GuestPlan) -> str:
-    label = _base_label(plan)
+    label = base_label(plan.template)
     if guest.base_cached:
         base = f"{label} cached there"
     elif guest.send_bytes:
@@ -222,8 +222,9 @@ def _guest_line(plan: BuildPlan, guest: GuestPlan) -> str:
     )
 
 
-def _base_label(plan: BuildPlan) -> str:
-    return f"{plan.template.name} r{plan.template.base.revision}"
+def base_label(template: model.ResolvedTemplate) -> str:
+    """`tiny r3`: a template's base as the plans name it."""
+    return f"{template.name} r{template.base.revision}"
 
 
 # What a plan says of a base the controller's cache gets, build's and rebuild's alike.
@@ -233,15 +234,14 @@ def download_line(template: model.ResolvedTemplate) -> str:
     """`download tiny r3 into the controller's cache: 10.5 MiB`"""
     size = template.download_size
     return (
-        f"download {template.name} r{template.base.revision} into the controller's cache: "
+        f"download {base_label(template)} into the controller's cache: "
         f"{sizes.human(size) if size is not None else 'size not listed'}"
     )
 
 
 def in_cache_line(template: model.ResolvedTemplate) -> str:
     """`nothing to download: tiny r3 is in the controller's cache` (a host lacks it)."""
-    label = f"{template.name} r{template.base.revision}"
-    return f"nothing to download: {label} is in the controller's cache"
+    return f"nothing to download: {base_label(template)} is in the controller's cache"
 
 
 def download_json(template: model.ResolvedTemplate) -> dict[str, Any]:
